@@ -1,0 +1,30 @@
+/* sbuf.h: a growable byte buffer, the one used by the codec, the store and
+ * the writer. Allocation failure aborts: there is nothing sensible a host
+ * can do half-way through encoding a value without memory. */
+#ifndef SLUICE_SBUF_H
+#define SLUICE_SBUF_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+  char *data;
+  size_t len;
+  size_t cap;
+} sbuf;
+
+#define SBUF_INIT {NULL, 0, 0}
+
+void sbuf_reserve(sbuf *b, size_t extra);
+void sbuf_add(sbuf *b, const void *p, size_t n);
+void sbuf_addc(sbuf *b, char c);
+void sbuf_adds(sbuf *b, const char *s);
+void sbuf_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* big-endian integers, for keys that sort in numeric order */
+void sbuf_add_be64(sbuf *b, uint64_t v);
+void sbuf_add_be32(sbuf *b, uint32_t v);
+uint64_t sbuf_read_be64(const void *p);
+uint32_t sbuf_read_be32(const void *p);
+void sbuf_reset(sbuf *b);
+void sbuf_free(sbuf *b);
+
+#endif

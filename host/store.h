@@ -1,0 +1,86 @@
+/* store.h: the LMDB environment behind sluice (DESIGN §5). Opens and checks
+ * the environment, names the databases, hands out read transactions and
+ * grows the map. Knows nothing of Lua; writes go through writer.h.
+ *
+ * Databases and their keys (composite keys are '\0'-separated, integers
+ * big-endian so that byte order is numeric order):
+ *   meta         "format" -> "1"                   (format version)
+ *   runs         run_id -> JSON run record
+ *   runs_by_time be64(created_at_us) run_id -> ""  (history, newest last)
+ *   steps        run_id "\0" step_id -> JSON step record
+ *
+ * Threads: the environment is opened with MDB_NOTLS, so a read transaction
+ * may be used by any coroutine on the loop thread. Map growth needs no
+ * transaction open anywhere in the process; a process-wide rwlock makes read
+ * transactions (shared) exclude growth (exclusive). Read transactions are
+ * short: begin, copy out, end. */
+#ifndef SLUICE_STORE_H
+#define SLUICE_STORE_H
+
+#include <lmdb.h>
+#include <stddef.h>
+
+#include "sbuf.h"
+
+enum {
+  DB_META = 0,
+  DB_RUNS,
+  DB_RUNS_BY_TIME,
+  DB_STEPS,
+  DB_COUNT
+};
+
+#define STORE_FORMAT_VERSION 1
+
+/* status codes (negative); 0 is success */
+enum {
+  STORE_OK = 0,
+  STORE_ENOTFOUND = -1, /* read-only open of a store that does not exist */
+  STORE_EBADSTORE = -2, /* not an LMDB environment, or a newer format */
+  STORE_EACCES = -3,    /* directory or files not writable / readable */
+  STORE_EFULL = -4,     /* disk full */
+  STORE_EIO = -5        /* anything else LMDB or the OS reported */
+};
+
+#define STORE_READONLY 1
+
+typedef struct store store;
+
+/* Opens (creating if needed, unless STORE_READONLY) the store in dir.
+ * On error returns a status above and writes to err a message that names
+ * dir and says what to do. */
+int store_open(store **out, const char *dir, int flags, char *err, size_t errsz);
+void store_close(store *s);
+
+const char *store_dir(const store *s);
+MDB_env *store_env(store *s);
+MDB_dbi store_dbi(const store *s, int db);
+const char *store_db_name(int db);
+
+/* Begins a read transaction (taking the shared lock). Retries on
+ * MDB_MAP_RESIZED after adopting the new size. End it with store_read_end. */
+int store_read_begin(store *s, MDB_txn **txn, char *err, size_t errsz);
+void store_read_end(store *s, MDB_txn *txn);
+
+/* Copies the value under key into out (reset first). *found tells whether it
+ * exists. Returns 0 or a status with err. */
+int store_get(store *s, int db, const void *key, size_t klen, sbuf *out, int *found,
+              char *err, size_t errsz);
+
+/* Calls fn for every entry whose key starts with prefix (plen may be 0), in
+ * key order, or in reverse order if reverse != 0, inside one read
+ * transaction. Key and value are valid only during the call. fn returns 0 to
+ * go on, 1 to stop early, or a negative status to abort the scan (returned). */
+typedef int (*store_scan_fn)(void *ud, const void *key, size_t klen, const void *val,
+                             size_t vlen);
+int store_scan(store *s, int db, const void *prefix, size_t plen, int reverse,
+               store_scan_fn fn, void *ud, char *err, size_t errsz);
+
+/* For the writer thread only: the exclusive lock and doubling of the map
+ * after MDB_MAP_FULL, with no transaction of this thread open. */
+int store_grow(store *s, char *err, size_t errsz);
+
+/* Maps an LMDB or errno code to a status above. */
+int store_status(int rc);
+
+#endif

@@ -1,0 +1,56 @@
+/* writer.h: the one writer of the store, with group commit (DESIGN §5).
+ *
+ * The loop thread builds a batch of puts/deletes and submits it; a writer
+ * thread takes everything queued, applies it in one LMDB write transaction
+ * and commits it (fsync on, the default flags); then it wakes the loop
+ * (uv_async_send) and each batch's done callback runs on the loop thread.
+ * A batch is atomic: all its operations commit together or none does. If a
+ * group transaction fails, its batches are retried one per transaction so
+ * one bad batch (a key too long, say) fails alone. MDB_MAP_FULL grows the map
+ * (store_grow) and retries; a full disk fails the batches with STORE_EFULL.
+ *
+ * The loop never waits on fsync: writer_submit only queues. The async handle
+ * keeps the loop alive only while batches are pending. */
+#ifndef SLUICE_WRITER_H
+#define SLUICE_WRITER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "store.h"
+
+typedef struct wbatch wbatch;
+typedef struct writer writer;
+
+/* status is 0 when the batch is durable, else a STORE_* status and errmsg. */
+typedef void (*writer_done_fn)(void *cookie, int status, const char *errmsg);
+
+wbatch *wbatch_new(void);
+void wbatch_put(wbatch *b, int db, const void *key, size_t klen, const void *val,
+                size_t vlen);
+void wbatch_del(wbatch *b, int db, const void *key, size_t klen);
+size_t wbatch_count(const wbatch *b);
+void wbatch_free(wbatch *b); /* only for a batch never submitted */
+
+int writer_start(writer **out, store *s, uv_loop_t *loop, char *err, size_t errsz);
+
+/* Queues b (the writer owns it from here) and returns 0; done(cookie, ...)
+ * runs on the loop thread once. Returns -1 if the writer is stopping (b is
+ * freed, done is not called). */
+int writer_submit(writer *w, wbatch *b, writer_done_fn done, void *cookie);
+
+/* Commits everything queued, stops and joins the thread, runs the remaining
+ * done callbacks, and closes the async handle: the caller must run the loop
+ * once more so the close completes (the writer is freed then). */
+void writer_stop(writer *w);
+
+typedef struct {
+  uint64_t commits; /* transactions committed */
+  uint64_t batches; /* batches made durable */
+  uint64_t ops;     /* puts and deletes applied */
+  uint64_t grows;   /* map doublings */
+} writer_stats;
+void writer_get_stats(writer *w, writer_stats *out);
+
+#endif
