@@ -1,0 +1,13 @@
+/* host_lib.h: the internal module "sluice.host": the Lua engine's door to the
+ * store, the writer, clocks and ids (l_host.c). Not for pipeline authors. */
+#ifndef SLUICE_HOST_LIB_H
+#define SLUICE_HOST_LIB_H
+#include <lua.h>
+
+int luaopen_sluice_host(lua_State *L);
+
+/* Stops the writer (committing what is queued) and closes the store. The
+ * loop must run once more afterwards so the writer's handle closes. */
+void host_lib_shutdown(lua_State *L);
+
+#endif

@@ -1,0 +1,211 @@
+/* vm.c: the Lua state on the host's loop (see vm.h).
+ *
+ * Depends on luv: luv_set_loop and luv_set_callback must precede
+ * luaopen_luv, or luv makes its own loop and exits the process on the first
+ * error in a callback (INTEGRATION.md). */
+#include "vm.h"
+
+#include <lauxlib.h>
+#include <luv/luv.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec.h"
+#include "embedded.h"
+#include "host_lib.h"
+
+vm *vm_of(lua_State *L) { return *(vm **)lua_getextraspace(L); }
+
+void vm_push_traceback(lua_State *L, lua_State *co, int level) {
+  const char *msg;
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    msg = lua_tostring(L, -1);
+  } else if (luaL_callmeta(L, -1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
+    msg = lua_tostring(L, -1);
+  } else {
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, -1));
+  }
+  luaL_traceback(L, co, msg, level);
+}
+
+static int msgh(lua_State *L) {
+  /* keep tables raised on purpose (they carry fields) but add a traceback
+   * to everything else */
+  if (lua_type(L, 1) == LUA_TTABLE && luaL_getmetafield(L, 1, "__tostring") == LUA_TNIL) {
+    lua_settop(L, 1);
+  }
+  vm_push_traceback(L, L, 1);
+  return 1;
+}
+
+int vm_pcall(lua_State *L, int nargs, int nresults, int flags) {
+  (void)flags;
+  int top = lua_gettop(L) - nargs - 1;
+  lua_pushcfunction(L, msgh);
+  lua_insert(L, top + 1);
+  int rc = lua_pcall(L, nargs, nresults, top + 1);
+  lua_remove(L, top + 1);
+  if (rc != LUA_OK) {
+    fprintf(stderr, "sluice: %s\n", lua_tostring(L, -1));
+    fflush(stderr);
+    lua_pop(L, 1);
+    return -rc;
+  }
+  return lua_gettop(L) - top;
+}
+
+int vm_resume(lua_State *co, lua_State *from, int nargs) {
+  vm *v = vm_of(co);
+  int nres = 0;
+  int rc = lua_resume(co, from, nargs, &nres);
+  if (rc == LUA_YIELD) {
+    lua_pop(co, nres);
+    return rc;
+  }
+  if (rc == LUA_OK) {
+    lua_pop(co, nres);
+    if (co == v->main_co && v->stop_with_main) uv_stop(&v->loop);
+    return rc;
+  }
+  /* the coroutine died: report it with its own traceback */
+  vm_push_traceback(co, co, 0);
+  fprintf(stderr, "sluice: %s\n", lua_tostring(co, -1));
+  fflush(stderr);
+  if (co == v->main_co) {
+    v->main_failed = 1;
+    if (v->stop_with_main) uv_stop(&v->loop);
+  }
+  lua_resetthread(co);
+  return rc;
+}
+
+int vm_start_main(vm *v, int nargs) {
+  lua_State *L = v->L;
+  lua_State *co = lua_newthread(L);
+  /* anchor the main coroutine for the life of the state */
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "sluice.main_co");
+  lua_pop(L, 1);
+  lua_xmove(L, co, nargs + 1);
+  v->main_co = co;
+  v->main_failed = 0;
+  int rc = vm_resume(co, NULL, nargs);
+  return (rc == LUA_OK || rc == LUA_YIELD) ? 0 : -1;
+}
+
+/* package.searchers entry for lua/ and stdlib/. With SLUICE_LUA_ROOT set, the
+ * files are read from that checkout instead, so a developer need not rebuild
+ * to try a change in Lua. */
+static int search_embedded(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  for (const embedded_file *f = embedded_files; f->module; f++) {
+    if (strcmp(f->module, name) != 0) continue;
+    const char *root = getenv("SLUICE_LUA_ROOT");
+    int rc;
+    if (root && *root) {
+      const char *path = lua_pushfstring(L, "%s/%s", root, f->chunk + 1);
+      rc = luaL_loadfilex(L, path, "t");
+    } else {
+      rc = luaL_loadbufferx(L, f->src, f->len, f->chunk, "t");
+    }
+    if (rc != LUA_OK) return lua_error(L);
+    lua_pushstring(L, f->chunk + 1);
+    return 2;
+  }
+  lua_pushfstring(L, "\n\tno embedded module '%s'", name);
+  return 1;
+}
+
+static int refuse_uv_run(lua_State *L) {
+  return luaL_error(L, "uv.run: the sluice host runs the loop; do not call uv.run from Lua");
+}
+
+static int refuse_uv_walk(lua_State *L) {
+  return luaL_error(L, "uv.walk: not available in sluice (the loop also holds the host's own handles)");
+}
+
+int vm_open(vm *v, char *err, size_t errsz) {
+  memset(v, 0, sizeof *v);
+  int rc = uv_loop_init(&v->loop);
+  if (rc != 0) {
+    snprintf(err, errsz, "cannot create the event loop: %s", uv_strerror(rc));
+    return -1;
+  }
+  lua_State *L = luaL_newstate();
+  if (!L) {
+    snprintf(err, errsz, "cannot create the Lua state: out of memory");
+    uv_loop_close(&v->loop);
+    return -1;
+  }
+  v->L = L;
+  *(vm **)lua_getextraspace(L) = v;
+  luaL_openlibs(L);
+
+  /* embedded Lua modules, searched right after package.preload */
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "searchers");
+  for (int i = (int)luaL_len(L, -1); i >= 2; i--) {
+    lua_rawgeti(L, -1, i);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushcfunction(L, search_embedded);
+  lua_rawseti(L, -2, 2);
+  lua_pop(L, 1);
+
+  /* C modules */
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_sluice_json);
+  lua_setfield(L, -2, "sluice.json");
+  lua_pushcfunction(L, luaopen_sluice_host);
+  lua_setfield(L, -2, "sluice.host");
+  lua_pop(L, 1);
+
+  /* luv on our loop, with our error handler */
+  luv_set_loop(L, &v->loop);
+  luv_set_callback(L, vm_pcall);
+  lua_getfield(L, -1, "loaded");
+  luaopen_luv(L);
+  lua_getfield(L, -1, "walk");
+  lua_setfield(L, LUA_REGISTRYINDEX, "sluice.uv_walk");
+  lua_pushcfunction(L, refuse_uv_run);
+  lua_setfield(L, -2, "run");
+  lua_pushcfunction(L, refuse_uv_walk);
+  lua_setfield(L, -2, "walk");
+  lua_setfield(L, -2, "luv");
+  lua_pop(L, 2); /* loaded, package */
+  v->open = 1;
+
+  /* the pipeline API as globals, for pipeline files and scripts alike */
+  if (luaL_dostring(L, "require('sluice.engine').install(_G)") != LUA_OK) {
+    snprintf(err, errsz, "loading the engine: %s", lua_tostring(L, -1));
+    vm_close(v);
+    return -1;
+  }
+  return 0;
+}
+
+void vm_close(vm *v) {
+  if (!v->open) return;
+  lua_State *L = v->L;
+  host_lib_shutdown(L); /* the writer: commits what is queued */
+  uv_run(&v->loop, UV_RUN_NOWAIT);
+  /* luv's own handles: close them through luv so its references go too */
+  lua_getfield(L, LUA_REGISTRYINDEX, "sluice.uv_walk");
+  if (luaL_dostring(L, "return function(h) if not h:is_closing() then h:close() end end") == LUA_OK) {
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+      fprintf(stderr, "sluice: closing handles: %s\n", lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  } else {
+    lua_pop(L, 2);
+  }
+  uv_run(&v->loop, UV_RUN_DEFAULT);
+  lua_close(L);
+  v->L = NULL;
+  if (uv_loop_close(&v->loop) != 0) {
+    fprintf(stderr, "sluice: warning: the event loop still had open handles at exit\n");
+  }
+  v->open = 0;
+}

@@ -1,0 +1,290 @@
+--- sluice.cli: the commands written in Lua (run, runs, status): argument
+--- parsing, store opening, output as a table or as JSON. main() returns the
+--- exit code: 0 success, 1 the pipeline failed, 2 bad usage or bad input.
+local host = require "sluice.host"
+local json = require "sluice.json"
+local engine = require "sluice.engine"
+
+local M = {}
+
+local function out(...) io.stdout:write(...) end
+local function errf(fmt, ...) io.stderr:write("sluice: ", fmt:format(...), "\n") end
+
+local USAGE = {
+  run = [[
+usage: sluice run FILE [--pipeline NAME] [--input JSON] [--id RUN_ID] [--store DIR]
+
+Runs one pipeline of FILE to completion in the foreground and prints its
+result as JSON on stdout. Every step's result is committed to the store
+before the step returns, so a run that is killed can be resumed: pass the
+same --id and finished steps return their stored result without running.
+
+  --pipeline NAME  the pipeline to run (needed when FILE defines several)
+  --input JSON     the input given to the pipeline function (default: null)
+  --id RUN_ID      the run id; of an unfinished run: resume it; of a
+                   completed run: print its stored result, run nothing
+  --store DIR      the store (default ./.sluice)
+
+Exit: 0 completed, 1 the pipeline failed, 2 bad usage or bad input.
+]],
+  runs = [[
+usage: sluice runs [--pipeline NAME] [--status S] [--limit N] [--store DIR] [--json]
+
+Lists runs, newest first. Works while another sluice process writes the store.
+
+  --pipeline NAME  only runs of this pipeline
+  --status S       only runs in this status (pending, running, completed, failed, ...)
+  --limit N        at most N runs (default 20)
+  --json           one JSON document instead of a table
+]],
+  status = [[
+usage: sluice status RUN_ID [--store DIR] [--json]
+
+Shows one run: pipeline, status, times, the source hash of its file, its
+error, and each step with its status, attempts, duration and result size.
+]],
+}
+
+-- Parses args against spec {flag = "value"|"bool"}; returns opts, positional
+-- or nil, message.
+local function parse(args, spec)
+  local opts, pos = {}, {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--help" or a == "-h" then
+      opts.help = true
+    elseif a:sub(1, 2) == "--" then
+      local name, val = a:match("^%-%-([^=]+)=(.*)$")
+      name = name or a:sub(3)
+      local kind = spec[name]
+      if not kind then return nil, ("unknown option --%s"):format(name) end
+      if kind == "bool" then
+        if val then return nil, ("--%s takes no value"):format(name) end
+        opts[name] = true
+      else
+        if not val then
+          i = i + 1
+          val = args[i]
+          if val == nil then return nil, ("--%s needs a value"):format(name) end
+        end
+        opts[name] = val
+      end
+    else
+      pos[#pos + 1] = a
+    end
+    i = i + 1
+  end
+  return opts, pos
+end
+
+local function open_store(opts, readonly)
+  local dir = opts.store or os.getenv("SLUICE_STORE") or ".sluice"
+  local ok, msg = host.open(dir, readonly)
+  if not ok then
+    errf("%s", msg)
+    return false
+  end
+  return true
+end
+
+local function usage_error(cmd, msg)
+  errf("%s\n", msg)
+  io.stderr:write(USAGE[cmd])
+  return 2
+end
+
+---------------------------------------------------------------------------
+
+function M.run(args)
+  local opts, pos = parse(args, { pipeline = "value", input = "value", id = "value", store = "value" })
+  if not opts then return usage_error("run", pos) end
+  if opts.help then out(USAGE.run) return 0 end
+  if #pos ~= 1 then return usage_error("run", "run needs exactly one FILE") end
+  local file = pos[1]
+
+  local input
+  if opts.input then
+    local v, derr = host.decode(opts.input)
+    if derr then
+      errf("--input is not valid JSON: %s", derr)
+      return 2
+    end
+    input = v
+  end
+
+  local defined, lerr, kind = engine.load_file(file)
+  if not defined then
+    if kind == "io" then errf("cannot read %s", lerr)
+    else errf("%s", lerr) end
+    return 2
+  end
+  if #defined == 0 then
+    errf("%s defines no pipeline (call pipeline(name, fn) in it)", file)
+    return 2
+  end
+  local p
+  if opts.pipeline then
+    for _, d in ipairs(defined) do
+      if d.name == opts.pipeline then p = d end
+    end
+  elseif #defined == 1 then
+    p = defined[1]
+  end
+  if not p then
+    local names = {}
+    for i, d in ipairs(defined) do names[i] = d.name end
+    if opts.pipeline then
+      errf("pipeline '%s' is not defined in %s; defined: %s", opts.pipeline, file, table.concat(names, ", "))
+    else
+      errf("%s defines %d pipelines (%s): choose one with --pipeline NAME", file, #defined, table.concat(names, ", "))
+    end
+    return 2
+  end
+
+  if not open_store(opts, false) then return 2 end
+  local rec, uerr = engine.execute(p, input, opts.id)
+  if not rec then
+    errf("%s", uerr)
+    return 2
+  end
+  if rec.status == "completed" then
+    out(json.encode(rec.result == nil and json.null or rec.result), "\n")
+    return 0
+  end
+  local e = rec.error or {}
+  io.stderr:write(("sluice: run %s of pipeline '%s' failed%s: %s\n"):format(
+    rec.id, rec.pipeline, e.step and (" in step '%s'"):format(e.step) or "", e.message or "?"))
+  if e.traceback then io.stderr:write(e.traceback, "\n") end
+  io.stderr:write(("sluice: fix the cause and resume with: sluice run %s --id %s%s\n"):format(
+    file, rec.id, opts.pipeline and (" --pipeline " .. opts.pipeline) or ""))
+  return 1
+end
+
+---------------------------------------------------------------------------
+-- inspection
+
+local function table_print(headers, rows)
+  local widths = {}
+  for i, h in ipairs(headers) do widths[i] = #h end
+  for _, r in ipairs(rows) do
+    for i = 1, #headers do
+      r[i] = tostring(r[i] == nil and "-" or r[i])
+      if #r[i] > widths[i] then widths[i] = #r[i] end
+    end
+  end
+  local function line(cells)
+    local parts = {}
+    for i = 1, #headers do
+      parts[i] = i < #headers and cells[i] .. string.rep(" ", widths[i] - #cells[i]) or cells[i]
+    end
+    out(table.concat(parts, "  "), "\n")
+  end
+  line(headers)
+  for _, r in ipairs(rows) do line(r) end
+end
+
+local function ms_text(ms)
+  if ms == nil then return "-" end
+  if ms < 1 then return ("%.3fms"):format(ms) end
+  if ms < 1000 then return ("%.1fms"):format(ms) end
+  return ("%.2fs"):format(ms / 1000)
+end
+
+local function run_summary(r)
+  return {
+    id = r.id, pipeline = r.pipeline, status = r.status, created_at = r.created_at,
+    started_at = r.started_at, finished_at = r.finished_at, duration_ms = r.duration_ms,
+    attempt = r.attempt, file = r.file, source_hash = r.source_hash,
+    error = r.error and r.error.message, error_step = r.error and r.error.step,
+  }
+end
+
+function M.runs(args)
+  local opts, pos = parse(args, { pipeline = "value", status = "value", limit = "value", store = "value", json = "bool" })
+  if not opts then return usage_error("runs", pos) end
+  if opts.help then out(USAGE.runs) return 0 end
+  if #pos > 0 then return usage_error("runs", "runs takes no positional argument: " .. pos[1]) end
+  local limit = 20
+  if opts.limit then
+    limit = math.tointeger(tonumber(opts.limit))
+    if not limit or limit < 1 then return usage_error("runs", "--limit must be a positive integer, got " .. opts.limit) end
+  end
+  if not open_store(opts, true) then return 2 end
+  local list = engine.list_runs({ pipeline = opts.pipeline, status = opts.status, limit = limit })
+  if opts.json then
+    local runs = json.array({})
+    for i, r in ipairs(list) do runs[i] = run_summary(r) end
+    out(json.encode({ runs = runs }), "\n")
+    return 0
+  end
+  local rows = {}
+  for i, r in ipairs(list) do
+    rows[i] = { r.id, r.pipeline, r.status, r.created_at, ms_text(r.duration_ms),
+      r.error and r.error.message:gsub("\n.*", "") or "" }
+  end
+  table_print({ "RUN", "PIPELINE", "STATUS", "CREATED", "DURATION", "ERROR" }, rows)
+  return 0
+end
+
+function M.status(args)
+  local opts, pos = parse(args, { store = "value", json = "bool" })
+  if not opts then return usage_error("status", pos) end
+  if opts.help then out(USAGE.status) return 0 end
+  if #pos ~= 1 then return usage_error("status", "status needs exactly one RUN_ID") end
+  if not open_store(opts, true) then return 2 end
+  local r = engine.get_run(pos[1])
+  if not r then
+    errf("no run %s in %s", pos[1], host.dir())
+    return 2
+  end
+  local steps = engine.get_steps(r.id)
+  if opts.json then
+    local doc = run_summary(r)
+    doc.input, doc.result = r.input, r.result
+    doc.error = r.error
+    doc.steps = json.array({})
+    for i, s in ipairs(steps) do
+      doc.steps[i] = {
+        id = s.id, status = s.status, attempts = s.attempts, branch = s.branch, position = s.pos,
+        started_at = host.iso(s.started_us), duration_ms = s.duration_us / 1000, size = s.size or 0,
+        error = s.error and s.error.message,
+      }
+    end
+    out(json.encode(doc), "\n")
+    return 0
+  end
+  out(("run        %s\npipeline   %s\nstatus     %s\nfile       %s (source %s)\ncreated    %s\nfinished   %s\nduration   %s\nattempt    %s\n")
+    :format(r.id, r.pipeline, r.status, r.file or "-", r.source_hash or "-", r.created_at or "-",
+      r.finished_at or "-", ms_text(r.duration_ms), r.attempt or "-"))
+  if r.error then
+    out(("error      %s%s\n"):format(r.error.step and ("in step '" .. r.error.step .. "': ") or "", r.error.message))
+    if r.error.traceback then out(r.error.traceback, "\n") end
+  end
+  out(("steps      %d\n\n"):format(#steps))
+  local rows = {}
+  for i, s in ipairs(steps) do
+    rows[i] = { s.id, s.status, s.attempts, ms_text(s.duration_us / 1000), s.size or 0,
+      s.error and s.error.message:gsub("\n.*", "") or "" }
+  end
+  if #rows > 0 then table_print({ "STEP", "STATUS", "ATTEMPTS", "DURATION", "SIZE", "ERROR" }, rows) end
+  return 0
+end
+
+--- Entry point from main.c: main(command, args...) -> exit code.
+function M.main(cmd, ...)
+  local args = { ... }
+  local fn = M[cmd]
+  local ok, code = xpcall(fn, function(e)
+    return debug.traceback(type(e) == "table" and (e.message or tostring(e)) or tostring(e), 2)
+  end, args)
+  io.stdout:flush()
+  host.stop()
+  if not ok then
+    errf("%s", code)
+    return 1
+  end
+  return code
+end
+
+return M

@@ -1,0 +1,519 @@
+--- sluice.engine: pipelines, runs, durable steps, replay, retries and
+--- parallel branches (DESIGN §1-2).
+---
+--- A run executes its pipeline function from the top every time it starts
+--- or resumes. Each `step` is memoized per (run, step id): the first time its
+--- function runs and its result is committed through the writer before
+--- `step` returns; later, the stored result is returned and the function
+--- does not run. Steps are also recorded by position within their branch
+--- (the main function is branch "", each function given to `parallel` its
+--- own branch), so a resume whose code calls steps in another order fails
+--- loudly instead of handing a stored result to the wrong step.
+local host = require "sluice.host"
+local json = require "sluice.json"
+local sched = require "sluice.sched"
+local duration = require "sluice.duration"
+local uv = require "luv"
+
+local M = {}
+
+local pipelines = {} -- name -> handle
+M.pipelines = pipelines
+
+--- Set while a pipeline file loads: {file=, hash=, defined={}}.
+local loading
+
+local Pipeline = {}
+Pipeline.__index = Pipeline
+Pipeline.__tostring = function(p) return "pipeline " .. p.name end
+
+--- The error raised when a step fails; a run that ends with it records the
+--- step id.
+local StepError = {}
+StepError.__index = StepError
+StepError.__tostring = function(e) return e.message end
+M.StepError = StepError
+
+local function callsite(level)
+  local info = debug.getinfo(level + 1, "Sl")
+  if not info then return "?" end
+  return info.short_src .. ":" .. (info.currentline or 0)
+end
+
+local function branch_label(name)
+  return name == "" and "main" or name
+end
+
+-- the branch of the running coroutine, or a clear error naming the caller
+local function current_branch(what, level)
+  local br = sched.context()
+  if not br or not br.run then
+    error(("%s called outside a run: call it inside a pipeline function"):format(what), level + 1)
+  end
+  if br.abandoned then
+    error(("%s called from a step that timed out and was abandoned"):format(what), level + 1)
+  end
+  return br
+end
+
+local function store_error(what, msg, code)
+  error(("%s: %s (%s)"):format(what, tostring(msg), tostring(code)), 0)
+end
+
+---------------------------------------------------------------------------
+-- definition
+
+--- Defines a pipeline. Returns its handle.
+---@param name string
+---@param fn fun(input:any):any
+---@param opts table?
+function M.pipeline(name, fn, opts)
+  if type(name) ~= "string" or name == "" then
+    error("pipeline: the name must be a non-empty string", 2)
+  end
+  if type(fn) ~= "function" then
+    error(("pipeline '%s': expected a function as second argument, got %s"):format(name, type(fn)), 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("pipeline '%s': options must be a table"):format(name), 2)
+  end
+  local site = callsite(2)
+  local prev = pipelines[name]
+  if prev then
+    error(("pipeline '%s' is defined twice: at %s and at %s"):format(name, prev.site, site), 2)
+  end
+  local p = setmetatable({
+    name = name, fn = fn, opts = opts or {}, site = site,
+    file = loading and loading.file, hash = loading and loading.hash,
+  }, Pipeline)
+  pipelines[name] = p
+  if loading then loading.defined[#loading.defined + 1] = p end
+  return p
+end
+
+--- Loads a pipeline file: compiles it (a syntax error is "file:line: msg"),
+--- runs its top level, returns the pipelines it defined in order.
+---@return table? defined, string? err, string? kind  "syntax"|"runtime"|"io"
+function M.load_file(path)
+  local f, oerr = io.open(path, "rb")
+  if not f then return nil, oerr, "io" end
+  local src = f:read("a")
+  f:close()
+  local chunk, lerr = load(src, "@" .. path, "t")
+  if not chunk then return nil, lerr, "syntax" end
+  local prev = loading
+  loading = { file = path, hash = host.hash(src), defined = {} }
+  local ok, err = xpcall(chunk, sched.traceback)
+  local defined = loading.defined
+  loading = prev
+  if not ok then
+    return nil, err.traceback or err.message, "runtime"
+  end
+  return defined
+end
+
+---------------------------------------------------------------------------
+-- steps
+
+local step_opts = { retries = true, backoff = true, timeout = true }
+
+local function check_step_opts(id, opts)
+  for k in pairs(opts) do
+    if not step_opts[k] then
+      error(("step '%s': unknown option '%s' (known: retries, backoff, timeout)"):format(id, tostring(k)), 3)
+    end
+  end
+  local r = opts.retries
+  if r ~= nil and (math.type(r) ~= "integer" or r < 0) then
+    error(("step '%s': retries must be an integer >= 0, got %s"):format(id, tostring(r)), 3)
+  end
+  if opts.timeout ~= nil then duration.ms(opts.timeout, ("step '%s' timeout"):format(id)) end
+end
+
+-- delay before attempt n+1 after attempt n failed
+local function backoff_ms(id, b, n)
+  local initial, factor, max, jitter = 1000, 2, 300000, 0.2
+  if type(b) == "number" or type(b) == "string" then
+    initial = duration.ms(b, ("step '%s' backoff"):format(id))
+  elseif type(b) == "table" then
+    if b.initial ~= nil then initial = duration.ms(b.initial, ("step '%s' backoff.initial"):format(id)) end
+    if b.max ~= nil then max = duration.ms(b.max, ("step '%s' backoff.max"):format(id)) end
+    factor = b.factor or factor
+    jitter = b.jitter or jitter
+  elseif b ~= nil then
+    error(("step '%s': backoff must be a duration or a table {initial=, factor=, max=, jitter=}"):format(id), 0)
+  end
+  local d = math.min(max, initial * factor ^ (n - 1))
+  if jitter > 0 then d = d * (1 - jitter + 2 * jitter * math.random()) end
+  return d
+end
+
+-- Calls fn with args; returns true, packed results or false, error table.
+-- With a timeout, fn runs in a task of its own so the step can stop
+-- waiting for it; the abandoned task can no longer call the engine.
+local function call_step(br, fn, args, timeout_ms)
+  if not timeout_ms then
+    local r = table.pack(xpcall(fn, sched.traceback, table.unpack(args, 1, args.n)))
+    if r[1] then return true, table.pack(table.unpack(r, 2, r.n)) end
+    return false, r[2]
+  end
+  local me = coroutine.running()
+  local settled, waiting, ok_, res_ = false, false, nil, nil
+  local timer = uv.new_timer()
+  local function settle(ok, res)
+    if settled then return end
+    settled, ok_, res_ = true, ok, res
+    timer:stop()
+    timer:close()
+    if waiting then sched.wake(me) end
+  end
+  local child = sched.spawn(br, function()
+    return table.pack(fn(table.unpack(args, 1, args.n)))
+  end, settle)
+  if not settled then
+    uv.update_time()
+    timer:start(math.max(1, math.floor(timeout_ms + 0.5)), 0, function()
+      sched.set_context(child, { abandoned = true })
+      settle(false, { message = ("timed out after %s"):format(
+        timeout_ms >= 1000 and (timeout_ms / 1000) .. "s" or timeout_ms .. "ms"), timeout = true })
+    end)
+    waiting = true
+    sched.wait()
+  end
+  return ok_, res_
+end
+
+local function step_failure(run, id, cause, attempts)
+  return setmetatable({
+    step = id, run = run.id, attempts = attempts,
+    message = ("step '%s' failed%s: %s"):format(id,
+      attempts > 1 and (" after %d attempts"):format(attempts) or "", cause.message or tostring(cause)),
+    traceback = cause.traceback,
+  }, StepError)
+end
+
+local function commit_step(run, key, value_json, id)
+  local ok, msg, code = host.commit({ "steps", key, value_json })
+  if not ok then store_error(("step '%s': storing its result"):format(id), msg, code) end
+end
+
+local function step_key(run, id)
+  return run.id .. "\0" .. id
+end
+
+--- step(id, [opts,] fn, ...): durable, memoized per (run, id).
+function M.step(id, a, b, ...)
+  local br = current_branch(("step(%q)"):format(tostring(id)), 2)
+  if type(id) ~= "string" or id == "" or id:find("\0", 1, true) then
+    error("step: the id must be a non-empty string without NUL bytes", 2)
+  end
+  local opts, fn, args
+  if type(a) == "table" then
+    opts, fn, args = a, b, table.pack(...)
+    check_step_opts(id, opts)
+  else
+    opts, fn, args = nil, a, table.pack(b, ...)
+  end
+  if type(fn) ~= "function" then
+    error(("step '%s': expected a function, got %s"):format(id, type(fn)), 2)
+  end
+  if br.in_step then
+    error(("step '%s' called inside step '%s': steps do not nest; call it from the pipeline function")
+      :format(id, br.in_step), 2)
+  end
+  local run = br.run
+  br.pos = br.pos + 1
+  local pos = br.pos
+  local site = callsite(2)
+  local first = run.seen[id]
+  if first then
+    error(("step id '%s' is used twice in run %s: at %s and at %s; step ids must be unique within a run")
+      :format(id, run.id, first, site), 2)
+  end
+  run.seen[id] = site
+
+  -- replay: the history recorded for this branch position must match
+  local recorded_here = run.order[br.name] and run.order[br.name][pos]
+  local rec = run.steps[id]
+  if recorded_here and recorded_here ~= id then
+    run.fatal = setmetatable({ message = (
+      "run %s diverged from its recorded history: at position %d of branch %s the recorded step is '%s' " ..
+      "but the code now calls step '%s' (the pipeline changed, or code between steps is not deterministic); " ..
+      "resume it with the code that started it, or start a new run"):format(
+        run.id, pos, branch_label(br.name), recorded_here, id), step = id }, StepError)
+    error(run.fatal, 2)
+  end
+  if rec and not recorded_here then
+    run.fatal = setmetatable({ message = (
+      "run %s diverged from its recorded history: step '%s' was recorded at position %d of branch %s " ..
+      "but the code now calls it at position %d of branch %s; resume it with the code that started it, " ..
+      "or start a new run"):format(run.id, id, rec.pos, branch_label(rec.branch), pos, branch_label(br.name)),
+      step = id }, StepError)
+    error(run.fatal, 2)
+  end
+  if rec and rec.status == "completed" then
+    run.replayed = run.replayed + 1
+    return rec.result
+  end
+
+  -- execute, with retries
+  local max_attempts = 1 + (opts and opts.retries or 0)
+  local timeout_ms = opts and opts.timeout and duration.ms(opts.timeout)
+  local started = host.now()
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    br.in_step, br.attempt = id, attempt
+    local ok, res = call_step(br, fn, args, timeout_ms)
+    br.in_step, br.attempt = nil, nil
+    local retryable = true
+    if ok then
+      if res.n > 1 then
+        ok, retryable, res = false, false, { message = ("returned %d values; return one value (a table if you need several)"):format(res.n) }
+      else
+        local value = res[1]
+        local enc, eerr
+        if value ~= nil then
+          enc, eerr = host.encode(value, "result")
+        end
+        if eerr then
+          ok, retryable, res = false, false, { message = "returned a value that cannot be stored: " .. eerr }
+        else
+          local now = host.now()
+          local parts = {
+            '{"attempts":', attempt, ',"branch":', host.quote(br.name),
+            ',"duration_us":', now - started, ',"id":', host.quote(id), ',"pos":', pos,
+          }
+          if enc then
+            parts[#parts + 1] = ',"result":'
+            parts[#parts + 1] = enc
+          end
+          parts[#parts + 1] = ',"size":'
+          parts[#parts + 1] = enc and #enc or 0
+          parts[#parts + 1] = ',"started_us":'
+          parts[#parts + 1] = started
+          parts[#parts + 1] = ',"status":"completed"}'
+          commit_step(run, step_key(run, id), table.concat(parts), id)
+          run.executed = run.executed + 1
+          return value
+        end
+      end
+    end
+    if not retryable or attempt >= max_attempts then
+      local err = step_failure(run, id, res, attempt)
+      local now = host.now()
+      commit_step(run, step_key(run, id), json.encode({
+        id = id, branch = br.name, pos = pos, status = "failed", attempts = attempt,
+        started_us = started, duration_us = now - started,
+        error = { message = err.message, traceback = err.traceback },
+      }), id)
+      error(err, 0)
+    end
+    sched.sleep_ms(backoff_ms(id, opts.backoff, attempt))
+  end
+end
+
+--- parallel(f1, f2, ...): runs the functions as concurrent branches of this
+--- run and returns their results in order. If any fails, the others finish
+--- (their steps stay stored) and the first error in argument order is raised.
+function M.parallel(...)
+  local br = current_branch("parallel", 2)
+  if br.in_step then
+    error(("parallel called inside step '%s': call it from the pipeline function"):format(br.in_step), 2)
+  end
+  local fns = table.pack(...)
+  for i = 1, fns.n do
+    if type(fns[i]) ~= "function" then
+      error(("parallel: argument %d is a %s, expected a function"):format(i, type(fns[i])), 2)
+    end
+  end
+  br.pos = br.pos + 1
+  local base = (br.name == "" and "" or br.name .. "/") .. br.pos
+  local me = coroutine.running()
+  local results, errs, left, waiting = {}, {}, fns.n, false
+  for i = 1, fns.n do
+    local child = { run = br.run, name = base .. "." .. i, pos = 0 }
+    sched.spawn(child, fns[i], function(ok, res)
+      if ok then results[i] = res else errs[i] = res end
+      left = left - 1
+      if left == 0 and waiting then sched.wake(me) end
+    end)
+  end
+  if left > 0 then
+    waiting = true
+    sched.wait()
+  end
+  for i = 1, fns.n do
+    if errs[i] ~= nil then error(errs[i], 0) end
+  end
+  return table.unpack(results, 1, fns.n)
+end
+
+--- ctx(): the running run id, pipeline, step id and attempt (for
+--- idempotency keys to other systems).
+function M.ctx()
+  local br = current_branch("ctx", 2)
+  return {
+    run_id = br.run.id, pipeline = br.run.pipeline.name,
+    step_id = br.in_step, attempt = br.attempt, branch = br.name,
+  }
+end
+
+---------------------------------------------------------------------------
+-- runs
+
+local function load_steps(run)
+  local keys, vals = host.scan("steps", run.id .. "\0")
+  if not keys then store_error("loading the steps of run " .. run.id, vals) end
+  local steps, order = run.steps, run.order
+  for i = 1, #vals do
+    local rec = json.decode(vals[i])
+    steps[rec.id] = rec
+    local o = order[rec.branch]
+    if not o then
+      o = {}
+      order[rec.branch] = o
+    end
+    o[rec.pos] = rec.id
+  end
+  return #vals
+end
+
+--- Reads a run record, or nil.
+function M.get_run(id)
+  local raw, err, code = host.get("runs", id)
+  if err then store_error("reading run " .. id, err, code) end
+  return raw and json.decode(raw)
+end
+
+--- Steps of a run as stored, in the order they started.
+function M.get_steps(id)
+  local keys, vals = host.scan("steps", id .. "\0")
+  if not keys then store_error("reading the steps of run " .. id, vals) end
+  local list = {}
+  for i = 1, #vals do list[i] = json.decode(vals[i]) end
+  table.sort(list, function(a, b)
+    if a.started_us ~= b.started_us then return a.started_us < b.started_us end
+    return a.id < b.id
+  end)
+  return list
+end
+
+local function check_run_id(id)
+  if type(id) ~= "string" or id == "" or #id > 200 or id:find("[%z\1-\31]") then
+    return nil, ("run id %q must be 1 to 200 printable characters"):format(tostring(id))
+  end
+  return id
+end
+
+local function be64(n)
+  return string.pack(">I8", n)
+end
+
+--- Executes (or resumes) a run of pipeline p and waits for it to end.
+--- Must be called from a coroutine the host can resume.
+--- Returns the final run record, or nil, message, "usage" when the request
+--- itself is wrong (a run id of another pipeline, say).
+---@param p table pipeline handle
+---@param input any
+---@param id string?
+function M.execute(p, input, id)
+  local existing
+  if id then
+    local ok, err = check_run_id(id)
+    if not ok then return nil, err, "usage" end
+    existing = M.get_run(id)
+  end
+  if existing then
+    if existing.pipeline ~= p.name then
+      return nil, ("run %s belongs to pipeline '%s', not '%s'"):format(id, existing.pipeline, p.name), "usage"
+    end
+    if existing.status == "completed" then return existing end
+  end
+  local now = host.now()
+  id = id or host.new_id()
+  local rec = existing or {
+    id = id, pipeline = p.name, input = input, created_at = host.iso(now), created_us = now, attempt = 0,
+  }
+  if not existing and input ~= nil then
+    local _, ierr = host.encode(input, "input")
+    if ierr then return nil, "the input cannot be stored: " .. ierr, "usage" end
+  end
+  rec.status, rec.started_at, rec.finished_at, rec.error = "running", host.iso(now), nil, nil
+  rec.file, rec.source_hash = p.file, p.hash
+  rec.attempt = (rec.attempt or 0) + 1
+  local ops = { "runs", id, json.encode(rec) }
+  if not existing then
+    ops[4], ops[5], ops[6] = "runs_by_time", be64(now) .. id, ""
+  end
+  local ok, msg, code = host.commit(ops)
+  if not ok then store_error("starting run " .. id, msg, code) end
+
+  local run = {
+    id = id, pipeline = p, record = rec, steps = {}, order = {}, seen = {},
+    replayed = 0, executed = 0,
+  }
+  if existing then load_steps(run) end
+
+  local me = coroutine.running()
+  local finished, waiting, run_ok, run_res = false, false, nil, nil
+  sched.spawn({ run = run, name = "", pos = 0 }, p.fn, function(ok2, res)
+    finished, run_ok, run_res = true, ok2, res
+    if waiting then sched.wake(me) end
+  end, rec.input)
+  if not finished then
+    waiting = true
+    sched.wait()
+  end
+
+  if run.fatal then run_ok, run_res = false, run.fatal end
+  local done = host.now()
+  rec.finished_at = host.iso(done)
+  rec.duration_ms = (done - now) / 1000
+  if run_ok then
+    local _, rerr = host.encode(run_res, "result")
+    if rerr then
+      run_ok, run_res = false, { message = ("pipeline '%s' returned a value that cannot be stored: %s"):format(p.name, rerr) }
+    end
+  end
+  if run_ok then
+    rec.status, rec.result = "completed", run_res
+  else
+    local e = type(run_res) == "table" and run_res or { message = tostring(run_res) }
+    rec.status = "failed"
+    rec.error = { message = e.message or tostring(e), step = e.step, traceback = e.traceback }
+  end
+  ok, msg, code = host.commit({ "runs", id, json.encode(rec) })
+  if not ok then store_error("finishing run " .. id, msg, code) end
+  rec.replayed, rec.executed = run.replayed, run.executed
+  return rec
+end
+
+--- Lists runs newest first; filters by pipeline and status.
+function M.list_runs(filter)
+  filter = filter or {}
+  local limit = filter.limit or 20
+  local out = {}
+  local keys = host.scan("runs_by_time", "", true)
+  for i = 1, #keys do
+    local id = keys[i]:sub(9)
+    local r = M.get_run(id)
+    if r and (not filter.pipeline or r.pipeline == filter.pipeline)
+        and (not filter.status or r.status == filter.status) then
+      out[#out + 1] = r
+      if #out >= limit then break end
+    end
+  end
+  return out
+end
+
+--- Puts the pipeline API into the given environment (default _G).
+function M.install(env)
+  env = env or _G
+  env.pipeline = M.pipeline
+  env.step = M.step
+  env.parallel = M.parallel
+  env.ctx = M.ctx
+end
+
+return M

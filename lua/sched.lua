@@ -1,0 +1,101 @@
+--- sluice.sched: the engine's tasks. A task is a coroutine the host resumes;
+--- each carries a context (the run branch it belongs to). Wake-ups go
+--- through one trampoline so that a task finishing inside another's resume
+--- never nests resumes deeper than one level, and a task is only ever woken
+--- while it waits.
+local uv = require "luv"
+local host = require "sluice.host"
+
+local M = {}
+
+local contexts = setmetatable({}, { __mode = "k" }) -- coroutine -> context
+local waiting = setmetatable({}, { __mode = "k" })  -- coroutine -> token
+local queue, head, tail = {}, 1, 0
+local draining = false
+
+--- The context of the running coroutine, or nil outside a task.
+function M.context(co)
+  return contexts[co or coroutine.running()]
+end
+
+function M.set_context(co, ctx)
+  contexts[co] = ctx
+end
+
+local function drain()
+  draining = true
+  while head <= tail do
+    local item = queue[head]
+    queue[head] = nil
+    head = head + 1
+    -- host.resume reports an error with the task's traceback
+    host.resume(item[1], item[2], table.unpack(item, 3, item.n))
+  end
+  head, tail = 1, 0
+  draining = false
+end
+
+--- Wakes a task waiting in M.wait, passing it values. Waking a task that is
+--- not waiting is a programming error of the engine.
+function M.wake(co, ...)
+  local token = waiting[co]
+  if not token then
+    error("sched.wake: the task is not waiting", 2)
+  end
+  waiting[co] = nil
+  tail = tail + 1
+  queue[tail] = table.pack(co, token, ...)
+  if not draining then drain() end
+end
+
+--- Suspends the running task until M.wake. Other resumes of this coroutine
+--- (a user's coroutine.resume from a stray callback) are ignored.
+function M.wait()
+  local co = coroutine.running()
+  local token = {}
+  waiting[co] = token
+  while true do
+    local r = table.pack(coroutine.yield())
+    if r[1] == token then return table.unpack(r, 2, r.n) end
+    waiting[co] = token
+  end
+end
+
+--- Runs fn(...) in a new task with context ctx; on_done(ok, result_or_err)
+--- runs inside the task when it ends. The task starts at once, or right
+--- after the current resume if the trampoline is busy.
+function M.spawn(ctx, fn, on_done, ...)
+  local args = table.pack(...)
+  local co = coroutine.create(function()
+    local ok, res = xpcall(fn, M.traceback, table.unpack(args, 1, args.n))
+    on_done(ok, res)
+  end)
+  contexts[co] = ctx
+  waiting[co] = "start"
+  M.wake(co)
+  return co
+end
+
+--- Error handler: keeps error tables (they carry fields), adds a traceback
+--- to strings.
+function M.traceback(err)
+  if type(err) == "table" then
+    if err.traceback == nil then err.traceback = debug.traceback("", 2) end
+    return err
+  end
+  return { message = tostring(err), traceback = debug.traceback(tostring(err), 2) }
+end
+
+--- Waits ms milliseconds on a loop timer (not durable).
+function M.sleep_ms(ms)
+  local co = coroutine.running()
+  local t = uv.new_timer()
+  uv.update_time()
+  t:start(math.max(0, math.floor(ms + 0.5)), 0, function()
+    t:close()
+    M.wake(co)
+  end)
+  M.wait()
+end
+
+return M

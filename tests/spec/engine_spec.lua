@@ -1,0 +1,289 @@
+-- engine_spec.lua: the Lua API inside the host: steps are memoized in a
+-- real LMDB store, retries, timeouts, parallel branches, errors that name
+-- the step and the path, ctx().
+local H = require "helper"
+local host = require "sluice.host"
+local engine = require "sluice.engine"
+local json = require "sluice.json"
+local uv = require "luv"
+
+local store = H.tmpdir()
+assert(host.open(store))
+
+local n = 0
+local function define(fn, opts)
+  n = n + 1
+  return pipeline("spec" .. n, fn, opts)
+end
+
+local function luv_wait(ms)
+  local co = coroutine.running()
+  local t = uv.new_timer()
+  t:start(ms, 0, function()
+    t:close()
+    coroutine.resume(co)
+  end)
+  coroutine.yield()
+end
+
+describe("step", function()
+  it("returns the function's result and stores it", function()
+    local calls = 0
+    local p = define(function(input)
+      local a = step("a", function(x) calls = calls + 1; return { x = x, big = math.maxinteger } end, input.x)
+      return a
+    end)
+    local rec = engine.execute(p, { x = 41 }, "step-stores")
+    assert.are.equal("completed", rec.status)
+    assert.are.same({ x = 41, big = math.maxinteger }, rec.result)
+    assert.are.equal(1, calls)
+    local steps = engine.get_steps("step-stores")
+    assert.are.equal(1, #steps)
+    assert.are.equal("a", steps[1].id)
+    assert.are.equal("completed", steps[1].status)
+    assert.are.equal(1, steps[1].attempts)
+    assert.is_true(math.type(steps[1].result.big) == "integer")
+  end)
+
+  it("does not run again when the run is resumed after a failure", function()
+    local calls = { a = 0, b = 0 }
+    local fail_b = true
+    local p = define(function()
+      local a = step("a", function() calls.a = calls.a + 1; return 1 end)
+      local b = step("b", function()
+        calls.b = calls.b + 1
+        if fail_b then error("b is broken") end
+        return 2
+      end)
+      return a + b
+    end)
+    local rec = engine.execute(p, nil, "resume-after-failure")
+    assert.are.equal("failed", rec.status)
+    assert.are.equal("b", rec.error.step)
+    assert.matches("b is broken", rec.error.message)
+    assert.matches("engine_spec.lua", rec.error.traceback)
+    fail_b = false
+    rec = engine.execute(p, nil, "resume-after-failure")
+    assert.are.equal("completed", rec.status)
+    assert.are.equal(3, rec.result)
+    assert.are.same({ a = 1, b = 2 }, calls)
+    assert.are.equal(2, rec.attempt)
+  end)
+
+  it("prints a completed run's stored result without running it", function()
+    local calls = 0
+    local p = define(function()
+      return step("once", function() calls = calls + 1; return "done" end)
+    end)
+    assert.are.equal("done", engine.execute(p, nil, "completed-once").result)
+    assert.are.equal("done", engine.execute(p, nil, "completed-once").result)
+    assert.are.equal(1, calls)
+  end)
+
+  it("retries with backoff and records the attempts", function()
+    local tries = 0
+    local p = define(function()
+      return step("flaky", { retries = 3, backoff = { initial = "5ms", factor = 2, jitter = 0 } }, function()
+        tries = tries + 1
+        if tries < 3 then error("not yet") end
+        return ctx().attempt
+      end)
+    end)
+    local rec = engine.execute(p, nil, "retries")
+    assert.are.equal("completed", rec.status)
+    assert.are.equal(3, rec.result)
+    assert.are.equal(3, engine.get_steps("retries")[1].attempts)
+  end)
+
+  it("fails after the last retry with the step id and the attempts", function()
+    local p = define(function()
+      return step("hopeless", { retries = 1, backoff = "1ms" }, function() error("no luck") end)
+    end)
+    local rec = engine.execute(p, nil, "retries-exhausted")
+    assert.are.equal("failed", rec.status)
+    assert.are.equal("hopeless", rec.error.step)
+    assert.matches("step 'hopeless' failed after 2 attempts: .*no luck", rec.error.message)
+    local s = engine.get_steps("retries-exhausted")[1]
+    assert.are.equal("failed", s.status)
+    assert.are.equal(2, s.attempts)
+  end)
+
+  it("times out a step that waits too long", function()
+    local p = define(function()
+      return step("slow", { timeout = "30ms" }, function()
+        luv_wait(2000)
+        return "late"
+      end)
+    end)
+    local t0 = uv.hrtime()
+    local rec = engine.execute(p, nil, "timeout")
+    assert.are.equal("failed", rec.status)
+    assert.matches("step 'slow' failed: timed out after 30ms", rec.error.message)
+    assert.is_true((uv.hrtime() - t0) / 1e6 < 1500, "the step was not cut off at its timeout")
+  end)
+
+  it("names the step and the path of a value that cannot be stored", function()
+    local p = define(function()
+      return step("fetch", function()
+        return { rows = { 1, 2, { fn = print } } }
+      end)
+    end)
+    local rec = engine.execute(p, nil, "unstorable")
+    assert.are.equal("failed", rec.status)
+    assert.are.equal("fetch", rec.error.step)
+    assert.matches("step 'fetch' failed: returned a value that cannot be stored: result.rows%[3%].fn: cannot store a function",
+      rec.error.message)
+  end)
+
+  it("rejects a table mixing array items and string keys", function()
+    local p = define(function()
+      return step("mixed", function() return { 1, 2, x = 3 } end)
+    end)
+    local rec = engine.execute(p, nil, "mixed")
+    assert.matches("step 'mixed'.*result: table mixes array items and string keys", rec.error.message)
+  end)
+
+  it("names both call sites of a step id used twice", function()
+    local p = define(function()
+      step("same", function() return 1 end)
+      step("same", function() return 2 end)
+    end)
+    local rec = engine.execute(p, nil, "dup")
+    assert.are.equal("failed", rec.status)
+    assert.matches("step id 'same' is used twice in run dup: at .*engine_spec.lua:%d+ and at .*engine_spec.lua:%d+",
+      rec.error.message)
+  end)
+
+  it("refuses more than one return value", function()
+    local p = define(function()
+      return step("two", function() return 1, 2 end)
+    end)
+    assert.matches("returned 2 values", engine.execute(p, nil, "two-values").error.message)
+  end)
+
+  it("is a clear error outside a run", function()
+    local ok, err = pcall(step, "x", function() end)
+    assert.is_false(ok)
+    assert.matches("step%(\"x\"%) called outside a run", err)
+  end)
+
+  it("round-trips exact values through the store on replay", function()
+    local value = {
+      ints = { math.mininteger, math.maxinteger, 0, -1 },
+      floats = { 0.1, 1e308, 5e-324, 1.0 },
+      bytes = "a\0b\255\254",
+      empty = json.array({}),
+      null = json.null,
+    }
+    local calls = 0
+    local p = define(function()
+      return step("exact", function() calls = calls + 1; return value end)
+    end)
+    local rec = engine.execute(p, nil, "exact")
+    assert.are.equal("completed", rec.status)
+    -- read back from LMDB, decoded by the same codec replay uses
+    local stored = engine.get_steps("exact")[1].result
+    assert.are.same(value.ints, stored.ints)
+    for i, f in ipairs(value.floats) do
+      assert.are.equal(f, stored.floats[i])
+      assert.are.equal("float", math.type(stored.floats[i]))
+    end
+    assert.are.equal(value.bytes, stored.bytes)
+    assert.are.equal(json.null, stored.null)
+    assert.are.equal("[]", json.encode(stored.empty))
+    assert.are.equal(1, calls)
+  end)
+
+  it("gives the run id, step id and attempt through ctx()", function()
+    local p = define(function()
+      return step("who", function() return ctx() end)
+    end)
+    local c = engine.execute(p, nil, "ctx-run").result
+    assert.are.equal("ctx-run", c.run_id)
+    assert.are.equal("who", c.step_id)
+    assert.are.equal(1, c.attempt)
+  end)
+end)
+
+describe("parallel", function()
+  it("runs 100 branches waiting 200 ms each concurrently", function()
+    local p = define(function()
+      local fns = {}
+      for i = 1, 100 do
+        fns[i] = function()
+          return step("wait" .. i, function() luv_wait(200); return i end)
+        end
+      end
+      local results = { parallel(table.unpack(fns)) }
+      local sum = 0
+      for _, v in ipairs(results) do sum = sum + v end
+      return sum
+    end)
+    local t0 = uv.hrtime()
+    local rec = engine.execute(p, nil, "par100")
+    local ms = (uv.hrtime() - t0) / 1e6
+    assert.are.equal("completed", rec.status)
+    assert.are.equal(5050, rec.result)
+    -- sequentially this would take 20 s
+    assert.is_true(ms < 5000, ("100 parallel waits of 200 ms took %.0f ms"):format(ms))
+  end)
+
+  it("lets the other branches finish and raises the first error", function()
+    local finished = 0
+    local p = define(function()
+      parallel(
+        function() step("ok1", function() luv_wait(20); finished = finished + 1; return 1 end) end,
+        function() step("bad", function() error("branch 2 broke") end) end,
+        function() step("ok3", function() luv_wait(40); finished = finished + 1; return 3 end) end)
+    end)
+    local rec = engine.execute(p, nil, "par-fail")
+    assert.are.equal("failed", rec.status)
+    assert.are.equal("bad", rec.error.step)
+    assert.are.equal(2, finished)
+    local stored = {}
+    for _, s in ipairs(engine.get_steps("par-fail")) do stored[s.id] = s.status end
+    assert.are.same({ ok1 = "completed", bad = "failed", ok3 = "completed" }, stored)
+  end)
+
+  it("replays branches that interleave differently", function()
+    local calls = 0
+    local flip = false
+    local p = define(function()
+      return { parallel(
+        function()
+          if flip then luv_wait(30) end
+          return step("left", function() calls = calls + 1; return "L" end)
+        end,
+        function()
+          if not flip then luv_wait(30) end
+          local r = step("right", function() calls = calls + 1; return "R" end)
+          if not flip then error("first time fails after both steps") end
+          return r
+        end) }
+    end)
+    assert.are.equal("failed", engine.execute(p, nil, "interleave").status)
+    flip = true
+    local rec = engine.execute(p, nil, "interleave")
+    assert.are.equal("completed", rec.status)
+    assert.are.same({ "L", "R" }, rec.result)
+    assert.are.equal(2, calls)
+  end)
+end)
+
+describe("replay", function()
+  it("fails a run whose steps come in another order than recorded", function()
+    local order = { "one", "two" }
+    local fail = true
+    local p = define(function()
+      for _, id in ipairs(order) do step(id, function() return id end) end
+      if fail then error("stop after the steps") end
+    end)
+    assert.are.equal("failed", engine.execute(p, nil, "diverge").status)
+    order = { "one", "three" }
+    fail = false
+    local rec = engine.execute(p, nil, "diverge")
+    assert.are.equal("failed", rec.status)
+    assert.matches("run diverge diverged from its recorded history: at position 2 of branch main the recorded step is 'two' but the code now calls step 'three'",
+      rec.error.message)
+  end)
+end)
