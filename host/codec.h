@@ -28,6 +28,12 @@
  * Cannot store: functions, userdata (other than json.null), threads, cycles,
  * tables mixing array items and string keys, tables with keys that are not
  * strings or a sequence 1..n, nesting deeper than CODEC_MAX_DEPTH.
+ *
+ * Note: jansson 2.14's parser refuses NUL bytes in object keys, which every
+ * tag above needs, so codec.c parses JSON text with its own strict parser
+ * (same grammar and verdicts as json_loadb otherwise); codec_parse still
+ * returns a jansson tree, whose keys may hold NUL (json_object_*n calls).
+ * Object keys are written sorted by bytes, so a value has one text.
  */
 #ifndef SLUICE_CODEC_H
 #define SLUICE_CODEC_H

@@ -80,6 +80,15 @@ int store_scan(store *s, int db, const void *prefix, size_t plen, int reverse,
  * after MDB_MAP_FULL, with no transaction of this thread open. */
 int store_grow(store *s, char *err, size_t errsz);
 
+/* For the writer thread only: a write transaction held under the shared lock,
+ * so that growth and adopting a map another process grew wait for it.
+ * store_write_begin adopts a resized map and retries. Both return 0 or the
+ * raw LMDB/errno code (not a status: the writer must tell MDB_MAP_FULL
+ * apart). store_write_end commits (commit != 0) or aborts; txn is gone after
+ * it either way. */
+int store_write_begin(store *s, MDB_txn **txn);
+int store_write_end(store *s, MDB_txn *txn, int commit);
+
 /* Maps an LMDB or errno code to a status above. */
 int store_status(int rc);
 

@@ -1,0 +1,57 @@
+# bench/lib.sh: sourced by the bench scripts.
+#  quiet_gate         wait (at most QUIET_MAX s, default 90) until CPU busy < QUIET_BUSY %
+#                     (default 10) over 3 s and no task is blocked on I/O; prints the
+#                     state it ended in. Other engineers share these 2 cores; a run that
+#                     starts on a busy machine measures them, not us.
+#                     QUIET_BUDGET (s, default 480) caps the total waiting of one session:
+#                     past it the gate only samples once and goes on (the noise is recorded).
+#  noise_begin/noise_end LABEL
+#                     CPU seconds used meanwhile by processes outside our Unix session
+#                     (others_cpu.py), appended as a JSON line {"kind":"noise",...} to $SESSION_OUT
+#  now_ns             monotonic-ish wall clock in ns (date +%s%N)
+BENCH_DIR=${BENCH_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
+QUIET_MAX=${QUIET_MAX:-90}
+QUIET_BUSY=${QUIET_BUSY:-10}
+QUIET_BUDGET=${QUIET_BUDGET:-480}
+QUIET_WAITED_FILE=${QUIET_WAITED_FILE:-/tmp/sluice-bench-quiet.$$}
+MYSID=$(awk '{print $6}' /proc/$$/stat)
+now_ns() { date +%s%N; }
+
+_cpu_sample() { awk '/^cpu /{print $2+$3+$4+$6+$7+$8, $5}' /proc/stat; }
+quiet_gate() {
+  local start b1 i1 b2 i2 busy blocked waited max
+  start=$(date +%s)
+  waited=$(cat "$QUIET_WAITED_FILE" 2>/dev/null || echo 0)
+  max=$QUIET_MAX
+  [ "$waited" -ge "$QUIET_BUDGET" ] && max=0
+  while :; do
+    read -r b1 i1 < <(_cpu_sample); sleep 3
+    read -r b2 i2 < <(_cpu_sample)
+    busy=$(( (b2-b1)*100 / ((b2-b1)+(i2-i1)+1) ))
+    blocked=$(awk '/procs_blocked/{print $2}' /proc/stat)
+    if [ "$busy" -lt "$QUIET_BUSY" ] && [ "$blocked" -eq 0 ]; then
+      GATE_STATE="quiet busy=${busy}%"
+      break
+    fi
+    if [ $(( $(date +%s) - start )) -ge "$max" ]; then
+      GATE_STATE="NOT-QUIET busy=${busy}% blocked=$blocked after $(( $(date +%s) - start ))s"
+      break
+    fi
+  done
+  echo $(( waited + $(date +%s) - start )) > "$QUIET_WAITED_FILE"
+  echo "  gate: $GATE_STATE load=$(cut -d' ' -f1-3 /proc/loadavg)" >&2
+}
+
+noise_begin() { _NOISE_SNAP=$(mktemp); python3 "$BENCH_DIR/others_cpu.py" snap "$_NOISE_SNAP"; _NOISE_T0=$(now_ns); }
+noise_end() {
+  local label=$1 line secs others top
+  line=$(python3 "$BENCH_DIR/others_cpu.py" diff "$_NOISE_SNAP" "$MYSID")
+  rm -f "$_NOISE_SNAP"
+  secs=$(awk -v a="$_NOISE_T0" -v b="$(now_ns)" 'BEGIN{printf "%.2f", (b-a)/1e9}')
+  others=${line#others_cpu_s=}; others=${others%% *}
+  top=${line##*others_top=}
+  local j="{\"kind\":\"noise\",\"label\":\"$label\",\"at\":\"$(date -u +%FT%TZ)\",\"secs\":$secs,\"others_cpu_s\":$others,\"others_top\":\"$top\",\"gate\":\"${GATE_STATE:-none}\",\"session\":\"${BENCH_SESSION:-}\"}"
+  echo "$j" >&2
+  [ -n "${SESSION_OUT:-}" ] && echo "$j" >> "$SESSION_OUT"
+  return 0
+}

@@ -1,0 +1,419 @@
+-- bench/steps.lua: durable-step benchmarks, run inside the host.
+--
+--   sluice bench/steps.lua MODE [ARGS] [--store DIR] [--tag TAG]
+--
+-- MODE
+--   seq [N=10000]           one run of N sequential trivial steps: per-step
+--                           latency (hrtime around each step call, inside the
+--                           pipeline) p50/p90/p99/max and steps/s
+--   conc R [TOTAL=200000]   R concurrent runs, each of ceil(TOTAL/R) trivial
+--                           steps: aggregated durable steps/s, writer commits
+--                           (batches per commit shows the group commit)
+--   wf W C                  W runs ("workflows") of 3 trivial steps, C at a
+--                           time (a worker pool; DBOS peer workload b)
+--   replay [N=10000]        N steps stored by a run that then fails, then the
+--                           resume of that run (engine.execute, same id) is
+--                           timed: the replay cost
+--   idle [SECONDS=3]        spawns `sluice bench/steps.lua idle-child`
+--                           (store open, engine loaded, waiting on a timer)
+--                           and reads its /proc/PID/status from outside
+--   idle-child [SECONDS]    (the child of idle)
+--
+-- The store is a fresh directory: --store DIR, else $SLUICE_BENCH_STORE,
+-- else a new mktemp -d under $TMPDIR (or /tmp) that is removed at the end.
+-- Every measurement prints one JSON line on stdout and appends it to
+-- bench/out/steps.jsonl (with mode, date, sluice git rev, host, peak RSS).
+local uv = require "luv"
+local host = require "sluice.host"
+local json = require "sluice.json"
+local engine = require "sluice.engine"
+local sched = require "sluice.sched"
+
+local here = (arg and arg[0] or "bench/steps.lua"):match("^(.*)/[^/]*$") or "."
+local root = here .. "/.."
+local self_bin = arg and arg[-1] or "sluice"
+
+---------------------------------------------------------------------------
+-- arguments
+
+local pos, opts = {}, {}
+do
+  local i = 1
+  while i <= #arg do
+    local a = arg[i]
+    if a == "--store" or a == "--tag" or a == "--out" then
+      opts[a:sub(3)] = arg[i + 1]
+      i = i + 2
+    else
+      pos[#pos + 1] = a
+      i = i + 1
+    end
+  end
+end
+local mode = pos[1]
+if not mode then
+  io.stderr:write("usage: sluice bench/steps.lua seq|conc|wf|replay|idle [ARGS] [--store DIR] [--tag TAG]\n")
+  os.exit(2)
+end
+
+---------------------------------------------------------------------------
+-- helpers
+
+local function sh(cmd)
+  local p = io.popen(cmd .. " 2>/dev/null")
+  if not p then return nil end
+  local s = p:read("a")
+  p:close()
+  return (s:gsub("%s+$", ""))
+end
+
+local function git_rev()
+  local r = os.getenv("SLUICE_GIT_REV")
+  if r and r ~= "" then return r end
+  r = sh("git -C '" .. root .. "' rev-parse --short HEAD") or "?"
+  local dirty = sh("git -C '" .. root .. "' status --porcelain --untracked-files=no -- host lua CMakeLists.txt")
+  if dirty and dirty ~= "" then r = r .. "+dirty" end
+  return r
+end
+
+local function proc_status(pid)
+  local f = io.open("/proc/" .. (pid or "self") .. "/status", "r")
+  if not f then return {} end
+  local t = {}
+  for line in f:lines() do
+    local k, v = line:match("^(%w+):%s+(%d+) kB")
+    if k then t[k] = tonumber(v) end
+  end
+  f:close()
+  return t
+end
+
+local function mem(pid)
+  local s = proc_status(pid)
+  return { rss_kB = s.VmRSS, hwm_kB = s.VmHWM, rss_anon_kB = s.RssAnon, rss_file_kB = s.RssFile,
+           rss_shmem_kB = s.RssShmem }
+end
+
+local function pct(sorted, p)
+  local n = #sorted
+  if n == 0 then return nil end
+  local idx = math.min(n, math.max(1, math.ceil(p / 100 * n)))
+  return sorted[idx]
+end
+
+local function r3(x) return x and math.floor(x * 1000 + 0.5) / 1000 end
+local function r1(x) return x and math.floor(x * 10 + 0.5) / 10 end
+
+local function latency(ms)
+  table.sort(ms)
+  local sum = 0
+  for i = 1, #ms do sum = sum + ms[i] end
+  return {
+    n = #ms, mean_ms = r3(sum / #ms), p50_ms = r3(pct(ms, 50)), p90_ms = r3(pct(ms, 90)),
+    p99_ms = r3(pct(ms, 99)), max_ms = r3(ms[#ms]),
+  }
+end
+
+local function emit(t)
+  t.bench = "sluice.steps"
+  t.mode = t.mode or mode
+  t.at = os.date("!%Y-%m-%dT%H:%M:%SZ")
+  t.rev = git_rev()
+  t.tag = opts.tag
+  t.durability = "fsync (default)"
+  local line = json.encode(t)
+  io.stdout:write(line, "\n")
+  io.stdout:flush()
+  local outdir = opts.out or (here .. "/out")
+  os.execute("mkdir -p '" .. outdir .. "'")
+  local f = io.open(outdir .. "/steps.jsonl", "a")
+  if f then
+    f:write(line, "\n")
+    f:close()
+  end
+end
+
+local function ms_since(t0) return (uv.hrtime() - t0) / 1e6 end
+
+-- the store
+local store_dir, own_store = opts.store or os.getenv("SLUICE_BENCH_STORE"), false
+local function open_store()
+  if not store_dir then
+    store_dir = sh("mktemp -d " .. (os.getenv("TMPDIR") or "/tmp") .. "/sluice-bench.XXXXXX")
+    own_store = true
+  end
+  assert(host.open(store_dir))
+end
+local function close_store()
+  host.close()
+  if own_store then os.execute("rm -rf '" .. store_dir .. "'") end
+end
+
+local function stats()
+  local s = host.stats()
+  return { commits = s.commits, batches = s.batches, ops = s.ops, grows = s.grows }
+end
+local function stats_diff(a, b)
+  local d = {}
+  for k, v in pairs(b) do d[k] = v - a[k] end
+  if d.commits > 0 then d.batches_per_commit = r1(d.batches / d.commits) end
+  return d
+end
+
+-- runs fn in tasks, n at a time, waits for all of them (the main chunk is a
+-- coroutine the host resumes)
+local function run_tasks(list)
+  local me = coroutine.running()
+  local left, waiting, errs = #list, false, {}
+  for i = 1, #list do
+    sched.spawn({}, list[i], function(ok, res)
+      if not ok then errs[#errs + 1] = res end
+      left = left - 1
+      if left == 0 and waiting then sched.wake(me) end
+    end)
+  end
+  if left > 0 then
+    waiting = true
+    sched.wait()
+  end
+  if #errs > 0 then
+    local e = errs[1]
+    error(type(e) == "table" and (e.traceback or e.message) or tostring(e), 0)
+  end
+end
+
+local function check(rec, what)
+  if not rec or rec.status ~= "completed" then
+    error(("%s: run did not complete: %s"):format(what,
+      rec and rec.error and rec.error.message or tostring(rec and rec.status)), 0)
+  end
+  return rec
+end
+
+---------------------------------------------------------------------------
+-- modes
+
+local modes = {}
+
+function modes.seq(n)
+  n = tonumber(n) or 10000
+  open_store()
+  local lat = {}
+  local hr = uv.hrtime
+  local p = pipeline("seq", function()
+    local last
+    for i = 1, n do
+      local t0 = hr()
+      last = step("s" .. i, function() return { i = i, ok = true } end)
+      lat[i] = (hr() - t0) / 1e6
+    end
+    return last
+  end)
+  local s0 = stats()
+  local t0 = hr()
+  local rec = check(engine.execute(p, nil, "seq-" .. n), "seq")
+  local total = ms_since(t0)
+  assert(rec.result.i == n, "bad result")
+  local sd = stats_diff(s0, stats())
+  close_store()
+  emit({
+    steps = n, total_ms = r1(total), steps_per_s = r1(n / (total / 1000)),
+    per_step = latency(lat), writer = sd, mem = mem(),
+  })
+end
+
+function modes.conc(nruns, total)
+  nruns = tonumber(nruns) or 64
+  total = tonumber(total) or 200000
+  local k = math.ceil(total / nruns)
+  open_store()
+  local p = pipeline("conc", function(input)
+    local last
+    for i = 1, input.k do
+      last = step("s" .. i, function() return { i = i, ok = true } end)
+    end
+    return last
+  end)
+  local list, recs = {}, {}
+  for r = 1, nruns do
+    list[r] = function()
+      recs[r] = engine.execute(p, { k = k }, ("conc-%d-%05d"):format(nruns, r))
+    end
+  end
+  local s0 = stats()
+  local t0 = uv.hrtime()
+  run_tasks(list)
+  local wall = ms_since(t0)
+  local sd = stats_diff(s0, stats())
+  local steps = 0
+  for r = 1, nruns do
+    check(recs[r], "conc run " .. r)
+    steps = steps + recs[r].executed
+  end
+  assert(steps == nruns * k, "step count")
+  local m = mem()
+  close_store()
+  emit({
+    runs = nruns, steps_per_run = k, steps = steps, total_ms = r1(wall),
+    steps_per_s = r1(steps / (wall / 1000)), writer = sd,
+    commits_per_s = r1(sd.commits / (wall / 1000)), mem = m,
+  })
+end
+
+function modes.wf(nwf, c)
+  nwf = tonumber(nwf) or 1000
+  c = tonumber(c) or 32
+  open_store()
+  local p = pipeline("three", function(x)
+    local a = step("s1", function() return { a = x } end)
+    local b = step("s2", function() return { b = a.a + 1 } end)
+    local cc = step("s3", function() return { c = b.b + 2 } end)
+    return { x = x, sum = a.a + b.b + cc.c }
+  end)
+  -- warm-up, as the peer does (100 workflows at 8)
+  local function batch(n, conc, tag)
+    local lat, next_i = {}, 0
+    local workers = {}
+    for w = 1, conc do
+      workers[w] = function()
+        while true do
+          next_i = next_i + 1
+          local i = next_i
+          if i > n then return end
+          local t0 = uv.hrtime()
+          local rec = check(engine.execute(p, i, ("%s-%d"):format(tag, i)), "wf")
+          lat[#lat + 1] = ms_since(t0)
+          assert(rec.result.sum == 3 * i + 4, "bad result")
+        end
+      end
+    end
+    local t0 = uv.hrtime()
+    run_tasks(workers)
+    return ms_since(t0), lat
+  end
+  batch(100, 8, "warm")
+  local s0 = stats()
+  local wall, lat = batch(nwf, c, "wf-c" .. c)
+  local sd = stats_diff(s0, stats())
+  local m = mem()
+  close_store()
+  emit({
+    workflows = nwf, steps_per_workflow = 3, concurrency = c, total_ms = r1(wall),
+    workflows_per_s = r1(nwf / (wall / 1000)), steps_per_s = r1(3 * nwf / (wall / 1000)),
+    per_workflow = latency(lat), writer = sd, mem = m,
+  })
+end
+
+function modes.replay(n)
+  n = tonumber(n) or 10000
+  open_store()
+  local fail_after = true
+  local calls = 0
+  local p = pipeline("replay", function()
+    local last
+    for i = 1, n do
+      last = step("s" .. i, function() calls = calls + 1; return { i = i, ok = true } end)
+    end
+    if fail_after then error("bench: fail after the last step so the run stays unfinished") end
+    return last
+  end)
+  local id = "replay-" .. n
+  local t0 = uv.hrtime()
+  local rec1 = engine.execute(p, nil, id)
+  local first_ms = ms_since(t0)
+  assert(rec1.status == "failed" and calls == n, "first execution should fail after storing every step")
+  fail_after = false
+  collectgarbage()
+  -- the resume: every step replayed from the store
+  local s0 = stats()
+  t0 = uv.hrtime()
+  local rec2 = check(engine.execute(p, nil, id), "replay")
+  local replay_ms = ms_since(t0)
+  local sd = stats_diff(s0, stats())
+  assert(calls == n and rec2.replayed == n and rec2.executed == 0, "replay ran a step again")
+  -- where the time goes, outside the engine: the scan and the decoding it does
+  t0 = uv.hrtime()
+  local _, vals = host.scan("steps", id .. "\0")
+  local scan_ms = ms_since(t0)
+  t0 = uv.hrtime()
+  for i = 1, #vals do json.decode(vals[i]) end
+  local decode_ms = ms_since(t0)
+  local bytes = 0
+  for i = 1, #vals do bytes = bytes + #vals[i] end
+  -- an empty run's start+finish (two commits), the fixed part of any resume
+  local q = pipeline("empty", function() return 1 end)
+  t0 = uv.hrtime()
+  check(engine.execute(q, nil, "empty-1"), "empty")
+  local empty_ms = ms_since(t0)
+  local m = mem()
+  close_store()
+  emit({
+    steps = n, first_execution_ms = r1(first_ms), replay_ms = r3(replay_ms),
+    replay_us_per_step = r3(replay_ms * 1000 / n), replayed = rec2.replayed,
+    breakdown = { scan_ms = r3(scan_ms), decode_ms = r3(decode_ms), stored_bytes = bytes,
+                  empty_run_ms = r3(empty_ms) },
+    writer = sd, mem = m,
+  })
+end
+
+modes["idle-child"] = function(secs)
+  secs = tonumber(secs) or 3
+  open_store()
+  -- the engine is loaded (required above); define a pipeline like a user would
+  pipeline("idle", function() return step("one", function() return 1 end) end)
+  io.stdout:write("ready\n")
+  io.stdout:flush()
+  local co = coroutine.running()
+  local t = uv.new_timer()
+  t:start(math.floor(secs * 1000), 0, function() t:close(); coroutine.resume(co) end)
+  coroutine.yield()
+  close_store()
+end
+
+function modes.idle(secs)
+  secs = tonumber(secs) or 3
+  local out = uv.new_pipe(false)
+  local exited = false
+  local args = { arg[0], "idle-child", tostring(secs + 2) }
+  if opts.store then args[#args + 1] = "--store"; args[#args + 1] = opts.store end
+  local handle, pid = uv.spawn(self_bin, { args = args, stdio = { nil, out, 2 } },
+    function() exited = true end)
+  assert(handle, pid)
+  local co = coroutine.running()
+  local got = ""
+  local ready = false
+  out:read_start(function(err, data)
+    assert(not err, err)
+    if data then got = got .. data end
+    if not ready and got:find("ready\n", 1, true) then
+      ready = true
+      coroutine.resume(co)
+    end
+  end)
+  coroutine.yield() -- until the child is ready
+  local t = uv.new_timer()
+  t:start(math.floor(secs * 1000), 0, function() t:close(); coroutine.resume(co) end)
+  coroutine.yield() -- idle for secs
+  local m = mem(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  local cpu
+  if f then
+    local st = f:read("a"); f:close()
+    local fields = {}
+    for x in st:sub(st:find(")", 1, true) + 2):gmatch("%S+") do fields[#fields + 1] = x end
+    cpu = (tonumber(fields[12]) + tonumber(fields[13])) * 10 -- ms (CLK_TCK 100)
+  end
+  uv.process_kill(handle, "sigterm")
+  local t2 = uv.new_timer()
+  t2:start(200, 0, function() t2:close(); coroutine.resume(co) end)
+  coroutine.yield()
+  out:read_stop(); out:close(); handle:close()
+  emit({ idle_s = secs, pid = pid, cpu_ms_total = cpu, mem = m })
+end
+
+local fn = modes[mode]
+if not fn then
+  io.stderr:write("unknown mode '" .. mode .. "'\n")
+  os.exit(2)
+end
+fn(table.unpack(pos, 2))

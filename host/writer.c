@@ -1,0 +1,467 @@
+/* writer.c: the store's one writer, with group commit (see writer.h, DESIGN §5).
+ *
+ * The loop thread queues batches (writer_submit: a mutex, a list append and
+ * at most one condvar signal; no I/O). One writer thread takes the whole
+ * queue at once, applies it in one LMDB write transaction and commits it with
+ * the durable default flags (fsync), so the batches that queued up during one
+ * fsync share the next one. It then hands the group back on a done list and
+ * wakes the loop with uv_async_send; the async callback runs each batch's done
+ * callback in submission order on the loop thread.
+ *
+ * Failures: MDB_MAP_FULL aborts, grows the map (store_grow) and retries the
+ * group. A batch whose own operation fails (a key LMDB refuses) fails alone
+ * and the rest of the group is retried without it. Any other failure of the
+ * group (at commit, say) retries each batch in its own transaction, so only
+ * the batches that fail again fail.
+ *
+ * Threads: every LMDB write happens on the writer thread. The async handle,
+ * the pending count and its ref/unref, and the callback list are the loop
+ * thread's; the queue, the done list, the stop flag and the stats are under
+ * the mutex. */
+#include "writer.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
+#include "sbuf.h"
+
+enum { OP_PUT = 1, OP_DEL = 2 };
+
+/* One operation in a batch's buffer: this header, then the key, then (for a
+ * put) the value. Read with memcpy: records are not aligned. */
+typedef struct {
+  uint32_t db;
+  uint32_t op;
+  uint64_t klen;
+  uint64_t vlen;
+} rec_hdr;
+
+struct wbatch {
+  wbatch *next;
+  sbuf buf; /* rec_hdr key [val], one after the other */
+  size_t count;
+  writer_done_fn done;
+  void *cookie;
+  int failed; /* writer thread: decided to fail, status and errmsg set */
+  int status;
+  char *errmsg;
+};
+
+struct writer {
+  store *s;
+  uv_loop_t *loop;
+  uv_async_t async;
+  pthread_t thread;
+
+  pthread_mutex_t mu;
+  pthread_cond_t cond;
+  /* under mu */
+  wbatch *q_head, *q_tail; /* submitted, not yet taken by the thread */
+  wbatch *d_head, *d_tail; /* written (or failed), callback not yet run */
+  int stopping;
+  int thread_waiting; /* the thread sleeps on cond: the next submit signals */
+  writer_stats stats;
+
+  /* loop thread only */
+  wbatch *cb_head, *cb_tail; /* taken from the done list, being called back */
+  size_t pending;            /* submitted and not yet called back */
+  int stopped;               /* writer_stop was called */
+};
+
+/* ---- batches ---------------------------------------------------------- */
+
+wbatch *wbatch_new(void) {
+  wbatch *b = calloc(1, sizeof *b);
+  if (!b) {
+    fprintf(stderr, "sluice: out of memory\n");
+    abort();
+  }
+  return b;
+}
+
+static void add_rec(wbatch *b, int db, int op, const void *key, size_t klen, const void *val,
+                    size_t vlen) {
+  rec_hdr h = {(uint32_t)db, (uint32_t)op, klen, vlen};
+  /* a negative db becomes a large one and fails the batch when applied */
+  sbuf_reserve(&b->buf, sizeof h + klen + vlen);
+  sbuf_add(&b->buf, &h, sizeof h);
+  sbuf_add(&b->buf, key, klen);
+  if (op == OP_PUT) sbuf_add(&b->buf, val, vlen);
+  b->count++;
+}
+
+void wbatch_put(wbatch *b, int db, const void *key, size_t klen, const void *val,
+                size_t vlen) {
+  add_rec(b, db, OP_PUT, key, klen, val, vlen);
+}
+
+void wbatch_del(wbatch *b, int db, const void *key, size_t klen) {
+  add_rec(b, db, OP_DEL, key, klen, NULL, 0);
+}
+
+size_t wbatch_count(const wbatch *b) { return b->count; }
+
+void wbatch_free(wbatch *b) {
+  if (!b) return;
+  sbuf_free(&b->buf);
+  free(b->errmsg);
+  free(b);
+}
+
+/* ---- the writer thread ------------------------------------------------ */
+
+/* What went wrong in a transaction, for the message. */
+typedef struct {
+  wbatch *bad; /* the batch whose operation failed, NULL if commit failed */
+  int db;
+  size_t klen;
+} failure;
+
+static char *fmt_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt_msg(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *m;
+  int n = vasprintf(&m, fmt, ap);
+  va_end(ap);
+  if (n < 0) {
+    fprintf(stderr, "sluice: out of memory\n");
+    abort();
+  }
+  return m;
+}
+
+static char *error_message(writer *w, int rc, const failure *f) {
+  const char *dir = store_dir(w->s);
+  const char *what = f->bad ? store_db_name(f->db) : "the store";
+  switch (store_status(rc)) {
+    case STORE_EFULL:
+      return fmt_msg("disk full (%s) writing %s: free space and retry", strerror(rc), dir);
+    case STORE_EACCES:
+      return fmt_msg("store %s is read-only (%s): fix its permissions or pass --store with a "
+                     "writable directory",
+                     dir, strerror(rc));
+    default:
+      break;
+  }
+  if (f->bad && rc == MDB_BAD_VALSIZE) {
+    return fmt_msg("writing %s: a key of %zu bytes is empty or longer than the store's limit "
+                   "of %d bytes (%s)",
+                   what, f->klen, mdb_env_get_maxkeysize(store_env(w->s)), mdb_strerror(rc));
+  }
+  if (f->bad && (f->db < 0 || f->db >= DB_COUNT)) {
+    return fmt_msg("writing: no database number %d in the store", f->db);
+  }
+  if (f->bad) return fmt_msg("writing %s in %s: %s", what, dir, mdb_strerror(rc));
+  return fmt_msg("writing to store %s: %s", dir, mdb_strerror(rc));
+}
+
+static void fail_batch(writer *w, wbatch *b, int rc, const failure *f) {
+  b->failed = 1;
+  b->status = store_status(rc);
+  if (b->status == STORE_OK) b->status = STORE_EIO;
+  free(b->errmsg);
+  b->errmsg = error_message(w, rc, f);
+}
+
+static int apply_batch(MDB_txn *txn, store *s, wbatch *b, failure *f) {
+  const char *p = b->buf.data, *end = p + b->buf.len;
+  while (p < end) {
+    rec_hdr h;
+    memcpy(&h, p, sizeof h);
+    p += sizeof h;
+    MDB_val k = {h.klen, (void *)p};
+    p += h.klen;
+    int rc;
+    if (h.db >= DB_COUNT) {
+      rc = EINVAL;
+    } else if (h.op == OP_PUT) {
+      MDB_val v = {h.vlen, (void *)p};
+      p += h.vlen;
+      rc = mdb_put(txn, store_dbi(s, (int)h.db), &k, &v, 0);
+    } else {
+      rc = mdb_del(txn, store_dbi(s, (int)h.db), &k, NULL);
+      if (rc == MDB_NOTFOUND) rc = 0; /* deleting what is not there is done */
+    }
+    if (rc) {
+      f->bad = b;
+      f->db = (int)h.db;
+      f->klen = h.klen;
+      return rc;
+    }
+  }
+  return 0;
+}
+
+/* LMDB reports a short write as EIO, and that is how a full disk usually
+ * shows (the write fills what is left): with next to no space left, call it
+ * ENOSPC so the user reads "disk full". */
+static int disk_nearly_full(const char *dir) {
+  struct statvfs v;
+  if (statvfs(dir, &v) != 0) return 0;
+  return (uint64_t)v.f_bavail * v.f_frsize < ((uint64_t)4 << 20);
+}
+
+/* Applies the batches from first up to (not including) end that have not
+ * failed, in one transaction, and commits. Returns an LMDB code. On success
+ * adds to *commits, *batches, *ops. */
+static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer_stats *st) {
+  memset(f, 0, sizeof *f);
+  MDB_txn *txn;
+  int rc = store_write_begin(w->s, &txn);
+  if (rc) return rc;
+  uint64_t nb = 0, nops = 0;
+  for (wbatch *b = first; b != end; b = b->next) {
+    if (b->failed) continue;
+    rc = apply_batch(txn, w->s, b, f);
+    if (rc) {
+      store_write_end(w->s, txn, 0);
+      return rc;
+    }
+    nb++;
+    nops += b->count;
+  }
+  rc = store_write_end(w->s, txn, 1);
+  if (rc == EIO && disk_nearly_full(store_dir(w->s))) rc = ENOSPC;
+  if (rc == 0) {
+    st->commits++;
+    st->batches += nb;
+    st->ops += nops;
+  }
+  return rc;
+}
+
+/* Grows the map after MDB_MAP_FULL. Returns 0, or fails every batch still
+ * undecided in [first, end) with a message and returns -1. */
+static int grow_or_fail(writer *w, wbatch *first, wbatch *end, const failure *f,
+                        writer_stats *st) {
+  char err[256];
+  int status = store_grow(w->s, err, sizeof err);
+  if (status == 0) {
+    st->grows++;
+    return 0;
+  }
+  const char *what = f->bad ? store_db_name(f->db) : "the store";
+  for (wbatch *b = first; b != end; b = b->next) {
+    if (b->failed) continue;
+    b->failed = 1;
+    b->status = status;
+    free(b->errmsg);
+    b->errmsg = fmt_msg("writing %s: %s, and the map could not grow: %s", what,
+                        mdb_strerror(MDB_MAP_FULL), err);
+  }
+  return -1;
+}
+
+/* The map never needs more doublings than this; past it something else is
+ * wrong and the batches fail rather than loop. */
+#define MAX_GROWS 48
+
+static void write_group(writer *w, wbatch *group, writer_stats *st) {
+  failure f;
+  size_t left = 0;
+  for (wbatch *b = group; b; b = b->next) left++;
+  int grows = 0, rc;
+  for (;;) {
+    rc = write_range(w, group, NULL, &f, st);
+    if (rc == 0) return;
+    if (rc == MDB_MAP_FULL && grows++ < MAX_GROWS) {
+      if (grow_or_fail(w, group, NULL, &f, st)) return;
+      continue;
+    }
+    /* the batch's own operation failed (the same in any transaction): it
+     * fails alone and the others go on together */
+    if (f.bad && (rc == MDB_BAD_VALSIZE || rc == EINVAL)) {
+      fail_batch(w, f.bad, rc, &f);
+      if (--left == 0) return;
+      continue;
+    }
+    break;
+  }
+  if (left == 1) {
+    for (wbatch *b = group; b; b = b->next)
+      if (!b->failed) fail_batch(w, b, rc, &f);
+    return;
+  }
+  /* something else failed the group: one transaction per batch finds which */
+  for (wbatch *b = group; b; b = b->next) {
+    if (b->failed) continue;
+    grows = 0;
+    for (;;) {
+      rc = write_range(w, b, b->next, &f, st);
+      if (rc == MDB_MAP_FULL && grows++ < MAX_GROWS) {
+        if (grow_or_fail(w, b, b->next, &f, st)) break;
+        continue;
+      }
+      if (rc) fail_batch(w, b, rc, &f);
+      break;
+    }
+  }
+}
+
+static void *writer_main(void *arg) {
+  writer *w = arg;
+  pthread_mutex_lock(&w->mu);
+  for (;;) {
+    while (!w->q_head && !w->stopping) {
+      w->thread_waiting = 1;
+      pthread_cond_wait(&w->cond, &w->mu);
+      w->thread_waiting = 0;
+    }
+    if (!w->q_head) break; /* stopping, and everything is written */
+    wbatch *group = w->q_head, *tail = w->q_tail;
+    w->q_head = w->q_tail = NULL;
+    pthread_mutex_unlock(&w->mu);
+
+    writer_stats st = {0, 0, 0, 0};
+    write_group(w, group, &st);
+
+    pthread_mutex_lock(&w->mu);
+    if (w->d_tail) {
+      w->d_tail->next = group;
+    } else {
+      w->d_head = group;
+    }
+    w->d_tail = tail;
+    w->stats.commits += st.commits;
+    w->stats.batches += st.batches;
+    w->stats.ops += st.ops;
+    w->stats.grows += st.grows;
+    pthread_mutex_unlock(&w->mu);
+    uv_async_send(&w->async); /* coalesces: one wakeup may cover many groups */
+    pthread_mutex_lock(&w->mu);
+  }
+  pthread_mutex_unlock(&w->mu);
+  return NULL;
+}
+
+/* ---- the loop thread -------------------------------------------------- */
+
+/* Runs the done callbacks of everything the thread has finished, in order.
+ * Re-entrant: a done callback may submit, or call writer_stop, which runs
+ * the rest of the list itself before the outer call resumes (finding it
+ * empty), so the order holds either way. */
+static void run_callbacks(writer *w) {
+  pthread_mutex_lock(&w->mu);
+  wbatch *head = w->d_head, *tail = w->d_tail;
+  w->d_head = w->d_tail = NULL;
+  pthread_mutex_unlock(&w->mu);
+  if (head) {
+    if (w->cb_tail) {
+      w->cb_tail->next = head;
+    } else {
+      w->cb_head = head;
+    }
+    w->cb_tail = tail;
+  }
+  wbatch *b;
+  while ((b = w->cb_head) != NULL) {
+    w->cb_head = b->next;
+    if (!w->cb_head) w->cb_tail = NULL;
+    /* before the callback, so that a submit from it refs the handle again */
+    if (--w->pending == 0) uv_unref((uv_handle_t *)&w->async);
+    if (b->done) b->done(b->cookie, b->failed ? b->status : 0, b->failed ? b->errmsg : NULL);
+    wbatch_free(b);
+  }
+}
+
+static void on_async(uv_async_t *h) { run_callbacks(h->data); }
+
+static void on_close(uv_handle_t *h) {
+  writer *w = h->data;
+  pthread_mutex_destroy(&w->mu);
+  pthread_cond_destroy(&w->cond);
+  free(w);
+}
+
+int writer_start(writer **out, store *s, uv_loop_t *loop, char *err, size_t errsz) {
+  *out = NULL;
+  unsigned envflags = 0;
+  mdb_env_get_flags(store_env(s), &envflags);
+  if (envflags & MDB_RDONLY) {
+    snprintf(err, errsz, "store %s is open read-only: nothing can be written to it",
+             store_dir(s));
+    return STORE_EACCES;
+  }
+  writer *w = calloc(1, sizeof *w);
+  if (!w) abort();
+  w->s = s;
+  w->loop = loop;
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_cond_init(&w->cond, NULL);
+  int rc = uv_async_init(loop, &w->async, on_async);
+  if (rc) {
+    snprintf(err, errsz, "starting the writer of %s: %s", store_dir(s), uv_strerror(rc));
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cond);
+    free(w);
+    return STORE_EIO;
+  }
+  w->async.data = w;
+  uv_unref((uv_handle_t *)&w->async); /* nothing pending yet */
+
+  /* the thread takes no signals: they belong to the loop thread */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  rc = pthread_create(&w->thread, NULL, writer_main, w);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc) {
+    snprintf(err, errsz, "starting the writer of %s: %s", store_dir(s), strerror(rc));
+    /* the loop frees w when it runs the close callback */
+    uv_close((uv_handle_t *)&w->async, on_close);
+    return STORE_EIO;
+  }
+  *out = w;
+  return 0;
+}
+
+int writer_submit(writer *w, wbatch *b, writer_done_fn done, void *cookie) {
+  if (w->stopped) {
+    wbatch_free(b);
+    return -1;
+  }
+  b->next = NULL;
+  b->done = done;
+  b->cookie = cookie;
+  if (w->pending++ == 0) uv_ref((uv_handle_t *)&w->async);
+  pthread_mutex_lock(&w->mu);
+  if (w->q_tail) {
+    w->q_tail->next = b;
+  } else {
+    w->q_head = b;
+  }
+  w->q_tail = b;
+  int wake = w->thread_waiting;
+  w->thread_waiting = 0; /* one signal per sleep is enough */
+  pthread_mutex_unlock(&w->mu);
+  if (wake) pthread_cond_signal(&w->cond);
+  return 0;
+}
+
+/* The caller must run the loop once more so that the close callback frees
+ * w. It must hold no read transaction: the thread may be waiting to grow the
+ * map, which waits for every transaction of the process, and we join it. */
+void writer_stop(writer *w) {
+  if (w->stopped) return;
+  w->stopped = 1;
+  pthread_mutex_lock(&w->mu);
+  w->stopping = 1;
+  pthread_mutex_unlock(&w->mu);
+  pthread_cond_signal(&w->cond);
+  pthread_join(w->thread, NULL); /* it writes what is queued, then exits */
+  run_callbacks(w);
+  uv_close((uv_handle_t *)&w->async, on_close);
+}
+
+void writer_get_stats(writer *w, writer_stats *out) {
+  pthread_mutex_lock(&w->mu);
+  *out = w->stats;
+  pthread_mutex_unlock(&w->mu);
+}
