@@ -114,8 +114,28 @@ local function latency(ms)
   }
 end
 
+-- peak of the Lua heap, sampled every 20 ms on a loop timer while a mode runs
+local heap_peak_kB, heap_timer = 0, nil
+local function heap_sample()
+  local kb = collectgarbage("count")
+  if kb > heap_peak_kB then heap_peak_kB = kb end
+end
+local function heap_start()
+  heap_timer = uv.new_timer()
+  heap_timer:start(0, 20, heap_sample)
+  uv.unref(heap_timer)
+end
+
 local function emit(t)
+  if heap_timer then
+    heap_sample()
+    heap_timer:stop()
+    heap_timer:close()
+    heap_timer = nil
+    t.lua_heap = { peak_kB = math.floor(heap_peak_kB), end_kB = math.floor(collectgarbage("count")) }
+  end
   t.bench = "sluice.steps"
+  t.session = os.getenv("BENCH_SESSION")
   t.mode = t.mode or mode
   t.at = os.date("!%Y-%m-%dT%H:%M:%SZ")
   t.rev = git_rev()
@@ -126,10 +146,12 @@ local function emit(t)
   io.stdout:flush()
   local outdir = opts.out or (here .. "/out")
   os.execute("mkdir -p '" .. outdir .. "'")
-  local f = io.open(outdir .. "/steps.jsonl", "a")
-  if f then
-    f:write(line, "\n")
-    f:close()
+  for _, path in ipairs({ outdir .. "/steps.jsonl", os.getenv("SESSION_OUT") or false }) do
+    local f = path and io.open(path, "a")
+    if f then
+      f:write(line, "\n")
+      f:close()
+    end
   end
 end
 
@@ -416,4 +438,5 @@ if not fn then
   io.stderr:write("unknown mode '" .. mode .. "'\n")
   os.exit(2)
 end
+if mode ~= "idle" and mode ~= "idle-child" then heap_start() end
 fn(table.unpack(pos, 2))

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "codec.h"
+#include "steps.h"
 #include "store.h"
 #include "vm.h"
 #include "writer.h"
@@ -55,6 +56,8 @@ static store *check_store(lua_State *L) {
   if (!H.st) luaL_error(L, "sluice.host: no store is open");
   return H.st;
 }
+
+store *host_store(lua_State *L) { return check_store(L); }
 
 void host_lib_shutdown(lua_State *L) {
   (void)L;
@@ -386,10 +389,15 @@ static int l_quote(lua_State *L) {
   return 1;
 }
 
-/* decode(s) -> value | nil, "line L, column C (byte B): message" */
+/* decode(s [, init]) -> value | nil, "line L, column C (byte B): message";
+ * init (1-based) decodes the text from that byte on. */
 static int l_decode(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
+  lua_Integer init = luaL_optinteger(L, 2, 1);
+  luaL_argcheck(L, init >= 1 && (size_t)init <= n + 1, 2, "out of range");
+  s += init - 1;
+  n -= (size_t)init - 1;
   char err[512];
   if (codec_decode(L, s, n, err, sizeof err) != 0) {
     lua_pushnil(L);
@@ -440,5 +448,6 @@ int luaopen_sluice_host(lua_State *L) {
       {"stop", l_stop},
       {NULL, NULL}};
   luaL_newlib(L, fns);
+  steps_register(L);
   return 1;
 }

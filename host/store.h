@@ -7,7 +7,9 @@
  *   meta         "format" -> "1"                   (format version)
  *   runs         run_id -> JSON run record
  *   runs_by_time be64(created_at_us) run_id -> ""  (history, newest last)
- *   steps        run_id "\0" step_id -> JSON step record
+ *   steps        run_id "\0" step_id -> step record (l_steps.c): a binary
+ *                header (status, attempts, position, times, id, branch) then
+ *                the JSON of the result (or of the error of a failed step)
  *
  * Threads: the environment is opened with MDB_NOTLS, so a read transaction
  * may be used by any coroutine on the loop thread. Map growth needs no

@@ -40,6 +40,11 @@ local function callsite(level)
   return info.short_src .. ":" .. (info.currentline or 0)
 end
 
+local function site_text(info)
+  local src = info.func and debug.getinfo(info.func, "S")
+  return (src and src.short_src or "?") .. ":" .. (info.currentline or 0)
+end
+
 local function branch_label(name)
   return name == "" and "main" or name
 end
@@ -203,16 +208,19 @@ end
 
 --- step(id, [opts,] fn, ...): durable, memoized per (run, id).
 function M.step(id, a, b, ...)
-  local br = current_branch(("step(%q)"):format(tostring(id)), 2)
+  local br = sched.context()
+  if not br or not br.run or br.abandoned then
+    current_branch(("step(%q)"):format(tostring(id)), 2) -- raises the right error
+  end
   if type(id) ~= "string" or id == "" or id:find("\0", 1, true) then
     error("step: the id must be a non-empty string without NUL bytes", 2)
   end
-  local opts, fn, args
+  local opts, fn
   if type(a) == "table" then
-    opts, fn, args = a, b, table.pack(...)
+    opts, fn = a, b
     check_step_opts(id, opts)
   else
-    opts, fn, args = nil, a, table.pack(b, ...)
+    fn = a
   end
   if type(fn) ~= "function" then
     error(("step '%s': expected a function, got %s"):format(id, type(fn)), 2)
@@ -224,17 +232,21 @@ function M.step(id, a, b, ...)
   local run = br.run
   br.pos = br.pos + 1
   local pos = br.pos
-  local site = callsite(2)
+  -- where each step id was called from: kept as debug info (line and
+  -- function) and turned into "file:line" only for the error, because
+  -- formatting the source name costs more than the rest of a replayed step
+  local site = debug.getinfo(2, "lf")
   local first = run.seen[id]
   if first then
     error(("step id '%s' is used twice in run %s: at %s and at %s; step ids must be unique within a run")
-      :format(id, run.id, first, site), 2)
+      :format(id, run.id, site_text(first), site_text(site)), 2)
   end
   run.seen[id] = site
 
   -- replay: the history recorded for this branch position must match
-  local recorded_here = run.order[br.name] and run.order[br.name][pos]
-  local rec = run.steps[id]
+  local recorded_here = run.order[br.name]
+  recorded_here = recorded_here and recorded_here[pos]
+  local raw = run.raw[id]
   if recorded_here and recorded_here ~= id then
     run.fatal = setmetatable({ message = (
       "run %s diverged from its recorded history: at position %d of branch %s the recorded step is '%s' " ..
@@ -243,7 +255,8 @@ function M.step(id, a, b, ...)
         run.id, pos, branch_label(br.name), recorded_here, id), step = id }, StepError)
     error(run.fatal, 2)
   end
-  if rec and not recorded_here then
+  if raw and not recorded_here then
+    local rec = host.step_fields(raw)
     run.fatal = setmetatable({ message = (
       "run %s diverged from its recorded history: step '%s' was recorded at position %d of branch %s " ..
       "but the code now calls it at position %d of branch %s; resume it with the code that started it, " ..
@@ -251,12 +264,17 @@ function M.step(id, a, b, ...)
       step = id }, StepError)
     error(run.fatal, 2)
   end
-  if rec and rec.status == "completed" then
-    run.replayed = run.replayed + 1
-    return rec.result
+  if raw then
+    local completed, value = host.step_result(raw)
+    if completed then
+      run.replayed = run.replayed + 1
+      return value
+    end
   end
 
   -- execute, with retries
+  local args
+  if opts then args = table.pack(...) else args = table.pack(b, ...) end
   local max_attempts = 1 + (opts and opts.retries or 0)
   local timeout_ms = opts and opts.timeout and duration.ms(opts.timeout)
   local started = host.now()
@@ -279,21 +297,8 @@ function M.step(id, a, b, ...)
         if eerr then
           ok, retryable, res = false, false, { message = "returned a value that cannot be stored: " .. eerr }
         else
-          local now = host.now()
-          local parts = {
-            '{"attempts":', attempt, ',"branch":', host.quote(br.name),
-            ',"duration_us":', now - started, ',"id":', host.quote(id), ',"pos":', pos,
-          }
-          if enc then
-            parts[#parts + 1] = ',"result":'
-            parts[#parts + 1] = enc
-          end
-          parts[#parts + 1] = ',"size":'
-          parts[#parts + 1] = enc and #enc or 0
-          parts[#parts + 1] = ',"started_us":'
-          parts[#parts + 1] = started
-          parts[#parts + 1] = ',"status":"completed"}'
-          commit_step(run, step_key(run, id), table.concat(parts), id)
+          commit_step(run, step_key(run, id),
+            host.step_record("completed", attempt, pos, started, host.now() - started, id, br.name, enc), id)
           run.executed = run.executed + 1
           return value
         end
@@ -301,12 +306,9 @@ function M.step(id, a, b, ...)
     end
     if not retryable or attempt >= max_attempts then
       local err = step_failure(run, id, res, attempt)
-      local now = host.now()
-      commit_step(run, step_key(run, id), json.encode({
-        id = id, branch = br.name, pos = pos, status = "failed", attempts = attempt,
-        started_us = started, duration_us = now - started,
-        error = { message = err.message, traceback = err.traceback },
-      }), id)
+      commit_step(run, step_key(run, id),
+        host.step_record("failed", attempt, pos, started, host.now() - started, id, br.name,
+          json.encode({ message = err.message, traceback = err.traceback })), id)
       error(err, 0)
     end
     sched.sleep_ms(backoff_ms(id, opts.backoff, attempt))
@@ -363,20 +365,9 @@ end
 -- runs
 
 local function load_steps(run)
-  local keys, vals = host.scan("steps", run.id .. "\0")
-  if not keys then store_error("loading the steps of run " .. run.id, vals) end
-  local steps, order = run.steps, run.order
-  for i = 1, #vals do
-    local rec = json.decode(vals[i])
-    steps[rec.id] = rec
-    local o = order[rec.branch]
-    if not o then
-      o = {}
-      order[rec.branch] = o
-    end
-    o[rec.pos] = rec.id
-  end
-  return #vals
+  local raw, order, code = host.load_steps(run.id)
+  if not raw then store_error("loading the steps of run " .. run.id, order, code) end
+  run.raw, run.order = raw, order
 end
 
 --- Reads a run record, or nil.
@@ -391,7 +382,14 @@ function M.get_steps(id)
   local keys, vals = host.scan("steps", id .. "\0")
   if not keys then store_error("reading the steps of run " .. id, vals) end
   local list = {}
-  for i = 1, #vals do list[i] = json.decode(vals[i]) end
+  for i = 1, #vals do
+    local rec, off = host.step_fields(vals[i])
+    if off then
+      local v = host.decode(vals[i], off)
+      if rec.status == "completed" then rec.result = v else rec.error = v end
+    end
+    list[i] = rec
+  end
   table.sort(list, function(a, b)
     if a.started_us ~= b.started_us then return a.started_us < b.started_us end
     return a.id < b.id
@@ -450,7 +448,7 @@ function M.execute(p, input, id)
   if not ok then store_error("starting run " .. id, msg, code) end
 
   local run = {
-    id = id, pipeline = p, record = rec, steps = {}, order = {}, seen = {},
+    id = id, pipeline = p, record = rec, raw = {}, order = {}, seen = {},
     replayed = 0, executed = 0,
   }
   if existing then load_steps(run) end

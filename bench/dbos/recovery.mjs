@@ -36,7 +36,8 @@ function startChild(args) {
   };
   return { child, exited, nextLine };
 }
-const withTimeout = (p, ms, what) => Promise.race([p, sleep(ms).then(() => { throw new Error(`timeout: ${what}`); })]);
+// the timeout's timer is unref'd: it must not keep node alive once the work is done
+const withTimeout = (p, ms, what) => Promise.race([p, new Promise((_, rej) => setTimeout(() => rej(new Error(`timeout: ${what}`)), ms).unref())]);
 
 const admin = await adminClient();
 try {
