@@ -50,6 +50,7 @@ local function branch_label(name)
 end
 
 -- the branch of the running coroutine, or a clear error naming the caller
+-- (`what`, e.g. "map") raised at `level` above this function's caller
 local function current_branch(what, level)
   local br = sched.context()
   if not br or not br.run then
@@ -63,6 +64,19 @@ end
 
 local function store_error(what, msg, code)
   error(("%s: %s (%s)"):format(what, tostring(msg), tostring(code)), 0)
+end
+
+--- The branch context of the running coroutine ({run=, name=, pos=,
+--- in_step=, attempt=}); raises "<what> called outside a run" otherwise.
+function M.current_branch(what)
+  return current_branch(what, 2)
+end
+
+--- A new branch of parent's run. `name` must be deterministic and unique
+--- within the run (replay matches steps by branch name and position).
+--- Run fn in it with require("sluice.sched").spawn(branch, fn, on_done).
+function M.new_branch(parent, name)
+  return { run = parent.run, name = (parent.name == "" and "" or parent.name .. "/") .. name, pos = 0 }
 end
 
 ---------------------------------------------------------------------------
@@ -330,11 +344,10 @@ function M.parallel(...)
     end
   end
   br.pos = br.pos + 1
-  local base = (br.name == "" and "" or br.name .. "/") .. br.pos
   local me = coroutine.running()
   local results, errs, left, waiting = {}, {}, fns.n, false
   for i = 1, fns.n do
-    local child = { run = br.run, name = base .. "." .. i, pos = 0 }
+    local child = M.new_branch(br, br.pos .. "." .. i)
     sched.spawn(child, fns[i], function(ok, res)
       if ok then results[i] = res else errs[i] = res end
       left = left - 1
