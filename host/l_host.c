@@ -16,7 +16,6 @@
 #include <time.h>
 
 #include "codec.h"
-#include "steps.h"
 #include "store.h"
 #include "vm.h"
 #include "writer.h"
@@ -449,5 +448,6 @@ int luaopen_sluice_host(lua_State *L) {
       {NULL, NULL}};
   luaL_newlib(L, fns);
   steps_register(L);
+  cron_register(L);
   return 1;
 }

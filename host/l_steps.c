@@ -27,7 +27,7 @@
 
 #include "codec.h"
 #include "sbuf.h"
-#include "steps.h"
+#include "host_lib.h"
 #include "store.h"
 
 #define HDR 28

@@ -23,6 +23,11 @@ static const char usage[] =
     "                          list runs, newest first\n"
     "  status RUN_ID [--store DIR] [--json]\n"
     "                          one run with its steps\n"
+    "  serve [DIR] [--store DIR] [--grace DURATION]\n"
+    "                          the long-lived host: loads DIR (default pipelines/), resumes\n"
+    "                          unfinished runs, fires schedules\n"
+    "  schedules [--store DIR] [--json]\n"
+    "                          schedules with their canonical spec and next fires\n"
     "  cron next \"EXPR\" [--from ISO8601] [-n N] [--tz ZONE]\n"
     "                          the next fire times of a cron expression, in UTC\n"
     "  FILE.lua [ARGS...]      run a Lua script inside the host (like the lua executable)\n"
@@ -34,7 +39,7 @@ static const char usage[] =
 static vm V;
 
 static int lua_commands(char **argv) {
-  static const char *const names[] = {"run", "runs", "status", NULL};
+  static const char *const names[] = {"run", "runs", "status", "serve", "schedules", NULL};
   for (int i = 0; names[i]; i++) {
     if (strcmp(argv[1], names[i]) == 0) return 1;
   }

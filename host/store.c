@@ -61,6 +61,7 @@ static const char *const db_names[DB_COUNT] = {
     [DB_RUNS] = "runs",
     [DB_RUNS_BY_TIME] = "runs_by_time",
     [DB_STEPS] = "steps",
+    [DB_SCHEDULES] = "schedules",
 };
 
 static void seterr(char *err, size_t errsz, const char *fmt, ...)

@@ -10,6 +10,7 @@
  *   steps        run_id "\0" step_id -> step record (l_steps.c): a binary
  *                header (status, attempts, position, times, id, branch) then
  *                the JSON of the result (or of the error of a failed step)
+ *   schedules    schedule name -> JSON {name, spec, tz, next_at, last_at, ...}
  *
  * Threads: the environment is opened with MDB_NOTLS, so a read transaction
  * may be used by any coroutine on the loop thread. Map growth needs no
@@ -29,6 +30,7 @@ enum {
   DB_RUNS,
   DB_RUNS_BY_TIME,
   DB_STEPS,
+  DB_SCHEDULES,
   DB_COUNT
 };
 

@@ -37,6 +37,24 @@ Lists runs, newest first. Works while another sluice process writes the store.
   --limit N        at most N runs (default 20)
   --json           one JSON document instead of a table
 ]],
+  serve = [[
+usage: sluice serve [DIR] [--store DIR] [--grace DURATION]
+
+The long-lived host: loads every .lua file under DIR (default pipelines/),
+resumes the unfinished runs of the store, fires the schedules defined with
+`every`, and logs one line per run start and end on stderr. SIGINT or
+SIGTERM: no new step starts, running steps get --grace (default 10s) to
+finish, then it exits 0; cut-off runs resume at the next start. A second
+serve on the same store refuses to start; runs, status and schedules keep
+working beside it.
+]],
+  schedules = [[
+usage: sluice schedules [--store DIR] [--json]
+
+Lists the schedules in the store: name, canonical spec (a cron expression or
+a fixed interval), time zone, catch-up and overlap policies, next and last
+fire, runs started, enabled. --json adds the next 5 fire times of each.
+]],
   status = [[
 usage: sluice status RUN_ID [--store DIR] [--json]
 
@@ -268,6 +286,55 @@ function M.status(args)
       s.error and s.error.message:gsub("\n.*", "") or "" }
   end
   if #rows > 0 then table_print({ "STEP", "STATUS", "ATTEMPTS", "DURATION", "SIZE", "ERROR" }, rows) end
+  return 0
+end
+
+function M.serve(args)
+  local opts, pos = parse(args, { store = "value", grace = "value" })
+  if not opts then return usage_error("serve", pos) end
+  if opts.help then out(USAGE.serve) return 0 end
+  if #pos > 1 then return usage_error("serve", "serve takes at most one DIR") end
+  local grace_ms = 10000
+  if opts.grace then
+    local ok, v = pcall(require("sluice.duration").ms, opts.grace, "--grace")
+    if not ok then return usage_error("serve", v) end
+    grace_ms = v
+  end
+  local ok, err = require("sluice.serve").run({
+    dir = pos[1] or "pipelines", grace_ms = grace_ms,
+    store = opts.store or os.getenv("SLUICE_STORE") or ".sluice",
+  })
+  if not ok then
+    errf("%s", err)
+    return 2
+  end
+  return 0
+end
+
+function M.schedules(args)
+  local opts, pos = parse(args, { store = "value", json = "bool" })
+  if not opts then return usage_error("schedules", pos) end
+  if opts.help then out(USAGE.schedules) return 0 end
+  if #pos > 0 then return usage_error("schedules", "schedules takes no positional argument: " .. pos[1]) end
+  if not open_store(opts, true) then return 2 end
+  local every = require "sluice.every"
+  local _, vals = host.scan("schedules", "")
+  local list = {}
+  for i, raw in ipairs(vals or {}) do list[i] = json.decode(raw) end
+  if opts.json then
+    local now = os.time()
+    for _, s in ipairs(list) do
+      s.next_fires = json.array(every.next_fires(every.spec_of(s), now, s.tz, 5))
+    end
+    out(json.encode({ schedules = json.array(list) }), "\n")
+    return 0
+  end
+  local rows = {}
+  for i, s in ipairs(list) do
+    rows[i] = { s.name, s.spec, s.tz or "UTC", s.catch_up, s.overlap, s.next_at or "-", s.last_at or "-",
+      s.runs or 0, s.enabled == false and "no" or "yes" }
+  end
+  table_print({ "NAME", "SPEC", "TZ", "CATCH_UP", "OVERLAP", "NEXT", "LAST", "RUNS", "ENABLED" }, rows)
   return 0
 end
 

@@ -20,6 +20,20 @@ local M = {}
 local pipelines = {} -- name -> handle
 M.pipelines = pipelines
 
+--- Set by a host that is shutting down: no step starts any more; a run
+--- reaching a step that would execute parks there (it stays "running" in
+--- the store and resumes at the next start). M.executing counts steps whose
+--- function runs now; M.on_idle() is called when it drops to 0 while
+--- stopping.
+M.stopping = false
+M.executing = 0
+M.on_idle = nil
+
+local function park()
+  -- never woken: the process is about to exit
+  sched.wait()
+end
+
 --- Set while a pipeline file loads: {file=, hash=, defined={}}.
 local loading
 
@@ -108,6 +122,11 @@ function M.pipeline(name, fn, opts)
   pipelines[name] = p
   if loading then loading.defined[#loading.defined + 1] = p end
   return p
+end
+
+--- The file being loaded, or nil.
+function M.loading_file()
+  return loading and loading.file
 end
 
 --- Loads a pipeline file: compiles it (a syntax error is "file:line: msg"),
@@ -287,12 +306,18 @@ function M.step(id, a, b, ...)
   end
 
   -- execute, with retries
+  if M.stopping then park() end
   local args
   if opts then args = table.pack(...) else args = table.pack(b, ...) end
   local max_attempts = 1 + (opts and opts.retries or 0)
   local timeout_ms = opts and opts.timeout and duration.ms(opts.timeout)
   local started = host.now()
   local attempt = 0
+  M.executing = M.executing + 1
+  local function settled()
+    M.executing = M.executing - 1
+    if M.stopping and M.executing == 0 and M.on_idle then M.on_idle() end
+  end
   while true do
     attempt = attempt + 1
     br.in_step, br.attempt = id, attempt
@@ -311,8 +336,10 @@ function M.step(id, a, b, ...)
         if eerr then
           ok, retryable, res = false, false, { message = "returned a value that cannot be stored: " .. eerr }
         else
-          commit_step(run, step_key(run, id),
+          local cok, cerr = pcall(commit_step, run, step_key(run, id),
             host.step_record("completed", attempt, pos, started, host.now() - started, id, br.name, enc), id)
+          settled()
+          if not cok then error(cerr, 0) end
           run.executed = run.executed + 1
           return value
         end
@@ -320,9 +347,11 @@ function M.step(id, a, b, ...)
     end
     if not retryable or attempt >= max_attempts then
       local err = step_failure(run, id, res, attempt)
-      commit_step(run, step_key(run, id),
+      local cok, cerr = pcall(commit_step, run, step_key(run, id),
         host.step_record("failed", attempt, pos, started, host.now() - started, id, br.name,
           json.encode({ message = err.message, traceback = err.traceback })), id)
+      settled()
+      if not cok then error(cerr, 0) end
       error(err, 0)
     end
     sched.sleep_ms(backoff_ms(id, opts.backoff, attempt))
@@ -428,7 +457,10 @@ end
 ---@param p table pipeline handle
 ---@param input any
 ---@param id string?
-function M.execute(p, input, id)
+---@param opts table? {extra_ops = {db, key, value, ...} committed with the run's
+---  start, fields = {k = v} stored in a new run record (schedule, trigger)}
+function M.execute(p, input, id, opts)
+  opts = opts or {}
   local existing
   if id then
     local ok, err = check_run_id(id)
@@ -443,9 +475,11 @@ function M.execute(p, input, id)
   end
   local now = host.now()
   id = id or host.new_id()
-  local rec = existing or {
-    id = id, pipeline = p.name, input = input, created_at = host.iso(now), created_us = now, attempt = 0,
-  }
+  local rec = existing
+  if not rec then
+    rec = { id = id, pipeline = p.name, input = input, created_at = host.iso(now), created_us = now, attempt = 0 }
+    for k, v in pairs(opts.fields or {}) do rec[k] = v end
+  end
   if not existing and input ~= nil then
     local _, ierr = host.encode(input, "input")
     if ierr then return nil, "the input cannot be stored: " .. ierr, "usage" end
@@ -457,6 +491,7 @@ function M.execute(p, input, id)
   if not existing then
     ops[4], ops[5], ops[6] = "runs_by_time", be64(now) .. id, ""
   end
+  for _, v in ipairs(opts.extra_ops or {}) do ops[#ops + 1] = v end
   local ok, msg, code = host.commit(ops)
   if not ok then store_error("starting run " .. id, msg, code) end
 
@@ -525,6 +560,7 @@ function M.install(env)
   env.step = M.step
   env.parallel = M.parallel
   env.ctx = M.ctx
+  env.every = require("sluice.every").every
 end
 
 return M

@@ -1,0 +1,251 @@
+--- sluice.every: the schedule DSL. Every form comes down to one of two
+--- explainable kinds, shown back to the user in canonical form:
+---   cron      a 5-field cron expression (every.day.at("2am") is "0 2 * * *")
+---   interval  a fixed period anchored at the Unix epoch ("every 45s",
+---             "every 7m"), or every n days at a local time ("every 3d at 06:30")
+--- Calling a spec registers a schedule: spec(pipeline | name | fn [, input [, opts]]).
+local host = require "sluice.host"
+local duration = require "sluice.duration"
+
+local M = {}
+
+--- schedules defined so far, by name, in definition order in M.order
+M.defined, M.order = {}, {}
+
+local Spec = {}
+Spec.__index = Spec
+
+local function parse_at(text, level)
+  if type(text) ~= "string" then
+    error(("at: expected a time like \"2am\", \"2:30pm\", \"14:05\", \"noon\", got %s"):format(type(text)), level)
+  end
+  local s = text:lower():gsub("%s+", "")
+  if s == "noon" then return 12, 0 end
+  if s == "midnight" then return 0, 0 end
+  local h, m, ampm = s:match("^(%d%d?):(%d%d)([ap]m)$")
+  if not h then
+    h, ampm = s:match("^(%d%d?)([ap]m)$")
+    m = h and "0"
+  end
+  if not h then
+    h, m = s:match("^(%d%d?):(%d%d)$")
+  end
+  h, m = tonumber(h), tonumber(m)
+  local bad = ("at: %q is not a time (use \"2am\", \"2:30pm\", \"14:05\", \"noon\" or \"midnight\")"):format(text)
+  if not h or m > 59 then error(bad, level) end
+  if ampm then
+    if h < 1 or h > 12 then error(bad, level) end
+    if h == 12 then h = 0 end
+    if ampm == "pm" then h = h + 12 end
+  elseif h > 23 then
+    error(bad, level)
+  end
+  return h, m
+end
+
+local function cron_spec(expr, level)
+  local canonical, err = host.cron_canonical(expr)
+  if not canonical then error(("every.cron(%q): %s"):format(expr, err), level) end
+  return setmetatable({ kind = "cron", expr = canonical }, Spec)
+end
+
+local function interval_spec(step_s)
+  return setmetatable({ kind = "interval", step_s = step_s }, Spec)
+end
+
+-- a spec that also has .at (days and weekdays)
+local function day_spec(dow, days)
+  local function at_spec(h, m)
+    if days and days > 1 then
+      return setmetatable({ kind = "days", days = days, at_s = h * 3600 + m * 60 }, Spec)
+    end
+    return cron_spec(("%d %d * * %s"):format(m, h, dow or "*"), 4)
+  end
+  local spec = at_spec(0, 0)
+  spec.at = function(text, opts)
+    local h, m = parse_at(text, 3)
+    local s = at_spec(h, m)
+    s.opts = opts
+    return s
+  end
+  return spec
+end
+
+--- The canonical text: a cron expression or "every ...".
+function Spec:canonical()
+  if self.kind == "cron" then return self.expr end
+  if self.kind == "days" then
+    return ("every %dd at %02d:%02d"):format(self.days, self.at_s // 3600, self.at_s % 3600 // 60)
+  end
+  local s = self.step_s
+  if s % 86400 == 0 then return ("every %dd"):format(s // 86400) end
+  if s % 3600 == 0 then return ("every %dh"):format(s // 3600) end
+  if s % 60 == 0 then return ("every %dm"):format(s // 60) end
+  return ("every %ds"):format(s)
+end
+
+--- The first fire strictly after `after` (Unix seconds), or false if never.
+---@return integer|false|nil t, string? err
+function M.next_fire(spec, after, tz)
+  if spec.kind == "cron" then return host.cron_next(spec.expr, after, tz) end
+  if spec.kind == "interval" then return (after // spec.step_s + 1) * spec.step_s end
+  -- every n days at a local time: the daily cron, on local days divisible by n
+  local h, m = spec.at_s // 3600, spec.at_s % 3600 // 60
+  local expr = ("%d %d * * *"):format(m, h)
+  local t = after
+  for _ = 1, spec.days + 2 do
+    local err
+    t, err = host.cron_next(expr, t, tz)
+    if not t then return t, err end
+    local off = host.tz_offset(tz, t) or 0
+    if ((t + off) // 86400) % spec.days == 0 then return t end
+  end
+  return false
+end
+
+--- The next n fire times after `after`, as ISO 8601 UTC strings.
+function M.next_fires(spec, after, tz, n)
+  local out, t = {}, after
+  for i = 1, n do
+    t = M.next_fire(spec, t, tz)
+    if not t then break end
+    out[i] = host.utc(t)
+  end
+  return out
+end
+
+--- A stored schedule record back to a spec.
+function M.spec_of(rec)
+  return setmetatable({ kind = rec.kind, expr = rec.expr, step_s = rec.step_s, days = rec.days, at_s = rec.at_s }, Spec)
+end
+
+local policies = {
+  catch_up = { latest = true, all = true, none = true },
+  overlap = { skip = true, queue = true, allow = true },
+}
+local known_opts = { tz = true, catch_up = true, overlap = true, jitter = true, name = true }
+
+local function check_opts(what, opts, level)
+  for k, v in pairs(opts) do
+    if not known_opts[k] then
+      error(("%s: unknown option '%s' (known: tz, catch_up, overlap, jitter, name)"):format(what, tostring(k)), level)
+    end
+    if policies[k] and not policies[k][v] then
+      local names = {}
+      for name in pairs(policies[k]) do names[#names + 1] = name end
+      table.sort(names)
+      error(("%s: %s must be one of %s, got %s"):format(what, k, table.concat(names, ", "), tostring(v)), level)
+    end
+  end
+  if opts.tz ~= nil then
+    local ok, err = host.tz_check(opts.tz)
+    if not ok then error(("%s: %s"):format(what, err), level) end
+  end
+  if opts.jitter ~= nil then duration.ms(opts.jitter, what .. " jitter") end
+end
+
+--- Registers a schedule: spec(target [, input [, opts]]). target is a
+--- pipeline handle, a pipeline name, or a function (then it becomes a
+--- pipeline named "<file stem>@<canonical spec>").
+function Spec:__call(target, input, opts)
+  local engine = require "sluice.engine"
+  opts = opts or {}
+  if type(opts) ~= "table" then error("every: options must be a table", 2) end
+  local merged = {}
+  for k, v in pairs(self.opts or {}) do merged[k] = v end
+  for k, v in pairs(opts) do merged[k] = v end
+  local canonical = self:canonical()
+  local what = ("every %q"):format(canonical)
+  check_opts(what, merged, 3)
+  local pname
+  if type(target) == "function" then
+    local file = engine.loading_file() or "?"
+    pname = (file:match("([^/]+)$") or file):gsub("%.lua$", "") .. "@" .. canonical
+    target = engine.pipeline(pname, target)
+  elseif type(target) == "table" and target.name and target.fn then
+    pname = target.name
+  elseif type(target) == "string" and target ~= "" then
+    pname = target
+  else
+    error(what .. ": expected a pipeline, a pipeline name or a function to schedule", 2)
+  end
+  local name = merged.name or pname
+  local prev = M.defined[name]
+  if prev then
+    error(("schedule '%s' is defined twice (%s and %s): give one of them {name = \"...\"}"):format(
+      name, prev.spec:canonical(), canonical), 2)
+  end
+  local info = debug.getinfo(2, "Sl")
+  local sched = {
+    name = name, pipeline = pname, spec = self, input = input, tz = merged.tz,
+    catch_up = merged.catch_up or "latest", overlap = merged.overlap or "skip",
+    jitter_ms = merged.jitter and duration.ms(merged.jitter) or 0,
+    site = info and (info.short_src .. ":" .. (info.currentline or 0)),
+  }
+  M.defined[name] = sched
+  M.order[#M.order + 1] = name
+  return sched
+end
+
+-- every(n).seconds / .minutes / .hours / .days[.at(...)]
+local function count_builder(n)
+  if math.type(n) ~= "integer" or n < 1 then
+    error(("every(n): n must be a positive integer, got %s"):format(tostring(n)), 3)
+  end
+  local units = {
+    seconds = function() return interval_spec(n) end,
+    minutes = function()
+      if 60 % n == 0 then return cron_spec(n == 1 and "* * * * *" or ("*/%d * * * *"):format(n), 4) end
+      return interval_spec(n * 60)
+    end,
+    hours = function()
+      if 24 % n == 0 then return cron_spec(n == 1 and "0 * * * *" or ("0 */%d * * *"):format(n), 4) end
+      return interval_spec(n * 3600)
+    end,
+    days = function() return day_spec(nil, n) end,
+  }
+  units.second, units.minute, units.hour, units.day = units.seconds, units.minutes, units.hours, units.days
+  return setmetatable({}, {
+    __index = function(_, k)
+      local f = units[k]
+      if not f then
+        error(("every(%d).%s: unknown unit (use seconds, minutes, hours or days)"):format(n, tostring(k)), 2)
+      end
+      return f()
+    end,
+  })
+end
+
+local weekdays = {
+  sunday = 0, monday = 1, tuesday = 2, wednesday = 3, thursday = 4, friday = 5, saturday = 6,
+}
+
+M.every = setmetatable({}, {
+  __call = function(_, n) return count_builder(n) end,
+  __index = function(_, k)
+    local key = type(k) == "string" and k:lower() or k
+    if key == "cron" then
+      return function(expr, opts)
+        if type(expr) ~= "string" then error("every.cron: expected a cron expression string", 2) end
+        local s = cron_spec(expr, 3)
+        s.opts = opts
+        return s
+      end
+    end
+    if key == "day" then return day_spec(nil, 1) end
+    if key == "weekday" then return day_spec("1-5", 1) end
+    if key == "weekend" then return day_spec("0,6", 1) end
+    if weekdays[key] then return day_spec(tostring(weekdays[key]), 1) end
+    if key == "hour" then return cron_spec("0 * * * *", 3) end
+    if key == "minute" then return cron_spec("* * * * *", 3) end
+    error(("every.%s: unknown schedule (use every.day, every.monday..every.sunday, every.weekday, " ..
+      "every.hour, every.minute, every(n).minutes, every.cron(...))"):format(tostring(k)), 2)
+  end,
+})
+
+--- Forgets every defined schedule (a reload, a test).
+function M.reset()
+  M.defined, M.order = {}, {}
+end
+
+return M

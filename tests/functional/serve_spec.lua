@@ -1,0 +1,157 @@
+-- serve_spec.lua: `sluice serve` as an operator runs it: schedules fire on
+-- time, a SIGKILL and restart never run a fire twice, catch-up follows the
+-- policy, one serve per store, SIGTERM lets running steps finish and the
+-- next start resumes what was cut off.
+local H = require "helper"
+local json = require "sluice.json"
+
+local function runs_of(store, sched)
+  local code, out, err = H.sluice({ "runs", "--json", "--limit", "100000", "--store", store })
+  if code == 2 and err:find("no store at") then return {} end -- serve has not created it yet
+  assert.are.equal(0, code, err)
+  local list = {}
+  for _, r in ipairs(json.decode(out).runs) do
+    if not sched or r.id:find(sched .. "@", 1, true) == 1 then list[#list + 1] = r end
+  end
+  return list
+end
+
+local function log_has(p, pattern)
+  return table.concat(p.err):find(pattern) ~= nil
+end
+
+describe("sluice serve", function()
+  local dir, store, marks
+  before_each(function()
+    dir = H.tmpdir()
+    store = dir .. "/store"
+    marks = dir .. "/marks"
+    os.execute("mkdir -p '" .. dir .. "/p'")
+  end)
+
+  local function write_pipelines(catch_up)
+    H.write(dir .. "/p/tick.lua", ([[
+local tick = pipeline("tick", function()
+  return step("mark", function()
+    local f = io.open(%q, "a"); f:write(ctx().run_id, "\n"); f:close()
+    return true
+  end)
+end)
+every(1).seconds(tick, nil, { catch_up = %q })
+]]):format(marks, catch_up))
+  end
+
+  it("fires every second and never runs a fire twice across SIGKILL and restart", function()
+    write_pipelines("latest")
+    local p = H.spawn({ "serve", dir .. "/p", "--store", store })
+    H.wait_until(function() return #H.lines(marks) >= 3 end, "3 fires", 15000, 20)
+    p:kill("sigkill")
+    p:wait()
+    local p2 = H.spawn({ "serve", dir .. "/p", "--store", store })
+    local before = #H.lines(marks)
+    H.wait_until(function() return #H.lines(marks) >= before + 2 end, "2 more fires", 15000, 20)
+    p2:kill("sigterm")
+    assert.are.equal(0, (p2:wait()))
+    local seen, dups = {}, 0
+    for _, id in ipairs(H.lines(marks)) do
+      assert.matches("^tick@%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$", id)
+      if seen[id] then dups = dups + 1 end
+      seen[id] = true
+    end
+    -- at most the one step in flight at the kill ran again
+    assert.is_true(dups <= 1, dups .. " fires ran twice")
+    for _, r in ipairs(runs_of(store, "tick")) do assert.are.equal("completed", r.status) end
+  end)
+
+  for _, case in ipairs({ { "latest", 1, 1 }, { "all", 3, 99 }, { "none", 0, 0 } }) do
+    local policy, at_least, at_most = case[1], case[2], case[3]
+    it("catches up missed fires with catch_up = " .. policy, function()
+      local host = require "sluice.host"
+      write_pipelines(policy)
+      local p = H.spawn({ "serve", dir .. "/p", "--store", store })
+      H.wait_until(function() return #runs_of(store, "tick") >= 1 end, "a first fire", 15000, 20)
+      p:kill("sigterm")
+      p:wait()
+      local _, out = H.sluice({ "schedules", "--json", "--store", store })
+      local next_at = host.parse_time(json.decode(out).schedules[1].next_at)
+      -- stay down for 3 whole seconds past the stored next fire
+      H.wait_until(function() return os.time() >= next_at + 3 end, "3 missed fires", 10000, 50)
+      local before = #runs_of(store, "tick")
+      local p2 = H.spawn({ "serve", dir .. "/p", "--store", store })
+      H.wait_until(function() return log_has(p2, "serving") end, "serve to start", 10000, 10)
+      local n = tonumber(table.concat(p2.err):match("catching up (%d+) missed")) or 0
+      -- the catch-up runs, then one live fire
+      H.wait_until(function() return #runs_of(store, "tick") >= before + n + 1 end,
+        "the catch-up runs and a live fire", 15000, 20)
+      p2:kill("sigterm")
+      p2:wait()
+      assert.is_true(n >= at_least and n <= at_most,
+        ("%s: %d missed fires run (expected %d to %d)"):format(policy, n, at_least, at_most))
+      if policy ~= "none" then
+        -- the latest missed fire is among the runs, with its scheduled time as id
+        local ids = {}
+        for _, r in ipairs(runs_of(store, "tick")) do ids[r.id] = r.status end
+        assert.are.equal("completed", ids["tick@" .. host.utc(next_at + 3)] or ids["tick@" .. host.utc(next_at + 4)])
+      end
+    end)
+  end
+
+  it("refuses a second serve on the same store while read-only commands work", function()
+    write_pipelines("latest")
+    local p = H.spawn({ "serve", dir .. "/p", "--store", store })
+    H.wait_until(function() return log_has(p, "serving") end, "serve to start", 10000, 10)
+    local code, _, err = H.sluice({ "serve", dir .. "/p", "--store", store })
+    assert.are.equal(2, code)
+    assert.matches("held by another sluice serve %(pid " .. p.pid .. "%)", err)
+    code = H.sluice({ "schedules", "--store", store })
+    assert.are.equal(0, code)
+    p:kill("sigterm")
+    assert.are.equal(0, (p:wait()))
+  end)
+
+  it("on SIGTERM lets the running step finish, starts no other, and resumes the run at the next start", function()
+    local gate = dir .. "/gate"
+    H.write(dir .. "/p/long.lua", ([[
+local uv = require "luv"
+local function wait_ms(ms)
+  local co = coroutine.running()
+  local t = uv.new_timer()
+  t:start(ms, 0, function() t:close(); coroutine.resume(co) end)
+  coroutine.yield()
+end
+pipeline("long", function()
+  step("one", function()
+    local f = io.open(%q, "a"); f:write("one\n"); f:close()
+    wait_ms(400)
+    return 1
+  end)
+  step("two", function()
+    local f = io.open(%q, "a"); f:write("two\n"); f:close()
+    return 2
+  end)
+  return "done"
+end)
+]]):format(marks, marks))
+    -- start the run with `sluice run`, kill it inside step one, let serve resume it
+    local r = H.spawn({ "run", dir .. "/p/long.lua", "--id", "L1", "--store", store })
+    H.wait_until(function() return #H.lines(marks) >= 1 end, "step one to start", 10000, 5)
+    r:kill("sigkill")
+    r:wait()
+    local p = H.spawn({ "serve", dir .. "/p", "--store", store })
+    H.wait_until(function() return #H.lines(marks) >= 2 end, "serve to resume step one", 10000, 5)
+    p:kill("sigterm")
+    assert.are.equal(0, (p:wait()))
+    assert.is_true(log_has(p, "every running step finished"))
+    assert.are.same({ "one", "one" }, H.lines(marks))
+    local code, out = H.sluice({ "status", "L1", "--json", "--store", store })
+    local doc = json.decode(out)
+    assert.are.equal("running", doc.status)
+    assert.are.equal("one", doc.steps[1].id)
+    -- the next start finishes it without running step one again
+    local p2 = H.spawn({ "serve", dir .. "/p", "--store", store })
+    H.wait_until(function() return log_has(p2, "run L1 pipeline=long completed") end, "L1 to complete", 10000, 10)
+    p2:kill("sigterm")
+    p2:wait()
+    assert.are.same({ "one", "one", "two" }, H.lines(marks))
+  end)
+end)

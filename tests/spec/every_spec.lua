@@ -1,0 +1,92 @@
+-- every_spec.lua: the schedule DSL maps every form to one canonical,
+-- explainable spec (a cron expression or a fixed interval) and computes the
+-- right next fire times; bad input is an error naming what is wrong.
+local every_mod = require "sluice.every"
+local host = require "sluice.host"
+
+local function canon(spec) return spec:canonical() end
+local function t(iso) return assert(host.parse_time(iso)) end
+
+describe("every", function()
+  after_each(function() every_mod.reset() end)
+
+  it("maps each form to its canonical spec", function()
+    local cases = {
+      { every.day.at("2am"), "0 2 * * *" },
+      { every.day, "0 0 * * *" },
+      { every.day.at("2:30pm"), "30 14 * * *" },
+      { every.day.at("14:05"), "5 14 * * *" },
+      { every.day.at("noon"), "0 12 * * *" },
+      { every.day.at("midnight"), "0 0 * * *" },
+      { every.day.at("12am"), "0 0 * * *" },
+      { every.monday.at("9am"), "0 9 * * 1" },
+      { every.Sunday.at("9am"), "0 9 * * 0" },
+      { every.FRIDAY.at("6:30"), "30 6 * * 5" },
+      { every.weekday.at("9am"), "0 9 * * 1-5" },
+      { every.hour, "0 * * * *" },
+      { every.minute, "* * * * *" },
+      { every(15).minutes, "*/15 * * * *" },
+      { every(1).minutes, "* * * * *" },
+      { every(7).minutes, "every 7m" },
+      { every(30).seconds, "every 30s" },
+      { every(2).hours, "0 */2 * * *" },
+      { every(5).hours, "every 5h" },
+      { every(3).days.at("6:30"), "every 3d at 06:30" },
+      { every(1).days.at("6:30"), "30 6 * * *" },
+      { every.cron("0 */6 * * *"), "0 */6 * * *" },
+      { every.cron("@daily"), "0 0 * * *" },
+      { every.cron("0 9 * * MON-FRI"), "0 9 * * 1-5" },
+    }
+    for i, c in ipairs(cases) do
+      assert.are.equal(c[2], canon(c[1]), "case " .. i)
+    end
+  end)
+
+  it("computes next fires for each kind", function()
+    local from = t("2026-01-05T08:59:30Z") -- a Monday
+    assert.are.same({ "2026-01-05T09:00:00Z", "2026-01-12T09:00:00Z" },
+      every_mod.next_fires(every.monday.at("9am"), from, nil, 2))
+    assert.are.same({ "2026-01-05T08:00:00Z" },
+      every_mod.next_fires(every.monday.at("9am"), t("2026-01-05T07:00:00Z"), "Europe/Berlin", 1))
+    assert.are.same({ "2026-01-05T09:00:00Z", "2026-01-05T09:00:30Z" },
+      every_mod.next_fires(every(30).seconds, from, nil, 2))
+    assert.are.same({ "2026-01-05T09:07:00Z", "2026-01-05T09:14:00Z" },
+      every_mod.next_fires(every(7).minutes, t("2026-01-05T09:00:00Z") + 60 * 6, nil, 2) and
+      every_mod.next_fires(every(7).minutes, t("2026-01-05T09:06:00Z"), nil, 2))
+    -- every 3 days at 06:30 UTC: days since the epoch divisible by 3
+    local fires = every_mod.next_fires(every(3).days.at("6:30"), from, nil, 3)
+    for i = 2, 3 do
+      assert.are.equal(3 * 86400, t(fires[i]) - t(fires[i - 1]))
+    end
+    assert.are.equal(0, (t(fires[1]) // 86400) % 3)
+  end)
+
+  it("rejects bad specs and options with a clear message", function()
+    assert.has_error(function() every.day.at("25:00") end,
+      'at: "25:00" is not a time (use "2am", "2:30pm", "14:05", "noon" or "midnight")')
+    assert.has_error(function() return every(0).minutes end, "every(n): n must be a positive integer, got 0")
+    assert.has_error(function() return every(5).fortnights end,
+      "every(5).fortnights: unknown unit (use seconds, minutes, hours or days)")
+    assert.has_error(function() every.cron("61 * * * *") end,
+      'every.cron("61 * * * *"): minute field: 61 is out of range 0-59')
+    local ok, err = pcall(function() every.hour(function() end, nil, { tz = "Mars/Olympus" }) end)
+    assert.is_false(ok)
+    assert.matches('unknown time zone "Mars/Olympus"', err)
+    ok, err = pcall(function() every.hour(function() end, nil, { overlap = "maybe" }) end)
+    assert.matches("overlap must be one of allow, queue, skip, got maybe", err)
+    ok, err = pcall(function() every.hour(function() end, nil, { retry = 1 }) end)
+    assert.matches("unknown option 'retry'", err)
+  end)
+
+  it("names a schedule after its pipeline, or file stem and spec for a function", function()
+    local p = pipeline("every_spec_p", function() end)
+    local s = every.day.at("2am")(p, { source = "x" })
+    assert.are.equal("every_spec_p", s.name)
+    assert.are.same({ source = "x" }, s.input)
+    local ok, err = pcall(function() every.hour(p) end)
+    assert.is_false(ok)
+    assert.matches("schedule 'every_spec_p' is defined twice", err)
+    local s2 = every.hour(p, nil, { name = "hourly_p" })
+    assert.are.equal("hourly_p", s2.name)
+  end)
+end)
