@@ -184,10 +184,12 @@ function M.start(start_run)
     if sched.next_at then push(sched.next_at, sched) end
     n = n + 1
   end
-  -- persist the next fire of new schedules (one commit for all)
-  if #fresh > 0 then
+  -- persist the next fire of new schedules, 1000 to a commit so that 100,000
+  -- new schedules never hold all their records in memory at once
+  for first = 1, #fresh, 1000 do
     local ops = {}
-    for _, sched in ipairs(fresh) do
+    for i = first, math.min(first + 999, #fresh) do
+      local sched = fresh[i]
       ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "schedules", sched.name, record(sched)
     end
     local ok, err = host.commit(ops)

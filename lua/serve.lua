@@ -110,7 +110,8 @@ function M.run(opts)
     end
   end
 
-  scheduler.start(function(s, id, extra_ops, on_end)
+  local t_sched = host.hrtime()
+  local armed = scheduler.start(function(s, id, extra_ops, on_end)
     local p = engine.pipelines[s.pipeline]
     if not p then
       log("schedule %s: pipeline '%s' is not defined; fire skipped", s.name, s.pipeline)
@@ -121,6 +122,7 @@ function M.run(opts)
     end
     launch(p, s.input, id, { extra_ops = extra_ops, fields = { schedule = s.name } }, on_end)
   end)
+  log("%d schedules armed in %.1fms", armed, (host.hrtime() - t_sched) / 1e6)
 
   -- graceful stop
   local me = coroutine.running()
