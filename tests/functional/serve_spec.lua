@@ -96,6 +96,27 @@ every(1).seconds(tick, nil, { catch_up = %q })
     end)
   end
 
+  it("skips a fire while the previous run of the schedule still runs (overlap = skip)", function()
+    H.write(dir .. "/p/slow.lua", ([[
+local uv = require "luv"
+every(1).seconds(function()
+  step("slow", function()
+    local f = io.open(%q, "a"); f:write(ctx().run_id, "\n"); f:close()
+    local co = coroutine.running()
+    local t = uv.new_timer()
+    t:start(2500, 0, function() t:close(); coroutine.resume(co) end)
+    coroutine.yield()
+  end)
+end)
+]]):format(marks))
+    local p = H.spawn({ "serve", dir .. "/p", "--store", store })
+    H.wait_until(function() return log_has(p, "skipped the fire of") end, "a skipped fire", 15000, 20)
+    p:kill("sigterm")
+    assert.are.equal(0, (p:wait()))
+    assert.is_true(log_has(p, "slow@every 1s: skipped the fire of .*previous run is still running %(overlap = skip%)"))
+    assert.are.equal(1, #H.lines(marks))
+  end)
+
   it("refuses a second serve on the same store while read-only commands work", function()
     write_pipelines("latest")
     local p = H.spawn({ "serve", dir .. "/p", "--store", store })
