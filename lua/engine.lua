@@ -561,6 +561,9 @@ function M.install(env)
   env.parallel = M.parallel
   env.ctx = M.ctx
   env.every = require("sluice.every").every
+  local flow = require "sluice.flow"
+  env.map = flow.map
+  env.dag = flow.dag
 end
 
 return M
