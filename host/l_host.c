@@ -148,18 +148,22 @@ static int scan_cb(void *ud, const void *k, size_t kn, const void *v, size_t vn)
   return (c->limit > 0 && c->n >= c->limit) ? 1 : 0;
 }
 
-/* scan(db, prefix [, reverse [, limit]]) -> keys, values | nil, msg, code */
+/* scan(db, prefix [, reverse [, limit [, from]]]) -> keys, values | nil,
+ * msg, code. from (forward only): start at the first key >= from. */
 static int l_scan(lua_State *L) {
   store *st = check_store(L);
   int db = check_db(L, 1);
-  size_t plen;
+  size_t plen, flen = 0;
   const char *prefix = luaL_optlstring(L, 2, "", &plen);
   int reverse = lua_toboolean(L, 3);
   scan_ctx c = {L, 0, luaL_optinteger(L, 4, 0)};
+  const char *from = luaL_optlstring(L, 5, NULL, &flen);
+  luaL_argcheck(L, !(from && reverse), 5, "from works forward only");
+  lua_settop(L, 5);
   lua_newtable(L);
   lua_newtable(L);
   char err[512];
-  int rc = store_scan(st, db, prefix, plen, reverse, scan_cb, &c, err, sizeof err);
+  int rc = store_scan_from(st, db, prefix, plen, from, flen, reverse, scan_cb, &c, err, sizeof err);
   if (rc < 0) return fail(L, rc, err);
   return 2;
 }

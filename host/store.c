@@ -62,6 +62,10 @@ static const char *const db_names[DB_COUNT] = {
     [DB_RUNS_BY_TIME] = "runs_by_time",
     [DB_STEPS] = "steps",
     [DB_SCHEDULES] = "schedules",
+    [DB_EVENTS] = "events",
+    [DB_STREAMS] = "stream_index",
+    [DB_CONSUMERS] = "consumers",
+    [DB_SENDS] = "sends",
 };
 
 static void seterr(char *err, size_t errsz, const char *fmt, ...)
@@ -605,8 +609,20 @@ static int seek_last_with_prefix(MDB_cursor *c, const unsigned char *prefix, siz
   return rc;
 }
 
+static int bytes_cmp(const void *a, size_t an, const void *b, size_t bn) {
+  int c = memcmp(a, b, an < bn ? an : bn);
+  if (c != 0) return c;
+  return an < bn ? -1 : an > bn ? 1 : 0;
+}
+
 int store_scan(store *s, int db, const void *prefix, size_t plen, int reverse,
                store_scan_fn fn, void *ud, char *err, size_t errsz) {
+  return store_scan_from(s, db, prefix, plen, NULL, 0, reverse, fn, ud, err, errsz);
+}
+
+int store_scan_from(store *s, int db, const void *prefix, size_t plen, const void *from,
+                    size_t flen, int reverse, store_scan_fn fn, void *ud, char *err,
+                    size_t errsz) {
   if (db < 0 || db >= DB_COUNT) return bad_db(db, err, errsz);
   if (!s->present[db]) return 0;
   /* no stored key is longer than the limit, so none has a longer prefix */
@@ -624,6 +640,11 @@ int store_scan(store *s, int db, const void *prefix, size_t plen, int reverse,
   MDB_val k, v;
   if (reverse) {
     rc = seek_last_with_prefix(c, prefix, plen, &k, &v);
+  } else if (from && flen > 0 && bytes_cmp(from, flen, prefix, plen) > 0) {
+    /* start at the first key >= from (from sorts after the prefix) */
+    k.mv_size = flen;
+    k.mv_data = (void *)from;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
   } else if (plen == 0) {
     rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
   } else {

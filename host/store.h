@@ -11,6 +11,10 @@
  *                header (status, attempts, position, times, id, branch) then
  *                the JSON of the result (or of the error of a failed step)
  *   schedules    schedule name -> JSON {name, spec, tz, next_at, last_at, ...}
+ *   events       be64(seq) -> event record (lua/stream.lua): the stream log
+ *   stream_index stream "\0" be64(seq) -> ""  (one stream key in order)
+ *   consumers    consumer name -> JSON {pattern, after, ...} (checkpoints)
+ *   sends        be64(seq) -> JSON {name, data, ts} (send/on events)
  *
  * Threads: the environment is opened with MDB_NOTLS, so a read transaction
  * may be used by any coroutine on the loop thread. Map growth needs no
@@ -31,6 +35,10 @@ enum {
   DB_RUNS_BY_TIME,
   DB_STEPS,
   DB_SCHEDULES,
+  DB_EVENTS,
+  DB_STREAMS,
+  DB_CONSUMERS,
+  DB_SENDS,
   DB_COUNT
 };
 
@@ -80,9 +88,21 @@ typedef int (*store_scan_fn)(void *ud, const void *key, size_t klen, const void 
 int store_scan(store *s, int db, const void *prefix, size_t plen, int reverse,
                store_scan_fn fn, void *ud, char *err, size_t errsz);
 
+/* As store_scan, forward only, starting at the first key >= from (when from
+ * sorts after prefix; else at the prefix). reverse must be 0. */
+int store_scan_from(store *s, int db, const void *prefix, size_t plen, const void *from,
+                    size_t flen, int reverse, store_scan_fn fn, void *ud, char *err,
+                    size_t errsz);
+
 /* For the writer thread only: the exclusive lock and doubling of the map
  * after MDB_MAP_FULL, with no transaction of this thread open. */
 int store_grow(store *s, char *err, size_t errsz);
+
+/* As store_scan, forward only, starting at the first key >= from (when from
+ * sorts after prefix; else at the prefix). reverse must be 0. */
+int store_scan_from(store *s, int db, const void *prefix, size_t plen, const void *from,
+                    size_t flen, int reverse, store_scan_fn fn, void *ud, char *err,
+                    size_t errsz);
 
 /* For the writer thread only: a write transaction held under the shared lock,
  * so that growth and adopting a map another process grew wait for it.

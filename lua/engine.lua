@@ -54,14 +54,58 @@ local function callsite(level)
   return info.short_src .. ":" .. (info.currentline or 0)
 end
 
-local function site_text(info)
-  local src = info.func and debug.getinfo(info.func, "S")
-  return (src and src.short_src or "?") .. ":" .. (info.currentline or 0)
-end
-
 local function branch_label(name)
   return name == "" and "main" or name
 end
+
+local function site_text(fn, line)
+  local src = fn and debug.getinfo(fn, "S")
+  return (src and src.short_src or "?") .. ":" .. (line or 0)
+end
+
+-- Step ids are unique within a run. Where each was called from is kept as
+-- the calling function and line (two small entries, no table per step) and
+-- turned into "file:line" only for the error: formatting the source name
+-- costs more than the rest of a replayed step. level: of the user's call.
+local function check_unique(run, id, level)
+  local info = debug.getinfo(level + 1, "lf")
+  local first_line = run.seen[id]
+  if first_line then
+    error(("step id '%s' is used twice in run %s: at %s and at %s; step ids must be unique within a run")
+      :format(id, run.id, site_text(run.seen_fn[id], first_line), site_text(info.func, info.currentline)),
+      level + 1)
+  end
+  run.seen[id] = info.currentline
+  run.seen_fn[id] = info.func
+end
+
+-- The replay check of a step-like call at (br, pos) with this id: returns
+-- the stored record if there is one; fails the run (run.fatal) if the
+-- recorded history has another id here or this id elsewhere.
+local function recorded(run, br, pos, id, level)
+  local recorded_here = run.order[br.name]
+  recorded_here = recorded_here and recorded_here[pos]
+  local raw = run.raw[id]
+  if recorded_here and recorded_here ~= id then
+    run.fatal = setmetatable({ message = (
+      "run %s diverged from its recorded history: at position %d of branch %s the recorded step is '%s' " ..
+      "but the code now calls step '%s' (the pipeline changed, or code between steps is not deterministic); " ..
+      "resume it with the code that started it, or start a new run"):format(
+        run.id, pos, branch_label(br.name), recorded_here, id), step = id }, StepError)
+    error(run.fatal, level + 1)
+  end
+  if raw and not recorded_here then
+    local rec = host.step_fields(raw)
+    run.fatal = setmetatable({ message = (
+      "run %s diverged from its recorded history: step '%s' was recorded at position %d of branch %s " ..
+      "but the code now calls it at position %d of branch %s; resume it with the code that started it, " ..
+      "or start a new run"):format(run.id, id, rec.pos, branch_label(rec.branch), pos, branch_label(br.name)),
+      step = id }, StepError)
+    error(run.fatal, level + 1)
+  end
+  return raw
+end
+
 
 -- the branch of the running coroutine, or a clear error naming the caller
 -- (`what`, e.g. "map") raised at `level` above this function's caller
@@ -265,38 +309,10 @@ function M.step(id, a, b, ...)
   local run = br.run
   br.pos = br.pos + 1
   local pos = br.pos
-  -- where each step id was called from: kept as debug info (line and
-  -- function) and turned into "file:line" only for the error, because
-  -- formatting the source name costs more than the rest of a replayed step
-  local site = debug.getinfo(2, "lf")
-  local first = run.seen[id]
-  if first then
-    error(("step id '%s' is used twice in run %s: at %s and at %s; step ids must be unique within a run")
-      :format(id, run.id, site_text(first), site_text(site)), 2)
-  end
-  run.seen[id] = site
+  check_unique(run, id, 2)
 
   -- replay: the history recorded for this branch position must match
-  local recorded_here = run.order[br.name]
-  recorded_here = recorded_here and recorded_here[pos]
-  local raw = run.raw[id]
-  if recorded_here and recorded_here ~= id then
-    run.fatal = setmetatable({ message = (
-      "run %s diverged from its recorded history: at position %d of branch %s the recorded step is '%s' " ..
-      "but the code now calls step '%s' (the pipeline changed, or code between steps is not deterministic); " ..
-      "resume it with the code that started it, or start a new run"):format(
-        run.id, pos, branch_label(br.name), recorded_here, id), step = id }, StepError)
-    error(run.fatal, 2)
-  end
-  if raw and not recorded_here then
-    local rec = host.step_fields(raw)
-    run.fatal = setmetatable({ message = (
-      "run %s diverged from its recorded history: step '%s' was recorded at position %d of branch %s " ..
-      "but the code now calls it at position %d of branch %s; resume it with the code that started it, " ..
-      "or start a new run"):format(run.id, id, rec.pos, branch_label(rec.branch), pos, branch_label(br.name)),
-      step = id }, StepError)
-    error(run.fatal, 2)
-  end
+  local raw = recorded(run, br, pos, id, 2)
   if raw then
     local completed, value = host.step_result(raw)
     if completed then
@@ -496,7 +512,7 @@ function M.execute(p, input, id, opts)
   if not ok then store_error("starting run " .. id, msg, code) end
 
   local run = {
-    id = id, pipeline = p, record = rec, raw = {}, order = {}, seen = {},
+    id = id, pipeline = p, record = rec, raw = {}, order = {}, seen = {}, seen_fn = {},
     replayed = 0, executed = 0,
   }
   if existing then load_steps(run) end
