@@ -1,7 +1,7 @@
-/* l_cron.c: the cron engine (cron.c) and the serve lock for Lua, part of
+/* l_cron.c: the cron engine (cron.c) and the writer lock for Lua, part of
  * "sluice.host": parse and canonicalize expressions, next fire times in a
  * time zone, zone offsets, ISO 8601, and an exclusive lock file so that
- * one `sluice serve` owns a store. */
+ * one process (sluice serve or sluice run) writes a store at a time. */
 #include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
@@ -129,7 +129,7 @@ static int l_lock(lua_State *L) {
     close(fd);
     lua_pushnil(L);
     if (e == EWOULDBLOCK) {
-      lua_pushfstring(L, "%s is held by another sluice serve%s%s", path, *pid ? " (pid " : "",
+      lua_pushfstring(L, "%s is held by another sluice process%s%s", path, *pid ? " (pid " : "",
                       *pid ? pid : "");
       if (*pid) {
         lua_pushstring(L, ")");

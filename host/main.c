@@ -28,6 +28,10 @@ static const char usage[] =
     "                          unfinished runs, fires schedules\n"
     "  schedules [--store DIR] [--json]\n"
     "                          schedules with their canonical spec and next fires\n"
+    "  events STREAM [--after ID | --from POS] [--limit N] [--follow] [--json]\n"
+    "                          the events of a stream key or prefix (orders:*)\n"
+    "  consumers [--store DIR] [--json]\n"
+    "                          stream consumers with their checkpoint and lag\n"
     "  cron next \"EXPR\" [--from ISO8601] [-n N] [--tz ZONE]\n"
     "                          the next fire times of a cron expression, in UTC\n"
     "  FILE.lua [ARGS...]      run a Lua script inside the host (like the lua executable)\n"
@@ -39,7 +43,8 @@ static const char usage[] =
 static vm V;
 
 static int lua_commands(char **argv) {
-  static const char *const names[] = {"run", "runs", "status", "serve", "schedules", NULL};
+  static const char *const names[] = {"run",    "runs",   "status",    "serve",
+                                      "schedules", "events", "consumers", NULL};
   for (int i = 0; names[i]; i++) {
     if (strcmp(argv[1], names[i]) == 0) return 1;
   }

@@ -55,6 +55,20 @@ Lists the schedules in the store: name, canonical spec (a cron expression or
 a fixed interval), time zone, catch-up and overlap policies, next and last
 fire, runs started, enabled. --json adds the next 5 fire times of each.
 ]],
+  events = [[
+usage: sluice events STREAM [--after ID | --from POS] [--limit N] [--follow] [--store DIR] [--json]
+
+Prints the events of a stream key, or of every key with a prefix (orders:*),
+in append order: id, time, type, stream, data. POS is TRIM_HORIZON (the
+default), LATEST or an ISO 8601 time. --follow keeps printing new events
+(polling the store every 200 ms) until interrupted.
+]],
+  consumers = [[
+usage: sluice consumers [--store DIR] [--json]
+
+Lists stream consumers: name, stream pattern, checkpoint (the last event
+handled) and lag (events after it).
+]],
   status = [[
 usage: sluice status RUN_ID [--store DIR] [--json]
 
@@ -161,6 +175,11 @@ function M.run(args)
   end
 
   if not open_store(opts, false) then return 2 end
+  local locked, lerr2 = host.lock(host.dir() .. "/writer.lock")
+  if not locked then
+    errf("%s: one process writes a store at a time; stop it or pass another --store", lerr2)
+    return 2
+  end
   local rec, uerr = engine.execute(p, input, opts.id)
   if not rec then
     errf("%s", uerr)
@@ -335,6 +354,63 @@ function M.schedules(args)
       s.runs or 0, s.enabled == false and "no" or "yes" }
   end
   table_print({ "NAME", "SPEC", "TZ", "CATCH_UP", "OVERLAP", "NEXT", "LAST", "RUNS", "ENABLED" }, rows)
+  return 0
+end
+
+function M.events(args)
+  local opts, pos = parse(args, { after = "value", from = "value", limit = "value", follow = "bool", store = "value", json = "bool" })
+  if not opts then return usage_error("events", pos) end
+  if opts.help then out(USAGE.events) return 0 end
+  if #pos ~= 1 then return usage_error("events", "events needs exactly one STREAM") end
+  local limit = 100
+  if opts.limit then
+    limit = math.tointeger(tonumber(opts.limit))
+    if not limit or limit < 1 then return usage_error("events", "--limit must be a positive integer, got " .. opts.limit) end
+  end
+  if not open_store(opts, true) then return 2 end
+  local stream = require "sluice.stream"
+  local ok, evs, info = pcall(stream.read, { stream = pos[1], after = opts.after, from = opts.from, limit = limit })
+  if not ok then
+    errf("%s", tostring(evs):gsub("^[^:]*:%d+: ", ""))
+    return 2
+  end
+  if info.trimmed then errf("events before the retention horizon were trimmed: the first ones are gone") end
+  local function show(list)
+    for _, e in ipairs(list) do
+      if opts.json then
+        out(json.encode(e), "\n")
+      else
+        out(("%s  %s  %-12s %-16s %s\n"):format(e.id, e.ts, e.type, e.stream, json.encode(e.data)))
+      end
+    end
+    io.stdout:flush()
+  end
+  show(evs)
+  if not opts.follow then return 0 end
+  -- another process appends; each read transaction sees its commits
+  local after = info.next
+  while true do
+    require("sluice.sched").sleep_ms(200)
+    local more, i2 = stream.read({ stream = pos[1], after = after or stream.id_of(0), limit = 1000 })
+    show(more)
+    after = i2.next or after
+  end
+end
+
+function M.consumers(args)
+  local opts, pos = parse(args, { store = "value", json = "bool" })
+  if not opts then return usage_error("consumers", pos) end
+  if opts.help then out(USAGE.consumers) return 0 end
+  if #pos > 0 then return usage_error("consumers", "consumers takes no positional argument") end
+  if not open_store(opts, true) then return 2 end
+  local list = require("sluice.stream").positions()
+  if opts.json then
+    out(json.encode({ consumers = json.array(list) }), "\n")
+    return 0
+  end
+  local rows = {}
+  for i, c in ipairs(list) do rows[i] = { c.name, c.pattern, c.after or "-", c.lag, c.updated_at or "-" } end
+  table_print({ "CONSUMER", "STREAM", "CHECKPOINT", "LAG", "UPDATED" }, rows)
   return 0
 end
 

@@ -374,6 +374,69 @@ function M.step(id, a, b, ...)
   end
 end
 
+--- memo(kind, produce): a durable internal step of the running run at the
+--- next position of its branch, with id "<kind>@<branch position>" (for
+--- sleep, emit, send, wait_for). The first time, produce() returns the value
+--- to store and, optionally, more operations {db, key, value, ...} that are
+--- committed in the same transaction as the step record (an emitted event
+--- and the record that it was emitted commit together, so replay never
+--- emits twice). Later, the stored value is returned. Returns value, replayed.
+function M.memo(kind, produce, level)
+  level = (level or 1) + 1
+  local br = current_branch(kind, level)
+  if br.in_step then
+    error(("%s called inside step '%s': call it from the pipeline function"):format(kind, br.in_step), level)
+  end
+  local run = br.run
+  br.pos = br.pos + 1
+  local pos = br.pos
+  local id = kind .. "@" .. (br.name == "" and "" or br.name .. "/") .. pos
+  local raw = recorded(run, br, pos, id, level)
+  if raw then
+    local completed, value = host.step_result(raw)
+    if completed then
+      run.replayed = run.replayed + 1
+      return value, true
+    end
+  end
+  if M.stopping then park() end
+  local started = host.now()
+  local value, ops = produce()
+  local enc, eerr
+  if value ~= nil then enc, eerr = host.encode(value, "result") end
+  if eerr then error(("%s: %s"):format(kind, eerr), level) end
+  local batch = { "steps", step_key(run, id),
+    host.step_record("completed", 1, pos, started, host.now() - started, id, br.name, enc) }
+  for _, v in ipairs(ops or {}) do batch[#batch + 1] = v end
+  local ok, msg, code = host.commit(batch)
+  if not ok then store_error(("%s: storing it"):format(kind), msg, code) end
+  run.executed = run.executed + 1
+  return value, false
+end
+
+--- Writes the run's record with a new status (sleeping, waiting, running).
+function M.set_status(run, status)
+  if run.record.status == status then return end
+  run.record.status = status
+  local ok, msg, code = host.commit({ "runs", run.id, json.encode(run.record) })
+  if not ok then store_error("run " .. run.id .. ": setting status " .. status, msg, code) end
+end
+
+--- sleep(duration): durable. The wake time is stored the first time; after
+--- a restart the run sleeps only what remains; a finished sleep replays at
+--- once. The run's status is "sleeping" meanwhile.
+function M.sleep(d)
+  local ms = duration.ms(d, "sleep")
+  local wake_us = M.memo("sleep", function() return host.now() + math.floor(ms * 1000) end, 2)
+  local left_ms = (wake_us - host.now()) / 1000
+  if left_ms > 0 then
+    local run = M.current_branch("sleep").run
+    M.set_status(run, "sleeping")
+    sched.sleep_ms(left_ms)
+    M.set_status(run, "running")
+  end
+end
+
 --- parallel(f1, f2, ...): runs the functions as concurrent branches of this
 --- run and returns their results in order. If any fails, the others finish
 --- (their steps stay stored) and the first error in argument order is raised.
@@ -576,6 +639,11 @@ function M.install(env)
   env.step = M.step
   env.parallel = M.parallel
   env.ctx = M.ctx
+  env.sleep = M.sleep
+  local events = require "sluice.events"
+  env.send, env.on, env.wait_for = events.send, events.on, events.wait_for
+  local stream = require "sluice.stream"
+  env.emit, env.emit_many, env.read, env.consume = stream.emit, stream.emit_many, stream.read, stream.consume
   env.every = require("sluice.every").every
   local flow = require "sluice.flow"
   env.map = flow.map

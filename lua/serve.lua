@@ -9,6 +9,8 @@ local engine = require "sluice.engine"
 local every = require "sluice.every"
 local scheduler = require "sluice.scheduler"
 local sched = require "sluice.sched"
+local events = require "sluice.events"
+local stream = require "sluice.stream"
 local uv = require "luv"
 
 local M = {}
@@ -72,7 +74,9 @@ local function unfinished_runs()
   local out = {}
   for _, raw in ipairs(vals or {}) do
     local r = json.decode(raw)
-    if r.status == "running" or r.status == "pending" then out[#out + 1] = r end
+    if r.status == "running" or r.status == "pending" or r.status == "sleeping" or r.status == "waiting" then
+      out[#out + 1] = r
+    end
   end
   return out
 end
@@ -81,8 +85,8 @@ end
 function M.run(opts)
   local ok, err = host.open(opts.store)
   if not ok then return nil, err end
-  ok, err = host.lock(opts.store .. "/serve.lock")
-  if not ok then return nil, err .. ": only one sluice serve may own a store (read-only commands still work)" end
+  ok, err = host.lock(opts.store .. "/writer.lock")
+  if not ok then return nil, err .. ": one process writes a store at a time (read-only commands still work)" end
 
   local files, ferr = lua_files(opts.dir)
   if not files then return nil, ("cannot read %s: %s"):format(opts.dir, ferr) end
@@ -108,6 +112,18 @@ function M.run(opts)
     else
       log("run %s: pipeline '%s' is not defined in %s; left as it is", r.id, r.pipeline, opts.dir)
     end
+  end
+
+  -- events sent with send(): each matching on() handler gets a run
+  sched.spawn({}, events.run_dispatcher, function(ok2, e)
+    if not ok2 then log("event dispatcher stopped: %s", e.traceback or e.message) end
+  end, function(p, id) launch(p, nil, id) end, log)
+  -- stream consumers
+  for _, name in ipairs(stream.consumer_order) do
+    local c = stream.consumers[name]
+    sched.spawn({}, stream.run_consumer, function(ok2, e)
+      if not ok2 then log("consumer %s stopped: %s", name, e.traceback or e.message) end
+    end, c, log)
   end
 
   local t_sched = host.hrtime()
@@ -140,6 +156,8 @@ function M.run(opts)
     end
     engine.stopping = true
     scheduler.stop()
+    if events.dispatcher then events.dispatcher.stop() end
+    for _, c in pairs(stream.consumers) do if c.stop then c.stop() end end
     log("%s: no new steps start; waiting up to %.1fs for %d running step(s)", signame, opts.grace_ms / 1000,
       engine.executing)
     if engine.executing == 0 then return finish("stopped") end

@@ -1,0 +1,254 @@
+--- sluice.events: durable fire-and-forget events. send(name, data) commits
+--- an event; every on(name, fn) handler whose pattern matches gets its own
+--- run, with id "<handler>@<event id>", so redelivery after a crash never
+--- runs a handler twice for one event. wait_for(name, {match, timeout})
+--- suspends a run durably until a matching event is sent.
+---
+--- Sends are a log ("sends": be64 seq -> {name, data, ts}). `sluice serve`
+--- dispatches it from a cursor kept in "meta": the handlers' runs are
+--- created as pending in the same commit that moves the cursor, so a crash
+--- between the two is impossible.
+local host = require "sluice.host"
+local json = require "sluice.json"
+local engine = require "sluice.engine"
+local sched = require "sluice.sched"
+local duration = require "sluice.duration"
+local uv = require "luv"
+
+local M = {}
+
+local spack, sunpack = string.pack, string.unpack
+local next_seq
+
+local function be64(n) return spack(">I8", n) end
+local function id_of(seq) return ("%016x"):format(seq) end
+
+local function load_seq()
+  if next_seq then return end
+  local keys = host.scan("sends", "", true, 1)
+  next_seq = (keys and keys[1]) and sunpack(">I8", keys[1]) + 1 or 1
+end
+
+--- The sequence of the last event sent (0 if none).
+function M.last_seq()
+  load_seq()
+  return next_seq - 1
+end
+
+local function matches(pattern, name)
+  if pattern:sub(-1) == "*" then return name:sub(1, #pattern - 1) == pattern:sub(1, -2) end
+  return pattern == name
+end
+
+local sent_listeners = {} -- f(seq, event) after each durable send
+
+--- send(name, data) -> event id, once durable. Inside a run it is memoized
+--- like a step: replay does not send again.
+function M.send(name, data)
+  if type(name) ~= "string" or name == "" then error("send: the event name must be a non-empty string", 2) end
+  local function produce()
+    load_seq()
+    local seq = next_seq
+    next_seq = seq + 1
+    local ev = { name = name, data = data, ts = host.iso(host.now()) }
+    local enc, err = host.encode(ev, "event")
+    if not enc then error(("send %q: the event cannot be stored: %s"):format(name, err), 4) end
+    return { seq = seq, ev = ev }, { "sends", be64(seq), enc }
+  end
+  local sent
+  if sched.context() and sched.context().run then
+    local replayed
+    sent, replayed = engine.memo("send", function()
+      local v, op = produce()
+      return { seq = v.seq }, op
+    end, 2)
+    if replayed then return id_of(sent.seq) end
+    sent.ev = json.decode(host.get("sends", be64(sent.seq)))
+  else
+    local op
+    sent, op = produce()
+    local ok, msg, code = host.commit(op)
+    if not ok then error(("send %q: %s (%s)"):format(name, msg, code), 2) end
+  end
+  for _, f in ipairs(sent_listeners) do f(sent.seq, sent.ev) end
+  return id_of(sent.seq)
+end
+
+---------------------------------------------------------------------------
+-- handlers
+
+M.handlers = {}
+
+--- on(pattern, fn [, {name=}]): each event whose name matches (a trailing *
+--- matches a prefix) becomes a run of fn(data, event).
+function M.on(pattern, fn, opts)
+  if type(pattern) ~= "string" or pattern == "" then error("on: the event name must be a non-empty string", 2) end
+  if type(fn) ~= "function" then error(("on(%q): expected a function"):format(pattern), 2) end
+  opts = opts or {}
+  local name = opts.name or ("on:" .. pattern)
+  local n = 1
+  while engine.pipelines[name] do
+    n = n + 1
+    name = ("%s#%d"):format(opts.name or ("on:" .. pattern), n)
+  end
+  local p = engine.pipeline(name, function(input) return fn(input.data, input) end)
+  M.handlers[#M.handlers + 1] = { pattern = pattern, pipeline = p }
+  return p
+end
+
+-- Run records (pending) for the handlers of one event.
+local function delivery_ops(seq, ev, ops, ids)
+  local now = host.now()
+  for _, h in ipairs(M.handlers) do
+    if matches(h.pattern, ev.name) then
+      local id = h.pipeline.name .. "@" .. id_of(seq)
+      if not host.get("runs", id) then
+        local rec = {
+          id = id, pipeline = h.pipeline.name, status = "pending", attempt = 0,
+          input = { id = id_of(seq), name = ev.name, data = ev.data, ts = ev.ts },
+          created_at = host.iso(now), created_us = now, trigger = "event",
+        }
+        ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "runs", id, json.encode(rec)
+        ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "runs_by_time", be64(now) .. id, ""
+        ids[#ids + 1] = { id = id, pipeline = h.pipeline }
+      end
+    end
+  end
+end
+
+--- Dispatches every event sent after the stored cursor: creates the
+--- handlers' runs and calls launch(pipeline, run_id) for each. Runs until
+--- stop(); wakes on each send of this process.
+function M.run_dispatcher(launch, log)
+  local me = coroutine.running()
+  local waiting = false
+  local d = { stopped = false }
+  sent_listeners[#sent_listeners + 1] = function()
+    if waiting then
+      waiting = false
+      sched.wake(me)
+    end
+  end
+  function d.stop()
+    d.stopped = true
+    if waiting then
+      waiting = false
+      sched.wake(me)
+    end
+  end
+  M.dispatcher = d
+  local cursor = tonumber(host.get("meta", "sends_dispatched") or "0")
+  while not d.stopped do
+    local keys, vals = host.scan("sends", "", false, 256, be64(cursor + 1))
+    if not keys or #keys == 0 then
+      waiting = true
+      sched.wait()
+    else
+      local ops, ids = {}, {}
+      for i, k in ipairs(keys) do
+        local seq = sunpack(">I8", k)
+        delivery_ops(seq, json.decode(vals[i]), ops, ids)
+        cursor = seq
+      end
+      ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "meta", "sends_dispatched", tostring(cursor)
+      local ok, err = host.commit(ops)
+      if not ok then
+        log("dispatching events: %s", err)
+        sched.sleep_ms(1000)
+      else
+        for _, r in ipairs(ids) do launch(r.pipeline, r.id) end
+      end
+    end
+  end
+end
+
+---------------------------------------------------------------------------
+-- wait_for
+
+local waiters = {} -- list of {name=, match=, wake=}
+
+sent_listeners[#sent_listeners + 1] = function(seq, ev)
+  for i = #waiters, 1, -1 do
+    local w = waiters[i]
+    if w.test(seq, ev) then table.remove(waiters, i) end
+  end
+end
+
+local function match_fn(name, match)
+  if match == nil then return function() return true end end
+  if type(match) == "function" then return match end
+  if type(match) == "table" then
+    return function(data)
+      if type(data) ~= "table" then return false end
+      for k, v in pairs(match) do
+        if data[k] ~= v then return false end
+      end
+      return true
+    end
+  end
+  error(("wait_for(%q): match must be a table of fields or a function"):format(name), 3)
+end
+
+--- wait_for(name, {match = table | function, timeout = duration}) -> data,
+--- event | nil, "timeout". Resumes with the first matching event sent after
+--- the wait began (events sent while the process was down included).
+function M.wait_for(name, opts)
+  if type(name) ~= "string" or name == "" then error("wait_for: the event name must be a non-empty string", 2) end
+  opts = opts or {}
+  local test = match_fn(name, opts.match)
+  local timeout_ms = opts.timeout ~= nil and duration.ms(opts.timeout, "wait_for timeout") or nil
+  local w = engine.memo("wait", function()
+    return { since = M.last_seq(), deadline_us = timeout_ms and host.now() + math.floor(timeout_ms * 1000) or nil }
+  end, 2)
+  local result = engine.memo("wait_result", function()
+    -- events already sent since the wait began (a restart, a burst)
+    local after = w.since
+    while true do
+      local keys, vals = host.scan("sends", "", false, 1024, be64(after + 1))
+      if not keys or #keys == 0 then break end
+      for i, k in ipairs(keys) do
+        local ev = json.decode(vals[i])
+        after = sunpack(">I8", k)
+        if matches(name, ev.name) and test(ev.data) then
+          return { event = { id = id_of(after), name = ev.name, data = ev.data, ts = ev.ts } }
+        end
+      end
+    end
+    local run = engine.current_branch("wait_for").run
+    local me = coroutine.running()
+    local got
+    local timer
+    local entry = {
+      test = function(seq, ev)
+        if got or seq <= w.since or not matches(name, ev.name) or not test(ev.data) then return false end
+        got = { event = { id = id_of(seq), name = ev.name, data = ev.data, ts = ev.ts } }
+        if timer then timer:close() end
+        sched.wake(me)
+        return true
+      end,
+    }
+    waiters[#waiters + 1] = entry
+    if w.deadline_us then
+      timer = uv.new_timer()
+      uv.update_time()
+      timer:start(math.max(0, math.floor((w.deadline_us - host.now()) / 1000)), 0, function()
+        timer:close()
+        timer = nil
+        if got then return end
+        got = { timeout = true }
+        for i, x in ipairs(waiters) do
+          if x == entry then table.remove(waiters, i) break end
+        end
+        sched.wake(me)
+      end)
+    end
+    engine.set_status(run, "waiting")
+    sched.wait()
+    engine.set_status(run, "running")
+    return got
+  end, 2)
+  if result.timeout then return nil, "timeout" end
+  return result.event.data, result.event
+end
+
+return M

@@ -1,0 +1,311 @@
+--- sluice.stream: the durable, partitioned event stream (Kafka/Kinesis
+--- semantics on one machine): emit appends to one log, read returns events
+--- by position, consume hands batches to a function inside runs and moves a
+--- checkpoint after each batch (at-least-once).
+---
+--- An event is {id, type, stream, ts, data}. Ids are 16 hex digits of the
+--- log sequence, so they sort in append order as strings. The log is
+--- "events" (be64 seq -> record); "stream_index" (stream \0 be64 seq) reads
+--- one stream key in order without scanning the others. One process writes
+--- a store at a time (sluice serve and sluice run take the store's lock), so
+--- the sequence is kept in memory.
+local host = require "sluice.host"
+local json = require "sluice.json"
+local engine = require "sluice.engine"
+local sched = require "sluice.sched"
+
+local M = {}
+
+local spack, sunpack = string.pack, string.unpack
+local next_seq, last_ts -- loaded from the store on first use
+
+local function be64(n) return spack(">I8", n) end
+local function id_of(seq) return ("%016x"):format(seq) end
+local function seq_of(id, what)
+  local seq = type(id) == "string" and #id == 16 and tonumber(id, 16)
+  if not seq then error(("%s: %q is not an event id (16 hex digits)"):format(what, tostring(id)), 3) end
+  return seq
+end
+M.id_of, M.seq_of = id_of, seq_of
+
+local function load_seq()
+  if next_seq then return end
+  local keys, vals = host.scan("events", "", true, 1)
+  if keys and keys[1] then
+    next_seq = sunpack(">I8", keys[1]) + 1
+    last_ts = sunpack("<i8", vals[1])
+  else
+    local trimmed = host.get("meta", "events_trimmed_to")
+    next_seq = trimmed and (tonumber(trimmed) + 1) or 1
+    last_ts = 0
+  end
+end
+
+--- The id of the last event appended, or nil.
+function M.last_seq()
+  load_seq()
+  return next_seq - 1
+end
+
+local function check_name(what, v, field)
+  if type(v) ~= "string" or v == "" or v:find("\0", 1, true) then
+    error(("%s: %s must be a non-empty string without NUL bytes, got %s"):format(what, field, type(v) == "string" and ("%q"):format(v) or type(v)), 4)
+  end
+end
+
+-- Appends events (list of {type, stream, data}) to ops; returns their ids.
+local function append(list, ops, what)
+  load_seq()
+  local ids = {}
+  for i, e in ipairs(list) do
+    check_name(what, e[1], "type")
+    check_name(what, e[2], "stream key")
+    local data, err = "null", nil
+    if e[3] ~= nil then data, err = host.encode(e[3], "data") end
+    if not data then error(("%s: the event cannot be stored: %s"):format(what, err), 4) end
+    local ts = host.now()
+    if ts <= last_ts then ts = last_ts + 1 end -- monotonic, so reads from a time are exact
+    last_ts = ts
+    local seq = next_seq
+    next_seq = seq + 1
+    local key = be64(seq)
+    ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "events", key, spack("<i8s2s2", ts, e[1], e[2]) .. data
+    ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "stream_index", e[2] .. "\0" .. key, ""
+    ids[i] = id_of(seq)
+  end
+  return ids
+end
+
+local listeners = {} -- functions called after each durable append
+
+local function appended()
+  for _, f in ipairs(listeners) do f() end
+end
+
+-- Commits the events; inside a run, as a memoized internal step so replay
+-- does not emit again.
+local function emit_list(list, what)
+  if sched.context() and sched.context().run then
+    local ids = engine.memo("emit", function()
+      local ops = {}
+      local ids = append(list, ops, what)
+      return ids, ops
+    end, 3)
+    appended()
+    return ids
+  end
+  local ops = {}
+  local ids = append(list, ops, what)
+  local ok, msg, code = host.commit(ops)
+  if not ok then error(("%s: %s (%s)"):format(what, msg, code), 3) end
+  appended()
+  return ids
+end
+
+--- emit(type, stream_key, data) -> id, once the event is durable.
+function M.emit(type_, key, data)
+  return emit_list({ { type_, key, data } }, "emit")[1]
+end
+
+--- emit_many{ {type, stream_key, data}, ... } -> ids, in one commit.
+function M.emit_many(list)
+  if type(list) ~= "table" then error("emit_many: expected a list of {type, stream_key, data}", 2) end
+  if #list == 0 then return json.array({}) end
+  return emit_list(list, "emit_many")
+end
+
+local function decode_event(seq, v)
+  local ts, typ, stream, off = sunpack("<i8s2s2", v)
+  return {
+    id = id_of(seq), type = typ, stream = stream, ts = host.iso(ts), data = host.decode(v, off),
+  }
+end
+
+local function pattern_of(p)
+  if type(p) ~= "string" or p == "" then error("read: stream must be a name or a prefix ending in *", 3) end
+  if p:sub(-1) == "*" then return nil, p:sub(1, -2) end
+  return p
+end
+
+-- the seq after which reading starts for a `from` position
+local function start_after(from, what)
+  if from == nil or from == "TRIM_HORIZON" then return 0 end
+  if from == "LATEST" then return M.last_seq() end
+  local t, err = host.parse_time(from)
+  if not t then
+    error(("%s: from must be \"TRIM_HORIZON\", \"LATEST\" or an ISO 8601 time: %s"):format(what, err), 3)
+  end
+  -- binary search for the first event with ts >= t (ts grows with seq);
+  -- parse_time keeps whole seconds, the fraction is added here
+  local frac = from:match("^[^.]*T[%d:]+%.(%d+)") or ""
+  local want_us = t * 1000000 + math.tointeger(tonumber((frac .. "000000"):sub(1, 6)))
+  local first_keys = host.scan("events", "", false, 1)
+  if not first_keys[1] then return 0 end
+  local lo, hi = sunpack(">I8", first_keys[1]), M.last_seq() + 1
+  while lo < hi do
+    local mid = (lo + hi) // 2
+    local keys, vals = host.scan("events", "", false, 1, be64(mid))
+    if not keys[1] then
+      hi = mid
+    else
+      local s = sunpack(">I8", keys[1])
+      if sunpack("<i8", vals[1]) >= want_us then hi = mid else lo = s + 1 end
+    end
+  end
+  return lo - 1
+end
+
+--- The sequence below which events were trimmed by retention (0: none).
+function M.horizon()
+  local v = host.get("meta", "events_trimmed_to")
+  return v and tonumber(v) or 0
+end
+
+--- read{stream=, after=id | from=pos, limit=n} -> events, info. info is
+--- {trimmed = true} when the read started before the retention horizon
+--- (events were lost to retention), {next = id} to continue from.
+function M.read(opts)
+  if type(opts) ~= "table" then error("read: expected a table {stream=, after= | from=, limit=}", 2) end
+  local exact, prefix = pattern_of(opts.stream)
+  local limit = opts.limit or 1000
+  if math.type(limit) ~= "integer" or limit < 1 then error("read: limit must be a positive integer", 2) end
+  if opts.after ~= nil and opts.from ~= nil then error("read: give after or from, not both", 2) end
+  local after = opts.after ~= nil and seq_of(opts.after, "read: after") or start_after(opts.from, "read")
+  local out = {}
+  local info = {}
+  if after < M.horizon() then info.trimmed = true end
+  if exact then
+    local pfx = exact .. "\0"
+    local keys = host.scan("stream_index", pfx, false, limit, pfx .. be64(after + 1))
+    for i, k in ipairs(keys or {}) do
+      local seq = sunpack(">I8", k, #pfx + 1)
+      local v = host.get("events", be64(seq))
+      if v then out[#out + 1] = decode_event(seq, v) end
+      if i == #keys then after = seq end
+    end
+  else
+    -- a wildcard merges every key with the prefix in global append order
+    local n = #prefix
+    while #out < limit do
+      local keys, vals = host.scan("events", "", false, 4096, be64(after + 1))
+      if not keys or #keys == 0 then break end
+      for i = 1, #keys do
+        local seq = sunpack(">I8", keys[i])
+        after = seq
+        local v = vals[i]
+        local _, _, stream = sunpack("<i8s2s2", v)
+        if stream:sub(1, n) == prefix then
+          out[#out + 1] = decode_event(seq, v)
+          if #out >= limit then break end
+        end
+      end
+      if #keys < 4096 then break end
+    end
+  end
+  info.next = out[#out] and out[#out].id or (after > 0 and id_of(after) or nil)
+  return out, info
+end
+
+---------------------------------------------------------------------------
+-- consumers
+
+M.consumers, M.consumer_order = {}, {}
+
+--- consume(name, pattern, fn, {batch = 500, from = "TRIM_HORIZON" | "LATEST"}):
+--- each batch of events is given to fn(events) inside a run of pipeline
+--- "consume:<name>"; the checkpoint moves past the batch only after fn
+--- returns. Consumers are independent; `sluice serve` runs them.
+function M.consume(name, pattern, fn, opts)
+  check_name("consume", name, "name")
+  pattern_of(pattern)
+  if type(fn) ~= "function" then error(("consume '%s': expected a function"):format(name), 2) end
+  opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "batch" and k ~= "from" then
+      error(("consume '%s': unknown option '%s' (known: batch, from)"):format(name, tostring(k)), 2)
+    end
+  end
+  local batch = opts.batch or 500
+  if math.type(batch) ~= "integer" or batch < 1 then
+    error(("consume '%s': batch must be a positive integer"):format(name), 2)
+  end
+  if opts.from ~= nil and opts.from ~= "TRIM_HORIZON" and opts.from ~= "LATEST" then
+    error(("consume '%s': from must be \"TRIM_HORIZON\" or \"LATEST\""):format(name), 2)
+  end
+  if M.consumers[name] then error(("consume '%s' is defined twice"):format(name), 2) end
+  local p = engine.pipeline("consume:" .. name, function(input)
+    return fn(input.events)
+  end)
+  M.consumers[name] = { name = name, pattern = pattern, pipeline = p, batch = batch, from = opts.from or "TRIM_HORIZON" }
+  M.consumer_order[#M.consumer_order + 1] = name
+  return M.consumers[name]
+end
+
+--- Runs one consumer until stop() is called: read a batch after the
+--- checkpoint, run it, move the checkpoint, wait for more. `log` reports.
+function M.run_consumer(c, log)
+  local raw = host.get("consumers", c.name)
+  local state = raw and json.decode(raw)
+  if not state or state.pattern ~= c.pattern then
+    state = { name = c.name, pattern = c.pattern, after = c.from == "LATEST" and id_of(M.last_seq()) or nil }
+    local ok, err = host.commit({ "consumers", c.name, json.encode(state) })
+    if not ok then error("consumer " .. c.name .. ": " .. tostring(err), 0) end
+  end
+  local me = coroutine.running()
+  local waiting = false
+  local function wake()
+    if waiting then
+      waiting = false
+      sched.wake(me)
+    end
+  end
+  listeners[#listeners + 1] = wake
+  c.stop = function() c.stopped = true; wake() end
+  local failures = 0
+  while not c.stopped do
+    local events = M.read({ stream = c.pattern, after = state.after, limit = c.batch })
+    if #events == 0 then
+      waiting = true
+      sched.wait()
+    else
+      local first, last = events[1].id, events[#events].id
+      local rec = engine.execute(c.pipeline, { events = events }, ("consume:%s@%s"):format(c.name, first))
+      if rec and rec.status == "completed" then
+        failures = 0
+        state.after = last
+        state.updated_at = host.iso(host.now())
+        local ok, err = host.commit({ "consumers", c.name, json.encode(state) })
+        if not ok then error("consumer " .. c.name .. ": checkpoint: " .. tostring(err), 0) end
+      else
+        -- the same batch again after a backoff: the run resumes, its
+        -- finished steps are not repeated
+        failures = failures + 1
+        local delay = math.min(60000, 500 * 2 ^ (failures - 1))
+        log("consumer %s: batch %s..%s failed (%s); retrying in %.1fs", c.name, first, last,
+          rec and rec.error and rec.error.message:gsub("\n.*", "") or "?", delay / 1000)
+        sched.sleep_ms(delay)
+      end
+    end
+  end
+end
+
+--- Consumer positions and lag: {name, pattern, after, lag}.
+function M.positions()
+  local _, vals = host.scan("consumers", "")
+  local out = {}
+  for i, raw in ipairs(vals or {}) do
+    local s = json.decode(raw)
+    local n = 0
+    local after = s.after
+    repeat
+      local events, info = M.read({ stream = s.pattern, after = after or id_of(0), limit = 10000 })
+      n = n + #events
+      after = info.next
+    until #events < 10000
+    s.lag = n
+    out[i] = s
+  end
+  return out
+end
+
+return M

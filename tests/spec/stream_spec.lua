@@ -1,0 +1,161 @@
+-- stream_spec.lua: emit / read inside the host on a real store: per-key
+-- order under concurrent producers, wildcard merge order, every `from`
+-- position, paging with `after`, memoized emits and sends in runs,
+-- wait_for with bursts and timeouts, durable sleep.
+local H = require "helper"
+local host = require "sluice.host"
+local engine = require "sluice.engine"
+local sched = require "sluice.sched"
+local uv = require "luv"
+
+assert(host.open(H.tmpdir()))
+
+-- runs fns concurrently as tasks and waits for all
+local function together(fns)
+  local me, left, waiting = coroutine.running(), #fns, false
+  for _, f in ipairs(fns) do
+    sched.spawn({}, f, function(ok, err)
+      assert(ok, err and (err.traceback or err.message))
+      left = left - 1
+      if left == 0 and waiting then sched.wake(me) end
+    end)
+  end
+  if left > 0 then
+    waiting = true
+    sched.wait()
+  end
+end
+
+describe("emit and read", function()
+  it("keeps per-key order under 50 concurrent producers and merges keys in append order", function()
+    local fns = {}
+    for p = 1, 50 do
+      fns[p] = function()
+        for i = 1, 20 do emit("tick", "conc:" .. (p % 5), { p = p, i = i }) end
+      end
+    end
+    together(fns)
+    local all = read{ stream = "conc:*", limit = 5000 }
+    assert.are.equal(1000, #all)
+    for i = 2, #all do assert.is_true(all[i - 1].id < all[i].id, "ids sort in append order") end
+    for k = 0, 4 do
+      local last = {}
+      local evs = read{ stream = "conc:" .. k, limit = 5000 }
+      assert.are.equal(200, #evs)
+      for _, e in ipairs(evs) do
+        assert.are.equal("conc:" .. k, e.stream)
+        assert.is_true((last[e.data.p] or 0) < e.data.i, "order within a producer and key")
+        last[e.data.p] = e.data.i
+      end
+    end
+  end)
+
+  it("pages with after through every event exactly once", function()
+    for i = 1, 250 do emit("page", "paging", i) end
+    local seen, after, pages = {}, nil, 0
+    repeat
+      local evs = read{ stream = "paging", after = after, limit = 30 }
+      for _, e in ipairs(evs) do
+        assert.is_nil(seen[e.data])
+        seen[e.data] = true
+      end
+      after = evs[#evs] and evs[#evs].id or after
+      pages = pages + 1
+    until #evs < 30
+    for i = 1, 250 do assert.is_true(seen[i], "event " .. i) end
+    assert.are.equal(9, pages)
+  end)
+
+  it("reads from TRIM_HORIZON, LATEST and a time, and empty streams", function()
+    local before = host.iso(host.now() - 1000000) -- a second ago
+    emit("a", "from:x", 1)
+    H.sleep(5)
+    local mid = host.iso(host.now())
+    emit("b", "from:x", 2)
+    assert.are.equal(2, #read{ stream = "from:x", from = "TRIM_HORIZON" })
+    assert.are.equal(0, #read{ stream = "from:x", from = "LATEST" })
+    local from_mid = read{ stream = "from:x", from = mid }
+    assert.are.equal(1, #from_mid)
+    assert.are.equal(2, from_mid[1].data)
+    assert.are.equal(2, #read{ stream = "from:x", from = before })
+    assert.are.same({}, read{ stream = "from:x", from = "2999-01-01T00:00:00Z" })
+    assert.are.same({}, read{ stream = "never:written" })
+    assert.are.same({}, read{ stream = "never:*" })
+  end)
+
+  it("rejects bad arguments with clear messages", function()
+    assert.has_error(function() emit("", "k", 1) end)
+    local ok, err = pcall(emit, "t", "k", { f = print })
+    assert.is_false(ok)
+    assert.matches("emit: the event cannot be stored: data.f: cannot store a function", err)
+    ok, err = pcall(read, { stream = "x", after = "zz" })
+    assert.matches('read: after: "zz" is not an event id', err)
+  end)
+end)
+
+describe("in a run", function()
+  it("does not emit or send again on replay, and sleep replays at once", function()
+    local fail = true
+    local p = pipeline("emitter", function()
+      local id = emit("made", "replay:1", { n = 1 })
+      send("replay.sent", { n = 1 })
+      sleep("20ms")
+      if fail then error("after the side effects") end
+      return id
+    end)
+    assert.are.equal("failed", engine.execute(p, nil, "em1").status)
+    fail = false
+    local t0 = uv.hrtime()
+    local rec = engine.execute(p, nil, "em1")
+    assert.are.equal("completed", rec.status)
+    assert.is_true((uv.hrtime() - t0) / 1e6 < 15, "a finished sleep slept again")
+    assert.are.equal(1, #read{ stream = "replay:1" })
+    assert.are.equal(rec.result, read{ stream = "replay:1" }[1].id)
+  end)
+
+  it("wait_for resumes 100 waiting runs, each with its own event from a burst", function()
+    local p = pipeline("waiter", function(input)
+      local data, ev = wait_for("order.paid", { match = { order = input.order }, timeout = "20s" })
+      return { got = data.order, id = ev.id }
+    end)
+    local results = {}
+    local fns = {}
+    for i = 1, 100 do
+      fns[i] = function() results[i] = engine.execute(p, { order = i }, "w" .. i) end
+    end
+    local me, left, waiting = coroutine.running(), 100, false
+    for i = 1, 100 do
+      sched.spawn({}, fns[i], function()
+        left = left - 1
+        if left == 0 and waiting then sched.wake(me) end
+      end)
+    end
+    -- once every run waits, send 100 events in a tight loop
+    H.wait_until(function()
+      for i = 1, 100 do
+        local r = engine.get_run("w" .. i)
+        if not r or r.status ~= "waiting" then return false end
+      end
+      return true
+    end, "100 runs to wait", 10000, 5)
+    for i = 100, 1, -1 do send("order.paid", { order = i }) end
+    if left > 0 then
+      waiting = true
+      sched.wait()
+    end
+    for i = 1, 100 do
+      assert.are.equal("completed", results[i].status)
+      assert.are.equal(i, results[i].result.got)
+    end
+  end)
+
+  it("wait_for times out with nil, 'timeout'", function()
+    local p = pipeline("impatient", function()
+      local data, why = wait_for("never.sent", { timeout = "30ms" })
+      return { data = data == nil, why = why }
+    end)
+    local rec = engine.execute(p, nil, "imp1")
+    assert.are.same({ data = true, why = "timeout" }, rec.result)
+  end)
+
+end)
