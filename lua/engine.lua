@@ -644,6 +644,7 @@ function M.install(env)
   env.send, env.on, env.wait_for = events.send, events.on, events.wait_for
   local stream = require "sluice.stream"
   env.emit, env.emit_many, env.read, env.consume = stream.emit, stream.emit_many, stream.read, stream.consume
+  env.retention = stream.retention
   env.every = require("sluice.every").every
   local flow = require "sluice.flow"
   env.map = flow.map

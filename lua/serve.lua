@@ -126,6 +126,20 @@ function M.run(opts)
     end, c, log)
   end
 
+  -- retention: a pass at start and every 10 s
+  local trim_timer
+  if #stream.retention_rules > 0 then
+    local function pass()
+      sched.spawn({}, stream.trim_once, function(ok2, res)
+        if not ok2 then log("retention: %s", res.traceback or res.message)
+        elseif res > 0 then log("retention: removed %d events", res) end
+      end)
+    end
+    pass()
+    trim_timer = uv.new_timer()
+    trim_timer:start(10000, 10000, pass)
+  end
+
   local t_sched = host.hrtime()
   local armed = scheduler.start(function(s, id, extra_ops, on_end)
     local p = engine.pipelines[s.pipeline]
@@ -156,6 +170,7 @@ function M.run(opts)
     end
     engine.stopping = true
     scheduler.stop()
+    if trim_timer then trim_timer:close() end
     if events.dispatcher then events.dispatcher.stop() end
     for _, c in pairs(stream.consumers) do if c.stop then c.stop() end end
     log("%s: no new steps start; waiting up to %.1fs for %d running step(s)", signame, opts.grace_ms / 1000,

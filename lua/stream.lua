@@ -30,14 +30,14 @@ M.id_of, M.seq_of = id_of, seq_of
 
 local function load_seq()
   if next_seq then return end
+  -- retention may have removed the newest events too: the highest sequence
+  -- ever trimmed is kept so that ids are never reused
+  local trimmed = tonumber(host.get("meta", "events_trimmed_to") or "0")
   local keys, vals = host.scan("events", "", true, 1)
+  next_seq, last_ts = trimmed + 1, 0
   if keys and keys[1] then
-    next_seq = sunpack(">I8", keys[1]) + 1
+    next_seq = math.max(next_seq, sunpack(">I8", keys[1]) + 1)
     last_ts = sunpack("<i8", vals[1])
-  else
-    local trimmed = host.get("meta", "events_trimmed_to")
-    next_seq = trimmed and (tonumber(trimmed) + 1) or 1
-    last_ts = 0
   end
 end
 
@@ -155,10 +155,18 @@ local function start_after(from, what)
   return lo - 1
 end
 
---- The sequence below which events were trimmed by retention (0: none).
-function M.horizon()
-  local v = host.get("meta", "events_trimmed_to")
-  return v and tonumber(v) or 0
+-- Whether retention removed events of this stream (or of a key under this
+-- prefix) after position `after`: a read from there has lost events.
+local function trimmed_after(exact, prefix, after)
+  if exact then
+    local v = host.get("meta", "trim\0" .. exact)
+    return v ~= nil and tonumber(v) > after
+  end
+  local _, vals = host.scan("meta", "trim\0" .. prefix)
+  for _, v in ipairs(vals or {}) do
+    if tonumber(v) > after then return true end
+  end
+  return false
 end
 
 --- read{stream=, after=id | from=pos, limit=n} -> events, info. info is
@@ -173,7 +181,7 @@ function M.read(opts)
   local after = opts.after ~= nil and seq_of(opts.after, "read: after") or start_after(opts.from, "read")
   local out = {}
   local info = {}
-  if after < M.horizon() then info.trimmed = true end
+  if trimmed_after(exact, prefix, after) then info.trimmed = true end
   if exact then
     local pfx = exact .. "\0"
     local keys = host.scan("stream_index", pfx, false, limit, pfx .. be64(after + 1))
@@ -287,6 +295,117 @@ function M.run_consumer(c, log)
       end
     end
   end
+end
+
+---------------------------------------------------------------------------
+-- retention
+
+M.retention_rules = {}
+
+--- retention(pattern, {max_age = duration, max_count = n}): events of the
+--- stream keys matching pattern older than max_age, or beyond the newest
+--- max_count of each key, are removed by `sluice serve` (in small
+--- transactions; emitters never wait for it). A read starting before what
+--- was removed says so (info.trimmed).
+function M.retention(pattern, opts)
+  local exact, prefix = pattern_of(pattern)
+  if type(opts) ~= "table" then error("retention: expected {max_age = duration, max_count = n}", 2) end
+  for k in pairs(opts) do
+    if k ~= "max_age" and k ~= "max_count" then
+      error(("retention(%q): unknown option '%s' (known: max_age, max_count)"):format(pattern, tostring(k)), 2)
+    end
+  end
+  local rule = { pattern = pattern, exact = exact, prefix = prefix }
+  if opts.max_age ~= nil then rule.max_age_ms = require("sluice.duration").ms(opts.max_age, "retention max_age") end
+  if opts.max_count ~= nil then
+    if math.type(opts.max_count) ~= "integer" or opts.max_count < 0 then
+      error(("retention(%q): max_count must be an integer >= 0"):format(pattern), 2)
+    end
+    rule.max_count = opts.max_count
+  end
+  M.retention_rules[#M.retention_rules + 1] = rule
+  return rule
+end
+
+local function rule_matches(rule, stream)
+  if rule.exact then return stream == rule.exact end
+  return stream:sub(1, #rule.prefix) == rule.prefix
+end
+
+-- deletes the events (seq, stream) in one commit, recording horizons
+local function delete_events(list)
+  if #list == 0 then return 0 end
+  local ops, top, per = {}, 0, {}
+  for _, e in ipairs(list) do
+    local key = be64(e[1])
+    ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "events", key, false
+    ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "stream_index", e[2] .. "\0" .. key, false
+    if e[1] > (per[e[2]] or 0) then per[e[2]] = e[1] end
+    if e[1] > top then top = e[1] end
+  end
+  for stream, seq in pairs(per) do
+    ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "meta", "trim\0" .. stream, tostring(seq)
+  end
+  local prev = tonumber(host.get("meta", "events_trimmed_to") or "0")
+  ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "meta", "events_trimmed_to", tostring(math.max(prev, top))
+  local ok, err = host.commit(ops)
+  if not ok then error("retention: " .. tostring(err), 0) end
+  return #list
+end
+
+--- One retention pass over every rule; returns the number of events removed.
+function M.trim_once()
+  local removed = 0
+  local now = host.now()
+  for _, rule in ipairs(M.retention_rules) do
+    if rule.max_age_ms then
+      -- the log is in time order: walk it from the oldest event to the cutoff
+      local cutoff = now - math.floor(rule.max_age_ms * 1000)
+      local after, done = 0, false
+      repeat
+        local keys, vals = host.scan("events", "", false, 1000, be64(after + 1))
+        local batch = {}
+        for i = 1, #keys do
+          local seq = sunpack(">I8", keys[i])
+          local ts, _, stream = sunpack("<i8s2s2", vals[i])
+          if ts >= cutoff then done = true break end
+          if rule_matches(rule, stream) then batch[#batch + 1] = { seq, stream } end
+          after = seq
+        end
+        removed = removed + delete_events(batch)
+      until done or #keys < 1000
+    end
+    if rule.max_count then
+      -- each stream key keeps its newest max_count events
+      local from = rule.exact and (rule.exact .. "\0") or rule.prefix
+      while true do
+        local first = host.scan("stream_index", rule.exact and (rule.exact .. "\0") or rule.prefix, false, 1, from)
+        if not first or not first[1] then break end
+        local stream = first[1]:sub(1, first[1]:find("\0", 1, true) - 1)
+        local pfx = stream .. "\0"
+        local count = 0
+        local seqs = {}
+        local start = pfx
+        repeat
+          local keys = host.scan("stream_index", pfx, false, 10000, start)
+          for _, k in ipairs(keys) do
+            count = count + 1
+            seqs[count] = sunpack(">I8", k, #pfx + 1)
+          end
+          if #keys > 0 then start = keys[#keys] .. "\0" end
+        until #keys < 10000
+        local excess = count - rule.max_count
+        for i = 1, excess, 1000 do
+          local batch = {}
+          for j = i, math.min(i + 999, excess) do batch[#batch + 1] = { seqs[j], stream } end
+          removed = removed + delete_events(batch)
+        end
+        if rule.exact then break end
+        from = stream .. "\1" -- the next key after this one
+      end
+    end
+  end
+  return removed
 end
 
 --- Consumer positions and lag: {name, pattern, after, lag}.

@@ -93,6 +93,45 @@ describe("emit and read", function()
   end)
 end)
 
+describe("retention", function()
+  local stream = require "sluice.stream"
+  after_each(function() stream.retention_rules = {} end)
+
+  it("keeps the newest max_count events of each key and says reads lost some", function()
+    for i = 1, 30 do emit("r", "ret:" .. (i % 3), i) end
+    emit("r", "kept:1", 0)
+    retention("ret:*", { max_count = 4 })
+    local removed = stream.trim_once()
+    assert.are.equal(18, removed)
+    for k = 0, 2 do
+      local evs, info = read{ stream = "ret:" .. k }
+      assert.are.equal(4, #evs)
+      assert.is_true(info.trimmed, "a read from the start says events were trimmed")
+      local _, info2 = read{ stream = "ret:" .. k, after = evs[1].id }
+      assert.is_nil(info2.trimmed)
+    end
+    local _, winfo = read{ stream = "ret:*" }
+    assert.is_true(winfo.trimmed)
+    assert.are.equal(1, #read{ stream = "kept:1" })
+    -- new ids keep growing after trimming
+    local id = emit("r", "ret:0", 31)
+    assert.is_true(id > read{ stream = "ret:*", limit = 100 }[11].id)
+  end)
+
+  it("removes events older than max_age and nothing newer", function()
+    emit("old", "age:1", 1)
+    emit("old", "age:2", 2)
+    H.sleep(30)
+    emit("new", "age:1", 3)
+    retention("age:*", { max_age = "20ms" })
+    assert.are.equal(2, stream.trim_once())
+    local evs, info = read{ stream = "age:*" }
+    assert.are.equal(1, #evs)
+    assert.are.equal(3, evs[1].data)
+    assert.is_true(info.trimmed)
+  end)
+end)
+
 describe("in a run", function()
   it("does not emit or send again on replay, and sleep replays at once", function()
     local fail = true
