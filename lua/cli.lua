@@ -69,6 +69,22 @@ usage: sluice consumers [--store DIR] [--json]
 Lists stream consumers: name, stream pattern, checkpoint (the last event
 handled) and lag (events after it).
 ]],
+  cancel = [[
+usage: sluice cancel RUN_ID [--store DIR]
+
+Cancels a run: it stops at its next step boundary, sleep or wait; finished
+steps stay; its status becomes "cancelled"; its child runs are cancelled too.
+When sluice serve owns the store, the request goes to it (through the
+store's requests/ directory) and this command waits for the result.
+]],
+  rerun = [[
+usage: sluice rerun RUN_ID --from STEP_ID [--id NEW_ID] [--store DIR]
+
+Re-runs a run from a step: a new run of the same pipeline (loaded from the
+file recorded in the run) and input that reuses the stored results of every
+step that started before STEP_ID and executes the rest. Prints the result
+as JSON like `sluice run`.
+]],
   status = [[
 usage: sluice status RUN_ID [--store DIR] [--json]
 
@@ -188,6 +204,10 @@ function M.run(args)
   if rec.status == "completed" then
     out(json.encode(rec.result == nil and json.null or rec.result), "\n")
     return 0
+  end
+  if rec.status == "cancelled" then
+    errf("run %s of pipeline '%s' was cancelled", rec.id, rec.pipeline)
+    return 1
   end
   local e = rec.error or {}
   io.stderr:write(("sluice: run %s of pipeline '%s' failed%s: %s\n"):format(
@@ -412,6 +432,99 @@ function M.consumers(args)
   for i, c in ipairs(list) do rows[i] = { c.name, c.pattern, c.after or "-", c.lag, c.updated_at or "-" } end
   table_print({ "CONSUMER", "STREAM", "CHECKPOINT", "LAG", "UPDATED" }, rows)
   return 0
+end
+
+local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+
+function M.cancel(args)
+  local opts, pos = parse(args, { store = "value" })
+  if not opts then return usage_error("cancel", pos) end
+  if opts.help then out(USAGE.cancel) return 0 end
+  if #pos ~= 1 then return usage_error("cancel", "cancel needs exactly one RUN_ID") end
+  local id = pos[1]
+  if not open_store(opts, false) then return 2 end
+  local locked = host.lock(host.dir() .. "/writer.lock")
+  if locked then
+    local ok, err = engine.cancel(id)
+    if not ok then
+      errf("%s", err)
+      return 2
+    end
+    out(("cancelled %s\n"):format(id))
+    return 0
+  end
+  -- serve owns the store: hand it the request and wait for the outcome
+  local r = engine.get_run(id)
+  if not r then
+    errf("no run %s in %s", id, host.dir())
+    return 2
+  end
+  os.execute("mkdir -p '" .. host.dir() .. "/requests'")
+  local path = ("%s/requests/cancel.%s"):format(host.dir(), hex(id))
+  local f = assert(io.open(path .. ".tmp", "w"))
+  f:write(id)
+  f:close()
+  assert(os.rename(path .. ".tmp", path))
+  local deadline = os.time() + 15
+  while os.time() < deadline do
+    require("sluice.sched").sleep_ms(100)
+    r = engine.get_run(id)
+    if r.status == "cancelled" then
+      out(("cancelled %s\n"):format(id))
+      return 0
+    end
+    if r.status == "completed" or r.status == "failed" then
+      errf("run %s %s before it could be cancelled", id, r.status)
+      return 1
+    end
+  end
+  errf("the serve owning %s did not cancel %s within 15 s (is it stuck in a step without yielding?)", host.dir(), id)
+  return 1
+end
+
+function M.rerun(args)
+  local opts, pos = parse(args, { from = "value", id = "value", store = "value" })
+  if not opts then return usage_error("rerun", pos) end
+  if opts.help then out(USAGE.rerun) return 0 end
+  if #pos ~= 1 or not opts.from then return usage_error("rerun", "rerun needs RUN_ID and --from STEP_ID") end
+  if not open_store(opts, false) then return 2 end
+  local locked, lerr2 = host.lock(host.dir() .. "/writer.lock")
+  if not locked then
+    errf("%s: one process writes a store at a time; stop it or pass another --store", lerr2)
+    return 2
+  end
+  local orig = engine.get_run(pos[1])
+  if not orig then
+    errf("no run %s in %s", pos[1], host.dir())
+    return 2
+  end
+  if not orig.file then
+    errf("run %s has no recorded file to load its pipeline from", pos[1])
+    return 2
+  end
+  local defined, lerr, kind = engine.load_file(orig.file)
+  if not defined then
+    errf("%s", kind == "io" and ("cannot read " .. lerr) or lerr)
+    return 2
+  end
+  local p = engine.pipelines[orig.pipeline]
+  if not p then
+    errf("pipeline '%s' is no longer defined in %s", orig.pipeline, orig.file)
+    return 2
+  end
+  local new_id, err = engine.prepare_rerun(pos[1], opts.from, opts.id)
+  if not new_id then
+    errf("%s", err)
+    return 2
+  end
+  io.stderr:write(("sluice: rerun of %s from step '%s' is run %s\n"):format(pos[1], opts.from, new_id))
+  local rec = engine.execute(p, nil, new_id)
+  if rec.status == "completed" then
+    out(json.encode(rec.result == nil and json.null or rec.result), "\n")
+    return 0
+  end
+  errf("run %s %s: %s", new_id, rec.status, rec.error and rec.error.message or "?")
+  return 1
 end
 
 --- Entry point from main.c: main(command, args...) -> exit code.

@@ -29,6 +29,9 @@ M.stopping = false
 M.executing = 0
 M.on_idle = nil
 
+local stopped -- defined below: raises the stop error of a run
+local acquire_slot -- defined below: concurrency keys
+
 local function park()
   -- never woken: the process is about to exit
   sched.wait()
@@ -307,6 +310,7 @@ function M.step(id, a, b, ...)
       :format(id, br.in_step), 2)
   end
   local run = br.run
+  if run.stop then stopped(run) end
   br.pos = br.pos + 1
   local pos = br.pos
   check_unique(run, id, 2)
@@ -374,6 +378,36 @@ function M.step(id, a, b, ...)
   end
 end
 
+-- Raises the error that ends a stopped run at a step boundary (cancel or
+-- run timeout). The run's final status comes from run.stop whatever user
+-- code does with the error.
+stopped = function(run)
+  error(setmetatable({ message = run.stop.message, stopped = run.stop.reason }, StepError), 0)
+end
+
+--- Waits up to ms (nil: until woken) unless the run is stopped meanwhile;
+--- returns true if it was interrupted by a stop.
+function M.interruptible_wait(run, ms, register)
+  local me = coroutine.running()
+  local done = false
+  local timer
+  local function finish(interrupted)
+    if done then return end
+    done = true
+    if timer and not timer:is_closing() then timer:close() end
+    run.interrupts[me] = nil
+    sched.wake(me, interrupted)
+  end
+  run.interrupts[me] = function() finish(true) end
+  if ms then
+    timer = uv.new_timer()
+    uv.update_time()
+    timer:start(math.max(0, math.floor(ms + 0.5)), 0, function() finish(false) end)
+  end
+  if register then register(function() finish(false) end) end
+  return sched.wait()
+end
+
 --- memo(kind, produce): a durable internal step of the running run at the
 --- next position of its branch, with id "<kind>@<branch position>" (for
 --- sleep, emit, send, wait_for). The first time, produce() returns the value
@@ -388,6 +422,7 @@ function M.memo(kind, produce, level)
     error(("%s called inside step '%s': call it from the pipeline function"):format(kind, br.in_step), level)
   end
   local run = br.run
+  if run.stop then stopped(run) end
   br.pos = br.pos + 1
   local pos = br.pos
   local id = kind .. "@" .. (br.name == "" and "" or br.name .. "/") .. pos
@@ -432,9 +467,19 @@ function M.sleep(d)
   if left_ms > 0 then
     local run = M.current_branch("sleep").run
     M.set_status(run, "sleeping")
-    sched.sleep_ms(left_ms)
+    local interrupted = M.interruptible_wait(run, left_ms)
+    if interrupted then stopped(run) end
     M.set_status(run, "running")
   end
+end
+
+--- stop_run(run, reason, message): stops a run executing in this process
+--- at its next step boundary, sleep or wait, and its child runs with it.
+function M.stop_run(run, reason, message)
+  if run.stop then return end
+  run.stop = { reason = reason, message = message }
+  for _, f in pairs(run.interrupts) do f() end
+  for child in pairs(run.children) do M.cancel(child) end
 end
 
 --- parallel(f1, f2, ...): runs the functions as concurrent branches of this
@@ -518,6 +563,52 @@ function M.get_steps(id)
   return list
 end
 
+-- runs executing in this process: id -> {run=, waiters={}}
+local active = {}
+M.active = active
+
+-- concurrency keys: key -> {count=, queue={}}
+local slots = {}
+
+-- Takes a slot of the run's concurrency key, waiting (status "pending",
+-- first come first served) while `limit` runs of the key execute.
+acquire_slot = function(run, key, limit, fresh)
+  local s = slots[key]
+  if not s then
+    s = { count = 0, queue = {} }
+    slots[key] = s
+  end
+  if s.count >= limit then
+    local rec = run.record
+    rec.status = "pending"
+    local ops = { "runs", run.id, json.encode(rec) }
+    if fresh then ops[4], ops[5], ops[6] = "runs_by_time", string.pack(">I8", rec.created_us) .. run.id, "" end
+    local ok, msg, code = host.commit(ops)
+    if not ok then store_error("queueing run " .. run.id, msg, code) end
+    run.created = fresh
+    local me = coroutine.running()
+    s.queue[#s.queue + 1] = me
+    run.interrupts[me] = function()
+      for i, co in ipairs(s.queue) do
+        if co == me then table.remove(s.queue, i) break end
+      end
+      run.interrupts[me] = nil
+      sched.wake(me)
+    end
+    sched.wait()
+    run.interrupts[me] = nil
+    if run.stop then return end
+  end
+  s.count = s.count + 1
+  run.slot = {
+    release = function()
+      s.count = s.count - 1
+      local nxt = table.remove(s.queue, 1)
+      if nxt then sched.wake(nxt) end
+    end,
+  }
+end
+
 local function check_run_id(id)
   if type(id) ~= "string" or id == "" or #id > 200 or id:find("[%z\1-\31]") then
     return nil, ("run id %q must be 1 to 200 printable characters"):format(tostring(id))
@@ -544,13 +635,21 @@ function M.execute(p, input, id, opts)
   if id then
     local ok, err = check_run_id(id)
     if not ok then return nil, err, "usage" end
+    -- executing in this process already: wait for that execution, never
+    -- run it twice (a child resumed by serve and by its parent's call)
+    local a = active[id]
+    if a then
+      local me = coroutine.running()
+      a.waiters[#a.waiters + 1] = function(rec) sched.wake(me, rec) end
+      return sched.wait()
+    end
     existing = M.get_run(id)
   end
   if existing then
     if existing.pipeline ~= p.name then
       return nil, ("run %s belongs to pipeline '%s', not '%s'"):format(id, existing.pipeline, p.name), "usage"
     end
-    if existing.status == "completed" then return existing end
+    if existing.status == "completed" or existing.status == "cancelled" then return existing end
   end
   local now = host.now()
   id = id or host.new_id()
@@ -563,22 +662,77 @@ function M.execute(p, input, id, opts)
     local _, ierr = host.encode(input, "input")
     if ierr then return nil, "the input cannot be stored: " .. ierr, "usage" end
   end
+  local popts = p.opts or {}
+  if not rec.deadline_us and popts.timeout then
+    rec.deadline_us = rec.created_us + math.floor(duration.ms(popts.timeout, ("pipeline '%s' timeout"):format(p.name)) * 1000)
+  end
+  if rec.concurrency_key == nil and popts.concurrency then
+    local c = popts.concurrency
+    local k = type(c.key) == "function" and c.key(rec.input) or c.key or ""
+    rec.concurrency_key = p.name .. ":" .. tostring(k)
+  end
+
+  local run = {
+    id = id, pipeline = p, record = rec, raw = {}, order = {}, seen = {}, seen_fn = {},
+    replayed = 0, executed = 0, interrupts = {}, children = {},
+  }
+  local entry = { run = run, waiters = {} }
+  active[id] = entry
+  local function release(result)
+    active[id] = nil
+    if run.slot then run.slot.release() end
+    if run.deadline_timer and not run.deadline_timer:is_closing() then run.deadline_timer:close() end
+    for _, w in ipairs(entry.waiters) do w(result) end
+  end
+
+  -- a concurrency key over its limit: wait in "pending", first come first served
+  if rec.concurrency_key then
+    local ok, err = pcall(acquire_slot, run, rec.concurrency_key, popts.concurrency.limit or 1, not existing, now)
+    if not ok then
+      release(nil)
+      error(err, 0)
+    end
+    if run.stop then
+      -- cancelled while pending
+      rec.status, rec.finished_at = "cancelled", host.iso(host.now())
+      local cok, cmsg, ccode = host.commit({ "runs", id, json.encode(rec) })
+      release(rec)
+      if not cok then store_error("cancelling run " .. id, cmsg, ccode) end
+      return rec
+    end
+    existing = existing or run.created
+    now = host.now()
+  end
+
   rec.status, rec.started_at, rec.finished_at, rec.error = "running", host.iso(now), nil, nil
   rec.file, rec.source_hash = p.file, p.hash
   rec.attempt = (rec.attempt or 0) + 1
   local ops = { "runs", id, json.encode(rec) }
   if not existing then
-    ops[4], ops[5], ops[6] = "runs_by_time", be64(now) .. id, ""
+    ops[4], ops[5], ops[6] = "runs_by_time", be64(rec.created_us) .. id, ""
   end
   for _, v in ipairs(opts.extra_ops or {}) do ops[#ops + 1] = v end
   local ok, msg, code = host.commit(ops)
-  if not ok then store_error("starting run " .. id, msg, code) end
-
-  local run = {
-    id = id, pipeline = p, record = rec, raw = {}, order = {}, seen = {}, seen_fn = {},
-    replayed = 0, executed = 0,
-  }
+  if not ok then
+    release(nil)
+    store_error("starting run " .. id, msg, code)
+  end
   if existing then load_steps(run) end
+
+  -- the run's timeout counts from its creation, across restarts
+  if rec.deadline_us then
+    local left_ms = (rec.deadline_us - host.now()) / 1000
+    local msg_t = ("run timed out after %s"):format(popts.timeout or "its timeout")
+    if left_ms <= 0 then
+      run.stop = { reason = "timeout", message = msg_t }
+    else
+      run.deadline_timer = uv.new_timer()
+      run.deadline_timer:start(math.ceil(left_ms), 0, function()
+        run.deadline_timer:close()
+        M.stop_run(run, "timeout", msg_t)
+      end)
+    end
+  end
 
   local me = coroutine.running()
   local finished, waiting, run_ok, run_res = false, false, nil, nil
@@ -592,6 +746,7 @@ function M.execute(p, input, id, opts)
   end
 
   if run.fatal then run_ok, run_res = false, run.fatal end
+  if run.stop then run_ok, run_res = false, { message = run.stop.message, stopped = run.stop.reason } end
   local done = host.now()
   rec.finished_at = host.iso(done)
   rec.duration_ms = (done - now) / 1000
@@ -603,15 +758,143 @@ function M.execute(p, input, id, opts)
   end
   if run_ok then
     rec.status, rec.result = "completed", run_res
+  elseif run.stop and run.stop.reason == "cancelled" then
+    rec.status = "cancelled"
+    rec.error = { message = run.stop.message, reason = "cancelled" }
   else
     local e = type(run_res) == "table" and run_res or { message = tostring(run_res) }
     rec.status = "failed"
-    rec.error = { message = e.message or tostring(e), step = e.step, traceback = e.traceback }
+    rec.error = { message = e.message or tostring(e), step = e.step, traceback = e.traceback,
+      reason = run.stop and run.stop.reason or nil }
   end
   ok, msg, code = host.commit({ "runs", id, json.encode(rec) })
+  release(rec)
   if not ok then store_error("finishing run " .. id, msg, code) end
   rec.replayed, rec.executed = run.replayed, run.executed
   return rec
+end
+
+--- cancel(run_id): stops the run at its next step boundary, sleep or wait
+--- (finished steps stay), status "cancelled", and its child runs with it.
+--- A run not executing in this process is marked cancelled in the store.
+--- Returns true, or nil and why not.
+function M.cancel(run_id)
+  local a = active[run_id]
+  if a then
+    M.stop_run(a.run, "cancelled", "cancelled")
+    return true
+  end
+  local r = M.get_run(run_id)
+  if not r then return nil, "no run " .. tostring(run_id) end
+  if r.status == "completed" or r.status == "failed" or r.status == "cancelled" then
+    return nil, ("run %s is already %s"):format(run_id, r.status)
+  end
+  r.status, r.finished_at = "cancelled", host.iso(host.now())
+  r.error = { message = "cancelled", reason = "cancelled" }
+  local ok, msg, code = host.commit({ "runs", run_id, json.encode(r) })
+  if not ok then store_error("cancelling run " .. run_id, msg, code) end
+  -- its children, found by their parent field
+  local _, vals = host.scan("runs", "")
+  for _, raw in ipairs(vals or {}) do
+    local c = json.decode(raw)
+    if c.parent == run_id then M.cancel(c.id) end
+  end
+  return true
+end
+
+--- rerun(run_id, from_step, new_id?): a new run of the same pipeline and
+--- input that reuses the stored results of every step that started before
+--- from_step in the original run and executes the rest (Temporal's reset,
+--- DBOS's fork). Returns the new run's id, or nil and why not.
+function M.prepare_rerun(run_id, from_step, new_id)
+  local r = M.get_run(run_id)
+  if not r then return nil, "no run " .. run_id end
+  local steps = M.get_steps(run_id)
+  local cut
+  for i, st in ipairs(steps) do
+    if st.id == from_step then cut = i end
+  end
+  if not cut then
+    local ids = {}
+    for i, st in ipairs(steps) do ids[i] = st.id end
+    return nil, ("run %s has no step '%s'; its steps: %s"):format(run_id, from_step, table.concat(ids, ", "))
+  end
+  new_id = new_id or host.new_id()
+  local ok, err = check_run_id(new_id)
+  if not ok then return nil, err end
+  if M.get_run(new_id) then return nil, ("run %s exists already: pass another --id"):format(new_id) end
+  local now = host.now()
+  local rec = { id = new_id, pipeline = r.pipeline, input = r.input, status = "pending", attempt = 0,
+    created_at = host.iso(now), created_us = now, rerun_of = run_id, rerun_from = from_step }
+  local ops = { "runs", new_id, json.encode(rec), "runs_by_time", be64(now) .. new_id, "" }
+  for i = 1, cut - 1 do
+    local st = steps[i]
+    if st.status == "completed" then
+      local raw = host.get("steps", run_id .. "\0" .. st.id)
+      ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "steps", new_id .. "\0" .. st.id, raw
+    end
+  end
+  local cok, msg, code = host.commit(ops)
+  if not cok then store_error("creating run " .. new_id, msg, code) end
+  return new_id, r
+end
+
+---------------------------------------------------------------------------
+-- child runs
+
+local function resolve_pipeline(what, p)
+  if type(p) == "string" then
+    local h = pipelines[p]
+    if not h then error(("%s: no pipeline named '%s'"):format(what, p), 3) end
+    return h
+  end
+  if type(p) ~= "table" or not p.fn then error(("%s: expected a pipeline or its name"):format(what), 3) end
+  return p
+end
+
+-- Records the child's id (and its pending run record, in the same commit)
+-- as an internal step of the parent, so replay never starts it twice.
+local function child_run(what, p, input, opts)
+  p = resolve_pipeline(what, p)
+  opts = opts or {}
+  local br = current_branch(what, 3)
+  local parent = br.run
+  local child_id = M.memo(what, function()
+    local id = opts.id or (parent.id .. "/" .. what .. "@" .. (br.name == "" and "" or br.name .. "/") .. br.pos)
+    local now = host.now()
+    local rec = { id = id, pipeline = p.name, input = input, status = "pending", attempt = 0,
+      created_at = host.iso(now), created_us = now, parent = parent.id }
+    local enc, err = host.encode(rec, "child")
+    if not enc then error(("%s '%s': the input cannot be stored: %s"):format(what, p.name, err), 0) end
+    if host.get("runs", id) then return id end -- an explicit id that exists: reuse it
+    return id, { "runs", id, enc, "runs_by_time", be64(now) .. id, "" }
+  end, 3)
+  parent.children[child_id] = true
+  return p, child_id
+end
+
+--- call(pipeline, input [, {id=}]): starts a child run and waits for its
+--- result durably. A child that fails raises in the parent.
+function M.call(p, input, opts)
+  local h, child_id = child_run("call", p, input, opts)
+  local rec, err = M.execute(h, nil, child_id)
+  if not rec then error(("call '%s': %s"):format(h.name, err), 2) end
+  if rec.status ~= "completed" then
+    error(setmetatable({ message = ("child run %s of pipeline '%s' %s: %s"):format(
+      child_id, h.name, rec.status, rec.error and rec.error.message or "?"), step = "call" }, StepError), 2)
+  end
+  return rec.result
+end
+
+--- start(pipeline, input [, {id=}]) -> child run id, without waiting.
+function M.start(p, input, opts)
+  local h, child_id = child_run("start", p, input, opts)
+  sched.spawn({}, M.execute, function(ok, err)
+    if not ok then
+      io.stderr:write(("sluice: child run %s: %s\n"):format(child_id, err.traceback or err.message))
+    end
+  end, h, nil, child_id)
+  return child_id
 end
 
 --- Lists runs newest first; filters by pipeline and status.
@@ -640,6 +923,7 @@ function M.install(env)
   env.parallel = M.parallel
   env.ctx = M.ctx
   env.sleep = M.sleep
+  env.call, env.start, env.cancel = M.call, M.start, M.cancel
   local events = require "sluice.events"
   env.send, env.on, env.wait_for = events.send, events.on, events.wait_for
   local stream = require "sluice.stream"

@@ -13,7 +13,6 @@ local json = require "sluice.json"
 local engine = require "sluice.engine"
 local sched = require "sluice.sched"
 local duration = require "sluice.duration"
-local uv = require "luv"
 
 local M = {}
 
@@ -215,35 +214,29 @@ function M.wait_for(name, opts)
       end
     end
     local run = engine.current_branch("wait_for").run
-    local me = coroutine.running()
     local got
-    local timer
-    local entry = {
-      test = function(seq, ev)
-        if got or seq <= w.since or not matches(name, ev.name) or not test(ev.data) then return false end
-        got = { event = { id = id_of(seq), name = ev.name, data = ev.data, ts = ev.ts } }
-        if timer then timer:close() end
-        sched.wake(me)
-        return true
-      end,
-    }
-    waiters[#waiters + 1] = entry
-    if w.deadline_us then
-      timer = uv.new_timer()
-      uv.update_time()
-      timer:start(math.max(0, math.floor((w.deadline_us - host.now()) / 1000)), 0, function()
-        timer:close()
-        timer = nil
-        if got then return end
-        got = { timeout = true }
-        for i, x in ipairs(waiters) do
-          if x == entry then table.remove(waiters, i) break end
-        end
-        sched.wake(me)
-      end)
-    end
+    local entry
+    local left_ms = w.deadline_us and math.max(0, (w.deadline_us - host.now()) / 1000) or nil
     engine.set_status(run, "waiting")
-    sched.wait()
+    local interrupted = engine.interruptible_wait(run, left_ms, function(finish)
+      entry = {
+        test = function(seq, ev)
+          if got or seq <= w.since or not matches(name, ev.name) or not test(ev.data) then return false end
+          got = { event = { id = id_of(seq), name = ev.name, data = ev.data, ts = ev.ts } }
+          finish()
+          return true
+        end,
+      }
+      waiters[#waiters + 1] = entry
+    end)
+    for i, x in ipairs(waiters) do
+      if x == entry then table.remove(waiters, i) break end
+    end
+    if interrupted then
+      -- cancelled or timed out as a run: the wait records nothing
+      error(setmetatable({ message = run.stop.message, stopped = run.stop.reason }, engine.StepError), 0)
+    end
+    got = got or { timeout = true }
     engine.set_status(run, "running")
     return got
   end, 2)

@@ -78,6 +78,8 @@ local function unfinished_runs()
       out[#out + 1] = r
     end
   end
+  -- oldest first: runs waiting on a concurrency key keep their turn
+  table.sort(out, function(a, b) return (a.created_us or 0) < (b.created_us or 0) end)
   return out
 end
 
@@ -126,6 +128,31 @@ function M.run(opts)
     end, c, log)
   end
 
+  -- requests from other processes (sluice cancel) in <store>/requests/
+  local req_dir = opts.store .. "/requests"
+  local req_timer = uv.new_timer()
+  req_timer:start(250, 250, function()
+    local files = uv.fs_scandir(req_dir)
+    if not files then return end
+    while true do
+      local name = uv.fs_scandir_next(files)
+      if not name then break end
+      local path = req_dir .. "/" .. name
+      if name:match("^cancel%.%x+$") then
+        local f = io.open(path)
+        local id = f and f:read("a")
+        if f then f:close() end
+        os.remove(path)
+        if id then
+          sched.spawn({}, function()
+            local ok2, why = engine.cancel(id)
+            log("cancel %s: %s", id, ok2 and "requested" or why)
+          end, function(ok2, e) if not ok2 then log("cancel %s: %s", id, e.message) end end)
+        end
+      end
+    end
+  end)
+
   -- retention: a pass at start and every 10 s
   local trim_timer
   if #stream.retention_rules > 0 then
@@ -170,6 +197,7 @@ function M.run(opts)
     end
     engine.stopping = true
     scheduler.stop()
+    req_timer:close()
     if trim_timer then trim_timer:close() end
     if events.dispatcher then events.dispatcher.stop() end
     for _, c in pairs(stream.consumers) do if c.stop then c.stop() end end
