@@ -142,12 +142,30 @@ local function usage_error(cmd, msg)
   return 2
 end
 
+-- The start of every command: parse its options, answer --help. Returns
+-- opts, positional, or nil and the exit code to return.
+local function begin(cmd, args, spec)
+  local opts, pos = parse(args, spec)
+  if not opts then return nil, usage_error(cmd, pos) end
+  if opts.help then
+    out(USAGE[cmd])
+    return nil, 0
+  end
+  return opts, pos
+end
+
+-- One process writes a store at a time (serve or run): the writer lock.
+local function take_writer_lock()
+  local locked, err = host.lock(host.dir() .. "/writer.lock")
+  if not locked then errf("%s: one process writes a store at a time; stop it or pass another --store", err) end
+  return locked
+end
+
 ---------------------------------------------------------------------------
 
 function M.run(args)
-  local opts, pos = parse(args, { pipeline = "value", input = "value", id = "value", store = "value" })
-  if not opts then return usage_error("run", pos) end
-  if opts.help then out(USAGE.run) return 0 end
+  local opts, pos = begin("run", args, { pipeline = "value", input = "value", id = "value", store = "value" })
+  if not opts then return pos end
   if #pos ~= 1 then return usage_error("run", "run needs exactly one FILE") end
   local file = pos[1]
 
@@ -190,12 +208,7 @@ function M.run(args)
     return 2
   end
 
-  if not open_store(opts, false) then return 2 end
-  local locked, lerr2 = host.lock(host.dir() .. "/writer.lock")
-  if not locked then
-    errf("%s: one process writes a store at a time; stop it or pass another --store", lerr2)
-    return 2
-  end
+  if not open_store(opts, false) or not take_writer_lock() then return 2 end
   local rec, uerr = engine.execute(p, input, opts.id)
   if not rec then
     errf("%s", uerr)
@@ -258,9 +271,8 @@ local function run_summary(r)
 end
 
 function M.runs(args)
-  local opts, pos = parse(args, { pipeline = "value", status = "value", limit = "value", store = "value", json = "bool" })
-  if not opts then return usage_error("runs", pos) end
-  if opts.help then out(USAGE.runs) return 0 end
+  local opts, pos = begin("runs", args, { pipeline = "value", status = "value", limit = "value", store = "value", json = "bool" })
+  if not opts then return pos end
   if #pos > 0 then return usage_error("runs", "runs takes no positional argument: " .. pos[1]) end
   local limit = 20
   if opts.limit then
@@ -285,9 +297,8 @@ function M.runs(args)
 end
 
 function M.status(args)
-  local opts, pos = parse(args, { store = "value", json = "bool" })
-  if not opts then return usage_error("status", pos) end
-  if opts.help then out(USAGE.status) return 0 end
+  local opts, pos = begin("status", args, { store = "value", json = "bool" })
+  if not opts then return pos end
   if #pos ~= 1 then return usage_error("status", "status needs exactly one RUN_ID") end
   if not open_store(opts, true) then return 2 end
   local r = engine.get_run(pos[1])
@@ -329,9 +340,8 @@ function M.status(args)
 end
 
 function M.serve(args)
-  local opts, pos = parse(args, { store = "value", grace = "value" })
-  if not opts then return usage_error("serve", pos) end
-  if opts.help then out(USAGE.serve) return 0 end
+  local opts, pos = begin("serve", args, { store = "value", grace = "value" })
+  if not opts then return pos end
   if #pos > 1 then return usage_error("serve", "serve takes at most one DIR") end
   local grace_ms = 10000
   if opts.grace then
@@ -351,9 +361,8 @@ function M.serve(args)
 end
 
 function M.schedules(args)
-  local opts, pos = parse(args, { store = "value", json = "bool" })
-  if not opts then return usage_error("schedules", pos) end
-  if opts.help then out(USAGE.schedules) return 0 end
+  local opts, pos = begin("schedules", args, { store = "value", json = "bool" })
+  if not opts then return pos end
   if #pos > 0 then return usage_error("schedules", "schedules takes no positional argument: " .. pos[1]) end
   if not open_store(opts, true) then return 2 end
   local every = require "sluice.every"
@@ -378,9 +387,8 @@ function M.schedules(args)
 end
 
 function M.events(args)
-  local opts, pos = parse(args, { after = "value", from = "value", limit = "value", follow = "bool", store = "value", json = "bool" })
-  if not opts then return usage_error("events", pos) end
-  if opts.help then out(USAGE.events) return 0 end
+  local opts, pos = begin("events", args, { after = "value", from = "value", limit = "value", follow = "bool", store = "value", json = "bool" })
+  if not opts then return pos end
   if #pos ~= 1 then return usage_error("events", "events needs exactly one STREAM") end
   local limit = 100
   if opts.limit then
@@ -418,9 +426,8 @@ function M.events(args)
 end
 
 function M.consumers(args)
-  local opts, pos = parse(args, { store = "value", json = "bool" })
-  if not opts then return usage_error("consumers", pos) end
-  if opts.help then out(USAGE.consumers) return 0 end
+  local opts, pos = begin("consumers", args, { store = "value", json = "bool" })
+  if not opts then return pos end
   if #pos > 0 then return usage_error("consumers", "consumers takes no positional argument") end
   if not open_store(opts, true) then return 2 end
   local list = require("sluice.stream").positions()
@@ -437,9 +444,8 @@ end
 local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
 
 function M.cancel(args)
-  local opts, pos = parse(args, { store = "value" })
-  if not opts then return usage_error("cancel", pos) end
-  if opts.help then out(USAGE.cancel) return 0 end
+  local opts, pos = begin("cancel", args, { store = "value" })
+  if not opts then return pos end
   if #pos ~= 1 then return usage_error("cancel", "cancel needs exactly one RUN_ID") end
   local id = pos[1]
   if not open_store(opts, false) then return 2 end
@@ -483,16 +489,10 @@ function M.cancel(args)
 end
 
 function M.rerun(args)
-  local opts, pos = parse(args, { from = "value", id = "value", store = "value" })
-  if not opts then return usage_error("rerun", pos) end
-  if opts.help then out(USAGE.rerun) return 0 end
+  local opts, pos = begin("rerun", args, { from = "value", id = "value", store = "value" })
+  if not opts then return pos end
   if #pos ~= 1 or not opts.from then return usage_error("rerun", "rerun needs RUN_ID and --from STEP_ID") end
-  if not open_store(opts, false) then return 2 end
-  local locked, lerr2 = host.lock(host.dir() .. "/writer.lock")
-  if not locked then
-    errf("%s: one process writes a store at a time; stop it or pass another --store", lerr2)
-    return 2
-  end
+  if not open_store(opts, false) or not take_writer_lock() then return 2 end
   local orig = engine.get_run(pos[1])
   if not orig then
     errf("no run %s in %s", pos[1], host.dir())

@@ -9,12 +9,6 @@ local uv = require "luv"
 
 assert(host.open(H.tmpdir()))
 
-local function wait_ms(ms)
-  local co = coroutine.running()
-  local t = uv.new_timer()
-  t:start(ms, 0, function() t:close(); coroutine.resume(co) end)
-  coroutine.yield()
-end
 
 -- starts engine.execute in a task; returns a function that waits for its record
 local function go(p, input, id)
@@ -38,7 +32,7 @@ describe("run timeout", function()
     local ran = 0
     local p = pipeline("timeboxed", function()
       for i = 1, 50 do
-        step("s" .. i, function() ran = ran + 1; wait_ms(30) end)
+        step("s" .. i, function() ran = ran + 1; H.sleep(30) end)
       end
     end, { timeout = "100ms" })
     local rec = engine.execute(p, nil, "tb1")
@@ -61,7 +55,7 @@ describe("cancel", function()
   it("lets the running step finish, runs no further step, keeps finished steps", function()
     local ran = {}
     local p = pipeline("cancel_step", function()
-      step("one", function() ran[#ran + 1] = "one"; wait_ms(50) end)
+      step("one", function() ran[#ran + 1] = "one"; H.sleep(50) end)
       step("two", function() ran[#ran + 1] = "two" end)
     end)
     local result = go(p, nil, "c1")
@@ -118,7 +112,7 @@ describe("concurrency key", function()
         inflight = inflight + 1
         max = math.max(max, inflight)
         order[#order + 1] = input.n
-        wait_ms(20)
+        H.sleep(20)
         inflight = inflight - 1
       end)
       return input.n
@@ -164,7 +158,7 @@ describe("child runs", function()
   end)
 
   it("start returns the child's id at once and the child runs on its own", function()
-    local child = pipeline("bg_child", function() wait_ms(30); return "bg" end)
+    local child = pipeline("bg_child", function() H.sleep(30); return "bg" end)
     local parent = pipeline("bg_parent", function() return start(child, {}) end)
     local rec = engine.execute(parent, nil, "bgp")
     assert.are.equal("bgp/start@1", rec.result)

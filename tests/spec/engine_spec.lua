@@ -16,15 +16,6 @@ local function define(fn, opts)
   return pipeline("spec" .. n, fn, opts)
 end
 
-local function luv_wait(ms)
-  local co = coroutine.running()
-  local t = uv.new_timer()
-  t:start(ms, 0, function()
-    t:close()
-    coroutine.resume(co)
-  end)
-  coroutine.yield()
-end
 
 describe("step", function()
   it("returns the function's result and stores it", function()
@@ -111,7 +102,7 @@ describe("step", function()
   it("times out a step that waits too long", function()
     local p = define(function()
       return step("slow", { timeout = "30ms" }, function()
-        luv_wait(2000)
+        H.sleep(2000)
         return "late"
       end)
     end)
@@ -211,7 +202,7 @@ describe("parallel", function()
       local fns = {}
       for i = 1, 100 do
         fns[i] = function()
-          return step("wait" .. i, function() luv_wait(200); return i end)
+          return step("wait" .. i, function() H.sleep(200); return i end)
         end
       end
       local results = { parallel(table.unpack(fns)) }
@@ -232,9 +223,9 @@ describe("parallel", function()
     local finished = 0
     local p = define(function()
       parallel(
-        function() step("ok1", function() luv_wait(20); finished = finished + 1; return 1 end) end,
+        function() step("ok1", function() H.sleep(20); finished = finished + 1; return 1 end) end,
         function() step("bad", function() error("branch 2 broke") end) end,
-        function() step("ok3", function() luv_wait(40); finished = finished + 1; return 3 end) end)
+        function() step("ok3", function() H.sleep(40); finished = finished + 1; return 3 end) end)
     end)
     local rec = engine.execute(p, nil, "par-fail")
     assert.are.equal("failed", rec.status)
@@ -251,11 +242,11 @@ describe("parallel", function()
     local p = define(function()
       return { parallel(
         function()
-          if flip then luv_wait(30) end
+          if flip then H.sleep(30) end
           return step("left", function() calls = calls + 1; return "L" end)
         end,
         function()
-          if not flip then luv_wait(30) end
+          if not flip then H.sleep(30) end
           local r = step("right", function() calls = calls + 1; return "R" end)
           if not flip then error("first time fails after both steps") end
           return r

@@ -19,15 +19,6 @@ local function define(fn, opts)
   return pipeline("flow" .. n, fn, opts)
 end
 
-local function luv_wait(ms)
-  local co = coroutine.running()
-  local t = uv.new_timer()
-  t:start(ms, 0, function()
-    t:close()
-    coroutine.resume(co)
-  end)
-  coroutine.yield()
-end
 
 local function range(k)
   local t = {}
@@ -56,7 +47,7 @@ describe("map", function()
         calls = calls + 1
         inflight = inflight + 1
         if inflight > max_inflight then max_inflight = inflight end
-        luv_wait(1)
+        H.sleep(1)
         inflight = inflight - 1
         return x * x
       end, { concurrency = 8 })
@@ -82,7 +73,7 @@ describe("map", function()
       return map("d", range(40), function(x)
         inflight = inflight + 1
         if inflight > max_inflight then max_inflight = inflight end
-        luv_wait(2)
+        H.sleep(2)
         inflight = inflight - 1
         return x
       end)
@@ -129,8 +120,8 @@ describe("map", function()
     local p = define(function()
       map("f", range(4), function(x)
         if x == 3 then error("three fails first") end
-        if x == 2 then luv_wait(30); error("two fails later") end
-        luv_wait(60)
+        if x == 2 then H.sleep(30); error("two fails later") end
+        H.sleep(60)
         finished[x] = true
         return x
       end, { concurrency = 4 })
@@ -267,7 +258,7 @@ describe("map", function()
     local p = define(function()
       local r = map("shuffle", range(50), function(x)
         calls = calls + 1
-        luv_wait((x * 7) % 11) -- items finish out of order
+        H.sleep((x * 7) % 11) -- items finish out of order
         return x
       end, { concurrency = 5 })
       if fail_after then error("fail after the map") end
@@ -285,8 +276,8 @@ describe("map", function()
   it("runs inside parallel branches", function()
     local p = define(function()
       return { parallel(
-        function() return map("left", range(5), function(x) luv_wait(1); return -x end) end,
-        function() return map("right", range(5), function(x) luv_wait(1); return x end) end) }
+        function() return map("left", range(5), function(x) H.sleep(1); return -x end) end,
+        function() return map("right", range(5), function(x) H.sleep(1); return x end) end) }
     end)
     local rec = engine.execute(p, nil)
     assert.are.equal("completed", rec.status, rec.error and rec.error.message)
@@ -318,7 +309,7 @@ describe("dag", function()
     local function timed(name, ms, value)
       return function()
         local t0 = uv.hrtime()
-        luv_wait(ms)
+        H.sleep(ms)
         times[name] = { t0, uv.hrtime() }
         return value
       end
@@ -399,7 +390,7 @@ describe("dag", function()
           if broken then error("b is broken") end
           return "b"
         end },
-        c = { after = { "a" }, function() calls.c = calls.c + 1; luv_wait(200); return "c" end },
+        c = { after = { "a" }, function() calls.c = calls.c + 1; H.sleep(200); return "c" end },
         d = { after = { "b", "c" }, function(deps) calls.d = calls.d + 1; return deps.b .. deps.c end },
         e = { after = { "c" }, function() calls.e = calls.e + 1; return "e" end },
       }
@@ -426,7 +417,7 @@ describe("dag", function()
     local p = define(function()
       return dag {
         z = { function() error("z fails first") end },
-        m = { function() luv_wait(20); error("m fails later") end },
+        m = { function() H.sleep(20); error("m fails later") end },
       }
     end)
     local rec = engine.execute(p, nil)
