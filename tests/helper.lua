@@ -20,7 +20,13 @@ function H.tmpdir()
   return dir
 end
 
+local spawned = {} -- processes a spec started, killed at the end if still alive
+
 function H.cleanup()
+  for _, p in ipairs(spawned) do
+    if not p.exited then uv.kill(p.pid, "sigkill") end
+  end
+  spawned = {}
   for _, d in ipairs(tmpdirs) do os.execute("rm -rf '" .. d .. "'") end
   tmpdirs = {}
 end
@@ -89,6 +95,7 @@ function H.spawn(args, opts)
   end)
   assert(handle, pid)
   proc.handle, proc.pid = handle, pid
+  spawned[#spawned + 1] = proc
   local open = 2
   local function reader(buf)
     return function(err, data)
