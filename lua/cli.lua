@@ -8,6 +8,7 @@ local engine = require "sluice.engine"
 local M = {}
 
 local function out(...) io.stdout:write(...) end
+local hand_to_serve -- below: sluice run on a store that serve owns
 local function errf(fmt, ...) io.stderr:write("sluice: ", fmt:format(...), "\n") end
 
 local USAGE = {
@@ -24,6 +25,9 @@ same --id and finished steps return their stored result without running.
   --id RUN_ID      the run id; of an unfinished run: resume it; of a
                    completed run: print its stored result, run nothing
   --store DIR      the store (default ./.sluice)
+
+When a sluice serve owns the store, the run is handed to it (it must have
+loaded the pipeline) and this command waits for the result.
 
 Exit: 0 completed, 1 the pipeline failed, 2 bad usage or bad input.
 ]],
@@ -208,8 +212,13 @@ function M.run(args)
     return 2
   end
 
-  if not open_store(opts, false) or not take_writer_lock() then return 2 end
-  local rec, uerr = engine.execute(p, input, opts.id)
+  if not open_store(opts, false) then return 2 end
+  local rec, uerr
+  if host.lock(host.dir() .. "/writer.lock") then
+    rec, uerr = engine.execute(p, input, opts.id)
+  else
+    rec, uerr = hand_to_serve(p, input, opts.id)
+  end
   if not rec then
     errf("%s", uerr)
     return 2
@@ -229,6 +238,42 @@ function M.run(args)
   io.stderr:write(("sluice: fix the cause and resume with: sluice run %s --id %s%s\n"):format(
     file, rec.id, opts.pipeline and (" --pipeline " .. opts.pipeline) or ""))
   return 1
+end
+
+local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+
+-- Puts a request file in <store>/requests/ for the serve that owns the store
+-- (written aside and renamed, so serve never reads half of it).
+local function request(kind, id, body)
+  os.execute("mkdir -p '" .. host.dir() .. "/requests'")
+  local path = ("%s/requests/%s.%s"):format(host.dir(), kind, hex(id))
+  local f = assert(io.open(path .. ".tmp", "w"))
+  f:write(body)
+  f:close()
+  assert(os.rename(path .. ".tmp", path))
+end
+
+-- The store belongs to a running serve: it executes the run (it must have
+-- loaded the pipeline); this waits for the run to end, reading the store.
+hand_to_serve = function(p, input, id)
+  id = id or host.new_id()
+  local before = engine.get_run(id)
+  if before and (before.status == "completed" or before.status == "cancelled") then return before end
+  local body, err = host.encode({ pipeline = p.name, input = input, id = id }, "input")
+  if not body then return nil, err end
+  request("run", id, body)
+  io.stderr:write(("sluice: %s is served by another process; run %s handed to it\n"):format(host.dir(), id))
+  -- a failed run is tried again (as sluice run --id does): wait for a new attempt
+  local was_failed = before and before.status == "failed"
+  local sched = require "sluice.sched"
+  while true do
+    local r = engine.get_run(id)
+    if r and (r.status == "completed" or r.status == "failed" or r.status == "cancelled")
+        and (not was_failed or (r.attempt or 0) > (before.attempt or 0)) then
+      return r
+    end
+    sched.sleep_ms(50)
+  end
 end
 
 ---------------------------------------------------------------------------
@@ -441,7 +486,6 @@ function M.consumers(args)
   return 0
 end
 
-local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
 
 function M.cancel(args)
   local opts, pos = begin("cancel", args, { store = "value" })
@@ -465,12 +509,7 @@ function M.cancel(args)
     errf("no run %s in %s", id, host.dir())
     return 2
   end
-  os.execute("mkdir -p '" .. host.dir() .. "/requests'")
-  local path = ("%s/requests/cancel.%s"):format(host.dir(), hex(id))
-  local f = assert(io.open(path .. ".tmp", "w"))
-  f:write(id)
-  f:close()
-  assert(os.rename(path .. ".tmp", path))
+  request("cancel", id, id)
   local deadline = os.time() + 15
   while os.time() < deadline do
     require("sluice.sched").sleep_ms(100)

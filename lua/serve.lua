@@ -138,7 +138,32 @@ function M.run(opts)
       local name = uv.fs_scandir_next(files)
       if not name then break end
       local path = req_dir .. "/" .. name
-      if name:match("^cancel%.%x+$") then
+      if name:match("^run%.%x+$") then
+        local f = io.open(path)
+        local body = f and f:read("a")
+        if f then f:close() end
+        os.remove(path)
+        local req = body and host.decode(body)
+        if type(req) == "table" and req.id then
+          local p = engine.pipelines[req.pipeline]
+          if p then
+            launch(p, req.input, req.id)
+          else
+            sched.spawn({}, function()
+              local now = host.now()
+              local msg = ("pipeline '%s' is not loaded by this serve (it serves %s)"):format(
+                tostring(req.pipeline), opts.dir)
+              log("run %s: %s", req.id, msg)
+              if not engine.get_run(req.id) then
+                host.commit({ "runs", req.id, json.encode({ id = req.id, pipeline = req.pipeline, status = "failed",
+                  attempt = 1, input = req.input, created_at = host.iso(now), created_us = now,
+                  finished_at = host.iso(now), error = { message = msg } }),
+                  "runs_by_time", string.pack(">I8", now) .. req.id, "" })
+              end
+            end, function() end)
+          end
+        end
+      elseif name:match("^cancel%.%x+$") then
         local f = io.open(path)
         local id = f and f:read("a")
         if f then f:close() end
