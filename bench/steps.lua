@@ -114,13 +114,59 @@ local function latency(ms)
   }
 end
 
+local store_kB -- size of the store's data.mdb, set when it closes
+local cpu_at_close -- per-thread CPU times just before the store (and its writer thread) closed
+
 -- peak of the Lua heap, sampled every 20 ms on a loop timer while a mode runs
 local heap_peak_kB, heap_timer = 0, nil
 local function heap_sample()
   local kb = collectgarbage("count")
   if kb > heap_peak_kB then heap_peak_kB = kb end
 end
+local function proc_io()
+  local f = io.open("/proc/self/io")
+  if not f then return nil end
+  local t = {}
+  for line in f:lines() do
+    local k, v = line:match("^([%w_]+): (%d+)")
+    if k then t[k] = tonumber(v) end
+  end
+  f:close()
+  return t
+end
+-- CPU time of each thread of this process (ms): the loop thread (tid = pid)
+-- and the others (LMDB's writer thread; libuv's pool if used)
+local function my_pid()
+  local f = io.open("/proc/self/stat")
+  local pid = f and f:read("n")
+  if f then f:close() end
+  return pid
+end
+local function thread_cpu()
+  local pid = my_pid()
+  local t = {}
+  local p = pid and io.popen("ls /proc/" .. pid .. "/task 2>/dev/null")
+  if not p then return t end
+  for tid in p:lines() do
+    local f = io.open("/proc/" .. pid .. "/task/" .. tid .. "/stat")
+    if f then
+      local st = f:read("a")
+      f:close()
+      local fields = {}
+      for x in st:sub(st:find(")", 1, true) + 2):gmatch("%S+") do fields[#fields + 1] = x end
+      t[tonumber(tid)] = (tonumber(fields[12]) + tonumber(fields[13])) * 10 -- ms, CLK_TCK 100
+    end
+  end
+  p:close()
+  t.pid = pid
+  t.hr = uv.hrtime()
+  return t
+end
+local io0, cpu0, wall0
 local function heap_start()
+  io0 = proc_io()
+  cpu0 = thread_cpu()
+  wall0 = uv.hrtime()
   heap_timer = uv.new_timer()
   heap_timer:start(0, 20, heap_sample)
   uv.unref(heap_timer)
@@ -133,6 +179,31 @@ local function emit(t)
     heap_timer:close()
     heap_timer = nil
     t.lua_heap = { peak_kB = math.floor(heap_peak_kB), end_kB = math.floor(collectgarbage("count")) }
+  end
+  local io1 = io0 and proc_io()
+  if io1 then
+    -- bytes the process wrote with write/pwrite (LMDB's pages and meta), and
+    -- per writer commit: how many pages a group commit costs
+    t.io = { wchar_kB = math.floor((io1.wchar - io0.wchar) / 1024),
+             write_bytes_kB = math.floor((io1.write_bytes - io0.write_bytes) / 1024) }
+    if t.writer and t.writer.commits and t.writer.commits > 0 then
+      t.io.wchar_per_commit_B = math.floor((io1.wchar - io0.wchar) / t.writer.commits)
+    end
+  end
+  t.store_kB = store_kB
+  if cpu0 and cpu0.pid then
+    local cpu1 = cpu_at_close or thread_cpu()
+    local loop, others = 0, 0
+    for tid, ms in pairs(cpu1) do
+      if tid ~= "pid" and tid ~= "hr" then
+        local d = ms - (cpu0[tid] or 0)
+        if tid == cpu1.pid then loop = loop + d else others = others + d end
+      end
+    end
+    local wall = ((cpu_at_close and cpu_at_close.hr or uv.hrtime()) - wall0) / 1e6
+    -- of the whole mode (setup included): how busy the loop thread was
+    t.cpu = { loop_thread_ms = loop, other_threads_ms = others, wall_ms = math.floor(wall),
+              loop_busy_pct = r1(100 * loop / wall) }
   end
   t.bench = "sluice.steps"
   t.session = os.getenv("BENCH_SESSION")
@@ -167,7 +238,13 @@ local function open_store()
   assert(host.open(store_dir))
 end
 local function close_store()
+  cpu_at_close = thread_cpu() -- the writer thread ends with the store
   host.close()
+  local f = io.open(store_dir .. "/data.mdb", "rb")
+  if f then
+    store_kB = math.floor(f:seek("end") / 1024)
+    f:close()
+  end
   if own_store then os.execute("rm -rf '" .. store_dir .. "'") end
 end
 
@@ -353,27 +430,44 @@ function modes.replay(n)
   local replay_ms = ms_since(t0)
   local sd = stats_diff(s0, stats())
   assert(calls == n and rec2.replayed == n and rec2.executed == 0, "replay ran a step again")
-  -- where the time goes, outside the engine: the scan and the decoding it does
+  -- where the time goes, outside the engine: reading the stored steps as the
+  -- engine's loader does, then turning each stored result into a value
+  local breakdown = {}
   t0 = uv.hrtime()
   local _, vals = host.scan("steps", id .. "\0")
-  local scan_ms = ms_since(t0)
-  t0 = uv.hrtime()
-  for i = 1, #vals do json.decode(vals[i]) end
-  local decode_ms = ms_since(t0)
+  breakdown.scan_ms = r3(ms_since(t0))
   local bytes = 0
   for i = 1, #vals do bytes = bytes + #vals[i] end
+  breakdown.stored_bytes = bytes
+  if host.load_steps and host.step_result then
+    t0 = uv.hrtime()
+    local raw = host.load_steps(id)
+    breakdown.load_steps_ms = r3(ms_since(t0))
+    t0 = uv.hrtime()
+    for _, v in pairs(raw) do host.step_result(v) end
+    breakdown.step_results_ms = r3(ms_since(t0))
+  end
+  -- the pipeline's own per-step work without the engine (the id string, the
+  -- closure): part of replay_ms that any pipeline shaped like this one pays
+  do
+    local sink
+    local noop = function(_, f) sink = f end
+    t0 = uv.hrtime()
+    for i = 1, n do noop("s" .. i, function() calls = calls + 1; return { i = i, ok = true } end) end
+    breakdown.pipeline_loop_ms = r3(ms_since(t0))
+    sink = nil
+  end
   -- an empty run's start+finish (two commits), the fixed part of any resume
   local q = pipeline("empty", function() return 1 end)
   t0 = uv.hrtime()
   check(engine.execute(q, nil, "empty-1"), "empty")
-  local empty_ms = ms_since(t0)
+  breakdown.empty_run_ms = r3(ms_since(t0)) -- two commits: run started, run finished
   local m = mem()
   close_store()
   emit({
     steps = n, first_execution_ms = r1(first_ms), replay_ms = r3(replay_ms),
     replay_us_per_step = r3(replay_ms * 1000 / n), replayed = rec2.replayed,
-    breakdown = { scan_ms = r3(scan_ms), decode_ms = r3(decode_ms), stored_bytes = bytes,
-                  empty_run_ms = r3(empty_ms) },
+    breakdown = breakdown,
     writer = sd, mem = m,
   })
 end

@@ -103,7 +103,7 @@ for rep in $(seq 1 "$REPS"); do
         run_node "dbos.conc64#$rep" conc.mjs 64 50 1
         run_node "dbos.conc1000#$rep" conc.mjs 1000 5 1 ;;
       recovery) run_node "dbos.recovery#$rep" recovery.mjs 10000 1 0.5 ;;
-      memory) [ "$rep" = 1 ] && run_node "dbos.memory" memory.mjs 12 ;;
+      memory) if [ "$rep" = 1 ]; then run_node "dbos.memory" memory.mjs 12; fi ;;
     esac
   done
 done
