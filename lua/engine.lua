@@ -66,18 +66,23 @@ local function site_text(fn, line)
   return (src and src.short_src or "?") .. ":" .. (line or 0)
 end
 
--- Step ids are unique within a run. Where each was called from is kept as
--- the calling function and line (two small entries, no table per step) and
--- turned into "file:line" only for the error: formatting the source name
--- costs more than the rest of a replayed step. level: of the user's call.
+-- Step ids are unique within a run. Where each executed step was called
+-- from is kept as the calling function and line (no table per step) and
+-- turned into "file:line" only for the error; a replayed step keeps only
+-- `true`: looking up its call site would cost more than the rest of its
+-- replay, and the error then names its recorded position instead.
 local function check_unique(run, id, level)
-  local info = debug.getinfo(level + 1, "lf")
-  local first_line = run.seen[id]
-  if first_line then
+  local first = run.seen[id]
+  if first then
+    local info = debug.getinfo(level + 1, "lf")
+    local where = first == true and "a replayed step" or site_text(run.seen_fn[id], first)
     error(("step id '%s' is used twice in run %s: at %s and at %s; step ids must be unique within a run")
-      :format(id, run.id, site_text(run.seen_fn[id], first_line), site_text(info.func, info.currentline)),
-      level + 1)
+      :format(id, run.id, where, site_text(info.func, info.currentline)), level + 1)
   end
+end
+
+local function note_site(run, id, level)
+  local info = debug.getinfo(level + 1, "lf")
   run.seen[id] = info.currentline
   run.seen_fn[id] = info.func
 end
@@ -320,10 +325,12 @@ function M.step(id, a, b, ...)
   if raw then
     local completed, value = host.step_result(raw)
     if completed then
+      run.seen[id] = true
       run.replayed = run.replayed + 1
       return value
     end
   end
+  note_site(run, id, 2)
 
   -- execute, with retries
   if M.stopping then park() end
