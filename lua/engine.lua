@@ -70,7 +70,7 @@ end
 -- from is kept as the calling function and line (no table per step) and
 -- turned into "file:line" only for the error; a replayed step keeps only
 -- `true`: looking up its call site would cost more than the rest of its
--- replay, and the error then names its recorded position instead.
+-- replay, and the error then says the first use was a replayed step.
 local function check_unique(run, id, level)
   local first = run.seen[id]
   if first then
