@@ -3,7 +3,8 @@
 #                     (default 10) over 3 s and no task is blocked on I/O; prints the
 #                     state it ended in. Other engineers share these 2 cores; a run that
 #                     starts on a busy machine measures them, not us.
-#                     QUIET_BUDGET (s, default 480) caps the total waiting of one session:
+#                     QUIET_BUDGET (s, default 480) caps the total waiting of one session
+#                     (counted in $QUIET_WAITED_FILE when run_all.sh sets it):
 #                     past it the gate only samples once and goes on (the noise is recorded).
 #  noise_begin/noise_end LABEL
 #                     CPU seconds used meanwhile by processes outside our Unix session
@@ -13,7 +14,7 @@ BENCH_DIR=${BENCH_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 QUIET_MAX=${QUIET_MAX:-90}
 QUIET_BUSY=${QUIET_BUSY:-10}
 QUIET_BUDGET=${QUIET_BUDGET:-480}
-QUIET_WAITED_FILE=${QUIET_WAITED_FILE:-/tmp/sluice-bench-quiet.$$}
+QUIET_WAITED_FILE=${QUIET_WAITED_FILE:-} # run_all.sh sets it: the session's total waiting
 MYSID=$(awk '{print $6}' /proc/$$/stat)
 now_ns() { date +%s%N; }
 
@@ -21,7 +22,8 @@ _cpu_sample() { awk '/^cpu /{print $2+$3+$4+$6+$7+$8, $5}' /proc/stat; }
 quiet_gate() {
   local start b1 i1 b2 i2 busy blocked waited max
   start=$(date +%s)
-  waited=$(cat "$QUIET_WAITED_FILE" 2>/dev/null || echo 0)
+  waited=0
+  [ -n "$QUIET_WAITED_FILE" ] && waited=$(cat "$QUIET_WAITED_FILE" 2>/dev/null || echo 0)
   max=$QUIET_MAX
   [ "$waited" -ge "$QUIET_BUDGET" ] && max=0
   while :; do
@@ -38,7 +40,7 @@ quiet_gate() {
       break
     fi
   done
-  echo $(( waited + $(date +%s) - start )) > "$QUIET_WAITED_FILE"
+  [ -n "$QUIET_WAITED_FILE" ] && echo $(( waited + $(date +%s) - start )) > "$QUIET_WAITED_FILE"
   echo "  gate: $GATE_STATE load=$(cut -d' ' -f1-3 /proc/loadavg)" >&2
 }
 

@@ -490,8 +490,9 @@ function modes.idle(secs)
   secs = tonumber(secs) or 3
   local out = uv.new_pipe(false)
   local exited = false
-  local args = { arg[0], "idle-child", tostring(secs + 2) }
-  if opts.store then args[#args + 1] = "--store"; args[#args + 1] = opts.store end
+  -- the child is killed, so it cannot remove its store: this process owns it
+  local dir = store_dir or sh("mktemp -d " .. (os.getenv("TMPDIR") or "/tmp") .. "/sluice-bench.XXXXXX")
+  local args = { arg[0], "idle-child", tostring(secs + 2), "--store", dir }
   local handle, pid = uv.spawn(self_bin, { args = args, stdio = { nil, out, 2 } },
     function() exited = true end)
   assert(handle, pid)
@@ -524,6 +525,7 @@ function modes.idle(secs)
   t2:start(200, 0, function() t2:close(); coroutine.resume(co) end)
   coroutine.yield()
   out:read_stop(); out:close(); handle:close()
+  if not store_dir then os.execute("rm -rf '" .. dir .. "'") end
   emit({ idle_s = secs, pid = pid, cpu_ms_total = cpu, mem = m })
 end
 

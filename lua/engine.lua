@@ -781,6 +781,17 @@ function M.execute(p, input, id, opts)
   return rec
 end
 
+--- Records a run that could not start (its pipeline is unknown, say) as
+--- failed with `message`, unless a run with that id exists.
+function M.record_failure(id, pipeline_name, input, message)
+  if M.get_run(id) then return end
+  local now = host.now()
+  local rec = { id = id, pipeline = pipeline_name, status = "failed", attempt = 1, input = input,
+    created_at = host.iso(now), created_us = now, finished_at = host.iso(now), error = { message = message } }
+  local ok, msg, code = host.commit({ "runs", id, json.encode(rec), "runs_by_time", be64(now) .. id, "" })
+  if not ok then store_error("recording run " .. id, msg, code) end
+end
+
 --- cancel(run_id): stops the run at its next step boundary, sleep or wait
 --- (finished steps stay), status "cancelled", and its child runs with it.
 --- A run not executing in this process is marked cancelled in the store.

@@ -83,6 +83,51 @@ local function unfinished_runs()
   return out
 end
 
+-- The body of a request file, which is removed: each is handled once.
+local function take(path)
+  local f = io.open(path)
+  local body = f and f:read("a")
+  if f then f:close() end
+  os.remove(path)
+  return body
+end
+
+-- Requests other processes put in <store>/requests/ (written aside and
+-- renamed, so a file seen here is whole): "run.<hex id>" holds
+-- {pipeline, input, id} from sluice run; "cancel.<hex id>" a run id.
+local function handle_requests(req_dir, served_dir)
+  local files = uv.fs_scandir(req_dir)
+  if not files then return end
+  while true do
+    local name = uv.fs_scandir_next(files)
+    if not name then break end
+    local path = req_dir .. "/" .. name
+    if name:match("^run%.%x+$") then
+      local body = take(path)
+      local req = body and host.decode(body)
+      local p = type(req) == "table" and req.id and engine.pipelines[req.pipeline]
+      if p then
+        launch(p, req.input, req.id)
+      elseif type(req) == "table" and req.id then
+        -- the waiting sluice run reads the reason from the run's record
+        local msg = ("pipeline '%s' is not loaded by this serve (it serves %s)"):format(tostring(req.pipeline), served_dir)
+        log("run %s: %s", req.id, msg)
+        sched.spawn({}, engine.record_failure, function(ok, e)
+          if not ok then log("run %s: %s", req.id, e.message) end
+        end, req.id, req.pipeline, req.input, msg)
+      end
+    elseif name:match("^cancel%.%x+$") then
+      local id = take(path)
+      if id then
+        sched.spawn({}, function()
+          local ok, why = engine.cancel(id)
+          log("cancel %s: %s", id, ok and "requested" or why)
+        end, function(ok, e) if not ok then log("cancel %s: %s", id, e.message) end end)
+      end
+    end
+  end
+end
+
 ---@param opts table {dir=, store=, grace_ms=}
 function M.run(opts)
   local ok, err = host.open(opts.store)
@@ -128,55 +173,9 @@ function M.run(opts)
     end, c, log)
   end
 
-  -- requests from other processes (sluice cancel) in <store>/requests/
-  local req_dir = opts.store .. "/requests"
+  -- requests from other processes (sluice run, sluice cancel)
   local req_timer = uv.new_timer()
-  req_timer:start(250, 250, function()
-    local files = uv.fs_scandir(req_dir)
-    if not files then return end
-    while true do
-      local name = uv.fs_scandir_next(files)
-      if not name then break end
-      local path = req_dir .. "/" .. name
-      if name:match("^run%.%x+$") then
-        local f = io.open(path)
-        local body = f and f:read("a")
-        if f then f:close() end
-        os.remove(path)
-        local req = body and host.decode(body)
-        if type(req) == "table" and req.id then
-          local p = engine.pipelines[req.pipeline]
-          if p then
-            launch(p, req.input, req.id)
-          else
-            sched.spawn({}, function()
-              local now = host.now()
-              local msg = ("pipeline '%s' is not loaded by this serve (it serves %s)"):format(
-                tostring(req.pipeline), opts.dir)
-              log("run %s: %s", req.id, msg)
-              if not engine.get_run(req.id) then
-                host.commit({ "runs", req.id, json.encode({ id = req.id, pipeline = req.pipeline, status = "failed",
-                  attempt = 1, input = req.input, created_at = host.iso(now), created_us = now,
-                  finished_at = host.iso(now), error = { message = msg } }),
-                  "runs_by_time", string.pack(">I8", now) .. req.id, "" })
-              end
-            end, function() end)
-          end
-        end
-      elseif name:match("^cancel%.%x+$") then
-        local f = io.open(path)
-        local id = f and f:read("a")
-        if f then f:close() end
-        os.remove(path)
-        if id then
-          sched.spawn({}, function()
-            local ok2, why = engine.cancel(id)
-            log("cancel %s: %s", id, ok2 and "requested" or why)
-          end, function(ok2, e) if not ok2 then log("cancel %s: %s", id, e.message) end end)
-        end
-      end
-    end
-  end)
+  req_timer:start(250, 250, function() handle_requests(opts.store .. "/requests", opts.dir) end)
 
   -- retention: a pass at start and every 10 s
   local trim_timer
