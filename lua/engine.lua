@@ -67,15 +67,17 @@ local function site_text(fn, line)
 end
 
 -- Step ids are unique within a run. Where each executed step was called
--- from is kept as the calling function and line (no table per step) and
--- turned into "file:line" only for the error; a replayed step keeps only
--- `true`: looking up its call site would cost more than the rest of its
--- replay, and the error then says the first use was a replayed step.
+-- from is kept as one integer per id, function index * 2^24 + line (the
+-- functions in a per-run list, usually one or two), turned into "file:line"
+-- only for the error; a replayed step keeps only `true`: looking up its call
+-- site would cost more than the rest of its replay, and the error then says
+-- the first use was a replayed step.
 local function check_unique(run, id, level)
   local first = run.seen[id]
   if first then
     local info = debug.getinfo(level + 1, "lf")
-    local where = first == true and "a replayed step" or site_text(run.seen_fn[id], first)
+    local where = first == true and "a replayed step"
+      or site_text(run.site_fns[first >> 24], first & 0xffffff)
     error(("step id '%s' is used twice in run %s: at %s and at %s; step ids must be unique within a run")
       :format(id, run.id, where, site_text(info.func, info.currentline)), level + 1)
   end
@@ -83,8 +85,13 @@ end
 
 local function note_site(run, id, level)
   local info = debug.getinfo(level + 1, "lf")
-  run.seen[id] = info.currentline
-  run.seen_fn[id] = info.func
+  local fns = run.site_fns
+  local i = fns[info.func]
+  if not i then
+    i = #fns + 1
+    fns[i], fns[info.func] = info.func, i
+  end
+  run.seen[id] = (i << 24) | (info.currentline & 0xffffff)
 end
 
 -- The replay check of a step-like call at (br, pos) with this id: returns
@@ -325,6 +332,9 @@ function M.step(id, a, b, ...)
   if raw then
     local completed, value = host.step_result(raw)
     if completed then
+      -- the record is not needed again (a second use of the id is caught
+      -- by seen): let it go, so a long replay does not hold every result
+      run.raw[id] = nil
       run.seen[id] = true
       run.replayed = run.replayed + 1
       return value
@@ -680,7 +690,7 @@ function M.execute(p, input, id, opts)
   end
 
   local run = {
-    id = id, pipeline = p, record = rec, raw = {}, order = {}, seen = {}, seen_fn = {},
+    id = id, pipeline = p, record = rec, raw = {}, order = {}, seen = {}, site_fns = {},
     replayed = 0, executed = 0, interrupts = {}, children = {},
   }
   local entry = { run = run, waiters = {} }
