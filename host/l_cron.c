@@ -109,11 +109,20 @@ static int l_parse_time(lua_State *L) {
   return 1;
 }
 
-/* lock(path) -> true | nil, message: an exclusive flock held until the
- * process exits (the kernel drops it even after SIGKILL, so a crashed serve
- * never leaves a stale lock behind). The holder's pid is written in it. */
+/* lock(path, role) -> true | nil, message, holder_role: an exclusive flock
+ * held until the process exits (the kernel drops it even after SIGKILL, so
+ * a crashed process never leaves a stale lock). The file holds
+ * "<pid> <role>" so that the next process can say who holds it and, for
+ * "serve", hand it work. Locking the same path again in this process
+ * succeeds at once. */
 static int l_lock(lua_State *L) {
+  static char held[4096];
   const char *path = luaL_checkstring(L, 1);
+  const char *role = luaL_optstring(L, 2, "run");
+  if (strcmp(held, path) == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
   int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) {
     lua_pushnil(L);
@@ -122,30 +131,35 @@ static int l_lock(lua_State *L) {
   }
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     int e = errno;
-    char pid[32] = "";
-    ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
-    if (n > 0) pid[n] = '\0';
-    pid[strcspn(pid, "\n")] = '\0';
+    char who[64] = "";
+    ssize_t n = pread(fd, who, sizeof who - 1, 0);
     close(fd);
+    if (n > 0) who[n] = '\0';
+    who[strcspn(who, "\n")] = '\0';
+    char *sp = strchr(who, ' ');
+    const char *holder = sp ? sp + 1 : "";
+    if (sp) *sp = '\0';
     lua_pushnil(L);
     if (e == EWOULDBLOCK) {
-      lua_pushfstring(L, "%s is held by another sluice process%s%s", path, *pid ? " (pid " : "",
-                      *pid ? pid : "");
-      if (*pid) {
-        lua_pushstring(L, ")");
-        lua_concat(L, 2);
-      }
+      lua_pushfstring(L, "%s is held by another sluice process (%s%s%s%s)", path,
+                      *holder ? "sluice " : "", holder, *holder ? ", pid " : "pid ", *who ? who : "?");
     } else {
       lua_pushfstring(L, "cannot lock %s: %s", path, strerror(e));
     }
+    lua_pushstring(L, holder);
+    return 3;
+  }
+  char buf[128];
+  int len = snprintf(buf, sizeof buf, "%ld %s\n", (long)getpid(), role);
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)len, 0) != len) {
+    int e = errno;
+    close(fd);
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot write %s: %s", path, strerror(e));
     return 2;
   }
-  char buf[32];
-  int len = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
-  if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)len, 0) != len) {
-    /* the lock holds without the pid; the pid is only for the message */
-  }
   /* fd stays open on purpose: closing it would release the lock */
+  snprintf(held, sizeof held, "%s", path);
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -160,8 +160,8 @@ end
 
 -- One process writes a store at a time (serve or run): the writer lock.
 local function take_writer_lock()
-  local locked, err = host.lock(host.dir() .. "/writer.lock")
-  if not locked then errf("%s: one process writes a store at a time; stop it or pass another --store", err) end
+  local locked, err = host.lock(host.dir() .. "/writer.lock", "run")
+  if not locked then errf("%s: one process writes a store at a time; wait for it or pass another --store", err) end
   return locked
 end
 
@@ -214,10 +214,14 @@ function M.run(args)
 
   if not open_store(opts, false) then return 2 end
   local rec, uerr
-  if host.lock(host.dir() .. "/writer.lock") then
+  local locked, lock_err, holder = host.lock(host.dir() .. "/writer.lock", "run")
+  if locked then
     rec, uerr = engine.execute(p, input, opts.id)
-  else
+  elseif holder == "serve" then
     rec, uerr = hand_to_serve(p, input, opts.id)
+  else
+    errf("%s: one process writes a store at a time; wait for it or pass another --store", lock_err)
+    return 2
   end
   if not rec then
     errf("%s", uerr)
@@ -493,7 +497,11 @@ function M.cancel(args)
   if #pos ~= 1 then return usage_error("cancel", "cancel needs exactly one RUN_ID") end
   local id = pos[1]
   if not open_store(opts, false) then return 2 end
-  local locked = host.lock(host.dir() .. "/writer.lock")
+  local locked, lock_err, holder = host.lock(host.dir() .. "/writer.lock", "run")
+  if not locked and holder ~= "serve" then
+    errf("%s: one process writes a store at a time; wait for it or pass another --store", lock_err)
+    return 2
+  end
   if locked then
     local ok, err = engine.cancel(id)
     if not ok then

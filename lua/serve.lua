@@ -132,7 +132,7 @@ end
 function M.run(opts)
   local ok, err = host.open(opts.store)
   if not ok then return nil, err end
-  ok, err = host.lock(opts.store .. "/writer.lock")
+  ok, err = host.lock(opts.store .. "/writer.lock", "serve")
   if not ok then return nil, err .. ": one process writes a store at a time (read-only commands still work)" end
 
   local files, ferr = lua_files(opts.dir)
