@@ -30,12 +30,9 @@ void vm_push_traceback(lua_State *L, lua_State *co, int level) {
   luaL_traceback(L, co, msg, level);
 }
 
+/* message handler of vm_pcall: any error value becomes its message (or a
+ * description of it) with a traceback */
 static int msgh(lua_State *L) {
-  /* keep tables raised on purpose (they carry fields) but add a traceback
-   * to everything else */
-  if (lua_type(L, 1) == LUA_TTABLE && luaL_getmetafield(L, 1, "__tostring") == LUA_TNIL) {
-    lua_settop(L, 1);
-  }
   vm_push_traceback(L, L, 1);
   return 1;
 }
