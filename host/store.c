@@ -66,6 +66,7 @@ static const char *const db_names[DB_COUNT] = {
     [DB_STREAMS] = "stream_index",
     [DB_CONSUMERS] = "consumers",
     [DB_SENDS] = "sends",
+    [DB_ACTIVE] = "active_runs",
 };
 
 static void seterr(char *err, size_t errsz, const char *fmt, ...)

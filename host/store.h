@@ -15,6 +15,8 @@
  *   stream_index stream "\0" be64(seq) -> ""  (one stream key in order)
  *   consumers    consumer name -> JSON {pattern, after, ...} (checkpoints)
  *   sends        be64(seq) -> JSON {name, data, ts} (send/on events)
+ *   active_runs  run_id -> ""  (runs not yet completed, failed or cancelled:
+ *                what serve resumes, without reading the whole history)
  *
  * Threads: the environment is opened with MDB_NOTLS, so a read transaction
  * may be used by any coroutine on the loop thread. Map growth needs no
@@ -39,6 +41,7 @@ enum {
   DB_STREAMS,
   DB_CONSUMERS,
   DB_SENDS,
+  DB_ACTIVE,
   DB_COUNT
 };
 

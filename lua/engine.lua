@@ -599,7 +599,10 @@ acquire_slot = function(run, key, limit, fresh)
     local rec = run.record
     rec.status = "pending"
     local ops = { "runs", run.id, json.encode(rec) }
-    if fresh then ops[4], ops[5], ops[6] = "runs_by_time", string.pack(">I8", rec.created_us) .. run.id, "" end
+    if fresh then
+      ops[4], ops[5], ops[6] = "runs_by_time", string.pack(">I8", rec.created_us) .. run.id, ""
+      ops[7], ops[8], ops[9] = "active_runs", run.id, ""
+    end
     local ok, msg, code = host.commit(ops)
     if not ok then store_error("queueing run " .. run.id, msg, code) end
     run.created = fresh
@@ -712,7 +715,7 @@ function M.execute(p, input, id, opts)
     if run.stop then
       -- cancelled while pending
       rec.status, rec.finished_at = "cancelled", host.iso(host.now())
-      local cok, cmsg, ccode = host.commit({ "runs", id, json.encode(rec) })
+      local cok, cmsg, ccode = host.commit({ "runs", id, json.encode(rec), "active_runs", id, false })
       release(rec)
       if not cok then store_error("cancelling run " .. id, cmsg, ccode) end
       return rec
@@ -724,9 +727,9 @@ function M.execute(p, input, id, opts)
   rec.status, rec.started_at, rec.finished_at, rec.error = "running", host.iso(now), nil, nil
   rec.file, rec.source_hash = p.file, p.hash
   rec.attempt = (rec.attempt or 0) + 1
-  local ops = { "runs", id, json.encode(rec) }
+  local ops = { "runs", id, json.encode(rec), "active_runs", id, "" }
   if not existing then
-    ops[4], ops[5], ops[6] = "runs_by_time", be64(rec.created_us) .. id, ""
+    ops[7], ops[8], ops[9] = "runs_by_time", be64(rec.created_us) .. id, ""
   end
   for _, v in ipairs(opts.extra_ops or {}) do ops[#ops + 1] = v end
   local ok, msg, code = host.commit(ops)
@@ -784,7 +787,7 @@ function M.execute(p, input, id, opts)
     rec.error = { message = e.message or tostring(e), step = e.step, traceback = e.traceback,
       reason = run.stop and run.stop.reason or nil }
   end
-  ok, msg, code = host.commit({ "runs", id, json.encode(rec) })
+  ok, msg, code = host.commit({ "runs", id, json.encode(rec), "active_runs", id, false })
   release(rec)
   if not ok then store_error("finishing run " .. id, msg, code) end
   rec.replayed, rec.executed = run.replayed, run.executed
@@ -819,12 +822,10 @@ function M.cancel(run_id)
   end
   r.status, r.finished_at = "cancelled", host.iso(host.now())
   r.error = { message = "cancelled", reason = "cancelled" }
-  local ok, msg, code = host.commit({ "runs", run_id, json.encode(r) })
+  local ok, msg, code = host.commit({ "runs", run_id, json.encode(r), "active_runs", run_id, false })
   if not ok then store_error("cancelling run " .. run_id, msg, code) end
-  -- its children, found by their parent field
-  local _, vals = host.scan("runs", "")
-  for _, raw in ipairs(vals or {}) do
-    local c = json.decode(raw)
+  -- its unfinished children, found by their parent field
+  for _, c in ipairs(M.unfinished_runs()) do
     if c.parent == run_id then M.cancel(c.id) end
   end
   return true
@@ -854,7 +855,7 @@ function M.prepare_rerun(run_id, from_step, new_id)
   local now = host.now()
   local rec = { id = new_id, pipeline = r.pipeline, input = r.input, status = "pending", attempt = 0,
     created_at = host.iso(now), created_us = now, rerun_of = run_id, rerun_from = from_step }
-  local ops = { "runs", new_id, json.encode(rec), "runs_by_time", be64(now) .. new_id, "" }
+  local ops = { "runs", new_id, json.encode(rec), "runs_by_time", be64(now) .. new_id, "", "active_runs", new_id, "" }
   for i = 1, cut - 1 do
     local st = steps[i]
     if st.status == "completed" then
@@ -895,7 +896,7 @@ local function child_run(what, p, input, opts)
     local enc, err = host.encode(rec, "child")
     if not enc then error(("%s '%s': the input cannot be stored: %s"):format(what, p.name, err), 0) end
     if host.get("runs", id) then return id end -- an explicit id that exists: reuse it
-    return id, { "runs", id, enc, "runs_by_time", be64(now) .. id, "" }
+    return id, { "runs", id, enc, "runs_by_time", be64(now) .. id, "", "active_runs", id, "" }
   end, 3)
   parent.children[child_id] = true
   return p, child_id
@@ -923,6 +924,22 @@ function M.start(p, input, opts)
     end
   end, h, nil, child_id)
   return child_id
+end
+
+--- The runs not yet completed, failed or cancelled, oldest first (from
+--- the active_runs index, not the whole history).
+function M.unfinished_runs()
+  local keys = host.scan("active_runs", "")
+  local out = {}
+  for _, id in ipairs(keys or {}) do
+    local r = M.get_run(id)
+    if r and r.status ~= "completed" and r.status ~= "failed" and r.status ~= "cancelled" then
+      out[#out + 1] = r
+    end
+  end
+  -- oldest first: runs waiting on a concurrency key keep their turn
+  table.sort(out, function(a, b) return (a.created_us or 0) < (b.created_us or 0) end)
+  return out
 end
 
 --- Lists runs newest first; filters by pipeline and status.

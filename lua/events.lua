@@ -109,6 +109,7 @@ local function delivery_ops(seq, ev, ops, ids)
         }
         ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "runs", id, json.encode(rec)
         ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "runs_by_time", be64(now) .. id, ""
+        ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "active_runs", id, ""
         ids[#ids + 1] = { id = id, pipeline = h.pipeline }
       end
     end

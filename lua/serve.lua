@@ -68,21 +68,6 @@ local function launch(p, input, id, exec_opts, on_end)
   end)
 end
 
--- The runs left unfinished by an earlier process.
-local function unfinished_runs()
-  local _, vals = host.scan("runs", "")
-  local out = {}
-  for _, raw in ipairs(vals or {}) do
-    local r = json.decode(raw)
-    if r.status == "running" or r.status == "pending" or r.status == "sleeping" or r.status == "waiting" then
-      out[#out + 1] = r
-    end
-  end
-  -- oldest first: runs waiting on a concurrency key keep their turn
-  table.sort(out, function(a, b) return (a.created_us or 0) < (b.created_us or 0) end)
-  return out
-end
-
 -- The body of a request file, which is removed: each is handled once.
 local function take(path)
   local f = io.open(path)
@@ -150,7 +135,7 @@ function M.run(opts)
     opts.dir, loaded, #files, (function() local n = 0; for _ in pairs(engine.pipelines) do n = n + 1 end; return n end)(),
     #every.order, opts.store, uv.os_getpid())
 
-  for _, r in ipairs(unfinished_runs()) do
+  for _, r in ipairs(engine.unfinished_runs()) do
     local p = engine.pipelines[r.pipeline]
     if p then
       local s = r.schedule and every.defined[r.schedule]
