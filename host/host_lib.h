@@ -1,6 +1,7 @@
 /* host_lib.h: the internal module "sluice.host": the Lua engine's door to the
  * store, the writer, clocks and ids (l_host.c), step records (l_steps.c),
- * cron and the serve lock (l_cron.c). Not for pipeline authors. */
+ * cron and the writer lock (l_cron.c), event reads (l_stream.c). Not for
+ * pipeline authors. */
 #ifndef SLUICE_HOST_LIB_H
 #define SLUICE_HOST_LIB_H
 #include <lua.h>
@@ -10,6 +11,7 @@
 /* Add their functions to the module table on top of L. */
 void steps_register(lua_State *L);
 void cron_register(lua_State *L);
+void stream_register(lua_State *L);
 
 /* The process's open store; raises if none. */
 store *host_store(lua_State *L);

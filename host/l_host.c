@@ -453,5 +453,6 @@ int luaopen_sluice_host(lua_State *L) {
   luaL_newlib(L, fns);
   steps_register(L);
   cron_register(L);
+  stream_register(L);
   return 1;
 }

@@ -114,13 +114,6 @@ function M.emit_many(list)
   return emit_list(list, "emit_many")
 end
 
-local function decode_event(seq, v)
-  local ts, typ, stream, off = sunpack("<i8s2s2", v)
-  return {
-    id = id_of(seq), type = typ, stream = stream, ts = host.iso(ts), data = host.decode(v, off),
-  }
-end
-
 local function pattern_of(p)
   if type(p) ~= "string" or p == "" then error("read: stream must be a name or a prefix ending in *", 3) end
   if p:sub(-1) == "*" then return nil, p:sub(1, -2) end
@@ -179,37 +172,11 @@ function M.read(opts)
   if math.type(limit) ~= "integer" or limit < 1 then error("read: limit must be a positive integer", 2) end
   if opts.after ~= nil and opts.from ~= nil then error("read: give after or from, not both", 2) end
   local after = opts.after ~= nil and seq_of(opts.after, "read: after") or start_after(opts.from, "read")
-  local out = {}
   local info = {}
   if trimmed_after(exact, prefix, after) then info.trimmed = true end
-  if exact then
-    local pfx = exact .. "\0"
-    local keys = host.scan("stream_index", pfx, false, limit, pfx .. be64(after + 1))
-    for i, k in ipairs(keys or {}) do
-      local seq = sunpack(">I8", k, #pfx + 1)
-      local v = host.get("events", be64(seq))
-      if v then out[#out + 1] = decode_event(seq, v) end
-      if i == #keys then after = seq end
-    end
-  else
-    -- a wildcard merges every key with the prefix in global append order
-    local n = #prefix
-    while #out < limit do
-      local keys, vals = host.scan("events", "", false, 4096, be64(after + 1))
-      if not keys or #keys == 0 then break end
-      for i = 1, #keys do
-        local seq = sunpack(">I8", keys[i])
-        after = seq
-        local v = vals[i]
-        local _, _, stream = sunpack("<i8s2s2", v)
-        if stream:sub(1, n) == prefix then
-          out[#out + 1] = decode_event(seq, v)
-          if #out >= limit then break end
-        end
-      end
-      if #keys < 4096 then break end
-    end
-  end
+  -- built in C (l_stream.c) inside one read transaction
+  local out, last = host.read_events(after, limit, exact or prefix, exact ~= nil)
+  after = last
   info.next = out[#out] and out[#out].id or (after > 0 and id_of(after) or nil)
   return out, info
 end
