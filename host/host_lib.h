@@ -13,6 +13,16 @@ void steps_register(lua_State *L);
 void cron_register(lua_State *L);
 void stream_register(lua_State *L);
 
+/* Raises unless a write can be queued from here: a store open for
+ * writing and a coroutine the host can resume. */
+void host_check_writable(lua_State *L);
+
+/* Queues b (owned from here) and suspends the calling coroutine until it
+ * is durable; it then gets true, or nil, message, code. Use as
+ * `return host_submit(L, b);` after host_check_writable. */
+struct wbatch;
+int host_submit(lua_State *L, struct wbatch *b);
+
 /* The process's open store; raises if none. */
 store *host_store(lua_State *L);
 

@@ -208,12 +208,7 @@ static void commit_done(void *cookie, int status, const char *errmsg) {
  * msg, code. */
 static int l_commit(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  if (!H.st) return luaL_error(L, "sluice.host: no store is open");
-  if (!H.w) return luaL_error(L, "the store %s is open read-only", store_dir(H.st));
-  if (!lua_isyieldable(L)) {
-    return luaL_error(L, "a durable write must run inside a run (a coroutine the host "
-                         "resumes), not in a callback or at the top of the main thread");
-  }
+  host_check_writable(L);
   lua_Integer n = luaL_len(L, 1);
   if (n <= 0 || n % 3 != 0) return luaL_argerror(L, 1, "expected {db, key, value, ...}");
   wbatch *b = wbatch_new();
@@ -244,6 +239,19 @@ static int l_commit(lua_State *L) {
     }
     lua_pop(L, 3);
   }
+  return host_submit(L, b);
+}
+
+void host_check_writable(lua_State *L) {
+  if (!H.st) luaL_error(L, "sluice.host: no store is open");
+  if (!H.w) luaL_error(L, "the store %s is open read-only", store_dir(H.st));
+  if (!lua_isyieldable(L)) {
+    luaL_error(L, "a durable write must run inside a run (a coroutine the host resumes), not in "
+                  "a callback or at the top of the main thread");
+  }
+}
+
+int host_submit(lua_State *L, wbatch *b) {
   waiter *wt = malloc(sizeof *wt);
   if (!wt) {
     wbatch_free(b);

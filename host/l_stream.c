@@ -16,6 +16,7 @@
 #include "codec.h"
 #include "host_lib.h"
 #include "sbuf.h"
+#include "writer.h"
 
 typedef struct {
   int64_t ts;
@@ -176,7 +177,122 @@ static int l_read_events(lua_State *L) {
   return 2;
 }
 
+static void put_le(sbuf *b, uint64_t v, int n) {
+  unsigned char k[8];
+  for (int i = 0; i < n; i++, v >>= 8) k[i] = (unsigned char)(v & 0xff);
+  sbuf_add(b, k, (size_t)n);
+}
+
+/* Checks a type or stream key; returns NULL or what is wrong. */
+static const char *bad_name(lua_State *L, int idx, size_t *n) {
+  if (lua_type(L, idx) != LUA_TSTRING) return "must be a string";
+  const char *s = lua_tolstring(L, idx, n);
+  if (*n == 0) return "must not be empty";
+  if (*n > 0xffff) return "is longer than 65535 bytes";
+  if (memchr(s, '\0', *n)) return "must not contain NUL bytes";
+  return NULL;
+}
+
+/* append_events(list, first_seq, first_ts_us [, extra_ops]) -> true | nil,
+ * msg, code: the events {type, stream, data} of list as log records
+ * first_seq, first_seq + 1, ... (time stamps first_ts_us + i - 1) and their
+ * index entries, in one batch with extra_ops {db, key, value, ...} (the
+ * memo record of an emit inside a run); suspends until durable. Raises,
+ * naming the event, on a bad type, key or value, before anything is queued. */
+static int l_append_events(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer first = luaL_checkinteger(L, 2);
+  lua_Integer ts0 = luaL_checkinteger(L, 3);
+  host_check_writable(L);
+  lua_Integer n = luaL_len(L, 1);
+  wbatch *b = wbatch_new();
+  sbuf rec = SBUF_INIT, key = SBUF_INIT;
+  char err[256];
+  const char *what = NULL;
+  lua_Integer bad = 0;
+  for (lua_Integer i = 1; i <= n && !what; i++) {
+    lua_rawgeti(L, 1, i);
+    if (!lua_istable(L, -1)) {
+      what = "is not a table {type, stream_key, data}";
+      bad = i;
+      lua_pop(L, 1);
+      break;
+    }
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    lua_rawgeti(L, -3, 3);
+    size_t tn, kn;
+    const char *why;
+    if ((why = bad_name(L, -3, &tn))) {
+      snprintf(err, sizeof err, "type %s", why);
+    } else if ((why = bad_name(L, -2, &kn))) {
+      snprintf(err, sizeof err, "stream key %s", why);
+    }
+    if (why) {
+      what = err;
+      bad = i;
+      lua_pop(L, 4);
+      break;
+    }
+    uint64_t seq = (uint64_t)(first + i - 1);
+    sbuf_reset(&rec);
+    put_le(&rec, (uint64_t)(ts0 + i - 1), 8);
+    put_le(&rec, tn, 2);
+    sbuf_add(&rec, lua_tostring(L, -3), tn);
+    put_le(&rec, kn, 2);
+    sbuf_add(&rec, lua_tostring(L, -2), kn);
+    if (lua_isnil(L, -1)) {
+      sbuf_adds(&rec, "null");
+    } else if (codec_encode(L, lua_gettop(L), "data", 0, &rec, err, sizeof err) != 0) {
+      what = err;
+      bad = i;
+      lua_pop(L, 4);
+      break;
+    }
+    sbuf_reset(&key);
+    sbuf_add_be64(&key, seq);
+    wbatch_put(b, DB_EVENTS, key.data, key.len, rec.data, rec.len);
+    sbuf_reset(&key);
+    sbuf_add(&key, lua_tostring(L, -2), kn);
+    sbuf_addc(&key, '\0');
+    sbuf_add_be64(&key, seq);
+    wbatch_put(b, DB_STREAMS, key.data, key.len, "", 0);
+    lua_pop(L, 4);
+  }
+  sbuf_free(&rec);
+  sbuf_free(&key);
+  if (what) {
+    wbatch_free(b);
+    return luaL_error(L, "event %d: %s", (int)bad, what);
+  }
+  if (lua_istable(L, 4)) {
+    lua_Integer m = luaL_len(L, 4);
+    for (lua_Integer i = 1; i + 2 <= m; i += 3) {
+      lua_rawgeti(L, 4, i);
+      lua_rawgeti(L, 4, i + 1);
+      lua_rawgeti(L, 4, i + 2);
+      const char *db = lua_tostring(L, -3);
+      size_t kn2, vn2;
+      const char *k2 = lua_tolstring(L, -2, &kn2);
+      const char *v2 = lua_tolstring(L, -1, &vn2);
+      int d = -1;
+      for (int x = 0; db && x < DB_COUNT; x++) {
+        if (strcmp(store_db_name(x), db) == 0) d = x;
+      }
+      if (d < 0 || !k2 || !v2) {
+        wbatch_free(b);
+        return luaL_error(L, "append_events: extra op %d needs a database, a key and a value", (int)(i / 3 + 1));
+      }
+      wbatch_put(b, d, k2, kn2, v2, vn2);
+      lua_pop(L, 3);
+    }
+  }
+  return host_submit(L, b);
+}
+
 void stream_register(lua_State *L) {
-  static const luaL_Reg fns[] = {{"read_events", l_read_events}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"read_events", l_read_events},
+                                 {"append_events", l_append_events},
+                                 {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
 }

@@ -453,14 +453,16 @@ function M.memo(kind, produce, level)
   end
   if M.stopping then park() end
   local started = host.now()
-  local value, ops = produce()
+  -- produce may also return a function that commits the batch itself (the
+  -- stream builds its records in C and adds this step's record to them)
+  local value, ops, committer = produce()
   local enc, eerr
   if value ~= nil then enc, eerr = host.encode(value, "result") end
   if eerr then error(("%s: %s"):format(kind, eerr), level) end
   local batch = { "steps", step_key(run, id),
     host.step_record("completed", 1, pos, started, host.now() - started, id, br.name, enc) }
   for _, v in ipairs(ops or {}) do batch[#batch + 1] = v end
-  local ok, msg, code = host.commit(batch)
+  local ok, msg, code = (committer or host.commit)(batch)
   if not ok then store_error(("%s: storing it"):format(kind), msg, code) end
   run.executed = run.executed + 1
   return value, false

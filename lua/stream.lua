@@ -53,27 +53,16 @@ local function check_name(what, v, field)
   end
 end
 
--- Appends events (list of {type, stream, data}) to ops; returns their ids.
-local function append(list, ops, what)
+-- Reserves n log positions and time stamps (monotonic, so reads from a
+-- time are exact): first seq, first ts in us.
+local function reserve(n)
   load_seq()
-  local ids = {}
-  for i, e in ipairs(list) do
-    check_name(what, e[1], "type")
-    check_name(what, e[2], "stream key")
-    local data, err = "null", nil
-    if e[3] ~= nil then data, err = host.encode(e[3], "data") end
-    if not data then error(("%s: the event cannot be stored: %s"):format(what, err), 4) end
-    local ts = host.now()
-    if ts <= last_ts then ts = last_ts + 1 end -- monotonic, so reads from a time are exact
-    last_ts = ts
-    local seq = next_seq
-    next_seq = seq + 1
-    local key = be64(seq)
-    ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "events", key, spack("<i8s2s2", ts, e[1], e[2]) .. data
-    ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "stream_index", e[2] .. "\0" .. key, ""
-    ids[i] = id_of(seq)
-  end
-  return ids
+  local first = next_seq
+  next_seq = first + n
+  local ts = host.now()
+  if ts <= last_ts then ts = last_ts + 1 end
+  last_ts = ts + n - 1
+  return first, ts
 end
 
 local listeners = {} -- functions called after each durable append
@@ -82,22 +71,40 @@ local function appended()
   for _, f in ipairs(listeners) do f() end
 end
 
--- Commits the events; inside a run, as a memoized internal step so replay
--- does not emit again.
-local function emit_list(list, what)
-  if sched.context() and sched.context().run then
-    local ids = engine.memo("emit", function()
-      local ops = {}
-      local ids = append(list, ops, what)
-      return ids, ops
-    end, 3)
-    appended()
-    return ids
+-- Appends the events at positions first.. (records built in C,
+-- l_stream.c) with the extra ops of batch; returns true or nil, msg, code.
+-- A bad type, key or value raises, naming the event.
+local function append(list, first, ts, batch, what)
+  local ok, r1, r2, r3 = pcall(host.append_events, list, first, ts, batch)
+  if not ok then
+    local msg = tostring(r1):gsub("^event 1: ", #list == 1 and "" or "event 1: ")
+    error(("%s: the event cannot be stored: %s"):format(what, msg), 0)
   end
-  local ops = {}
-  local ids = append(list, ops, what)
-  local ok, msg, code = host.commit(ops)
-  if not ok then error(("%s: %s (%s)"):format(what, msg, code), 3) end
+  return r1, r2, r3
+end
+
+local function ids_from(first, n)
+  local ids = {}
+  for i = 1, n do ids[i] = id_of(first + i - 1) end
+  return ids
+end
+
+-- Commits the events; inside a run as a memoized internal step whose record
+-- commits with them, so replay does not emit again. Returns their ids.
+local function emit_list(list, what)
+  local n = #list
+  local ids
+  if sched.context() and sched.context().run then
+    ids = engine.memo("emit", function()
+      local first, ts = reserve(n)
+      return ids_from(first, n), nil, function(batch) return append(list, first, ts, batch, what) end
+    end, 3)
+  else
+    local first, ts = reserve(n)
+    local ok, msg, code = append(list, first, ts, nil, what)
+    if not ok then error(("%s: %s (%s)"):format(what, msg, code), 3) end
+    ids = ids_from(first, n)
+  end
   appended()
   return ids
 end
