@@ -419,7 +419,7 @@ function M.schedules(args)
   local list = {}
   for i, raw in ipairs(vals or {}) do list[i] = json.decode(raw) end
   if opts.json then
-    local now = os.time()
+    local now = host.now() // 1000000
     for _, s in ipairs(list) do
       s.next_fires = json.array(every.next_fires(every.spec_of(s), now, s.tz, 5))
     end

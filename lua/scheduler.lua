@@ -117,8 +117,15 @@ local function fire(sched, t, catching_up)
   end
 end
 
+-- Unix seconds from the same clock arm() uses: os.time() reads the kernel's
+-- coarse clock, which lags by milliseconds, so the timer would fire, find
+-- nothing due yet and spin until it caught up
+local function now_s()
+  return host.now() // 1000000
+end
+
 local function on_timer()
-  local now = os.time()
+  local now = now_s()
   while heap[1] and heap[1][1] <= now do
     local item = pop()
     local sched = item[3]
@@ -145,7 +152,7 @@ end
 function M.start(start_run)
   M.start_run = start_run
   timer = timer or uv.new_timer()
-  local now = os.time()
+  local now = now_s()
   local fresh = {}
   local n = 0
   for _, name in ipairs(every.order) do
