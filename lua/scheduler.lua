@@ -124,9 +124,17 @@ local function now_s()
   return host.now() // 1000000
 end
 
+-- Due fires are started at most SLICE per timer callback: starting 10,000
+-- runs in one callback held the loop for half a second, so commits already
+-- queued and running steps waited behind the burst. The timer is re-armed
+-- at once (arm() computes 0 ms) for the rest.
+local SLICE = 256
+
 local function on_timer()
   local now = now_s()
-  while heap[1] and heap[1][1] <= now do
+  local started = 0
+  while heap[1] and heap[1][1] <= now and started < SLICE do
+    started = started + 1
     local item = pop()
     local sched = item[3]
     if sched.next_at == item[1] then -- else superseded
