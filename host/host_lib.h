@@ -23,6 +23,10 @@ void host_check_writable(lua_State *L);
 struct wbatch;
 int host_submit(lua_State *L, struct wbatch *b);
 
+/* Adds the ops {db, key, value, ...} of the table at idx to b (value false
+ * deletes). On a malformed op frees b and raises, naming `what`. */
+int host_add_ops(lua_State *L, int idx, struct wbatch *b, const char *what);
+
 /* The process's open store; raises if none. */
 store *host_store(lua_State *L);
 

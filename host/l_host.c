@@ -43,12 +43,13 @@ static int fail(lua_State *L, int status, const char *msg) {
   return 3;
 }
 
+static int db_index(const char *name);
+
 static int check_db(lua_State *L, int arg) {
   const char *name = luaL_checkstring(L, arg);
-  for (int db = 0; db < DB_COUNT; db++) {
-    if (strcmp(store_db_name(db), name) == 0) return db;
-  }
-  return luaL_argerror(L, arg, lua_pushfstring(L, "no database named '%s'", name));
+  int db = db_index(name);
+  if (db < 0) return luaL_argerror(L, arg, lua_pushfstring(L, "no database named '%s'", name));
+  return db;
 }
 
 static store *check_store(lua_State *L) {
@@ -203,42 +204,53 @@ static void commit_done(void *cookie, int status, const char *errmsg) {
   luaL_unref(L, LUA_REGISTRYINDEX, ref);
 }
 
+/* The database named name, or -1. */
+static int db_index(const char *name) {
+  for (int d = 0; name && d < DB_COUNT; d++) {
+    if (strcmp(store_db_name(d), name) == 0) return d;
+  }
+  return -1;
+}
+
+int host_add_ops(lua_State *L, int idx, wbatch *b, const char *what) {
+  lua_Integer n = luaL_len(L, idx);
+  if (n % 3 != 0) {
+    wbatch_free(b);
+    return luaL_error(L, "%s: expected {db, key, value, ...}, got %d items", what, (int)n);
+  }
+  for (lua_Integer i = 1; i <= n; i += 3) {
+    lua_rawgeti(L, idx, i);
+    lua_rawgeti(L, idx, i + 1);
+    lua_rawgeti(L, idx, i + 2);
+    int db = db_index(lua_tostring(L, -3));
+    size_t kn, vn;
+    const char *k = lua_tolstring(L, -2, &kn);
+    int del = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
+    const char *v = del ? NULL : lua_tolstring(L, -1, &vn);
+    if (db < 0 || !k || (!del && !v)) {
+      wbatch_free(b);
+      return luaL_error(L, "%s: op %d needs a database name, a string key and a string value "
+                           "(or false to delete)", what, (int)(i / 3 + 1));
+    }
+    if (del) {
+      wbatch_del(b, db, k, kn);
+    } else {
+      wbatch_put(b, db, k, kn, v, vn);
+    }
+    lua_pop(L, 3);
+  }
+  return 0;
+}
+
 /* commit(ops) where ops = {db, key, value, db, key, value, ...} (value false
  * deletes): one atomic batch. Yields until durable; returns true, or nil,
  * msg, code. */
 static int l_commit(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   host_check_writable(L);
-  lua_Integer n = luaL_len(L, 1);
-  if (n <= 0 || n % 3 != 0) return luaL_argerror(L, 1, "expected {db, key, value, ...}");
+  if (luaL_len(L, 1) == 0) return luaL_argerror(L, 1, "expected {db, key, value, ...}");
   wbatch *b = wbatch_new();
-  for (lua_Integer i = 1; i <= n; i += 3) {
-    lua_rawgeti(L, 1, i);
-    lua_rawgeti(L, 1, i + 1);
-    lua_rawgeti(L, 1, i + 2);
-    const char *name = lua_tostring(L, -3);
-    int db = -1;
-    for (int d = 0; name && d < DB_COUNT; d++) {
-      if (strcmp(store_db_name(d), name) == 0) db = d;
-    }
-    size_t kn, vn;
-    const char *k = lua_tolstring(L, -2, &kn);
-    if (db < 0 || !k) {
-      wbatch_free(b);
-      return luaL_error(L, "commit: op %d needs a database name and a string key", (int)(i / 3 + 1));
-    }
-    if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
-      wbatch_del(b, db, k, kn);
-    } else {
-      const char *v = lua_tolstring(L, -1, &vn);
-      if (!v) {
-        wbatch_free(b);
-        return luaL_error(L, "commit: op %d value must be a string or false", (int)(i / 3 + 1));
-      }
-      wbatch_put(b, db, k, kn, v, vn);
-    }
-    lua_pop(L, 3);
-  }
+  host_add_ops(L, 1, b, "commit");
   return host_submit(L, b);
 }
 

@@ -265,28 +265,7 @@ static int l_append_events(lua_State *L) {
     wbatch_free(b);
     return luaL_error(L, "event %d: %s", (int)bad, what);
   }
-  if (lua_istable(L, 4)) {
-    lua_Integer m = luaL_len(L, 4);
-    for (lua_Integer i = 1; i + 2 <= m; i += 3) {
-      lua_rawgeti(L, 4, i);
-      lua_rawgeti(L, 4, i + 1);
-      lua_rawgeti(L, 4, i + 2);
-      const char *db = lua_tostring(L, -3);
-      size_t kn2, vn2;
-      const char *k2 = lua_tolstring(L, -2, &kn2);
-      const char *v2 = lua_tolstring(L, -1, &vn2);
-      int d = -1;
-      for (int x = 0; db && x < DB_COUNT; x++) {
-        if (strcmp(store_db_name(x), db) == 0) d = x;
-      }
-      if (d < 0 || !k2 || !v2) {
-        wbatch_free(b);
-        return luaL_error(L, "append_events: extra op %d needs a database, a key and a value", (int)(i / 3 + 1));
-      }
-      wbatch_put(b, d, k2, kn2, v2, vn2);
-      lua_pop(L, 3);
-    }
-  }
+  if (lua_istable(L, 4)) host_add_ops(L, 4, b, "append_events");
   return host_submit(L, b);
 }
 

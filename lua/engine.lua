@@ -516,23 +516,17 @@ function M.parallel(...)
     end
   end
   br.pos = br.pos + 1
-  local me = coroutine.running()
-  local results, errs, left, waiting = {}, {}, fns.n, false
+  local tasks = {}
   for i = 1, fns.n do
-    local child = M.new_branch(br, br.pos .. "." .. i)
-    sched.spawn(child, fns[i], function(ok, res)
-      if ok then results[i] = res else errs[i] = res end
-      left = left - 1
-      if left == 0 and waiting then sched.wake(me) end
-    end)
+    tasks[i] = sched.go(M.new_branch(br, br.pos .. "." .. i), fns[i])
   end
-  if left > 0 then
-    waiting = true
-    sched.wait()
-  end
+  -- every branch ends before anything is raised: their steps stay stored
+  local results, first_err = {}, nil
   for i = 1, fns.n do
-    if errs[i] ~= nil then error(errs[i], 0) end
+    local ok, res = tasks[i]:await()
+    if ok then results[i] = res elseif first_err == nil then first_err = res end
   end
+  if first_err ~= nil then error(first_err, 0) end
   return table.unpack(results, 1, fns.n)
 end
 
@@ -756,16 +750,7 @@ function M.execute(p, input, id, opts)
     end
   end
 
-  local me = coroutine.running()
-  local finished, waiting, run_ok, run_res = false, false, nil, nil
-  sched.spawn({ run = run, name = "", pos = 0 }, p.fn, function(ok2, res)
-    finished, run_ok, run_res = true, ok2, res
-    if waiting then sched.wake(me) end
-  end, rec.input)
-  if not finished then
-    waiting = true
-    sched.wait()
-  end
+  local run_ok, run_res = sched.go({ run = run, name = "", pos = 0 }, p.fn, rec.input):await()
 
   if run.fatal then run_ok, run_res = false, run.fatal end
   if run.stop then run_ok, run_res = false, { message = run.stop.message, stopped = run.stop.reason } end

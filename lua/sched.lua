@@ -79,6 +79,33 @@ function M.spawn(ctx, fn, on_done, ...)
   return co
 end
 
+local Handle = {}
+Handle.__index = Handle
+
+--- Starts fn(...) in a new task with context ctx, like spawn, and returns a
+--- handle: handle:await(), from a task, waits for it to end and returns
+--- ok, result_or_error (one awaiter per handle).
+function M.go(ctx, fn, ...)
+  local h = setmetatable({ done = false }, Handle)
+  M.spawn(ctx, fn, function(ok, res)
+    h.done, h.ok, h.res = true, ok, res
+    local w = h.waiter
+    if w then
+      h.waiter = nil
+      M.wake(w)
+    end
+  end, ...)
+  return h
+end
+
+function Handle:await()
+  if not self.done then
+    self.waiter = coroutine.running()
+    M.wait()
+  end
+  return self.ok, self.res
+end
+
 --- Error handler: keeps error tables (they carry fields), adds a traceback
 --- to strings.
 function M.traceback(err)

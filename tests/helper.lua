@@ -126,21 +126,11 @@ function H.sluice(args, opts)
   return code, out, err
 end
 
---- Runs fn inside a fresh run-capable task and waits for it (in-host specs).
+--- Runs fn inside a fresh task and waits for it (in-host specs).
 function H.task(fn, ...)
-  local me = coroutine.running()
-  local done, ok_, res_
-  local waiting = false
-  sched.spawn({}, fn, function(ok, res)
-    done, ok_, res_ = true, ok, res
-    if waiting then sched.wake(me) end
-  end, ...)
-  if not done then
-    waiting = true
-    sched.wait()
-  end
-  if not ok_ then error(res_, 0) end
-  return res_
+  local ok, res = sched.go({}, fn, ...):await()
+  if not ok then error(res, 0) end
+  return res
 end
 
 return H

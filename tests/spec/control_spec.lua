@@ -12,18 +12,11 @@ assert(host.open(H.tmpdir()))
 
 -- starts engine.execute in a task; returns a function that waits for its record
 local function go(p, input, id)
-  local rec, done, waiter
-  sched.spawn({}, engine.execute, function(ok, r)
-    assert(ok, r and (r.traceback or r.message))
-    rec, done = r, true
-    if waiter then sched.wake(waiter) end
-  end, p, input, id)
+  local task = sched.go({}, engine.execute, p, input, id)
   return function()
-    if not done then
-      waiter = coroutine.running()
-      sched.wait()
-    end
-    return rec
+    local ok, r = task:await()
+    assert(ok, r and (r.traceback or r.message))
+    return r
   end
 end
 

@@ -12,17 +12,11 @@ assert(host.open(H.tmpdir()))
 
 -- runs fns concurrently as tasks and waits for all
 local function together(fns)
-  local me, left, waiting = coroutine.running(), #fns, false
-  for _, f in ipairs(fns) do
-    sched.spawn({}, f, function(ok, err)
-      assert(ok, err and (err.traceback or err.message))
-      left = left - 1
-      if left == 0 and waiting then sched.wake(me) end
-    end)
-  end
-  if left > 0 then
-    waiting = true
-    sched.wait()
+  local tasks = {}
+  for i, f in ipairs(fns) do tasks[i] = sched.go({}, f) end
+  for _, t in ipairs(tasks) do
+    local ok, err = t:await()
+    assert(ok, err and (err.traceback or err.message))
   end
 end
 
@@ -162,13 +156,8 @@ describe("in a run", function()
     for i = 1, 100 do
       fns[i] = function() results[i] = engine.execute(p, { order = i }, "w" .. i) end
     end
-    local me, left, waiting = coroutine.running(), 100, false
-    for i = 1, 100 do
-      sched.spawn({}, fns[i], function()
-        left = left - 1
-        if left == 0 and waiting then sched.wake(me) end
-      end)
-    end
+    local tasks = {}
+    for i = 1, 100 do tasks[i] = sched.go({}, fns[i]) end
     -- once every run waits, send 100 events in a tight loop
     H.wait_until(function()
       for i = 1, 100 do
@@ -178,10 +167,7 @@ describe("in a run", function()
       return true
     end, "100 runs to wait", 10000, 5)
     for i = 100, 1, -1 do send("order.paid", { order = i }) end
-    if left > 0 then
-      waiting = true
-      sched.wait()
-    end
+    for i = 1, 100 do assert(tasks[i]:await()) end
     for i = 1, 100 do
       assert.are.equal("completed", results[i].status)
       assert.are.equal(i, results[i].result.got)
