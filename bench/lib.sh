@@ -57,3 +57,28 @@ noise_end() {
   [ -n "${SESSION_OUT:-}" ] && echo "$j" >> "$SESSION_OUT"
   return 0
 }
+
+# The binary measured, as REV (git short rev, +dirty, +lua:DIR) and BIN,
+# exported as SLUICE_GIT_REV and SLUICE_BIN: $SLUICE_BIN if set, else a
+# build of `git archive HEAD` in $OUT/build-REV (so uncommitted changes are
+# never measured by accident). Needs REPO, OUT and log().
+sluice_binary() {
+  REV=$(git -C "$REPO" rev-parse --short HEAD)
+  if [ -n "${SLUICE_BIN:-}" ]; then
+    BIN=$SLUICE_BIN
+    [ -n "$(git -C "$REPO" status --porcelain --untracked-files=no -- host lua CMakeLists.txt)" ] && REV=$REV+dirty
+  else
+    SRC=$OUT/src-$REV
+    if [ ! -x "$OUT/build-$REV/sluice" ]; then
+      log "building sluice $REV from git HEAD into $OUT/build-$REV"
+      rm -rf "$SRC" && mkdir -p "$SRC"
+      git -C "$REPO" archive HEAD | tar -x -C "$SRC"
+      cmake -S "$SRC" -B "$OUT/build-$REV" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+      cmake --build "$OUT/build-$REV" -j2 --target sluice >/dev/null
+    fi
+    BIN=$OUT/build-$REV/sluice
+  fi
+  # engine Lua loaded from a directory, not the embedded copy
+  if [ -n "${SLUICE_LUA_ROOT:-}" ]; then REV="$REV+lua:$SLUICE_LUA_ROOT"; fi
+  export SLUICE_GIT_REV=$REV SLUICE_BIN=$BIN
+}

@@ -16,42 +16,15 @@ local json = require "sluice.json"
 local engine = require "sluice.engine"
 local flow = require "sluice.flow"
 
-local pos, store_dir = {}, nil
-do
-  local i = 1
-  while i <= #arg do
-    if arg[i] == "--store" then
-      store_dir = arg[i + 1]
-      i = i + 2
-    else
-      pos[#pos + 1] = arg[i]
-      i = i + 1
-    end
-  end
-end
+local here = (arg and arg[0] or "bench/map.lua"):match("^(.*)/[^/]*$") or "."
+local lib = dofile(here .. "/lib.lua")
+local pos, opts = lib.args(arg, { store = true })
 local N = tonumber(pos[1]) or 100000
 local C = tonumber(pos[2]) or 64
 
-local function status_kB()
-  local t = {}
-  local f = io.open("/proc/self/status", "r")
-  if not f then return t end
-  for line in f:lines() do
-    local k, v = line:match("^(%w+):%s+(%d+) kB")
-    if k then t[k] = tonumber(v) end
-  end
-  f:close()
-  return t
-end
-
-local own = false
-if not store_dir then
-  local p = assert(io.popen("mktemp -d " .. (os.getenv("TMPDIR") or "/tmp") .. "/sluice-bench-map.XXXXXX"))
-  store_dir = p:read("l")
-  p:close()
-  own = true
-end
-assert(host.open(store_dir))
+local status_kB = lib.proc_status
+local store = lib.store(opts.store, "bench-map")
+store.open()
 
 -- the Lua heap's peak, sampled on a loop timer while the map runs
 local heap_peak = 0
@@ -93,7 +66,7 @@ sampler:stop()
 sampler:close()
 
 local commits = s1.commits - s0.commits
-local function r1(x) return math.floor(x * 10 + 0.5) / 10 end
+local r1 = lib.r1
 io.stdout:write(json.encode({
   bench = "sluice.map", items = N, concurrency = C, durability = "fsync (default)",
   total_ms = r1(ms), items_per_s = r1(N / (ms / 1000)),
@@ -106,5 +79,4 @@ io.stdout:write(json.encode({
   at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
 }), "\n")
 
-host.close()
-if own then os.execute("rm -rf '" .. store_dir .. "'") end
+store.close()

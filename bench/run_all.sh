@@ -28,22 +28,7 @@ T_BEGIN=$(date +%s)
 log() { echo "== $(date -u +%T) $*" >&2; }
 
 # ---- the binary -------------------------------------------------------------
-REV=$(git -C "$REPO" rev-parse --short HEAD)
-if [ -n "${SLUICE_BIN:-}" ]; then
-  BIN=$SLUICE_BIN
-  [ -n "$(git -C "$REPO" status --porcelain --untracked-files=no -- host lua CMakeLists.txt)" ] && REV=$REV+dirty
-else
-  SRC=$OUT/src-$REV
-  if [ ! -x "$OUT/build-$REV/sluice" ]; then
-    log "building sluice $REV from git HEAD into $OUT/build-$REV"
-    rm -rf "$SRC" && mkdir -p "$SRC"
-    git -C "$REPO" archive HEAD | tar -x -C "$SRC"
-    cmake -S "$SRC" -B "$OUT/build-$REV" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-    cmake --build "$OUT/build-$REV" -j2 --target sluice >/dev/null
-  fi
-  BIN=$OUT/build-$REV/sluice
-fi
-export SLUICE_GIT_REV=$REV SLUICE_BIN=$BIN
+sluice_binary # sets and exports REV, BIN (bench/lib.sh)
 STEPS_LUA=$BENCH_DIR/steps.lua
 
 # ---- the machine ------------------------------------------------------------

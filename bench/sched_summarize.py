@@ -5,21 +5,11 @@ Cells are the median (min-max) over the repetitions. A measurement during which
 processes outside the benchmark used more than 10% of its wall time in CPU is left
 out of the medians and listed."""
 import json, statistics, sys
+
+import session
 from collections import defaultdict
 
-lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
-machine = next((l for l in lines if l.get("kind") == "machine"), {})
-pending, disturbed = [], []
-for l in lines:
-    if l.get("kind") == "noise":
-        bad = l["others_cpu_s"] > 0.1 * max(l["secs"], 0.1)
-        for r in pending:
-            r["_disturbed"] = bad
-        if bad:
-            disturbed.append(l)
-        pending = []
-    elif l.get("kind") != "machine":
-        pending.append(l)
+lines, machine, disturbed = session.load(sys.argv[1])
 
 cells = defaultdict(list)
 for l in lines:

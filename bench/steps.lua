@@ -36,20 +36,8 @@ local self_bin = arg and arg[-1] or "sluice"
 ---------------------------------------------------------------------------
 -- arguments
 
-local pos, opts = {}, {}
-do
-  local i = 1
-  while i <= #arg do
-    local a = arg[i]
-    if a == "--store" or a == "--tag" or a == "--out" then
-      opts[a:sub(3)] = arg[i + 1]
-      i = i + 2
-    else
-      pos[#pos + 1] = a
-      i = i + 1
-    end
-  end
-end
+local lib = dofile(here .. "/lib.lua")
+local pos, opts = lib.args(arg, { store = true, tag = true, out = true })
 local mode = pos[1]
 if not mode then
   io.stderr:write("usage: sluice bench/steps.lua seq|conc|wf|replay|idle [ARGS] [--store DIR] [--tag TAG]\n")
@@ -59,34 +47,7 @@ end
 ---------------------------------------------------------------------------
 -- helpers
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>/dev/null")
-  if not p then return nil end
-  local s = p:read("a")
-  p:close()
-  return (s:gsub("%s+$", ""))
-end
-
-local function git_rev()
-  local r = os.getenv("SLUICE_GIT_REV")
-  if r and r ~= "" then return r end
-  r = sh("git -C '" .. root .. "' rev-parse --short HEAD") or "?"
-  local dirty = sh("git -C '" .. root .. "' status --porcelain --untracked-files=no -- host lua CMakeLists.txt")
-  if dirty and dirty ~= "" then r = r .. "+dirty" end
-  return r
-end
-
-local function proc_status(pid)
-  local f = io.open("/proc/" .. (pid or "self") .. "/status", "r")
-  if not f then return {} end
-  local t = {}
-  for line in f:lines() do
-    local k, v = line:match("^(%w+):%s+(%d+) kB")
-    if k then t[k] = tonumber(v) end
-  end
-  f:close()
-  return t
-end
+local sh, git_rev, proc_status = lib.sh, function() return lib.git_rev(root) end, lib.proc_status
 
 local function mem(pid)
   local s = proc_status(pid)
@@ -94,25 +55,7 @@ local function mem(pid)
            rss_shmem_kB = s.RssShmem }
 end
 
-local function pct(sorted, p)
-  local n = #sorted
-  if n == 0 then return nil end
-  local idx = math.min(n, math.max(1, math.ceil(p / 100 * n)))
-  return sorted[idx]
-end
-
-local function r3(x) return x and math.floor(x * 1000 + 0.5) / 1000 end
-local function r1(x) return x and math.floor(x * 10 + 0.5) / 10 end
-
-local function latency(ms)
-  table.sort(ms)
-  local sum = 0
-  for i = 1, #ms do sum = sum + ms[i] end
-  return {
-    n = #ms, mean_ms = r3(sum / #ms), p50_ms = r3(pct(ms, 50)), p90_ms = r3(pct(ms, 90)),
-    p99_ms = r3(pct(ms, 99)), max_ms = r3(ms[#ms]),
-  }
-end
+local pct, r1, r3, latency = lib.pct, lib.r1, lib.r3, lib.latency
 
 local store_kB -- size of the store's data.mdb, set when it closes
 local cpu_at_close -- per-thread CPU times just before the store (and its writer thread) closed
@@ -229,23 +172,12 @@ end
 local function ms_since(t0) return (uv.hrtime() - t0) / 1e6 end
 
 -- the store
-local store_dir, own_store = opts.store or os.getenv("SLUICE_BENCH_STORE"), false
-local function open_store()
-  if not store_dir then
-    store_dir = sh("mktemp -d " .. (os.getenv("TMPDIR") or "/tmp") .. "/sluice-bench.XXXXXX")
-    own_store = true
-  end
-  assert(host.open(store_dir))
-end
+local store = lib.store(opts.store or os.getenv("SLUICE_BENCH_STORE"), "bench")
+local store_dir = store.dir
+local open_store = store.open
 local function close_store()
   cpu_at_close = thread_cpu() -- the writer thread ends with the store
-  host.close()
-  local f = io.open(store_dir .. "/data.mdb", "rb")
-  if f then
-    store_kB = math.floor(f:seek("end") / 1024)
-    f:close()
-  end
-  if own_store then os.execute("rm -rf '" .. store_dir .. "'") end
+  store_kB = store.close()
 end
 
 local function stats()
@@ -259,27 +191,7 @@ local function stats_diff(a, b)
   return d
 end
 
--- runs fn in tasks, n at a time, waits for all of them (the main chunk is a
--- coroutine the host resumes)
-local function run_tasks(list)
-  local me = coroutine.running()
-  local left, waiting, errs = #list, false, {}
-  for i = 1, #list do
-    sched.spawn({}, list[i], function(ok, res)
-      if not ok then errs[#errs + 1] = res end
-      left = left - 1
-      if left == 0 and waiting then sched.wake(me) end
-    end)
-  end
-  if left > 0 then
-    waiting = true
-    sched.wait()
-  end
-  if #errs > 0 then
-    local e = errs[1]
-    error(type(e) == "table" and (e.traceback or e.message) or tostring(e), 0)
-  end
-end
+local run_tasks = lib.run_tasks
 
 local function check(rec, what)
   if not rec or rec.status ~= "completed" then

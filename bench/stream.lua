@@ -33,54 +33,15 @@ local stream = require "sluice.stream"
 local here = (arg and arg[0] or "bench/stream.lua"):match("^(.*)/[^/]*$") or "."
 local root = here .. "/.."
 
-local pos, opts = {}, {}
-do
-  local i = 1
-  while i <= #arg do
-    local a = arg[i]
-    if a == "--store" or a == "--tag" or a == "--out" then
-      opts[a:sub(3)] = arg[i + 1]
-      i = i + 2
-    else
-      pos[#pos + 1] = a
-      i = i + 1
-    end
-  end
-end
+local lib = dofile(here .. "/lib.lua")
+local pos, opts = lib.args(arg, { store = true, tag = true, out = true })
 local mode = pos[1]
 if not mode then
   io.stderr:write("usage: sluice bench/stream.lua emit C [TOTAL] [SECS] | many B [TOTAL] [C] [SECS] | read [N] [LIMIT]\n")
   os.exit(2)
 end
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>/dev/null")
-  if not p then return nil end
-  local s = p:read("a")
-  p:close()
-  return (s:gsub("%s+$", ""))
-end
-
-local function git_rev()
-  local r = os.getenv("SLUICE_GIT_REV")
-  if r and r ~= "" then return r end
-  r = sh("git -C '" .. root .. "' rev-parse --short HEAD") or "?"
-  local dirty = sh("git -C '" .. root .. "' status --porcelain --untracked-files=no -- host lua CMakeLists.txt")
-  if dirty and dirty ~= "" then r = r .. "+dirty" end
-  return r
-end
-
-local function proc_status()
-  local f = io.open("/proc/self/status", "r")
-  if not f then return {} end
-  local t = {}
-  for line in f:lines() do
-    local k, v = line:match("^(%w+):%s+(%d+) kB")
-    if k then t[k] = tonumber(v) end
-  end
-  f:close()
-  return t
-end
+local sh, git_rev, proc_status = lib.sh, function() return lib.git_rev(root) end, lib.proc_status
 
 -- CPU ms of the loop thread (tid = pid) and of the other threads (the writer)
 local function thread_cpu()
@@ -105,22 +66,7 @@ local function thread_cpu()
   return { loop = loop, others = others }
 end
 
-local function pct(sorted, p)
-  local n = #sorted
-  if n == 0 then return nil end
-  return sorted[math.min(n, math.max(1, math.ceil(p / 100 * n)))]
-end
-local function r3(x) return x and math.floor(x * 1000 + 0.5) / 1000 end
-local function r1(x) return x and math.floor(x * 10 + 0.5) / 10 end
-
-local function latency(ms)
-  if #ms == 0 then return nil end
-  table.sort(ms)
-  local sum = 0
-  for i = 1, #ms do sum = sum + ms[i] end
-  return { n = #ms, mean_ms = r3(sum / #ms), p50_ms = r3(pct(ms, 50)), p99_ms = r3(pct(ms, 99)),
-           max_ms = r3(ms[#ms]) }
-end
+local pct, r1, r3, latency = lib.pct, lib.r1, lib.r3, lib.latency
 
 local function out(t)
   t.bench = "sluice.stream"
@@ -147,24 +93,10 @@ local function out(t)
 end
 
 -- the store
-local store_dir, own_store = opts.store, false
-local function open_store()
-  if not store_dir then
-    store_dir = sh("mktemp -d " .. (os.getenv("TMPDIR") or "/tmp") .. "/sluice-stream.XXXXXX")
-    own_store = true
-  end
-  assert(host.open(store_dir))
-end
+local store = lib.store(opts.store, "stream")
+local open_store = store.open
 local store_kB
-local function close_store()
-  host.close()
-  local f = io.open(store_dir .. "/data.mdb", "rb")
-  if f then
-    store_kB = math.floor(f:seek("end") / 1024)
-    f:close()
-  end
-  if own_store then os.execute("rm -rf '" .. store_dir .. "'") end
-end
+local function close_store() store_kB = store.close() end
 
 local function stats()
   local s = host.stats()
@@ -176,26 +108,7 @@ local function stats_diff(a, b)
   return d
 end
 
--- runs the functions as concurrent tasks and waits for all of them
-local function together(list)
-  local me = coroutine.running()
-  local left, waiting, errs = #list, false, {}
-  for i = 1, #list do
-    sched.spawn({}, list[i], function(ok, res)
-      if not ok then errs[#errs + 1] = res end
-      left = left - 1
-      if left == 0 and waiting then sched.wake(me) end
-    end)
-  end
-  if left > 0 then
-    waiting = true
-    sched.wait()
-  end
-  if #errs > 0 then
-    local e = errs[1]
-    error(type(e) == "table" and (e.traceback or e.message) or tostring(e), 0)
-  end
-end
+local together = lib.run_tasks
 
 local PAYLOAD = string.rep("x", 100)
 local KEYS = {}

@@ -42,23 +42,7 @@ log() { echo "== $(date -u +%T) $*" >&2; }
 ulimit -n 65536 2>/dev/null || ulimit -n 4096 2>/dev/null || true
 
 # ---- the binary (as bench/run_all.sh) -------------------------------------------
-REV=$(git -C "$REPO" rev-parse --short HEAD)
-if [ -n "${SLUICE_BIN:-}" ]; then
-  BIN=$SLUICE_BIN
-  [ -n "$(git -C "$REPO" status --porcelain --untracked-files=no -- host lua CMakeLists.txt)" ] && REV=$REV+dirty
-else
-  SRC=$OUT/src-$REV
-  if [ ! -x "$OUT/build-$REV/sluice" ]; then
-    log "building sluice $REV from git HEAD into $OUT/build-$REV"
-    rm -rf "$SRC" && mkdir -p "$SRC"
-    git -C "$REPO" archive HEAD | tar -x -C "$SRC"
-    cmake -S "$SRC" -B "$OUT/build-$REV" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-    cmake --build "$OUT/build-$REV" -j2 --target sluice >/dev/null
-  fi
-  BIN=$OUT/build-$REV/sluice
-fi
-[ -n "${SLUICE_LUA_ROOT:-}" ] && REV="$REV+lua:$SLUICE_LUA_ROOT" # engine Lua loaded from a directory, not the embedded copy
-export SLUICE_GIT_REV=$REV SLUICE_BIN=$BIN
+sluice_binary # sets and exports REV, BIN (bench/lib.sh)
 
 # ---- tools ------------------------------------------------------------------------
 for t in redis-server redis-benchmark redis-cli; do
