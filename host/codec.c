@@ -1073,6 +1073,23 @@ static int unexpected(parser *P) {
   return perr(P, P->p, "unexpected token");
 }
 
+/* After an array item or an object member (white space skipped): consumes
+ * ',' and the white space after it (0: another item follows) or the closing
+ * bracket (1: done); else -1 with the error. */
+static int next_item(parser *P, char close) {
+  if (P->p < P->end && *P->p == ',') {
+    P->p++;
+    skip_ws(P);
+    return 0;
+  }
+  if (P->p < P->end && *P->p == close) {
+    P->p++;
+    return 1;
+  }
+  if (P->p >= P->end) return unexpected(P);
+  return perr(P, P->p, close == ']' ? "',' or ']' expected" : "',' or '}' expected");
+}
+
 static int plua_value(parser *P);
 
 static int plua_array(parser *P) {
@@ -1093,16 +1110,9 @@ static int plua_array(parser *P) {
       if (plua_value(P) != 0) return -1;
       lua_rawseti(L, -2, ++n);
       skip_ws(P);
-      if (P->p < P->end && *P->p == ',') {
-        P->p++;
-        skip_ws(P);
-        continue;
-      }
-      if (P->p < P->end && *P->p == ']') {
-        P->p++;
-        break;
-      }
-      return P->p >= P->end ? unexpected(P) : perr(P, P->p, "',' or ']' expected");
+      int r = next_item(P, ']');
+      if (r < 0) return -1;
+      if (r == 1) break;
     }
   }
   P->depth--;
@@ -1170,16 +1180,9 @@ static int plua_object(parser *P) {
       lua_replace(L, -3);
     }
     lua_rawset(L, -3);
-    if (P->p < P->end && *P->p == ',') {
-      P->p++;
-      skip_ws(P);
-      continue;
-    }
-    if (P->p < P->end && *P->p == '}') {
-      P->p++;
-      break;
-    }
-    return P->p >= P->end ? unexpected(P) : perr(P, P->p, "',' or '}' expected");
+    int r = next_item(P, '}');
+    if (r < 0) return -1;
+    if (r == 1) break;
   }
   P->depth--;
   return 0;
