@@ -21,20 +21,6 @@
 #include "unit.h"
 #include "writer.h"
 
-static char tmp[64];
-
-static char *path(const char *rel) {
-  static char buf[8][256];
-  static int n;
-  char *p = buf[n++ % 8];
-  snprintf(p, 256, "%s/%s", tmp, rel);
-  return p;
-}
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st, (void)flag, (void)ftw;
-  return remove(p);
-}
 
 static void write_file(const char *p, const char *text, size_t times) {
   FILE *f = fopen(p, "w");
@@ -438,11 +424,7 @@ static void test_readonly_filesystem(void) {
 }
 
 int main(void) {
-  strcpy(tmp, "/tmp/sluice-test-store-XXXXXX");
-  if (!mkdtemp(tmp)) {
-    perror("mkdtemp");
-    return 1;
-  }
+  if (unit_tmpdir("store") != 0) return 1;
   RUN(test_open_create_reopen);
   RUN(test_readonly_missing);
   RUN(test_not_a_store);
@@ -451,6 +433,6 @@ int main(void) {
   RUN(test_get_and_scan);
   RUN(test_no_permission);
   RUN(test_readonly_filesystem);
-  nftw(tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  unit_rmtree();
   return UNIT_DONE();
 }

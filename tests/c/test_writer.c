@@ -17,20 +17,6 @@
 #include "unit.h"
 #include "writer.h"
 
-static char tmp[64];
-
-static char *path(const char *rel) {
-  static char buf[8][256];
-  static int n;
-  char *p = buf[n++ % 8];
-  snprintf(p, 256, "%s/%s", tmp, rel);
-  return p;
-}
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st, (void)flag, (void)ftw;
-  return remove(p);
-}
 
 /* ---- a loop, a store and a writer per test ---------------------------- */
 
@@ -582,11 +568,7 @@ static void test_map_resized_by_other_process(void) {
 }
 
 int main(void) {
-  strcpy(tmp, "/tmp/sluice-test-writer-XXXXXX");
-  if (!mkdtemp(tmp)) {
-    perror("mkdtemp");
-    return 1;
-  }
+  if (unit_tmpdir("writer") != 0) return 1;
   RUN(test_one_batch);
   RUN(test_many_in_order);
   RUN(test_atomic_and_bad_batch);
@@ -596,6 +578,6 @@ int main(void) {
   RUN(test_chain_keeps_loop_alive);
   RUN(test_durable_across_kill);
   RUN(test_map_resized_by_other_process);
-  nftw(tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  unit_rmtree();
   return UNIT_DONE();
 }
