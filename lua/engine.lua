@@ -245,14 +245,23 @@ local function backoff_ms(id, b, n)
   return d
 end
 
--- Calls fn with args; returns true, packed results or false, error table.
--- With a timeout, fn runs in a task of its own so the step can stop
--- waiting for it; the abandoned task can no longer call the engine.
+local NO_ARGS = { n = 0 } -- the arguments of most steps: none
+
+-- (ok, ...) of xpcall -> ok, number of results, first result (or the error),
+-- without packing the results into tables on every step
+local function first_result(ok, ...)
+  if not ok then return false, 0, (...) end
+  return true, select("#", ...), (...)
+end
+
+-- Calls fn with args; returns true, number of results, first result, or
+-- false, 0, error table. With a timeout, fn runs in a task of its own so
+-- the step can stop waiting for it; the abandoned task can no longer call
+-- the engine.
 local function call_step(br, fn, args, timeout_ms)
   if not timeout_ms then
-    local r = table.pack(xpcall(fn, sched.traceback, table.unpack(args, 1, args.n)))
-    if r[1] then return true, table.pack(table.unpack(r, 2, r.n)) end
-    return false, r[2]
+    if args.n == 0 then return first_result(xpcall(fn, sched.traceback)) end
+    return first_result(xpcall(fn, sched.traceback, table.unpack(args, 1, args.n)))
   end
   local me = coroutine.running()
   local settled, waiting, ok_, res_ = false, false, nil, nil
@@ -277,7 +286,8 @@ local function call_step(br, fn, args, timeout_ms)
     waiting = true
     sched.wait()
   end
-  return ok_, res_
+  if not ok_ then return false, 0, res_ end
+  return true, res_.n, res_[1]
 end
 
 local function step_failure(run, id, cause, attempts)
@@ -344,8 +354,12 @@ function M.step(id, a, b, ...)
 
   -- execute, with retries
   if M.stopping then park() end
-  local args
-  if opts then args = table.pack(...) else args = table.pack(b, ...) end
+  local args = NO_ARGS
+  if opts then
+    if select("#", ...) > 0 then args = table.pack(...) end
+  elseif b ~= nil or select("#", ...) > 0 then
+    args = table.pack(b, ...)
+  end
   local max_attempts = 1 + (opts and opts.retries or 0)
   local timeout_ms = opts and opts.timeout and duration.ms(opts.timeout)
   local started = host.now()
@@ -358,14 +372,14 @@ function M.step(id, a, b, ...)
   while true do
     attempt = attempt + 1
     br.in_step, br.attempt = id, attempt
-    local ok, res = call_step(br, fn, args, timeout_ms)
+    local ok, nres, res = call_step(br, fn, args, timeout_ms)
     br.in_step, br.attempt = nil, nil
     local retryable = true
     if ok then
-      if res.n > 1 then
-        ok, retryable, res = false, false, { message = ("returned %d values; return one value (a table if you need several)"):format(res.n) }
+      if nres > 1 then
+        ok, retryable, res = false, false, { message = ("returned %d values; return one value (a table if you need several)"):format(nres) }
       else
-        local value = res[1]
+        local value = res
         local enc, eerr
         if value ~= nil then
           enc, eerr = host.encode(value, "result")
