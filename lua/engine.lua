@@ -658,7 +658,9 @@ end
 ---@param input any
 ---@param id string?
 ---@param opts table? {extra_ops = {db, key, value, ...} committed with the run's
----  start, fields = {k = v} stored in a new run record (schedule, trigger)}
+---  start, fields = {k = v} stored in a new run record (schedule, trigger),
+---  finish_ops = function(rec) -> {db, key, value, ...} committed with the run's
+---  completion (not called when it fails; must not raise)}
 function M.execute(p, input, id, opts)
   opts = opts or {}
   local existing
@@ -788,7 +790,12 @@ function M.execute(p, input, id, opts)
     rec.error = { message = e.message or tostring(e), step = e.step, traceback = e.traceback,
       reason = run.stop and run.stop.reason or nil }
   end
-  ok, msg, code = host.commit({ "runs", id, json.encode(rec), "active_runs", id, false })
+  local fin = { "runs", id, json.encode(rec), "active_runs", id, false }
+  -- what the caller commits with the completion (a consumer's checkpoint)
+  if rec.status == "completed" and opts.finish_ops then
+    for _, v in ipairs(opts.finish_ops(rec)) do fin[#fin + 1] = v end
+  end
+  ok, msg, code = host.commit(fin)
   release(rec)
   if not ok then store_error("finishing run " .. id, msg, code) end
   rec.replayed, rec.executed = run.replayed, run.executed

@@ -223,8 +223,29 @@ function M.consume(name, pattern, fn, opts)
   return M.consumers[name]
 end
 
+-- The last event id of the batch a consumer run holds. A run's input is
+-- fixed when the run is created; after a crash a read from the same first
+-- id may return more events, but the run resumes with its stored batch, so
+-- the checkpoint moves to the end of that batch and never further.
+local function batch_last(rec)
+  local evs = type(rec.input) == "table" and rec.input.events
+  local last = type(evs) == "table" and evs[#evs]
+  if type(last) == "table" and type(last.id) == "string" then return last.id end
+  return nil, ("run %s holds no batch of events in its input"):format(tostring(rec.id))
+end
+
+-- The consumer's record with the checkpoint at `after`, and its store op.
+local function checkpoint(c, state, after)
+  local s = { name = state.name, pattern = state.pattern, after = after, updated_at = host.iso(host.now()) }
+  return { "consumers", c.name, json.encode(s) }, s
+end
+
 --- Runs one consumer until stop() is called: read a batch after the
 --- checkpoint, run it, move the checkpoint, wait for more. `log` reports.
+--- The batch's run is consume:<name>@<first id>; its completion and the
+--- checkpoint commit together. A completed run found for the next batch
+--- (one that completed in a run resumed elsewhere, or in a store written
+--- before that was so) only moves the checkpoint to its stored end.
 function M.run_consumer(c, log)
   local raw = host.get("consumers", c.name)
   local state = raw and json.decode(raw)
@@ -250,20 +271,36 @@ function M.run_consumer(c, log)
       waiting = true
       sched.wait()
     else
-      local first, last = events[1].id, events[#events].id
-      local rec = engine.execute(c.pipeline, { events = events }, ("consume:%s@%s"):format(c.name, first))
+      local first = events[1].id
+      local moved -- the new state, when the checkpoint committed with the run
+      local rec = engine.execute(c.pipeline, { events = events }, ("consume:%s@%s"):format(c.name, first), {
+        finish_ops = function(r)
+          local last = batch_last(r)
+          if not last then return {} end -- raised below, once the run is released
+          local op
+          op, moved = checkpoint(c, state, last)
+          return op
+        end,
+      })
       if rec and rec.status == "completed" then
         failures = 0
-        state.after = last
-        state.updated_at = host.iso(host.now())
-        local ok, err = host.commit({ "consumers", c.name, json.encode(state) })
-        if not ok then error("consumer " .. c.name .. ": checkpoint: " .. tostring(err), 0) end
+        if moved then
+          state = moved
+        else
+          local last, why = batch_last(rec)
+          if not last then error(("consumer %s: %s"):format(c.name, why), 0) end
+          local op, s = checkpoint(c, state, last)
+          local ok, err = host.commit(op)
+          if not ok then error("consumer " .. c.name .. ": checkpoint: " .. tostring(err), 0) end
+          state = s
+        end
       else
         -- the same batch again after a backoff: the run resumes, its
         -- finished steps are not repeated
         failures = failures + 1
         local delay = math.min(60000, 500 * 2 ^ (failures - 1))
-        log("consumer %s: batch %s..%s failed (%s); retrying in %.1fs", c.name, first, last,
+        log("consumer %s: batch %s..%s failed (%s); retrying in %.1fs", c.name, first,
+          rec and batch_last(rec) or events[#events].id,
           rec and rec.error and rec.error.message:gsub("\n.*", "") or "?", delay / 1000)
         sched.sleep_ms(delay)
       end

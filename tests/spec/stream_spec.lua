@@ -126,6 +126,62 @@ describe("retention", function()
   end)
 end)
 
+describe("a consumer", function()
+  local stream = require "sluice.stream"
+  local json = require "sluice.json"
+
+  -- runs the consumer in a task until pred(state) holds, then stops it
+  local function consume_until(c, pred, what)
+    local task = sched.go({}, stream.run_consumer, c, function() end)
+    H.wait_until(function()
+      local raw = host.get("consumers", c.name)
+      return raw and pred(json.decode(raw))
+    end, what, 10000, 5)
+    c.stop()
+    assert(task:await())
+    return json.decode(host.get("consumers", c.name))
+  end
+
+  it("moves the checkpoint to the end of the batch its completed run holds, then delivers the rest", function()
+    local got = {}
+    local c = consume("cp", "cp:*", function(events)
+      local ids = {}
+      for i, e in ipairs(events) do ids[i] = e.data end
+      got[#got + 1] = table.concat(ids, ",")
+    end, { batch = 100 })
+    for i = 1, 3 do emit("e", "cp:" .. (i % 2), i) end
+    local first3 = read{ stream = "cp:*" }
+    -- the run of a batch of 3 completed, then the process died before the
+    -- checkpoint moved; 2 more events came meanwhile
+    assert.are.equal("completed", engine.execute(c.pipeline, { events = first3 }, "consume:cp@" .. first3[1].id).status)
+    for i = 4, 5 do emit("e", "cp:" .. (i % 2), i) end
+    local all = read{ stream = "cp:*" }
+    local state = consume_until(c, function(s) return s.after == all[5].id end, "the checkpoint at the 5th event")
+    assert.are.same({ "1,2,3", "4,5" }, got)
+    assert.are.equal(all[5].id, state.after)
+    assert.are.equal("completed", engine.get_run("consume:cp@" .. all[4].id).status)
+  end)
+
+  it("resumes a batch cut off by a crash with its stored events, not the longer read", function()
+    local got, fail = {}, true
+    local c = consume("cp2", "cp2:*", function(events)
+      if fail then error("cut off") end
+      local ids = {}
+      for i, e in ipairs(events) do ids[i] = e.data end
+      got[#got + 1] = table.concat(ids, ",")
+    end, { batch = 100 })
+    for i = 1, 2 do emit("e", "cp2:a", i) end
+    local first2 = read{ stream = "cp2:*" }
+    -- a run of those 2 that did not finish (as a crash leaves it)
+    assert.are.equal("failed", engine.execute(c.pipeline, { events = first2 }, "consume:cp2@" .. first2[1].id).status)
+    fail = false
+    emit("e", "cp2:a", 3)
+    local all = read{ stream = "cp2:*" }
+    consume_until(c, function(s) return s.after == all[3].id end, "the checkpoint at the 3rd event")
+    assert.are.same({ "1,2", "3" }, got)
+  end)
+end)
+
 describe("in a run", function()
   it("does not emit or send again on replay, and sleep replays at once", function()
     local fail = true
