@@ -65,7 +65,9 @@ usage: sluice events STREAM [--after ID | --from POS] [--limit N] [--follow] [--
 Prints the events of a stream key, or of every key with a prefix (orders:*),
 in append order: id, time, type, stream, data. POS is TRIM_HORIZON (the
 default), LATEST or an ISO 8601 time. --follow keeps printing new events
-(polling the store every 200 ms) until interrupted.
+(polling the store every 200 ms) until interrupted. A key that holds no
+events while keys under it do gets a hint on stderr (no events under key
+'orders'; 3 keys match 'orders:*').
 ]],
   consumers = [[
 usage: sluice consumers [--store DIR] [--json]
@@ -452,6 +454,7 @@ function M.events(args)
     return 2
   end
   if info.trimmed then errf("events before the retention horizon were trimmed: the first ones are gone") end
+  if info.hint then errf("%s", info.hint) end
   local function show(list)
     for _, e in ipairs(list) do
       if opts.json then

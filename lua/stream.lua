@@ -169,10 +169,40 @@ local function trimmed_after(exact, prefix, after)
   return false
 end
 
+-- For a read of key `key` that found nothing: when the key has no events
+-- (after > 0: some may lie before the read's start) but keys that start
+-- with it do (orders:1 for orders), a hint naming the wildcard. Bounded:
+-- at most HINT_KEYS index seeks, each skipping one key's events.
+local HINT_KEYS = 10
+local function first_key(prefix, from)
+  local keys, err = host.scan("stream_index", prefix, false, 1, from)
+  if not keys then error("read: the stream index: " .. tostring(err), 0) end
+  return keys[1]
+end
+local function key_hint(key, after)
+  if after > 0 and first_key(key .. "\0") then return nil end
+  local first = first_key(key)
+  if not first then return nil end
+  local sep = first:sub(#key + 1, #key + 1)
+  local prefix = key .. (sep:find("^%p$") and sep or "")
+  local n, from = 0, prefix
+  while n < HINT_KEYS do
+    local k = first_key(prefix, from)
+    if not k then break end
+    n = n + 1
+    from = k:sub(1, k:find("\0", 1, true) - 1) .. "\1" -- the next key after this one
+  end
+  local count = n >= HINT_KEYS and n .. " or more keys match" or n == 1 and "1 key matches" or n .. " keys match"
+  return ("no events under key '%s'; %s '%s*'"):format(key, count, prefix)
+end
+
 --- read{stream=, after=id | from=pos, limit=n} -> events, info. info is
 --- {trimmed = true} when the read started before the retention horizon
---- (events were lost to retention), {next = id} to continue from.
-function M.read(opts)
+--- (events were lost to retention), {next = id} to continue from, and
+--- {hint = "no events under key 'orders'; 3 keys match 'orders:*'"} when
+--- a key read nothing but keys that start with it hold events (`quiet`,
+--- for the consumer loop and lag counts: no hint, no probe).
+function M.read(opts, quiet)
   if type(opts) ~= "table" then error("read: expected a table {stream=, after= | from=, limit=}", 2) end
   local exact, prefix = pattern_of(opts.stream)
   local limit = opts.limit or 1000
@@ -183,6 +213,7 @@ function M.read(opts)
   if trimmed_after(exact, prefix, after) then info.trimmed = true end
   -- built in C (l_stream.c) inside one read transaction
   local out, last = host.read_events(after, limit, exact or prefix, exact ~= nil)
+  if exact and not out[1] and not quiet then info.hint = key_hint(exact, after) end
   after = last
   info.next = out[#out] and out[#out].id or (after > 0 and id_of(after) or nil)
   return out, info
@@ -266,7 +297,7 @@ function M.run_consumer(c, log)
   c.stop = function() c.stopped = true; wake() end
   local failures = 0
   while not c.stopped do
-    local events = M.read({ stream = c.pattern, after = state.after, limit = c.batch })
+    local events = M.read({ stream = c.pattern, after = state.after, limit = c.batch }, true)
     if #events == 0 then
       waiting = true
       sched.wait()
@@ -428,7 +459,7 @@ function M.positions()
     local n = 0
     local after = s.after
     repeat
-      local events, info = M.read({ stream = s.pattern, after = after or id_of(0), limit = 10000 })
+      local events, info = M.read({ stream = s.pattern, after = after or id_of(0), limit = 10000 }, true)
       n = n + #events
       after = info.next
     until #events < 10000

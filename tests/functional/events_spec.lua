@@ -44,6 +44,25 @@ end)]]):format(marks))
     assert.are.equal(1, lines, "the event was emitted more than once")
   end)
 
+  it("sluice events of a key that holds nothing names the keys under it, on stderr", function()
+    local f = H.write(dir .. "/orders.lua", [[
+pipeline("orders", function()
+  for i = 1, 3 do emit("created", "orders:" .. i, { n = i }) end
+end)]])
+    local code, _, err = H.sluice({ "run", f, "--store", store })
+    assert.are.equal(0, code, err)
+    local out
+    code, out, err = H.sluice({ "events", "orders", "--store", store })
+    assert.are.equal(0, code, err)
+    assert.are.equal("", out)
+    assert.are.equal("sluice: no events under key 'orders'; 3 keys match 'orders:*'\n", err)
+    code, out, err = H.sluice({ "events", "orders:*", "--store", store })
+    assert.are.equal(0, code, err)
+    assert.are.equal("", err)
+    local _, lines = out:gsub("\n", "")
+    assert.are.equal(3, lines)
+  end)
+
   it("serve runs each on() handler once per event, across a SIGKILL", function()
     H.write(dir .. "/p/handlers.lua", ([[
 on("order.*", function(data, ev)

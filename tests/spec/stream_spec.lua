@@ -77,6 +77,26 @@ describe("emit and read", function()
     assert.are.same({}, read{ stream = "never:*" })
   end)
 
+  it("hints at the wildcard when a key read nothing but keys under it hold events", function()
+    for i = 1, 3 do emit("h", "hint:" .. i, i) end
+    local evs, info = read{ stream = "hint" }
+    assert.are.same({}, evs)
+    assert.are.equal("no events under key 'hint'; 3 keys match 'hint:*'", info.hint)
+    -- a key that holds events gets no hint when a read past them is empty
+    local last = read{ stream = "hint:3" }[1].id
+    local _, i2 = read{ stream = "hint:3", after = last }
+    assert.is_nil(i2.hint)
+    assert.is_nil(select(2, read{ stream = "hint:*" }).hint)
+    assert.is_nil(select(2, read{ stream = "nohint" }).hint)
+    emit("h", "single/x", 1)
+    assert.are.equal("no events under key 'single'; 1 key matches 'single/*'", select(2, read{ stream = "single" }).hint)
+    for i = 1, 12 do emit("h", "many:" .. i, i) end
+    assert.are.equal("no events under key 'many'; 10 or more keys match 'many:*'", select(2, read{ stream = "many" }).hint)
+    -- a key that has events, read from after them, with other keys under it
+    emit("h", "hint", 0)
+    assert.is_nil(select(2, read{ stream = "hint", from = "LATEST" }).hint)
+  end)
+
   it("rejects bad arguments with clear messages", function()
     assert.has_error(function() emit("", "k", 1) end)
     local ok, err = pcall(emit, "t", "k", { f = print })
