@@ -20,15 +20,25 @@ pipeline("side", function()
   emit("made", "side:1", { n = 1 })
   send("side.sent", { n = 1 })
   step("before", function() local f = io.open(%q, "a"); f:write("before\n"); f:close() end)
-  sleep("3s")
+  sleep("6s")
   return "woke"
 end)]]):format(marks))
+    local host = require "sluice.host"
     local p = H.spawn({ "run", f, "--id", "S1", "--store", store })
+    local sleep_started -- wall clock, ms: the sleep's step record
     H.wait_until(function()
       local code, out = H.sluice({ "status", "S1", "--json", "--store", store })
-      return code == 0 and json.decode(out).status == "sleeping"
+      local doc = code == 0 and json.decode(out)
+      if not doc or doc.status ~= "sleeping" then return false end
+      for _, st in ipairs(doc.steps) do
+        if st.id:find("^sleep@") then
+          sleep_started = host.parse_time(st.started_at) * 1000 + tonumber(st.started_at:match("%.(%d%d%d)") or "0")
+        end
+      end
+      return sleep_started ~= nil
     end, "the run to sleep", 10000, 20)
-    H.sleep(1500)
+    -- kill it with about 1 s of the 6 s left
+    H.wait_until(function() return host.now() / 1000 >= sleep_started + 5000 end, "5 s of the sleep", 10000, 20)
     p:kill("sigkill")
     p:wait()
     local t0 = require("luv").hrtime()
@@ -36,8 +46,10 @@ end)]]):format(marks))
     local ms = (require("luv").hrtime() - t0) / 1e6
     assert.are.equal(0, code, err)
     assert.are.equal('"woke"\n', out)
-    -- about 1.5 s remained of the 3 s sleep; sleeping it all again takes 3 s
-    assert.is_true(ms < 2800, ("slept %.0f ms after the restart, more than the remainder"):format(ms))
+    -- it slept until the stored wake time, not less (the clock has ms
+    -- steps), and not the whole 6 s again
+    assert.is_true(host.now() / 1000 >= sleep_started + 6000 - 2, "woke before the stored wake time")
+    assert.is_true(ms < 4500, ("slept %.0f ms after the restart, more than the remainder"):format(ms))
     assert.are.same({ "before" }, H.lines(marks))
     local _, events = H.sluice({ "events", "side:1", "--json", "--store", store })
     local _, lines = events:gsub("\n", "")

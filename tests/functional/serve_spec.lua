@@ -76,42 +76,76 @@ every(1).seconds(tick, nil, { catch_up = %q })
       local next_at = host.parse_time(json.decode(out).schedules[1].next_at)
       -- stay down for 3 whole seconds past the stored next fire
       H.wait_until(function() return os.time() >= next_at + 3 end, "3 missed fires", 10000, 50)
-      local before = #runs_of(store, "tick")
+      local before = {}
+      for _, r in ipairs(runs_of(store, "tick")) do before[r.id] = true end
+      local t_spawn = os.time()
       local p2 = H.spawn({ "serve", dir .. "/p", "--store", store })
-      H.wait_until(function() return log_has(p2, "serving") end, "serve to start", 10000, 10)
+      -- the scheduler logs the catch-up (or none, for catch_up = none)
+      -- before it logs the schedules armed: wait for that line, not "serving"
+      H.wait_until(function() return log_has(p2, "schedules armed") end, "the schedules to be armed", 15000, 10)
+      local t_armed = os.time()
       local n = tonumber(table.concat(p2.err):match("catching up (%d+) missed")) or 0
-      -- the catch-up runs, then one live fire
-      H.wait_until(function() return #runs_of(store, "tick") >= before + n + 1 end,
-        "the catch-up runs and a live fire", 15000, 20)
+      -- the runs started since the restart, by scheduled time
+      local function new_runs()
+        local list = {}
+        for _, r in ipairs(runs_of(store, "tick")) do
+          if not before[r.id] then
+            list[#list + 1] = { at = host.parse_time(r.id:match("@(.*)$")), status = r.status }
+          end
+        end
+        table.sort(list, function(a, b) return a.at < b.at end)
+        return list
+      end
+      -- the catch-up runs, then one live fire, all completed
+      H.wait_until(function()
+        local list = new_runs()
+        if #list < n + 1 then return false end
+        for _, r in ipairs(list) do if r.status ~= "completed" then return false end end
+        return true
+      end, "the catch-up runs and a live fire to complete", 20000, 20)
       p2:kill("sigterm")
-      p2:wait()
+      assert.are.equal(0, (p2:wait()))
       assert.is_true(n >= at_least and n <= at_most,
         ("%s: %d missed fires run (expected %d to %d)"):format(policy, n, at_least, at_most))
-      if policy ~= "none" then
-        -- the latest missed fire is among the runs, with its scheduled time as id
-        local ids = {}
-        for _, r in ipairs(runs_of(store, "tick")) do ids[r.id] = r.status end
-        assert.are.equal("completed", ids["tick@" .. host.utc(next_at + 3)] or ids["tick@" .. host.utc(next_at + 4)])
+      local list = new_runs()
+      if policy == "all" then
+        -- every missed fire ran, with its scheduled time as id
+        for i = 0, 3 do assert.are.equal(next_at + i, list[i + 1].at) end
+      elseif policy == "latest" then
+        -- the first run after the restart is the latest missed fire: at
+        -- or after the 3 s down, at or before the scheduler started
+        assert.is_true(list[1].at >= t_spawn and list[1].at <= t_armed,
+          ("the catch-up fire is at %s, not within %s..%s"):format(host.utc(list[1].at), host.utc(t_spawn), host.utc(t_armed)))
+      else
+        -- no missed fire ran: the first run is a live fire
+        assert.is_true(list[1].at >= t_spawn, "a missed fire ran with catch_up = none")
       end
     end)
   end
 
   it("skips a fire while the previous run of the schedule still runs (overlap = skip)", function()
+    local gate = dir .. "/gate"
     H.write(dir .. "/p/slow.lua", ([[
 local uv = require "luv"
 every(1).seconds(function()
   step("slow", function()
     local f = io.open(%q, "a"); f:write(ctx().run_id, "\n"); f:close()
+    -- runs until the test opens the gate (after serve stops firing)
     local co = coroutine.running()
     local t = uv.new_timer()
-    t:start(2500, 0, function() t:close(); coroutine.resume(co) end)
+    t:start(10, 10, function()
+      local g = io.open(%q)
+      if g then g:close(); t:close(); coroutine.resume(co) end
+    end)
     coroutine.yield()
   end)
 end)
-]]):format(marks))
+]]):format(marks, gate))
     local p = H.spawn({ "serve", dir .. "/p", "--store", store })
     H.wait_until(function() return log_has(p, "skipped the fire of") end, "a skipped fire", 15000, 20)
     p:kill("sigterm")
+    H.wait_until(function() return log_has(p, "no new steps start") end, "serve to stop firing", 10000, 10)
+    H.write(gate, "open")
     assert.are.equal(0, (p:wait()))
     assert.is_true(log_has(p, "slow@every 1s: skipped the fire of .*previous run is still running %(overlap = skip%)"))
     assert.are.equal(1, #H.lines(marks))
@@ -170,7 +204,8 @@ end
 pipeline("long", function()
   step("one", function()
     local f = io.open(%q, "a"); f:write("one\n"); f:close()
-    wait_ms(400)
+    -- holds until the test opens the gate
+    while not io.open(%q) do wait_ms(10) end
     return 1
   end)
   step("two", function()
@@ -179,7 +214,7 @@ pipeline("long", function()
   end)
   return "done"
 end)
-]]):format(marks, marks))
+]]):format(marks, gate, marks))
     -- start the run with `sluice run`, kill it inside step one, let serve resume it
     local r = H.spawn({ "run", dir .. "/p/long.lua", "--id", "L1", "--store", store })
     H.wait_until(function() return #H.lines(marks) >= 1 end, "step one to start", 10000, 5)
@@ -188,6 +223,8 @@ end)
     local p = H.spawn({ "serve", dir .. "/p", "--store", store })
     H.wait_until(function() return #H.lines(marks) >= 2 end, "serve to resume step one", 10000, 5)
     p:kill("sigterm")
+    H.wait_until(function() return log_has(p, "no new steps start") end, "serve to take the SIGTERM", 10000, 10)
+    H.write(gate, "open")
     assert.are.equal(0, (p:wait()))
     assert.is_true(log_has(p, "every running step finished"))
     assert.are.same({ "one", "one" }, H.lines(marks))

@@ -32,7 +32,9 @@ describe("run timeout", function()
     assert.are.equal("failed", rec.status)
     assert.are.equal("timeout", rec.error.reason)
     assert.matches("run timed out after 100ms", rec.error.message)
-    assert.is_true(ran >= 3 and ran <= 5, ran .. " steps ran")
+    -- steps of at least 30 ms: at most 4 start within 100 ms (how many
+    -- do depends on the machine's load, so no lower bound but one)
+    assert.is_true(ran >= 1 and ran <= 5, ran .. " steps ran")
   end)
 
   it("cuts a sleep short", function()
@@ -46,14 +48,16 @@ end)
 
 describe("cancel", function()
   it("lets the running step finish, runs no further step, keeps finished steps", function()
-    local ran = {}
+    local ran, release = {}, false
     local p = pipeline("cancel_step", function()
-      step("one", function() ran[#ran + 1] = "one"; H.sleep(50) end)
+      -- step one runs until the test has cancelled the run
+      step("one", function() ran[#ran + 1] = "one"; H.wait_until(function() return release end, "the cancel", 5000, 2) end)
       step("two", function() ran[#ran + 1] = "two" end)
     end)
     local result = go(p, nil, "c1")
     H.wait_until(function() return ran[1] == "one" end, "step one", 5000, 2)
     assert.is_true(cancel("c1"))
+    release = true
     local rec = result()
     assert.are.equal("cancelled", rec.status)
     assert.are.same({ "one" }, ran)

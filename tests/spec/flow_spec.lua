@@ -390,7 +390,16 @@ describe("dag", function()
           if broken then error("b is broken") end
           return "b"
         end },
-        c = { after = { "a" }, function() calls.c = calls.c + 1; H.sleep(200); return "c" end },
+        -- c runs until b's failure is stored (however slow the disk)
+        c = { after = { "a" }, function()
+          calls.c = calls.c + 1
+          H.wait_until(function()
+            for _, s in ipairs(engine.get_steps("dag-fail")) do
+              if s.id == "b" and s.status == "failed" then return true end
+            end
+          end, "b to fail", 10000, 5)
+          return "c"
+        end },
         d = { after = { "b", "c" }, function(deps) calls.d = calls.d + 1; return deps.b .. deps.c end },
         e = { after = { "c" }, function() calls.e = calls.e + 1; return "e" end },
       }
