@@ -267,7 +267,7 @@ end
 
 -- The consumer's record with the checkpoint at `after`, and its store op.
 local function checkpoint(c, state, after)
-  local s = { name = state.name, pattern = state.pattern, after = after, updated_at = host.iso(host.now()) }
+  local s = { name = state.name, pattern = state.pattern, gen = state.gen, after = after, updated_at = host.iso(host.now()) }
   return { "consumers", c.name, json.encode(s) }, s
 end
 
@@ -277,11 +277,15 @@ end
 --- checkpoint commit together. A completed run found for the next batch
 --- (one that completed in a run resumed elsewhere, or in a store written
 --- before that was so) only moves the checkpoint to its stored end.
+--- A consumer whose pattern changed starts over, with a generation in its
+--- run ids (consume:<name>#2@<first id>): a run of the old pattern that
+--- began at the same event is not a batch of the new one.
 function M.run_consumer(c, log)
   local raw = host.get("consumers", c.name)
   local state = raw and json.decode(raw)
   if not state or state.pattern ~= c.pattern then
-    state = { name = c.name, pattern = c.pattern, after = c.from == "LATEST" and id_of(M.last_seq()) or nil }
+    state = { name = c.name, pattern = c.pattern, after = c.from == "LATEST" and id_of(M.last_seq()) or nil,
+      gen = state and (state.gen or 1) + 1 or nil }
     local ok, err = host.commit({ "consumers", c.name, json.encode(state) })
     if not ok then error("consumer " .. c.name .. ": " .. tostring(err), 0) end
   end
@@ -294,6 +298,7 @@ function M.run_consumer(c, log)
     end
   end
   listeners[#listeners + 1] = wake
+  c.stopped = false
   c.stop = function() c.stopped = true; wake() end
   local failures = 0
   while not c.stopped do
@@ -304,7 +309,8 @@ function M.run_consumer(c, log)
     else
       local first = events[1].id
       local moved -- the new state, when the checkpoint committed with the run
-      local rec = engine.execute(c.pipeline, { events = events }, ("consume:%s@%s"):format(c.name, first), {
+      local run_id = ("consume:%s%s@%s"):format(c.name, state.gen and "#" .. state.gen or "", first)
+      local rec = engine.execute(c.pipeline, { events = events }, run_id, {
         finish_ops = function(r)
           local last = batch_last(r)
           if not last then return {} end -- raised below, once the run is released
@@ -336,6 +342,9 @@ function M.run_consumer(c, log)
         sched.sleep_ms(delay)
       end
     end
+  end
+  for i, f in ipairs(listeners) do
+    if f == wake then table.remove(listeners, i) break end
   end
 end
 

@@ -200,6 +200,27 @@ describe("a consumer", function()
     consume_until(c, function(s) return s.after == all[3].id end, "the checkpoint at the 3rd event")
     assert.are.same({ "1,2", "3" }, got)
   end)
+
+  it("starts over with new batch runs when its pattern changed", function()
+    local got = {}
+    local c = consume("cp3", "cp3:a*", function(events)
+      local ids = {}
+      for i, e in ipairs(events) do ids[i] = e.data end
+      got[#got + 1] = table.concat(ids, ",")
+    end, { batch = 100 })
+    emit("e", "cp3:a", 1)
+    emit("e", "cp3:b", 2)
+    emit("e", "cp3:a", 3)
+    local all = read{ stream = "cp3:*" }
+    consume_until(c, function(s) return s.after == all[3].id end, "the a events")
+    assert.are.same({ "1,3" }, got)
+    -- the file now says cp3:*: every event again, b included, in new runs
+    c.pattern = "cp3:*"
+    local state = consume_until(c, function(s) return s.pattern == "cp3:*" and s.after == all[3].id end, "all events")
+    assert.are.same({ "1,3", "1,2,3" }, got)
+    assert.are.equal(2, state.gen)
+    assert.are.equal("completed", engine.get_run("consume:cp3#2@" .. all[1].id).status)
+  end)
 end)
 
 describe("in a run", function()
