@@ -1,6 +1,7 @@
 /* host_lib.h: the internal module "sluice.host": the Lua engine's door to the
  * store, the writer, clocks and ids (l_host.c), step records (l_steps.c),
- * cron and the writer lock (l_cron.c), event reads (l_stream.c). Not for
+ * cron and the writer lock (l_cron.c), event reads (l_stream.c), entry points
+ * of the pipeline API (l_errors.c). Not for
  * pipeline authors. */
 #ifndef SLUICE_HOST_LIB_H
 #define SLUICE_HOST_LIB_H
@@ -12,6 +13,7 @@
 void steps_register(lua_State *L);
 void cron_register(lua_State *L);
 void stream_register(lua_State *L);
+void errors_register(lua_State *L);
 
 /* Raises unless a write can be queued from here: a store open for
  * writing and a coroutine the host can resume. */

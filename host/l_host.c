@@ -474,5 +474,6 @@ int luaopen_sluice_host(lua_State *L) {
   steps_register(L);
   cron_register(L);
   stream_register(L);
+  errors_register(L);
   return 1;
 }

@@ -4,6 +4,7 @@
 local host = require "sluice.host"
 local json = require "sluice.json"
 local engine = require "sluice.engine"
+local errors = require "sluice.errors"
 
 local M = {}
 
@@ -13,7 +14,7 @@ local function errf(fmt, ...) io.stderr:write("sluice: ", fmt:format(...), "\n")
 
 local USAGE = {
   run = [[
-usage: sluice run FILE [--pipeline NAME] [--input JSON] [--id RUN_ID] [--store DIR]
+usage: sluice run FILE [--pipeline NAME] [--input JSON] [--id RUN_ID] [--store DIR] [--debug]
 
 Runs one pipeline of FILE to completion in the foreground and prints its
 result as JSON on stdout. Every step's result is committed to the store
@@ -25,6 +26,7 @@ same --id and finished steps return their stored result without running.
   --id RUN_ID      the run id; of an unfinished run: resume it; of a
                    completed run: print its stored result, run nothing
   --store DIR      the store (default ./.sluice)
+  --debug          keep sluice's own frames in tracebacks (also SLUICE_DEBUG=1)
 
 When a sluice serve owns the store, the run is handed to it (it must have
 loaded the pipeline) and this command waits for the result.
@@ -42,7 +44,7 @@ Lists runs, newest first. Works while another sluice process writes the store.
   --json           one JSON document instead of a table
 ]],
   serve = [[
-usage: sluice serve [DIR] [--store DIR] [--grace DURATION]
+usage: sluice serve [DIR] [--store DIR] [--grace DURATION] [--debug]
 
 The long-lived host: loads every .lua file under DIR (default pipelines/),
 resumes the unfinished runs of the store, fires the schedules defined with
@@ -50,7 +52,7 @@ resumes the unfinished runs of the store, fires the schedules defined with
 SIGTERM: no new step starts, running steps get --grace (default 10s) to
 finish, then it exits 0; cut-off runs resume at the next start. A second
 serve on the same store refuses to start; runs, status and schedules keep
-working beside it.
+working beside it. --debug keeps sluice's own frames in tracebacks.
 ]],
   schedules = [[
 usage: sluice schedules [--store DIR] [--json]
@@ -170,8 +172,9 @@ end
 ---------------------------------------------------------------------------
 
 function M.run(args)
-  local opts, pos = begin("run", args, { pipeline = "value", input = "value", id = "value", store = "value" })
+  local opts, pos = begin("run", args, { pipeline = "value", input = "value", id = "value", store = "value", debug = "bool" })
   if not opts then return pos end
+  if opts.debug then errors.debug = true end
   if #pos ~= 1 then return usage_error("run", "run needs exactly one FILE") end
   local file = pos[1]
 
@@ -239,8 +242,8 @@ function M.run(args)
   end
   local e = rec.error or {}
   io.stderr:write(("sluice: run %s of pipeline '%s' failed%s: %s\n"):format(
-    rec.id, rec.pipeline, e.step and (" in step '%s'"):format(e.step) or "", e.message or "?"))
-  if e.traceback then io.stderr:write(e.traceback, "\n") end
+    rec.id, rec.pipeline, e.step and (" in step '%s'"):format(e.step) or "",
+    errors.describe({ message = e.message or "?", traceback = e.traceback })))
   io.stderr:write(("sluice: fix the cause and resume with: sluice run %s --id %s%s\n"):format(
     file, rec.id, opts.pipeline and (" --pipeline " .. opts.pipeline) or ""))
   return 1
@@ -377,8 +380,8 @@ function M.status(args)
     :format(r.id, r.pipeline, r.status, r.file or "-", r.source_hash or "-", r.created_at or "-",
       r.finished_at or "-", ms_text(r.duration_ms), r.attempt or "-"))
   if r.error then
-    out(("error      %s%s\n"):format(r.error.step and ("in step '" .. r.error.step .. "': ") or "", r.error.message))
-    if r.error.traceback then out(r.error.traceback, "\n") end
+    out(("error      %s%s\n"):format(r.error.step and ("in step '" .. r.error.step .. "': ") or "",
+      errors.describe(r.error)))
   end
   out(("steps      %d\n\n"):format(#steps))
   local rows = {}
@@ -391,8 +394,9 @@ function M.status(args)
 end
 
 function M.serve(args)
-  local opts, pos = begin("serve", args, { store = "value", grace = "value" })
+  local opts, pos = begin("serve", args, { store = "value", grace = "value", debug = "bool" })
   if not opts then return pos end
+  if opts.debug then errors.debug = true end
   if #pos > 1 then return usage_error("serve", "serve takes at most one DIR") end
   local grace_ms = 10000
   if opts.grace then

@@ -13,6 +13,7 @@ local host = require "sluice.host"
 local json = require "sluice.json"
 local sched = require "sluice.sched"
 local duration = require "sluice.duration"
+local errors = require "sluice.errors"
 local uv = require "luv"
 
 local M = {}
@@ -51,12 +52,6 @@ StepError.__index = StepError
 StepError.__tostring = function(e) return e.message end
 M.StepError = StepError
 
-local function callsite(level)
-  local info = debug.getinfo(level + 1, "Sl")
-  if not info then return "?" end
-  return info.short_src .. ":" .. (info.currentline or 0)
-end
-
 local function branch_label(name)
   return name == "" and "main" or name
 end
@@ -72,10 +67,18 @@ end
 -- only for the error; a replayed step keeps only `true`: looking up its call
 -- site would cost more than the rest of its replay, and the error then says
 -- the first use was a replayed step.
+-- the frame at `level` (1: the caller of caller_of), or the one above it
+-- when that is the C entry point in front of the API (sluice.errors)
+local function caller_of(level)
+  local info = debug.getinfo(level + 1, "Slf")
+  if info and info.what == "C" then info = debug.getinfo(level + 2, "Slf") end
+  return info
+end
+
 local function check_unique(run, id, level)
   local first = run.seen[id]
   if first then
-    local info = debug.getinfo(level + 1, "lf")
+    local info = caller_of(level + 1)
     local where = first == true and "a replayed step"
       or site_text(run.site_fns[first >> 24], first & 0xffffff)
     error(("step id '%s' is used twice in run %s: at %s and at %s; step ids must be unique within a run")
@@ -84,7 +87,7 @@ local function check_unique(run, id, level)
 end
 
 local function note_site(run, id, level)
-  local info = debug.getinfo(level + 1, "lf")
+  local info = caller_of(level + 1)
   local fns = run.site_fns
   local i = fns[info.func]
   if not i then
@@ -167,9 +170,10 @@ function M.pipeline(name, fn, opts)
     error(("pipeline '%s': expected a function as second argument, got %s"):format(name, type(fn)), 2)
   end
   if opts ~= nil and type(opts) ~= "table" then
-    error(("pipeline '%s': options must be a table"):format(name), 2)
+    error(("pipeline '%s': options must be a table, got %s"):format(name, type(opts)), 2)
   end
-  local site = callsite(2)
+  if opts then M.check_pipeline_opts(name, opts) end
+  local site = errors.where() or "?"
   local prev = pipelines[name]
   if prev then
     error(("pipeline '%s' is defined twice: at %s and at %s"):format(name, prev.site, site), 2)
@@ -181,6 +185,38 @@ function M.pipeline(name, fn, opts)
   pipelines[name] = p
   if loading then loading.defined[#loading.defined + 1] = p end
   return p
+end
+
+-- a value as an error message shows it: strings quoted, so "8" is not 8
+local function show(v)
+  return type(v) == "string" and ("%q"):format(v) or tostring(v)
+end
+
+--- Checks pipeline options {timeout=, concurrency={key=, limit=}} at the
+--- definition, not at the first run.
+function M.check_pipeline_opts(name, opts)
+  local what = ("pipeline '%s'"):format(name)
+  for k in pairs(opts) do
+    if k ~= "timeout" and k ~= "concurrency" then
+      error(("%s: unknown option '%s' (known: timeout, concurrency)"):format(what, tostring(k)), 2)
+    end
+  end
+  if opts.timeout ~= nil then duration.ms(opts.timeout, what .. " timeout") end
+  local c = opts.concurrency
+  if c ~= nil then
+    if type(c) ~= "table" then
+      error(("%s: concurrency must be a table {key = function(input) ... end, limit = n}, got %s")
+        :format(what, show(c)), 2)
+    end
+    for k in pairs(c) do
+      if k ~= "key" and k ~= "limit" then
+        error(("%s: unknown concurrency field '%s' (known: key, limit)"):format(what, tostring(k)), 2)
+      end
+    end
+    if c.limit ~= nil and (math.type(c.limit) ~= "integer" or c.limit < 1) then
+      error(("%s: concurrency.limit must be a positive integer, got %s"):format(what, show(c.limit)), 2)
+    end
+  end
 end
 
 --- The file being loaded, or nil.
@@ -204,7 +240,7 @@ function M.load_file(path)
   local defined = loading.defined
   loading = prev
   if not ok then
-    return nil, err.traceback or err.message, "runtime"
+    return nil, errors.describe(err), "runtime"
   end
   return defined
 end
@@ -213,6 +249,40 @@ end
 -- steps
 
 local step_opts = { retries = true, backoff = true, timeout = true }
+local backoff_fields = { initial = true, factor = true, max = true, jitter = true }
+
+--- Checks the step options retries, backoff and timeout of o (other keys
+--- are the caller's: map and dag pass these on to their steps); `what`
+--- names the owner ("step 'x'", "map 'x'", "dag: node 'x'").
+function M.check_step_opts(what, o)
+  local r = o.retries
+  if r ~= nil and (math.type(r) ~= "integer" or r < 0) then
+    error(("%s: retries must be an integer >= 0, got %s"):format(what, show(r)), 2)
+  end
+  if o.timeout ~= nil then duration.ms(o.timeout, what .. " timeout") end
+  local b = o.backoff
+  if type(b) == "table" then
+    for k in pairs(b) do
+      if not backoff_fields[k] then
+        error(("%s: unknown backoff field '%s' (known: initial, factor, max, jitter)"):format(what, tostring(k)), 2)
+      end
+    end
+    if b.initial ~= nil then duration.ms(b.initial, what .. " backoff.initial") end
+    if b.max ~= nil then duration.ms(b.max, what .. " backoff.max") end
+    if b.factor ~= nil and (type(b.factor) ~= "number" or not (b.factor >= 1 and b.factor < math.huge)) then
+      error(("%s: backoff.factor must be a number >= 1, got %s"):format(what, show(b.factor)), 2)
+    end
+    if b.jitter ~= nil and (type(b.jitter) ~= "number" or not (b.jitter >= 0 and b.jitter <= 1)) then
+      error(("%s: backoff.jitter must be a number from 0 to 1, got %s"):format(what, show(b.jitter)), 2)
+    end
+  elseif b ~= nil then
+    if type(b) ~= "number" and type(b) ~= "string" then
+      error(("%s: backoff must be a duration or a table {initial=, factor=, max=, jitter=}, got %s")
+        :format(what, type(b)), 2)
+    end
+    duration.ms(b, what .. " backoff")
+  end
+end
 
 local function check_step_opts(id, opts)
   for k in pairs(opts) do
@@ -220,11 +290,7 @@ local function check_step_opts(id, opts)
       error(("step '%s': unknown option '%s' (known: retries, backoff, timeout)"):format(id, tostring(k)), 3)
     end
   end
-  local r = opts.retries
-  if r ~= nil and (math.type(r) ~= "integer" or r < 0) then
-    error(("step '%s': retries must be an integer >= 0, got %s"):format(id, tostring(r)), 3)
-  end
-  if opts.timeout ~= nil then duration.ms(opts.timeout, ("step '%s' timeout"):format(id)) end
+  M.check_step_opts(("step '%s'"):format(id), opts)
 end
 
 -- delay before attempt n+1 after attempt n failed
@@ -246,6 +312,24 @@ local function backoff_ms(id, b, n)
 end
 
 local NO_ARGS = { n = 0 } -- the arguments of most steps: none
+
+--- Step ids are stored in keys "<run id>\0<step id>" (run ids: at most 200
+--- bytes) that must fit LMDB's 511-byte keys.
+M.MAX_STEP_ID = 255
+
+--- What is wrong with a step id that is not a non-empty string of at most
+--- MAX_STEP_ID bytes without NUL ("step", "map", "dag: node" say whose).
+function M.bad_step_id(what, id)
+  if type(id) ~= "string" then
+    return ("%s: the id must be a non-empty string, got %s"):format(what, type(id))
+  end
+  if id == "" then return ("%s: the id must be a non-empty string, got \"\""):format(what) end
+  if #id > M.MAX_STEP_ID then
+    return ("%s: the id is %d bytes long (%q...); ids are at most %d bytes"):format(
+      what, #id, id:sub(1, 32), M.MAX_STEP_ID)
+  end
+  return ("%s: the id %q must not contain NUL bytes"):format(what, id)
+end
 
 -- (ok, ...) of xpcall -> ok, number of results, first result (or the error),
 -- without packing the results into tables on every step
@@ -314,8 +398,8 @@ function M.step(id, a, b, ...)
   if not br or not br.run or br.abandoned then
     current_branch(("step(%q)"):format(tostring(id)), 2) -- raises the right error
   end
-  if type(id) ~= "string" or id == "" or id:find("\0", 1, true) then
-    error("step: the id must be a non-empty string without NUL bytes", 2)
+  if type(id) ~= "string" or id == "" or #id > M.MAX_STEP_ID or id:find("\0", 1, true) then
+    error(M.bad_step_id("step", id), 2)
   end
   local opts, fn
   if type(a) == "table" then
@@ -928,7 +1012,7 @@ function M.start(p, input, opts)
   local h, child_id = child_run("start", p, input, opts)
   sched.spawn({}, M.execute, function(ok, err)
     if not ok then
-      io.stderr:write(("sluice: child run %s: %s\n"):format(child_id, err.traceback or err.message))
+      io.stderr:write(("sluice: child run %s: %s\n"):format(child_id, errors.describe(err)))
     end
   end, h, nil, child_id)
   return child_id
@@ -969,23 +1053,27 @@ function M.list_runs(filter)
 end
 
 --- Puts the pipeline API into the given environment (default _G).
+--- Each function is installed behind an entry point (sluice.errors), so
+--- that an error it raises names the user's line.
 function M.install(env)
   env = env or _G
-  env.pipeline = M.pipeline
-  env.step = M.step
-  env.parallel = M.parallel
-  env.ctx = M.ctx
-  env.sleep = M.sleep
-  env.call, env.start, env.cancel = M.call, M.start, M.cancel
+  local entry = errors.entry
+  env.pipeline = entry(M.pipeline)
+  env.step = entry(M.step)
+  env.parallel = entry(M.parallel)
+  env.ctx = entry(M.ctx)
+  env.sleep = entry(M.sleep)
+  env.call, env.start, env.cancel = entry(M.call), entry(M.start), entry(M.cancel)
   local events = require "sluice.events"
-  env.send, env.on, env.wait_for = events.send, events.on, events.wait_for
+  env.send, env.on, env.wait_for = entry(events.send), entry(events.on), entry(events.wait_for)
   local stream = require "sluice.stream"
-  env.emit, env.emit_many, env.read, env.consume = stream.emit, stream.emit_many, stream.read, stream.consume
-  env.retention = stream.retention
-  env.every = require("sluice.every").every
+  env.emit, env.emit_many = entry(stream.emit), entry(stream.emit_many)
+  env.read, env.consume = entry(stream.read), entry(stream.consume)
+  env.retention = entry(stream.retention)
+  env.every = require("sluice.every").every -- its builders are entry points themselves
   local flow = require "sluice.flow"
-  env.map = flow.map
-  env.dag = flow.dag
+  env.map = entry(flow.map)
+  env.dag = entry(flow.dag)
 end
 
 return M

@@ -4,8 +4,13 @@
 ---   interval  a fixed period anchored at the Unix epoch ("every 45s",
 ---             "every 7m"), or every n days at a local time ("every 3d at 06:30")
 --- Calling a spec registers a schedule: spec(pipeline | name | fn [, input [, opts]]).
+--- A schedule is named "<pipeline>@<canonical spec>" unless given a name.
+--- Every function users call here is an entry point (sluice.errors): errors
+--- name the user's line whatever level they are raised at.
 local host = require "sluice.host"
 local duration = require "sluice.duration"
+local errors = require "sluice.errors"
+local entry = errors.entry
 
 local M = {}
 
@@ -14,6 +19,12 @@ M.defined, M.order = {}, {}
 
 local Spec = {}
 Spec.__index = Spec
+
+local function check_builder_opts(what, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("%s: options must be a table, got %s"):format(what, type(opts)), 3)
+  end
+end
 
 local function parse_at(text, level)
   if type(text) ~= "string" then
@@ -62,12 +73,13 @@ local function day_spec(dow, days)
     return cron_spec(("%d %d * * %s"):format(m, h, dow or "*"), 4)
   end
   local spec = at_spec(0, 0)
-  spec.at = function(text, opts)
+  spec.at = entry(function(text, opts)
     local h, m = parse_at(text, 3)
+    check_builder_opts(("at(%q)"):format(text), opts)
     local s = at_spec(h, m)
     s.opts = opts
     return s
-  end
+  end)
   return spec
 end
 
@@ -126,6 +138,9 @@ local policies = {
 local known_opts = { tz = true, catch_up = true, overlap = true, jitter = true, name = true }
 
 local function check_opts(what, opts, level)
+  if opts.name ~= nil and (type(opts.name) ~= "string" or opts.name == "") then
+    error(("%s: name must be a non-empty string, got %s"):format(what, type(opts.name)), level)
+  end
   for k, v in pairs(opts) do
     if not known_opts[k] then
       error(("%s: unknown option '%s' (known: tz, catch_up, overlap, jitter, name)"):format(what, tostring(k)), level)
@@ -144,24 +159,41 @@ local function check_opts(what, opts, level)
   if opts.jitter ~= nil then duration.ms(opts.jitter, what .. " jitter") end
 end
 
+-- a schedule's runs are named "<schedule>@<time>" (20 characters) and run
+-- ids are at most 200 printable characters
+local MAX_NAME = 200 - 21
+
 --- Registers a schedule: spec(target [, input [, opts]]). target is a
 --- pipeline handle, a pipeline name, or a function (then it becomes a
---- pipeline named "<file stem>@<canonical spec>").
-function Spec:__call(target, input, opts)
+--- pipeline named "<file stem>@<canonical spec>", which also names the
+--- schedule). The schedule is named "<pipeline>@<canonical spec>" unless
+--- opts.name says otherwise, so one pipeline may have several schedules;
+--- the same name twice (the same pipeline on the same spec, or one explicit
+--- name) is an error naming both definitions. A spec that can never fire
+--- is an error; so is a pipeline that no loaded file defines, found by
+--- M.drop_unresolved once every file is loaded.
+Spec.__call = entry(function(self, target, input, opts)
   local engine = require "sluice.engine"
-  opts = opts or {}
-  if type(opts) ~= "table" then error("every: options must be a table", 2) end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("every %q: options must be a table, got %s"):format(self:canonical(), type(opts)), 2)
+  end
   local merged = {}
   for k, v in pairs(self.opts or {}) do merged[k] = v end
-  for k, v in pairs(opts) do merged[k] = v end
+  for k, v in pairs(opts or {}) do merged[k] = v end
   local canonical = self:canonical()
   local what = ("every %q"):format(canonical)
   check_opts(what, merged, 3)
-  local pname
+  local first, ferr = M.next_fire(self, host.now() // 1000000, merged.tz)
+  if ferr then error(("%s: %s"):format(what, ferr), 2) end
+  if not first then
+    error(("%s never fires%s: no date matches it"):format(what, merged.tz and (" in " .. merged.tz) or ""), 2)
+  end
+  local pname, anonymous
   if type(target) == "function" then
     local file = engine.loading_file() or "?"
     pname = (file:match("([^/]+)$") or file):gsub("%.lua$", "") .. "@" .. canonical
     target = engine.pipeline(pname, target)
+    anonymous = true
   elseif type(target) == "table" and target.name and target.fn then
     pname = target.name
   elseif type(target) == "string" and target ~= "" then
@@ -169,22 +201,50 @@ function Spec:__call(target, input, opts)
   else
     error(what .. ": expected a pipeline, a pipeline name or a function to schedule", 2)
   end
-  local name = merged.name or pname
+  local name = merged.name or (anonymous and pname) or (pname .. "@" .. canonical)
+  if #name > MAX_NAME or name:find("[%z\1-\31\127]") then
+    error(("%s: the schedule name %q must be 1 to %d printable characters (its runs are named " ..
+      "<schedule>@<time>)%s"):format(what, name, MAX_NAME, merged.name and "" or ": give it a shorter {name = ...}"), 2)
+  end
+  local site = errors.where() or "?"
   local prev = M.defined[name]
   if prev then
-    error(("schedule '%s' is defined twice (%s and %s): give one of them {name = \"...\"}"):format(
-      name, prev.spec:canonical(), canonical), 2)
+    local why = merged.name and "schedule names are unique"
+      or ("pipeline '%s' is scheduled on %q twice: remove one, or name one {name = \"...\"}"):format(pname, canonical)
+    error(("schedule '%s' is defined twice, at %s and at %s: %s"):format(name, prev.site, site, why), 2)
   end
-  local info = debug.getinfo(2, "Sl")
   local sched = {
     name = name, pipeline = pname, spec = self, input = input, tz = merged.tz,
     catch_up = merged.catch_up or "latest", overlap = merged.overlap or "skip",
     jitter_ms = merged.jitter and duration.ms(merged.jitter) or 0,
-    site = info and (info.short_src .. ":" .. (info.currentline or 0)),
+    site = site,
   }
   M.defined[name] = sched
   M.order[#M.order + 1] = name
   return sched
+end)
+
+--- After every file is loaded: removes the schedules whose pipeline is
+--- not defined and returns their errors, "file:line: schedule ...", in
+--- definition order (empty when all resolve). `pipelines` is name -> handle.
+function M.drop_unresolved(pipelines)
+  local errs, keep = {}, {}
+  for _, name in ipairs(M.order) do
+    local s = M.defined[name]
+    if pipelines[s.pipeline] then
+      keep[#keep + 1] = name
+    else
+      local names = {}
+      for n in pairs(pipelines) do names[#names + 1] = n end
+      table.sort(names)
+      if #names > 10 then names = { table.concat(names, ", ", 1, 10) .. ", ..." } end
+      errs[#errs + 1] = ("%s: schedule '%s': no pipeline named '%s' is defined (%s)"):format(
+        s.site, name, s.pipeline, #names > 0 and "defined: " .. table.concat(names, ", ") or "none is defined")
+      M.defined[name] = nil
+    end
+  end
+  M.order = keep
+  return errs
 end
 
 -- every(n).seconds / .minutes / .hours / .days[.at(...)]
@@ -206,13 +266,13 @@ local function count_builder(n)
   }
   units.second, units.minute, units.hour, units.day = units.seconds, units.minutes, units.hours, units.days
   return setmetatable({}, {
-    __index = function(_, k)
+    __index = entry(function(_, k)
       local f = units[k]
       if not f then
         error(("every(%d).%s: unknown unit (use seconds, minutes, hours or days)"):format(n, tostring(k)), 2)
       end
       return f()
-    end,
+    end),
   })
 end
 
@@ -220,18 +280,21 @@ local weekdays = {
   sunday = 0, monday = 1, tuesday = 2, wednesday = 3, thursday = 4, friday = 5, saturday = 6,
 }
 
+local cron = entry(function(expr, opts)
+  if type(expr) ~= "string" then
+    error(("every.cron: expected a cron expression string, got %s"):format(type(expr)), 2)
+  end
+  check_builder_opts(("every.cron(%q)"):format(expr), opts)
+  local s = cron_spec(expr, 3)
+  s.opts = opts
+  return s
+end)
+
 M.every = setmetatable({}, {
-  __call = function(_, n) return count_builder(n) end,
-  __index = function(_, k)
+  __call = entry(function(_, n) return count_builder(n) end),
+  __index = entry(function(_, k)
     local key = type(k) == "string" and k:lower() or k
-    if key == "cron" then
-      return function(expr, opts)
-        if type(expr) ~= "string" then error("every.cron: expected a cron expression string", 2) end
-        local s = cron_spec(expr, 3)
-        s.opts = opts
-        return s
-      end
-    end
+    if key == "cron" then return cron end
     if key == "day" then return day_spec(nil, 1) end
     if key == "weekday" then return day_spec("1-5", 1) end
     if key == "weekend" then return day_spec("0,6", 1) end
@@ -240,7 +303,7 @@ M.every = setmetatable({}, {
     if key == "minute" then return cron_spec("* * * * *", 3) end
     error(("every.%s: unknown schedule (use every.day, every.monday..every.sunday, every.weekday, " ..
       "every.hour, every.minute, every(n).minutes, every.cron(...))"):format(tostring(k)), 2)
-  end,
+  end),
 })
 
 --- Forgets every defined schedule (a reload, a test).

@@ -11,8 +11,8 @@
 --- may interleave differently and still match its history.
 local engine = require "sluice.engine"
 local sched = require "sluice.sched"
-local duration = require "sluice.duration"
 local json = require "sluice.json"
+local errors = require "sluice.errors"
 
 local M = {}
 
@@ -35,50 +35,11 @@ local function show(v)
   return type(v) == "string" and ("%q"):format(v) or tostring(v)
 end
 
-local function callsite(level)
-  local info = debug.getinfo(level + 1, "Sl")
-  if not info then return "?" end
-  return info.short_src .. ":" .. (info.currentline or 0)
-end
-
--- the message of an error raised by a helper, without its "file:line: "
-local function bare(msg)
-  return (tostring(msg):gsub("^[^\n:]*:%d+: ", ""))
-end
-
 -- Validates the step options a map or a dag node passes on to its steps
 -- (retries, backoff, timeout) here, at the call, rather than at the first
--- item that happens to retry. Raises at `level` above the caller.
-local function check_step_opts(what, o, level)
-  local r = o.retries
-  if r ~= nil and (math.type(r) ~= "integer" or r < 0) then
-    error(("%s: retries must be an integer >= 0, got %s"):format(what, show(r)), level + 1)
-  end
-  local function dur(v, field)
-    local ok, err = pcall(duration.ms, v, what .. " " .. field)
-    if not ok then error(bare(err), level + 2) end
-  end
-  if o.timeout ~= nil then dur(o.timeout, "timeout") end
-  local b = o.backoff
-  if type(b) == "table" then
-    for k in pairs(b) do
-      if k ~= "initial" and k ~= "factor" and k ~= "max" and k ~= "jitter" then
-        error(("%s: unknown backoff field '%s' (known: initial, factor, max, jitter)"):format(what, tostring(k)),
-          level + 1)
-      end
-    end
-    if b.initial ~= nil then dur(b.initial, "backoff.initial") end
-    if b.max ~= nil then dur(b.max, "backoff.max") end
-    if b.factor ~= nil and type(b.factor) ~= "number" then
-      error(("%s: backoff.factor must be a number"):format(what), level + 1)
-    end
-    if b.jitter ~= nil and type(b.jitter) ~= "number" then
-      error(("%s: backoff.jitter must be a number"):format(what), level + 1)
-    end
-  elseif b ~= nil then
-    dur(b, "backoff")
-  end
-end
+-- item that happens to retry. map and dag are entry points (sluice.errors):
+-- the error names the user's line.
+local check_step_opts = engine.check_step_opts
 
 -- a failure of the item's own step (its function raised, or returned a
 -- value that cannot be stored) as opposed to the run itself going wrong
@@ -125,6 +86,10 @@ function M.map(id, items, fn, opts)
     error(("map '%s': items must be a sequence table, got %s"):format(id, type(items)), 2)
   end
   local n = #items
+  if #id + 1 + #tostring(n) > engine.MAX_STEP_ID then
+    error(("map '%s...': the id is %d bytes long; with '#<item>' after it, step ids must stay within %d bytes")
+      :format(id:sub(1, 32), #id, engine.MAX_STEP_ID), 2)
+  end
   -- a sequence: exactly the keys 1..n (this also rejects holes, whose #
   -- is ambiguous, and string keys that the items would silently ignore)
   local count = 0
@@ -166,7 +131,7 @@ function M.map(id, items, fn, opts)
       settle = opts.settle
     end
     if opts.retries ~= nil or opts.backoff ~= nil or opts.timeout ~= nil then
-      check_step_opts(("map '%s'"):format(id), opts, 2)
+      check_step_opts(("map '%s'"):format(id), opts)
       step_opts = { retries = opts.retries, backoff = opts.backoff, timeout = opts.timeout }
     end
   end
@@ -177,7 +142,7 @@ function M.map(id, items, fn, opts)
     sites = {}
     map_sites[run] = sites
   end
-  local site = callsite(2)
+  local site = errors.where() or "?"
   if sites[id] then
     error(("map id '%s' is used twice in run %s: at %s and at %s; map ids must be unique within a run")
       :format(id, run.id, sites[id], site), 2)
@@ -335,8 +300,8 @@ function M.dag(nodes)
       error(("dag: node names must be strings (each node is the step of that id), got the %s key %s; " ..
         "write dag{ name = {after = {...}, fn} }"):format(type(k), tostring(k)), 2)
     end
-    if k == "" or k:find("\0", 1, true) then
-      error(("dag: node name %q must be a non-empty string without NUL bytes"):format(k), 2)
+    if k == "" or #k > engine.MAX_STEP_ID or k:find("\0", 1, true) then
+      error(engine.bad_step_id("dag: node", k), 2)
     end
     names[#names + 1] = k
   end
@@ -369,7 +334,7 @@ function M.dag(nodes)
         error(("dag: node '%s': after must be a list of node names, got %s"):format(name, type(deps)), 2)
       end
       if spec.retries ~= nil or spec.backoff ~= nil or spec.timeout ~= nil then
-        check_step_opts(("dag: node '%s'"):format(name), spec, 2)
+        check_step_opts(("dag: node '%s'"):format(name), spec)
         sopts = { retries = spec.retries, backoff = spec.backoff, timeout = spec.timeout }
       end
     else

@@ -5,6 +5,7 @@
 --- while it waits.
 local uv = require "luv"
 local host = require "sluice.host"
+local errors = require "sluice.errors"
 
 local M = {}
 
@@ -106,14 +107,15 @@ function Handle:await()
   return self.ok, self.res
 end
 
---- Error handler: keeps error tables (they carry fields), adds a traceback
---- to strings.
+--- Error handler: keeps error tables (they carry fields), makes others
+--- {message=, traceback=}; the traceback (without the message) has
+--- sluice's own frames trimmed (sluice.errors).
 function M.traceback(err)
   if type(err) == "table" then
-    if err.traceback == nil then err.traceback = debug.traceback("", 2) end
+    if err.traceback == nil then err.traceback = errors.traceback(2) end
     return err
   end
-  return { message = tostring(err), traceback = debug.traceback(tostring(err), 2) }
+  return { message = tostring(err), traceback = errors.traceback(2) }
 end
 
 --- Waits ms milliseconds on a loop timer (not durable).

@@ -11,6 +11,7 @@ local scheduler = require "sluice.scheduler"
 local sched = require "sluice.sched"
 local events = require "sluice.events"
 local stream = require "sluice.stream"
+local errors = require "sluice.errors"
 local uv = require "luv"
 
 local M = {}
@@ -62,7 +63,7 @@ local function launch(p, input, id, exec_opts, on_end)
   end, function(ok, err)
     active = active - 1
     if not ok then
-      log("run %s pipeline=%s: host error: %s", id, p.name, type(err) == "table" and (err.traceback or err.message) or tostring(err))
+      log("run %s pipeline=%s: host error: %s", id, p.name, errors.describe(err))
     end
     if on_end then on_end() end
   end)
@@ -148,13 +149,13 @@ function M.run(opts)
 
   -- events sent with send(): each matching on() handler gets a run
   sched.spawn({}, events.run_dispatcher, function(ok2, e)
-    if not ok2 then log("event dispatcher stopped: %s", e.traceback or e.message) end
+    if not ok2 then log("event dispatcher stopped: %s", errors.describe(e)) end
   end, function(p, id) launch(p, nil, id) end, log)
   -- stream consumers
   for _, name in ipairs(stream.consumer_order) do
     local c = stream.consumers[name]
     sched.spawn({}, stream.run_consumer, function(ok2, e)
-      if not ok2 then log("consumer %s stopped: %s", name, e.traceback or e.message) end
+      if not ok2 then log("consumer %s stopped: %s", name, errors.describe(e)) end
     end, c, log)
   end
 
@@ -167,7 +168,7 @@ function M.run(opts)
   if #stream.retention_rules > 0 then
     local function pass()
       sched.spawn({}, stream.trim_once, function(ok2, res)
-        if not ok2 then log("retention: %s", res.traceback or res.message)
+        if not ok2 then log("retention: %s", errors.describe(res))
         elseif res > 0 then log("retention: removed %d events", res) end
       end)
     end

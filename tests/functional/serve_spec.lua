@@ -37,7 +37,7 @@ local tick = pipeline("tick", function()
     return true
   end)
 end)
-every(1).seconds(tick, nil, { catch_up = %q })
+every(1).seconds(tick, nil, { catch_up = %q, name = "tick" })
 ]]):format(marks, catch_up))
   end
 

@@ -78,15 +78,57 @@ describe("every", function()
     assert.matches("unknown option 'retry'", err)
   end)
 
-  it("names a schedule after its pipeline, or file stem and spec for a function", function()
+  it("names a schedule <pipeline>@<canonical spec>, so one pipeline may have several", function()
     local p = pipeline("every_spec_p", function() end)
     local s = every.day.at("2am")(p, { source = "x" })
-    assert.are.equal("every_spec_p", s.name)
+    assert.are.equal("every_spec_p@0 2 * * *", s.name)
     assert.are.same({ source = "x" }, s.input)
-    local ok, err = pcall(function() every.hour(p) end)
+    -- two unnamed schedules of one pipeline, as in the README
+    assert.are.equal("every_spec_p@0 * * * *", every.hour(p).name)
+    assert.are.equal("every_spec_p@*/15 * * * *", every(15).minutes("every_spec_p").name)
+    assert.are.equal("hourly_p", every.hour(p, nil, { name = "hourly_p" }).name)
+    -- a function becomes the pipeline "<file stem>@<spec>", which names the schedule too
+    local anon = every(30).seconds(function() end)
+    assert.are.equal("?@every 30s", anon.name)
+    assert.are.equal(anon.name, anon.pipeline)
+  end)
+
+  it("is an error only for a real clash, naming both definitions", function()
+    local p = pipeline("every_spec_clash", function() end)
+    local first = debug.getinfo(1, "l").currentline + 1
+    every.day.at("2am")(p)
+    -- the same pipeline on the same canonical spec, written another way
+    local ok, err = pcall(function() every.cron("0 2 * * *")(p) end)
     assert.is_false(ok)
-    assert.matches("schedule 'every_spec_p' is defined twice", err)
-    local s2 = every.hour(p, nil, { name = "hourly_p" })
-    assert.are.equal("hourly_p", s2.name)
+    assert.matches(("^[^\n]*every_spec.lua:%d: schedule 'every_spec_clash@0 2 %%* %%* %%*' is defined twice, " ..
+      "at [^\n]*every_spec.lua:%d and at [^\n]*every_spec.lua:%d: pipeline 'every_spec_clash' is scheduled on " ..
+      "\"0 2 %%* %%* %%*\" twice"):format(first + 2, first, first + 2), err)
+    -- one explicit name twice, even on different pipelines and specs
+    every.hour(p, nil, { name = "nightly" })
+    ok, err = pcall(function() every.minute("other", nil, { name = "nightly" }) end)
+    assert.is_false(ok)
+    assert.matches("schedule 'nightly' is defined twice, at .*every_spec.lua:%d+ and at .*every_spec.lua:%d+: " ..
+      "schedule names are unique", err)
+  end)
+
+  it("refuses a schedule that can never fire", function()
+    local p = pipeline("every_spec_never", function() end)
+    local line = debug.getinfo(1, "l").currentline + 1
+    local ok, err = pcall(function() every.cron("* * 31 2 *")(p) end)
+    assert.is_false(ok)
+    assert.matches(("every_spec.lua:%d: every \"%%* %%* 31 2 %%*\" never fires: no date matches it"):format(line), err)
+    assert.are.equal(0, #every_mod.order)
+  end)
+
+  it("finds, once everything is loaded, the schedules of pipelines nobody defines", function()
+    pipeline("every_spec_defined", function() end)
+    local line = debug.getinfo(1, "l").currentline + 1
+    every.hour("every_spec_missing")
+    every.hour("every_spec_defined")
+    local errs = every_mod.drop_unresolved(require("sluice.engine").pipelines)
+    assert.are.equal(1, #errs)
+    assert.matches(("every_spec.lua:%d: schedule 'every_spec_missing@0 %%* %%* %%* %%*': no pipeline named " ..
+      "'every_spec_missing' is defined %%(defined: "):format(line), errs[1])
+    assert.are.same({ "every_spec_defined@0 * * * *" }, every_mod.order)
   end)
 end)

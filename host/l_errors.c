@@ -1,0 +1,71 @@
+/* l_errors.c: the C half of sluice.errors (lua/errors.lua): entry points
+ * of the pipeline API, and which chunks are sluice's own.
+ *
+ * An entry point is a C function in front of the Lua function of the API.
+ * Lua drops the caller's frame when a Lua function is tail-called
+ * (`return step(...)` is the usual last line of a pipeline), so an error
+ * raised inside could not name the user's line any more; a C function
+ * called in tail position keeps it. The entry calls its Lua function under
+ * lua_pcallk with a message handler (errors.relocate), which runs where the
+ * error was raised, with the whole stack, and gives it the user's position.
+ * lua_pcallk with a continuation keeps the call yieldable: a step may wait
+ * on the loop inside it.
+ * Depends on: Lua 5.4, embedded.h.
+ */
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "embedded.h"
+#include "host_lib.h"
+
+/* the results of the entry's function are everything above the handler */
+static int entry_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)ctx;
+  if (status != LUA_OK && status != LUA_YIELD) return lua_error(L);
+  return lua_gettop(L) - 1;
+}
+
+/* upvalues: 1 the Lua function, 2 the message handler */
+static int entry_call(lua_State *L) {
+  int nargs = lua_gettop(L);
+  luaL_checkstack(L, 2, "calling a sluice function");
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_insert(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 2);
+  return entry_k(L, lua_pcallk(L, nargs, LUA_MULTRET, 1, 0, entry_k), 0);
+}
+
+/* entry(fn, handler) -> a C function calling fn(...) under handler */
+static int l_entry(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  lua_pushcclosure(L, entry_call, 2);
+  return 1;
+}
+
+/* internal_sources() -> the chunk names (debug.getinfo's `source`) of the
+ * Lua files compiled into the binary: "@lua/engine.lua", ..., or, with
+ * SLUICE_LUA_ROOT set, the paths they are loaded from instead (vm.c). */
+static int l_internal_sources(lua_State *L) {
+  const char *root = getenv("SLUICE_LUA_ROOT");
+  lua_newtable(L);
+  lua_Integer i = 0;
+  for (const embedded_file *f = embedded_files; f->module; f++) {
+    if (root && *root)
+      lua_pushfstring(L, "@%s/%s", root, f->chunk + 1);
+    else
+      lua_pushstring(L, f->chunk);
+    lua_rawseti(L, -2, ++i);
+  }
+  return 1;
+}
+
+void errors_register(lua_State *L) {
+  static const luaL_Reg fns[] = {
+      {"entry", l_entry}, {"internal_sources", l_internal_sources}, {NULL, NULL}};
+  luaL_setfuncs(L, fns, 0);
+}
