@@ -378,6 +378,9 @@ typedef struct {
   lua_State *L;
   sbuf *out;
   int pretty;
+  int edge;      /* CODEC_EDGE: non-finite floats as null, noted in rep */
+  int max_depth; /* containers nested deeper than this are refused */
+  codec_report *rep;
   int mt_slot; /* stack slot of the array metatable, 0 if none exists yet */
   const char *root;
   char *err;
@@ -455,14 +458,12 @@ static void eb_component(errbuf *b, const frame *f) {
   eb_add(b, "\"]", 2);
 }
 
-/* Sets "root.path: message" (long paths keep their two ends). Returns -1. */
-static int enc_error(enc *E, const frame *f, const char *fmt, ...) {
-  const frame *chain[CODEC_MAX_DEPTH + 3];
+/* Writes "root.path" of f (long paths keep their two ends). */
+static void eb_path(errbuf *b, const enc *E, const frame *f) {
+  const frame *chain[CODEC_RECORD_DEPTH + 3];
   size_t n = 0;
   for (const frame *a = f; a && n < sizeof chain / sizeof chain[0]; a = a->up) chain[n++] = a;
-  errbuf b = {E->err, E->errsz};
-  if (b.left) *b.p = '\0';
-  eb_adds(&b, E->root);
+  eb_adds(b, E->root);
   /* chain[n-1] is the root itself; its components follow, innermost last */
   size_t ncomp = n ? n - 1 : 0;
   for (size_t i = 0; i < ncomp; i++) {
@@ -470,12 +471,19 @@ static int enc_error(enc *E, const frame *f, const char *fmt, ...) {
     if (ncomp > 16 && pos == 8) {
       char tmp[48];
       snprintf(tmp, sizeof tmp, "...(%zu more)...", ncomp - 16);
-      eb_adds(&b, tmp);
+      eb_adds(b, tmp);
       i = ncomp - 8 - 1;
       continue;
     }
-    eb_component(&b, chain[ncomp - 1 - i]);
+    eb_component(b, chain[ncomp - 1 - i]);
   }
+}
+
+/* Sets "root.path: message". Returns -1. */
+static int enc_error(enc *E, const frame *f, const char *fmt, ...) {
+  errbuf b = {E->err, E->errsz};
+  if (b.left) *b.p = '\0';
+  eb_path(&b, E, f);
   eb_add(&b, ": ", 2);
   char msg[160];
   va_list ap;
@@ -536,6 +544,19 @@ static void put_indent(enc *E, int depth) {
 }
 
 static int enc_value(enc *E, int idx, frame *f, int depth);
+
+/* Edge encoding of NaN or an infinity: null, noted in E->rep. */
+static int enc_nonfinite(enc *E, const frame *f, double d) {
+  put_n(E->out, "null", 4);
+  codec_report *r = E->rep;
+  if (r && r->nonfinite++ == 0) {
+    errbuf b = {r->first, sizeof r->first};
+    *b.p = '\0';
+    eb_path(&b, E, f);
+    eb_adds(&b, isnan(d) ? " is NaN" : d > 0 ? " is Infinity" : " is -Infinity");
+  }
+  return 0;
+}
 
 /* After the key scan found integer keys that are not 1..n: names, for a
  * message that does not depend on iteration order, the smallest integer key
@@ -607,7 +628,7 @@ static int enc_unsorted(enc *E, int idx, frame *f, int depth, int marked, int to
 
 static int enc_table(enc *E, int idx, frame *f, int depth) {
   lua_State *L = E->L;
-  if (depth >= CODEC_MAX_DEPTH) return enc_error(E, f, "nesting deeper than %d", CODEC_MAX_DEPTH);
+  if (depth >= E->max_depth) return enc_error(E, f, "nesting deeper than %d", E->max_depth);
   const void *me = lua_topointer(L, idx);
   for (const frame *a = f->up; a; a = a->up)
     if (a->tbl == me) return enc_error(E, f, "cycle (this table contains itself)");
@@ -710,16 +731,27 @@ static int enc_value(enc *E, int idx, frame *f, int depth) {
     else
       put_n(out, "false", 5);
     return 0;
-  case LUA_TNUMBER:
-    if (lua_isinteger(L, idx))
+  case LUA_TNUMBER: {
+    if (lua_isinteger(L, idx)) {
       put_int(out, lua_tointeger(L, idx));
-    else
-      put_double(out, lua_tonumber(L, idx));
+      return 0;
+    }
+    double d = lua_tonumber(L, idx);
+    if (!isfinite(d)) {
+      if (E->edge) return enc_nonfinite(E, f, d);
+      /* its tag is an object: one level more */
+      if (depth >= E->max_depth) return enc_error(E, f, "nesting deeper than %d", E->max_depth);
+    }
+    put_double(out, d);
     return 0;
+  }
   case LUA_TSTRING: {
-    size_t n;
+    size_t n, at = out->len;
     const char *s = lua_tolstring(L, idx, &n);
     codec_encode_string(out, s, n);
+    /* the tag of a string that is not UTF-8 is an object: one level more */
+    if (depth >= E->max_depth && out->data[at] == '{')
+      return enc_error(E, f, "nesting deeper than %d", E->max_depth);
     return 0;
   }
   case LUA_TLIGHTUSERDATA:
@@ -735,14 +767,26 @@ static int enc_value(enc *E, int idx, frame *f, int depth) {
   }
 }
 
-int codec_encode(lua_State *L, int idx, const char *root, int pretty, sbuf *out,
+int codec_encode(lua_State *L, int idx, const char *root, int flags, sbuf *out,
                  char *err, size_t errsz) {
+  return codec_encode_ex(L, idx, root, flags, out, err, errsz, NULL);
+}
+
+int codec_encode_ex(lua_State *L, int idx, const char *root, int flags, sbuf *out,
+                    char *err, size_t errsz, codec_report *rep) {
   idx = lua_absindex(L, idx);
   int top = lua_gettop(L);
   enc E;
   E.L = L;
   E.out = out;
-  E.pretty = pretty;
+  E.pretty = (flags & CODEC_PRETTY) != 0;
+  E.edge = (flags & CODEC_EDGE) != 0;
+  E.max_depth = (flags & CODEC_RECORD) ? CODEC_RECORD_DEPTH : CODEC_MAX_DEPTH;
+  E.rep = rep;
+  if (rep) {
+    rep->nonfinite = 0;
+    rep->first[0] = '\0';
+  }
   E.mt_slot = 0;
   E.root = root ? root : "value";
   E.err = err;
@@ -821,6 +865,7 @@ typedef struct {
   char *err;
   size_t errsz;
   sbuf tmp; /* tree mode: unescaped strings */
+  int max_depth;
 } parser;
 
 static int perr(parser *P, const char *at, const char *fmt, ...) {
@@ -1095,8 +1140,8 @@ static int plua_value(parser *P);
 static int plua_array(parser *P) {
   lua_State *L = P->L;
   const char *open = P->p++;
-  if (++P->depth > CODEC_MAX_DEPTH)
-    return perr(P, open, "nesting deeper than %d", CODEC_MAX_DEPTH);
+  if (++P->depth > P->max_depth)
+    return perr(P, open, "nesting deeper than %d", P->max_depth);
   if (!lua_checkstack(L, 6)) return perr(P, open, "out of memory (Lua stack)");
   lua_createtable(L, 0, 0);
   skip_ws(P);
@@ -1122,8 +1167,8 @@ static int plua_array(parser *P) {
 static int plua_object(parser *P) {
   lua_State *L = P->L;
   const char *open = P->p++;
-  if (++P->depth > CODEC_MAX_DEPTH)
-    return perr(P, open, "nesting deeper than %d", CODEC_MAX_DEPTH);
+  if (++P->depth > P->max_depth)
+    return perr(P, open, "nesting deeper than %d", P->max_depth);
   if (!lua_checkstack(L, 6)) return perr(P, open, "out of memory (Lua stack)");
   lua_createtable(L, 0, 0);
   skip_ws(P);
@@ -1216,7 +1261,12 @@ static int plua_value(parser *P) {
 }
 
 int codec_decode(lua_State *L, const char *s, size_t n, char *err, size_t errsz) {
-  parser P = {s, s, s + n, L, 0, err, errsz, SBUF_INIT};
+  return codec_decode_ex(L, s, n, 0, err, errsz);
+}
+
+int codec_decode_ex(lua_State *L, const char *s, size_t n, int flags, char *err, size_t errsz) {
+  parser P = {s, s, s + n, L, 0, err, errsz, SBUF_INIT,
+              (flags & CODEC_RECORD) ? CODEC_RECORD_DEPTH : CODEC_MAX_DEPTH};
   int top = lua_gettop(L);
   if (!lua_checkstack(L, 8)) {
     snprintf(err, errsz, "out of memory (Lua stack)");
@@ -1264,8 +1314,8 @@ static int ptree_string(parser *P, const char **s, size_t *n, char **own) {
 static json_t *ptree_container(parser *P, int is_obj) {
   const char *open = P->p++;
   char close = is_obj ? '}' : ']';
-  if (++P->depth > CODEC_MAX_DEPTH) {
-    perr(P, open, "nesting deeper than %d", CODEC_MAX_DEPTH);
+  if (++P->depth > P->max_depth) {
+    perr(P, open, "nesting deeper than %d", P->max_depth);
     return NULL;
   }
   json_t *c = is_obj ? json_object() : json_array();
@@ -1367,7 +1417,7 @@ static json_t *ptree_value(parser *P) {
 }
 
 json_t *codec_parse(const char *s, size_t n, char *err, size_t errsz) {
-  parser P = {s, s, s + n, NULL, 0, err, errsz, SBUF_INIT};
+  parser P = {s, s, s + n, NULL, 0, err, errsz, SBUF_INIT, CODEC_MAX_DEPTH};
   skip_ws(&P);
   json_t *j = ptree_value(&P);
   if (j) {

@@ -10,7 +10,8 @@
  *  - floats: shortest text that reads back to the same double (at most 17
  *    significant digits), always with a '.', 'e' so they stay floats
  *    (1.0 -> "1.0"); -0.0 -> "-0.0";
- *  - inf, -inf, nan: tagged {"\u0000f":"inf"|"-inf"|"nan"};
+ *  - inf, -inf, nan: tagged {"\u0000f":"inf"|"-inf"|"nan"} (in the store; at the
+ *    edges, CODEC_EDGE, JSON null: see below);
  *  - strings: UTF-8 strings as JSON strings (NUL as \u0000); a string that is
  *    not valid UTF-8 is tagged {"\u0000b":"<base64>"};
  *  - booleans; json.null (a light userdata NULL, as lua-cjson) <-> null;
@@ -29,6 +30,19 @@
  * tables mixing array items and string keys, tables with keys that are not
  * strings or a sequence 1..n, nesting deeper than CODEC_MAX_DEPTH.
  *
+ * Depth: one limit, counted the same way by the encoder and the parser, as
+ * JSON containers nested in the text: a table is one level, and so is the
+ * tag object of a float that is not finite or of a string that is not UTF-8.
+ * A value (a step result, an input, event data, what sluice.json handles)
+ * nests at most CODEC_MAX_DEPTH; a store record or a printed document that
+ * wraps values in a few levels of its own (CODEC_RECORD) at most
+ * CODEC_RECORD_DEPTH, so every value fits in its record.
+ *
+ * Edges (CODEC_EDGE: what the command line prints, sluice.json, the HTTP
+ * API): JSON has no NaN or infinity, so they are written as null (what
+ * JavaScript's JSON.stringify does) and reported (codec_report) for a
+ * warning; nothing else differs. The store keeps them exactly (the tag).
+ *
  * Note: jansson 2.14's parser refuses NUL bytes in object keys, which every
  * tag above needs, so codec.c parses JSON text with its own strict parser
  * (same grammar and verdicts as json_loadb otherwise); codec_parse still
@@ -45,14 +59,32 @@
 #include "sbuf.h"
 
 #define CODEC_MAX_DEPTH 1000
+#define CODEC_RECORD_DEPTH (CODEC_MAX_DEPTH + 8)
+
+/* flags of codec_encode and codec_decode_ex */
+#define CODEC_PRETTY 1 /* encode: indent with two spaces */
+#define CODEC_EDGE 2   /* encode: NaN and infinities as null (see above) */
+#define CODEC_RECORD 4 /* a record wrapping values: CODEC_RECORD_DEPTH */
+
+/* What an edge encoding changed: how many non-finite floats became null, and
+ * "root.path is NaN" (or "is Infinity", "is -Infinity") of the first. */
+typedef struct {
+  size_t nonfinite;
+  char first[256];
+} codec_report;
 /* registry key of the metatable that marks a table as a JSON array */
 #define CODEC_ARRAY_MT "sluice.json.array"
 
 /* Appends the JSON text of the Lua value at stack index idx to out.
  * Returns 0, or -1 with a message in err (out is then unspecified).
- * pretty != 0 indents with two spaces. The Lua stack is left as it was. */
-int codec_encode(lua_State *L, int idx, const char *root, int pretty, sbuf *out,
+ * flags: CODEC_PRETTY, CODEC_EDGE, CODEC_RECORD (0: a value for the store).
+ * The Lua stack is left as it was. */
+int codec_encode(lua_State *L, int idx, const char *root, int flags, sbuf *out,
                  char *err, size_t errsz);
+
+/* codec_encode, filling *rep (if not NULL) with what CODEC_EDGE changed. */
+int codec_encode_ex(lua_State *L, int idx, const char *root, int flags, sbuf *out,
+                    char *err, size_t errsz, codec_report *rep);
 
 /* Appends s as a JSON string literal (with the non-UTF-8 tag if needed). */
 void codec_encode_string(sbuf *out, const char *s, size_t n);
@@ -66,6 +98,9 @@ int codec_push(lua_State *L, json_t *j, char *err, size_t errsz);
  * wrong: "line 1, column 7 (byte 6): ..." and nothing pushed. */
 int codec_decode(lua_State *L, const char *s, size_t n, char *err, size_t errsz);
 
+/* codec_decode with flags: CODEC_RECORD allows CODEC_RECORD_DEPTH. */
+int codec_decode_ex(lua_State *L, const char *s, size_t n, int flags, char *err, size_t errsz);
+
 /* Parses JSON text into a jansson tree (caller json_decref's it), with the
  * same flags and error text as codec_decode. NULL on error. */
 json_t *codec_parse(const char *s, size_t n, char *err, size_t errsz);
@@ -75,7 +110,12 @@ void codec_push_null(lua_State *L);
 
 /* lua_CFunction opening the sluice.json module: encode(v [, {pretty=true}]),
  * decode(s), null, array(t) (marks t as an array and returns it),
- * is_array(t). encode and decode raise on error with the messages above. */
+ * is_array(t). encode and decode raise on error with the messages above.
+ * sluice.json is the user's, an edge (l_json.c says how it warns);
+ * sluice.codec (luaopen_sluice_codec) is the same module for sluice's own
+ * Lua code: store records (exact, CODEC_RECORD), and as codec.edge what the
+ * command line prints (CODEC_EDGE | CODEC_RECORD). */
 int luaopen_sluice_json(lua_State *L);
+int luaopen_sluice_codec(lua_State *L);
 
 #endif

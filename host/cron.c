@@ -1309,8 +1309,19 @@ int cron_cli(int argc, char **argv) {
   }
   for (long k = 0; k < n; k++) {
     char line[21];
+    int64_t after = t;
     int r = cron_next(&e, t, tz, &t, err, sizeof err);
-    if (r == 1) break;
+    if (r == 1) {
+      /* nothing printed is no answer: say why, and fail when nothing came */
+      char q[QUOTE_SZ];
+      cron_format_utc(after, line);
+      fprintf(stderr, "sluice cron: %s %s after %s%s%s (no date before year 10000 matches it)\n",
+              quote(q, sizeof q, expr, strlen(expr)), k ? "fires no more" : "never fires", line,
+              tz ? " in " : "", tz ? tz : "");
+      if (!k) rc = 1;
+      if (!k) goto out;
+      break;
+    }
     if (r < 0) {
       fprintf(stderr, "sluice cron: %s\n", err);
       goto out;

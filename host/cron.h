@@ -166,7 +166,9 @@ int cron_parse_iso8601(const char *s, int64_t *out, char *err, size_t errsz);
 //   cron next "EXPR" [--from ISO8601] [-n N] [--tz ZONE]
 // printing the next N (default 5, at most 100000) fire times in UTC, one per
 // line, strictly after --from (default: now). Returns the exit status:
-// 0 (--help, or done, including an expression that never fires: no lines),
+// 0 (--help, or done; fewer than N fires before year 10000 are said so on
+// stderr), 1 the expression never fires after --from (said so on stderr:
+//   sluice cron: "* * 31 2 *" never fires after 2026-01-05T09:00:00Z (...)),
 // 2 bad usage or input, with a message on stderr naming the flag or field:
 //   sluice cron: minute field: 61 is out of range 0-59
 int cron_cli(int argc, char **argv);

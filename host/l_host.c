@@ -384,13 +384,15 @@ static int l_hash(lua_State *L) {
   return 1;
 }
 
-/* encode(v, root) -> json | nil, "root.path: message" */
+/* encode(v, root [, record]) -> json | nil, "root.path: message"; record:
+ * v is a store record wrapping values (CODEC_RECORD) */
 static int l_encode(lua_State *L) {
   luaL_checkany(L, 1);
   const char *root = luaL_optstring(L, 2, "value");
+  int flags = lua_toboolean(L, 3) ? CODEC_RECORD : 0;
   sbuf out = SBUF_INIT;
   char err[512];
-  if (codec_encode(L, 1, root, 0, &out, err, sizeof err) != 0) {
+  if (codec_encode(L, 1, root, flags, &out, err, sizeof err) != 0) {
     sbuf_free(&out);
     lua_pushnil(L);
     lua_pushstring(L, err);

@@ -1,16 +1,37 @@
-/* l_json.c: the sluice.json Lua module, a thin binding over codec.c.
+/* l_json.c: the sluice.json Lua module, a thin binding over codec.c, and
+ * sluice.codec, the same module for sluice's own Lua code.
  *
  * encode(v [, {pretty=true}]) -> text, decode(text) -> value; both raise
  * with the codec's message ("value.a[2]: cannot store a function",
  * "line 1, column 7 (byte 6): unexpected token"). null is json.null (a light
  * userdata NULL); array(t) marks t as a JSON array; is_array(t) tells
  * whether encode would write t as an array.
+ *
+ * Three flavours, one binding (codec.h explains the flags):
+ *  - sluice.json, the user's: an edge. NaN and infinities are written as
+ *    null with a warning on stderr, once per line of code that encodes them:
+ *    "sluice: warning: etl.lua:7: json.encode: value.ratio is NaN: written
+ *    as null (JSON has no NaN or Infinity)". Values nest at most
+ *    CODEC_MAX_DEPTH, for encode and decode alike.
+ *  - sluice.codec: store records, exact (tags), CODEC_RECORD.
+ *  - sluice.codec.edge: what the command line prints, an edge for records;
+ *    one warning per process ("... printed as null ...").
  * Depends on: codec.h, sbuf.h.
  */
 #include <lauxlib.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "codec.h"
+
+typedef struct {
+  int enc_flags, dec_flags;
+  int warn; /* 0 none, 1 per call site (the user's), 2 once (the CLI's) */
+} flavour;
+
+static const flavour user_flavour = {CODEC_EDGE, 0, 1};
+static const flavour store_flavour = {CODEC_RECORD, CODEC_RECORD, 0};
+static const flavour cli_flavour = {CODEC_EDGE | CODEC_RECORD, CODEC_RECORD, 2};
 
 /* Output buffer reused across encode calls (an upvalue of encode); big ones
  * are released after use so one huge value does not pin its memory. */
@@ -26,31 +47,65 @@ static int json_buf_gc(lua_State *L) {
   return 0;
 }
 
+/* The warning of an edge encoding that wrote NaN or an infinity as null;
+ * `warned` (upvalue 3 of encode) holds the call sites already warned. */
+static void warn_nonfinite(lua_State *L, const flavour *fl, const codec_report *rep) {
+  if (fl->warn == 1)
+    luaL_where(L, 1); /* the line that called encode, "" if none */
+  else
+    lua_pushliteral(L, "");
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, lua_upvalueindex(3)) != LUA_TNIL) {
+    lua_pop(L, 2);
+    return;
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, -1);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, lua_upvalueindex(3));
+  char more[48] = "";
+  if (rep->nonfinite > 1) snprintf(more, sizeof more, " (and %zu more)", rep->nonfinite - 1);
+  if (fl->warn == 1)
+    fprintf(stderr, "sluice: warning: %sjson.encode: %s%s: written as null (JSON has no NaN or Infinity)\n",
+            lua_tostring(L, -1), rep->first, more);
+  else
+    fprintf(stderr, "sluice: warning: %s%s: printed as null (JSON has no NaN or Infinity; "
+                    "the store keeps the exact value)\n", rep->first, more);
+  fflush(stderr);
+  lua_pop(L, 1);
+}
+
+/* upvalues: 1 json_buf, 2 flavour (light userdata), 3 table of warned sites */
 static int f_encode(lua_State *L) {
   luaL_checkany(L, 1);
-  int pretty = 0;
+  const flavour *fl = lua_touserdata(L, lua_upvalueindex(2));
+  int flags = fl->enc_flags;
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_getfield(L, 2, "pretty");
-    pretty = lua_toboolean(L, -1);
+    if (lua_toboolean(L, -1)) flags |= CODEC_PRETTY;
     lua_pop(L, 1);
   }
   lua_settop(L, 1);
   json_buf *jb = lua_touserdata(L, lua_upvalueindex(1));
   sbuf_reset(&jb->b);
   char err[512];
-  int rc = codec_encode(L, 1, "value", pretty, &jb->b, err, sizeof err);
+  codec_report rep;
+  int rc = codec_encode_ex(L, 1, "value", flags, &jb->b, err, sizeof err, &rep);
   if (rc == 0) lua_pushlstring(L, jb->b.data ? jb->b.data : "", jb->b.len);
   if (jb->b.cap > JSON_BUF_KEEP) sbuf_free(&jb->b);
   if (rc != 0) return luaL_error(L, "%s", err);
+  if (rep.nonfinite && fl->warn) warn_nonfinite(L, fl, &rep);
   return 1;
 }
 
+/* upvalue: 1 flavour */
 static int f_decode(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
+  const flavour *fl = lua_touserdata(L, lua_upvalueindex(1));
   char err[512];
-  if (codec_decode(L, s, n, err, sizeof err) != 0) return luaL_error(L, "%s", err);
+  if (codec_decode_ex(L, s, n, fl->dec_flags, err, sizeof err) != 0) return luaL_error(L, "%s", err);
   return 1;
 }
 
@@ -105,9 +160,9 @@ static int f_is_array(lua_State *L) {
   return 1;
 }
 
-int luaopen_sluice_json(lua_State *L) {
-  static const luaL_Reg fns[] = {
-      {"decode", f_decode}, {"array", f_array}, {"is_array", f_is_array}, {NULL, NULL}};
+/* Pushes a module table of flavour fl. */
+static void push_module(lua_State *L, const flavour *fl) {
+  static const luaL_Reg fns[] = {{"array", f_array}, {"is_array", f_is_array}, {NULL, NULL}};
   luaL_newlib(L, fns);
 
   json_buf *jb = lua_newuserdatauv(L, sizeof *jb, 0);
@@ -116,10 +171,27 @@ int luaopen_sluice_json(lua_State *L) {
   lua_pushcfunction(L, json_buf_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
-  lua_pushcclosure(L, f_encode, 1);
+  lua_pushlightuserdata(L, (void *)fl);
+  lua_newtable(L);
+  lua_pushcclosure(L, f_encode, 3);
   lua_setfield(L, -2, "encode");
+
+  lua_pushlightuserdata(L, (void *)fl);
+  lua_pushcclosure(L, f_decode, 1);
+  lua_setfield(L, -2, "decode");
 
   codec_push_null(L);
   lua_setfield(L, -2, "null");
+}
+
+int luaopen_sluice_json(lua_State *L) {
+  push_module(L, &user_flavour);
+  return 1;
+}
+
+int luaopen_sluice_codec(lua_State *L) {
+  push_module(L, &store_flavour);
+  push_module(L, &cli_flavour);
+  lua_setfield(L, -2, "edge");
   return 1;
 }

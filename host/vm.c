@@ -155,6 +155,8 @@ int vm_open(vm *v, char *err, size_t errsz) {
   lua_getfield(L, -1, "preload");
   lua_pushcfunction(L, luaopen_sluice_json);
   lua_setfield(L, -2, "sluice.json");
+  lua_pushcfunction(L, luaopen_sluice_codec);
+  lua_setfield(L, -2, "sluice.codec");
   lua_pushcfunction(L, luaopen_sluice_host);
   lua_setfield(L, -2, "sluice.host");
   lua_pop(L, 1);

@@ -2,7 +2,7 @@
 --- parsing, store opening, output as a table or as JSON. main() returns the
 --- exit code: 0 success, 1 the pipeline failed, 2 bad usage or bad input.
 local host = require "sluice.host"
-local json = require "sluice.json"
+local json = require("sluice.codec").edge -- what is printed: JSON at the edge
 local engine = require "sluice.engine"
 local errors = require "sluice.errors"
 
@@ -182,7 +182,8 @@ function M.run(args)
   if opts.input then
     local v, derr = host.decode(opts.input)
     if derr then
-      errf("--input is not valid JSON: %s", derr)
+      -- the one depth limit of values (codec.h), checked here, once
+      errf("--input %s: %s", derr:find("nesting deeper", 1, true) and "nests too deeply" or "is not valid JSON", derr)
       return 2
     end
     input = v
@@ -192,6 +193,12 @@ function M.run(args)
   if not defined then
     if kind == "io" then errf("cannot read %s", lerr)
     else errf("%s", lerr) end
+    return 2
+  end
+  local unresolved = require("sluice.every").drop_unresolved(engine.pipelines)
+  if #unresolved > 0 then
+    for _, msg in ipairs(unresolved) do errf("%s", msg) end
+    errf("(sluice run loads only %s; sluice serve loads every file of its directory)", file)
     return 2
   end
   if #defined == 0 then

@@ -10,7 +10,7 @@
 --- own branch), so a resume whose code calls steps in another order fails
 --- loudly instead of handing a stored result to the wrong step.
 local host = require "sluice.host"
-local json = require "sluice.json"
+local json = require "sluice.codec" -- store records: exact
 local sched = require "sluice.sched"
 local duration = require "sluice.duration"
 local errors = require "sluice.errors"
@@ -985,7 +985,7 @@ local function child_run(what, p, input, opts)
     local now = host.now()
     local rec = { id = id, pipeline = p.name, input = input, status = "pending", attempt = 0,
       created_at = host.iso(now), created_us = now, parent = parent.id }
-    local enc, err = host.encode(rec, "child")
+    local enc, err = host.encode(rec, "child", true)
     if not enc then error(("%s '%s': the input cannot be stored: %s"):format(what, p.name, err), 0) end
     if host.get("runs", id) then return id end -- an explicit id that exists: reuse it
     return id, { "runs", id, enc, "runs_by_time", be64(now) .. id, "", "active_runs", id, "" }

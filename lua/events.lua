@@ -9,7 +9,7 @@
 --- created as pending in the same commit that moves the cursor, so a crash
 --- between the two is impossible.
 local host = require "sluice.host"
-local json = require "sluice.json"
+local json = require "sluice.codec" -- store records: exact
 local engine = require "sluice.engine"
 local sched = require "sluice.sched"
 local duration = require "sluice.duration"
@@ -50,7 +50,7 @@ function M.send(name, data)
     local seq = next_seq
     next_seq = seq + 1
     local ev = { name = name, data = data, ts = host.iso(host.now()) }
-    local enc, err = host.encode(ev, "event")
+    local enc, err = host.encode(ev, "event", true)
     if not enc then error(("send %q: the event cannot be stored: %s"):format(name, err), 4) end
     return { seq = seq, ev = ev }, { "sends", be64(seq), enc }
   end

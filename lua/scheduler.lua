@@ -7,7 +7,7 @@
 --- an unfinished run is resumed like any other. Due times live in one binary
 --- heap under one loop timer: O(log n) per fire however many schedules.
 local host = require "sluice.host"
-local json = require "sluice.json"
+local json = require "sluice.codec" -- store records: exact
 local every = require "sluice.every"
 local uv = require "luv"
 

@@ -10,7 +10,7 @@
 --- a store at a time (sluice serve and sluice run take the store's lock), so
 --- the sequence is kept in memory.
 local host = require "sluice.host"
-local json = require "sluice.json"
+local json = require "sluice.codec" -- store records: exact
 local engine = require "sluice.engine"
 local sched = require "sluice.sched"
 

@@ -20,6 +20,8 @@ static lua_State *new_state(void) {
   luaL_openlibs(L);
   luaL_requiref(L, "sluice.json", luaopen_sluice_json, 0);
   lua_setglobal(L, "json");
+  luaL_requiref(L, "sluice.codec", luaopen_sluice_codec, 0);
+  lua_setglobal(L, "codec");
   return L;
 }
 
@@ -255,6 +257,114 @@ static void test_nonfinite(void) {
   CHECK(DEC(L, "[{\"\\u0000f\":\"-inf\"}]") == 0);
   lua_rawgeti(L, -1, 1);
   CHECK(!lua_isinteger(L, -1) && isinf(lua_tonumber(L, -1)) && lua_tonumber(L, -1) < 0);
+  lua_pop(L, 2);
+  lua_close(L);
+}
+
+/* At the edges (CODEC_EDGE) NaN and infinities are JSON null, reported with
+ * the path of the first; nothing else changes. */
+static void test_edge(void) {
+  lua_State *L = new_state();
+  codec_report rep;
+  push(L, "return {a = 0/0, b = {1, 1/0, -1/0}, c = 'x', d = 2.5}");
+  sbuf_reset(&text);
+  CHECK(codec_encode_ex(L, -1, "result", CODEC_EDGE, &text, err, sizeof err, &rep) == 0);
+  CHECK_STR(text.data, "{\"a\":null,\"b\":[1,null,null],\"c\":\"x\",\"d\":2.5}");
+  CHECK(rep.nonfinite == 3);
+  CHECK_STR(rep.first, "result.a is NaN");
+  lua_pop(L, 1);
+  push(L, "return {x = {-1/0}}");
+  sbuf_reset(&text);
+  CHECK(codec_encode_ex(L, -1, "result", CODEC_EDGE, &text, err, sizeof err, &rep) == 0);
+  CHECK_STR(rep.first, "result.x[1] is -Infinity");
+  lua_pop(L, 1);
+  /* finite values: no report; the store's encoding keeps the tag */
+  push(L, "return {1.5}");
+  sbuf_reset(&text);
+  CHECK(codec_encode_ex(L, -1, "result", CODEC_EDGE, &text, err, sizeof err, &rep) == 0);
+  CHECK(rep.nonfinite == 0 && rep.first[0] == '\0');
+  lua_pop(L, 1);
+  check_text(L, "return {a = 0/0}", "{\"a\":{\"\\u0000f\":\"nan\"}}");
+  /* the Lua modules: sluice.json is an edge, sluice.codec the store's,
+   * sluice.codec.edge the command line's */
+  static const char chunk[] =
+      "assert(json.encode({r = 0/0}) == '{\"r\":null}')\n"
+      "assert(codec.edge.encode({r = 1/0}) == '{\"r\":null}')\n"
+      "local t = codec.encode({r = 0/0, i = 1/0})\n"
+      "local back = codec.decode(t)\n"
+      "assert(back.r ~= back.r and back.i == math.huge, t)\n"
+      "assert(json.null == codec.null and codec.edge.null == json.null)\n"
+      "return true\n";
+  if (luaL_dostring(L, chunk) != 0) {
+    fprintf(stderr, "lua: %s\n", lua_tostring(L, -1));
+    unit_failed_checks++;
+  }
+  lua_settop(L, 0);
+  lua_close(L);
+}
+
+/* Builds "[[...[leaf]...]]" with n arrays around leaf (NUL-terminated). */
+static char *nested_text(int n, const char *leaf) {
+  size_t ln = strlen(leaf);
+  char *s = malloc((size_t)n * 2 + ln + 1);
+  memset(s, '[', (size_t)n);
+  memcpy(s + n, leaf, ln);
+  memset(s + n + ln, ']', (size_t)n);
+  s[n * 2 + ln] = '\0';
+  return s;
+}
+
+/* Pushes n tables nested as {{...{leaf}...}} (leaf: a Lua expression). */
+static void push_nested(lua_State *L, int n, const char *leaf) {
+  char chunk[160];
+  snprintf(chunk, sizeof chunk, "local t = %s for i = 1, %d do t = {t} end return t", leaf, n);
+  push(L, chunk);
+}
+
+/* The one depth limit: encode and decode agree on it, for plain values, for
+ * the tags of NaN and of byte strings (one level each), and for records
+ * (CODEC_RECORD) that wrap a value of the deepest kind. */
+static void test_depth(void) {
+  lua_State *L = new_state();
+  static const struct {
+    const char *lua_leaf, *json_leaf;
+    int levels; /* containers the leaf adds in the text */
+  } leaves[] = {{"1", "1", 0}, {"0/0", "{\"\\u0000f\":\"nan\"}", 1},
+                {"'\\xff'", "{\"\\u0000b\":\"/w==\"}", 1}};
+  for (size_t k = 0; k < sizeof leaves / sizeof leaves[0]; k++) {
+    int fit = CODEC_MAX_DEPTH - leaves[k].levels; /* arrays around the leaf that fit */
+    for (int extra = 0; extra <= 1; extra++) {
+      int n = fit + extra;
+      push_nested(L, n, leaves[k].lua_leaf);
+      const char *t = enc(L, 0);
+      char *want = nested_text(n, leaves[k].json_leaf);
+      if (!extra) {
+        CHECK(t != NULL);
+        if (t) CHECK_STR(t, want);
+        CHECK(dec(L, want, strlen(want)) == 0);
+        lua_pop(L, 1);
+      } else {
+        CHECK(t == NULL);
+        CHECK(strstr(err, ": nesting deeper than 1000") != NULL);
+        CHECK(dec(L, want, strlen(want)) == -1);
+        CHECK(strstr(err, "nesting deeper than 1000") != NULL);
+      }
+      /* at the edge a NaN is null, no level; a byte string keeps its tag */
+      int edge_levels = k == 1 ? 0 : leaves[k].levels;
+      sbuf_reset(&text);
+      int rc = codec_encode(L, -1, "v", CODEC_EDGE, &text, err, sizeof err);
+      CHECK(rc == (n + edge_levels > CODEC_MAX_DEPTH ? -1 : 0));
+      free(want);
+      lua_pop(L, 1);
+    }
+  }
+  /* a record holding the deepest value: {input = <1000 levels>} */
+  push(L, "local t = 1 for i = 1, 1000 do t = {t} end return {input = t}");
+  CHECK(enc(L, 0) == NULL);
+  sbuf_reset(&text);
+  CHECK(codec_encode(L, -1, "record", CODEC_RECORD, &text, err, sizeof err) == 0);
+  CHECK(codec_decode(L, text.data, text.len, err, sizeof err) == -1);
+  CHECK(codec_decode_ex(L, text.data, text.len, CODEC_RECORD, err, sizeof err) == 0);
   lua_pop(L, 2);
   lua_close(L);
 }
@@ -700,6 +810,8 @@ int main(void) {
   RUN(test_integers);
   RUN(test_floats);
   RUN(test_nonfinite);
+  RUN(test_edge);
+  RUN(test_depth);
   RUN(test_strings);
   RUN(test_keys);
   RUN(test_tables);
