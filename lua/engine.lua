@@ -902,6 +902,9 @@ end
 --- A run not executing in this process is marked cancelled in the store.
 --- Returns true, or nil and why not.
 function M.cancel(run_id)
+  if type(run_id) ~= "string" then
+    error(("cancel: the run id must be a string, got %s"):format(type(run_id)), 2)
+  end
   local a = active[run_id]
   if a then
     M.stop_run(a.run, "cancelled", "cancelled")

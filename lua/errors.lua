@@ -134,7 +134,7 @@ function M.traceback(level)
 end
 
 --- An error as users read it: its message (once), then the frames of its
---- traceback at places the message does not already name.
+--- traceback (trimmed) at places the message does not already name.
 ---@param e any an error value: a table {message=, traceback=} or anything else
 function M.describe(e)
   local msg, tb
@@ -144,6 +144,7 @@ function M.describe(e)
     msg = tostring(e)
   end
   if type(tb) ~= "string" then return msg end
+  tb = M.trim(tb) or "" -- stored by a run under --debug, or by an older sluice
   local kept = {}
   for line in tb:gmatch("[^\n]+") do
     if line:sub(1, 1) == "\t" then

@@ -82,8 +82,17 @@ M.handlers = {}
 --- matches a prefix) becomes a run of fn(data, event).
 function M.on(pattern, fn, opts)
   if type(pattern) ~= "string" or pattern == "" then error("on: the event name must be a non-empty string", 2) end
-  if type(fn) ~= "function" then error(("on(%q): expected a function"):format(pattern), 2) end
+  if type(fn) ~= "function" then error(("on(%q): expected a function, got %s"):format(pattern, type(fn)), 2) end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("on(%q): options must be a table, got %s"):format(pattern, type(opts)), 2)
+  end
   opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "name" then error(("on(%q): unknown option '%s' (known: name)"):format(pattern, tostring(k)), 2) end
+  end
+  if opts.name ~= nil and (type(opts.name) ~= "string" or opts.name == "") then
+    error(("on(%q): name must be a non-empty string, got %s"):format(pattern, type(opts.name)), 2)
+  end
   local name = opts.name or ("on:" .. pattern)
   local n = 1
   while engine.pipelines[name] do
@@ -194,7 +203,15 @@ end
 --- the wait began (events sent while the process was down included).
 function M.wait_for(name, opts)
   if type(name) ~= "string" or name == "" then error("wait_for: the event name must be a non-empty string", 2) end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("wait_for(%q): options must be a table, got %s"):format(name, type(opts)), 2)
+  end
   opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "match" and k ~= "timeout" then
+      error(("wait_for(%q): unknown option '%s' (known: match, timeout)"):format(name, tostring(k)), 2)
+    end
+  end
   local test = match_fn(name, opts.match)
   local timeout_ms = opts.timeout ~= nil and duration.ms(opts.timeout, "wait_for timeout") or nil
   local w = engine.memo("wait", function()

@@ -204,6 +204,11 @@ end
 --- for the consumer loop and lag counts: no hint, no probe).
 function M.read(opts, quiet)
   if type(opts) ~= "table" then error("read: expected a table {stream=, after= | from=, limit=}", 2) end
+  for k in pairs(opts) do
+    if k ~= "stream" and k ~= "after" and k ~= "from" and k ~= "limit" then
+      error(("read: unknown option '%s' (known: stream, after, from, limit)"):format(tostring(k)), 2)
+    end
+  end
   local exact, prefix = pattern_of(opts.stream)
   local limit = opts.limit or 1000
   if math.type(limit) ~= "integer" or limit < 1 then error("read: limit must be a positive integer", 2) end

@@ -30,6 +30,32 @@ describe("duration", function()
     assert.is_false(ok)
   end)
 
+  it("rejects spaces, signs and other malformed strings, showing the accepted forms", function()
+    for _, bad in ipairs({ "5 m", "5s ", " 5s", "1h 30m", "\t5s", "+5s", "5.s", ".5s", "5S", "5sec", "1..5s",
+      "5m\0", "1e3s" }) do
+      local ok, err = pcall(duration.ms, bad, "sleep")
+      assert.is_false(ok, ("%q was accepted"):format(bad))
+      assert.are.equal(('sleep: %q is not a duration (use a number of seconds or a string like "250ms", ' ..
+        '"30s", "1.5m", "2h", "1d" or "1h30m", without spaces)'):format(bad), err)
+    end
+    assert.are.equal(90000, duration.ms("1.5m"))
+    assert.are.equal(3723000, duration.ms("1h2m3s"))
+  end)
+
+  it("refuses durations over 100 years, which no timer or wake time could hold", function()
+    assert.are.equal(duration.MAX_MS, duration.ms(duration.MAX_MS / 1000))
+    assert.are.equal(duration.MAX_MS, duration.ms("36500d"))
+    local ok, err = pcall(duration.ms, "36501d", "sleep")
+    assert.is_false(ok)
+    assert.are.equal('sleep: "36501d" is longer than 100 years', err)
+    ok, err = pcall(duration.ms, "99999999999999999999d", "sleep")
+    assert.is_false(ok)
+    assert.matches("is longer than 100 years", err)
+    ok, err = pcall(duration.ms, math.huge, "sleep")
+    assert.is_false(ok)
+    assert.are.equal("sleep: inf seconds is longer than 100 years", err)
+  end)
+
   it("survives 20,000 random inputs", function()
     math.randomseed(42)
     local alphabet = "0123456789.msdhx -+e\0\255"

@@ -185,6 +185,27 @@ describe("step", function()
     assert.are.equal(1, calls)
   end)
 
+  it("keeps NaN and infinities exact in the store (JSON null only at the edges)", function()
+    local calls, replayed, stop_once = 0, nil, true
+    local p = define(function()
+      local v = step("odd", function() calls = calls + 1; return { nan = 0 / 0, inf = math.huge, ninf = -math.huge } end)
+      replayed = v
+      step("then", function() if stop_once then stop_once = false; error("stop here once") end end)
+      return v
+    end)
+    assert.are.equal("failed", engine.execute(p, nil, "nonfinite").status)
+    local rec = engine.execute(p, nil, "nonfinite") -- resumes: "odd" is replayed from the store
+    assert.are.equal("completed", rec.status, rec.error and rec.error.message)
+    assert.are.equal(1, calls)
+    for _, v in ipairs({ replayed, engine.get_steps("nonfinite")[1].result, engine.get_run("nonfinite").result }) do
+      assert.is_true(v.nan ~= v.nan)
+      assert.are.equal(math.huge, v.inf)
+      assert.are.equal(-math.huge, v.ninf)
+    end
+    -- what users print or send (sluice.json) is JSON: null
+    assert.are.equal('{"inf":null,"nan":null,"ninf":null}', json.encode(rec.result))
+  end)
+
   it("gives the run id, step id and attempt through ctx()", function()
     local p = define(function()
       return step("who", function() return ctx() end)
