@@ -980,7 +980,17 @@ end
 -- as an internal step of the parent, so replay never starts it twice.
 local function child_run(what, p, input, opts)
   p = resolve_pipeline(what, p)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("%s '%s': options must be a table {id=}, got %s"):format(what, p.name, type(opts)), 3)
+  end
   opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "id" then error(("%s '%s': unknown option '%s' (known: id)"):format(what, p.name, tostring(k)), 3) end
+  end
+  if opts.id ~= nil then
+    local ok, err = check_run_id(opts.id)
+    if not ok then error(("%s '%s': id: %s"):format(what, p.name, err), 3) end
+  end
   local br = current_branch(what, 3)
   local parent = br.run
   local child_id = M.memo(what, function()

@@ -77,7 +77,7 @@ end
 local function append(list, first, ts, batch, what)
   local ok, r1, r2, r3 = pcall(host.append_events, list, first, ts, batch)
   if not ok then
-    local msg = tostring(r1):gsub("^event 1: ", #list == 1 and "" or "event 1: ")
+    local msg = what == "emit" and tostring(r1):gsub("^event 1: ", "") or tostring(r1)
     error(("%s: the event cannot be stored: %s"):format(what, msg), 0)
   end
   return r1, r2, r3

@@ -115,6 +115,19 @@ end)]])
     code, out = H.sluice({ "status", "n1", "--json", "--store", store })
     assert.are.equal(0, code)
     assert.are.same({ n = 2, ratio = json.null, top = json.null }, json.decode(out).result)
+    -- sluice.json in user code: the same JSON, a warning once per line that encodes
+    local g = H.write(dir .. "/enc.lua", [[
+local json = require "sluice.json"
+pipeline("enc", function()
+  local out = {}
+  for i = 1, 3 do out[i] = json.encode({ r = 0 / 0 }) end
+  return out
+end)]])
+    code, out, err = H.sluice({ "run", g, "--store", store })
+    assert.are.equal(0, code, err)
+    assert.are.same({ '{"r":null}', '{"r":null}', '{"r":null}' }, json.decode(out))
+    assert.are.equal(1, count(err, "json.encode: value.r is NaN: written as null (JSON has no NaN or Infinity)"), err)
+    assert.matches("sluice: warning: [^\n]*enc.lua:4: json.encode", err)
   end)
 
   it("takes --input nested 1,000 deep and refuses 1,001 at decode, exit 2", function()

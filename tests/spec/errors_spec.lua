@@ -47,6 +47,7 @@ local function assert_names_line(msg, fn, want, what)
 end
 
 local f = function() return 1 end
+engine.pipeline("errors_spec_target", f)
 
 describe("errors raised inside a run", function()
   it("name the user's line and the field for every entry point", function()
@@ -82,6 +83,11 @@ describe("errors raised inside a run", function()
       { function() return wait_for("x", { timout = "1h" }) end, "wait_for%(\"x\"%): unknown option 'timout' %(known: match, timeout%)" },
       { function() return call("no_such_pipeline") end, "call: no pipeline named 'no_such_pipeline'" },
       { function() return start(42) end, "start: expected a pipeline or its name" },
+      { function() return call("errors_spec_target", nil, 5) end, "call 'errors_spec_target': options must be a table {id=}, got number" },
+      { function() return start("errors_spec_target", nil, { idd = "x" }) end, "start 'errors_spec_target': unknown option 'idd' %(known: id%)" },
+      { function() return call("errors_spec_target", nil, { id = "" }) end, "call 'errors_spec_target': id: run id \"\" must be 1 to 200 printable characters" },
+      { function() return emit_many { 5 } end, "emit_many: the event cannot be stored: event 1: is not a table" },
+      { function() return emit_many("x") end, "emit_many: expected a list of {type, stream_key, data}" },
       { function() return cancel(42) end, "cancel: the run id must be a string, got number" },
     }
     for i, c in ipairs(cases) do
@@ -117,7 +123,7 @@ describe("errors raised while a file is loaded", function()
   after_each(function() every_mod.reset() end)
 
   it("name the user's line and the field", function()
-    local p = engine.pipeline(fresh("errors_spec_target"), f)
+    local p = engine.pipelines.errors_spec_target
     local cases = {
       { function() every(0).minutes(p) end, "every%(n%): n must be a positive integer, got 0" },
       { function() every.hour(p, nil, { jitter = "-5s" }) end, "every \"0 %* %* %* %*\" jitter: \"%-5s\" is not a duration" },
