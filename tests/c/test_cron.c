@@ -953,10 +953,15 @@ static void test_cli(void) {
   int lines = 0;
   for (char *p = out; *p; p++) lines += *p == '\n';
   CHECK(lines == 5 && strlen(out) == 5 * 21);
-  CHECK(cli(out, err, "cron", "next", "0 0 31 2 *", NULL) == 0);
+  // nothing to print is said so, and fails; fewer fires than asked are said so
+  CHECK(cli(out, err, "cron", "next", "0 0 31 2 *", "--from", "2026-01-01", NULL) == 1);
   CHECK_STR(out, "");
+  CHECK_STR(err, "sluice cron: \"0 0 31 2 *\" never fires after 2026-01-01T00:00:00Z "
+                 "(no date before year 10000 matches it)\n");
   CHECK(cli(out, err, "cron", "next", "59 23 31 12 *", "--from", "9998-06-01", "-n", "5", NULL) == 0);
   CHECK_STR(out, "9998-12-31T23:59:00Z\n9999-12-31T23:59:00Z\n");
+  CHECK_STR(err, "sluice cron: \"59 23 31 12 *\" fires no more after 9999-12-31T23:59:00Z "
+                 "(no date before year 10000 matches it)\n");
   CHECK(cli(out, err, "cron", "--help", NULL) == 0);
   CHECK(strncmp(out, "usage: sluice cron next", 23) == 0);
   CHECK(cli(out, err, "cron", "next", "--help", NULL) == 0);
