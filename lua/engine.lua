@@ -61,12 +61,6 @@ local function site_text(fn, line)
   return (src and src.short_src or "?") .. ":" .. (line or 0)
 end
 
--- Step ids are unique within a run. Where each executed step was called
--- from is kept as one integer per id, function index * 2^24 + line (the
--- functions in a per-run list, usually one or two), turned into "file:line"
--- only for the error; a replayed step keeps only `true`: looking up its call
--- site would cost more than the rest of its replay, and the error then says
--- the first use was a replayed step.
 -- the frame at `level` (1: the caller of caller_of), or the one above it
 -- when that is the C entry point in front of the API (sluice.errors)
 local function caller_of(level)
@@ -75,6 +69,12 @@ local function caller_of(level)
   return info
 end
 
+-- Step ids are unique within a run. Where each executed step was called
+-- from is kept as one integer per id, function index * 2^24 + line (the
+-- functions in a per-run list, usually one or two), turned into "file:line"
+-- only for the error; a replayed step keeps only `true`: looking up its call
+-- site would cost more than the rest of its replay, and the error then says
+-- the first use was a replayed step.
 local function check_unique(run, id, level)
   local first = run.seen[id]
   if first then
@@ -315,7 +315,8 @@ local NO_ARGS = { n = 0 } -- the arguments of most steps: none
 
 --- Step ids are stored in keys "<run id>\0<step id>" (run ids: at most 200
 --- bytes) that must fit LMDB's 511-byte keys.
-M.MAX_STEP_ID = 255
+local MAX_STEP_ID = 255
+M.MAX_STEP_ID = MAX_STEP_ID
 
 --- What is wrong with a step id that is not a non-empty string of at most
 --- MAX_STEP_ID bytes without NUL ("step", "map", "dag: node" say whose).
@@ -398,7 +399,7 @@ function M.step(id, a, b, ...)
   if not br or not br.run or br.abandoned then
     current_branch(("step(%q)"):format(tostring(id)), 2) -- raises the right error
   end
-  if type(id) ~= "string" or id == "" or #id > M.MAX_STEP_ID or id:find("\0", 1, true) then
+  if type(id) ~= "string" or id == "" or #id > MAX_STEP_ID or id:find("\0", 1, true) then
     error(M.bad_step_id("step", id), 2)
   end
   local opts, fn
