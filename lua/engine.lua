@@ -61,11 +61,16 @@ local function site_text(fn, line)
   return (src and src.short_src or "?") .. ":" .. (line or 0)
 end
 
--- the frame at `level` (1: the caller of caller_of), or the one above it
--- when that is the C entry point in front of the API (sluice.errors)
+-- the first Lua frame at or above `level` (1: the caller of caller_of): a
+-- function of the API is behind a C entry point (sluice.errors), maybe
+-- called through pcall
 local function caller_of(level)
-  local info = debug.getinfo(level + 1, "Slf")
-  if info and info.what == "C" then info = debug.getinfo(level + 2, "Slf") end
+  level = level + 1
+  local info = debug.getinfo(level, "Slf")
+  while info and info.what == "C" do
+    level = level + 1
+    info = debug.getinfo(level, "Slf")
+  end
   return info
 end
 
