@@ -1,8 +1,8 @@
 /* host_lib.h: the internal module "sluice.host": the Lua engine's door to the
  * store, the writer, clocks and ids (l_host.c), step records (l_steps.c),
- * cron and the writer lock (l_cron.c), event reads (l_stream.c), entry points
- * of the pipeline API (l_errors.c). Not for
- * pipeline authors. */
+ * cron (l_cron.c), the writer lock (l_lock.c), event reads (l_stream.c), entry
+ * points of the pipeline API (l_errors.c). Not for pipeline authors. Also the
+ * control socket's module (l_control.c). */
 #ifndef SLUICE_HOST_LIB_H
 #define SLUICE_HOST_LIB_H
 #include <lua.h>
@@ -12,6 +12,7 @@
 /* Add their functions to the module table on top of L. */
 void steps_register(lua_State *L);
 void cron_register(lua_State *L);
+void lock_register(lua_State *L);
 void stream_register(lua_State *L);
 void errors_register(lua_State *L);
 
@@ -33,6 +34,11 @@ int host_add_ops(lua_State *L, int idx, struct wbatch *b, const char *what);
 store *host_store(lua_State *L);
 
 int luaopen_sluice_host(lua_State *L);
+
+/* "sluice.control_socket" (l_control.c), and the closing of every control
+ * handle Lua left open; vm_close calls it before luv's handles are walked. */
+int luaopen_sluice_control_socket(lua_State *L);
+void control_close_all(void);
 
 /* Stops the writer (committing what is queued) and closes the store. The
  * loop must run once more afterwards so the writer's handle closes. */

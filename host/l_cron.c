@@ -1,14 +1,7 @@
-/* l_cron.c: the cron engine (cron.c) and the writer lock for Lua, part of
- * "sluice.host": parse and canonicalize expressions, next fire times in a
- * time zone, zone offsets, ISO 8601, and an exclusive lock file so that
- * one process (sluice serve or sluice run) writes a store at a time. */
-#include <errno.h>
-#include <fcntl.h>
+/* l_cron.c: the cron engine (cron.c) for Lua, part of "sluice.host": parse
+ * and canonicalize expressions, next fire times in a time zone, zone
+ * offsets, ISO 8601. */
 #include <lauxlib.h>
-#include <stdio.h>
-#include <string.h>
-#include <sys/file.h>
-#include <unistd.h>
 
 #include "cron.h"
 #include "host_lib.h"
@@ -109,61 +102,6 @@ static int l_parse_time(lua_State *L) {
   return 1;
 }
 
-/* lock(path, role) -> true | nil, message, holder_role: an exclusive flock
- * held until the process exits (the kernel drops it even after SIGKILL, so
- * a crashed process never leaves a stale lock). The file holds
- * "<pid> <role>" so that the next process can say who holds it and, for
- * "serve", hand it work. Locking the same path again in this process
- * succeeds at once. */
-static int l_lock(lua_State *L) {
-  static char held[4096];
-  const char *path = luaL_checkstring(L, 1);
-  const char *role = luaL_optstring(L, 2, "run");
-  if (strcmp(held, path) == 0) {
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "cannot open %s: %s", path, strerror(errno));
-    return 2;
-  }
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    int e = errno;
-    char who[64] = "";
-    ssize_t n = pread(fd, who, sizeof who - 1, 0);
-    close(fd);
-    if (n > 0) who[n] = '\0';
-    who[strcspn(who, "\n")] = '\0';
-    char *sp = strchr(who, ' ');
-    const char *holder = sp ? sp + 1 : "";
-    if (sp) *sp = '\0';
-    lua_pushnil(L);
-    if (e == EWOULDBLOCK) {
-      lua_pushfstring(L, "%s is held by another sluice process (%s%s%s%s)", path,
-                      *holder ? "sluice " : "", holder, *holder ? ", pid " : "pid ", *who ? who : "?");
-    } else {
-      lua_pushfstring(L, "cannot lock %s: %s", path, strerror(e));
-    }
-    lua_pushstring(L, holder);
-    return 3;
-  }
-  char buf[128];
-  int len = snprintf(buf, sizeof buf, "%ld %s\n", (long)getpid(), role);
-  if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)len, 0) != len) {
-    int e = errno;
-    close(fd);
-    lua_pushnil(L);
-    lua_pushfstring(L, "cannot write %s: %s", path, strerror(e));
-    return 2;
-  }
-  /* fd stays open on purpose: closing it would release the lock */
-  snprintf(held, sizeof held, "%s", path);
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
 void cron_register(lua_State *L) {
   static const luaL_Reg fns[] = {{"cron_canonical", l_cron_canonical},
                                  {"cron_next", l_cron_next},
@@ -171,7 +109,6 @@ void cron_register(lua_State *L) {
                                  {"tz_check", l_tz_check},
                                  {"utc", l_utc},
                                  {"parse_time", l_parse_time},
-                                 {"lock", l_lock},
                                  {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
 }

@@ -475,6 +475,7 @@ int luaopen_sluice_host(lua_State *L) {
   luaL_newlib(L, fns);
   steps_register(L);
   cron_register(L);
+  lock_register(L);
   stream_register(L);
   errors_register(L);
   return 1;

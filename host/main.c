@@ -32,10 +32,12 @@ static const char usage[] =
     "                          the events of a stream key or prefix (orders:*)\n"
     "  consumers [--store DIR] [--json]\n"
     "                          stream consumers with their checkpoint and lag\n"
-    "  cancel RUN_ID [--store DIR]\n"
+    "  cancel RUN_ID [--wait DURATION] [--store DIR]\n"
     "                          stop a run at its next step boundary, sleep or wait\n"
     "  rerun RUN_ID --from STEP_ID [--id NEW_ID] [--store DIR]\n"
     "                          a new run reusing the steps before STEP_ID\n"
+    "  trigger SCHEDULE [--input JSON] [--wait] [--store DIR]\n"
+    "                          start a run of a schedule now, in the serve that owns the store\n"
     "  cron next \"EXPR\" [--from ISO8601] [-n N] [--tz ZONE]\n"
     "                          the next fire times of a cron expression, in UTC\n"
     "  FILE.lua [ARGS...]      run a Lua script inside the host (like the lua executable)\n"
@@ -49,7 +51,7 @@ static vm V;
 static int lua_commands(char **argv) {
   static const char *const names[] = {"run",    "runs",   "status",    "serve",
                                       "schedules", "events", "consumers", "cancel",
-                                      "rerun", NULL};
+                                      "rerun", "trigger", NULL};
   for (int i = 0; names[i]; i++) {
     if (strcmp(argv[1], names[i]) == 0) return 1;
   }

@@ -159,6 +159,8 @@ int vm_open(vm *v, char *err, size_t errsz) {
   lua_setfield(L, -2, "sluice.codec");
   lua_pushcfunction(L, luaopen_sluice_host);
   lua_setfield(L, -2, "sluice.host");
+  lua_pushcfunction(L, luaopen_sluice_control_socket);
+  lua_setfield(L, -2, "sluice.control_socket");
   lua_pop(L, 1);
 
   /* luv on our loop, with our error handler */
@@ -188,6 +190,7 @@ int vm_open(vm *v, char *err, size_t errsz) {
 void vm_close(vm *v) {
   if (!v->open) return;
   lua_State *L = v->L;
+  control_close_all();  /* C handles, closed by the uv_run below */
   host_lib_shutdown(L); /* the writer: commits what is queued */
   uv_run(&v->loop, UV_RUN_NOWAIT);
   /* luv's own handles: close them through luv so its references go too */

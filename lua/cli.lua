@@ -5,11 +5,13 @@ local host = require "sluice.host"
 local json = require("sluice.codec").edge -- what is printed: JSON at the edge
 local engine = require "sluice.engine"
 local errors = require "sluice.errors"
+local control = require "sluice.control"
+local liveness = require "sluice.liveness"
 
 local M = {}
 
 local function out(...) io.stdout:write(...) end
-local hand_to_serve -- below: sluice run on a store that serve owns
+local run_or_hand_over -- below: sluice run here, or in the serve that owns the store
 local function errf(fmt, ...) io.stderr:write("sluice: ", fmt:format(...), "\n") end
 
 local USAGE = {
@@ -28,8 +30,11 @@ same --id and finished steps return their stored result without running.
   --store DIR      the store (default ./.sluice)
   --debug          keep sluice's own frames in tracebacks (also SLUICE_DEBUG=1)
 
-When a sluice serve owns the store, the run is handed to it (it must have
-loaded the pipeline) and this command waits for the result.
+When a sluice serve owns the store (or is starting), the run is handed to
+it over the store's control socket (it must have loaded the pipeline) and
+this command waits for the result. If serve stops cleanly meanwhile, the
+run goes on here; if it dies, this says so and exits 1 (the run resumes at
+the next start). While it runs here, sluice cancel reaches it.
 
 Exit: 0 completed, 1 the pipeline failed, 2 bad usage or bad input.
 ]],
@@ -48,11 +53,13 @@ usage: sluice serve [DIR] [--store DIR] [--grace DURATION] [--debug]
 
 The long-lived host: loads every .lua file under DIR (default pipelines/),
 resumes the unfinished runs of the store, fires the schedules defined with
-`every`, and logs one line per run start and end on stderr. SIGINT or
-SIGTERM: no new step starts, running steps get --grace (default 10s) to
-finish, then it exits 0; cut-off runs resume at the next start. A second
-serve on the same store refuses to start; runs, status and schedules keep
-working beside it. --debug keeps sluice's own frames in tracebacks.
+`every`, answers <store>/control.sock (run, cancel, rerun, trigger), and
+logs one line per run start and end on stderr. SIGINT, SIGTERM or SIGHUP:
+no new step starts, running steps get --grace (default 10s) to finish, then
+it exits 0; cut-off runs resume at the next start. A sluice run holding the
+store is waited for (up to 30s); a second serve on the same store refuses
+to start; runs, status and schedules keep working beside it. --debug keeps
+sluice's own frames in tracebacks.
 ]],
   schedules = [[
 usage: sluice schedules [--store DIR] [--json]
@@ -78,12 +85,15 @@ Lists stream consumers: name, stream pattern, checkpoint (the last event
 handled) and lag (events after it).
 ]],
   cancel = [[
-usage: sluice cancel RUN_ID [--store DIR]
+usage: sluice cancel RUN_ID [--wait DURATION] [--store DIR]
 
 Cancels a run: it stops at its next step boundary, sleep or wait; finished
 steps stay; its status becomes "cancelled"; its child runs are cancelled too.
-When sluice serve owns the store, the request goes to it (through the
-store's requests/ directory) and this command waits for the result.
+When another process executes the run (sluice serve, or a sluice run), the
+cancel goes to it over the store's control socket; this command then waits
+up to --wait (default 10s, 0: not at all) for the run to end and says how
+it ended. Exit: 0 cancelled or cancel registered, 1 the run ended otherwise
+or its process died first, 2 no such run or it had ended.
 ]],
   rerun = [[
 usage: sluice rerun RUN_ID --from STEP_ID [--id NEW_ID] [--store DIR]
@@ -91,7 +101,16 @@ usage: sluice rerun RUN_ID --from STEP_ID [--id NEW_ID] [--store DIR]
 Re-runs a run from a step: a new run of the same pipeline (loaded from the
 file recorded in the run) and input that reuses the stored results of every
 step that started before STEP_ID and executes the rest. Prints the result
-as JSON like `sluice run`.
+as JSON like `sluice run`. When sluice serve owns the store, serve runs it.
+]],
+  trigger = [[
+usage: sluice trigger SCHEDULE [--input JSON] [--wait] [--store DIR]
+
+Starts a run of a schedule now, in the sluice serve that owns the store
+(over its control socket), outside the schedule's overlap policy. The run's
+id is <schedule>@manual-<time>; it is printed on stdout. --input replaces
+the schedule's input; --wait waits for the run's end and prints its result
+as JSON like `sluice run` (exit 1 if it failed).
 ]],
   status = [[
 usage: sluice status RUN_ID [--store DIR] [--json]
@@ -162,11 +181,31 @@ local function begin(cmd, args, spec)
   return opts, pos
 end
 
--- One process writes a store at a time (serve or run): the writer lock.
-local function take_writer_lock()
-  local locked, err = host.lock(host.dir() .. "/writer.lock", "run")
-  if not locked then errf("%s: one process writes a store at a time; wait for it or pass another --store", err) end
-  return locked
+-- The process that writes the store (one at a time: the writer lock), and
+-- how to reach it over its control socket. take: take the lock when it is
+-- free; serve_only: a holder that is not a serve is refused (it takes no
+-- work). Returns "mine", "free" or a control client; or nil after printing
+-- why (exit 2).
+local function find_writer(take, serve_only)
+  local w, err, code = control.find_writer(host.dir(), {
+    take = take and "run" or nil, roles = serve_only and { serve = true } or nil,
+    notice = function(msg) errf("%s", msg) end,
+  })
+  if w then return w end
+  if code == "EBUSY" then err = err .. ": one process writes a store at a time; wait for it or pass another --store" end
+  errf("%s", err)
+  return nil
+end
+
+local function finished(r)
+  return r and (r.status == "completed" or r.status == "failed" or r.status == "cancelled")
+end
+
+-- What to say when the host executing run id died (or stopped) before it
+-- answered. Returns 1.
+local function host_gone(id)
+  errf("serve stopped; run %s is unfinished and resumes when a serve or 'sluice run --id %s' picks it up", id, id)
+  return 1
 end
 
 ---------------------------------------------------------------------------
@@ -225,20 +264,8 @@ function M.run(args)
   end
 
   if not open_store(opts, false) then return 2 end
-  local rec, uerr
-  local locked, lock_err, holder = host.lock(host.dir() .. "/writer.lock", "run")
-  if locked then
-    rec, uerr = engine.execute(p, input, opts.id)
-  elseif holder == "serve" then
-    rec, uerr = hand_to_serve(p, input, opts.id)
-  else
-    errf("%s: one process writes a store at a time; wait for it or pass another --store", lock_err)
-    return 2
-  end
-  if not rec then
-    errf("%s", uerr)
-    return 2
-  end
+  local rec, code = run_or_hand_over(p, input, opts.id or host.new_id())
+  if not rec then return code end
   if rec.status == "completed" then
     out(json.encode(rec.result == nil and json.null or rec.result), "\n")
     return 0
@@ -256,40 +283,57 @@ function M.run(args)
   return 1
 end
 
-local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
-
--- Puts a request file in <store>/requests/ for the serve that owns the store
--- (written aside and renamed, so serve never reads half of it).
-local function request(kind, id, body)
-  os.execute("mkdir -p '" .. host.dir() .. "/requests'")
-  local path = ("%s/requests/%s.%s"):format(host.dir(), kind, hex(id))
-  local f = assert(io.open(path .. ".tmp", "w"))
-  f:write(body)
-  f:close()
-  assert(os.rename(path .. ".tmp", path))
+-- Executes run id of p here, listening on the control socket meanwhile so
+-- that sluice cancel reaches it. Returns the record, or nil and 2.
+local function run_here(p, input, id)
+  local listening, lerr = control.listen(host.dir(), { role = "run", run_id = id })
+  if not listening then errf("warning: %s: this run cannot be cancelled from another process", lerr) end
+  local rec, err = engine.execute(p, input, id)
+  if listening then control.close(("sluice run of %s ended"):format(id)) end
+  if not rec then
+    errf("%s", err)
+    return nil, 2
+  end
+  return rec
 end
 
--- The store belongs to a running serve: it executes the run (it must have
--- loaded the pipeline); this waits for the run to end, reading the store.
-hand_to_serve = function(p, input, id)
-  id = id or host.new_id()
-  local before = engine.get_run(id)
-  if before and (before.status == "completed" or before.status == "cancelled") then return before end
-  local body, err = host.encode({ pipeline = p.name, input = input, id = id }, "input")
-  if not body then return nil, err end
-  request("run", id, body)
-  io.stderr:write(("sluice: %s is served by another process; run %s handed to it\n"):format(host.dir(), id))
-  -- a failed run is tried again (as sluice run --id does): wait for a new attempt
-  local was_failed = before and before.status == "failed"
-  local sched = require "sluice.sched"
-  while true do
-    local r = engine.get_run(id)
-    if r and (r.status == "completed" or r.status == "failed" or r.status == "cancelled")
-        and (not was_failed or (r.attempt or 0) > (before.attempt or 0)) then
-      return r
+-- The run executes here when this process can take the writer lock, or in
+-- the serve that holds it (or is starting), whose control socket answers
+-- with the run's record. A serve that stops cleanly gives the run back
+-- (ESTOPPING, ESTOPPED): it goes on here once the lock is free. A serve
+-- that dies leaves it unfinished: said, exit 1. Returns the record, or nil
+-- and the exit code.
+run_or_hand_over = function(p, input, id)
+  for _ = 1, 5 do
+    local w = find_writer(true, true)
+    if not w then return nil, 2 end
+    if w == "mine" then return run_here(p, input, id) end
+    local pid = w.holder.pid
+    local reply = w:call({ kind = "run", pipeline = p.name, input = input, id = id }, {
+      on_progress = function()
+        errf("%s is served by sluice serve (pid %d): run %s handed to it", host.dir(), pid, id)
+      end,
+    })
+    w:close()
+    if reply and reply.ok then return reply.run end
+    if not reply then
+      -- the connection ended without an answer: serve died
+      local r = engine.get_run(id)
+      if finished(r) then return r end
+      if not r then
+        errf("serve stopped before run %s started; nothing of it ran", id)
+        return nil, 1
+      end
+      return nil, host_gone(id)
     end
-    sched.sleep_ms(50)
+    if reply.code ~= "ESTOPPING" and reply.code ~= "ESTOPPED" then
+      errf("%s", reply.message)
+      return nil, 2
+    end
+    errf("sluice serve (pid %d): %s; run %s goes on here once it has exited", pid, reply.message, id)
   end
+  errf("the store changed hands too often; run %s is unfinished: resume it with 'sluice run --id %s'", id, id)
+  return nil, 1
 end
 
 ---------------------------------------------------------------------------
@@ -327,6 +371,7 @@ local function run_summary(r)
     id = r.id, pipeline = r.pipeline, status = r.status, created_at = r.created_at,
     started_at = r.started_at, finished_at = r.finished_at, duration_ms = r.duration_ms,
     attempt = r.attempt, file = r.file, source_hash = r.source_hash,
+    host = r.host, host_alive = liveness.alive(r.host),
     error = r.error and r.error.message, error_step = r.error and r.error.step,
   }
 end
@@ -350,7 +395,7 @@ function M.runs(args)
   end
   local rows = {}
   for i, r in ipairs(list) do
-    rows[i] = { r.id, r.pipeline, r.status, r.created_at, ms_text(r.duration_ms),
+    rows[i] = { r.id, r.pipeline, liveness.status_text(r), r.created_at, ms_text(r.duration_ms),
       r.error and r.error.message:gsub("\n.*", "") or "" }
   end
   table_print({ "RUN", "PIPELINE", "STATUS", "CREATED", "DURATION", "ERROR" }, rows)
@@ -384,7 +429,7 @@ function M.status(args)
     return 0
   end
   out(("run        %s\npipeline   %s\nstatus     %s\nfile       %s (source %s)\ncreated    %s\nfinished   %s\nduration   %s\nattempt    %s\n")
-    :format(r.id, r.pipeline, r.status, r.file or "-", r.source_hash or "-", r.created_at or "-",
+    :format(r.id, r.pipeline, liveness.status_text(r), r.file or "-", r.source_hash or "-", r.created_at or "-",
       r.finished_at or "-", ms_text(r.duration_ms), r.attempt or "-"))
   if r.error then
     out(("error      %s%s\n"):format(r.error.step and ("in step '" .. r.error.step .. "': ") or "",
@@ -506,17 +551,21 @@ end
 
 
 function M.cancel(args)
-  local opts, pos = begin("cancel", args, { store = "value" })
+  local opts, pos = begin("cancel", args, { store = "value", wait = "value" })
   if not opts then return pos end
   if #pos ~= 1 then return usage_error("cancel", "cancel needs exactly one RUN_ID") end
   local id = pos[1]
-  if not open_store(opts, false) then return 2 end
-  local locked, lock_err, holder = host.lock(host.dir() .. "/writer.lock", "run")
-  if not locked and holder ~= "serve" then
-    errf("%s: one process writes a store at a time; wait for it or pass another --store", lock_err)
-    return 2
+  local wait_ms = 10000
+  if opts.wait then
+    local ok, v = pcall(require("sluice.duration").ms, tonumber(opts.wait) or opts.wait, "--wait")
+    if not ok then return usage_error("cancel", v) end
+    wait_ms = math.floor(v)
   end
-  if locked then
+  if not open_store(opts, false) then return 2 end
+  local w = find_writer(true, false)
+  if not w then return 2 end
+  if w == "mine" then
+    -- nobody executes it: the store is changed here
     local ok, err = engine.cancel(id)
     if not ok then
       errf("%s", err)
@@ -525,27 +574,60 @@ function M.cancel(args)
     out(("cancelled %s\n"):format(id))
     return 0
   end
-  -- serve owns the store: hand it the request and wait for the outcome
-  local r = engine.get_run(id)
-  if not r then
-    errf("no run %s in %s", id, host.dir())
-    return 2
-  end
-  request("cancel", id, id)
-  local deadline = os.time() + 15
-  while os.time() < deadline do
-    require("sluice.sched").sleep_ms(100)
-    r = engine.get_run(id)
-    if r.status == "cancelled" then
-      out(("cancelled %s\n"):format(id))
-      return 0
+  -- the process that writes the store executes it, or may: it cancels
+  local who = ("sluice %s (pid %d)"):format(w.holder.role, w.holder.pid)
+  local reply = w:call({ kind = "cancel", id = id })
+  if not reply or not reply.ok then
+    w:close()
+    if reply then
+      errf("%s", reply.message)
+      return 2
     end
-    if r.status == "completed" or r.status == "failed" then
-      errf("run %s %s before it could be cancelled", id, r.status)
+    errf("%s stopped before it registered the cancel of %s: cancel it again once it resumes", who, id)
+    return 1
+  end
+  if reply.status == "cancelled" then
+    w:close()
+    out(("cancelled %s\n"):format(id))
+    return 0
+  end
+  errf("cancel of %s registered by %s", id, who)
+  local done
+  if wait_ms > 0 then
+    done = w:call({ kind = "wait", id = id, timeout_ms = wait_ms }, { timeout_ms = wait_ms + 5000 })
+  end
+  w:close()
+  local r = done and done.ok and done.run
+  if wait_ms > 0 and not r then
+    -- the host went away before the run ended: the store says how far it got
+    r = engine.get_run(id)
+    if not (r and r.status == "cancelled") then
+      errf("%s stopped before run %s ended; it is unfinished, resumes at the next start, and needs cancelling again then",
+        who, id)
       return 1
     end
   end
-  errf("the serve owning %s did not cancel %s within 15 s (is it stuck in a step without yielding?)", host.dir(), id)
+  if not finished(r) then
+    out(("cancel requested: %s is still %s%s; it stops at its next step boundary, sleep or wait\n"):format(
+      id, r and r.status or reply.status or "running", wait_ms > 0 and (" after " .. wait_ms / 1000 .. "s") or ""))
+    return 0
+  end
+  if r.status == "cancelled" then
+    out(("cancelled %s\n"):format(id))
+    return 0
+  end
+  errf("run %s %s before it could be cancelled", id, r.status)
+  return 1
+end
+
+-- Prints a run's outcome like sluice run: the result as JSON, or why not.
+-- Returns the exit code.
+local function outcome(rec)
+  if rec.status == "completed" then
+    out(json.encode(rec.result == nil and json.null or rec.result), "\n")
+    return 0
+  end
+  errf("run %s %s: %s", rec.id, rec.status, rec.error and rec.error.message or "?")
   return 1
 end
 
@@ -553,7 +635,30 @@ function M.rerun(args)
   local opts, pos = begin("rerun", args, { from = "value", id = "value", store = "value" })
   if not opts then return pos end
   if #pos ~= 1 or not opts.from then return usage_error("rerun", "rerun needs RUN_ID and --from STEP_ID") end
-  if not open_store(opts, false) or not take_writer_lock() then return 2 end
+  if not open_store(opts, false) then return 2 end
+  local w = find_writer(true, true)
+  if not w then return 2 end
+  if w ~= "mine" then
+    -- serve owns the store: it runs the rerun
+    local new_id
+    local reply = w:call({ kind = "rerun", id = pos[1], from = opts.from, new_id = opts.id }, {
+      on_progress = function(pr)
+        new_id = pr.id
+        errf("rerun of %s from step '%s' is run %s, in sluice serve (pid %d)", pos[1], opts.from, new_id, w.holder.pid)
+      end,
+    })
+    w:close()
+    if reply and reply.ok then return outcome(reply.run) end
+    if reply and not (new_id and reply.code == "ESTOPPED") then
+      errf("%s", reply.message)
+      return reply.code == "ESTOPPING" and 1 or 2
+    end
+    if not new_id then
+      errf("serve stopped before it started the rerun; nothing ran")
+      return 1
+    end
+    return host_gone(new_id)
+  end
   local orig = engine.get_run(pos[1])
   if not orig then
     errf("no run %s in %s", pos[1], host.dir())
@@ -579,13 +684,57 @@ function M.rerun(args)
     return 2
   end
   io.stderr:write(("sluice: rerun of %s from step '%s' is run %s\n"):format(pos[1], opts.from, new_id))
-  local rec = engine.execute(p, nil, new_id)
-  if rec.status == "completed" then
-    out(json.encode(rec.result == nil and json.null or rec.result), "\n")
-    return 0
+  local rec, code = run_here(p, nil, new_id)
+  if not rec then return code end
+  return outcome(rec)
+end
+
+function M.trigger(args)
+  local opts, pos = begin("trigger", args, { input = "value", wait = "bool", store = "value" })
+  if not opts then return pos end
+  if #pos ~= 1 then return usage_error("trigger", "trigger needs exactly one SCHEDULE") end
+  local input
+  if opts.input then
+    local v, derr = host.decode(opts.input)
+    if derr then
+      errf("--input is not valid JSON: %s", derr)
+      return 2
+    end
+    input = v
   end
-  errf("run %s %s: %s", new_id, rec.status, rec.error and rec.error.message or "?")
-  return 1
+  if not open_store(opts, true) then return 2 end
+  local w = find_writer(false, true)
+  if not w then return 2 end
+  if w == "free" then
+    errf("no sluice serve owns %s: schedules run under 'sluice serve' (start it), or run the pipeline with 'sluice run FILE --pipeline NAME'",
+      host.dir())
+    return 2
+  end
+  local id
+  local reply = w:call({ kind = "trigger", schedule = pos[1], input = input, input_given = opts.input ~= nil,
+    wait = opts.wait or nil }, {
+    on_progress = function(pr)
+      id = pr.id
+      errf("schedule %s triggered: run %s, in sluice serve (pid %d)", pos[1], id, w.holder.pid)
+    end,
+  })
+  w:close()
+  if reply and reply.ok then
+    if not opts.wait then
+      out(reply.id, "\n")
+      return 0
+    end
+    return outcome(reply.run)
+  end
+  if reply and not (id and reply.code == "ESTOPPED") then
+    errf("%s", reply.message)
+    return reply.code == "ESTOPPING" and 1 or 2
+  end
+  if not id then
+    errf("serve stopped before it took the trigger; nothing ran")
+    return 1
+  end
+  return host_gone(id)
 end
 
 --- Entry point from main.c: main(command, args...) -> exit code.

@@ -14,6 +14,7 @@ local json = require "sluice.codec" -- store records: exact
 local sched = require "sluice.sched"
 local duration = require "sluice.duration"
 local errors = require "sluice.errors"
+local liveness = require "sluice.liveness"
 local uv = require "luv"
 
 local M = {}
@@ -794,6 +795,7 @@ function M.execute(p, input, id, opts)
     rec.concurrency_key = p.name .. ":" .. tostring(k)
   end
 
+  rec.host = liveness.self() -- which process runs it: readers tell a killed one
   local run = {
     id = id, pipeline = p, record = rec, raw = {}, order = {}, seen = {}, site_fns = {},
     replayed = 0, executed = 0, interrupts = {}, children = {},

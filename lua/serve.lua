@@ -1,8 +1,10 @@
 --- sluice.serve: the long-lived host. Loads every .lua file of a directory,
---- resumes the unfinished runs of the store, fires schedules, logs one line
---- per run start and end, and on SIGINT/SIGTERM stops starting steps, lets
---- the running ones finish within a grace period and exits 0; whatever was
---- cut off resumes at the next start. One serve per store (a lock file).
+--- resumes the unfinished runs of the store, fires schedules, answers the
+--- control socket (sluice run's hand-off, cancel, rerun, trigger), logs one
+--- line per run start and end, and on SIGINT/SIGTERM/SIGHUP stops starting
+--- steps, lets the running ones finish within a grace period and exits 0;
+--- whatever was cut off resumes at the next start. One serve per store (the
+--- writer lock); a foreground sluice run holding it is waited for.
 local host = require "sluice.host"
 local json = require "sluice.json"
 local engine = require "sluice.engine"
@@ -12,6 +14,7 @@ local sched = require "sluice.sched"
 local events = require "sluice.events"
 local stream = require "sluice.stream"
 local errors = require "sluice.errors"
+local control = require "sluice.control"
 local uv = require "luv"
 
 local M = {}
@@ -43,13 +46,14 @@ M.lua_files = lua_files
 
 local active = 0 -- runs started by this host and not ended
 
--- Starts a run in its own task; on_end() runs when it ends.
+-- Starts a run in its own task; on_end(record | nil, err) runs when it ends.
 local function launch(p, input, id, exec_opts, on_end)
   active = active + 1
   local t0 = host.now()
+  local rec, err
   sched.spawn({}, function()
     log("run %s pipeline=%s started", id, p.name)
-    local rec, err = engine.execute(p, input, id, exec_opts)
+    rec, err = engine.execute(p, input, id, exec_opts)
     local ms = (host.now() - t0) / 1000
     if not rec then
       log("run %s pipeline=%s not started: %s", id, p.name, err)
@@ -60,57 +64,56 @@ local function launch(p, input, id, exec_opts, on_end)
       log("run %s pipeline=%s %s in %.1fms%s: %s", id, p.name, rec.status, ms,
         e.step and (" in step '" .. e.step .. "'") or "", (e.message or "?"):gsub("\n.*", ""))
     end
-  end, function(ok, err)
+  end, function(ok, e)
     active = active - 1
     if not ok then
-      log("run %s pipeline=%s: host error: %s", id, p.name, errors.describe(err))
+      log("run %s pipeline=%s: host error: %s", id, p.name, errors.describe(e))
+      err = type(e) == "table" and e.message or tostring(e)
     end
-    if on_end then on_end() end
+    if on_end then on_end(rec, err) end
   end)
 end
 
--- The body of a request file, which is removed: each is handled once.
-local function take(path)
-  local f = io.open(path)
-  local body = f and f:read("a")
-  if f then f:close() end
-  os.remove(path)
-  return body
+-- Launches a run and waits for its end (a control request's run); a run
+-- executing already (resumed at start) is joined, never started twice.
+local function execute(p, input, id, exec_opts)
+  if engine.active[id] then return engine.execute(p, input, id, exec_opts) end
+  local me = coroutine.running()
+  local done, waiting, rec, err = false, false, nil, nil
+  launch(p, input, id, exec_opts, function(r, e)
+    done, rec, err = true, r, e
+    if waiting then sched.wake(me) end
+  end)
+  if not done then
+    waiting = true
+    sched.wait()
+  end
+  return rec, err
 end
 
--- Requests other processes put in <store>/requests/ (written aside and
--- renamed, so a file seen here is whole): "run.<hex id>" holds
--- {pipeline, input, id} from sluice run; "cancel.<hex id>" a run id.
-local function handle_requests(req_dir, served_dir)
-  local files = uv.fs_scandir(req_dir)
-  if not files then return end
+local LOCK_WAIT_MS = 30000
+
+-- Takes the writer lock as serve. A sluice run holding it is waited for
+-- (bounded, said in the log): serve and run started together both work.
+local function take_lock(store)
+  local path = store .. "/writer.lock"
+  local t0 = host.hrtime()
+  local said = false
   while true do
-    local name = uv.fs_scandir_next(files)
-    if not name then break end
-    local path = req_dir .. "/" .. name
-    if name:match("^run%.%x+$") then
-      local body = take(path)
-      local req = body and host.decode(body)
-      local p = type(req) == "table" and req.id and engine.pipelines[req.pipeline]
-      if p then
-        launch(p, req.input, req.id)
-      elseif type(req) == "table" and req.id then
-        -- the waiting sluice run reads the reason from the run's record
-        local msg = ("pipeline '%s' is not loaded by this serve (it serves %s)"):format(tostring(req.pipeline), served_dir)
-        log("run %s: %s", req.id, msg)
-        sched.spawn({}, engine.record_failure, function(ok, e)
-          if not ok then log("run %s: %s", req.id, e.message) end
-        end, req.id, req.pipeline, req.input, msg)
-      end
-    elseif name:match("^cancel%.%x+$") then
-      local id = take(path)
-      if id then
-        sched.spawn({}, function()
-          local ok, why = engine.cancel(id)
-          log("cancel %s: %s", id, ok and "requested" or why)
-        end, function(ok, e) if not ok then log("cancel %s: %s", id, e.message) end end)
-      end
+    local ok, err, role, pid = host.lock(path, "serve")
+    if ok then return true end
+    if role ~= "run" then
+      return nil, err .. ": one process writes a store at a time (read-only commands still work)"
     end
+    if (host.hrtime() - t0) / 1e6 > LOCK_WAIT_MS then
+      return nil, ("%s: sluice run (pid %d) still holds it after %ds; start serve when it has finished")
+        :format(path, pid, LOCK_WAIT_MS // 1000)
+    end
+    if not said then
+      said = true
+      log("waiting up to %ds for sluice run (pid %d) to finish: it holds %s", LOCK_WAIT_MS // 1000, pid, path)
+    end
+    sched.sleep_ms(50)
   end
 end
 
@@ -118,8 +121,8 @@ end
 function M.run(opts)
   local ok, err = host.open(opts.store)
   if not ok then return nil, err end
-  ok, err = host.lock(opts.store .. "/writer.lock", "serve")
-  if not ok then return nil, err .. ": one process writes a store at a time (read-only commands still work)" end
+  ok, err = take_lock(opts.store)
+  if not ok then return nil, err end
 
   local files, ferr = lua_files(opts.dir)
   if not files then return nil, ("cannot read %s: %s"):format(opts.dir, ferr) end
@@ -137,6 +140,13 @@ function M.run(opts)
   log("serving %s: %d of %d files loaded, %d pipelines, %d schedules, store %s (pid %d)",
     opts.dir, loaded, #files, (function() local n = 0; for _ in pairs(engine.pipelines) do n = n + 1 end; return n end)(),
     #every.order, opts.store, uv.os_getpid())
+
+  -- the control socket: requests of other sluice processes
+  local lok, lerr = control.listen(opts.store, {
+    role = "serve", dir = opts.dir, execute = execute,
+    start = function(p, input, id, exec_opts) launch(p, input, id, exec_opts) end,
+  })
+  if not lok then return nil, lerr end
 
   for _, r in ipairs(engine.unfinished_runs()) do
     local p = engine.pipelines[r.pipeline]
@@ -160,10 +170,6 @@ function M.run(opts)
       if not ok2 then log("consumer %s stopped: %s", name, errors.describe(e)) end
     end, c, log)
   end
-
-  -- requests from other processes (sluice run, sluice cancel)
-  local req_timer = uv.new_timer()
-  req_timer:start(250, 250, function() handle_requests(opts.store .. "/requests", opts.dir) end)
 
   -- retention: a pass at start and every 10 s
   local trim_timer
@@ -203,13 +209,15 @@ function M.run(opts)
     if why then log("%s", why) end
     sched.wake(me)
   end
-  local function on_signal(signame)
+  local stopped_by
+  local function stop(signame)
     if engine.stopping then
       return finish(("second %s: exiting now; unfinished runs resume at the next start"):format(signame))
     end
     engine.stopping = true
+    stopped_by = signame
+    control.stop_taking_work(("serve is stopping (%s): it takes no new runs"):format(signame))
     scheduler.stop()
-    req_timer:close()
     if trim_timer then trim_timer:close() end
     if events.dispatcher then events.dispatcher.stop() end
     for _, c in pairs(stream.consumers) do if c.stop then c.stop() end end
@@ -223,14 +231,19 @@ function M.run(opts)
         :format(engine.executing))
     end)
   end
+  -- what each signal does; SIGHUP becomes a reload of the pipeline files
+  -- once hot reload exists (issue 12): replace its entry
+  local on_signal = { sigint = stop, sigterm = stop, sighup = stop }
   local signals = {}
-  for _, name in ipairs({ "sigint", "sigterm" }) do
+  for name, action in pairs(on_signal) do
     local h = uv.new_signal()
-    h:start(name, function() on_signal(name:upper()) end)
+    h:start(name, function() action(name:upper()) end)
     signals[#signals + 1] = h
   end
   sched.wait()
   for _, h in ipairs(signals) do h:close() end
+  -- clients waiting on runs cut off here learn it now, and may take them over
+  control.close(("serve stopped (%s)"):format(stopped_by or "?"))
   if grace_timer then grace_timer:close() end
   return true
 end
