@@ -12,7 +12,8 @@
 typedef struct lockfile {
   struct lockfile *next;
   int fd;
-  int writer, serve; /* bytes this process holds */
+  int writer, serve; /* bytes held by `owner` */
+  pid_t owner;       /* a forked child holds none of them */
   char path[];
 } lockfile;
 
@@ -21,6 +22,8 @@ static lockfile *files;
 static int open_lockfile(const char *path, lockfile **out, char *err, size_t errsz) {
   for (lockfile *f = files; f; f = f->next) {
     if (strcmp(f->path, path) == 0) {
+      if (f->owner != getpid()) f->writer = f->serve = 0;
+      f->owner = getpid();
       *out = f;
       return 0;
     }
@@ -38,6 +41,7 @@ static int open_lockfile(const char *path, lockfile **out, char *err, size_t err
   if (!f) abort();
   memcpy(f->path, path, n);
   f->fd = fd;
+  f->owner = getpid();
   f->next = files;
   files = f;
   *out = f;

@@ -179,15 +179,19 @@ static int make_dirs(const char *dir) {
   return rc;
 }
 
-/* Does dir hold anything but what LMDB leaves before data.mdb exists? */
+/* Does dir hold anything but a store's own files (LMDB's, the writer lock, the
+ * control socket)? */
 static int dir_has_foreign_files(const char *dir) {
   DIR *d = opendir(dir);
   if (!d) return 0; /* mdb_env_open reports the real error */
   int found = 0;
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
+    /* a store's own files: another process may be creating this store now
+     * (data.mdb appears between our stat of it and this scan) */
     if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-        !strcmp(e->d_name, "lock.mdb"))
+        !strcmp(e->d_name, "lock.mdb") || !strcmp(e->d_name, "data.mdb") ||
+        !strcmp(e->d_name, "writer.lock") || !strncmp(e->d_name, "control.sock", 12))
       continue;
     found = 1;
     break;

@@ -69,11 +69,12 @@ function H.sleep(ms)
 end
 
 --- Waits until pred() is true, checking every `every` ms, for at most
---- timeout_ms; fails the test naming `what` otherwise.
+--- timeout_ms; fails the test naming `what` (or what() says) otherwise.
 function H.wait_until(pred, what, timeout_ms, every)
   local deadline = uv.hrtime() + (timeout_ms or 10000) * 1e6
   while not pred() do
     if uv.hrtime() > deadline then
+      if type(what) == "function" then what = what() end
       error(("timed out after %d ms waiting for %s"):format(timeout_ms or 10000, what), 2)
     end
     H.sleep(every or 5)
