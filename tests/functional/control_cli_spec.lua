@@ -1,5 +1,6 @@
--- control_cli_spec.lua: sluice rerun --from, sluice cancel (directly and
--- through a running serve), and a child run killed with its parent.
+-- control_cli_spec.lua: sluice rerun --from (here and through a running
+-- serve), sluice cancel (directly and through a running serve), and a child
+-- run killed with its parent.
 local H = require "helper"
 local json = require "sluice.json"
 
@@ -38,6 +39,30 @@ end)]]):format(mark_step("a"), mark_step("b"), mark_step("c")))
     code, _, err = H.sluice({ "rerun", "orig", "--from", "zzz", "--store", store })
     assert.are.equal(2, code)
     assert.matches("run orig has no step 'zzz'; its steps: a, b, c", err)
+  end)
+
+  it("rerun --from goes to the serve that owns the store", function()
+    local f = H.write(dir .. "/p/abc.lua", ([[
+pipeline("abc", function(input)
+  local a = %s
+  local b = %s
+  return a .. b .. input.x
+end)]]):format(mark_step("a"), mark_step("b")))
+    local code, out, err = H.sluice({ "run", f, "--id", "orig", "--input", '{"x": "?"}', "--store", store })
+    assert.are.equal(0, code, err)
+    local s = H.spawn({ "serve", dir .. "/p", "--store", store })
+    H.wait_until(function() return table.concat(s.err):find("armed") end, "serve to start", 10000, 10)
+    code, out, err = H.sluice({ "rerun", "orig", "--from", "b", "--id", "again", "--store", store })
+    assert.are.equal(0, code, err)
+    assert.are.equal('"ab?"\n', out)
+    assert.matches("rerun of orig from step 'b' is run again, in sluice serve %(pid " .. s.pid .. "%)", err)
+    assert.is_truthy(table.concat(s.err):find("run again pipeline=abc completed", 1, true))
+    assert.are.same({ "a", "b", "b" }, H.lines(marks))
+    code, _, err = H.sluice({ "rerun", "orig", "--from", "zzz", "--store", store })
+    assert.are.equal(2, code)
+    assert.matches("run orig has no step 'zzz'; its steps: a, b", err)
+    s:kill("sigterm")
+    assert.are.equal(0, (s:wait()))
   end)
 
   it("cancel marks a stopped run cancelled, and through serve stops a sleeping one", function()
