@@ -55,8 +55,8 @@ int control_listen(const char *dir, int *fd, ino_t *ino, char *err, size_t errsz
     return ENAMETOOLONG;
   }
   struct sockaddr_un a;
-  socklen_t alen;
-  int dfd;
+  socklen_t alen = 0;
+  int dfd = -1;
   int rc = sock_addr(dir, tmpname, &a, &alen, &dfd, err, errsz);
   if (rc != 0) return rc;
   /* a temporary name left by a crashed process that had our pid */
@@ -106,8 +106,8 @@ int control_unlink(const char *dir, ino_t ino) {
 
 int control_connect(const char *dir, int *fd, char *err, size_t errsz) {
   struct sockaddr_un a;
-  socklen_t alen;
-  int dfd;
+  socklen_t alen = 0;
+  int dfd = -1;
   int rc = sock_addr(dir, CONTROL_SOCKET_NAME, &a, &alen, &dfd, err, errsz);
   if (rc != 0) return rc;
   int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

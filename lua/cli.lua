@@ -201,6 +201,10 @@ local function finished(r)
   return r and (r.status == "completed" or r.status == "failed" or r.status == "cancelled")
 end
 
+-- How long a host may take to answer a request at all (it answers at once
+-- unless a step that never yields holds its loop).
+local ANSWER_MS = 30000
+
 -- What to say when the host executing run id died (or stopped) before it
 -- answered. Returns 1.
 local function host_gone(id)
@@ -309,13 +313,19 @@ run_or_hand_over = function(p, input, id)
     if not w then return nil, 2 end
     if w == "mine" then return run_here(p, input, id) end
     local pid = w.holder.pid
-    local reply = w:call({ kind = "run", pipeline = p.name, input = input, id = id }, {
+    local reply, why, code = w:call({ kind = "run", pipeline = p.name, input = input, id = id }, {
+      first_frame_ms = ANSWER_MS,
       on_progress = function()
         errf("%s is served by sluice serve (pid %d): run %s handed to it", host.dir(), pid, id)
       end,
     })
     w:close()
     if reply and reply.ok then return reply.run end
+    if code == "ETIMEDOUT" then
+      errf("sluice serve (pid %d) did not answer within %ds (a step that never yields holds it?); run %s was not handed over",
+        pid, ANSWER_MS // 1000, id)
+      return nil, 1
+    end
     if not reply then
       -- the connection ended without an answer: serve died
       local r = engine.get_run(id)
@@ -576,14 +586,19 @@ function M.cancel(args)
   end
   -- the process that writes the store executes it, or may: it cancels
   local who = ("sluice %s (pid %d)"):format(w.holder.role, w.holder.pid)
-  local reply = w:call({ kind = "cancel", id = id })
+  local reply, why, code = w:call({ kind = "cancel", id = id }, { timeout_ms = ANSWER_MS })
   if not reply or not reply.ok then
     w:close()
     if reply then
       errf("%s", reply.message)
       return 2
     end
-    errf("%s stopped before it registered the cancel of %s: cancel it again once it resumes", who, id)
+    if code == "ETIMEDOUT" then
+      errf("%s did not answer within %ds (a step that never yields holds it?); run %s is not cancelled", who,
+        ANSWER_MS // 1000, id)
+    else
+      errf("%s stopped before it registered the cancel of %s (%s): cancel it again once it resumes", who, id, why)
+    end
     return 1
   end
   if reply.status == "cancelled" then
@@ -592,13 +607,13 @@ function M.cancel(args)
     return 0
   end
   errf("cancel of %s registered by %s", id, who)
-  local done
+  local done, wcode
   if wait_ms > 0 then
-    done = w:call({ kind = "wait", id = id, timeout_ms = wait_ms }, { timeout_ms = wait_ms + 5000 })
+    done, _, wcode = w:call({ kind = "wait", id = id, timeout_ms = wait_ms }, { timeout_ms = wait_ms + 5000 })
   end
   w:close()
   local r = done and done.ok and done.run
-  if wait_ms > 0 and not r then
+  if wait_ms > 0 and not r and wcode ~= "ETIMEDOUT" then
     -- the host went away before the run ended: the store says how far it got
     r = engine.get_run(id)
     if not (r and r.status == "cancelled") then
@@ -609,7 +624,7 @@ function M.cancel(args)
   end
   if not finished(r) then
     out(("cancel requested: %s is still %s%s; it stops at its next step boundary, sleep or wait\n"):format(
-      id, r and r.status or reply.status or "running", wait_ms > 0 and (" after " .. wait_ms / 1000 .. "s") or ""))
+      id, r and r.status or reply.status or "running", wait_ms > 0 and (" after %gs"):format(wait_ms / 1000) or ""))
     return 0
   end
   if r.status == "cancelled" then
@@ -641,7 +656,8 @@ function M.rerun(args)
   if w ~= "mine" then
     -- serve owns the store: it runs the rerun
     local new_id
-    local reply = w:call({ kind = "rerun", id = pos[1], from = opts.from, new_id = opts.id }, {
+    local reply, why, code = w:call({ kind = "rerun", id = pos[1], from = opts.from, new_id = opts.id }, {
+      first_frame_ms = ANSWER_MS,
       on_progress = function(pr)
         new_id = pr.id
         errf("rerun of %s from step '%s' is run %s, in sluice serve (pid %d)", pos[1], opts.from, new_id, w.holder.pid)
@@ -654,9 +670,10 @@ function M.rerun(args)
       return reply.code == "ESTOPPING" and 1 or 2
     end
     if not new_id then
-      errf("serve stopped before it started the rerun; nothing ran")
+      errf("serve %s before it started the rerun; nothing ran", code == "ETIMEDOUT" and "did not answer" or "stopped")
       return 1
     end
+    if code ~= "EOF" and why then errf("%s", why) end
     return host_gone(new_id)
   end
   local orig = engine.get_run(pos[1])
@@ -711,8 +728,9 @@ function M.trigger(args)
     return 2
   end
   local id
-  local reply = w:call({ kind = "trigger", schedule = pos[1], input = input, input_given = opts.input ~= nil,
+  local reply, why, code = w:call({ kind = "trigger", schedule = pos[1], input = input, input_given = opts.input ~= nil,
     wait = opts.wait or nil }, {
+    first_frame_ms = ANSWER_MS,
     on_progress = function(pr)
       id = pr.id
       errf("schedule %s triggered: run %s, in sluice serve (pid %d)", pos[1], id, w.holder.pid)
@@ -731,9 +749,10 @@ function M.trigger(args)
     return reply.code == "ESTOPPING" and 1 or 2
   end
   if not id then
-    errf("serve stopped before it took the trigger; nothing ran")
+    errf("serve %s before it took the trigger; nothing ran", code == "ETIMEDOUT" and "did not answer" or "stopped")
     return 1
   end
+  if code ~= "EOF" and why then errf("%s", why) end
   return host_gone(id)
 end
 

@@ -237,8 +237,10 @@ end
 
 --- Sends req and waits (from a task) for its final frame, which it returns
 --- (check .ok); progress frames go to opts.on_progress(progress). Returns
---- nil, message, code when the connection ends first (EOF: the host died)
---- or after opts.timeout_ms (ETIMEDOUT).
+--- nil, message, code when the connection ends first (EOF: the host died),
+--- after opts.timeout_ms, or when no frame at all came within
+--- opts.first_frame_ms (ETIMEDOUT: a host that takes the request answers
+--- at once, with progress if the rest takes long).
 function Client:call(req, opts)
   opts = opts or {}
   self.tag = self.tag + 1
@@ -248,10 +250,14 @@ function Client:call(req, opts)
   if not body then return nil, err, "EINVAL" end
   local ok, werr, wcode = self.conn:write(body)
   if not ok then return nil, werr, wcode end
-  local deadline = opts.timeout_ms and uv.hrtime() + math.floor(opts.timeout_ms * 1e6)
+  local now = uv.hrtime()
+  local deadline = opts.timeout_ms and now + math.floor(opts.timeout_ms * 1e6)
+  local first = opts.first_frame_ms and now + math.floor(opts.first_frame_ms * 1e6)
   while true do
-    local f, msg, code = self:next_frame(deadline)
+    local until_ = first and (deadline and math.min(first, deadline) or first) or deadline
+    local f, msg, code = self:next_frame(until_)
     if not f then return nil, msg, code end
+    first = nil
     if f.tag == tag then
       if f.progress == nil then return f end
       if opts.on_progress then opts.on_progress(f.progress) end
