@@ -5,8 +5,8 @@
 --- and later the REPL and sluice reload).
 ---
 --- Protocol: frames of a 4-byte big-endian length and a JSON document of the
---- store's codec (host.encode/decode: integers stay integers, byte strings
---- survive). A request is {kind = "...", tag = any, ...fields}. The host
+--- store's codec (sluice.codec, exact: integers stay integers, byte strings
+--- and NaN survive; values nest as deep as in the store). A request is {kind = "...", tag = any, ...fields}. The host
 --- answers it with zero or more progress frames {tag=, progress = {...}}
 --- and one final frame, {tag=, ok = true, ...fields} or {tag=, ok = false,
 --- code = "E...", message = "..."}. A connection carries any number of
@@ -22,7 +22,7 @@
 --- execute = fn(p, input, id, opts) -> record | nil, err (waits for the end),
 --- start = fn(p, input, id, opts) (does not)}, the last three for serve.
 local host = require "sluice.host"
-local json = require "sluice.json"
+local codec = require "sluice.codec"
 local sched = require "sluice.sched"
 local sock = require "sluice.control_socket"
 local uv = require "luv"
@@ -48,9 +48,10 @@ local conns = {}  -- connection handle -> {conn=, pending = {[entry] = true}, cl
 
 local function send(c, t)
   if c.closed then return end
-  local body, err = host.encode(t, "reply")
-  if not body then
-    body = host.encode({ tag = t.tag, ok = false, code = "EINTERNAL", message = "the reply cannot be encoded: " .. err })
+  local ok, body = pcall(codec.encode, t)
+  if not ok then
+    body = codec.encode({ tag = t.tag, ok = false, code = "EINTERNAL",
+      message = "the reply cannot be encoded: " .. tostring(body) })
   end
   c.conn:write(body)
 end
@@ -107,9 +108,9 @@ local function on_conn(conn)
       conns[conn] = nil
       return
     end
-    local req = host.decode(frame)
-    if type(req) ~= "table" or type(req.kind) ~= "string" then
-      send(c, { tag = type(req) == "table" and req.tag or nil, ok = false, code = "EBADREQ",
+    local ok, req = pcall(codec.decode, frame)
+    if not ok or type(req) ~= "table" or type(req.kind) ~= "string" then
+      send(c, { tag = ok and type(req) == "table" and req.tag or nil, ok = false, code = "EBADREQ",
         message = "a request is a JSON object with a string field 'kind'" })
       return
     end
@@ -190,10 +191,10 @@ function M.connect(dir)
   local cl = setmetatable({ conn = conn, frames = {}, head = 1, tail = 0, tag = 0 }, Client)
   conn:read_start(function(frame, msg, ecode)
     if frame then
-      local v, derr = host.decode(frame)
+      local ok, v = pcall(codec.decode, frame)
       cl.tail = cl.tail + 1
-      cl.frames[cl.tail] = type(v) == "table" and v
-        or { ok = false, code = "EBADREPLY", message = "the host sent a frame that is not a JSON object: " .. tostring(derr) }
+      cl.frames[cl.tail] = ok and type(v) == "table" and v
+        or { ok = false, code = "EBADREPLY", message = "the host sent a frame that is not a JSON object: " .. tostring(v) }
     else
       cl.ended = { msg, ecode }
     end
@@ -246,8 +247,8 @@ function Client:call(req, opts)
   self.tag = self.tag + 1
   local tag = self.tag
   req.tag = tag
-  local body, err = host.encode(req, "request")
-  if not body then return nil, err, "EINVAL" end
+  local eok, body = pcall(codec.encode, req)
+  if not eok then return nil, tostring(body), "EINVAL" end
   local ok, werr, wcode = self.conn:write(body)
   if not ok then return nil, werr, wcode end
   local now = uv.hrtime()
@@ -353,7 +354,7 @@ function H.status(_, ctx)
   for id in pairs(engine().active) do ids[#ids + 1] = id end
   table.sort(ids)
   return { pid = PID, role = ctx.host.role, store = host.dir(), dir = ctx.host.dir,
-    run_id = ctx.host.run_id, since = since, stopping = ctx.host.stopping, runs = json.array(ids) }
+    run_id = ctx.host.run_id, since = since, stopping = ctx.host.stopping, runs = codec.array(ids) }
 end
 H.ping = H.status
 

@@ -114,7 +114,7 @@ end)]])
     H.write(dir .. "/p/family.lua", ([[
 pipeline("kid", function(input)
   %s
-  sleep("300ms")
+  sleep("1s")
   %s
   return input.n * 2
 end)
@@ -124,7 +124,13 @@ pipeline("mom", function()
   return r
 end)]]):format(mark_step("kid-start"), mark_step("kid-end"), mark_step("mom-end")))
     local p = H.spawn({ "run", dir .. "/p/family.lua", "--pipeline", "mom", "--id", "m1", "--store", store })
-    H.wait_until(function() return #H.lines(marks) >= 1 end, "the child to start", 10000, 5)
+    -- killed while the child sleeps: its first step is stored (a kill inside
+    -- a step would run that step again, at-least-once)
+    H.wait_until(function()
+      local code, out = H.sluice({ "status", "m1/call@1", "--json", "--store", store })
+      local doc = code == 0 and json.decode(out)
+      return doc and doc.status == "sleeping"
+    end, "the child to sleep", 10000, 5)
     p:kill("sigkill")
     p:wait()
     local s = H.spawn({ "serve", dir .. "/p", "--store", store })
