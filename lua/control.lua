@@ -348,6 +348,17 @@ end
 
 local function engine() return require "sluice.engine" end
 
+-- The record of run id once host.execute returned rec, err: a run that
+-- failed to start is err; one joined in flight may hand back no record
+-- (its execution raised), then the store has the last word.
+local function ended(id, rec, err)
+  if rec then return rec end
+  if err then fail("EINVAL", err) end
+  rec = engine().get_run(id)
+  if not rec then fail("EINTERNAL", ("run %s ended without a record (see the host's log)"):format(id)) end
+  return rec
+end
+
 --- status (ping): who listens and what it executes.
 function H.status(_, ctx)
   local ids = {}
@@ -369,9 +380,7 @@ function H.run(req, ctx)
       :format(name, tostring(h.dir)))
   end
   ctx.progress({ id = id, pid = PID })
-  local rec, err = h.execute(p, req.input, id)
-  if not rec then fail("EINVAL", err) end
-  return { run = rec }
+  return { run = ended(id, h.execute(p, req.input, id)) }
 end
 
 --- rerun {id, from, new_id?}: a new run reusing the steps before `from`
@@ -390,9 +399,7 @@ function H.rerun(req, ctx)
   local new_id, err = e.prepare_rerun(id, from, req.new_id)
   if not new_id then fail("EINVAL", err) end
   ctx.progress({ id = new_id, pid = PID })
-  local rec, xerr = h.execute(p, nil, new_id)
-  if not rec then fail("EINVAL", xerr) end
-  return { run = rec }
+  return { run = ended(new_id, h.execute(p, nil, new_id)) }
 end
 
 --- trigger {schedule, input?, input_given?, wait?}: starts a run of the
@@ -424,9 +431,7 @@ function H.trigger(req, ctx)
     h.start(p, input, id, opts)
     return { id = id }
   end
-  local rec, err = h.execute(p, input, id, opts)
-  if not rec then fail("EINVAL", err) end
-  return { id = id, run = rec }
+  return { id = id, run = ended(id, h.execute(p, input, id, opts)) }
 end
 
 --- cancel {id}: registers the cancel (engine.cancel) and answers at once
