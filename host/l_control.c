@@ -64,13 +64,13 @@ static int fail_uv(lua_State *L, int rc) {
 }
 
 /* Allocation failure aborts, as sbuf does: a callback has no caller to
- * return it to. */
+ * return it to. uv_pipe_init only fills the struct on Unix: it cannot fail. */
 static ctl *new_ctl(lua_State *L) {
   ctl *c = calloc(1, sizeof *c);
   if (!c) abort();
   c->L = vm_of(L)->L;
   c->self_ref = c->cb_ref = c->close_ref = LUA_NOREF;
-  uv_pipe_init(&vm_of(L)->loop, &c->pipe, 0);
+  if (uv_pipe_init(&vm_of(L)->loop, &c->pipe, 0) != 0) abort();
   c->pipe.data = c;
   c->next = all;
   if (all) all->prev = c;
