@@ -15,6 +15,7 @@
 #include "codec.h"
 #include "embedded.h"
 #include "host_lib.h"
+#include "modules.h"
 
 vm *vm_of(lua_State *L) { return *(vm **)lua_getextraspace(L); }
 
@@ -153,14 +154,7 @@ int vm_open(vm *v, char *err, size_t errsz) {
 
   /* C modules */
   lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, luaopen_sluice_json);
-  lua_setfield(L, -2, "sluice.json");
-  lua_pushcfunction(L, luaopen_sluice_codec);
-  lua_setfield(L, -2, "sluice.codec");
-  lua_pushcfunction(L, luaopen_sluice_host);
-  lua_setfield(L, -2, "sluice.host");
-  lua_pushcfunction(L, luaopen_sluice_control_socket);
-  lua_setfield(L, -2, "sluice.control_socket");
+  modules_preload(L);
   lua_pop(L, 1);
 
   /* luv on our loop, with our error handler */
@@ -192,6 +186,7 @@ void vm_close(vm *v) {
   lua_State *L = v->L;
   control_close_all();  /* C handles, closed by the uv_run below */
   host_lib_shutdown(L); /* the writer: commits what is queued */
+  modules_shutdown(L);  /* curl's handles, SQLite databases */
   uv_run(&v->loop, UV_RUN_NOWAIT);
   /* luv's own handles: close them through luv so its references go too */
   lua_getfield(L, LUA_REGISTRYINDEX, "sluice.uv_walk");

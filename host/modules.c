@@ -1,0 +1,29 @@
+/* modules.c: the one table of C modules (see modules.h). A module name
+ * beginning with "sluice._" is a C core under a Lua module of stdlib/ that
+ * is the API (sluice._http under stdlib/sluice/http.lua). */
+#include "modules.h"
+
+#include <lauxlib.h>
+
+#include "codec.h"
+#include "host_lib.h"
+
+static const luaL_Reg modules[] = {
+    {"sluice.json", luaopen_sluice_json},
+    {"sluice.codec", luaopen_sluice_codec},
+    {"sluice.host", luaopen_sluice_host},
+    {"sluice.control_socket", luaopen_sluice_control_socket},
+    {"sluice._http", luaopen_sluice__http},
+    {NULL, NULL},
+};
+
+void modules_preload(lua_State *L) {
+  for (const luaL_Reg *m = modules; m->name; m++) {
+    lua_pushcfunction(L, m->func);
+    lua_setfield(L, -2, m->name);
+  }
+}
+
+void modules_shutdown(lua_State *L) {
+  http_shutdown(L);
+}
