@@ -14,6 +14,7 @@ static const luaL_Reg modules[] = {
     {"sluice.host", luaopen_sluice_host},
     {"sluice.control_socket", luaopen_sluice_control_socket},
     {"sluice._http", luaopen_sluice__http},
+    {"sluice._csv", luaopen_sluice__csv},
     {NULL, NULL},
 };
 

@@ -18,5 +18,6 @@ void modules_shutdown(lua_State *L);
 /* The modules' luaopen functions and shutdown hooks. */
 int luaopen_sluice__http(lua_State *L);
 void http_shutdown(lua_State *L);
+int luaopen_sluice__csv(lua_State *L);
 
 #endif
