@@ -15,6 +15,7 @@ static const luaL_Reg modules[] = {
     {"sluice.control_socket", luaopen_sluice_control_socket},
     {"sluice._http", luaopen_sluice__http},
     {"sluice._csv", luaopen_sluice__csv},
+    {"sluice._sqlite", luaopen_sluice__sqlite},
     {NULL, NULL},
 };
 
@@ -27,4 +28,5 @@ void modules_preload(lua_State *L) {
 
 void modules_shutdown(lua_State *L) {
   http_shutdown(L);
+  sqlite_shutdown(L);
 }

@@ -19,5 +19,7 @@ void modules_shutdown(lua_State *L);
 int luaopen_sluice__http(lua_State *L);
 void http_shutdown(lua_State *L);
 int luaopen_sluice__csv(lua_State *L);
+int luaopen_sluice__sqlite(lua_State *L);
+void sqlite_shutdown(lua_State *L);
 
 #endif
