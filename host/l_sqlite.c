@@ -61,6 +61,17 @@ typedef struct {
   } u;
 } sq_value;
 
+/* values copied for one statement, or for one chunk of insert_many */
+typedef struct {
+  sq_value *v;
+  size_t n, cap;
+  sbuf arena;   /* the bytes of text and blob values */
+  size_t nrows; /* insert_many: records in this chunk */
+  int last;     /* insert_many: the chunk holds the last record */
+  int bad;      /* insert_many: copying failed (err) */
+  char err[256];
+} sq_vals;
+
 typedef struct sq_db sq_db;
 
 typedef struct sq_op {
@@ -70,22 +81,20 @@ typedef struct sq_op {
   lua_State *co;
   int co_ref;
   char *sql;
-  /* parameters: values (ncols per row for inserts), names when named */
-  sq_value *vals;
-  size_t nvals, capvals;
+  /* parameters (p[0]), or two chunks of insert_many: the worker inserts
+   * p[cur] while the loop copies the next records into the other */
+  sq_vals p[2];
+  int cur;
   char **names; /* NULL: positional */
-  sbuf arena;
   /* open */
   char *path;
   int readonly, wal, busy_ms;
   /* insert_many */
   sqlite3_stmt *stmt;
   int ncols;
-  size_t nrows;       /* rows in this chunk */
   lua_Integer next;   /* next record index to copy */
   lua_Integer total;  /* records */
   int records_ref; /* {records, columns} */
-  int last_chunk;
   int handle_ref; /* open: the database's userdata, returned on success */
   /* results */
   int rc;
@@ -130,8 +139,8 @@ static void set_db_error(sq_op *op, int rc) {
   set_error(op, rc, op->d->db ? sqlite3_errmsg(op->d->db) : sqlite3_errstr(rc));
 }
 
-static int bind_value(sq_op *op, sqlite3_stmt *st, int i, const sq_value *v) {
-  const char *base = op->arena.data;
+static int bind_value(const sq_vals *pv, sqlite3_stmt *st, int i, const sq_value *v) {
+  const char *base = pv->arena.data;
   switch (v->type) {
     case SQLITE_INTEGER: return sqlite3_bind_int64(st, i, v->u.i);
     case SQLITE_FLOAT: return sqlite3_bind_double(st, i, v->u.d);
@@ -144,7 +153,9 @@ static int bind_value(sq_op *op, sqlite3_stmt *st, int i, const sq_value *v) {
 }
 
 /* binds op's parameters (one statement's worth, from vals) */
-static int bind_params(sq_op *op, sqlite3_stmt *st, const sq_value *vals, size_t n) {
+static int bind_params(sq_op *op, sqlite3_stmt *st, const sq_vals *pv) {
+  const sq_value *vals = pv->v;
+  size_t n = pv->n;
   int count = sqlite3_bind_parameter_count(st);
   char msg[256];
   if (!op->names) {
@@ -154,7 +165,7 @@ static int bind_params(sq_op *op, sqlite3_stmt *st, const sq_value *vals, size_t
       return -1;
     }
     for (int i = 1; i <= count; i++) {
-      int rc = bind_value(op, st, i, &vals[i - 1]);
+      int rc = bind_value(pv, st, i, &vals[i - 1]);
       if (rc != SQLITE_OK) {
         set_db_error(op, rc);
         return -1;
@@ -176,7 +187,7 @@ static int bind_params(sq_op *op, sqlite3_stmt *st, const sq_value *vals, size_t
       set_error(op, SQLITE_RANGE, msg);
       return -1;
     }
-    int rc = bind_value(op, st, i, &vals[k]);
+    int rc = bind_value(pv, st, i, &vals[k]);
     if (rc != SQLITE_OK) {
       set_db_error(op, rc);
       return -1;
@@ -232,7 +243,7 @@ static void work_exec_or_rows(sq_op *op) {
       sql = tail;
       continue;
     }
-    int one_only = op->kind == OP_ROWS || op->nvals > 0 || op->names;
+    int one_only = op->kind == OP_ROWS || op->p[0].n > 0 || op->names;
     if (one_only && !only_space(tail)) {
       sqlite3_finalize(st);
       set_error(op, SQLITE_MISUSE,
@@ -240,7 +251,7 @@ static void work_exec_or_rows(sq_op *op) {
                                     : "exec with params runs one statement");
       return;
     }
-    if (first && bind_params(op, st, op->vals, op->nvals) != 0) {
+    if (first && bind_params(op, st, &op->p[0]) != 0) {
       sqlite3_finalize(st);
       return;
     }
@@ -292,10 +303,11 @@ static void work_insert(sq_op *op) {
       goto rollback;
     }
   }
-  for (size_t r = 0; r < op->nrows; r++) {
-    const sq_value *row = op->vals + r * (size_t)op->ncols;
+  const sq_vals *pv = &op->p[op->cur];
+  for (size_t r = 0; r < pv->nrows; r++) {
+    const sq_value *row = pv->v + r * (size_t)op->ncols;
     for (int c = 0; c < op->ncols; c++) {
-      int rc = bind_value(op, op->stmt, c + 1, &row[c]);
+      int rc = bind_value(pv, op->stmt, c + 1, &row[c]);
       if (rc != SQLITE_OK) {
         set_db_error(op, rc);
         goto rollback;
@@ -308,7 +320,7 @@ static void work_insert(sq_op *op) {
     }
     sqlite3_reset(op->stmt);
   }
-  if (op->last_chunk) {
+  if (pv->last) {
     sqlite3_finalize(op->stmt);
     op->stmt = NULL;
     if (exec_simple(op, "COMMIT") != 0) goto rollback;
@@ -367,12 +379,14 @@ static void op_free(lua_State *L, sq_op *op) {
   if (op->handle_ref != LUA_NOREF && L) luaL_unref(L, LUA_REGISTRYINDEX, op->handle_ref);
   if (op->stmt) sqlite3_finalize(op->stmt);
   free(op->sql);
-  free(op->vals);
   if (op->names) {
-    for (size_t i = 0; i < op->nvals; i++) free(op->names[i]);
+    for (size_t i = 0; i < op->p[0].n; i++) free(op->names[i]);
     free(op->names);
   }
-  sbuf_free(&op->arena);
+  for (int i = 0; i < 2; i++) {
+    free(op->p[i].v);
+    sbuf_free(&op->p[i].arena);
+  }
   free(op->path);
   free(op->errmsg);
   if (op->rnames) {
@@ -506,19 +520,13 @@ static void run_next(sq_db *d) {
     d->head = op->next_op;
     if (!d->head) d->tail = NULL;
     op->work.data = op;
-    uv_loop_t *loop = &vm_of(op->co)->loop;
-    if (uv_queue_work(loop, &op->work, work, after_work) == 0) {
-      d->busy = 1;
-      return;
-    }
-    set_error(op, SQLITE_ERROR, "cannot queue work on the thread pool");
-    finish(vm_of(op->co)->L, op);
+    /* uv_queue_work fails only for a NULL work callback */
+    if (uv_queue_work(&vm_of(op->co)->loop, &op->work, work, after_work) != 0) abort();
+    d->busy = 1;
   }
 }
 
-static int copy_value(lua_State *L, int idx, sq_op *op, sq_value *v, const char *what, char *err,
-                      size_t errsz);
-static int copy_chunk(lua_State *L, sq_op *op, char *err, size_t errsz);
+static int copy_chunk(lua_State *L, sq_op *op, sq_vals *pv);
 
 static void after_work(uv_work_t *w, int status) {
   sq_op *op = w->data;
@@ -550,17 +558,19 @@ static void after_work(uv_work_t *w, int status) {
     if (d->orphan && !d->busy) db_free(d);
     return;
   }
-  if (op->kind == OP_INSERT && op->rc == SQLITE_OK && !op->last_chunk) {
-    /* the next chunk: the database stays held by this insert */
-    char err[512];
-    d->busy = 1;
-    if (copy_chunk(L, op, err, sizeof err) != 0) {
-      set_error(op, SQLITE_MISUSE, err);
+  if (op->kind == OP_INSERT && op->rc == SQLITE_OK && !op->p[op->cur].last) {
+    /* the next chunk, copied while this one was inserted; the database
+     * stays held by this insert */
+    int done = op->cur;
+    op->cur = 1 - op->cur;
+    if (op->p[op->cur].bad) {
+      set_error(op, SQLITE_MISUSE, op->p[op->cur].err);
       op->kind = OP_ROLLBACK;
     }
-    if (uv_queue_work(&vm_of(op->co)->loop, &op->work, work, after_work) == 0) return;
-    d->busy = 0;
-    set_error(op, SQLITE_ERROR, "cannot queue work on the thread pool");
+    d->busy = 1;
+    if (uv_queue_work(&vm_of(op->co)->loop, &op->work, work, after_work) != 0) abort();
+    if (op->kind == OP_INSERT && !op->p[op->cur].last) copy_chunk(L, op, &op->p[done]);
+    return;
   }
   if (op->kind == OP_ROLLBACK) op->kind = OP_INSERT;
   finish(L, op);
@@ -597,8 +607,8 @@ static int utf8_valid(const unsigned char *s, size_t n) {
   return 1;
 }
 
-static int copy_value(lua_State *L, int idx, sq_op *op, sq_value *v, const char *what, char *err,
-                      size_t errsz) {
+static int copy_value(lua_State *L, int idx, sq_vals *pv, sq_value *v, const char *what,
+                      char *err, size_t errsz) {
   switch (lua_type(L, idx)) {
     case LUA_TNIL: v->type = SQLITE_NULL; return 0;
     case LUA_TBOOLEAN:
@@ -618,9 +628,9 @@ static int copy_value(lua_State *L, int idx, sq_op *op, sq_value *v, const char 
       size_t n;
       const char *s = lua_tolstring(L, idx, &n);
       v->type = utf8_valid((const unsigned char *)s, n) ? SQLITE_TEXT : SQLITE_BLOB;
-      v->u.s.off = op->arena.len;
+      v->u.s.off = pv->arena.len;
       v->u.s.len = n;
-      sbuf_add(&op->arena, s, n);
+      sbuf_add(&pv->arena, s, n);
       return 0;
     }
     case LUA_TLIGHTUSERDATA:
@@ -631,9 +641,9 @@ static int copy_value(lua_State *L, int idx, sq_op *op, sq_value *v, const char 
       break;
     case LUA_TTABLE: {
       v->type = SQLITE_TEXT;
-      v->u.s.off = op->arena.len;
-      if (codec_encode(L, idx, what, 0, &op->arena, err, errsz) != 0) return -1;
-      v->u.s.len = op->arena.len - v->u.s.off;
+      v->u.s.off = pv->arena.len;
+      if (codec_encode(L, idx, what, 0, &pv->arena, err, errsz) != 0) return -1;
+      v->u.s.len = pv->arena.len - v->u.s.off;
       return 0;
     }
     default: break;
@@ -642,15 +652,15 @@ static int copy_value(lua_State *L, int idx, sq_op *op, sq_value *v, const char 
   return -1;
 }
 
-static sq_value *add_val(sq_op *op) {
-  if (op->nvals == op->capvals) {
-    size_t cap = op->capvals ? op->capvals * 2 : 8;
-    sq_value *nv = realloc(op->vals, cap * sizeof *nv);
+static sq_value *add_val(sq_vals *pv) {
+  if (pv->n == pv->cap) {
+    size_t cap = pv->cap ? pv->cap * 2 : 8;
+    sq_value *nv = realloc(pv->v, cap * sizeof *nv);
     if (!nv) abort();
-    op->vals = nv;
-    op->capvals = cap;
+    pv->v = nv;
+    pv->cap = cap;
   }
-  return &op->vals[op->nvals++];
+  return &pv->v[pv->n++];
 }
 
 /* Copies the params table at idx into op. Returns 0 or -1 with err. */
@@ -679,7 +689,7 @@ static int copy_params(lua_State *L, int idx, sq_op *op, char *err, size_t errsz
     for (lua_Integer i = 1; i <= max; i++) {
       lua_rawgeti(L, idx, i);
       snprintf(what, sizeof what, "params[%d]", (int)i);
-      int rc = copy_value(L, -1, op, add_val(op), what, err, errsz);
+      int rc = copy_value(L, -1, &op->p[0], add_val(&op->p[0]), what, err, errsz);
       lua_pop(L, 1);
       if (rc != 0) return -1;
     }
@@ -696,8 +706,8 @@ static int copy_params(lua_State *L, int idx, sq_op *op, char *err, size_t errsz
     }
     const char *name = lua_tostring(L, -2);
     snprintf(what, sizeof what, "params.%s", name);
-    size_t k = op->nvals;
-    int rc = copy_value(L, -1, op, add_val(op), what, err, errsz);
+    size_t k = op->p[0].n;
+    int rc = copy_value(L, -1, &op->p[0], add_val(&op->p[0]), what, err, errsz);
     op->names[k] = strdup(name);
     if (!op->names[k]) abort();
     lua_pop(L, 1);
@@ -709,25 +719,25 @@ static int copy_params(lua_State *L, int idx, sq_op *op, char *err, size_t errsz
   return 0;
 }
 
-/* Copies the next chunk of records into op->vals (columns from uservalue:
- * the column names array is op's records table's companion, at
- * records_ref + 1 ... kept as a Lua table {records, columns}). */
-static int copy_chunk(lua_State *L, sq_op *op, char *err, size_t errsz) {
+/* Copies the next chunk of records into pv ({records, columns} is at
+ * records_ref). Returns 0, or -1 with pv->bad and pv->err set. */
+static int copy_chunk(lua_State *L, sq_op *op, sq_vals *pv) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, op->records_ref);
   int pair = lua_gettop(L);
   lua_rawgeti(L, pair, 1);
   int records = lua_gettop(L);
   lua_rawgeti(L, pair, 2);
   int columns = lua_gettop(L);
-  op->nvals = 0;
-  sbuf_reset(&op->arena);
-  op->arena.len = 0;
-  op->nrows = 0;
+  pv->n = 0;
+  sbuf_reset(&pv->arena);
+  pv->nrows = 0;
+  pv->bad = 0;
   char what[160];
   int rc = 0;
-  while (op->next <= op->total && op->nrows < CHUNK_ROWS && rc == 0) {
+  while (op->next <= op->total && pv->nrows < CHUNK_ROWS && rc == 0) {
     if (lua_rawgeti(L, records, op->next) != LUA_TTABLE) {
-      snprintf(err, errsz, "records[%d] is a %s, not a table", (int)op->next, luaL_typename(L, -1));
+      snprintf(pv->err, sizeof pv->err, "records[%d] is a %s, not a table", (int)op->next,
+               luaL_typename(L, -1));
       rc = -1;
       lua_pop(L, 1);
       break;
@@ -737,14 +747,15 @@ static int copy_chunk(lua_State *L, sq_op *op, char *err, size_t errsz) {
       lua_rawgeti(L, columns, c);
       snprintf(what, sizeof what, "records[%d].%s", (int)op->next, lua_tostring(L, -1));
       lua_rawget(L, rec);
-      rc = copy_value(L, -1, op, add_val(op), what, err, errsz);
+      rc = copy_value(L, -1, pv, add_val(pv), what, pv->err, sizeof pv->err);
       lua_pop(L, 1);
     }
     lua_pop(L, 1);
     op->next++;
-    op->nrows++;
+    pv->nrows++;
   }
-  op->last_chunk = op->next > op->total;
+  pv->last = op->next > op->total;
+  pv->bad = rc != 0;
   lua_settop(L, pair - 1);
   return rc;
 }
@@ -939,12 +950,17 @@ static int l_insert_many(lua_State *L) {
   lua_pushvalue(L, 4);
   lua_rawseti(L, -2, 2);
   op->records_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  char err[512];
-  if (copy_chunk(L, op, err, sizeof err) != 0) {
+  if (copy_chunk(L, op, &op->p[0]) != 0) {
+    int rc = misuse(L, op->p[0].err);
     op_free(L, op);
-    return misuse(L, err);
+    return rc;
   }
-  return submit(L, op);
+  /* queue the first chunk, then copy the second while it is inserted */
+  lua_pushthread(L);
+  op->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  queue_op(op);
+  if (!op->p[0].last) copy_chunk(L, op, &op->p[1]);
+  return lua_yield(L, 0);
 }
 
 static int l_close(lua_State *L) {

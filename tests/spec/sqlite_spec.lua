@@ -103,23 +103,28 @@ describe("sluice.sqlite", function()
   end)
 
   it("leaves nothing when a record of a later chunk fails", function()
+    -- records are copied 5,000 at a time, the next chunk while the worker
+    -- inserts the previous one: failures in the 2nd and the 3rd chunk
     local db = fresh()
     db:exec("CREATE TABLE r (id INTEGER PRIMARY KEY, v TEXT)")
     local recs = {}
-    for i = 1, 9000 do recs[i] = { id = i, v = "x" } end
-    recs[8000] = { id = 1, v = "duplicate" } -- the second chunk
-    local ok, err = pcall(db.insert_many, db, "r", recs)
-    assert.is_false(ok)
-    assert.are.equal("SQLITE_CONSTRAINT", err.code)
-    assert.are.equal(0, db:rows("SELECT count(*) AS c FROM r")[1].c)
-    recs[8000] = { id = 8000, v = function() end }
-    ok, err = pcall(db.insert_many, db, "r", recs)
-    assert.are.equal("SQLITE_MISUSE", err.code)
-    assert.matches("records%[8000%]%.v: cannot bind a function", err.message)
-    assert.are.equal(0, db:rows("SELECT count(*) AS c FROM r")[1].c)
+    for i = 1, 16000 do recs[i] = { id = i, v = "x" } end
+    for _, bad in ipairs({ 8000, 13000 }) do
+      recs[bad] = { id = 1, v = "duplicate" }
+      local ok, err = pcall(db.insert_many, db, "r", recs)
+      assert.is_false(ok)
+      assert.are.equal("SQLITE_CONSTRAINT", err.code)
+      assert.are.equal(0, db:rows("SELECT count(*) AS c FROM r")[1].c)
+      recs[bad] = { id = bad, v = function() end }
+      ok, err = pcall(db.insert_many, db, "r", recs)
+      assert.are.equal("SQLITE_MISUSE", err.code)
+      assert.matches(("records%%[%d%%]%%.v: cannot bind a function"):format(bad), err.message)
+      assert.are.equal(0, db:rows("SELECT count(*) AS c FROM r")[1].c)
+      recs[bad] = { id = bad, v = "x" }
+    end
     -- the database is usable afterwards
-    recs[8000] = { id = 8000, v = "x" }
-    assert.are.equal(9000, db:insert_many("r", recs))
+    assert.are.equal(16000, db:insert_many("r", recs))
+    assert.are.equal(16000, db:rows("SELECT count(*) AS c FROM r")[1].c)
     db:close()
   end)
 
