@@ -32,6 +32,7 @@
  * Depends on: sqlite3, libuv, vm.h (resuming), codec.h (tables as JSON),
  * sbuf.h. sqlite_shutdown (modules.h) closes every database at exit. */
 #include <lauxlib.h>
+#include <stdarg.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -43,6 +44,17 @@
 #include "modules.h"
 #include "sbuf.h"
 #include "vm.h"
+
+/* Raises the message without a position: the caller's position would be
+ * the Lua wrapper in stdlib/, not the user's code (the traceback has it). */
+static int sq_error(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  return lua_error(L);
+}
+
 
 #define DB_MT "sluice.sqlite.db"
 #define CHUNK_ROWS 5000
@@ -768,13 +780,13 @@ typedef struct {
 
 static sq_db *check_db(lua_State *L, int idx) {
   db_handle *h = luaL_checkudata(L, idx, DB_MT);
-  if (!h->d || h->d->closed) luaL_error(L, "sluice.sqlite: the database is closed");
+  if (!h->d || h->d->closed) sq_error(L, "sluice.sqlite: the database is closed");
   return h->d;
 }
 
 static void check_yieldable(lua_State *L) {
   if (!lua_isyieldable(L)) {
-    luaL_error(L, "sluice.sqlite: a statement runs on a worker thread and its coroutine waits, "
+    sq_error(L, "sluice.sqlite: a statement runs on a worker thread and its coroutine waits, "
                   "so it must run in a coroutine the host resumes (a run, a step, a task, or "
                   "the main chunk of a script), not in a callback or a C function");
   }
@@ -783,7 +795,7 @@ static void check_yieldable(lua_State *L) {
 static sq_op *new_op(lua_State *L, sq_db *d, int kind) {
   sq_op *op = calloc(1, sizeof *op);
   if (!op) {
-    luaL_error(L, "sluice.sqlite: out of memory");
+    sq_error(L, "sluice.sqlite: out of memory");
     return NULL;
   }
   op->d = d;
@@ -829,9 +841,9 @@ static int l_open(lua_State *L) {
   int wal = lua_toboolean(L, 3);
   lua_Integer busy_ms = luaL_optinteger(L, 4, 5000);
   check_yieldable(L);
-  if (SQ.closing) return luaL_error(L, "sluice.sqlite: the host is shutting down");
+  if (SQ.closing) return sq_error(L, "sluice.sqlite: the host is shutting down");
   sq_db *d = calloc(1, sizeof *d);
-  if (!d) return luaL_error(L, "sluice.sqlite: out of memory");
+  if (!d) return sq_error(L, "sluice.sqlite: out of memory");
   d->next = SQ.dbs;
   if (SQ.dbs) SQ.dbs->prev = d;
   SQ.dbs = d;
@@ -875,20 +887,64 @@ static void add_ident(sbuf *b, const char *s) {
   sbuf_addc(b, '"');
 }
 
-/* insert_many(db, table, records, columns, conflict) where columns is the
- * sorted array of column names (the Lua side computes it) and conflict an
- * array of key columns or nil */
+/* Replaces the nil at idx with the sorted names of every key of every
+ * record; raises naming a record that is not a table or a key that is not
+ * a string. */
+static void columns_of(lua_State *L, int records, int idx) {
+  lua_newtable(L);
+  int set = lua_gettop(L);
+  lua_newtable(L);
+  int cols = lua_gettop(L);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, records), k = 0;
+  for (lua_Integer i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, records, i) != LUA_TTABLE) {
+      sq_error(L, "sluice.sqlite.insert_many: records[%d] is a %s, not a table", (int)i,
+                 luaL_typename(L, -1));
+    }
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      lua_pop(L, 1);
+      if (lua_type(L, -1) != LUA_TSTRING) {
+        sq_error(L, "sluice.sqlite.insert_many: records[%d] has a key that is not a column name "
+                      "(%s)", (int)i, luaL_tolstring(L, -1, NULL));
+      }
+      lua_pushvalue(L, -1);
+      if (lua_rawget(L, set) == LUA_TNIL) {
+        lua_pushvalue(L, -2);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, set);
+        lua_pushvalue(L, -2);
+        lua_rawseti(L, cols, ++k);
+      }
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_getglobal(L, "table");
+  lua_getfield(L, -1, "sort");
+  lua_pushvalue(L, cols);
+  lua_call(L, 1, 0);
+  lua_pop(L, 1);
+  lua_replace(L, idx); /* cols */
+  lua_pop(L, 1);       /* set */
+}
+
+/* insert_many(db, table, records, columns, conflict): columns is an array
+ * of column names, or nil for every key of every record (sorted); conflict
+ * an array of key columns or nil */
 static int l_insert_many(lua_State *L) {
   sq_db *d = check_db(L, 1);
   const char *table = luaL_checkstring(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 5);
+  if (lua_isnil(L, 4)) columns_of(L, 3, 4);
   luaL_checktype(L, 4, LUA_TTABLE);
   int has_conflict = !lua_isnoneornil(L, 5);
   if (has_conflict) luaL_checktype(L, 5, LUA_TTABLE);
   check_yieldable(L);
   lua_Integer total = (lua_Integer)lua_rawlen(L, 3);
   int ncols = (int)lua_rawlen(L, 4);
-  if (ncols == 0) return luaL_error(L, "sluice.sqlite.insert_many: the records have no columns");
+  if (ncols == 0) return sq_error(L, "sluice.sqlite.insert_many: the records have no columns");
   sbuf sql = SBUF_INIT;
   sbuf_adds(&sql, "INSERT INTO ");
   add_ident(&sql, table);
@@ -973,7 +1029,7 @@ static int l_close(lua_State *L) {
   if (!lua_isyieldable(L)) {
     /* __close or __gc outside a coroutine: close at once if idle */
     if (d->busy || d->head) {
-      return luaL_error(L, "sluice.sqlite: close it from a coroutine (statements are still running)");
+      return sq_error(L, "sluice.sqlite: close it from a coroutine (statements are still running)");
     }
     d->closed = 1;
     h->d = NULL;

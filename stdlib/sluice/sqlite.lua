@@ -88,27 +88,6 @@ end
 ---@field upsert_on? string|string[] the key column(s): a record whose key exists replaces the other columns (needs a PRIMARY KEY or UNIQUE index on them)
 ---@field columns? string[] the columns to write; default: every key of every record
 
-local function sorted_columns(records)
-  local seen, cols = {}, {}
-  for i = 1, #records do
-    local r = records[i]
-    if type(r) ~= "table" then
-      error(("sluice.sqlite.insert_many: records[%d] is a %s, not a table"):format(i, type(r)), 3)
-    end
-    for k in pairs(r) do
-      if not seen[k] then
-        if type(k) ~= "string" then
-          error(("sluice.sqlite.insert_many: records[%d] has a key that is not a column name (%s)"):format(i, tostring(k)), 3)
-        end
-        seen[k] = true
-        cols[#cols + 1] = k
-      end
-    end
-  end
-  table.sort(cols)
-  return cols
-end
-
 --- Inserts records {column = value} into table in one transaction: all or
 --- none. A column missing from a record is NULL. Returns the number of
 --- records written.
@@ -126,7 +105,7 @@ function DB:insert_many(table_name, records, opts)
       error(("sluice.sqlite.insert_many: unknown option '%s' (known: upsert_on, columns)"):format(tostring(k)), 2)
     end
   end
-  local cols = opts.columns or sorted_columns(records)
+  local cols = opts.columns -- nil: every key of every record, sorted (in C)
   local keys = opts.upsert_on
   if type(keys) == "string" then keys = { keys } end
   if keys ~= nil and (type(keys) ~= "table" or #keys == 0) then
