@@ -333,6 +333,7 @@ static int l_read(lua_State *L) {
   csv_opts o;
   check_opts(L, 2, &o, 3);
   int ud = open_file(L, path, &o, 3);
+  lua_toclose(L, ud); /* closes the file however read ends */
   csv_file *f = lua_touserdata(L, ud);
   lua_newtable(L);
   int rows = lua_gettop(L);
@@ -343,7 +344,6 @@ static int l_read(lua_State *L) {
     lua_rawseti(L, rows, ++count);
     lua_settop(L, top);
   }
-  file_close(f);
   lua_settop(L, rows);
   return 1;
 }

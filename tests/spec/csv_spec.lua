@@ -101,8 +101,10 @@ describe("sluice.csv", function()
     assert.is_true(peak < 8 * 1024, ("peak Lua heap %.0f KiB"):format(peak))
   end)
 
-  it("closes the file when a loop breaks or raises", function()
+  it("closes the file when a loop breaks or raises, and when read fails", function()
     local path = H.write(dir .. "/small.csv", "a\n1\n2\n3\n")
+    local ragged = H.write(dir .. "/ragged.csv", "a\n1\n2,3\n")
+    collectgarbage("collect") -- files left to the collector by earlier tests
     local before = open_fds()
     assert.is_true(before > 3)
     for _ = 1, 50 do
@@ -112,6 +114,7 @@ describe("sluice.csv", function()
       pcall(function()
         for _ in csv.rows(path) do error("stop") end
       end)
+      assert.is_false(pcall(csv.read, ragged, { header = true }))
     end
     assert.are.equal(before, open_fds())
   end)
