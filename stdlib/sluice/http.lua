@@ -19,6 +19,20 @@ local duration = require "sluice.duration"
 
 local M = {}
 
+local this_file = debug.getinfo(1, "S").source
+
+-- Raises msg at the first caller outside this file (tail calls inside it
+-- make fixed error levels point past the user's line).
+local function usage(msg)
+  local level = 2
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info or info.source ~= this_file then break end
+    level = level + 1
+  end
+  error(msg, level)
+end
+
 ---@class sluice.http.Response
 ---@field status integer HTTP status (200 for a file:// read)
 ---@field headers table<string, string> lower-case names; repeated headers joined with ", "
@@ -69,7 +83,7 @@ end
 local function with_query(url, query)
   local keys = {}
   for k in pairs(query) do
-    if type(k) ~= "string" then error("sluice.http: query keys must be strings", 4) end
+    if type(k) ~= "string" then usage("sluice.http: query keys must be strings") end
     keys[#keys + 1] = k
   end
   table.sort(keys)
@@ -88,43 +102,45 @@ end
 
 local function ms(v, what, dflt)
   if v == nil then return dflt end
-  return math.max(1, math.floor(duration.ms(v, "sluice.http " .. what) + 0.5))
+  local ok, res = pcall(duration.ms, v, "sluice.http " .. what)
+  if not ok then usage((tostring(res):gsub("^[^:]*:%d+: ", ""))) end
+  return math.max(1, math.floor(res + 0.5))
 end
 
 -- The spec the C core takes, from the user's options.
 local function build(opts, path)
   for k in pairs(opts) do
     if not known[k] then
-      error(("sluice.http: unknown option '%s' (known: method, url, headers, body, json, query, "
+      usage(("sluice.http: unknown option '%s' (known: method, url, headers, body, json, query, "
         .. "timeout, connect_timeout, follow, max_bytes, raise, raise_status)"):format(tostring(k)), 4)
     end
   end
   local url = opts.url
-  if type(url) ~= "string" then error("sluice.http: url must be a string, got " .. type(url), 4) end
+  if type(url) ~= "string" then usage("sluice.http: url must be a string, got " .. type(url)) end
   if opts.query ~= nil then
-    if type(opts.query) ~= "table" then error("sluice.http: query must be a table", 4) end
+    if type(opts.query) ~= "table" then usage("sluice.http: query must be a table") end
     url = with_query(url, opts.query)
   end
   local method = opts.method or "GET"
   if type(method) ~= "string" or not method:match("^%a+$") then
-    error("sluice.http: method must be a word like \"GET\", got " .. tostring(method), 4)
+    usage("sluice.http: method must be a word like \"GET\", got " .. tostring(method))
   end
   local headers, have = {}, {}
   if opts.headers ~= nil then
-    if type(opts.headers) ~= "table" then error("sluice.http: headers must be a table of name = value", 4) end
+    if type(opts.headers) ~= "table" then usage("sluice.http: headers must be a table of name = value") end
     for k, v in pairs(opts.headers) do
       if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number") then
-        error("sluice.http: headers must be a table of name = value strings", 4)
+        usage("sluice.http: headers must be a table of name = value strings")
       end
-      if tostring(v):find("[\r\n]") then error(("sluice.http: header '%s' has a line break"):format(k), 4) end
+      if tostring(v):find("[\r\n]") then usage(("sluice.http: header '%s' has a line break"):format(k)) end
       headers[#headers + 1] = k .. ": " .. tostring(v)
       have[k:lower()] = true
     end
   end
   local body = opts.body
-  if body ~= nil and type(body) ~= "string" then error("sluice.http: body must be a string (use json = for a table)", 4) end
+  if body ~= nil and type(body) ~= "string" then usage("sluice.http: body must be a string (use json = for a table)") end
   if opts.json ~= nil then
-    if body ~= nil then error("sluice.http: give body or json, not both", 4) end
+    if body ~= nil then usage("sluice.http: give body or json, not both") end
     body = json.encode(opts.json)
     if not have["content-type"] then headers[#headers + 1] = "Content-Type: application/json" end
   end
@@ -134,11 +150,11 @@ local function build(opts, path)
   elseif follow == false then
     follow = 0
   elseif math.type(follow) ~= "integer" or follow < 0 then
-    error("sluice.http: follow must be a boolean or a number of redirects", 4)
+    usage("sluice.http: follow must be a boolean or a number of redirects")
   end
   local max_bytes = opts.max_bytes
   if max_bytes ~= nil and (math.type(max_bytes) ~= "integer" or max_bytes < 0) then
-    error("sluice.http: max_bytes must be an integer >= 0", 4)
+    usage("sluice.http: max_bytes must be an integer >= 0")
   end
   return {
     method = method:upper(), url = url, headers = headers, body = body,
@@ -165,13 +181,13 @@ end
 ---@return string? message
 ---@return string? code
 function M.request(opts)
-  if type(opts) ~= "table" then error("sluice.http.request: expected a table of options", 2) end
+  if type(opts) ~= "table" then usage("sluice.http.request: expected a table of options") end
   return perform(opts)
 end
 
 local function with(url, opts, method)
-  if type(url) ~= "string" then error("sluice.http: url must be a string, got " .. type(url), 3) end
-  if opts ~= nil and type(opts) ~= "table" then error("sluice.http: options must be a table", 3) end
+  if type(url) ~= "string" then usage("sluice.http: url must be a string, got " .. type(url)) end
+  if opts ~= nil and type(opts) ~= "table" then usage("sluice.http: options must be a table") end
   local o = {}
   if opts then for k, v in pairs(opts) do o[k] = v end end
   o.url = url
@@ -179,15 +195,53 @@ local function with(url, opts, method)
   return o
 end
 
-for _, method in ipairs({ "get", "post", "put", "patch", "delete", "head" }) do
-  local m = method:upper()
-  ---@param url string
-  ---@param opts? sluice.http.Options
-  ---@return sluice.http.Response? response
-  ---@return string? message
-  ---@return string? code
-  M[method] = function(url, opts) return perform(with(url, opts, m)) end
-end
+--- GET url. Returns the response, or nil, "CODE: message", "CODE".
+---@param url string
+---@param opts? sluice.http.Options
+---@return sluice.http.Response? response
+---@return string? message
+---@return string? code
+function M.get(url, opts) return perform(with(url, opts, "GET")) end
+
+--- POST url (body = or json =).
+---@param url string
+---@param opts? sluice.http.Options
+---@return sluice.http.Response? response
+---@return string? message
+---@return string? code
+function M.post(url, opts) return perform(with(url, opts, "POST")) end
+
+--- PUT url.
+---@param url string
+---@param opts? sluice.http.Options
+---@return sluice.http.Response? response
+---@return string? message
+---@return string? code
+function M.put(url, opts) return perform(with(url, opts, "PUT")) end
+
+--- PATCH url.
+---@param url string
+---@param opts? sluice.http.Options
+---@return sluice.http.Response? response
+---@return string? message
+---@return string? code
+function M.patch(url, opts) return perform(with(url, opts, "PATCH")) end
+
+--- DELETE url.
+---@param url string
+---@param opts? sluice.http.Options
+---@return sluice.http.Response? response
+---@return string? message
+---@return string? code
+function M.delete(url, opts) return perform(with(url, opts, "DELETE")) end
+
+--- HEAD url (the response's body is empty).
+---@param url string
+---@param opts? sluice.http.Options
+---@return sluice.http.Response? response
+---@return string? message
+---@return string? code
+function M.head(url, opts) return perform(with(url, opts, "HEAD")) end
 
 --- GETs url (or opts.method) and decodes the body as JSON with the store's
 --- codec (integers stay integers). A status >= 400 fails with EHTTP, a body
@@ -223,16 +277,33 @@ end
 ---@return string? message
 ---@return string? code
 function M.download(url, path, opts)
-  if type(path) ~= "string" then error("sluice.http.download: path must be a string", 2) end
+  if type(path) ~= "string" then usage("sluice.http.download: path must be a string") end
   return perform(with(url, opts), path)
 end
 
 --- The same functions, raising instead of returning nil, message, code:
 --- http.must.get(url) inside a step fails the step, so its retries apply.
+---@class sluice.http.must
+---@field request fun(opts: sluice.http.Options): sluice.http.Response
+---@field get fun(url: string, opts?: sluice.http.Options): sluice.http.Response
+---@field post fun(url: string, opts?: sluice.http.Options): sluice.http.Response
+---@field put fun(url: string, opts?: sluice.http.Options): sluice.http.Response
+---@field patch fun(url: string, opts?: sluice.http.Options): sluice.http.Response
+---@field delete fun(url: string, opts?: sluice.http.Options): sluice.http.Response
+---@field head fun(url: string, opts?: sluice.http.Options): sluice.http.Response
+---@field json fun(url: string, opts?: sluice.http.Options): any, sluice.http.Response
+---@field download fun(url: string, path: string, opts?: sluice.http.Options): sluice.http.Response
 M.must = {}
-for _, name in ipairs({ "request", "get", "post", "put", "patch", "delete", "head" }) do
-  M.must[name] = function(a, b)
-    local o = name == "request" and with(a and a.url or a, a) or with(a, b, name:upper())
+function M.must.request(opts)
+  if type(opts) ~= "table" then usage("sluice.http.must.request: expected a table of options") end
+  local o = with(opts.url, opts)
+  o.raise = true
+  return perform(o)
+end
+for _, name in ipairs({ "get", "post", "put", "patch", "delete", "head" }) do
+  local method = name:upper()
+  M.must[name] = function(url, opts)
+    local o = with(url, opts, method)
     o.raise = true
     return perform(o)
   end
