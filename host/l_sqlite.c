@@ -585,8 +585,13 @@ static void after_work(uv_work_t *w, int status) {
     return;
   }
   if (op->kind == OP_ROLLBACK) op->kind = OP_INSERT;
+  /* busy pins d while the coroutine runs: it may drop the last reference
+   * to the database, and a collection then must not free d under us */
+  d->busy = 1;
   finish(L, op);
+  d->busy = 0;
   run_next(d);
+  if (d->orphan && !d->busy) db_free(d);
 }
 
 /* ---- copying Lua values ---- */

@@ -2,7 +2,8 @@
 """tests/http_server.py: the HTTP server the sluice.http specs talk to.
 
 Listens on 127.0.0.1, port 0 (the kernel picks one), prints the port on the
-first line of stdout, and serves until killed. Threaded, HTTP/1.1 keep-alive,
+first line of stdout, and serves until killed; with `--tls CERT KEY`, over
+TLS with that certificate. Threaded, HTTP/1.1 keep-alive,
 and a listen backlog of 1024 (python -m http.server has 5, and a burst of 200
 connections hangs on it). Routes:
   /echo              {"method","path","query","headers","body","client_port"}
@@ -85,6 +86,11 @@ class Server(ThreadingHTTPServer):
 
 if __name__ == "__main__":
     srv = Server(("127.0.0.1", 0), Handler)
+    if len(sys.argv) == 4 and sys.argv[1] == "--tls":
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     print(srv.server_address[1], flush=True)
     try:
         srv.serve_forever()

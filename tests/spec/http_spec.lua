@@ -278,6 +278,35 @@ describe("sluice.http", function()
     assert.matches("body or json, not both", err)
   end)
 
+  it("honours the http_proxy environment variable", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/p.lua", [[
+      local r = assert(require("sluice.http").get("http://upstream.invalid/echo"))
+      io.write(r.body)
+    ]])
+    -- the test server plays the proxy: it gets the absolute URL
+    local code, out, err = H.sluice({ dir .. "/p.lua" }, { env = { "http_proxy=" .. base } })
+    assert.are.equal(0, code, err)
+    local e = json.decode(out)
+    assert.are.equal("upstream.invalid", e.headers.host)
+    assert.are.equal("/echo", e.path)
+  end)
+
+  it("fails with ETLS for a certificate the system CA store does not trust", function()
+    local dir = H.tmpdir()
+    assert(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -days 1 "
+      .. "-keyout %s/key.pem -out %s/cert.pem 2>/dev/null"):format(dir, dir)))
+    local tls = H.spawn({ H.root .. "/tests/http_server.py", "--tls", dir .. "/cert.pem", dir .. "/key.pem" },
+      { bin = "python3" })
+    H.wait_until(function() return table.concat(tls.out):find("\n") end, "the TLS server's port")
+    local url = "https://127.0.0.1:" .. table.concat(tls.out):match("^(%d+)") .. "/echo"
+    local none, msg, code = http.get(url)
+    tls:kill()
+    assert.is_nil(none)
+    assert.are.equal("ETLS", code)
+    assert.matches("^ETLS: .*certificate", msg)
+  end)
+
   it("works in a script's main chunk and exits with a request still in flight", function()
     local dir = H.tmpdir()
     H.write(dir .. "/s.lua", ([[
