@@ -11,7 +11,7 @@
 #   csv     a generated 200 MB CSV (bench/stdlib/csv_gen.py: 8 fields, 2 quoted, one with
 #           doubled quotes), in the page cache: csv.rows (arrays, and records with
 #           header = true) against Python's csv.reader and csv.DictReader; records/s, MB/s,
-#           RSS while streaming.
+#           RSS while streaming; and host/csv.c alone (bench/stdlib/csv_floor.c, no Lua).
 #   sqlite  insert_many of 1,000,000 records (5 columns) into a fresh file, one transaction,
 #           default durability; against the sqlite3 shell's `.import --csv` of the same rows
 #           into the same schema; and sluice's whole load from that CSV (csv.rows + insert_many).
@@ -113,7 +113,10 @@ if [ "${SKIP_CSV:-0}" != 1 ]; then
   log "csv: generating $CSV_MB MB"
   python3 "$S/csv_gen.py" "$WORK/data.csv" "$CSV_MB"
   cat "$WORK/data.csv" > /dev/null # into the page cache
+  mkdir -p "$OUT/bin"
+  gcc -O2 -Wall -I"${SRC:-$REPO}/host" "${SRC:-$REPO}/host/csv.c" "${SRC:-$REPO}/host/sbuf.c" "$S/csv_floor.c" -o "$OUT/bin/csv_floor"
   for rep in $(seq 1 "$REPS"); do
+    m "csv.floor#$rep" "$OUT/bin/csv_floor" "$WORK/data.csv"
     for mode in arrays records; do
       m "csv.sluice.$mode#$rep" "$BIN" "$S/csv.lua" "$WORK/data.csv" "$mode"
       m "csv.python.$mode#$rep" python3 "$S/csv_python.py" "$WORK/data.csv" "$mode"

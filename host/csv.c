@@ -18,6 +18,9 @@ enum {
 void csv_init(csv_reader *r, char delim) {
   memset(r, 0, sizeof *r);
   r->delim = delim;
+  r->ends_plain[(unsigned char)delim] = 1;
+  r->ends_plain['\n'] = 1;
+  r->ends_plain['\r'] = 1;
   r->state = S_FIELD;
   r->line = r->col = 1;
 }
@@ -93,8 +96,9 @@ int csv_feed(csv_reader *r, const char *s, size_t n, size_t *used) {
         r->state = S_PLAIN;
         /* fall through */
       case S_PLAIN: {
+        const unsigned char *u = (const unsigned char *)s, *stop = r->ends_plain;
         size_t j = i;
-        while (j < n && s[j] != delim && s[j] != '\n' && s[j] != '\r') j++;
+        while (j < n && !stop[u[j]]) j++;
         if (j > i) {
           sbuf_add(&r->rec, s + i, j - i);
           r->in_record = 1;

@@ -25,6 +25,7 @@ enum { CSV_MORE = 0, CSV_RECORD = 1, CSV_ERROR = -1 };
 
 typedef struct {
   char delim;
+  unsigned char ends_plain[256]; /* bytes that end a run of an unquoted field */
   int state;
   int in_record; /* a byte of the current record was seen */
   int done;      /* the record was handed out: reset at the next feed */
