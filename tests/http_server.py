@@ -11,6 +11,7 @@ connections hangs on it). Routes:
   /json              a JSON document with a 64-bit integer
   /slow?ms=N         answers after N milliseconds
   /bytes?n=N         N bytes of 'x' (with Content-Length)
+  /chunked?n=N       N bytes of 'y' in 1000-byte chunks, no Content-Length
   /redirect?to=URL   302 to URL (or /echo)
   /redirects?n=N     a chain of N redirects ending at /echo
   /headers           sets two Set-Cookie headers and X-Custom
@@ -61,6 +62,16 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, json.dumps({"slept": int(q.get("ms", "1000"))}))
         elif u.path == "/bytes":
             self.reply(200, b"x" * int(q.get("n", "0")), "application/octet-stream")
+        elif u.path == "/chunked":
+            left = int(q.get("n", "0"))
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            while left > 0:
+                k = min(1000, left)
+                self.wfile.write(b"%x\r\n%s\r\n" % (k, b"y" * k))
+                left -= k
+            self.wfile.write(b"0\r\n\r\n")
         elif u.path == "/redirect":
             self.reply(302, "", extra=[("Location", q.get("to", "/echo"))])
         elif u.path == "/redirects":
