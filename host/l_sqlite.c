@@ -624,8 +624,25 @@ static int utf8_valid(const unsigned char *s, size_t n) {
   return 1;
 }
 
-static int copy_value(lua_State *L, int idx, sq_vals *pv, sq_value *v, const char *what,
+/* Names a value for errors, formatted only when needed (a million
+ * records make five million values): prefix[index].name, prefix[index] or
+ * prefix.name. */
+typedef struct {
+  const char *prefix;
+  lua_Integer index; /* 0: none */
+  const char *name;  /* NULL: none */
+} sq_where;
+
+static const char *where_str(const sq_where *w, char *buf, size_t n) {
+  if (w->index > 0 && w->name) snprintf(buf, n, "%s[%lld].%s", w->prefix, (long long)w->index, w->name);
+  else if (w->index > 0) snprintf(buf, n, "%s[%lld]", w->prefix, (long long)w->index);
+  else snprintf(buf, n, "%s.%s", w->prefix, w->name ? w->name : "?");
+  return buf;
+}
+
+static int copy_value(lua_State *L, int idx, sq_vals *pv, sq_value *v, const sq_where *w,
                       char *err, size_t errsz) {
+  char what[160];
   switch (lua_type(L, idx)) {
     case LUA_TNIL: v->type = SQLITE_NULL; return 0;
     case LUA_TBOOLEAN:
@@ -659,13 +676,15 @@ static int copy_value(lua_State *L, int idx, sq_vals *pv, sq_value *v, const cha
     case LUA_TTABLE: {
       v->type = SQLITE_TEXT;
       v->u.s.off = pv->arena.len;
-      if (codec_encode(L, idx, what, 0, &pv->arena, err, errsz) != 0) return -1;
+      if (codec_encode(L, idx, where_str(w, what, sizeof what), 0, &pv->arena, err, errsz) != 0) {
+        return -1;
+      }
       v->u.s.len = pv->arena.len - v->u.s.off;
       return 0;
     }
     default: break;
   }
-  snprintf(err, errsz, "%s: cannot bind a %s", what, luaL_typename(L, idx));
+  snprintf(err, errsz, "%s: cannot bind a %s", where_str(w, what, sizeof what), luaL_typename(L, idx));
   return -1;
 }
 
@@ -701,12 +720,11 @@ static int copy_params(lua_State *L, int idx, sq_op *op, char *err, size_t errsz
       positional = 0;
     }
   }
-  char what[128];
   if (positional) {
     for (lua_Integer i = 1; i <= max; i++) {
       lua_rawgeti(L, idx, i);
-      snprintf(what, sizeof what, "params[%d]", (int)i);
-      int rc = copy_value(L, -1, &op->p[0], add_val(&op->p[0]), what, err, errsz);
+      sq_where w = {"params", i, NULL};
+      int rc = copy_value(L, -1, &op->p[0], add_val(&op->p[0]), &w, err, errsz);
       lua_pop(L, 1);
       if (rc != 0) return -1;
     }
@@ -722,9 +740,9 @@ static int copy_params(lua_State *L, int idx, sq_op *op, char *err, size_t errsz
       return -1;
     }
     const char *name = lua_tostring(L, -2);
-    snprintf(what, sizeof what, "params.%s", name);
+    sq_where w = {"params", 0, name};
     size_t k = op->p[0].n;
-    int rc = copy_value(L, -1, &op->p[0], add_val(&op->p[0]), what, err, errsz);
+    int rc = copy_value(L, -1, &op->p[0], add_val(&op->p[0]), &w, err, errsz);
     op->names[k] = strdup(name);
     if (!op->names[k]) abort();
     lua_pop(L, 1);
@@ -749,7 +767,6 @@ static int copy_chunk(lua_State *L, sq_op *op, sq_vals *pv) {
   sbuf_reset(&pv->arena);
   pv->nrows = 0;
   pv->bad = 0;
-  char what[160];
   int rc = 0;
   while (op->next <= op->total && pv->nrows < CHUNK_ROWS && rc == 0) {
     if (lua_rawgeti(L, records, op->next) != LUA_TTABLE) {
@@ -762,10 +779,11 @@ static int copy_chunk(lua_State *L, sq_op *op, sq_vals *pv) {
     int rec = lua_gettop(L);
     for (int c = 1; c <= op->ncols && rc == 0; c++) {
       lua_rawgeti(L, columns, c);
-      snprintf(what, sizeof what, "records[%d].%s", (int)op->next, lua_tostring(L, -1));
+      sq_where w = {"records", op->next, lua_tostring(L, -1)};
+      lua_pushvalue(L, -1);
       lua_rawget(L, rec);
-      rc = copy_value(L, -1, pv, add_val(pv), what, pv->err, sizeof pv->err);
-      lua_pop(L, 1);
+      rc = copy_value(L, -1, pv, add_val(pv), &w, pv->err, sizeof pv->err);
+      lua_pop(L, 2); /* the value, and the column name that w.name points into */
     }
     lua_pop(L, 1);
     op->next++;
