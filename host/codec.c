@@ -894,22 +894,24 @@ static void skip_ws(parser *P) {
   P->p = p;
 }
 
-static int hex4(const char *p, unsigned *out) {
-  unsigned v = 0;
+/* The value of four hex digits at p, or -1 if one is not a hex digit. A
+ * return value, not an out parameter, so that no caller can read a value
+ * that was never written. */
+static long hex4(const char *p) {
+  long v = 0;
   for (int i = 0; i < 4; i++) {
     char c = p[i];
     v <<= 4;
     if (c >= '0' && c <= '9')
-      v |= (unsigned)(c - '0');
+      v |= c - '0';
     else if (c >= 'a' && c <= 'f')
-      v |= (unsigned)(c - 'a' + 10);
+      v |= c - 'a' + 10;
     else if (c >= 'A' && c <= 'F')
-      v |= (unsigned)(c - 'A' + 10);
+      v |= c - 'A' + 10;
     else
       return -1;
   }
-  *out = v;
-  return 0;
+  return v;
 }
 
 /* 1 for bytes that need no attention inside a string */
@@ -944,15 +946,15 @@ static int lex_string(parser *P, const char **body, size_t *n, int *escaped) {
         p += 2;
         break;
       case 'u': {
-        unsigned u, u2;
-        if (end - p < 6 || hex4((const char *)p + 2, &u) != 0)
-          return perr(P, (const char *)p, "invalid \\u escape");
+        long u = end - p < 6 ? -1 : hex4((const char *)p + 2);
+        long u2;
+        if (u < 0) return perr(P, (const char *)p, "invalid \\u escape");
         if (u >= 0xDC00 && u <= 0xDFFF)
-          return perr(P, (const char *)p, "invalid Unicode '\\u%04X' (lone low surrogate)", u);
+          return perr(P, (const char *)p, "invalid Unicode '\\u%04lX' (lone low surrogate)", u);
         if (u >= 0xD800 && u <= 0xDBFF) {
           if (end - p < 12 || p[6] != '\\' || p[7] != 'u' ||
-              hex4((const char *)p + 8, &u2) != 0 || u2 < 0xDC00 || u2 > 0xDFFF)
-            return perr(P, (const char *)p, "invalid Unicode '\\u%04X' (lone high surrogate)", u);
+              (u2 = hex4((const char *)p + 8)) < 0xDC00 || u2 > 0xDFFF)
+            return perr(P, (const char *)p, "invalid Unicode '\\u%04lX' (lone high surrogate)", u);
           p += 12;
         } else {
           p += 6;
@@ -995,11 +997,11 @@ static size_t unescape(const char *s, size_t n, char *dst) {
     case 'r': *d++ = '\r'; break;
     case 't': *d++ = '\t'; break;
     case 'u': {
-      unsigned u, lo;
-      hex4(s, &u);
+      /* lex_string checked the digits and the surrogate pair */
+      unsigned u = (unsigned)hex4(s);
       s += 4;
       if (u >= 0xD800 && u <= 0xDBFF) {
-        hex4(s + 2, &lo);
+        unsigned lo = (unsigned)hex4(s + 2);
         s += 6;
         u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
       }
