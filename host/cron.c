@@ -166,18 +166,23 @@ static int parse_value(int f, const char *s, size_t n, int *v, char *err, size_t
     *v = (int)x;
     return 0;
   }
-  if (f == F_MON)
-    for (i = 0; i < 12; i++)
-      if (ieq(s, n, MONTHS[i][0]) || ieq(s, n, MONTHS[i][1])) {
-        *v = (int)i + 1;
-        return 0;
-      }
-  if (f == F_DOW)
-    for (i = 0; i < 7; i++)
-      if (ieq(s, n, DAYS[i][0]) || ieq(s, n, DAYS[i][1])) {
-        *v = (int)i;
-        return 0;
-      }
+  // Vixie cron and the common cron libraries take the three-letter names
+  // only: a full name is refused with the form that works, not given a
+  // meaning other crons would not give it.
+  const char *const(*names)[2] = f == F_MON ? MONTHS : f == F_DOW ? DAYS : NULL;
+  size_t count = f == F_MON ? 12 : 7;
+  for (i = 0; names && i < count; i++) {
+    int num = f == F_MON ? (int)i + 1 : (int)i;
+    if (ieq(s, n, names[i][0])) {
+      *v = num;
+      return 0;
+    }
+    if (ieq(s, n, names[i][1])) {
+      seterr(err, errsz, "%s field: %s: use the three-letter name \"%s\" or %d", FIELDS[f].name,
+             quote(q, sizeof q, s, n), names[i][0], num);
+      return -1;
+    }
+  }
   seterr(err, errsz, "%s field: %s is not a %s", FIELDS[f].name, quote(q, sizeof q, s, n),
          f == F_MON ? "month name or number" : f == F_DOW ? "day name or number" : "number");
   return -1;
@@ -222,6 +227,26 @@ static const char *find(const char *s, const char *end, const char *chars) {
   return end;
 }
 
+// A range a-b with a > b, s[0..n): Vixie cron has no wrapping range, so
+// say how to write what was probably meant (fri-mon: 5-7,1; 22-2: 22-23,0-2).
+static int backwards(int f, const char *s, size_t n, int a, int b, int stepped, char *err,
+                     size_t errsz) {
+  char q[QUOTE_SZ], fix[32];
+  int hi = FIELDS[f].hi, lo = f == F_DOW ? 1 : FIELDS[f].lo; // 7 is Sunday
+  quote(q, sizeof q, s, n);
+  if (stepped) {
+    seterr(err, errsz, "%s field: range %s is backwards: write the low end first",
+           FIELDS[f].name, q);
+    return -1;
+  }
+  int o = a == hi ? snprintf(fix, sizeof fix, "%d", a) : snprintf(fix, sizeof fix, "%d-%d", a, hi);
+  if (b >= lo)
+    snprintf(fix + o, sizeof fix - (size_t)o, b == lo ? ",%d" : ",%d-%d", lo, b);
+  seterr(err, errsz, "%s field: range %s is backwards (a range cannot wrap around): write %s",
+         FIELDS[f].name, q, fix);
+  return -1;
+}
+
 // One list item s[0..n): *, */S, N, N-M, N-M/S, N/S.
 static int parse_item(int f, const char *s, size_t n, uint64_t *bits, char *err,
                       size_t errsz) {
@@ -240,11 +265,7 @@ static int parse_item(int f, const char *s, size_t n, uint64_t *bits, char *err,
       const char *t2 = find(t1 + 1, end, "-/");
       if (t2 == t1 + 1 || (t2 < end && *t2 == '-')) return bad_item(f, s, n, err, errsz);
       if (parse_value(f, t1 + 1, (size_t)(t2 - t1 - 1), &b, err, errsz)) return -1;
-      if (f == F_DOW && b == 0 && a > 0) b = 7; // fri-sun
-      if (a > b) {
-        seterr(err, errsz, "%s field: range %d-%d is backwards", FIELDS[f].name, a, b);
-        return -1;
-      }
+      if (a > b) return backwards(f, s, (size_t)(t2 - s), a, b, t2 < end, err, errsz);
       rest = t2;
     } else {
       b = t1 < end ? FIELDS[f].hi : a; // N/S runs to the field's end

@@ -12,10 +12,15 @@
 //     N-M/S      every S-th value of N-M N/S     N to the field's end, step S
 //   ranges   minute 0-59, hour 0-23, day-of-month 1-31, month 1-12,
 //            day-of-week 0-7 (0 and 7 are both Sunday; `5-7` is Fri-Sun).
-//   names    month jan..dec, day-of-week sun..sat, as 3-letter abbreviations
-//            or full English names, any case; usable wherever a number is
-//            (`mon-fri`, `jan-mar/2`). A day-of-week range ending in Sunday
-//            written as 0 (`fri-sun`, `5-0`) means up to 7.
+//            A range runs from low to high: one written backwards (`5-1`,
+//            `22-2`, `fri-sun`, which is 5-0) is an error whose message gives
+//            the working form (`5-7,1`, `22-23,0-2`, `5-7`), as Vixie cron
+//            and the common cron libraries refuse it too.
+//   names    month jan..dec, day-of-week sun..sat, the 3-letter names only
+//            (any case), usable wherever a number is (`mon-fri`, `jan-mar/2`).
+//            A full name (`monday`, `january`) is an error naming the
+//            3-letter one. every.monday and the other `every` day names are
+//            the DSL's (lua/every.lua), which writes cron numbers.
 //   steps    1 up to the number of values of the field (60, 24, 31, 12, 7);
 //            step 0 is an error, and so is `*/90` in the minute field.
 //   macros   @yearly = @annually = `0 0 1 1 *`, @monthly = `0 0 1 * *`,
