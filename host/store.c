@@ -154,29 +154,26 @@ static int txn_begin_locked(store *s, unsigned flags, MDB_txn **txn) {
 
 /* ---- opening ---------------------------------------------------------- */
 
-/* mkdir -p with mode 0755; returns 0 or errno. */
-static int make_dirs(const char *dir) {
-  char *p = strdup(dir);
-  if (!p) return ENOMEM;
-  int rc = 0;
-  for (char *q = p + 1;; q++) {
-    if (*q != '/' && *q != '\0') continue;
-    char c = *q;
-    *q = '\0';
-    if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-      rc = errno;
-      break;
-    }
-    *q = c;
-    if (c == '\0') break;
-  }
-  free(p);
-  if (rc == 0) {
-    struct stat st;
-    if (stat(dir, &st) != 0) return errno;
-    if (!S_ISDIR(st.st_mode)) return ENOTDIR;
-  }
-  return rc;
+/* The parent directory of dir ("." if none), in buf. */
+static const char *parent_of(const char *dir, char *buf, size_t bufsz) {
+  size_t n = strlen(dir);
+  while (n > 1 && dir[n - 1] == '/') n--; /* "st/" is "st" */
+  while (n > 0 && dir[n - 1] != '/') n--;
+  while (n > 1 && dir[n - 1] == '/') n--;
+  if (n == 0) return ".";
+  snprintf(buf, bufsz, "%.*s", (int)n, dir);
+  return buf;
+}
+
+/* Creates dir itself with mode 0755, not its parents: a typo in --store
+ * (/nonexistent/dir/st) is refused instead of building a tree somewhere.
+ * Returns 0 or errno (ENOENT: the parent does not exist). */
+static int make_dir(const char *dir) {
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST) return errno;
+  struct stat st;
+  if (stat(dir, &st) != 0) return errno;
+  if (!S_ISDIR(st.st_mode)) return ENOTDIR;
+  return 0;
 }
 
 /* Does dir hold anything but a store's own files (LMDB's, the writer lock, the
@@ -403,22 +400,25 @@ int store_open(store **out, const char *dir, int flags, char *err, size_t errsz)
   struct stat st;
   if (stat(dir, &st) != 0) {
     int e = errno;
-    if (e == ENOENT && ro) {
+    if ((e == ENOENT || e == ENOTDIR) && ro) {
       seterr(err, errsz, "no store at %s: run a pipeline first or pass --store", dir);
       return STORE_ENOTFOUND;
     }
-    if (e != ENOENT) {
+    if (e != ENOENT && e != ENOTDIR) {
       int status = store_status(e);
       seterr(err, errsz, "store %s is not accessible (%s): fix its permissions or pass --store",
              dir, strerror(e));
       return status;
     }
-    e = make_dirs(dir);
-    if (e == ENOTDIR) {
+    e = e == ENOTDIR ? ENOTDIR : make_dir(dir);
+    if (e == ENOENT || e == ENOTDIR) {
+      char pb[4096];
+      const char *parent = parent_of(dir, pb, sizeof pb);
       seterr(err, errsz,
-             "cannot create store %s (a parent is not a directory): pass --store with "
+             "cannot create store %s: its parent directory %s %s or pass --store with "
              "another directory",
-             dir);
+             dir, parent,
+             e == ENOENT ? "does not exist: create it first" : "is not a directory:");
       return STORE_EBADSTORE;
     }
     if (e) {
@@ -449,8 +449,19 @@ int store_open(store **out, const char *dir, int flags, char *err, size_t errsz)
   memcpy(data, dir, dl);
   memcpy(data + dl, "/data.mdb", sizeof "/data.mdb");
   int have_data = stat(data, &st) == 0;
+  int data_err = have_data ? 0 : errno;
   int data_is_file = have_data && S_ISREG(st.st_mode);
   free(data);
+  if (data_err && data_err != ENOENT) {
+    /* a directory this user may not enter (mode 0700 of another user) hides
+     * data.mdb: that is a permission problem, not a missing store */
+    seterr(err, errsz,
+           "store %s is not accessible (%s): %s; fix its permissions or pass --store", dir,
+           strerror(data_err),
+           ro ? "reading it needs access to the directory and write access to its lock.mdb"
+              : "writing it needs write access to the directory and its files");
+    return store_status(data_err);
+  }
   if (have_data && !data_is_file) {
     seterr(err, errsz,
            "%s is not a sluice store (data.mdb is not a file): pass --store with another "

@@ -62,8 +62,10 @@ enum {
 typedef struct store store;
 
 /* Opens (creating if needed, unless STORE_READONLY) the store in dir.
- * On error returns a status above and writes to err a message that names
- * dir and says what to do. */
+ * Only dir itself is created: a missing parent is STORE_EBADSTORE naming
+ * it. A directory this user may not enter is STORE_EACCES, not
+ * STORE_ENOTFOUND. On error returns a status above and writes to err a
+ * message that names dir and says what to do. */
 int store_open(store **out, const char *dir, int flags, char *err, size_t errsz);
 void store_close(store *s);
 

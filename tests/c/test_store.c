@@ -72,7 +72,15 @@ static void put1(store *s, int db, const void *k, size_t kl, const char *v) {
 static void test_open_create_reopen(void) {
   char err[512] = "";
   store *s;
-  const char *dir = path("a/b/.sluice"); /* parents are created too */
+  const char *dir = path("a/b/.sluice");
+  struct stat st;
+  /* only the store's own directory is created, never missing parents (a
+   * typo in --store must not build a tree): the message names the parent */
+  CHECK(store_open(&s, dir, 0, err, sizeof err) == STORE_EBADSTORE);
+  CHECK(strstr(err, "its parent directory ") != NULL && strstr(err, path("a/b")) != NULL);
+  CHECK(strstr(err, "does not exist: create it first") != NULL);
+  CHECK(stat(path("a"), &st) != 0);
+  CHECK(mkdir(path("a"), 0755) == 0 && mkdir(path("a/b"), 0755) == 0);
   int rc = store_open(&s, dir, 0, err, sizeof err);
   CHECK(rc == STORE_OK);
   if (rc) {
@@ -90,7 +98,6 @@ static void test_open_create_reopen(void) {
   MDB_envinfo info;
   mdb_env_info(store_env(s), &info);
   CHECK(info.me_mapsize >= ((size_t)256 << 20));
-  struct stat st;
   CHECK(stat(dir, &st) == 0 && (st.st_mode & 0777) == 0755);
   put1(s, DB_RUNS, "r1", 2, "{\"id\":\"r1\"}");
   store_close(s);
@@ -350,10 +357,16 @@ static void test_no_permission(void) {
   const char *dir = path("locked");
   CHECK(store_open(&s, dir, 0, err, sizeof err) == 0);
   store_close(s);
+  /* a store in a directory its owner keeps to itself */
+  const char *priv = path("private");
+  CHECK(store_open(&s, priv, 0, err, sizeof err) == 0);
+  store_close(s);
+  chmod(priv, 0700);
   chmod(tmp, 0755); /* let nobody reach it */
   pid_t pid = fork();
   if (pid == 0) {
-    if (geteuid() == 0) {
+    int dropped = geteuid() == 0; /* as nobody, another user's 0700 is closed */
+    if (dropped) {
       if (setgroups(0, NULL) || setgid(65534) || setuid(65534)) _exit(3);
     } else {
       chmod(path("locked/data.mdb"), 0444);
@@ -370,12 +383,24 @@ static void test_no_permission(void) {
       fprintf(stderr, "creating without permission: %d %s\n", rc, err);
       _exit(2);
     }
+    /* an unreadable store is not a missing one: both opens say why */
+    if (dropped) {
+      for (int ro = 0; ro <= 1; ro++) {
+        rc = store_open(&s, priv, ro ? STORE_READONLY : 0, err, sizeof err);
+        if (rc != STORE_EACCES || !strstr(err, priv) ||
+            !strstr(err, "is not accessible (Permission denied)")) {
+          fprintf(stderr, "unreadable store (read-only %d): %d %s\n", ro, rc, err);
+          _exit(4);
+        }
+      }
+    }
     _exit(0);
   }
   int status = 0;
   CHECK(waitpid(pid, &status, 0) == pid);
   CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   chmod(dir, 0755);
+  chmod(priv, 0755);
   chmod(tmp, 0700);
 }
 
