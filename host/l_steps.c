@@ -10,7 +10,10 @@
  *
  *   offset size
  *   0      1    format (1)
- *   1      1    status: 1 completed, 2 failed
+ *   1      1    status: 1 completed, 2 failed, 3 running (a step in flight,
+ *                written late and without waiting for it by lua/engine.lua so
+ *                that `sluice status` can show it; the step's result record
+ *                replaces it, and the replay loader skips it)
  *   2      1    1 if a payload (result or error JSON) follows
  *   3      1    reserved (0)
  *   4      4    attempts            (little-endian unsigned)
@@ -44,12 +47,16 @@ static uint64_t get_le(const unsigned char *p, int n) {
   return v;
 }
 
+static const char *const STATUS[] = {"?", "completed", "failed", "running"};
+
 /* step_record(status, attempts, pos, started_us, duration_us, id, branch
- * [, payload]) -> bytes. status is "completed" or "failed". */
+ * [, payload]) -> bytes. status is "completed", "failed" or "running". */
 static int l_step_record(lua_State *L) {
   const char *status = luaL_checkstring(L, 1);
-  int st = strcmp(status, "completed") == 0 ? 1 : strcmp(status, "failed") == 0 ? 2 : 0;
-  luaL_argcheck(L, st != 0, 1, "status must be \"completed\" or \"failed\"");
+  int st = 0;
+  for (int i = 1; i <= 3; i++)
+    if (strcmp(status, STATUS[i]) == 0) st = i;
+  luaL_argcheck(L, st != 0, 1, "status must be \"completed\", \"failed\" or \"running\"");
   lua_Integer attempts = luaL_checkinteger(L, 2);
   lua_Integer pos = luaL_checkinteger(L, 3);
   lua_Integer started = luaL_checkinteger(L, 4);
@@ -113,7 +120,7 @@ static int l_step_fields(lua_State *L) {
   step_rec r;
   if (parse(v, n, &r) != 0) return luaL_error(L, "corrupt step record (%d bytes)", (int)n);
   lua_createtable(L, 0, 8);
-  lua_pushstring(L, r.status == 1 ? "completed" : "failed");
+  lua_pushstring(L, r.status >= 1 && r.status <= 3 ? STATUS[r.status] : "failed");
   lua_setfield(L, -2, "status");
   lua_pushinteger(L, r.attempts);
   lua_setfield(L, -2, "attempts");
@@ -171,6 +178,7 @@ static int load_cb(void *ud, const void *k, size_t kn, const void *val, size_t v
   lua_State *L = c->L;
   step_rec r;
   if (parse(val, vn, &r) != 0) return STORE_EBADSTORE;
+  if (r.status == 3) return 0; /* in flight when written: nothing to replay */
   /* raw[id] = record */
   lua_pushlstring(L, (const char *)r.id, r.idn);
   lua_pushvalue(L, -1);

@@ -10,7 +10,27 @@ local liveness = require "sluice.liveness"
 
 local M = {}
 
-local function out(...) io.stdout:write(...) end
+-- Everything a command prints goes through out(): the first failed write
+-- (a full disk, a closed pipe) is kept and reported by stdout_ok() at the
+-- end, so that `sluice run ... > /dev/full` does not exit 0 with its
+-- result lost.
+local stdout_err
+local function out(...)
+  if stdout_err then return false end
+  local ok, err = io.stdout:write(...)
+  if not ok then stdout_err = err end
+  return ok ~= nil
+end
+
+-- Flushes stdout; false (and the message on stderr) if anything printed
+-- did not reach it.
+local function stdout_ok()
+  local ok, err = io.stdout:flush()
+  if not ok and not stdout_err then stdout_err = err end
+  if not stdout_err then return true end
+  io.stderr:write("sluice: cannot write the result to stdout: ", tostring(stdout_err), "\n")
+  return false
+end
 local run_or_hand_over -- below: sluice run here, or in the serve that owns the store
 local function errf(fmt, ...) io.stderr:write("sluice: ", fmt:format(...), "\n") end
 
@@ -44,9 +64,13 @@ usage: sluice runs [--pipeline NAME] [--status S] [--limit N] [--store DIR] [--j
 Lists runs, newest first. Works while another sluice process writes the store.
 
   --pipeline NAME  only runs of this pipeline
-  --status S       only runs in this status (pending, running, completed, failed, ...)
+  --status S       only runs in this status: pending, running, sleeping, waiting,
+                   completed, failed or cancelled
   --limit N        at most N runs (default 20)
   --json           one JSON document instead of a table
+
+DURATION is the time since the run was created (to its end, or so far);
+status RUN_ID also shows its last attempt's.
 ]],
   serve = [[
 usage: sluice serve [DIR] [--store DIR] [--grace DURATION] [--debug]
@@ -77,6 +101,10 @@ default), LATEST or an ISO 8601 time. --follow keeps printing new events
 (polling the store every 200 ms) until interrupted. A key that holds no
 events while keys under it do gets a hint on stderr (no events under key
 'orders'; 3 keys match 'orders:*').
+
+--json prints one document {"events": [...], "next": ID} (pass ID as
+--after for the page after it); with --follow, one event per line (JSON
+Lines) as they arrive.
 ]],
   consumers = [[
 usage: sluice consumers [--store DIR] [--json]
@@ -117,6 +145,10 @@ usage: sluice status RUN_ID [--store DIR] [--json]
 
 Shows one run: pipeline, status, times, the source hash of its file, its
 error, and each step with its status, attempts, duration and result size.
+The duration is the time since the run was created, and how much of it the
+last attempt took (a resume, or a retry of a failed run, is a new attempt).
+A step that has been running for half a second or more shows as in flight,
+with its start time.
 ]],
 }
 
@@ -214,6 +246,94 @@ end
 
 ---------------------------------------------------------------------------
 
+-- Reads run `id` for an inspection or a resume: the record, false if there
+-- is none, or nil after naming a record that cannot be read (exit 2).
+local function read_run(id)
+  local ok, r = pcall(engine.get_run, id)
+  if ok then return r or false end
+  errf("%s", tostring(r))
+  return nil
+end
+
+-- `sluice run --id ID`: a run ID that exists keeps its stored input; say so
+-- when --input differs from it. false after naming a corrupt record.
+local function check_existing(id, input)
+  local r = read_run(id)
+  if r == nil then return false end
+  if not r or input == nil then return true end
+  local given, stored = host.encode(input), host.encode(r.input == nil and json.null or r.input)
+  if given == stored then return true end
+  if r.status == "completed" or r.status == "cancelled" then
+    io.stderr:write(("sluice: run %s is %s, with another input than --input, which is ignored%s;" ..
+      " run without --id (or with a new one) to use this input\n"):format(id, r.status,
+      r.status == "completed" and " (its stored result is printed)" or ""))
+  else
+    io.stderr:write(("sluice: run %s exists with another input than --input: it resumes with its stored" ..
+      " input; --input is ignored\n"):format(id))
+  end
+  return true
+end
+
+-- on() handlers and consumers are pipelines too (their runs are recorded
+-- like any other), but events and streams trigger them under serve: a
+-- description of each of them among `defined`, by pipeline name.
+local function triggers_of(defined)
+  local mine, found = {}, {}
+  for _, d in ipairs(defined) do mine[d] = true end
+  for _, h in ipairs(require("sluice.events").handlers) do
+    if mine[h.pipeline] then found[h.pipeline.name] = ("on(%q)"):format(h.pattern) end
+  end
+  for name, c in pairs(require("sluice.stream").consumers) do
+    if mine[c.pipeline] then found[c.pipeline.name] = ("consume(%q)"):format(name) end
+  end
+  return found
+end
+
+-- The pipeline `sluice run FILE [--pipeline NAME]` runs: NAME, or the one
+-- pipeline of FILE that is not a trigger. nil after saying why.
+local function choose_pipeline(file, defined, name)
+  local triggers = triggers_of(defined)
+  local runnable, names, trig = {}, {}, {}
+  for _, d in ipairs(defined) do
+    if triggers[d.name] then
+      trig[#trig + 1] = triggers[d.name]
+    else
+      runnable[#runnable + 1] = d
+      names[#names + 1] = d.name
+    end
+  end
+  local p
+  if name then
+    for _, d in ipairs(defined) do
+      if d.name == name then p = d end
+    end
+    if not p then
+      local all = {}
+      for i, d in ipairs(defined) do all[i] = d.name end
+      errf("pipeline '%s' is not defined in %s; defined: %s", name, file, table.concat(all, ", "))
+      return nil
+    end
+  elseif #runnable == 1 then
+    p = runnable[1]
+  elseif #runnable == 0 then
+    if #trig > 0 then
+      errf("%s defines no pipeline to run, only %s, which run under 'sluice serve' (call pipeline(name, fn) for one to run)",
+        file, table.concat(trig, ", "))
+    else
+      errf("%s defines no pipeline (call pipeline(name, fn) in it)", file)
+    end
+    return nil
+  else
+    errf("%s defines %d pipelines (%s): choose one with --pipeline NAME", file, #runnable, table.concat(names, ", "))
+    return nil
+  end
+  if #trig > 0 and not triggers[p.name] then
+    io.stderr:write(("sluice: %s also defines %s: %s under 'sluice serve', not 'sluice run'\n"):format(
+      file, table.concat(trig, ", "), #trig > 1 and "they run" or "it runs"))
+  end
+  return p
+end
+
 function M.run(args)
   local opts, pos = begin("run", args, { pipeline = "value", input = "value", id = "value", store = "value", debug = "bool" })
   if not opts then return pos end
@@ -244,32 +364,21 @@ function M.run(args)
     errf("(sluice run loads only %s; sluice serve loads every file of its directory)", file)
     return 2
   end
-  if #defined == 0 then
-    errf("%s defines no pipeline (call pipeline(name, fn) in it)", file)
-    return 2
-  end
-  local p
-  if opts.pipeline then
-    for _, d in ipairs(defined) do
-      if d.name == opts.pipeline then p = d end
-    end
-  elseif #defined == 1 then
-    p = defined[1]
-  end
-  if not p then
-    local names = {}
-    for i, d in ipairs(defined) do names[i] = d.name end
-    if opts.pipeline then
-      errf("pipeline '%s' is not defined in %s; defined: %s", opts.pipeline, file, table.concat(names, ", "))
-    else
-      errf("%s defines %d pipelines (%s): choose one with --pipeline NAME", file, #defined, table.concat(names, ", "))
-    end
-    return 2
-  end
+  local p = choose_pipeline(file, defined, opts.pipeline)
+  if not p then return 2 end
 
   if not open_store(opts, false) then return 2 end
+  if opts.id and not check_existing(opts.id, opts.input and input) then return 2 end
+  local events = require "sluice.events"
+  local sent_before = events.last_seq()
   local rec, code = run_or_hand_over(p, input, opts.id or host.new_id())
   if not rec then return code end
+  -- sends of this process (a run handed to serve sends there)
+  local sent = events.last_seq() - sent_before
+  if sent > 0 then
+    io.stderr:write(("sluice: %d event%s sent; their handlers run when 'sluice serve' starts\n"):format(
+      sent, sent > 1 and "s" or ""))
+  end
   if rec.status == "completed" then
     out(json.encode(rec.result == nil and json.null or rec.result), "\n")
     return 0
@@ -376,10 +485,43 @@ local function ms_text(ms)
   return ("%.2fs"):format(ms / 1000)
 end
 
+local STATUSES = { "pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled" }
+local FINISHED = { completed = true, failed = true, cancelled = true }
+
+-- Milliseconds since the epoch of a time the engine wrote (host.iso).
+local function iso_ms(s)
+  local t = s and host.parse_time(s)
+  if not t then return nil end
+  local frac = s:match("%.(%d+)Z$") or ""
+  return t * 1000 + (tonumber((frac .. "000"):sub(1, 3)) or 0)
+end
+
+-- A run's two durations, in ms: in all since it was created (up to now
+-- for an unfinished run), and its last attempt (a resume or retry is a new
+-- attempt; the record keeps the last one's start).
+local function run_times(r)
+  local done = FINISHED[r.status]
+  local end_ms = done and iso_ms(r.finished_at) or host.now() / 1000
+  local total = end_ms and r.created_us and math.max(0, end_ms - r.created_us / 1000)
+  local attempt
+  if done and r.status ~= "cancelled" and r.duration_ms then
+    attempt = r.duration_ms -- measured by the engine, in us
+  elseif r.status ~= "pending" then
+    local st = iso_ms(r.started_at)
+    attempt = st and end_ms and math.max(0, end_ms - st)
+  end
+  -- finished_at has ms precision, the engine's attempt duration us
+  if total and attempt and attempt > total then total = attempt end
+  local function us(ms) return ms and math.floor(ms * 1000 + 0.5) / 1000 end
+  return us(total), us(attempt)
+end
+
 local function run_summary(r)
+  local total, attempt = run_times(r)
   return {
     id = r.id, pipeline = r.pipeline, status = r.status, created_at = r.created_at,
-    started_at = r.started_at, finished_at = r.finished_at, duration_ms = r.duration_ms,
+    started_at = r.started_at, finished_at = r.finished_at, duration_ms = total,
+    attempt_duration_ms = attempt,
     attempt = r.attempt, file = r.file, source_hash = r.source_hash,
     host = r.host, host_alive = liveness.alive(r.host),
     error = r.error and r.error.message, error_step = r.error and r.error.step,
@@ -395,8 +537,16 @@ function M.runs(args)
     limit = math.tointeger(tonumber(opts.limit))
     if not limit or limit < 1 then return usage_error("runs", "--limit must be a positive integer, got " .. opts.limit) end
   end
+  if opts.status then
+    local known = false
+    for _, st in ipairs(STATUSES) do known = known or st == opts.status end
+    if not known then
+      return usage_error("runs", ("--status %s is not a run status; use one of %s"):format(opts.status, table.concat(STATUSES, ", ")))
+    end
+  end
   if not open_store(opts, true) then return 2 end
-  local list = engine.list_runs({ pipeline = opts.pipeline, status = opts.status, limit = limit })
+  local list, skipped = engine.list_runs({ pipeline = opts.pipeline, status = opts.status, limit = limit })
+  for _, msg in ipairs(skipped) do errf("skipped: %s", msg) end
   if opts.json then
     local runs = json.array({})
     for i, r in ipairs(list) do runs[i] = run_summary(r) end
@@ -405,7 +555,7 @@ function M.runs(args)
   end
   local rows = {}
   for i, r in ipairs(list) do
-    rows[i] = { r.id, r.pipeline, liveness.status_text(r), r.created_at, ms_text(r.duration_ms),
+    rows[i] = { r.id, r.pipeline, liveness.status_text(r), r.created_at, ms_text((run_times(r))),
       r.error and r.error.message:gsub("\n.*", "") or "" }
   end
   table_print({ "RUN", "PIPELINE", "STATUS", "CREATED", "DURATION", "ERROR" }, rows)
@@ -417,12 +567,27 @@ function M.status(args)
   if not opts then return pos end
   if #pos ~= 1 then return usage_error("status", "status needs exactly one RUN_ID") end
   if not open_store(opts, true) then return 2 end
-  local r = engine.get_run(pos[1])
+  local r = read_run(pos[1])
+  if r == nil then return 2 end
   if not r then
     errf("no run %s in %s", pos[1], host.dir())
     return 2
   end
   local steps = engine.get_steps(r.id)
+  local now_ms = host.now() / 1000
+  -- a "running" record is a step in flight (engine.lua publishes those that
+  -- run 0.5 s or more); in a run that is over, or whose process is gone,
+  -- one that was cut off
+  local gone = FINISHED[r.status] or liveness.alive(r.host) == false
+  for _, st in ipairs(steps) do
+    if st.status == "running" then
+      if gone then
+        st.status = "interrupted" -- runs again when the run resumes
+      else
+        st.duration_us = math.max(0, now_ms * 1000 - st.started_us)
+      end
+    end
+  end
   if opts.json then
     local doc = run_summary(r)
     doc.input, doc.result = r.input, r.result
@@ -438,9 +603,17 @@ function M.status(args)
     out(json.encode(doc), "\n")
     return 0
   end
-  out(("run        %s\npipeline   %s\nstatus     %s\nfile       %s (source %s)\ncreated    %s\nfinished   %s\nduration   %s\nattempt    %s\n")
+  local total, attempt = run_times(r)
+  local so_far = FINISHED[r.status] and "" or " so far"
+  out(("run        %s\npipeline   %s\nstatus     %s\nfile       %s (source %s)\ncreated    %s\nstarted    %s\nfinished   %s\nduration   %s%s, %s of it in attempt %s\n")
     :format(r.id, r.pipeline, liveness.status_text(r), r.file or "-", r.source_hash or "-", r.created_at or "-",
-      r.finished_at or "-", ms_text(r.duration_ms), r.attempt or "-"))
+      r.started_at or "-", r.finished_at or "-", ms_text(total), so_far, ms_text(attempt), r.attempt or "-"))
+  for _, st in ipairs(steps) do
+    if st.status == "running" then
+      out(("in flight  step '%s' (attempt %d), started %s, running for %s\n"):format(
+        st.id, st.attempts, host.iso(st.started_us), ms_text(st.duration_us / 1000)))
+    end
+  end
   if r.error then
     out(("error      %s%s\n"):format(r.error.step and ("in step '" .. r.error.step .. "': ") or "",
       errors.describe(r.error)))
@@ -521,6 +694,14 @@ function M.events(args)
   end
   if info.trimmed then errf("events before the retention horizon were trimmed: the first ones are gone") end
   if info.hint then errf("%s", info.hint) end
+  if opts.json and not opts.follow then
+    -- one document, the shape of GET /events: pass "next" as --after to go on
+    local list = json.array({})
+    for i, e in ipairs(evs) do list[i] = e end
+    out(json.encode({ events = list, next = info.next or json.null }), "\n")
+    return 0
+  end
+  -- a table, or with --follow --json one event a line (JSON Lines) as they come
   local function show(list)
     for _, e in ipairs(list) do
       if opts.json then
@@ -529,16 +710,18 @@ function M.events(args)
         out(("%s  %s  %-12s %-16s %s\n"):format(e.id, e.ts, e.type, e.stream, json.encode(e.data)))
       end
     end
-    io.stdout:flush()
+    -- following: each batch reaches the reader now, and a reader gone ends it
+    local ok, err = io.stdout:flush()
+    if not ok and not stdout_err then stdout_err = err end
+    return not stdout_err
   end
-  show(evs)
-  if not opts.follow then return 0 end
+  if not show(evs) or not opts.follow then return 0 end
   -- another process appends; each read transaction sees its commits
   local after = info.next
   while true do
     require("sluice.sched").sleep_ms(200)
     local more, i2 = stream.read({ stream = pos[1], after = after or stream.id_of(0), limit = 1000 })
-    show(more)
+    if not show(more) then return 0 end -- main reports the failed write (exit 1)
     after = i2.next or after
   end
 end
@@ -763,12 +946,13 @@ function M.main(cmd, ...)
   local ok, code = xpcall(fn, function(e)
     return debug.traceback(type(e) == "table" and (e.message or tostring(e)) or tostring(e), 2)
   end, args)
-  io.stdout:flush()
+  local written = stdout_ok()
   host.stop()
   if not ok then
     errf("%s", code)
     return 1
   end
+  if not written and code == 0 then return 1 end
   return code
 end
 

@@ -399,6 +399,50 @@ local function step_key(run, id)
   return run.id .. "\0" .. id
 end
 
+-- Steps in flight, for `sluice status` in another process. Writing a record
+-- when every step starts would cost a commit (an fsync) per step; instead
+-- the branch executing a step is marked here (fields on its context, no
+-- table per step), and a sweep every 250 ms publishes a "running" step
+-- record for each step that has run 500 ms or more, without waiting for it
+-- to be durable. The step's own result record replaces it (the writer
+-- commits in queue order, and a step leaves the set before it queues its
+-- result). Short steps cost nothing and are never shown; the replay loader
+-- ignores "running" records, so they change nothing on resume.
+local inflight = {} -- branch context -> true while it executes a step
+local sweep_timer
+local SHOW_AFTER_US = 500000
+
+local function publish_inflight()
+  local now, ops = host.now(), {}
+  for br in pairs(inflight) do
+    local run = br.run
+    if br.flight_shown ~= br.flight_attempt and now - br.flight_started >= SHOW_AFTER_US and M.active[run.id] then
+      br.flight_shown = br.flight_attempt
+      ops[#ops + 1], ops[#ops + 2] = "steps", step_key(run, br.flight_id)
+      ops[#ops + 1] = host.step_record("running", br.flight_attempt, br.flight_pos, br.flight_started, 0,
+        br.flight_id, br.name)
+    end
+  end
+  if #ops == 0 then return end
+  local ok, msg = host.commit(ops)
+  -- only visibility is lost: the step's own commit reports a failing store
+  if not ok and not M.stopping then io.stderr:write("sluice: recording the steps in flight: ", tostring(msg), "\n") end
+end
+
+local function flight_begin(br, id, pos, started)
+  br.flight_id, br.flight_pos, br.flight_started, br.flight_attempt, br.flight_shown = id, pos, started, 1, nil
+  inflight[br] = true
+  if not sweep_timer then
+    sweep_timer = uv.new_timer()
+    sweep_timer:start(250, 250, function()
+      -- a task of its own: it reads the set and queues its commit in one go,
+      -- so no step can settle in between
+      if next(inflight) then sched.go({}, publish_inflight) end
+    end)
+    sweep_timer:unref() -- never what keeps the process alive
+  end
+end
+
 --- step(id, [opts,] fn, ...): durable, memoized per (run, id).
 function M.step(id, a, b, ...)
   local br = sched.context()
@@ -456,13 +500,14 @@ function M.step(id, a, b, ...)
   local started = host.now()
   local attempt = 0
   M.executing = M.executing + 1
+  flight_begin(br, id, pos, started)
   local function settled()
     M.executing = M.executing - 1
     if M.stopping and M.executing == 0 and M.on_idle then M.on_idle() end
   end
   while true do
     attempt = attempt + 1
-    br.in_step, br.attempt = id, attempt
+    br.in_step, br.attempt, br.flight_attempt = id, attempt, attempt
     local ok, nres, res = call_step(br, fn, args, timeout_ms)
     br.in_step, br.attempt = nil, nil
     local retryable = true
@@ -478,6 +523,7 @@ function M.step(id, a, b, ...)
         if eerr then
           ok, retryable, res = false, false, { message = "returned a value that cannot be stored: " .. eerr }
         else
+          inflight[br] = nil
           local cok, cerr = pcall(commit_step, run, step_key(run, id),
             host.step_record("completed", attempt, pos, started, host.now() - started, id, br.name, enc), id)
           settled()
@@ -489,6 +535,7 @@ function M.step(id, a, b, ...)
     end
     if not retryable or attempt >= max_attempts then
       local err = step_failure(run, id, res, attempt)
+      inflight[br] = nil
       local cok, cerr = pcall(commit_step, run, step_key(run, id),
         host.step_record("failed", attempt, pos, started, host.now() - started, id, br.name,
           json.encode({ message = err.message, traceback = err.traceback })), id)
@@ -654,11 +701,23 @@ local function load_steps(run)
   run.raw, run.order = raw, order
 end
 
---- Reads a run record, or nil.
+-- A run record decoded, or nil and a message naming it.
+local function decode_run(id, raw)
+  local ok, r = pcall(json.decode, raw)
+  if ok and type(r) == "table" then return r end
+  return nil, ("the record of run %s in %s is corrupt (%s): the store was damaged or written by another program")
+    :format(id, host.dir(), ok and "not a JSON object" or tostring(r))
+end
+
+--- Reads a run record, or nil. A record that does not decode raises an
+--- error naming it (listings skip it: M.list_runs).
 function M.get_run(id)
   local raw, err, code = host.get("runs", id)
   if err then store_error("reading run " .. id, err, code) end
-  return raw and json.decode(raw)
+  if not raw then return nil end
+  local r, cerr = decode_run(id, raw)
+  if not r then error(cerr, 0) end
+  return r
 end
 
 --- Steps of a run as stored, in the order they started.
@@ -1055,22 +1114,27 @@ function M.unfinished_runs()
   return out
 end
 
---- Lists runs newest first; filters by pipeline and status.
+--- Lists runs newest first; filters by pipeline and status. Returns the
+--- list and the messages of the corrupt records it skipped.
 function M.list_runs(filter)
   filter = filter or {}
   local limit = filter.limit or 20
-  local out = {}
+  local out, skipped = {}, {}
   local keys = host.scan("runs_by_time", "", true)
   for i = 1, #keys do
     local id = keys[i]:sub(9)
-    local r = M.get_run(id)
+    local raw, err, code = host.get("runs", id)
+    if err then store_error("reading run " .. id, err, code) end
+    local r, cerr = nil, nil
+    if raw then r, cerr = decode_run(id, raw) end
+    if cerr then skipped[#skipped + 1] = cerr end
     if r and (not filter.pipeline or r.pipeline == filter.pipeline)
         and (not filter.status or r.status == filter.status) then
       out[#out + 1] = r
       if #out >= limit then break end
     end
   end
-  return out
+  return out, skipped
 end
 
 --- Puts the pipeline API into the given environment (default _G).
