@@ -1231,6 +1231,14 @@ static int cli_opt(const char *name, int argc, char **argv, int *i, const char *
   return 1;
 }
 
+// The end of a command that printed: 0, or 1 with a message when stdout did
+// not take it all (a full disk, a closed pipe).
+static int stdout_done(void) {
+  if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
+  fprintf(stderr, "sluice: cannot write the result to stdout: %s\n", strerror(errno));
+  return 1;
+}
+
 int cron_cli(int argc, char **argv) {
   const char *from = NULL, *count = NULL, *tz = NULL;
   char err[CRON_ERRSZ];
@@ -1240,7 +1248,7 @@ int cron_cli(int argc, char **argv) {
   }
   if (is_help(argv[1])) {
     cli_usage(stdout);
-    return 0;
+    return stdout_done();
   }
   if (strcmp(argv[1], "next")) {
     char q[QUOTE_SZ];
@@ -1350,7 +1358,7 @@ int cron_cli(int argc, char **argv) {
     cron_format_utc(t, line);
     puts(line);
   }
-  rc = fflush(stdout) ? 2 : 0;
+  rc = stdout_done();
 out:
   free(expr);
   return rc;

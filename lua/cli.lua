@@ -43,11 +43,13 @@ result as JSON on stdout. Every step's result is committed to the store
 before the step returns, so a run that is killed can be resumed: pass the
 same --id and finished steps return their stored result without running.
 
-  --pipeline NAME  the pipeline to run (needed when FILE defines several)
+  --pipeline NAME  the pipeline to run (needed when FILE defines several;
+                   on() handlers and consumers do not count: serve runs them)
   --input JSON     the input given to the pipeline function (default: null)
   --id RUN_ID      the run id; of an unfinished run: resume it; of a
-                   completed run: print its stored result, run nothing
-  --store DIR      the store (default ./.sluice)
+                   completed run: print its stored result, run nothing (an
+                   existing run keeps its stored input)
+  --store DIR      the store (default ./.sluice; DIR's parent must exist)
   --debug          keep sluice's own frames in tracebacks (also SLUICE_DEBUG=1)
 
 When a sluice serve owns the store (or is starting), the run is handed to
