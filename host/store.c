@@ -222,6 +222,14 @@ static int reserve_lockfile(const char *dir) {
   return rc == ENOSPC || rc == EDQUOT ? rc : 0;
 }
 
+/* Is dir/data.mdb an empty file (a store being created)? */
+static int data_is_empty(const char *dir) {
+  char p[4096];
+  struct stat st;
+  snprintf(p, sizeof p, "%s/data.mdb", dir);
+  return stat(p, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0;
+}
+
 /* LMDB reports a short write as EIO, which is how a full disk usually shows
  * (the write fills what is left). With next to no space left, say so. */
 static int disk_nearly_full(const char *dir) {
@@ -512,6 +520,13 @@ int store_open(store **out, const char *dir, int flags, char *err, size_t errsz)
   }
   /* default flags are the durable ones: fsync on every commit */
   rc = mdb_env_open(s->env, dir, MDB_NOTLS | (ro ? MDB_RDONLY : 0), 0644);
+  if (rc && ro && data_is_empty(dir)) {
+    /* another process is creating the store right now (LMDB, finding no
+     * header, tries to write one through the read-only handle: EBADF) */
+    store_close(s);
+    seterr(err, errsz, "no store at %s: run a pipeline first or pass --store", dir);
+    return STORE_ENOTFOUND;
+  }
   if (rc) {
     int status = open_error(rc, dir, ro ? "opening read-only" : "opening", err, errsz);
     store_close(s);

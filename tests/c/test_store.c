@@ -141,6 +141,12 @@ static void test_readonly_missing(void) {
   mkdir(path("empty"), 0755);
   CHECK(store_open(&s, path("empty"), STORE_READONLY, err, sizeof err) == STORE_ENOTFOUND);
   CHECK(stat(path("empty/data.mdb"), &st) != 0);
+
+  /* nor one that another process is creating: data.mdb still empty */
+  mkdir(path("creating"), 0755);
+  write_file(path("creating/data.mdb"), "", 0);
+  CHECK(store_open(&s, path("creating"), STORE_READONLY, err, sizeof err) == STORE_ENOTFOUND);
+  CHECK(strstr(err, "no store at") != NULL);
 }
 
 static void test_not_a_store(void) {
