@@ -1202,8 +1202,8 @@ static void cli_usage(FILE *f) {
         "  --tz ZONE  read EXPR in an IANA time zone (Europe/Berlin) or a fixed offset\n"
         "             (+05:30); default UTC\n"
         "\n"
-        "Exit status: 0, also when the expression never fires (no lines); 2 bad usage\n"
-        "or input.\n",
+        "Exit status: 0; 1 when the expression never fires or stdout cannot be\n"
+        "written; 2 bad usage or input.\n",
         f);
 }
 
