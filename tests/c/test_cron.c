@@ -463,14 +463,21 @@ static void test_impossible(void) {
   for (size_t i = 0; i < sizeof never / sizeof never[0]; i++) {
     cron_expr e = P(never[i]);
     int64_t out = 7;
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
     int r = 0;
-    for (int k = 0; k < 1000; k++) r |= cron_next(&e, T("2026-01-01T00:00:00Z") + k, NULL, &out, NULL, 0) != 1;
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    double us = ((double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec)) / 1000 / 1000;
+    // the best of 10 rounds of 100 calls: a loaded machine (other builds,
+    // other tests) slows some rounds down, not the fastest one
+    double us = 1e9;
+    for (int round = 0; round < 10; round++) {
+      struct timespec a, b;
+      clock_gettime(CLOCK_MONOTONIC, &a);
+      for (int k = 0; k < 100; k++)
+        r |= cron_next(&e, T("2026-01-01T00:00:00Z") + k, NULL, &out, NULL, 0) != 1;
+      clock_gettime(CLOCK_MONOTONIC, &b);
+      double t = ((double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec)) / 1000 / 100;
+      if (t < us) us = t;
+    }
     CHECK(r == 0 && out == 7);
-    CHECK(us < 20); // microseconds per call, with sanitizers
+    CHECK(us < 20); // microseconds per call, with sanitizers: known at once, no search
     CHECK(cron_next(&e, 0, "Europe/Berlin", &out, NULL, 0) == 1);
   }
   CHECK_STR(seq("0 0 31 2 *", NULL, "2026-01-01T00:00:00Z", 3), "none");
