@@ -358,12 +358,9 @@ function M.run(args)
   if not defined then
     if kind == "io" then errf("cannot read %s", lerr)
     else errf("%s", lerr) end
-    return 2
-  end
-  local unresolved = require("sluice.every").drop_unresolved(engine.pipelines)
-  if #unresolved > 0 then
-    for _, msg in ipairs(unresolved) do errf("%s", msg) end
-    errf("(sluice run loads only %s; sluice serve loads every file of its directory)", file)
+    if kind == "invalid" and lerr:find("no pipeline named", 1, true) then
+      errf("(sluice run loads only %s; sluice serve loads every file of its directory)", file)
+    end
     return 2
   end
   local p = choose_pipeline(file, defined, opts.pipeline)

@@ -15,11 +15,12 @@ local sched = require "sluice.sched"
 local duration = require "sluice.duration"
 local errors = require "sluice.errors"
 local liveness = require "sluice.liveness"
+local registry = require "sluice.registry"
 local uv = require "luv"
 
 local M = {}
 
-local pipelines = {} -- name -> handle
+local pipelines = registry.live.pipelines -- name -> handle, of every file (sluice.registry)
 M.pipelines = pipelines
 
 --- Set by a host that is shutting down: no step starts any more; a run
@@ -38,9 +39,6 @@ local function park()
   -- never woken: the process is about to exit
   sched.wait()
 end
-
---- Set while a pipeline file loads: {file=, hash=, defined={}}.
-local loading
 
 local Pipeline = {}
 Pipeline.__index = Pipeline
@@ -136,6 +134,7 @@ end
 local function current_branch(what, level)
   local br = sched.context()
   if not br or not br.run then
+    registry.forbid_at_load(what, level + 1)
     error(("%s called outside a run: call it inside a pipeline function"):format(what), level + 1)
   end
   if br.abandoned then
@@ -180,16 +179,17 @@ function M.pipeline(name, fn, opts)
   end
   if opts then M.check_pipeline_opts(name, opts) end
   local site = errors.where() or "?"
-  local prev = pipelines[name]
+  -- the file being loaded (sluice.registry), or the live set
+  local set = registry.target()
+  local prev = set.pipelines[name]
   if prev then
     error(("pipeline '%s' is defined twice: at %s and at %s"):format(name, prev.site, site), 2)
   end
   local p = setmetatable({
-    name = name, fn = fn, opts = opts or {}, site = site,
-    file = loading and loading.file, hash = loading and loading.hash,
+    name = name, fn = fn, opts = opts or {}, site = site, file = set.file, hash = set.hash,
   }, Pipeline)
-  pipelines[name] = p
-  if loading then loading.defined[#loading.defined + 1] = p end
+  set.pipelines[name] = p
+  set.defined[#set.defined + 1] = p
   return p
 end
 
@@ -227,28 +227,17 @@ end
 
 --- The file being loaded, or nil.
 function M.loading_file()
-  return loading and loading.file
+  return registry.loading_file()
 end
 
---- Loads a pipeline file: compiles it (a syntax error is "file:line: msg"),
---- runs its top level, returns the pipelines it defined in order.
----@return table? defined, string? err, string? kind  "syntax"|"runtime"|"io"
-function M.load_file(path)
-  local f, oerr = io.open(path, "rb")
-  if not f then return nil, oerr, "io" end
-  local src = f:read("a")
-  f:close()
-  local chunk, lerr = load(src, "@" .. path, "t")
-  if not chunk then return nil, lerr, "syntax" end
-  local prev = loading
-  loading = { file = path, hash = host.hash(src), defined = {} }
-  local ok, err = xpcall(chunk, sched.traceback)
-  local defined = loading.defined
-  loading = prev
-  if not ok then
-    return nil, errors.describe(err), "runtime"
-  end
-  return defined
+--- Loads a pipeline file through the registry (stage, validate, swap: a
+--- second load replaces the file's definitions). A syntax error is
+--- "file:line: msg". Returns the pipelines it defines, in order.
+---@return table? defined, string? err, string? kind  "syntax"|"runtime"|"io"|"invalid"
+function M.load_file(path, opts)
+  local d, err, kind, tb = registry.load(path, opts)
+  if not d then return nil, tb or err, kind end
+  return d.defined
 end
 
 ---------------------------------------------------------------------------
@@ -969,6 +958,7 @@ end
 --- A run not executing in this process is marked cancelled in the store.
 --- Returns true, or nil and why not.
 function M.cancel(run_id)
+  registry.forbid_at_load("cancel", 2)
   if type(run_id) ~= "string" then
     error(("cancel: the run id must be a string, got %s"):format(type(run_id)), 2)
   end
@@ -1046,6 +1036,7 @@ end
 -- Records the child's id (and its pending run record, in the same commit)
 -- as an internal step of the parent, so replay never starts it twice.
 local function child_run(what, p, input, opts)
+  registry.forbid_at_load(what, 3)
   p = resolve_pipeline(what, p)
   if opts ~= nil and type(opts) ~= "table" then
     error(("%s '%s': options must be a table {id=}, got %s"):format(what, p.name, type(opts)), 3)

@@ -13,6 +13,7 @@ local json = require "sluice.codec" -- store records: exact
 local engine = require "sluice.engine"
 local sched = require "sluice.sched"
 local duration = require "sluice.duration"
+local registry = require "sluice.registry"
 
 local M = {}
 
@@ -64,6 +65,7 @@ function M.send(name, data)
     if replayed then return id_of(sent.seq) end
     sent.ev = json.decode(host.get("sends", be64(sent.seq)))
   else
+    registry.forbid_at_load("send", 2)
     local op
     sent, op = produce()
     local ok, msg, code = host.commit(op)
@@ -76,7 +78,7 @@ end
 ---------------------------------------------------------------------------
 -- handlers
 
-M.handlers = {}
+M.handlers = registry.live.handlers -- live, in definition order (sluice.registry)
 
 --- on(pattern, fn [, {name=}]): each event whose name matches (a trailing *
 --- matches a prefix) becomes a run of fn(data, event).
@@ -95,12 +97,14 @@ function M.on(pattern, fn, opts)
   end
   local name = opts.name or ("on:" .. pattern)
   local n = 1
-  while engine.pipelines[name] do
+  while registry.pipeline_taken(name) do
     n = n + 1
     name = ("%s#%d"):format(opts.name or ("on:" .. pattern), n)
   end
   local p = engine.pipeline(name, function(input) return fn(input.data, input) end)
-  M.handlers[#M.handlers + 1] = { pattern = pattern, pipeline = p }
+  p.derived = "handler" -- its site is the user's line already (errors.where)
+  local set = registry.target()
+  set.handlers[#set.handlers + 1] = { pattern = pattern, pipeline = p, fn = fn }
   return p
 end
 

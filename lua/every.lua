@@ -11,11 +11,13 @@ local host = require "sluice.host"
 local duration = require "sluice.duration"
 local errors = require "sluice.errors"
 local entry = errors.entry
+local registry = require "sluice.registry"
 
 local M = {}
 
---- schedules defined so far, by name, in definition order in M.order
-M.defined, M.order = {}, {}
+--- the live schedules, by name, in definition order in M.order (the
+--- registry's tables: each file's own are swapped in and out of them)
+M.defined, M.order = registry.live.schedules, registry.live.schedule_order
 
 local Spec = {}
 Spec.__index = Spec
@@ -170,8 +172,8 @@ local MAX_NAME = 200 - 21
 --- opts.name says otherwise, so one pipeline may have several schedules;
 --- the same name twice (the same pipeline on the same spec, or one explicit
 --- name) is an error naming both definitions. A spec that can never fire
---- is an error; so is a pipeline that no loaded file defines, found by
---- M.drop_unresolved once every file is loaded.
+--- is an error; so is a pipeline that no loaded file defines, found by the
+--- registry's validation once every file is considered.
 Spec.__call = entry(function(self, target, input, opts)
   local engine = require "sluice.engine"
   if opts ~= nil and type(opts) ~= "table" then
@@ -207,7 +209,8 @@ Spec.__call = entry(function(self, target, input, opts)
       "<schedule>@<time>)%s"):format(what, name, MAX_NAME, merged.name and "" or ": give it a shorter {name = ...}"), 2)
   end
   local site = errors.where() or "?"
-  local prev = M.defined[name]
+  local set = registry.target()
+  local prev = set.schedules[name]
   if prev then
     local why = merged.name and "schedule names are unique"
       or ("pipeline '%s' is scheduled on %q twice: remove one, or name one {name = \"...\"}"):format(pname, canonical)
@@ -219,33 +222,10 @@ Spec.__call = entry(function(self, target, input, opts)
     jitter_ms = merged.jitter and duration.ms(merged.jitter) or 0,
     site = site,
   }
-  M.defined[name] = sched
-  M.order[#M.order + 1] = name
+  set.schedules[name] = sched
+  set.schedule_order[#set.schedule_order + 1] = name
   return sched
 end)
-
---- After every file is loaded: removes the schedules whose pipeline is
---- not defined and returns their errors, "file:line: schedule ...", in
---- definition order (empty when all resolve). `pipelines` is name -> handle.
-function M.drop_unresolved(pipelines)
-  local errs, keep = {}, {}
-  for _, name in ipairs(M.order) do
-    local s = M.defined[name]
-    if pipelines[s.pipeline] then
-      keep[#keep + 1] = name
-    else
-      local names = {}
-      for n in pairs(pipelines) do names[#names + 1] = n end
-      table.sort(names)
-      if #names > 10 then names = { table.concat(names, ", ", 1, 10) .. ", ..." } end
-      errs[#errs + 1] = ("%s: schedule '%s': no pipeline named '%s' is defined (%s)"):format(
-        s.site, name, s.pipeline, #names > 0 and "defined: " .. table.concat(names, ", ") or "none is defined")
-      M.defined[name] = nil
-    end
-  end
-  M.order = keep
-  return errs
-end
 
 -- every(n).seconds / .minutes / .hours / .days[.at(...)]
 local function count_builder(n)
@@ -308,7 +288,7 @@ M.every = setmetatable({}, {
 
 --- Forgets every defined schedule (a reload, a test).
 function M.reset()
-  M.defined, M.order = {}, {}
+  registry.reset("schedules")
 end
 
 return M

@@ -135,8 +135,6 @@ function M.run(opts)
       log("not loaded: %s", lerr)
     end
   end
-  -- schedules may name a pipeline of a file loaded after theirs
-  for _, msg in ipairs(every.drop_unresolved(engine.pipelines)) do log("not loaded: %s", msg) end
   log("serving %s: %d of %d files loaded, %d pipelines, %d schedules, store %s (pid %d)",
     opts.dir, loaded, #files, (function() local n = 0; for _ in pairs(engine.pipelines) do n = n + 1 end; return n end)(),
     #every.order, opts.store, uv.os_getpid())

@@ -13,6 +13,7 @@ local host = require "sluice.host"
 local json = require "sluice.codec" -- store records: exact
 local engine = require "sluice.engine"
 local sched = require "sluice.sched"
+local registry = require "sluice.registry"
 
 local M = {}
 
@@ -100,6 +101,7 @@ local function emit_list(list, what)
       return ids_from(first, n), nil, function(batch) return append(list, first, ts, batch, what) end
     end, 3)
   else
+    registry.forbid_at_load(what, 3)
     local first, ts = reserve(n)
     local ok, msg, code = append(list, first, ts, nil, what)
     if not ok then error(("%s: %s (%s)"):format(what, msg, code), 3) end
@@ -203,6 +205,7 @@ end
 --- a key read nothing but keys that start with it hold events (`quiet`,
 --- for the consumer loop and lag counts: no hint, no probe).
 function M.read(opts, quiet)
+  registry.forbid_at_load("read", 2)
   if type(opts) ~= "table" then error("read: expected a table {stream=, after= | from=, limit=}", 2) end
   for k in pairs(opts) do
     if k ~= "stream" and k ~= "after" and k ~= "from" and k ~= "limit" then
@@ -227,7 +230,8 @@ end
 ---------------------------------------------------------------------------
 -- consumers
 
-M.consumers, M.consumer_order = {}, {}
+-- the live consumers, by name and in definition order (sluice.registry)
+M.consumers, M.consumer_order = registry.live.consumers, registry.live.consumer_order
 
 --- consume(name, pattern, fn, {batch = 500, from = "TRIM_HORIZON" | "LATEST"}):
 --- each batch of events is given to fn(events) inside a run of pipeline
@@ -250,13 +254,19 @@ function M.consume(name, pattern, fn, opts)
   if opts.from ~= nil and opts.from ~= "TRIM_HORIZON" and opts.from ~= "LATEST" then
     error(("consume '%s': from must be \"TRIM_HORIZON\" or \"LATEST\""):format(name), 2)
   end
-  if M.consumers[name] then error(("consume '%s' is defined twice"):format(name), 2) end
+  local set = registry.target()
+  local site = require("sluice.errors").where() or "?"
+  local prev = set.consumers[name]
+  if prev then error(("consume '%s' is defined twice: at %s and at %s"):format(name, prev.site, site), 2) end
   local p = engine.pipeline("consume:" .. name, function(input)
     return fn(input.events)
   end)
-  M.consumers[name] = { name = name, pattern = pattern, pipeline = p, batch = batch, from = opts.from or "TRIM_HORIZON" }
-  M.consumer_order[#M.consumer_order + 1] = name
-  return M.consumers[name]
+  p.derived = "consumer"
+  local c = { name = name, pattern = pattern, pipeline = p, batch = batch, from = opts.from or "TRIM_HORIZON",
+    fn = fn, site = site }
+  set.consumers[name] = c
+  set.consumer_order[#set.consumer_order + 1] = name
+  return c
 end
 
 -- The last event id of the batch a consumer run holds. A run's input is
@@ -286,14 +296,6 @@ end
 --- run ids (consume:<name>#2@<first id>): a run of the old pattern that
 --- began at the same event is not a batch of the new one.
 function M.run_consumer(c, log)
-  local raw = host.get("consumers", c.name)
-  local state = raw and json.decode(raw)
-  if not state or state.pattern ~= c.pattern then
-    state = { name = c.name, pattern = c.pattern, after = c.from == "LATEST" and id_of(M.last_seq()) or nil,
-      gen = state and (state.gen or 1) + 1 or nil }
-    local ok, err = host.commit({ "consumers", c.name, json.encode(state) })
-    if not ok then error("consumer " .. c.name .. ": " .. tostring(err), 0) end
-  end
   local me = coroutine.running()
   local waiting = false
   local function wake()
@@ -302,9 +304,17 @@ function M.run_consumer(c, log)
       sched.wake(me)
     end
   end
-  listeners[#listeners + 1] = wake
   c.stopped = false
-  c.stop = function() c.stopped = true; wake() end
+  c.stop = function() c.stopped = true; wake() end -- from here on, even while the state is stored
+  local raw = host.get("consumers", c.name)
+  local state = raw and json.decode(raw)
+  if not state or state.pattern ~= c.pattern then
+    state = { name = c.name, pattern = c.pattern, after = c.from == "LATEST" and id_of(M.last_seq()) or nil,
+      gen = state and (state.gen or 1) + 1 or nil }
+    local ok, err = host.commit({ "consumers", c.name, json.encode(state) })
+    if not ok then error("consumer " .. c.name .. ": " .. tostring(err), 0) end
+  end
+  listeners[#listeners + 1] = wake
   local failures = 0
   while not c.stopped do
     local events = M.read({ stream = c.pattern, after = state.after, limit = c.batch }, true)
@@ -315,7 +325,9 @@ function M.run_consumer(c, log)
       local first = events[1].id
       local moved -- the new state, when the checkpoint committed with the run
       local run_id = ("consume:%s%s@%s"):format(c.name, state.gen and "#" .. state.gen or "", first)
-      local rec = engine.execute(c.pipeline, { events = events }, run_id, {
+      -- the live version of its pipeline: a reload that kept the consumer
+      -- as it was may have changed the code its function calls
+      local rec = engine.execute(engine.pipelines[c.pipeline.name] or c.pipeline, { events = events }, run_id, {
         finish_ops = function(r)
           local last = batch_last(r)
           if not last then return {} end -- raised below, once the run is released
@@ -353,10 +365,59 @@ function M.run_consumer(c, log)
   end
 end
 
+-- consumers running in this process (sluice serve): name -> {c=, after = {fn}}
+local running = {}
+
+--- Starts the loop of consumer c in a task; `log` reports. A loop of the
+--- same name still running is stopped first (its batch in flight finishes
+--- and moves the checkpoint) and c starts once it has exited.
+function M.start_consumer(c, log)
+  local prev = running[c.name]
+  if prev then
+    M.stop_consumer(c.name)
+    prev.after = { function() M.start_consumer(c, log) end }
+    return
+  end
+  local r = { c = c, after = {} }
+  running[c.name] = r
+  sched.spawn({}, function()
+    if not r.stopped then return M.run_consumer(c, log) end -- stopped before its task began
+  end, function(ok, e)
+    running[c.name] = nil
+    if not ok then log("consumer %s stopped: %s", c.name, require("sluice.errors").describe(e)) end
+    for _, f in ipairs(r.after) do f() end
+  end)
+end
+
+--- Stops the loop of consumer `name` after its batch in flight; its
+--- checkpoint stays in the store.
+function M.stop_consumer(name)
+  local r = running[name]
+  if r then
+    r.after, r.stopped = {}, true
+    if r.c.stop then r.c.stop() end
+  end
+end
+
+--- Stops every consumer loop of this process.
+function M.stop_consumers()
+  for name in pairs(running) do M.stop_consumer(name) end
+end
+
+--- Follows the registry: a consumer added starts, a removed one stops, a
+--- changed one restarts (after its batch in flight).
+function M.follow_registry(log)
+  return registry.subscribe(function(d)
+    for _, c in ipairs(d.consumers.removed) do M.stop_consumer(c.name) end
+    for _, pair in ipairs(d.consumers.changed) do M.start_consumer(pair.new, log) end
+    for _, c in ipairs(d.consumers.added) do M.start_consumer(c, log) end
+  end)
+end
+
 ---------------------------------------------------------------------------
 -- retention
 
-M.retention_rules = {}
+M.retention_rules = registry.live.retention -- live, in definition order (sluice.registry)
 
 --- retention(pattern, {max_age = duration, max_count = n}): events of the
 --- stream keys matching pattern older than max_age, or beyond the newest
@@ -379,7 +440,8 @@ function M.retention(pattern, opts)
     end
     rule.max_count = opts.max_count
   end
-  M.retention_rules[#M.retention_rules + 1] = rule
+  local set = registry.target()
+  set.retention[#set.retention + 1] = rule
   return rule
 end
 

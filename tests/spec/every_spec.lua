@@ -121,14 +121,17 @@ describe("every", function()
   end)
 
   it("finds, once everything is loaded, the schedules of pipelines nobody defines", function()
-    pipeline("every_spec_defined", function() end)
-    local line = debug.getinfo(1, "l").currentline + 1
-    every.hour("every_spec_missing")
-    every.hour("every_spec_defined")
-    local errs = every_mod.drop_unresolved(require("sluice.engine").pipelines)
-    assert.are.equal(1, #errs)
-    assert.matches(("every_spec.lua:%d: schedule 'every_spec_missing@0 %%* %%* %%* %%*': no pipeline named " ..
-      "'every_spec_missing' is defined %%(defined: "):format(line), errs[1])
-    assert.are.same({ "every_spec_defined@0 * * * *" }, every_mod.order)
+    -- the registry's validation, when a file is loaded (sluice.registry)
+    local dir = require("helper").tmpdir()
+    local f = require("helper").write(dir .. "/missing.lua",
+      'pipeline("every_spec_defined", function() end)\nevery.hour("every_spec_missing")\nevery.hour("every_spec_defined")\n')
+    local defined, err, kind = require("sluice.engine").load_file(f)
+    assert.is_nil(defined)
+    assert.are.equal("invalid", kind)
+    assert.matches("missing.lua:2: schedule 'every_spec_missing@0 %* %* %* %*': no pipeline named " ..
+      "'every_spec_missing' is defined %(defined: .*every_spec_defined", err)
+    -- nothing of the file is live
+    assert.are.same({}, every_mod.order)
+    assert.is_nil(require("sluice.engine").pipelines.every_spec_defined)
   end)
 end)

@@ -109,7 +109,7 @@ end)
 
 describe("retention", function()
   local stream = require "sluice.stream"
-  after_each(function() stream.retention_rules = {} end)
+  after_each(function() require("sluice.registry").reset("retention") end)
 
   it("keeps the newest max_count events of each key and says reads lost some", function()
     for i = 1, 30 do emit("r", "ret:" .. (i % 3), i) end
