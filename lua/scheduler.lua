@@ -6,15 +6,34 @@
 --- restart around a fire never runs that fire twice: the run id exists, and
 --- an unfinished run is resumed like any other. Due times live in one binary
 --- heap under one loop timer: O(log n) per fire however many schedules.
+---
+--- What fires is a slot per schedule name, holding the live definition
+--- (slot.def, from every.lua through the registry) and the state of its
+--- fires (next and last fire, runs in flight, queued fires). A reload swaps
+--- slot.def: a changed spec re-arms from the later of now and the last fire,
+--- so a fire already recorded never fires again; a removed schedule's slot
+--- loses its def and stops firing.
 local host = require "sluice.host"
 local json = require "sluice.codec" -- store records: exact
 local every = require "sluice.every"
+local registry = require "sluice.registry"
 local uv = require "luv"
 
 local M = {}
 
--- binary heap of {due, seq, sched}, ordered by due then seq
+-- binary heap of {due, seq, slot}, ordered by due then seq
 local heap, seq = {}, 0
+
+local slots = {} -- schedule name -> {name=, def=, active=, queue=, runs=, last_at=, enabled=, next_at=}
+
+local function slot_of(name)
+  local slot = slots[name]
+  if not slot then
+    slot = { name = name, active = 0, queue = {} }
+    slots[name] = slot
+  end
+  return slot
+end
 
 local function less(a, b)
   if a[1] ~= b[1] then return a[1] < b[1] end
@@ -57,21 +76,22 @@ local stopped = false
 local log = function(...) io.stderr:write(host.iso(host.now()), " ", string.format(...), "\n") end
 M.log = log
 
-local function record(sched)
+local function record(slot)
+  local d = slot.def
   return json.encode({
-    name = sched.name, pipeline = sched.pipeline, spec = sched.spec:canonical(), kind = sched.spec.kind,
-    expr = sched.spec.expr, step_s = sched.spec.step_s, days = sched.spec.days, at_s = sched.spec.at_s,
-    tz = sched.tz, catch_up = sched.catch_up, overlap = sched.overlap, jitter_ms = sched.jitter_ms,
-    next_at = sched.next_at and host.utc(sched.next_at), last_at = sched.last_at and host.utc(sched.last_at),
-    runs = sched.runs, enabled = sched.enabled,
+    name = d.name, pipeline = d.pipeline, spec = d.spec:canonical(), kind = d.spec.kind,
+    expr = d.spec.expr, step_s = d.spec.step_s, days = d.spec.days, at_s = d.spec.at_s,
+    tz = d.tz, catch_up = d.catch_up, overlap = d.overlap, jitter_ms = d.jitter_ms,
+    next_at = slot.next_at and host.utc(slot.next_at), last_at = slot.last_at and host.utc(slot.last_at),
+    runs = slot.runs, enabled = slot.enabled,
   })
 end
 M.record = record
 
-local function next_after(sched, t)
-  local n, err = every.next_fire(sched.spec, t, sched.tz)
+local function next_after(slot, t)
+  local n, err = every.next_fire(slot.def.spec, t, slot.def.tz)
   if n == nil then
-    log("schedule %s: %s; it will not fire", sched.name, err)
+    log("schedule %s: %s; it will not fire", slot.name, err)
     return nil
   end
   return n or nil
@@ -82,33 +102,34 @@ local arm
 -- fires sched for scheduled time t (Unix seconds). Missed fires being
 -- caught up queue behind each other whatever the overlap policy: they are
 -- what catch_up asked to run.
-local function fire(sched, t, catching_up)
-  if sched.enabled == false then return end
-  if sched.active > 0 and sched.overlap ~= "allow" then
-    if sched.overlap == "skip" and not catching_up then
+local function fire(slot, t, catching_up)
+  local def = slot.def
+  if slot.enabled == false or not def then return end
+  if slot.active > 0 and def.overlap ~= "allow" then
+    if def.overlap == "skip" and not catching_up then
       log("schedule %s: skipped the fire of %s: its previous run is still running (overlap = skip)",
-        sched.name, host.utc(t))
+        slot.name, host.utc(t))
       return
     end
-    sched.queue[#sched.queue + 1] = t
+    slot.queue[#slot.queue + 1] = t
     return
   end
-  local id = sched.name .. "@" .. host.utc(t)
+  local id = slot.name .. "@" .. host.utc(t)
   local function go()
-    if stopped then return end
-    sched.active = sched.active + 1
-    sched.runs = (sched.runs or 0) + 1
-    sched.last_at = t
-    M.start_run(sched, id, { "schedules", sched.name, record(sched) }, function()
-      sched.active = sched.active - 1
-      if sched.active == 0 and #sched.queue > 0 then
-        fire(sched, table.remove(sched.queue, 1))
+    if stopped or not slot.def then return end -- removed by a reload meanwhile (jitter)
+    slot.active = slot.active + 1
+    slot.runs = (slot.runs or 0) + 1
+    if not slot.last_at or t > slot.last_at then slot.last_at = t end
+    M.start_run(slot.def, id, { "schedules", slot.name, record(slot) }, function()
+      slot.active = slot.active - 1
+      if slot.active == 0 and #slot.queue > 0 then
+        fire(slot, table.remove(slot.queue, 1))
       end
     end)
   end
-  if sched.jitter_ms > 0 then
+  if def.jitter_ms > 0 then
     local j = uv.new_timer()
-    j:start(math.random(0, math.floor(sched.jitter_ms)), 0, function()
+    j:start(math.random(0, math.floor(def.jitter_ms)), 0, function()
       j:close()
       go()
     end)
@@ -136,12 +157,12 @@ local function on_timer()
   while heap[1] and heap[1][1] <= now and started < SLICE do
     started = started + 1
     local item = pop()
-    local sched = item[3]
-    if sched.next_at == item[1] then -- else superseded
+    local slot = item[3]
+    if slot.def and slot.next_at == item[1] then -- else superseded or removed
       local t = item[1]
-      sched.next_at = next_after(sched, t)
-      fire(sched, t)
-      if sched.next_at then push(sched.next_at, sched) end
+      slot.next_at = next_after(slot, t)
+      fire(slot, t)
+      if slot.next_at then push(slot.next_at, slot) end
     end
   end
   arm()
@@ -154,9 +175,107 @@ arm = function()
   timer:start(math.max(0, math.ceil(ms)), 0, on_timer)
 end
 
---- Starts every defined schedule. start_run(sched, run_id, extra_ops,
---- on_end) is the host's way to start a run of sched.pipeline; extra_ops
+-- Arms a slot whose def is new to this process (at start, or added by a
+-- reload) from its stored record: catches up the fires missed while no
+-- host fired it, or computes its first fire (then it is added to fresh,
+-- whose records the caller stores).
+local function arm_slot(slot, now, fresh)
+  local def = slot.def
+  local raw = host.get("schedules", slot.name)
+  local stored = raw and json.decode(raw)
+  local spec_changed = stored and stored.spec ~= def.spec:canonical()
+  if stored then
+    slot.runs = stored.runs or 0
+    slot.last_at = stored.last_at and host.parse_time(stored.last_at)
+    slot.enabled = stored.enabled ~= false
+  else
+    slot.runs, slot.enabled = 0, true
+  end
+  local next_at = (stored and not spec_changed and stored.next_at) and host.parse_time(stored.next_at)
+  if next_at and next_at <= now and def.catch_up ~= "none" then
+    -- fires missed while the host was down
+    local missed = {}
+    local t = next_at
+    while t and t <= now and #missed < 10000 do
+      missed[#missed + 1] = t
+      t = next_after(slot, t)
+    end
+    if t and t <= now then t = next_after(slot, now) end -- more than 10000 missed
+    if def.catch_up == "latest" then missed = { missed[#missed] } end
+    log("schedule %s: catching up %d missed fire(s) (catch_up = %s)", slot.name, #missed, def.catch_up)
+    slot.next_at = t
+    for _, mt in ipairs(missed) do fire(slot, mt, true) end
+  elseif next_at and next_at > now then
+    slot.next_at = next_at
+  else
+    slot.next_at = next_after(slot, math.max(now, slot.last_at or now))
+    fresh[#fresh + 1] = slot
+  end
+  if slot.next_at then push(slot.next_at, slot) end
+end
+
+-- stores the records of slots (nil def: deletes it), 1000 to a commit so
+-- that 100,000 new schedules never hold all their records in memory at once
+local function store(list)
+  for first = 1, #list, 1000 do
+    local ops = {}
+    for i = first, math.min(first + 999, #list) do
+      local slot = list[i]
+      ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "schedules", slot.name, slot.def and record(slot) or false
+    end
+    local ok, err = host.commit(ops)
+    if not ok then error("storing schedules: " .. tostring(err), 0) end
+  end
+end
+
+--- Counts a run of schedule `name` resumed by the host (its overlap
+--- policy sees it); returns the function to call when it ends.
+function M.track(name)
+  local slot = slot_of(name)
+  slot.active = slot.active + 1
+  return function() slot.active = slot.active - 1 end
+end
+
+--- Follows a registry swap (sluice.registry diff.schedules): a removed
+--- schedule stops firing (its record goes), an added one is armed, a
+--- changed one fires by its new definition, re-armed when its spec or time
+--- zone changed.
+function M.apply(d)
+  if not M.start_run or stopped then return end
+  local now = now_s()
+  local dirty = {}
+  for _, s in ipairs(d.removed) do
+    local slot = slot_of(s.name)
+    slot.def, slot.next_at, slot.queue = nil, nil, {}
+    dirty[#dirty + 1] = slot
+  end
+  for _, pair in ipairs(d.kept) do slot_of(pair.new.name).def = pair.new end
+  for _, pair in ipairs(d.changed) do
+    local slot = slot_of(pair.new.name)
+    slot.def = pair.new
+    if registry.timing_changed(pair.old, pair.new) then
+      slot.next_at = next_after(slot, math.max(now, slot.last_at or now))
+      if slot.next_at then push(slot.next_at, slot) end
+    end
+    dirty[#dirty + 1] = slot
+  end
+  for _, s in ipairs(d.added) do
+    local slot = slot_of(s.name)
+    slot.def = s
+    arm_slot(slot, now, dirty)
+  end
+  arm()
+  if #dirty > 0 then
+    require("sluice.sched").spawn({}, store, function(ok, err)
+      if not ok then log("schedules: %s", err.message) end
+    end, dirty)
+  end
+end
+
+--- Starts every defined schedule. start_run(def, run_id, extra_ops,
+--- on_end) is the host's way to start a run of def.pipeline; extra_ops
 --- must be committed with the run's creation. Returns the number started.
+--- From then on the scheduler follows the registry's swaps.
 function M.start(start_run)
   M.start_run = start_run
   timer = timer or uv.new_timer()
@@ -164,52 +283,13 @@ function M.start(start_run)
   local fresh = {}
   local n = 0
   for _, name in ipairs(every.order) do
-    local sched = every.defined[name]
-    sched.active, sched.queue = sched.active or 0, sched.queue or {}
-    local raw = host.get("schedules", name)
-    local stored = raw and json.decode(raw)
-    local spec_changed = stored and stored.spec ~= sched.spec:canonical()
-    if stored then
-      sched.runs = stored.runs or 0
-      sched.last_at = stored.last_at and host.parse_time(stored.last_at)
-      sched.enabled = stored.enabled ~= false
-    else
-      sched.runs, sched.enabled = 0, true
-    end
-    local next_at = (stored and not spec_changed and stored.next_at) and host.parse_time(stored.next_at)
-    if next_at and next_at <= now and sched.catch_up ~= "none" then
-      -- fires missed while the host was down
-      local missed = {}
-      local t = next_at
-      while t and t <= now and #missed < 10000 do
-        missed[#missed + 1] = t
-        t = next_after(sched, t)
-      end
-      if t and t <= now then t = next_after(sched, now) end -- more than 10000 missed
-      if sched.catch_up == "latest" then missed = { missed[#missed] } end
-      log("schedule %s: catching up %d missed fire(s) (catch_up = %s)", name, #missed, sched.catch_up)
-      sched.next_at = t
-      for _, mt in ipairs(missed) do fire(sched, mt, true) end
-    elseif next_at and next_at > now then
-      sched.next_at = next_at
-    else
-      sched.next_at = next_after(sched, now)
-      fresh[#fresh + 1] = sched
-    end
-    if sched.next_at then push(sched.next_at, sched) end
+    local slot = slot_of(name)
+    slot.def = every.defined[name]
+    arm_slot(slot, now, fresh)
     n = n + 1
   end
-  -- persist the next fire of new schedules, 1000 to a commit so that 100,000
-  -- new schedules never hold all their records in memory at once
-  for first = 1, #fresh, 1000 do
-    local ops = {}
-    for i = first, math.min(first + 999, #fresh) do
-      local sched = fresh[i]
-      ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "schedules", sched.name, record(sched)
-    end
-    local ok, err = host.commit(ops)
-    if not ok then error("storing schedules: " .. tostring(err), 0) end
-  end
+  store(fresh)
+  registry.subscribe(function(d) M.apply(d.schedules) end)
   arm()
   return n
 end

@@ -1,10 +1,12 @@
---- sluice.serve: the long-lived host. Loads every .lua file of a directory,
---- resumes the unfinished runs of the store, fires schedules, answers the
---- control socket (sluice run's hand-off, cancel, rerun, trigger), logs one
---- line per run start and end, and on SIGINT/SIGTERM/SIGHUP stops starting
---- steps, lets the running ones finish within a grace period and exits 0;
---- whatever was cut off resumes at the next start. One serve per store (the
---- writer lock); a foreground sluice run holding it is waited for.
+--- sluice.serve: the long-lived host. Loads every .lua file of a directory
+--- and keeps it loaded (sluice.reload: a file that changes is reloaded; on
+--- SIGHUP or `sluice reload` every file), resumes the unfinished runs of the
+--- store, fires schedules, answers the control socket (sluice run's
+--- hand-off, cancel, rerun, trigger, reload), logs one line per run start
+--- and end, and on SIGINT/SIGTERM stops starting steps, lets the running
+--- ones finish within a grace period and exits 0; whatever was cut off
+--- resumes at the next start. One serve per store (the writer lock); a
+--- foreground sluice run holding it is waited for.
 local host = require "sluice.host"
 local json = require "sluice.json"
 local engine = require "sluice.engine"
@@ -15,34 +17,13 @@ local events = require "sluice.events"
 local stream = require "sluice.stream"
 local errors = require "sluice.errors"
 local control = require "sluice.control"
+local reload = require "sluice.reload"
 local uv = require "luv"
 
 local M = {}
 local log = scheduler.log
 
---- Every .lua file under dir, sorted, recursively.
-local function lua_files(dir, out)
-  out = out or {}
-  local req, err = uv.fs_scandir(dir)
-  if not req then return nil, err end
-  local names = {}
-  while true do
-    local name, kind = uv.fs_scandir_next(req)
-    if not name then break end
-    names[#names + 1] = { name, kind }
-  end
-  table.sort(names, function(a, b) return a[1] < b[1] end)
-  for _, e in ipairs(names) do
-    local path = dir .. "/" .. e[1]
-    if e[2] == "directory" then
-      lua_files(path, out)
-    elseif e[1]:match("%.lua$") then
-      out[#out + 1] = path
-    end
-  end
-  return out
-end
-M.lua_files = lua_files
+M.lua_files = reload.lua_files
 
 local active = 0 -- runs started by this host and not ended
 
@@ -124,34 +105,33 @@ function M.run(opts)
   ok, err = take_lock(opts.store)
   if not ok then return nil, err end
 
-  local files, ferr = lua_files(opts.dir)
-  if not files then return nil, ("cannot read %s: %s"):format(opts.dir, ferr) end
-  local loaded = 0
-  for _, f in ipairs(files) do
-    local defined, lerr = engine.load_file(f)
-    if defined then
-      loaded = loaded + 1
-    else
-      log("not loaded: %s", lerr)
-    end
-  end
+  -- hot reload: watched before it is read, so that no change is missed
+  local wok, werr = reload.watch(opts.dir, log)
+  if not wok then log("%s: files that change are not reloaded (SIGHUP still reloads them)", werr) end
+  local loaded, nfiles = reload.load_dir(opts.dir, log)
+  if not loaded then return nil, nfiles end
   log("serving %s: %d of %d files loaded, %d pipelines, %d schedules, store %s (pid %d)",
-    opts.dir, loaded, #files, (function() local n = 0; for _ in pairs(engine.pipelines) do n = n + 1 end; return n end)(),
+    opts.dir, loaded, nfiles, (function() local n = 0; for _ in pairs(engine.pipelines) do n = n + 1 end; return n end)(),
     #every.order, opts.store, uv.os_getpid())
 
   -- the control socket: requests of other sluice processes
   local lok, lerr = control.listen(opts.store, {
     role = "serve", dir = opts.dir, execute = execute,
     start = function(p, input, id, exec_opts) launch(p, input, id, exec_opts) end,
+    -- a pipeline of a file written a moment ago: loaded now, not after the debounce
+    pipeline = function(name)
+      if not engine.pipelines[name] then reload.sync() end
+      return engine.pipelines[name]
+    end,
+    reload = reload.all,
   })
   if not lok then return nil, lerr end
 
   for _, r in ipairs(engine.unfinished_runs()) do
     local p = engine.pipelines[r.pipeline]
     if p then
-      local s = r.schedule and every.defined[r.schedule]
-      if s then s.active = (s.active or 0) + 1 end
-      launch(p, nil, r.id, nil, function() if s then s.active = s.active - 1 end end)
+      local ended = r.schedule and scheduler.track(r.schedule)
+      launch(p, nil, r.id, nil, function() if ended then ended() end end)
     else
       log("run %s: pipeline '%s' is not defined in %s; left as it is", r.id, r.pipeline, opts.dir)
     end
@@ -161,27 +141,21 @@ function M.run(opts)
   sched.spawn({}, events.run_dispatcher, function(ok2, e)
     if not ok2 then log("event dispatcher stopped: %s", errors.describe(e)) end
   end, function(p, id) launch(p, nil, id) end, log)
-  -- stream consumers
-  for _, name in ipairs(stream.consumer_order) do
-    local c = stream.consumers[name]
-    sched.spawn({}, stream.run_consumer, function(ok2, e)
-      if not ok2 then log("consumer %s stopped: %s", name, errors.describe(e)) end
-    end, c, log)
-  end
+  -- stream consumers, and those reloads add
+  for _, name in ipairs(stream.consumer_order) do stream.start_consumer(stream.consumers[name], log) end
+  stream.follow_registry(log)
 
-  -- retention: a pass at start and every 10 s
-  local trim_timer
-  if #stream.retention_rules > 0 then
-    local function pass()
-      sched.spawn({}, stream.trim_once, function(ok2, res)
-        if not ok2 then log("retention: %s", errors.describe(res))
-        elseif res > 0 then log("retention: removed %d events", res) end
-      end)
-    end
-    pass()
-    trim_timer = uv.new_timer()
-    trim_timer:start(10000, 10000, pass)
+  -- retention: a pass at start and every 10 s (of the rules live then)
+  local function pass()
+    if #stream.retention_rules == 0 then return end
+    sched.spawn({}, stream.trim_once, function(ok2, res)
+      if not ok2 then log("retention: %s", errors.describe(res))
+      elseif res > 0 then log("retention: removed %d events", res) end
+    end)
   end
+  pass()
+  local trim_timer = uv.new_timer()
+  trim_timer:start(10000, 10000, pass)
 
   local t_sched = host.hrtime()
   local armed = scheduler.start(function(s, id, extra_ops, on_end)
@@ -215,10 +189,11 @@ function M.run(opts)
     engine.stopping = true
     stopped_by = signame
     control.stop_taking_work(("serve is stopping (%s): it takes no new runs"):format(signame))
+    reload.stop()
     scheduler.stop()
-    if trim_timer then trim_timer:close() end
+    trim_timer:close()
     if events.dispatcher then events.dispatcher.stop() end
-    for _, c in pairs(stream.consumers) do if c.stop then c.stop() end end
+    stream.stop_consumers()
     log("%s: no new steps start; waiting up to %.1fs for %d running step(s)", signame, opts.grace_ms / 1000,
       engine.executing)
     if engine.executing == 0 then return finish("stopped") end
@@ -229,9 +204,13 @@ function M.run(opts)
         :format(engine.executing))
     end)
   end
-  -- what each signal does; SIGHUP becomes a reload of the pipeline files
-  -- once hot reload exists (issue 12): replace its entry
-  local on_signal = { sigint = stop, sigterm = stop, sighup = stop }
+  -- what each signal does: SIGHUP reloads every pipeline file
+  local function hup(signame)
+    if engine.stopping then return end
+    log("%s: reloading every file of %s", signame, opts.dir)
+    reload.all()
+  end
+  local on_signal = { sigint = stop, sigterm = stop, sighup = hup }
   local signals = {}
   for name, action in pairs(on_signal) do
     local h = uv.new_signal()
