@@ -79,13 +79,15 @@ usage: sluice serve [DIR] [--store DIR] [--grace DURATION] [--debug]
 
 The long-lived host: loads every .lua file under DIR (default pipelines/),
 resumes the unfinished runs of the store, fires the schedules defined with
-`every`, answers <store>/control.sock (run, cancel, rerun, trigger), and
-logs one line per run start and end on stderr. SIGINT, SIGTERM or SIGHUP:
-no new step starts, running steps get --grace (default 10s) to finish, then
-it exits 0; cut-off runs resume at the next start. A sluice run holding the
-store is waited for (up to 30s); a second serve on the same store refuses
-to start; runs, status and schedules keep working beside it. --debug keeps
-sluice's own frames in tracebacks.
+`every`, answers <store>/control.sock (run, cancel, rerun, trigger, reload),
+and logs one line per run start and end on stderr. A file under DIR that
+changes, appears or goes is reloaded (one log line each; on an error its
+old version stays); SIGHUP or `sluice reload` reloads every file. SIGINT or
+SIGTERM: no new step starts, running steps get --grace (default 10s) to
+finish, then it exits 0; cut-off runs resume at the next start. A sluice
+run holding the store is waited for (up to 30s); a second serve on the same
+store refuses to start; runs, status and schedules keep working beside it.
+--debug keeps sluice's own frames in tracebacks.
 ]],
   schedules = [[
 usage: sluice schedules [--store DIR] [--json]
@@ -141,6 +143,15 @@ Starts a run of a schedule now, in the sluice serve that owns the store
 id is <schedule>@manual-<time>; it is printed on stdout. --input replaces
 the schedule's input; --wait waits for the run's end and prints its result
 as JSON like `sluice run` (exit 1 if it failed).
+]],
+  reload = [[
+usage: sluice reload [--store DIR] [--json]
+
+Makes the sluice serve that owns the store load every pipeline file of its
+directory again (as SIGHUP does), changed or not, and prints one line per
+file: its old and new source hash and what changed, or why it failed (then
+its old version stays live). Exit: 0 every file loaded, 1 some failed,
+2 no serve owns the store.
 ]],
   status = [[
 usage: sluice status RUN_ID [--store DIR] [--json]
@@ -936,6 +947,42 @@ function M.trigger(args)
   end
   if code ~= "EOF" and why then errf("%s", why) end
   return host_gone(id)
+end
+
+function M.reload(args)
+  local opts, pos = begin("reload", args, { store = "value", json = "bool" })
+  if not opts then return pos end
+  if #pos > 0 then return usage_error("reload", "reload takes no positional argument: " .. pos[1]) end
+  if not open_store(opts, true) then return 2 end
+  local w = find_writer(false, true)
+  if not w then return 2 end
+  if w == "free" then
+    errf("no sluice serve owns %s: nothing to reload (sluice run loads its file each time)", host.dir())
+    return 2
+  end
+  local reply, why = w:call({ kind = "reload" }, { first_frame_ms = ANSWER_MS })
+  w:close()
+  if not reply then
+    errf("serve did not answer the reload: %s", why)
+    return 1
+  end
+  if not reply.ok then
+    errf("%s", reply.message)
+    return reply.code == "ESTOPPING" and 1 or 2
+  end
+  if opts.json then
+    out(json.encode({ files = reply.files }), "\n")
+  end
+  local failed = 0
+  for _, f in ipairs(reply.files) do
+    if f.error then
+      failed = failed + 1
+      if not opts.json then errf("%s: %s", f.file, f.error) end
+    elseif not opts.json then
+      out(("%s %s -> %s in %.1fms: %s\n"):format(f.file, f.old_hash or "new", f.new_hash or "deleted", f.ms, f.changes))
+    end
+  end
+  return failed > 0 and 1 or 0
 end
 
 --- Entry point from main.c: main(command, args...) -> exit code.

@@ -20,7 +20,9 @@
 --- ctx.progress(fields) sends a progress frame; ctx.host is what the
 --- listening process offers: {role = "serve"|"run", run_id=, dir=, stopping=,
 --- execute = fn(p, input, id, opts) -> record | nil, err (waits for the end),
---- start = fn(p, input, id, opts) (does not)}, the last three for serve.
+--- start = fn(p, input, id, opts) (does not), pipeline = fn(name) -> handle
+--- (loading a file that appeared a moment ago), reload = fn() -> results
+--- (sluice.reload.all)}, the last five for serve.
 local host = require "sluice.host"
 local codec = require "sluice.codec"
 local sched = require "sluice.sched"
@@ -374,9 +376,9 @@ H.ping = H.status
 function H.run(req, ctx)
   local h = serve_of(ctx, "run")
   local name, id = need(req, "pipeline", "string"), need(req, "id", "string")
-  local p = engine().pipelines[name]
+  local p = h.pipeline(name)
   if not p then
-    fail("ENOTFOUND", ("pipeline '%s' is not loaded by this serve (it serves %s): put its file there and restart serve, or stop serve and run it here")
+    fail("ENOTFOUND", ("pipeline '%s' is not loaded by this serve (it serves %s): put its file there (serve loads it), or stop serve and run it here")
       :format(name, tostring(h.dir)))
   end
   ctx.progress({ id = id, pid = PID })
@@ -391,7 +393,7 @@ function H.rerun(req, ctx)
   local e = engine()
   local orig = e.get_run(id)
   if not orig then fail("ENOTFOUND", ("no run %s in %s"):format(id, host.dir())) end
-  local p = e.pipelines[orig.pipeline]
+  local p = h.pipeline(orig.pipeline)
   if not p then
     fail("ENOTFOUND", ("pipeline '%s' of run %s is not loaded by this serve (it serves %s)")
       :format(orig.pipeline, id, tostring(h.dir)))
@@ -432,6 +434,16 @@ function H.trigger(req, ctx)
     return { id = id }
   end
   return { id = id, run = ended(id, h.execute(p, input, id, opts)) }
+end
+
+--- reload {}: loads every pipeline file of the serve's directory again
+--- (stage, validate, swap each; a file that fails keeps its old version);
+--- answers {files = [{file, old_hash, new_hash, ms, changes} | {file, error}]}.
+function H.reload(_, ctx)
+  local h = serve_of(ctx, "reload")
+  local files, err = h.reload()
+  if not files then fail("EIO", err) end
+  return { files = codec.array(files) }
 end
 
 --- cancel {id}: registers the cancel (engine.cancel) and answers at once

@@ -1,6 +1,6 @@
 -- control_socket_spec.lua: the store's control socket between real
 -- processes: sluice run handing its run to serve, serve killed (-9) or
--- stopped (SIGTERM, SIGHUP) while a client waits, serve and run started
+-- stopped (SIGTERM) or reloaded (SIGHUP) while a client waits, serve and run started
 -- together in both orders, cancel of a foreground sluice run and through
 -- serve, a stale socket, the socket's owner-only mode, runs whose host was
 -- killed, and sluice trigger.
@@ -141,21 +141,22 @@ end)
     assert.are.equal(c.pid, doc.host.pid)
   end)
 
-  it("SIGHUP stops serve gracefully, like SIGTERM", function()
+  it("SIGHUP reloads instead of stopping: a run in flight finishes, serve keeps serving", function()
     local f = gated("g.lua", "g")
     local s = serve({ "--grace", "5s" })
     local c = H.spawn({ "run", f, "--id", "u1", "--store", store })
     H.wait_until(function() return #H.lines(marks) >= 1 end, "the step to start in serve", 10000, 5)
     s:kill("sighup")
-    H.wait_until(function() return log_has(s, "SIGHUP: no new steps start") end, "the graceful stop", 5000, 5)
-    -- the running step may finish within the grace
+    H.wait_until(function() return log_has(s, "reload [^\n]*g%.lua [^\n]* in [%d.]+ms: no definition changed\n") end,
+      "the reload", 5000, 5)
     H.write(gate, "open")
-    assert.are.equal(0, (s:wait()))
-    assert.is_true(log_has(s, "every running step finished"))
     local code, _, out, err = c:wait()
     assert.are.equal(0, code, err)
     assert.are.equal("opened", json.decode(out).v)
     assert.are.equal(1, #H.lines(marks))
+    assert.is_false(log_has(s, "no new steps start"))
+    s:kill("sigterm")
+    assert.are.equal(0, (s:wait()))
   end)
 
   it("serve started while a sluice run holds the store waits for it, then serves", function()
