@@ -1,0 +1,59 @@
+-- scheduler_spec.lua: the scheduler follows the registry inside the host:
+-- a schedule changed by a reload re-arms without firing again a time it
+-- already fired, a removed one stops firing, an added one starts.
+local H = require "helper"
+local host = require "sluice.host"
+local registry = require "sluice.registry"
+local scheduler = require "sluice.scheduler"
+
+local store = H.tmpdir()
+assert(host.open(store))
+local dir = H.tmpdir()
+
+describe("the scheduler, across reloads", function()
+  local fires = {} -- schedule name -> list of run ids, in fire order
+  local function fired(name) return fires[name] or {} end
+
+  setup(function()
+    H.write(dir .. "/witness.lua", 'pipeline("w", function() end)\nevery(1).seconds("w", nil, { name = "witness" })\n')
+    assert(registry.load(dir .. "/witness.lua"))
+    H.task(scheduler.start, function(def, id, _, on_end)
+      fires[def.name] = fires[def.name] or {}
+      table.insert(fires[def.name], id)
+      on_end()
+    end)
+  end)
+  teardown(function() scheduler.stop() end)
+
+  it("re-arms a changed schedule without firing a recorded time again, and stops a removed one", function()
+    local f = dir .. "/s.lua"
+    local function version(tz)
+      return ('pipeline("p", function() end)\nevery(1).seconds("p", nil, { name = "s", tz = %q })\n'):format(tz)
+    end
+    H.write(f, version("UTC"))
+    assert(registry.load(f)) -- added: armed
+    -- right after each of 4 fires, a change of its timing (the time zone)
+    for i = 1, 4 do
+      H.wait_until(function() return #fired("s") >= i end, "fire " .. i, 10000, 1)
+      H.write(f, version(i % 2 == 1 and "Europe/Berlin" or "UTC"))
+      local d = assert(registry.load(f))
+      assert.are.equal(1, #d.schedules.changed)
+    end
+    H.wait_until(function() return #fired("s") >= 5 end, "a fire after the last change", 10000, 1)
+    local seen = {}
+    for _, id in ipairs(fired("s")) do
+      assert.is_nil(seen[id], id .. " fired twice")
+      seen[id] = true
+    end
+    -- removed: the witness fires twice more, s not once
+    H.write(f, 'pipeline("p", function() end)\n')
+    local d = assert(registry.load(f))
+    assert.are.equal(1, #d.schedules.removed)
+    local n, w = #fired("s"), #fired("witness")
+    H.wait_until(function() return #fired("witness") >= w + 2 end, "two more witness fires", 10000, 5)
+    assert.are.equal(n, #fired("s"))
+    -- its record is gone from the store, the witness's stays
+    assert.is_nil(host.get("schedules", "s"))
+    assert.is_string(host.get("schedules", "witness"))
+  end)
+end)
