@@ -40,6 +40,14 @@ int luaopen_sluice_host(lua_State *L);
 int luaopen_sluice_control_socket(lua_State *L);
 void control_close_all(void);
 
+/* "sluice.http_server" (l_http_server.c); http_lua_shutdown closes every
+ * server still open, before the loop's last run. */
+int luaopen_sluice_http_server(lua_State *L);
+void http_lua_shutdown(void);
+
+/* "sluice.crypto" (l_crypto.c): random bytes, SHA-256, constant-time equal. */
+int luaopen_sluice_crypto(lua_State *L);
+
 /* Stops the writer (committing what is queued) and closes the store. The
  * loop must run once more afterwards so the writer's handle closes. */
 void host_lib_shutdown(lua_State *L);

@@ -150,7 +150,8 @@ static int scan_cb(void *ud, const void *k, size_t kn, const void *v, size_t vn)
 }
 
 /* scan(db, prefix [, reverse [, limit [, from]]]) -> keys, values | nil,
- * msg, code. from (forward only): start at the first key >= from. */
+ * msg, code. from: start at the first key >= from (forward) or at the last
+ * key < from (reverse). */
 static int l_scan(lua_State *L) {
   store *st = check_store(L);
   int db = check_db(L, 1);
@@ -159,7 +160,6 @@ static int l_scan(lua_State *L) {
   int reverse = lua_toboolean(L, 3);
   scan_ctx c = {L, 0, luaL_optinteger(L, 4, 0)};
   const char *from = luaL_optlstring(L, 5, NULL, &flen);
-  luaL_argcheck(L, !(from && reverse), 5, "from works forward only");
   lua_settop(L, 5);
   lua_newtable(L);
   lua_newtable(L);

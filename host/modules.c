@@ -16,6 +16,8 @@ static const luaL_Reg modules[] = {
     {"sluice._http", luaopen_sluice__http},
     {"sluice._csv", luaopen_sluice__csv},
     {"sluice._sqlite", luaopen_sluice__sqlite},
+    {"sluice.http_server", luaopen_sluice_http_server},
+    {"sluice.crypto", luaopen_sluice_crypto},
     {NULL, NULL},
 };
 
@@ -29,4 +31,5 @@ void modules_preload(lua_State *L) {
 void modules_shutdown(lua_State *L) {
   http_shutdown(L);
   sqlite_shutdown(L);
+  http_lua_shutdown(); /* the HTTP API's server and connections */
 }

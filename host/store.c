@@ -67,6 +67,13 @@ static const char *const db_names[DB_COUNT] = {
     [DB_CONSUMERS] = "consumers",
     [DB_SENDS] = "sends",
     [DB_ACTIVE] = "active_runs",
+    [DB_RUNS_BY_NS] = "runs_by_ns",
+    [DB_RUNS_BY_PIPELINE] = "runs_by_pipeline",
+    [DB_RUNS_BY_STATUS] = "runs_by_status",
+    [DB_API_KEYS] = "api_keys",
+    [DB_NAMESPACES] = "namespaces",
+    [DB_QUOTAS] = "quotas",
+    [DB_IDEMPOTENCY] = "idempotency",
 };
 
 static void seterr(char *err, size_t errsz, const char *fmt, ...)
@@ -669,7 +676,17 @@ int store_scan_from(store *s, int db, const void *prefix, size_t plen, const voi
     return store_status(rc);
   }
   MDB_val k, v;
-  if (reverse) {
+  if (reverse && from && flen > 0) {
+    /* start at the last key < from */
+    k.mv_size = flen;
+    k.mv_data = (void *)from;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    if (rc == 0) {
+      rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
+    } else if (rc == MDB_NOTFOUND) {
+      rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+    }
+  } else if (reverse) {
     rc = seek_last_with_prefix(c, prefix, plen, &k, &v);
   } else if (from && flen > 0 && bytes_cmp(from, flen, prefix, plen) > 0) {
     /* start at the first key >= from (from sorts after the prefix) */

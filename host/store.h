@@ -17,6 +17,13 @@
  *   sends        be64(seq) -> JSON {name, data, ts} (send/on events)
  *   active_runs  run_id -> ""  (runs not yet completed, failed or cancelled:
  *                what serve resumes, without reading the whole history)
+ *   runs_by_ns, runs_by_pipeline, runs_by_status  the run listings of the
+ *                HTTP API, newest first by a reverse scan (lua/runs_index.lua):
+ *                ns "\0" [pipeline | status "\0"] be64(created_at_us) run_id -> ""
+ *   api_keys     key id -> JSON {name, namespace, role, hash, created_at}
+ *   namespaces   namespace -> JSON {status, runs_per_day, ...} (lua/quota.lua)
+ *   quotas       namespace "\0" YYYY-MM-DD -> runs started that UTC day
+ *   idempotency  namespace "\0" pipeline "\0" Idempotency-Key -> run_id
  *
  * Threads: the environment is opened with MDB_NOTLS, so a read transaction
  * may be used by any coroutine on the loop thread. Map growth needs no
@@ -42,6 +49,13 @@ enum {
   DB_CONSUMERS,
   DB_SENDS,
   DB_ACTIVE,
+  DB_RUNS_BY_NS,
+  DB_RUNS_BY_PIPELINE,
+  DB_RUNS_BY_STATUS,
+  DB_API_KEYS,
+  DB_NAMESPACES,
+  DB_QUOTAS,
+  DB_IDEMPOTENCY,
   DB_COUNT
 };
 
@@ -93,18 +107,13 @@ typedef int (*store_scan_fn)(void *ud, const void *key, size_t klen, const void 
 int store_scan(store *s, int db, const void *prefix, size_t plen, int reverse,
                store_scan_fn fn, void *ud, char *err, size_t errsz);
 
-/* As store_scan, forward only, starting at the first key >= from (when from
- * sorts after prefix; else at the prefix). reverse must be 0. */
-int store_scan_from(store *s, int db, const void *prefix, size_t plen, const void *from,
-                    size_t flen, int reverse, store_scan_fn fn, void *ud, char *err,
-                    size_t errsz);
-
 /* For the writer thread only: the exclusive lock and doubling of the map
  * after MDB_MAP_FULL, with no transaction of this thread open. */
 int store_grow(store *s, char *err, size_t errsz);
 
-/* As store_scan, forward only, starting at the first key >= from (when from
- * sorts after prefix; else at the prefix). reverse must be 0. */
+/* As store_scan, starting at from: forward, at the first key >= from (when
+ * from sorts after prefix; else at the prefix); in reverse, at the last key
+ * < from (a page of a listing newest first, before a cursor). */
 int store_scan_from(store *s, int db, const void *prefix, size_t plen, const void *from,
                     size_t flen, int reverse, store_scan_fn fn, void *ud, char *err,
                     size_t errsz);

@@ -75,7 +75,7 @@ DURATION is the time since the run was created (to its end, or so far);
 status RUN_ID also shows its last attempt's.
 ]],
   serve = [[
-usage: sluice serve [DIR] [--store DIR] [--grace DURATION] [--debug]
+usage: sluice serve [DIR] [--store DIR] [--grace DURATION] [--debug] [--listen HOST:PORT]... [--no-http]
 
 The long-lived host: loads every .lua file under DIR (default pipelines/),
 resumes the unfinished runs of the store, fires the schedules defined with
@@ -88,6 +88,16 @@ finish, then it exits 0; cut-off runs resume at the next start. A sluice
 run holding the store is waited for (up to 30s); a second serve on the same
 store refuses to start; runs, status and schedules keep working beside it.
 --debug keeps sluice's own frames in tracebacks.
+
+HTTP API (README.md, "HTTP API"):
+  --listen HOST:PORT   listen there (default 127.0.0.1:8787; port 0 picks a free
+                       port, logged at start; repeat for several addresses)
+  --no-http            no HTTP API
+  --max-body SIZE      largest request body, bytes or with k/m (default 1m): 413 beyond
+  --max-connections N  connections served at once (default 1024): 503 beyond
+  --http-timeout D     headers must arrive, and a body may stall, at most D (default 10s)
+  --idle-timeout D     a keep-alive connection without a request closes after D (default 60s)
+  --public-discovery   GET /pipelines without an API key
 ]],
   schedules = [[
 usage: sluice schedules [--store DIR] [--json]
@@ -188,7 +198,12 @@ local function parse(args, spec)
           val = args[i]
           if val == nil then return nil, ("--%s needs a value"):format(name) end
         end
-        opts[name] = val
+        if kind == "list" then -- repeatable
+          opts[name] = opts[name] or {}
+          table.insert(opts[name], val)
+        else
+          opts[name] = val
+        end
       end
     else
       pos[#pos + 1] = a
@@ -639,9 +654,14 @@ function M.status(args)
 end
 
 function M.serve(args)
-  local opts, pos = begin("serve", args, { store = "value", grace = "value", debug = "bool" })
+  local spec = { store = "value", grace = "value", debug = "bool" }
+  local api = require "sluice.api"
+  for k, v in pairs(api.cli_options) do spec[k] = v end
+  local opts, pos = begin("serve", args, spec)
   if not opts then return pos end
   if opts.debug then errors.debug = true end
+  local http_opts, herr = api.options(opts)
+  if not http_opts then return usage_error("serve", herr) end
   if #pos > 1 then return usage_error("serve", "serve takes at most one DIR") end
   local grace_ms = 10000
   if opts.grace then
@@ -650,7 +670,7 @@ function M.serve(args)
     grace_ms = v
   end
   local ok, err = require("sluice.serve").run({
-    dir = pos[1] or "pipelines", grace_ms = grace_ms,
+    dir = pos[1] or "pipelines", grace_ms = grace_ms, http = http_opts,
     store = opts.store or os.getenv("SLUICE_STORE") or ".sluice",
   })
   if not ok then

@@ -16,6 +16,7 @@ local duration = require "sluice.duration"
 local errors = require "sluice.errors"
 local liveness = require "sluice.liveness"
 local registry = require "sluice.registry"
+local runs_index = require "sluice.runs_index"
 local uv = require "luv"
 
 local M = {}
@@ -613,7 +614,7 @@ end
 function M.set_status(run, status)
   if run.record.status == status then return end
   run.record.status = status
-  local ok, msg, code = host.commit({ "runs", run.id, json.encode(run.record) })
+  local ok, msg, code = host.commit(runs_index.ops(run.record))
   if not ok then store_error("run " .. run.id .. ": setting status " .. status, msg, code) end
 end
 
@@ -678,6 +679,7 @@ function M.ctx()
   return {
     run_id = br.run.id, pipeline = br.run.pipeline.name,
     step_id = br.in_step, attempt = br.attempt, branch = br.name,
+    namespace = br.run.record.namespace or runs_index.DEFAULT_NS,
   }
 end
 
@@ -706,7 +708,7 @@ function M.get_run(id)
   if not raw then return nil end
   local r, cerr = decode_run(id, raw)
   if not r then error(cerr, 0) end
-  return r
+  return runs_index.loaded(r)
 end
 
 --- Steps of a run as stored, in the order they started.
@@ -747,11 +749,7 @@ acquire_slot = function(run, key, limit, fresh)
   if s.count >= limit then
     local rec = run.record
     rec.status = "pending"
-    local ops = { "runs", run.id, json.encode(rec) }
-    if fresh then
-      ops[4], ops[5], ops[6] = "runs_by_time", string.pack(">I8", rec.created_us) .. run.id, ""
-      ops[7], ops[8], ops[9] = "active_runs", run.id, ""
-    end
+    local ops = runs_index.ops(rec, fresh and { "active_runs", run.id, "" } or nil)
     local ok, msg, code = host.commit(ops)
     if not ok then store_error("queueing run " .. run.id, msg, code) end
     run.created = fresh
@@ -783,10 +781,6 @@ local function check_run_id(id)
     return nil, ("run id %q must be 1 to 200 printable characters"):format(tostring(id))
   end
   return id
-end
-
-local function be64(n)
-  return string.pack(">I8", n)
 end
 
 --- Executes (or resumes) a run of pipeline p and waits for it to end.
@@ -867,7 +861,7 @@ function M.execute(p, input, id, opts)
     if run.stop then
       -- cancelled while pending
       rec.status, rec.finished_at = "cancelled", host.iso(host.now())
-      local cok, cmsg, ccode = host.commit({ "runs", id, json.encode(rec), "active_runs", id, false })
+      local cok, cmsg, ccode = host.commit(runs_index.ops(rec, { "active_runs", id, false }))
       release(rec)
       if not cok then store_error("cancelling run " .. id, cmsg, ccode) end
       return rec
@@ -879,10 +873,7 @@ function M.execute(p, input, id, opts)
   rec.status, rec.started_at, rec.finished_at, rec.error = "running", host.iso(now), nil, nil
   rec.file, rec.source_hash = p.file, p.hash
   rec.attempt = (rec.attempt or 0) + 1
-  local ops = { "runs", id, json.encode(rec), "active_runs", id, "" }
-  if not existing then
-    ops[7], ops[8], ops[9] = "runs_by_time", be64(rec.created_us) .. id, ""
-  end
+  local ops = runs_index.ops(rec, { "active_runs", id, "" })
   for _, v in ipairs(opts.extra_ops or {}) do ops[#ops + 1] = v end
   local ok, msg, code = host.commit(ops)
   if not ok then
@@ -930,7 +921,7 @@ function M.execute(p, input, id, opts)
     rec.error = { message = e.message or tostring(e), step = e.step, traceback = e.traceback,
       reason = run.stop and run.stop.reason or nil }
   end
-  local fin = { "runs", id, json.encode(rec), "active_runs", id, false }
+  local fin = runs_index.ops(rec, { "active_runs", id, false })
   -- what the caller commits with the completion (a consumer's checkpoint)
   if rec.status == "completed" and opts.finish_ops then
     for _, v in ipairs(opts.finish_ops(rec)) do fin[#fin + 1] = v end
@@ -949,7 +940,7 @@ function M.record_failure(id, pipeline_name, input, message)
   local now = host.now()
   local rec = { id = id, pipeline = pipeline_name, status = "failed", attempt = 1, input = input,
     created_at = host.iso(now), created_us = now, finished_at = host.iso(now), error = { message = message } }
-  local ok, msg, code = host.commit({ "runs", id, json.encode(rec), "runs_by_time", be64(now) .. id, "" })
+  local ok, msg, code = host.commit(runs_index.ops(rec))
   if not ok then store_error("recording run " .. id, msg, code) end
 end
 
@@ -974,7 +965,7 @@ function M.cancel(run_id)
   end
   r.status, r.finished_at = "cancelled", host.iso(host.now())
   r.error = { message = "cancelled", reason = "cancelled" }
-  local ok, msg, code = host.commit({ "runs", run_id, json.encode(r), "active_runs", run_id, false })
+  local ok, msg, code = host.commit(runs_index.ops(r, { "active_runs", run_id, false }))
   if not ok then store_error("cancelling run " .. run_id, msg, code) end
   -- its unfinished children, found by their parent field
   for _, c in ipairs(M.unfinished_runs()) do
@@ -1006,8 +997,8 @@ function M.prepare_rerun(run_id, from_step, new_id)
   if M.get_run(new_id) then return nil, ("run %s exists already: pass another --id"):format(new_id) end
   local now = host.now()
   local rec = { id = new_id, pipeline = r.pipeline, input = r.input, status = "pending", attempt = 0,
-    created_at = host.iso(now), created_us = now, rerun_of = run_id, rerun_from = from_step }
-  local ops = { "runs", new_id, json.encode(rec), "runs_by_time", be64(now) .. new_id, "", "active_runs", new_id, "" }
+    created_at = host.iso(now), created_us = now, rerun_of = run_id, rerun_from = from_step, namespace = r.namespace }
+  local ops = runs_index.ops(rec, { "active_runs", new_id, "" })
   for i = 1, cut - 1 do
     local st = steps[i]
     if st.status == "completed" then
@@ -1055,11 +1046,11 @@ local function child_run(what, p, input, opts)
     local id = opts.id or (parent.id .. "/" .. what .. "@" .. (br.name == "" and "" or br.name .. "/") .. br.pos)
     local now = host.now()
     local rec = { id = id, pipeline = p.name, input = input, status = "pending", attempt = 0,
-      created_at = host.iso(now), created_us = now, parent = parent.id }
+      created_at = host.iso(now), created_us = now, parent = parent.id, namespace = parent.record.namespace }
     local enc, err = host.encode(rec, "child", true)
     if not enc then error(("%s '%s': the input cannot be stored: %s"):format(what, p.name, err), 0) end
     if host.get("runs", id) then return id end -- an explicit id that exists: reuse it
-    return id, { "runs", id, enc, "runs_by_time", be64(now) .. id, "", "active_runs", id, "" }
+    return id, runs_index.ops(rec, { "active_runs", id, "" })
   end, 3)
   parent.children[child_id] = true
   return p, child_id

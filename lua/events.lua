@@ -120,8 +120,7 @@ local function delivery_ops(seq, ev, ops, ids)
           input = { id = id_of(seq), name = ev.name, data = ev.data, ts = ev.ts },
           created_at = host.iso(now), created_us = now, trigger = "event",
         }
-        ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "runs", id, json.encode(rec)
-        ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "runs_by_time", be64(now) .. id, ""
+        require("sluice.runs_index").ops(rec, ops)
         ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "active_runs", id, ""
         ids[#ids + 1] = { id = id, pipeline = h.pipeline }
       end

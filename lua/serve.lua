@@ -127,6 +127,10 @@ function M.run(opts)
   })
   if not lok then return nil, lerr end
 
+  -- the HTTP API (lua/api.lua): before the schedules, which include those created over it
+  local api, aerr = require("sluice.api").start(opts, launch)
+  if not api then return nil, aerr end
+
   for _, r in ipairs(engine.unfinished_runs()) do
     local p = engine.pipelines[r.pipeline]
     if p then
@@ -167,9 +171,10 @@ function M.run(opts)
     if engine.get_run(id) then
       return on_end() -- this fire already has its run (resumed above if unfinished)
     end
-    launch(p, s.input, id, { extra_ops = extra_ops, fields = { schedule = s.name } }, on_end)
+    launch(p, s.input, id, { extra_ops = extra_ops, fields = { schedule = s.name, namespace = s.namespace } }, on_end)
   end)
   log("%d schedules armed in %.1fms", armed, (host.hrtime() - t_sched) / 1e6)
+  api.ready()
 
   -- graceful stop
   local me = coroutine.running()
@@ -218,6 +223,7 @@ function M.run(opts)
     signals[#signals + 1] = h
   end
   sched.wait()
+  api.stop()
   for _, h in ipairs(signals) do h:close() end
   -- clients waiting on runs cut off here learn it now, and may take them over
   control.close(("serve stopped (%s)"):format(stopped_by or "?"))

@@ -72,6 +72,9 @@ local function appended()
   for _, f in ipairs(listeners) do f() end
 end
 
+--- Calls f() after every durable append of this process, for good.
+function M.on_append(f) listeners[#listeners + 1] = f end
+
 -- Appends the events at positions first.. (records built in C,
 -- l_stream.c) with the extra ops of batch; returns true or nil, msg, code.
 -- A bad type, key or value raises, naming the event.

@@ -1,0 +1,2 @@
+--- sluice.api.runs: runs over HTTP (filled in below).
+return {}

@@ -1,0 +1,104 @@
+--- sluice.keys: API keys. A key is "sk_<id>_<secret>": 6 random bytes of
+--- id (12 hex digits, the record's name in the store) and 32 random bytes
+--- of secret, both from the OS random source. The store keeps only the
+--- SHA-256 of the secret (OpenSSL's libcrypto), in "api_keys": id -> {name,
+--- namespace, role, hash, created_at}; a presented key is checked by
+--- hashing its secret and comparing in constant time. The time of last use
+--- is kept apart ("meta" key_used\0<id>, written at most once a minute per
+--- key) so that serve never rewrites a key record the CLI may be revoking.
+---
+--- `sluice keys add/list/revoke` write the store directly, also while a
+--- serve runs (LMDB serializes the two writers); serve reads keys from the
+--- store on every request, so a revoked key stops working at once.
+local host = require "sluice.host"
+local json = require "sluice.json"
+local crypto = require "sluice.crypto"
+
+local M = {}
+
+M.ROLES = { reader = true, runner = true, admin = true }
+
+local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+
+-- compared against when the id is unknown, so that an unknown id costs the
+-- same hashing and comparison as a known one
+local DUMMY = crypto.sha256("sluice: no such key")
+
+--- Whether any key exists (then the API needs one).
+function M.any()
+  local k = host.scan("api_keys", "", false, 1)
+  return k ~= nil and k[1] ~= nil
+end
+
+--- Every key record, by name, with last_used_at.
+function M.list()
+  local ids, vals = host.scan("api_keys", "")
+  local out = {}
+  for i, id in ipairs(ids or {}) do
+    local rec = json.decode(vals[i])
+    rec.id = id
+    rec.hash = nil
+    rec.last_used_at = host.get("meta", "key_used\0" .. id)
+    out[#out + 1] = rec
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
+local function find(name)
+  local ids, vals = host.scan("api_keys", "")
+  for i, id in ipairs(ids or {}) do
+    local rec = json.decode(vals[i])
+    if rec.name == name then return id, rec end
+  end
+end
+
+--- Adds a key; returns the key text (shown once, never stored) and its
+--- record, or nil, message.
+function M.add(name, namespace, role)
+  if type(name) ~= "string" or not name:match("^[%w][%w_.@-]*$") or #name > 64 then
+    return nil, ("key name %q: use 1 to 64 letters, digits and _ . @ - (starting with a letter or digit)"):format(tostring(name))
+  end
+  if not M.ROLES[role] then return nil, ("--role must be admin, runner or reader, got %s"):format(tostring(role)) end
+  if find(name) then return nil, ("a key named %s exists already: revoke it first or choose another name"):format(name) end
+  local id = hex(crypto.random(6))
+  local secret = hex(crypto.random(32))
+  local rec = { name = name, namespace = namespace, role = role, hash = crypto.sha256(secret),
+    created_at = host.iso(host.now()) }
+  local ok, err, code = host.commit({ "api_keys", id, json.encode(rec) })
+  if not ok then return nil, ("storing the key: %s (%s)"):format(err, code) end
+  return ("sk_%s_%s"):format(id, secret), rec
+end
+
+--- Removes the key named name. Returns true, or nil, message.
+function M.revoke(name)
+  local id = find(name)
+  if not id then return nil, ("no key named %s"):format(tostring(name)) end
+  local ok, err, code = host.commit({ "api_keys", id, false, "meta", "key_used\0" .. id, false })
+  if not ok then return nil, ("revoking the key: %s (%s)"):format(err, code) end
+  return true
+end
+
+--- The record of a presented key, or nil.
+function M.verify(key)
+  local id, secret = key:match("^sk_(%x+)_(%x+)$")
+  local raw = id and #id == 12 and host.get("api_keys", id)
+  local rec = raw and json.decode(raw)
+  local ok = crypto.equal(crypto.sha256(secret or key), rec and rec.hash or DUMMY)
+  if not (ok and rec) then return nil end
+  rec.id = id
+  return rec
+end
+
+local flushed = {} -- id -> when last_used was last written (us)
+
+--- Notes that a key was used (written at most once a minute).
+function M.touch(rec)
+  local now = host.now()
+  if (flushed[rec.id] or 0) > now - 60000000 then return end
+  flushed[rec.id] = now
+  local sched = require "sluice.sched"
+  sched.spawn({}, host.commit, function() end, { "meta", "key_used\0" .. rec.id, host.iso(now) })
+end
+
+return M

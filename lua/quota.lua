@@ -1,0 +1,151 @@
+--- sluice.quota: namespaces (organisations) and their quotas. A namespace
+--- record ("namespaces": name -> {name, status, runs_per_day,
+--- concurrent_runs, events_per_second}) is written by `sluice namespaces
+--- set`, directly in the store like keys. The HTTP API checks it:
+---   status "suspended"   403 "namespace acme is suspended"
+---   runs_per_day         runs started over the API per UTC day; the count
+---                        is durable ("quotas": ns \0 YYYY-MM-DD -> n,
+---                        committed with each run's creation), so a restart
+---                        does not reset it
+---   concurrent_runs      runs started over the API by this process and
+---                        not finished
+---   events_per_second    events posted per second (a token bucket)
+--- Exceeding one is a 429 with Retry-After and a message naming the limit.
+local host = require "sluice.host"
+local json = require "sluice.json"
+
+local M = {}
+
+M.DEFAULT_NS = "default"
+M.STATUSES = { active = true, trial = true, suspended = true }
+M.LIMITS = { "runs_per_day", "concurrent_runs", "events_per_second" }
+
+function M.valid_name(ns)
+  return type(ns) == "string" and #ns <= 64 and ns:match("^[a-z0-9][a-z0-9_.-]*$") ~= nil
+end
+
+--- The namespace record, or nil (no limits, active).
+function M.get(ns)
+  local raw = host.get("namespaces", ns)
+  return raw and json.decode(raw)
+end
+
+--- "YYYY-MM-DD" of a time in us (UTC).
+function M.day(us)
+  return host.iso(us):sub(1, 10)
+end
+
+local counts = {} -- ns \0 day -> runs counted (loaded from the store on first use)
+
+local function count_key(ns, day) return ns .. "\0" .. day end
+
+--- Runs started over the API in namespace ns on day (default today).
+function M.runs_on(ns, day)
+  local k = count_key(ns, day or M.day(host.now()))
+  local c = counts[k]
+  if c == nil then
+    c = tonumber(host.get("quotas", k) or "0")
+  end
+  return c
+end
+
+--- Writes or updates a namespace (the CLI). fields may hold status and the
+--- limits (0 removes a limit). Returns the record, or nil, message.
+function M.set(ns, fields)
+  if not M.valid_name(ns) then
+    return nil, ("namespace %q: use lowercase letters, digits and _ . - (at most 64, starting with a letter or digit)"):format(tostring(ns))
+  end
+  local rec = M.get(ns) or { name = ns, status = "active", created_at = host.iso(host.now()) }
+  if fields.status ~= nil then
+    if not M.STATUSES[fields.status] then
+      return nil, ("--status must be active, trial or suspended, got %s"):format(tostring(fields.status))
+    end
+    rec.status = fields.status
+  end
+  for _, k in ipairs(M.LIMITS) do
+    local v = fields[k]
+    if v ~= nil then
+      if math.type(v) ~= "integer" or v < 0 then
+        return nil, ("--%s must be an integer >= 0 (0: no limit), got %s"):format(k:gsub("_", "-"), tostring(v))
+      end
+      rec[k] = v > 0 and v or nil
+    end
+  end
+  rec.updated_at = host.iso(host.now())
+  local ok, err, code = host.commit({ "namespaces", ns, json.encode(rec) })
+  if not ok then return nil, ("storing namespace %s: %s (%s)"):format(ns, err, code) end
+  return rec
+end
+
+--- Every namespace record with runs_today.
+function M.list()
+  local _, vals = host.scan("namespaces", "")
+  local out = {}
+  for i, raw in ipairs(vals or {}) do
+    local rec = json.decode(raw)
+    rec.runs_today = M.runs_on(rec.name)
+    out[i] = rec
+  end
+  return out
+end
+
+local function too_many(message, retry_after)
+  require("sluice.http").fail(429, "quota_exceeded", message,
+    { headers = ("Retry-After: %d\r\n"):format(retry_after), retry_after_s = retry_after })
+end
+
+local active = {} -- ns -> runs started over the API and not finished
+
+--- Admits one run of namespace ns or raises a 429. Returns the operations
+--- that record it (commit them with the run's creation) and a function to
+--- call when the run ends.
+function M.admit_run(ns)
+  local rec = M.get(ns) or {}
+  local now = host.now()
+  local day = M.day(now)
+  local c = M.runs_on(ns, day)
+  if rec.runs_per_day and c >= rec.runs_per_day then
+    local midnight = (now // 86400000000 + 1) * 86400
+    too_many(("daily run limit (%d) reached for namespace %s"):format(rec.runs_per_day, ns),
+      math.max(1, midnight - now // 1000000))
+  end
+  if rec.concurrent_runs and (active[ns] or 0) >= rec.concurrent_runs then
+    too_many(("concurrent run limit (%d) reached for namespace %s"):format(rec.concurrent_runs, ns), 1)
+  end
+  counts[count_key(ns, day)] = c + 1
+  active[ns] = (active[ns] or 0) + 1
+  local released = false
+  return { "quotas", count_key(ns, day), tostring(c + 1) }, function()
+    if released then return end
+    released = true
+    active[ns] = active[ns] - 1
+  end
+end
+
+local buckets = {} -- ns -> {tokens, at_us}
+
+--- Admits n events of namespace ns or raises a 429.
+function M.admit_events(ns, n)
+  local rec = M.get(ns)
+  local rate = rec and rec.events_per_second
+  if not rate then return end
+  if n > rate then
+    too_many(("a batch of %d events is more than the event rate limit (%d per second) of namespace %s: send smaller batches")
+      :format(n, rate, ns), 1)
+  end
+  local now = host.now()
+  local b = buckets[ns]
+  if not b then
+    b = { tokens = rate, at = now }
+    buckets[ns] = b
+  end
+  b.tokens = math.min(rate, b.tokens + (now - b.at) / 1e6 * rate)
+  b.at = now
+  if b.tokens < n then
+    too_many(("event rate limit (%d per second) reached for namespace %s"):format(rate, ns),
+      math.max(1, math.ceil((n - b.tokens) / rate)))
+  end
+  b.tokens = b.tokens - n
+end
+
+return M
