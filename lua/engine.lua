@@ -977,8 +977,9 @@ end
 --- rerun(run_id, from_step, new_id?): a new run of the same pipeline and
 --- input that reuses the stored results of every step that started before
 --- from_step in the original run and executes the rest (Temporal's reset,
---- DBOS's fork). Returns the new run's id, or nil and why not.
-function M.prepare_rerun(run_id, from_step, new_id)
+--- DBOS's fork). fields are added to the new run record (its trigger, say).
+--- Returns the new run's id, or nil and why not.
+function M.prepare_rerun(run_id, from_step, new_id, fields)
   local r = M.get_run(run_id)
   if not r then return nil, "no run " .. run_id end
   local steps = M.get_steps(run_id)
@@ -998,6 +999,7 @@ function M.prepare_rerun(run_id, from_step, new_id)
   local now = host.now()
   local rec = { id = new_id, pipeline = r.pipeline, input = r.input, status = "pending", attempt = 0,
     created_at = host.iso(now), created_us = now, rerun_of = run_id, rerun_from = from_step, namespace = r.namespace }
+  for k, v in pairs(fields or {}) do rec[k] = v end
   local ops = runs_index.ops(rec, { "active_runs", new_id, "" })
   for i = 1, cut - 1 do
     local st = steps[i]

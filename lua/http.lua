@@ -44,8 +44,9 @@ Fail.__index = Fail
 Fail.__tostring = function(e) return e.message end
 
 function M.fail(status, code, message, extra)
-  local e = setmetatable({ status = status, code = code, message = message }, Fail)
+  local e = setmetatable({}, Fail)
   for k, v in pairs(extra or {}) do e[k] = v end
+  e.status, e.code, e.message = status, code, message
   error(e, 0)
 end
 
@@ -223,13 +224,15 @@ function M.dispatch(r, res)
   end
   r.route_label, r.params, r.query = route.label, params, parse_query(query)
   sched.spawn({}, run_handler, function(ok, out)
-    local status
-    if not ok then
-      status = on_error(r, out)
-    elseif out then
-      status = send_json(res, out[1], out[2], out[3])
-    else
-      status = r.stream_status or 200 -- answered through res itself
+    local sok, status = pcall(function()
+      if not ok then return on_error(r, out) end
+      if out then return send_json(res, out[1], out[2], out[3]) end
+      return r.stream_status or 200 -- answered through res itself
+    end)
+    if not sok then
+      -- a handler's return the router cannot send: still an answer
+      M.log("http %s %s (request %s): %s", r.method, r.path, r.id, tostring(status))
+      status = send_json(res, 500, { error = ("internal error (request %s)"):format(r.id), code = "internal", request_id = r.id })
     end
     finish(r, status, t0)
   end, r, route)

@@ -1,2 +1,355 @@
---- sluice.api.runs: runs over HTTP (filled in below).
-return {}
+--- sluice.api.runs: runs over HTTP.
+---   POST /runs/{pipeline}          body = input -> 202 {run_id, status: "pending"}
+---        ?wait=30s                 200 with the run if it ended by then, else 202
+---        Idempotency-Key: K        the same key (per namespace and pipeline) is the same run, 200
+---   GET  /runs/{id}                the run with its steps and progress
+---   GET  /runs?pipeline=&status=&namespace=&since=&limit=&before=   newest first, {runs, next}
+---   GET  /runs/last?pipeline=P     the newest finished run of P
+---   POST /runs/{id}/cancel         202 {status: "cancelling"}; 409 if it has ended
+---   POST /runs/{id}/rerun {"from"} 202 with the new run id
+--- Pipeline names and run ids may contain "/": POST /runs/a/b starts the
+--- pipeline "a/b" if one is loaded, else .../cancel and .../rerun act on
+--- the run before them. A run created here is committed as pending (with
+--- its idempotency key and its namespace's daily count, in one commit)
+--- before the 202, then runs in the background; a restart resumes it.
+local http = require "sluice.http"
+local host = require "sluice.host"
+local json = require "sluice.json"
+local sched = require "sluice.sched"
+local engine = require "sluice.engine"
+local duration = require "sluice.duration"
+local runs_index = require "sluice.runs_index"
+local quota = require "sluice.quota"
+local uv = require "luv"
+
+local M = {}
+
+local NULL = json.null
+local STATUSES = { pending = true, running = true, sleeping = true, waiting = true, completed = true,
+  failed = true, cancelled = true }
+local FINISHED = { completed = true, failed = true, cancelled = true }
+local MAX_WAIT_MS = 300000
+
+local function ctx() return require("sluice.api").ctx end
+
+local function trigger_of(r)
+  if type(r.trigger) == "table" then return r.trigger end
+  if r.trigger == "event" then return { kind = "event", by = type(r.input) == "table" and r.input.name or NULL } end
+  if r.schedule then return { kind = "schedule", by = r.schedule } end
+  if r.parent then return { kind = "child", by = r.parent } end
+  if r.pipeline:find("^consume:") then return { kind = "event", by = r.pipeline:sub(9) } end
+  return { kind = "cli", by = NULL }
+end
+
+local function or_null(v) if v == nil then return NULL end return v end
+
+--- The API's view of a run record (steps added by the caller).
+function M.view(r)
+  local e = r.error
+  return {
+    run_id = r.id, pipeline = r.pipeline, namespace = r.namespace or quota.DEFAULT_NS, status = r.status,
+    input = or_null(r.input), result = or_null(r.result),
+    error = e and { message = or_null(e.message), step = or_null(e.step), traceback = or_null(e.traceback),
+      reason = e.reason } or NULL,
+    created_at = or_null(r.created_at), started_at = or_null(r.started_at), finished_at = or_null(r.finished_at),
+    duration_ms = or_null(r.duration_ms), attempt = r.attempt or 0, trigger = trigger_of(r),
+    source_hash = or_null(r.source_hash), rerun_of = r.rerun_of, rerun_from = r.rerun_from,
+  }
+end
+
+local function with_steps(doc, id)
+  local steps = json.array({})
+  local done = 0
+  for i, s in ipairs(engine.get_steps(id)) do
+    if s.status == "completed" then done = done + 1 end
+    steps[i] = {
+      id = s.id, status = s.status, attempts = s.attempts, started_at = host.iso(s.started_us),
+      duration_ms = s.duration_us / 1000, size = s.size or 0,
+      error = s.error and s.error.message or NULL,
+    }
+  end
+  doc.steps = steps
+  doc.progress = { steps_done = done, steps_seen = #steps }
+  return doc
+end
+
+-- the run if this request may see it (its namespace), else nil
+local function visible_run(req, id)
+  local r = engine.get_run(id)
+  if not r then return nil end
+  if req.key and (r.namespace or quota.DEFAULT_NS) ~= req.namespace then return nil end
+  return r
+end
+
+local function no_run(id)
+  http.fail(404, "run_not_found", ("no run %s"):format(id))
+end
+
+-- whether pipeline p is visible in namespace ns
+local function pipeline_visible(p, req)
+  local list = p.opts and p.opts.namespaces
+  if not list or not req.key then return true end
+  for _, ns in ipairs(list) do
+    if ns == req.namespace then return true end
+  end
+  return false
+end
+M.pipeline_visible = pipeline_visible
+
+---------------------------------------------------------------------------
+-- waiting for a run's end
+
+local ending = {} -- run id -> functions to call when the run launched here ends
+
+--- Waits up to ms for run id to end; returns its record (ended or not).
+local function wait_end(id, ms)
+  local me = coroutine.running()
+  local done, timer = false, nil
+  local function finish()
+    if done then return end
+    done = true
+    if timer and not timer:is_closing() then timer:close() end
+    sched.wake(me)
+  end
+  if ending[id] then
+    table.insert(ending[id], finish)
+  elseif engine.active[id] then
+    table.insert(engine.active[id].waiters, finish)
+  else
+    return engine.get_run(id)
+  end
+  timer = uv.new_timer()
+  timer:start(math.max(1, math.floor(ms)), 0, finish)
+  sched.wait()
+  return engine.get_run(id)
+end
+
+--- Starts run id (committed as pending) of pipeline p in the background.
+--- on_end runs when it ends.
+function M.launch(p, id, on_end)
+  ending[id] = {}
+  ctx().launch(p, nil, id, nil, function()
+    local list = ending[id] or {}
+    ending[id] = nil
+    if on_end then on_end() end
+    for _, f in ipairs(list) do f() end
+  end)
+end
+
+local function wait_param(req)
+  local w = req.query.wait
+  if not w then return nil end
+  local ok, ms = pcall(duration.ms, tonumber(w) or w, "wait")
+  if not ok then http.fail(400, "invalid_field", tostring(ms):gsub("^[^\n]-:%d+: ", ""), { field = "wait" }) end
+  return math.min(ms, MAX_WAIT_MS)
+end
+
+-- 200 with the run if it has ended within wait_ms, else 202
+local function answer(id, wait_ms, created)
+  if wait_ms and wait_ms > 0 then
+    local r = wait_end(id, wait_ms)
+    if r and FINISHED[r.status] then return 200, with_steps(M.view(r), id) end
+    return 202, { run_id = id, status = r and r.status or "pending" }
+  end
+  if created then return 202, { run_id = id, status = "pending" } end
+  local r = engine.get_run(id)
+  return 200, r and M.view(r) or { run_id = id, status = "pending" }
+end
+
+---------------------------------------------------------------------------
+-- starting runs
+
+local TYPES = { string = "string", number = "number", integer = "number", boolean = "boolean", object = "table", array = "table" }
+
+-- checks input against the pipeline's declared parameters, if any
+local function check_parameters(p, input)
+  local params = p.opts and p.opts.parameters
+  if type(params) ~= "table" then return end
+  if input ~= nil and (type(input) ~= "table" or json.is_array(input)) then
+    http.fail(400, "invalid_input", ("pipeline '%s' takes an object of parameters as input, got %s"):format(p.name,
+      type(input) == "table" and "an array" or input == NULL and "null" or type(input)))
+  end
+  input = input or {}
+  for name, spec in pairs(params) do
+    local t = type(spec) == "table" and spec.type or spec
+    local v = input[name]
+    if v == nil then
+      if type(spec) == "table" and spec.required then
+        http.fail(400, "missing_field", ("input.%s is required by pipeline '%s'"):format(name, p.name), { field = "input." .. name })
+      end
+    elseif TYPES[t] and (type(v) ~= TYPES[t] or (t == "integer" and math.type(v) ~= "integer")
+        or (t == "array" and not json.is_array(v)) or (t == "object" and json.is_array(v))) then
+      http.fail(400, "invalid_field", ("input.%s must be %s %s"):format(name, t:match("^[aeiou]") and "an" or "a", t),
+        { field = "input." .. name })
+    end
+  end
+end
+
+local inflight = {} -- idempotency key -> run id, while its creation commits
+
+local function start_run(req, p)
+  local ns = req.namespace
+  local wait_ms = wait_param(req)
+  local idem = req.headers["idempotency-key"]
+  local ikey
+  if idem then
+    if #idem > 200 then http.fail(400, "invalid_field", "Idempotency-Key must be at most 200 bytes", { field = "Idempotency-Key" }) end
+    ikey = ns .. "\0" .. p.name .. "\0" .. idem
+    local id = inflight[ikey] or host.get("idempotency", ikey)
+    if id then
+      local status, doc = answer(id, wait_ms, false)
+      return status == 202 and 202 or 200, doc
+    end
+  end
+  local input = req:json("the input")
+  check_parameters(p, input)
+  if engine.stopping then http.fail(503, "stopping", "the server is shutting down; retry on the next start", { headers = "Retry-After: 5\r\n" }) end
+  local quota_ops, release = quota.admit_run(ns)
+  local now = host.now()
+  local id = host.new_id()
+  local rec = {
+    id = id, pipeline = p.name, input = input, status = "pending", attempt = 0,
+    created_at = host.iso(now), created_us = now, namespace = ns,
+    trigger = { kind = "http", by = req.key and req.key.name or NULL },
+  }
+  local ops = runs_index.ops(rec, { "active_runs", id, "" })
+  for _, v in ipairs(quota_ops) do ops[#ops + 1] = v end
+  if ikey then
+    ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "idempotency", ikey, id
+    inflight[ikey] = id
+  end
+  local ok, msg, code = host.commit(ops)
+  if ikey then inflight[ikey] = nil end
+  if not ok then
+    release()
+    error(("creating run %s: %s (%s)"):format(id, msg, code), 0)
+  end
+  M.launch(p, id, release)
+  return answer(id, wait_ms, true)
+end
+
+local function cancel(req, id)
+  local r = visible_run(req, id)
+  if not r then no_run(id) end
+  if FINISHED[r.status] then
+    http.fail(409, "run_finished", ("run %s is already %s"):format(id, r.status), { run_status = r.status })
+  end
+  local ok, why = engine.cancel(id)
+  if not ok then http.fail(409, "run_finished", why) end
+  return 202, { run_id = id, status = "cancelling" }
+end
+
+local function rerun(req, id)
+  local r = visible_run(req, id)
+  if not r then no_run(id) end
+  local body = req:object("the body")
+  if type(body.from) ~= "string" or body.from == "" then
+    http.fail(400, "missing_field", 'from is required: {"from": "<step id>"}, the first step to execute again', { field = "from" })
+  end
+  local p = engine.pipelines[r.pipeline]
+  if not p then
+    http.fail(409, "pipeline_not_loaded", ("pipeline '%s' of run %s is not loaded by this serve"):format(r.pipeline, id))
+  end
+  local quota_ops, release = quota.admit_run(req.namespace)
+  local new_id, err = engine.prepare_rerun(id, body.from, nil,
+    { trigger = { kind = "http", by = req.key and req.key.name or NULL } })
+  if not new_id then
+    release()
+    http.fail(400, "invalid_field", err, { field = "from" })
+  end
+  local ok, msg, code = host.commit(quota_ops)
+  if not ok then http.log("rerun %s: counting it: %s (%s)", new_id, msg, code) end
+  M.launch(p, new_id, release)
+  return 202, { run_id = new_id, status = "pending", rerun_of = id }
+end
+
+local function loaded_names()
+  local names = {}
+  for name in pairs(engine.pipelines) do names[#names + 1] = name end
+  table.sort(names)
+  if #names > 20 then
+    local n = #names
+    for i = 21, n do names[i] = nil end
+    names[21] = ("... %d more"):format(n - 20)
+  end
+  return table.concat(names, ", ")
+end
+
+http.route("POST", "/runs/{rest...}", function(req)
+  local rest = req.params.rest
+  local p = engine.pipelines[rest]
+  if p and pipeline_visible(p, req) then return start_run(req, p) end
+  local id = rest:match("^(.+)/cancel$")
+  if id then return cancel(req, id) end
+  id = rest:match("^(.+)/rerun$")
+  if id then return rerun(req, id) end
+  http.fail(404, "pipeline_not_found", ("no pipeline named '%s' (loaded: %s)"):format(rest, loaded_names()))
+end, { role = "runner" })
+
+---------------------------------------------------------------------------
+-- reading runs
+
+local function namespace_param(req)
+  local ns = req.query.namespace
+  if not ns or ns == req.namespace then return req.namespace end
+  if req.key then
+    http.fail(403, "forbidden", ("key '%s' belongs to namespace %s and may not list namespace %s"):format(
+      req.key.name, req.namespace, ns))
+  end
+  return ns
+end
+
+http.route("GET", "/runs/last", function(req)
+  local pipeline = req.query.pipeline
+  if not pipeline or pipeline == "" then
+    http.fail(400, "missing_field", "pipeline is required: GET /runs/last?pipeline=NAME", { field = "pipeline" })
+  end
+  local ns = namespace_param(req)
+  local before
+  for _ = 1, 10 do
+    local runs, nxt = runs_index.page({ namespace = ns, pipeline = pipeline, before = before, limit = 100 }, engine.get_run)
+    for _, r in ipairs(runs or {}) do
+      if FINISHED[r.status] then return 200, with_steps(M.view(r), r.id) end
+    end
+    if not nxt then break end
+    before = nxt
+  end
+  http.fail(404, "run_not_found", ("pipeline '%s' has no finished run"):format(pipeline))
+end)
+
+http.route("GET", "/runs/{id...}", function(req)
+  local id = req.params.id
+  local r = visible_run(req, id)
+  if not r then no_run(id) end
+  return 200, with_steps(M.view(r), id)
+end)
+
+http.route("GET", "/runs", function(req)
+  local q = req.query
+  local limit = 50
+  if q.limit then
+    limit = math.tointeger(tonumber(q.limit))
+    if not limit or limit < 1 or limit > 1000 then
+      http.fail(400, "invalid_field", "limit must be an integer from 1 to 1000, got " .. q.limit, { field = "limit" })
+    end
+  end
+  if q.status and not STATUSES[q.status] then
+    http.fail(400, "invalid_field", ("status must be one of pending, running, sleeping, waiting, completed, failed, cancelled; got %s"):format(q.status),
+      { field = "status" })
+  end
+  local since_us
+  if q.since then
+    local t, err = host.parse_time(q.since)
+    if not t then http.fail(400, "invalid_field", "since must be an ISO 8601 time: " .. tostring(err), { field = "since" }) end
+    local frac = q.since:match("^[^.]*T[%d:]+%.(%d+)") or ""
+    since_us = t * 1000000 + math.tointeger(tonumber((frac .. "000000"):sub(1, 6)))
+  end
+  local runs, nxt = runs_index.page({ namespace = namespace_param(req), pipeline = q.pipeline ~= "" and q.pipeline or nil,
+    status = q.status, before = q.before, since_us = since_us, limit = limit }, engine.get_run)
+  if not runs then http.fail(400, "invalid_field", nxt, { field = "before" }) end
+  local out = json.array({})
+  for i, r in ipairs(runs) do out[i] = M.view(r) end
+  return 200, { runs = out, next = nxt or NULL }
+end)
+
+return M
