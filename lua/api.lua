@@ -17,6 +17,8 @@ local host = require "sluice.host"
 
 local M = {}
 
+M.DEFAULT_LISTEN = "127.0.0.1:8787"
+
 --- serve's options for the API (merged into its option table by cli.lua).
 M.cli_options = {
   listen = "list", ["no-http"] = "bool", ["max-body"] = "value", ["max-connections"] = "value",
@@ -33,8 +35,8 @@ end
 --- The API's settings from serve's parsed options, or nil, message.
 function M.options(o)
   local ok, res = pcall(function()
-    local h = { enabled = not o["no-http"], listen = o.listen or { "127.0.0.1:8787" },
-      public_discovery = o["public-discovery"] or false }
+    local h = { enabled = not o["no-http"], listen = o.listen or { M.DEFAULT_LISTEN },
+      default_listen = o.listen == nil, public_discovery = o["public-discovery"] or false }
     if o["max-body"] then h.max_body = size_of(o["max-body"], "--max-body") end
     if o["max-connections"] then
       h.max_connections = math.tointeger(tonumber(o["max-connections"]))
@@ -111,14 +113,20 @@ function M.start(opts, launch)
   local ctx = { launch = launch, opts = h, store = opts.store, started_us = host.now(), ready = false }
   M.ctx = ctx
   local n = require("sluice.runs_index").backfill()
-  if n > 0 then http.log("indexed %d runs of an older store for the HTTP API", n) end
+  if n > 0 then http.log("run listings: indexed the %d runs the store had", n) end
   require("sluice.api.schedules").load_stored()
   if not h.enabled then
     http.log("http: off (--no-http)")
-    return { stop = function() end, addresses = {}, ctx = ctx }
+    return { stop = function() end, ready = function() ctx.ready = true end, addresses = {}, ctx = ctx }
   end
   http.authorize = M.authorize
   local srv, bound = http.start(h)
+  if not srv and h.default_listen then
+    -- the default address taken (another serve): run without the API
+    -- rather than refuse to serve; an explicit --listen is never skipped
+    http.log("warning: http: %s; the HTTP API is off (pass --listen HOST:PORT, port 0 for any free port)", bound)
+    return { stop = function() end, ready = function() ctx.ready = true end, addresses = {}, ctx = ctx }
+  end
   if not srv then return nil, bound end
   ctx.server = srv
   for _, b in ipairs(bound) do

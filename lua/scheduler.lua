@@ -84,6 +84,9 @@ local function record(slot)
     tz = d.tz, catch_up = d.catch_up, overlap = d.overlap, jitter_ms = d.jitter_ms,
     next_at = slot.next_at and host.utc(slot.next_at), last_at = slot.last_at and host.utc(slot.last_at),
     runs = slot.runs, enabled = slot.enabled,
+    -- schedules created over the HTTP API (lua/api/schedules.lua) keep their definition here
+    source = d.source, namespace = d.namespace, spec_text = d.spec_text,
+    input = d.source == "api" and d.input or nil,
   })
 end
 M.record = record
@@ -292,6 +295,21 @@ function M.start(start_run)
   registry.subscribe(function(d) M.apply(d.schedules) end)
   arm()
   return n
+end
+
+--- The fire state of schedule `name` ({name, def, next_at, last_at, runs,
+--- enabled, active}) once the scheduler armed it, else nil.
+function M.slot(name)
+  local slot = slots[name]
+  return slot and slot.def and slot or nil
+end
+
+--- Stores a slot's record now (a change made over the HTTP API): true, or
+--- nil, message.
+function M.save(slot)
+  local ok, err, code = host.commit({ "schedules", slot.name, record(slot) })
+  if not ok then return nil, ("storing schedule %s: %s (%s)"):format(slot.name, err, code) end
+  return true
 end
 
 --- Stops firing (the host is shutting down).

@@ -185,16 +185,43 @@ local function check_parameters(p, input)
   end
 end
 
+--- Creates a run of p over the API and starts it in the background: the
+--- namespace's quota admits it (or a 429 is raised), its pending record
+--- commits with opts.extra_ops and its daily count. opts: id, fields (added
+--- to the record), namespace (default the request's). Returns the run id.
+function M.create(req, p, input, opts)
+  opts = opts or {}
+  local ns = opts.namespace or req.namespace
+  local quota_ops, release = quota.admit_run(ns)
+  local now = host.now()
+  local id = opts.id or host.new_id()
+  local rec = {
+    id = id, pipeline = p.name, input = input, status = "pending", attempt = 0,
+    created_at = host.iso(now), created_us = now, namespace = ns,
+    trigger = { kind = "http", by = req.key and req.key.name or NULL },
+  }
+  for k, v in pairs(opts.fields or {}) do rec[k] = v end
+  local ops = runs_index.ops(rec, { "active_runs", id, "" })
+  for _, v in ipairs(quota_ops) do ops[#ops + 1] = v end
+  for _, v in ipairs(opts.extra_ops or {}) do ops[#ops + 1] = v end
+  local ok, msg, code = host.commit(ops)
+  if not ok then
+    release()
+    error(("creating run %s: %s (%s)"):format(id, msg, code), 0)
+  end
+  M.launch(p, id, release)
+  return id
+end
+
 local inflight = {} -- idempotency key -> run id, while its creation commits
 
 local function start_run(req, p)
-  local ns = req.namespace
   local wait_ms = wait_param(req)
   local idem = req.headers["idempotency-key"]
   local ikey
   if idem then
     if #idem > 200 then http.fail(400, "invalid_field", "Idempotency-Key must be at most 200 bytes", { field = "Idempotency-Key" }) end
-    ikey = ns .. "\0" .. p.name .. "\0" .. idem
+    ikey = req.namespace .. "\0" .. p.name .. "\0" .. idem
     local id = inflight[ikey] or host.get("idempotency", ikey)
     if id then
       local status, doc = answer(id, wait_ms, false)
@@ -204,27 +231,15 @@ local function start_run(req, p)
   local input = req:json("the input")
   check_parameters(p, input)
   if engine.stopping then http.fail(503, "stopping", "the server is shutting down; retry on the next start", { headers = "Retry-After: 5\r\n" }) end
-  local quota_ops, release = quota.admit_run(ns)
-  local now = host.now()
   local id = host.new_id()
-  local rec = {
-    id = id, pipeline = p.name, input = input, status = "pending", attempt = 0,
-    created_at = host.iso(now), created_us = now, namespace = ns,
-    trigger = { kind = "http", by = req.key and req.key.name or NULL },
-  }
-  local ops = runs_index.ops(rec, { "active_runs", id, "" })
-  for _, v in ipairs(quota_ops) do ops[#ops + 1] = v end
+  local extra
   if ikey then
-    ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "idempotency", ikey, id
+    extra = { "idempotency", ikey, id }
     inflight[ikey] = id
   end
-  local ok, msg, code = host.commit(ops)
+  local ok, err = pcall(M.create, req, p, input, { id = id, extra_ops = extra })
   if ikey then inflight[ikey] = nil end
-  if not ok then
-    release()
-    error(("creating run %s: %s (%s)"):format(id, msg, code), 0)
-  end
-  M.launch(p, id, release)
+  if not ok then error(err, 0) end
   return answer(id, wait_ms, true)
 end
 

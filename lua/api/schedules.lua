@@ -1,4 +1,280 @@
---- sluice.api.schedules: schedules over HTTP (filled in below).
+--- sluice.api.schedules: schedules over HTTP.
+---   GET    /schedules                 every schedule, from code and from the store
+---   POST   /schedules                 {name, pipeline, cron | every, tz?, input?, enabled?}
+---   PUT    /schedules/{name}          {enabled} (and cron, every, tz, input for API schedules)
+---   DELETE /schedules/{name}          an API schedule
+---   POST   /schedules/{name}/trigger  a run now: "<name>@manual-<time>"
+--- A schedule created here is held in the store (its record in "schedules"
+--- carries source = "api" with its definition), loaded by serve at start
+--- like the ones in code, and belongs to the namespace of the key that
+--- created it. Changing the spec of a schedule defined in code is a 409:
+--- the file is where it lives.
+local http = require "sluice.http"
+local host = require "sluice.host"
+local json = require "sluice.json"
+local engine = require "sluice.engine"
+local every = require "sluice.every"
+local scheduler = require "sluice.scheduler"
+local duration = require "sluice.duration"
+local quota = require "sluice.quota"
+
 local M = {}
-function M.load_stored() end
+
+local NULL = json.null
+
+local CRON_FIELDS = { minute = 1, hour = 2, ["day-of-month"] = 3, month = 4, ["day-of-week"] = 5 }
+
+-- a spec from {cron=} or {every=}, or a 400 naming the field and where in it
+local function spec_from(body)
+  if body.cron ~= nil and body.every ~= nil then
+    http.fail(400, "invalid_field", "give cron or every, not both", { field = "cron" })
+  end
+  if body.cron ~= nil then
+    if type(body.cron) ~= "string" then http.fail(400, "invalid_field", "cron must be a string such as \"0 2 * * *\"", { field = "cron" }) end
+    local canonical, err = host.cron_canonical(body.cron)
+    if not canonical then
+      local extra = { field = "cron" }
+      local fname = err:match("^(%S+) field:")
+      local idx = fname and CRON_FIELDS[fname]
+      if idx then
+        extra.position = idx
+        -- the byte where that field starts in the expression
+        local n, at = 0, nil
+        for pos in body.cron:gmatch("()%S+") do
+          n = n + 1
+          if n == idx then at = pos break end
+        end
+        extra.offset = at and at - 1 or nil
+      end
+      http.fail(400, "invalid_cron", ("cron %q: %s"):format(body.cron, err), extra)
+    end
+    return every.spec_of({ kind = "cron", expr = canonical }), body.cron
+  end
+  if body.every ~= nil then
+    local ok, ms = pcall(duration.ms, body.every, "every")
+    if not ok or ms < 1000 or ms % 1000 ~= 0 then
+      http.fail(400, "invalid_field", ("every must be a whole number of seconds (at least 1) such as \"15m\", got %s")
+        :format(json.encode(body.every)), { field = "every" })
+    end
+    return every.spec_of({ kind = "interval", step_s = ms // 1000 }), tostring(body.every)
+  end
+  http.fail(400, "missing_field", 'give cron ("0 2 * * *") or every ("15m")', { field = "cron" })
+end
+
+local function check_tz(tz)
+  if tz == nil then return end
+  local ok, err = type(tz) == "string" and host.tz_check(tz)
+  if not ok then http.fail(400, "invalid_field", "tz: " .. tostring(err or "must be a string"), { field = "tz" }) end
+end
+
+--- The API's view of a schedule: its definition (every.defined) and the
+--- state of its fires (the scheduler's slot).
+function M.view(s)
+  local spec = s.spec
+  local slot = scheduler.slot(s.name) or {}
+  local enabled = slot.enabled ~= false
+  local interval_ms = spec.kind == "interval" and spec.step_s * 1000 or spec.kind == "days" and spec.days * 86400000 or nil
+  return {
+    name = s.name, pipeline = s.pipeline, spec = s.spec_text or spec:canonical(), canonical = spec:canonical(),
+    tz = s.tz or "UTC", kind = spec.kind == "cron" and "cron" or "interval", interval_ms = interval_ms or NULL,
+    enabled = enabled, next_run_at = enabled and slot.next_at and host.utc(slot.next_at) or NULL,
+    last_run_at = slot.last_at and host.utc(slot.last_at) or NULL, runs = slot.runs or 0, source = s.source or "code",
+    namespace = s.namespace or NULL, site = s.site, catch_up = s.catch_up, overlap = s.overlap,
+    input = s.source == "api" and s.input or nil,
+  }
+end
+
+-- whether the request may see schedule s
+local function visible(req, s)
+  if s.source == "api" then
+    return not req.key or (s.namespace or quota.DEFAULT_NS) == req.namespace
+  end
+  local p = engine.pipelines[s.pipeline]
+  return not p or require("sluice.api.runs").pipeline_visible(p, req)
+end
+
+local function find(req, name)
+  local s = every.defined[name]
+  if not s or not visible(req, s) then
+    http.fail(404, "schedule_not_found", ("no schedule named '%s'"):format(name))
+  end
+  return s
+end
+
+-- changes go to the scheduler once it has armed every schedule
+local function check_started()
+  local api = require "sluice.api"
+  if not (api.ctx and api.ctx.ready) then
+    http.fail(503, "starting", "the server is still starting; retry in a moment", { headers = "Retry-After: 1\r\n" })
+  end
+end
+
+local function save(name)
+  local slot = scheduler.slot(name)
+  if not slot then return end
+  local ok, err = scheduler.save(slot)
+  if not ok then error(err, 0) end
+end
+
+-- definitions made here belong to no file: straight into the live tables
+-- (sluice.registry), which reloads of files leave alone
+local function register(s)
+  every.defined[s.name] = s
+  every.order[#every.order + 1] = s.name
+end
+
+local function unregister(name)
+  every.defined[name] = nil
+  for i, n in ipairs(every.order) do
+    if n == name then table.remove(every.order, i) break end
+  end
+end
+
+local function api_schedule(fields)
+  return {
+    name = fields.name, pipeline = fields.pipeline, spec = fields.spec, spec_text = fields.spec_text,
+    input = fields.input, tz = fields.tz, catch_up = fields.catch_up or "latest", overlap = fields.overlap or "skip",
+    jitter_ms = 0, source = "api", namespace = fields.namespace,
+  }
+end
+
+local function diff(kind, a, b)
+  local d = { added = {}, removed = {}, changed = {}, kept = {} }
+  if kind == "changed" then d.changed[1] = { old = a, new = b } else d[kind][1] = a end
+  return d
+end
+
+--- Registers the schedules created over the API that the store holds
+--- (before scheduler.start, which then arms them like the others).
+function M.load_stored()
+  local _, vals = host.scan("schedules", "")
+  local n = 0
+  for _, raw in ipairs(vals or {}) do
+    local ok, rec = pcall(json.decode, raw)
+    if ok and type(rec) == "table" and rec.source == "api" then
+      if every.defined[rec.name] then
+        http.log("schedule %s in the store (created over the API) is also defined in code; the code's is used", rec.name)
+      else
+        register(api_schedule({
+          name = rec.name, pipeline = rec.pipeline, spec = every.spec_of(rec), spec_text = rec.spec_text,
+          input = rec.input, tz = rec.tz, catch_up = rec.catch_up, overlap = rec.overlap, namespace = rec.namespace,
+        }))
+        n = n + 1
+      end
+    end
+  end
+  return n
+end
+
+http.route("GET", "/schedules", function(req)
+  local out = json.array({})
+  for _, name in ipairs(every.order) do
+    local s = every.defined[name]
+    if s and visible(req, s) then out[#out + 1] = M.view(s) end
+  end
+  return 200, { schedules = out }
+end)
+
+http.route("POST", "/schedules", function(req)
+  check_started()
+  local body = req:object("the schedule")
+  local name = body.name
+  if type(name) ~= "string" or not name:match("^[%w][%w_.:@/-]*$") or #name > 200 then
+    http.fail(400, "invalid_field", "name must be 1 to 200 letters, digits and _ . : @ / - (starting with a letter or digit)",
+      { field = "name" })
+  end
+  if every.defined[name] then
+    http.fail(409, "schedule_exists", ("a schedule named '%s' exists already"):format(name))
+  end
+  local p = type(body.pipeline) == "string" and engine.pipelines[body.pipeline]
+  if not p or not require("sluice.api.runs").pipeline_visible(p, req) then
+    http.fail(400, "invalid_field", ("pipeline: no pipeline named %s is loaded"):format(json.encode(body.pipeline)), { field = "pipeline" })
+  end
+  if body.enabled ~= nil and type(body.enabled) ~= "boolean" then
+    http.fail(400, "invalid_field", "enabled must be true or false", { field = "enabled" })
+  end
+  local spec, text = spec_from(body)
+  check_tz(body.tz)
+  if host.get("schedules", name) then
+    -- the record of a schedule removed from code: its fires stay counted
+    http.log("schedule %s: created over the API over the record of an earlier schedule", name)
+  end
+  local s = api_schedule({ name = name, pipeline = p.name, spec = spec, spec_text = text, input = body.input,
+    tz = body.tz, namespace = req.namespace })
+  register(s)
+  scheduler.apply(diff("added", s))
+  local slot = scheduler.slot(name)
+  if slot and body.enabled == false then slot.enabled = false end
+  local ok, err = pcall(save, name)
+  if not ok then
+    unregister(name)
+    scheduler.apply(diff("removed", s))
+    error(err, 0)
+  end
+  return 201, M.view(s)
+end, { role = "admin" })
+
+http.route("PUT", "/schedules/{name...}", function(req)
+  check_started()
+  local s = find(req, req.params.name)
+  local body = req:object("the change")
+  local spec_change = body.cron ~= nil or body.every ~= nil or body.tz ~= nil or body.input ~= nil
+  if spec_change and s.source ~= "api" then
+    http.fail(409, "defined_in_code", ("schedule '%s' is defined in code (%s): edit the file to change its spec, tz or input")
+      :format(s.name, s.site or "its pipeline file"))
+  end
+  if body.enabled ~= nil and type(body.enabled) ~= "boolean" then
+    http.fail(400, "invalid_field", "enabled must be true or false", { field = "enabled" })
+  end
+  if spec_change then
+    local new = {}
+    for k, v in pairs(s) do new[k] = v end
+    if body.cron ~= nil or body.every ~= nil then new.spec, new.spec_text = spec_from(body) end
+    if body.tz ~= nil then
+      check_tz(body.tz)
+      new.tz = body.tz
+    end
+    if body.input ~= nil then new.input = body.input end
+    every.defined[s.name] = new
+    scheduler.apply(diff("changed", s, new)) -- re-armed from now if the timing changed
+    s = new
+  end
+  local slot = scheduler.slot(s.name)
+  if slot and body.enabled ~= nil then slot.enabled = body.enabled end
+  save(s.name)
+  return 200, M.view(s)
+end, { role = "admin" })
+
+http.route("DELETE", "/schedules/{name...}", function(req)
+  check_started()
+  local s = find(req, req.params.name)
+  if s.source ~= "api" then
+    http.fail(409, "defined_in_code", ("schedule '%s' is defined in code (%s): remove it from the file")
+      :format(s.name, s.site or "its pipeline file"))
+  end
+  local ok, msg, code = host.commit({ "schedules", s.name, false })
+  if not ok then error(("deleting schedule %s: %s (%s)"):format(s.name, msg, code), 0) end
+  unregister(s.name)
+  scheduler.apply(diff("removed", s))
+  return 200, { deleted = s.name }
+end, { role = "admin" })
+
+http.route("POST", "/schedules/{name...}/trigger", function(req)
+  local s = find(req, req.params.name)
+  local p = engine.pipelines[s.pipeline]
+  if not p then
+    http.fail(409, "pipeline_not_loaded", ("pipeline '%s' of schedule '%s' is not loaded"):format(s.pipeline, s.name))
+  end
+  local base = s.name .. "@manual-" .. host.iso(host.now())
+  local id, n = base, 1
+  while engine.get_run(id) do
+    n = n + 1
+    id = base .. "-" .. n
+  end
+  require("sluice.api.runs").create(req, p, s.input, {
+    id = id, namespace = s.namespace or req.namespace, fields = { schedule = s.name },
+  })
+  return 202, { run_id = id, status = "pending", schedule = s.name }
+end, { role = "runner" })
+
 return M
