@@ -280,10 +280,42 @@ int host_submit(lua_State *L, wbatch *b) {
   return lua_yield(L, 0);
 }
 
+static void push_hist(lua_State *L, const uint64_t *hist, const uint64_t *bounds,
+                      const char *name) {
+  lua_createtable(L, WRITER_HIST, 0);
+  for (int i = 0; i < WRITER_HIST; i++) {
+    lua_pushinteger(L, (lua_Integer)hist[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, name);
+  lua_createtable(L, WRITER_HIST - 1, 0);
+  for (int i = 0; i < WRITER_HIST - 1; i++) {
+    lua_pushinteger(L, (lua_Integer)bounds[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushfstring(L, "%s_bounds", name);
+  lua_insert(L, -2);
+  lua_settable(L, -3);
+}
+
+/* stats() -> {commits, batches, ops, grows, batch_hist, batch_hist_bounds,
+ * commit_hist, commit_hist_bounds (us), commit_us_sum, map_bytes} */
 static int l_stats(lua_State *L) {
-  writer_stats s = {0, 0, 0, 0};
+  writer_stats s;
+  memset(&s, 0, sizeof s);
   if (H.w) writer_get_stats(H.w, &s);
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 10);
+  push_hist(L, s.batch_hist, writer_batch_bounds, "batch_hist");
+  push_hist(L, s.commit_hist, writer_commit_bounds_us, "commit_hist");
+  lua_pushinteger(L, (lua_Integer)s.commit_us_sum);
+  lua_setfield(L, -2, "commit_us_sum");
+  if (H.st) {
+    MDB_envinfo info;
+    if (mdb_env_info(store_env(H.st), &info) == 0) {
+      lua_pushinteger(L, (lua_Integer)info.me_mapsize);
+      lua_setfield(L, -2, "map_bytes");
+    }
+  }
   lua_pushinteger(L, (lua_Integer)s.commits);
   lua_setfield(L, -2, "commits");
   lua_pushinteger(L, (lua_Integer)s.batches);

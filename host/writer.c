@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <time.h>
 
 #include "sbuf.h"
 
@@ -208,11 +209,28 @@ static int disk_nearly_full(const char *dir) {
   return (uint64_t)v.f_bavail * v.f_frsize < ((uint64_t)4 << 20);
 }
 
+const uint64_t writer_batch_bounds[WRITER_HIST - 1] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+const uint64_t writer_commit_bounds_us[WRITER_HIST - 1] = {100,   250,   500,   1000,  2500,  5000,
+                                                           10000, 25000, 50000, 100000, 250000};
+
+static void hist_add(uint64_t *hist, const uint64_t *bounds, uint64_t v) {
+  int i = 0;
+  while (i < WRITER_HIST - 1 && v > bounds[i]) i++;
+  hist[i]++;
+}
+
+static uint64_t mono_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 /* Applies the batches from first up to (not including) end that have not
  * failed, in one transaction, and commits. Returns an LMDB code. On success
  * adds to *commits, *batches, *ops. */
 static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer_stats *st) {
   memset(f, 0, sizeof *f);
+  uint64_t t0 = mono_us();
   MDB_txn *txn;
   int rc = store_write_begin(w->s, &txn);
   if (rc) return rc;
@@ -230,9 +248,13 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
   rc = store_write_end(w->s, txn, 1);
   if (rc == EIO && disk_nearly_full(store_dir(w->s))) rc = ENOSPC;
   if (rc == 0) {
+    uint64_t us = mono_us() - t0;
     st->commits++;
     st->batches += nb;
     st->ops += nops;
+    st->commit_us_sum += us;
+    hist_add(st->batch_hist, writer_batch_bounds, nb);
+    hist_add(st->commit_hist, writer_commit_bounds_us, us);
   }
   return rc;
 }
@@ -319,7 +341,8 @@ static void *writer_main(void *arg) {
     w->q_head = w->q_tail = NULL;
     pthread_mutex_unlock(&w->mu);
 
-    writer_stats st = {0, 0, 0, 0};
+    writer_stats st;
+    memset(&st, 0, sizeof st);
     write_group(w, group, &st);
 
     pthread_mutex_lock(&w->mu);
@@ -333,6 +356,11 @@ static void *writer_main(void *arg) {
     w->stats.batches += st.batches;
     w->stats.ops += st.ops;
     w->stats.grows += st.grows;
+    w->stats.commit_us_sum += st.commit_us_sum;
+    for (int i = 0; i < WRITER_HIST; i++) {
+      w->stats.batch_hist[i] += st.batch_hist[i];
+      w->stats.commit_hist[i] += st.commit_hist[i];
+    }
     pthread_mutex_unlock(&w->mu);
     uv_async_send(&w->async); /* coalesces: one wakeup may cover many groups */
     pthread_mutex_lock(&w->mu);

@@ -45,11 +45,20 @@ int writer_submit(writer *w, wbatch *b, writer_done_fn done, void *cookie);
  * once more so the close completes (the writer is freed then). */
 void writer_stop(writer *w);
 
+/* Histograms of commits, for /metrics: bucket i counts the commits with a
+ * value <= bounds[i] (and not <= bounds[i-1]); the last bucket the rest. */
+#define WRITER_HIST 12
+extern const uint64_t writer_batch_bounds[WRITER_HIST - 1];     /* batches per commit */
+extern const uint64_t writer_commit_bounds_us[WRITER_HIST - 1]; /* begin to durable, us */
+
 typedef struct {
   uint64_t commits; /* transactions committed */
   uint64_t batches; /* batches made durable */
   uint64_t ops;     /* puts and deletes applied */
   uint64_t grows;   /* map doublings */
+  uint64_t batch_hist[WRITER_HIST];
+  uint64_t commit_hist[WRITER_HIST];
+  uint64_t commit_us_sum;
 } writer_stats;
 void writer_get_stats(writer *w, writer_stats *out);
 

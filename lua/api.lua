@@ -120,6 +120,9 @@ function M.start(opts, launch)
     return { stop = function() end, ready = function() ctx.ready = true end, addresses = {}, ctx = ctx }
   end
   http.authorize = M.authorize
+  for _, r in ipairs(http.routes) do
+    if r.label == "GET /pipelines" then r.public = h.public_discovery end
+  end
   local srv, bound = http.start(h)
   if not srv and h.default_listen then
     -- the default address taken (another serve): run without the API

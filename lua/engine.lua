@@ -32,6 +32,9 @@ M.pipelines = pipelines
 M.stopping = false
 M.executing = 0
 M.on_idle = nil
+--- Set by the HTTP API's metrics: on_step(pipeline_name, attempts, us, ok)
+--- after each executed step.
+M.on_step = nil
 
 local stopped -- defined below: raises the stop error of a run
 local acquire_slot -- defined below: concurrency keys
@@ -519,6 +522,7 @@ function M.step(id, a, b, ...)
           settled()
           if not cok then error(cerr, 0) end
           run.executed = run.executed + 1
+          if M.on_step then M.on_step(run.pipeline.name, attempt, host.now() - started, true) end
           return value
         end
       end
@@ -531,6 +535,7 @@ function M.step(id, a, b, ...)
           json.encode({ message = err.message, traceback = err.traceback })), id)
       settled()
       if not cok then error(cerr, 0) end
+      if M.on_step then M.on_step(run.pipeline.name, attempt, host.now() - started, false) end
       error(err, 0)
     end
     sched.sleep_ms(backoff_ms(id, opts.backoff, attempt))

@@ -58,8 +58,13 @@ function M.ops(rec, ops)
     add("runs_by_status", ns .. "\0" .. status .. "\0" .. sfx, "")
   end
   indexed[rec] = status
+  if M.observer and prev ~= status then M.observer(rec, prev, status) end
   return ops
 end
+
+--- Set by the HTTP API's metrics: observer(rec, previous_status, status)
+--- at each status a run record is committed with.
+M.observer = nil
 
 local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
 local function unhex(s)

@@ -149,6 +149,7 @@ static void test_one_batch(void) {
   writer_stats st;
   writer_get_stats(f.w, &st);
   CHECK(st.commits == 1 && st.batches == 1 && st.ops == 1 && st.grows == 0);
+  CHECK(st.batch_hist[0] == 1); /* one batch in the commit: the bucket le 1 */
   sbuf_free(&v);
   teardown(&f);
   CHECK(t.calls == 1); /* stopping runs no callback twice */
@@ -176,6 +177,14 @@ static void test_many_in_order(void) {
   /* group commit: the batches queued during one fsync share the next */
   printf("  1000 batches in %llu commits\n", (unsigned long long)st.commits);
   CHECK(st.commits >= 1 && st.commits <= 50);
+  /* the histograms count every commit; batch sizes add up to the batches */
+  uint64_t nb = 0, nc = 0;
+  for (int i = 0; i < WRITER_HIST; i++) {
+    nb += st.batch_hist[i];
+    nc += st.commit_hist[i];
+  }
+  CHECK(nb == st.commits && nc == st.commits);
+  CHECK(st.batch_hist[WRITER_HIST - 1] == 0); /* no commit took more than 1024 */
   sbuf v = SBUF_INIT;
   char k[32];
   int missing = 0;
