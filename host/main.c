@@ -23,9 +23,9 @@ static const char usage[] =
     "                          list runs, newest first\n"
     "  status RUN_ID [--store DIR] [--json]\n"
     "                          one run with its steps\n"
-    "  serve [DIR] [--store DIR] [--grace DURATION]\n"
+    "  serve [DIR] [--store DIR] [--grace DURATION] [--listen HOST:PORT] [--no-http]\n"
     "                          the long-lived host: loads DIR (default pipelines/), resumes\n"
-    "                          unfinished runs, fires schedules\n"
+    "                          unfinished runs, fires schedules, serves the HTTP API\n"
     "  schedules [--store DIR] [--json]\n"
     "                          schedules with their canonical spec and next fires\n"
     "  events STREAM [--after ID | --from POS] [--limit N] [--follow] [--json]\n"
@@ -40,6 +40,10 @@ static const char usage[] =
     "                          start a run of a schedule now, in the serve that owns the store\n"
     "  reload [--store DIR] [--json]\n"
     "                          the serve that owns the store loads its pipeline files again\n"
+    "  keys add NAME [--namespace NS] [--role admin|runner|reader] | keys list | keys revoke NAME\n"
+    "                          API keys of the HTTP API (the key is printed once)\n"
+    "  namespaces set NS [--runs-per-day N] [--concurrent-runs N] [--status S] | namespaces list\n"
+    "                          namespaces of the HTTP API and their quotas\n"
     "  cron next \"EXPR\" [--from ISO8601] [-n N] [--tz ZONE]\n"
     "                          the next fire times of a cron expression, in UTC\n"
     "  FILE.lua [ARGS...]      run a Lua script inside the host (like the lua executable)\n"
@@ -53,7 +57,7 @@ static vm V;
 static int lua_commands(char **argv) {
   static const char *const names[] = {"run",    "runs",   "status",    "serve",
                                       "schedules", "events", "consumers", "cancel",
-                                      "rerun", "trigger", "reload", NULL};
+                                      "rerun", "trigger", "reload", "keys", "namespaces", NULL};
   for (int i = 0; names[i]; i++) {
     if (strcmp(argv[1], names[i]) == 0) return 1;
   }

@@ -1005,6 +1005,11 @@ function M.reload(args)
   return failed > 0 and 1 or 0
 end
 
+-- for the commands kept in files of their own (lua/cli_keys.lua)
+M.USAGE, M.begin, M.open_store, M.usage_error, M.table_print = USAGE, begin, open_store, usage_error, table_print
+function M.keys(args) return require("sluice.cli_keys").keys(args) end
+function M.namespaces(args) return require("sluice.cli_keys").namespaces(args) end
+
 --- Entry point from main.c: main(command, args...) -> exit code.
 function M.main(cmd, ...)
   local args = { ... }
