@@ -65,25 +65,35 @@ static int on_begin(http_parser *hp) {
   return 0;
 }
 
+/* NUL is never valid in a request line or header (RFC 9110 5.5), and
+ * req.head separates names and values with NUL: refuse it. */
+static int has_nul(http_parse *p, const char *at, size_t n) {
+  if (!memchr(at, '\0', n)) return 0;
+  return fail(p, 400, "malformed request: a NUL byte in the request line or a header%s", NULL);
+}
+
 static int on_url(http_parser *hp, const char *at, size_t n) {
   http_parse *p = of(hp);
-  if (count_head(p, n)) return -1;
+  if (count_head(p, n) || has_nul(p, at, n)) return -1;
   sbuf_add(&p->req.target, at, n);
   return 0;
 }
 
 static int on_field(http_parser *hp, const char *at, size_t n) {
   http_parse *p = of(hp);
-  if (count_head(p, n + 4)) return -1; /* ": " and CRLF too */
   if (p->in_value) flush_header(p);
   p->in_value = 0;
+  /* a new header also costs its ": " and CRLF; a name split across reads
+   * comes in several calls */
+  size_t extra = p->name.len == 0 ? 4 : 0;
+  if (count_head(p, n + extra) || has_nul(p, at, n)) return -1;
   sbuf_add(&p->name, at, n);
   return 0;
 }
 
 static int on_value(http_parser *hp, const char *at, size_t n) {
   http_parse *p = of(hp);
-  if (count_head(p, n)) return -1;
+  if (count_head(p, n) || has_nul(p, at, n)) return -1;
   p->in_value = 1;
   sbuf_add(&p->value, at, n);
   return 0;
@@ -209,9 +219,10 @@ int hp_error_status(const http_parse *p) { return p->status; }
 const char *hp_error_message(const http_parse *p) { return p->msg; }
 
 const char *http_request_header(const http_request *r, const char *lname, size_t *len) {
+  if (!r->head.data) return NULL;
   const char *s = r->head.data, *end = s + r->head.len;
   size_t want = strlen(lname);
-  while (s && s < end) {
+  while (s < end) {
     size_t nn = strlen(s);
     const char *v = s + nn + 1;
     size_t vn = strlen(v);

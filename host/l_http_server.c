@@ -69,7 +69,7 @@ static void push_request(lua_State *L, http_conn *c, http_request *req) {
   lua_pushstring(L, http_conn_peer(c));
   lua_setfield(L, -2, "peer");
   lua_createtable(L, 0, (int)req->nheaders);
-  const char *s = req->head.data, *end = s + req->head.len;
+  const char *s = req->head.data, *end = s ? s + req->head.len : NULL;
   while (s && s < end) {
     size_t nn = strlen(s);
     const char *v = s + nn + 1;
