@@ -93,6 +93,7 @@ function M.authorize(req, route)
       route.role, req.key and req.key.name or "?", req.role))
   end
   local ns = quota.get(req.namespace)
+  req.ns_record = ns or false
   if ns and ns.status == "suspended" then
     http.fail(403, "namespace_suspended", ("namespace %s is suspended"):format(req.namespace))
   end

@@ -20,6 +20,7 @@ local M = {}
 
 local routes = {} -- {method, pattern, parts, handler, role, public, label}
 M.routes = routes
+local by_first = {} -- first literal segment -> its routes, in order (lookups scan only those)
 
 --- Registers a route. opts: role = "reader"|"runner"|"admin" (default
 --- reader), public = true (no key needed).
@@ -31,10 +32,15 @@ function M.route(method, pattern, handler, opts)
     local name = seg:match("^{(.+)}$")
     parts[#parts + 1] = rest and { rest = rest } or name and { name = name } or { lit = seg }
   end
-  routes[#routes + 1] = {
+  local r = {
     method = method, pattern = pattern, parts = parts, handler = handler,
     role = opts.role or "reader", public = opts.public, label = method .. " " .. pattern,
   }
+  routes[#routes + 1] = r
+  local first = parts[1] and parts[1].lit
+  if not first then error("http.route: a pattern starts with a literal segment: " .. pattern, 2) end
+  by_first[first] = by_first[first] or {}
+  table.insert(by_first[first], r)
 end
 
 --- The error a handler raises for the client: status, code, message and
@@ -46,7 +52,8 @@ Fail.__tostring = function(e) return e.message end
 function M.fail(status, code, message, extra)
   local e = setmetatable({}, Fail)
   for k, v in pairs(extra or {}) do e[k] = v end
-  e.status, e.code, e.message = status, code, message
+  -- an answer, not a bug: no traceback (sched.traceback would take one)
+  e.status, e.code, e.message, e.traceback = status, code, message, false
   error(e, 0)
 end
 
@@ -110,7 +117,7 @@ end
 function M.find(method, segs)
   local allowed
   local m = method == "HEAD" and "GET" or method
-  for _, r in ipairs(routes) do
+  for _, r in ipairs(by_first[segs[1] or ""] or {}) do
     local params = match(r, segs)
     if params then
       if r.method == m then return r, params end

@@ -124,9 +124,10 @@ end
 
 local buckets = {} -- ns -> {tokens, at_us}
 
---- Admits n events of namespace ns or raises a 429.
-function M.admit_events(ns, n)
-  local rec = M.get(ns)
+--- Admits n events of namespace ns or raises a 429. rec: its record if
+--- the caller read it already (false: none).
+function M.admit_events(ns, n, rec)
+  if rec == nil then rec = M.get(ns) end
   local rate = rec and rec.events_per_second
   if not rate then return end
   if n > rate then

@@ -74,7 +74,7 @@ end
 http.route("POST", "/events", function(req)
   local list, single = posted(req)
   if #list == 0 then http.fail(400, "invalid_body", "no events in the body: post " .. EXAMPLE) end
-  quota.admit_events(req.namespace, #list)
+  quota.admit_events(req.namespace, #list, req.ns_record)
   local pfx = prefix_of(req.namespace)
   local items = {}
   for i, e in ipairs(list) do items[i] = { e.type, pfx .. e.stream, e.data } end
@@ -125,6 +125,7 @@ end)
 
 local sse_waiting = {} -- coroutine -> true while it waits for an append
 stream.on_append(function()
+  if next(sse_waiting) == nil then return end
   local list = {}
   for co in pairs(sse_waiting) do list[#list + 1] = co end
   for _, co in ipairs(list) do
