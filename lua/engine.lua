@@ -202,14 +202,37 @@ local function show(v)
   return type(v) == "string" and ("%q"):format(v) or tostring(v)
 end
 
+--- Options the HTTP API reads (lua/api/runs.lua, lua/api/ops.lua), each
+--- with its check: raises (level 3: the pipeline call) when wrong.
+M.api_options = {
+  description = function(what, v)
+    if type(v) ~= "string" then error(("%s: description must be a string"):format(what), 4) end
+  end,
+  parameters = function(what, v)
+    if type(v) ~= "table" then error(("%s: parameters must be a table {name = \"string\" | {type=, required=}}"):format(what), 4) end
+    for name, spec in pairs(v) do
+      local t = type(spec) == "table" and spec.type or spec
+      if type(name) ~= "string" or type(t) ~= "string" then
+        error(("%s: parameters.%s must be a type name (string, number, integer, boolean, object, array) or {type=, required=}")
+          :format(what, tostring(name)), 4)
+      end
+    end
+  end,
+  namespaces = function(what, v)
+    if type(v) ~= "table" or #v == 0 then error(("%s: namespaces must be a list of namespace names"):format(what), 4) end
+  end,
+}
+
 --- Checks pipeline options {timeout=, concurrency={key=, limit=}} at the
 --- definition, not at the first run.
 function M.check_pipeline_opts(name, opts)
   local what = ("pipeline '%s'"):format(name)
   for k in pairs(opts) do
-    if k ~= "timeout" and k ~= "concurrency" then
-      error(("%s: unknown option '%s' (known: timeout, concurrency)"):format(what, tostring(k)), 2)
+    if k ~= "timeout" and k ~= "concurrency" and not M.api_options[k] then
+      error(("%s: unknown option '%s' (known: timeout, concurrency, description, parameters, namespaces)")
+        :format(what, tostring(k)), 2)
     end
+    if M.api_options[k] then M.api_options[k](what, opts[k]) end
   end
   if opts.timeout ~= nil then duration.ms(opts.timeout, what .. " timeout") end
   local c = opts.concurrency

@@ -13,7 +13,7 @@
 --- after percent-decoding each segment.
 local hs = require "sluice.http_server"
 local host = require "sluice.host"
-local json = require "sluice.json"
+local json = require("sluice.codec").edge -- responses: JSON at the edge
 local sched = require "sluice.sched"
 
 local M = {}
@@ -196,7 +196,7 @@ local function on_error(req, err)
     end
     return send_json(res, err.status, doc, err.headers)
   end
-  local msg = type(err) == "table" and (err.traceback or err.message) or tostring(err)
+  local msg = type(err) == "table" and (tostring(err.message) .. "\n" .. tostring(err.traceback or "")) or tostring(err)
   M.log("http %s %s (request %s): handler error: %s", req.method, req.path, req.id, msg)
   return send_json(res, 500, { error = ("internal error (request %s); the log has the details"):format(req.id),
     code = "internal", request_id = req.id })

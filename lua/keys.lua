@@ -11,7 +11,7 @@
 --- serve runs (LMDB serializes the two writers); serve reads keys from the
 --- store on every request, so a revoked key stops working at once.
 local host = require "sluice.host"
-local json = require "sluice.json"
+local json = require "sluice.codec" -- store records: exact
 local crypto = require "sluice.crypto"
 
 local M = {}

@@ -12,7 +12,7 @@
 ---   events_per_second    events posted per second (a token bucket)
 --- Exceeding one is a 429 with Retry-After and a message naming the limit.
 local host = require "sluice.host"
-local json = require "sluice.json"
+local json = require "sluice.codec" -- store records: exact
 
 local M = {}
 

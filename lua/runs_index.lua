@@ -12,7 +12,7 @@
 --- table engine.get_run returned, or the one a run was created with), so
 --- no commit reads the store first.
 local host = require "sluice.host"
-local json = require "sluice.json"
+local json = require "sluice.codec" -- store records: exact
 
 local M = {}
 

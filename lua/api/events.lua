@@ -13,7 +13,7 @@
 --- The default namespace (and the open API) sees stream keys as stored.
 local http = require "sluice.http"
 local host = require "sluice.host"
-local json = require "sluice.json"
+local json = require("sluice.codec").edge -- responses: JSON at the edge
 local sched = require "sluice.sched"
 local stream = require "sluice.stream"
 local quota = require "sluice.quota"

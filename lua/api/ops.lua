@@ -6,7 +6,7 @@
 ---                   triggers and consumers (no key with --public-discovery)
 local http = require "sluice.http"
 local host = require "sluice.host"
-local json = require "sluice.json"
+local json = require("sluice.codec").edge -- responses: JSON at the edge
 local engine = require "sluice.engine"
 local every = require "sluice.every"
 local events = require "sluice.events"

@@ -14,7 +14,7 @@
 --- before the 202, then runs in the background; a restart resumes it.
 local http = require "sluice.http"
 local host = require "sluice.host"
-local json = require "sluice.json"
+local json = require("sluice.codec").edge -- responses: JSON at the edge
 local sched = require "sluice.sched"
 local engine = require "sluice.engine"
 local duration = require "sluice.duration"

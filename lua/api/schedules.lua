@@ -11,7 +11,7 @@
 --- the file is where it lives.
 local http = require "sluice.http"
 local host = require "sluice.host"
-local json = require "sluice.json"
+local json = require("sluice.codec").edge -- responses: JSON at the edge
 local engine = require "sluice.engine"
 local every = require "sluice.every"
 local scheduler = require "sluice.scheduler"

@@ -13,7 +13,7 @@ local etl = pipeline("etl", function(input) return step("x", function() return 1
   parameters = { day = { type = "string", required = true } },
   concurrency = { key = function(input) return input.day end, limit = 2 },
 })
-every.day.at("2am")(etl, { day = "today" })
+every.day.at("2am")(etl, { day = "today" }, { name = "etl" })
 on("order.*", function(data) step("seen", function() return data end) end)
 consume("audit", "orders:*", function(events) step("count", function() return #events end) end)
 pipeline("flaky", function()

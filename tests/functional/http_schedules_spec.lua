@@ -22,7 +22,7 @@ describe("schedules over HTTP", function()
     os.execute("mkdir -p '" .. dir .. "/p'")
     H.write(dir .. "/p/s.lua", [[
 local etl = pipeline("etl", function(input) return step("x", function() return input or "none" end) end)
-every.day.at("2am")(etl, { source = "s3" })
+every.day.at("2am")(etl, { source = "s3" }, { name = "etl" })
 every(7).minutes(etl, nil, { name = "etl-7m" })
 ]])
     serve = HH.serve(dir .. "/p", store)
