@@ -1,6 +1,6 @@
 --- sluice.api: the HTTP API of `sluice serve` (DESIGN §4): its command-line
 --- options, its start and stop, and who may call what. The routes are in
---- lua/api/*.lua (one file per group), the router in lua/http.lua, keys in
+--- lua/api/*.lua (one file per group), the router in lua/router.lua, keys in
 --- lua/keys.lua, namespaces and quotas in lua/quota.lua.
 ---
 --- Authorization: with no API key in the store the API is open (meant for
@@ -9,7 +9,7 @@
 --- --public-discovery) needs X-API-Key or Authorization: Bearer; a reader
 --- may GET, a runner may also start, cancel and rerun runs and post events,
 --- an admin may also change schedules. Each key belongs to a namespace.
-local http = require "sluice.http"
+local http = require "sluice.router"
 local keys = require "sluice.keys"
 local quota = require "sluice.quota"
 local duration = require "sluice.duration"

@@ -90,7 +90,7 @@ function M.list()
 end
 
 local function too_many(message, retry_after)
-  require("sluice.http").fail(429, "quota_exceeded", message,
+  require("sluice.router").fail(429, "quota_exceeded", message,
     { headers = ("Retry-After: %d\r\n"):format(retry_after), retry_after_s = retry_after })
 end
 

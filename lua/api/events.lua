@@ -11,7 +11,7 @@
 --- stored under "<namespace>/" (what pipelines see: consume("c", "acme/*"));
 --- its keys read and write only there and see their keys without the prefix.
 --- The default namespace (and the open API) sees stream keys as stored.
-local http = require "sluice.http"
+local http = require "sluice.router"
 local host = require "sluice.host"
 local json = require("sluice.codec").edge -- responses: JSON at the edge
 local sched = require "sluice.sched"

@@ -4,7 +4,7 @@
 ---   GET /metrics    Prometheus text format 0.0.4 (lua/metrics.lua)
 ---   GET /pipelines  each pipeline with its file, options, schedules,
 ---                   triggers and consumers (no key with --public-discovery)
-local http = require "sluice.http"
+local http = require "sluice.router"
 local host = require "sluice.host"
 local json = require("sluice.codec").edge -- responses: JSON at the edge
 local engine = require "sluice.engine"

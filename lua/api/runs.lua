@@ -12,7 +12,7 @@
 --- the run before them. A run created here is committed as pending (with
 --- its idempotency key and its namespace's daily count, in one commit)
 --- before the 202, then runs in the background; a restart resumes it.
-local http = require "sluice.http"
+local http = require "sluice.router"
 local host = require "sluice.host"
 local json = require("sluice.codec").edge -- responses: JSON at the edge
 local sched = require "sluice.sched"

@@ -9,7 +9,7 @@
 --- like the ones in code, and belongs to the namespace of the key that
 --- created it. Changing the spec of a schedule defined in code is a 409:
 --- the file is where it lives.
-local http = require "sluice.http"
+local http = require "sluice.router"
 local host = require "sluice.host"
 local json = require("sluice.codec").edge -- responses: JSON at the edge
 local engine = require "sluice.engine"

@@ -7,7 +7,7 @@
 -- 408 for slow clients, idle keep-alive close, malformed requests).
 local H = require "helper"
 local HH = require "http_helper"
-local http = require "sluice.http"
+local http = require "sluice.router"
 local sched = require "sluice.sched"
 
 local logged = {}

@@ -1,4 +1,4 @@
---- sluice.http: the router of the HTTP API. Routes are registered in one
+--- sluice.router: the router of the HTTP API. Routes are registered in one
 --- table (lua/api/*.lua, a file per group); each request runs in its own
 --- task (sched.spawn), so a handler may wait for a commit or a run without
 --- holding up other connections. A handler returns status, document [,
