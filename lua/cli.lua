@@ -37,6 +37,7 @@ local function errf(fmt, ...) io.stderr:write("sluice: ", fmt:format(...), "\n")
 local USAGE = {
   run = [[
 usage: sluice run FILE [--pipeline NAME] [--input JSON] [--id RUN_ID] [--store DIR] [--debug]
+                 [--step-timeout DURATION]
 
 Runs one pipeline of FILE to completion in the foreground and prints its
 result as JSON on stdout. Every step's result is committed to the store
@@ -51,6 +52,9 @@ same --id and finished steps return their stored result without running.
                    existing run keeps its stored input)
   --store DIR      the store (default ./.sluice; DIR's parent must exist)
   --debug          keep sluice's own frames in tracebacks (also SLUICE_DEBUG=1)
+  --step-timeout DURATION
+                   the timeout of steps that set none (default: none; with a
+                   serve owning the store, the serve's own --step-timeout)
 
 When a sluice serve owns the store (or is starting), the run is handed to
 it over the store's control socket (it must have loaded the pipeline) and
@@ -75,7 +79,7 @@ DURATION is the time since the run was created (to its end, or so far);
 status RUN_ID also shows its last attempt's.
 ]],
   serve = [[
-usage: sluice serve [DIR] [--store DIR] [--grace DURATION] [--debug]
+usage: sluice serve [DIR] [--store DIR] [--grace DURATION] [--step-timeout DURATION] [--debug]
 
 The long-lived host: loads every .lua file under DIR (default pipelines/),
 resumes the unfinished runs of the store, fires the schedules defined with
@@ -88,6 +92,10 @@ finish, then it exits 0; cut-off runs resume at the next start. A sluice
 run holding the store is waited for (up to 30s); a second serve on the same
 store refuses to start; runs, status and schedules keep working beside it.
 --debug keeps sluice's own frames in tracebacks.
+
+--step-timeout DURATION is the timeout of steps that set none (default:
+none: such a step may run for ever, and one that never yields blocks the
+host). A timeout also stops a step that never yields.
 ]],
   schedules = [[
 usage: sluice schedules [--store DIR] [--json]
@@ -348,9 +356,12 @@ local function choose_pipeline(file, defined, name)
 end
 
 function M.run(args)
-  local opts, pos = begin("run", args, { pipeline = "value", input = "value", id = "value", store = "value", debug = "bool" })
+  local opts, pos = begin("run", args, { pipeline = "value", input = "value", id = "value", store = "value", debug = "bool",
+    ["step-timeout"] = "value" })
   if not opts then return pos end
   if opts.debug then errors.debug = true end
+  local bad = M.step_timeout_option("run", opts)
+  if bad then return bad end
   if #pos ~= 1 then return usage_error("run", "run needs exactly one FILE") end
   local file = pos[1]
 
@@ -638,10 +649,23 @@ function M.status(args)
   return 0
 end
 
+-- --step-timeout D: the engine's timeout of steps that set none. Returns the
+-- exit code of a bad value.
+function M.step_timeout_option(cmd, opts)
+  local d = opts["step-timeout"]
+  if not d then return nil end
+  local ok, ms = pcall(require("sluice.duration").ms, d, "--step-timeout")
+  if not ok then return usage_error(cmd, (tostring(ms):gsub("^[^\n]-:%d+: ", ""))) end
+  if ms <= 0 then return usage_error(cmd, "--step-timeout must be more than 0, got " .. d) end
+  engine.step_timeout_ms = ms
+end
+
 function M.serve(args)
-  local opts, pos = begin("serve", args, { store = "value", grace = "value", debug = "bool" })
+  local opts, pos = begin("serve", args, { store = "value", grace = "value", debug = "bool", ["step-timeout"] = "value" })
   if not opts then return pos end
   if opts.debug then errors.debug = true end
+  local bad = M.step_timeout_option("serve", opts)
+  if bad then return bad end
   if #pos > 1 then return usage_error("serve", "serve takes at most one DIR") end
   local grace_ms = 10000
   if opts.grace then
