@@ -40,6 +40,9 @@ int luaopen_sluice_host(lua_State *L);
 int luaopen_sluice_control_socket(lua_State *L);
 void control_close_all(void);
 
+/* "sluice.edit" (l_edit.c): libedit's line editing for sluice repl. */
+int luaopen_sluice_edit(lua_State *L);
+
 /* Stops the writer (committing what is queued) and closes the store. The
  * loop must run once more afterwards so the writer's handle closes. */
 void host_lib_shutdown(lua_State *L);

@@ -40,6 +40,8 @@ static const char usage[] =
     "                          start a run of a schedule now, in the serve that owns the store\n"
     "  reload [--store DIR] [--json]\n"
     "                          the serve that owns the store loads its pipeline files again\n"
+    "  repl [--store DIR] [-e CHUNK] [--json] [--eval-timeout D]\n"
+    "                          Lua inside the serve that owns the store (read-only without one)\n"
     "  cron next \"EXPR\" [--from ISO8601] [-n N] [--tz ZONE]\n"
     "                          the next fire times of a cron expression, in UTC\n"
     "  FILE.lua [ARGS...]      run a Lua script inside the host (like the lua executable)\n"
@@ -53,7 +55,7 @@ static vm V;
 static int lua_commands(char **argv) {
   static const char *const names[] = {"run",    "runs",   "status",    "serve",
                                       "schedules", "events", "consumers", "cancel",
-                                      "rerun", "trigger", "reload", NULL};
+                                      "rerun", "trigger", "reload", "repl", NULL};
   for (int i = 0; names[i]; i++) {
     if (strcmp(argv[1], names[i]) == 0) return 1;
   }

@@ -18,6 +18,7 @@ static const luaL_Reg modules[] = {
     {"sluice._http", luaopen_sluice__http},
     {"sluice._csv", luaopen_sluice__csv},
     {"sluice._sqlite", luaopen_sluice__sqlite},
+    {"sluice.edit", luaopen_sluice_edit},
     {NULL, NULL},
 };
 

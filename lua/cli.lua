@@ -549,6 +549,25 @@ local function run_summary(r)
   }
 end
 
+M.run_summary = run_summary
+
+--- A run with its steps as `sluice status --json` shows it (the REPL's
+--- run(id) too). steps: engine.get_steps(r.id).
+function M.status_doc(r, steps)
+  local doc = run_summary(r)
+  doc.input, doc.result = r.input, r.result
+  doc.error = r.error
+  doc.steps = json.array({})
+  for i, s in ipairs(steps) do
+    doc.steps[i] = {
+      id = s.id, status = s.status, attempts = s.attempts, branch = s.branch, position = s.pos,
+      started_at = host.iso(s.started_us), duration_ms = s.duration_us / 1000, size = s.size or 0,
+      error = s.error and s.error.message,
+    }
+  end
+  return doc
+end
+
 function M.runs(args)
   local opts, pos = begin("runs", args, { pipeline = "value", status = "value", limit = "value", store = "value", json = "bool" })
   if not opts then return pos end
@@ -610,18 +629,7 @@ function M.status(args)
     end
   end
   if opts.json then
-    local doc = run_summary(r)
-    doc.input, doc.result = r.input, r.result
-    doc.error = r.error
-    doc.steps = json.array({})
-    for i, s in ipairs(steps) do
-      doc.steps[i] = {
-        id = s.id, status = s.status, attempts = s.attempts, branch = s.branch, position = s.pos,
-        started_at = host.iso(s.started_us), duration_ms = s.duration_us / 1000, size = s.size or 0,
-        error = s.error and s.error.message,
-      }
-    end
-    out(json.encode(doc), "\n")
+    out(json.encode(M.status_doc(r, steps)), "\n")
     return 0
   end
   local total, attempt = run_times(r)
@@ -684,15 +692,22 @@ function M.serve(args)
   return 0
 end
 
+--- The schedules as the store holds them (name, spec, tz, next_at,
+--- last_at, runs, enabled, ...), by name.
+function M.list_schedules()
+  local _, vals = host.scan("schedules", "")
+  local list = {}
+  for i, raw in ipairs(vals or {}) do list[i] = json.decode(raw) end
+  return list
+end
+
 function M.schedules(args)
   local opts, pos = begin("schedules", args, { store = "value", json = "bool" })
   if not opts then return pos end
   if #pos > 0 then return usage_error("schedules", "schedules takes no positional argument: " .. pos[1]) end
   if not open_store(opts, true) then return 2 end
   local every = require "sluice.every"
-  local _, vals = host.scan("schedules", "")
-  local list = {}
-  for i, raw in ipairs(vals or {}) do list[i] = json.decode(raw) end
+  local list = M.list_schedules()
   if opts.json then
     local now = host.now() // 1000000
     for _, s in ipairs(list) do
@@ -1007,6 +1022,49 @@ function M.reload(args)
     end
   end
   return failed > 0 and 1 or 0
+end
+
+USAGE.repl = [[
+usage: sluice repl [--store DIR] [-e CHUNK] [--json] [--eval-timeout DURATION]
+
+Evaluates Lua inside the process that owns the store (sluice serve, or a
+foreground sluice run), over its control socket: help() lists the helpers
+(runs{}, run(id), step(run_id, step_id), events(stream), trigger(name),
+cancel(id), pause(schedule), stats(), tail(stream), ...). An expression
+prints its value. Without such a process the store is opened read-only and
+the inspection helpers alone are offered, evaluated here (said at start).
+
+  -e CHUNK               evaluate CHUNK, print its values, exit (0, or 1 on error)
+  --json                 values as JSON (one value, or an array of several)
+  --eval-timeout D       stop an evaluation that runs Lua for longer than D
+                         without waiting (default 5s); the host keeps serving
+  --store DIR            the store (default ./.sluice)
+
+With stdin not a terminal (sluice repl < script.lua) the whole input is one
+chunk. Interactively: line editing and history (~/.sluice_history), Tab
+completes names, an unfinished chunk reads more lines, Ctrl-C interrupts
+the evaluation (not the host), Ctrl-D leaves.
+]]
+
+function M.repl(args)
+  -- -e is the one short option of sluice: the Lua interpreter's
+  for i, a in ipairs(args) do
+    if a == "-e" then args[i] = "--eval" end
+  end
+  local opts, pos = begin("repl", args, { store = "value", eval = "value", json = "bool", ["eval-timeout"] = "value" })
+  if not opts then return pos end
+  if #pos > 0 then return usage_error("repl", "repl takes no positional argument: " .. pos[1]) end
+  local repl_eval = require "sluice.repl_eval"
+  local timeout_ms = repl_eval.DEFAULT_TIMEOUT_MS
+  if opts["eval-timeout"] then
+    local ok, v = pcall(repl_eval.timeout_ms, opts["eval-timeout"])
+    if not ok then return usage_error("repl", v) end
+    timeout_ms = v
+  end
+  return require("sluice.repl").main({
+    store = opts.store or os.getenv("SLUICE_STORE") or ".sluice",
+    chunk = opts.eval, json = opts.json, timeout_ms = timeout_ms,
+  })
 end
 
 --- Entry point from main.c: main(command, args...) -> exit code.

@@ -1270,21 +1270,28 @@ function M.list_runs(filter)
   filter = filter or {}
   local limit = filter.limit or 20
   local out, skipped = {}, {}
-  local keys = host.scan("runs_by_time", "", true)
-  for i = 1, #keys do
-    local id = keys[i]:sub(9)
-    local raw, err, code = host.get("runs", id)
-    if err then store_error("reading run " .. id, err, code) end
-    local r, cerr = nil, nil
-    if raw then r, cerr = decode_run(id, raw) end
-    if cerr then skipped[#skipped + 1] = cerr end
-    if r and (not filter.pipeline or r.pipeline == filter.pipeline)
-        and (not filter.status or r.status == filter.status) then
-      out[#out + 1] = r
-      if #out >= limit then break end
+  -- newest first in growing pages: the last few runs of a long history
+  -- cost a few keys, not a scan of all of them
+  local page, seen = limit, 0
+  while true do
+    local keys, kerr, kcode = host.scan("runs_by_time", "", true, page)
+    if not keys then store_error("listing runs", kerr, kcode) end
+    for i = seen + 1, #keys do
+      local id = keys[i]:sub(9)
+      local raw, err, code = host.get("runs", id)
+      if err then store_error("reading run " .. id, err, code) end
+      local r, cerr = nil, nil
+      if raw then r, cerr = decode_run(id, raw) end
+      if cerr then skipped[#skipped + 1] = cerr end
+      if r and (not filter.pipeline or r.pipeline == filter.pipeline)
+          and (not filter.status or r.status == filter.status) then
+        out[#out + 1] = r
+        if #out >= limit then return out, skipped end
+      end
     end
+    if #keys < page then return out, skipped end
+    seen, page = #keys, page * 4
   end
-  return out, skipped
 end
 
 --- Puts the pipeline API into the given environment (default _G).

@@ -58,9 +58,16 @@ function M.wait()
   local co = coroutine.running()
   local token = {}
   waiting[co] = token
+  -- a task whose context times its running (a REPL evaluation) is told
+  local ctx = contexts[co]
+  local on_wait = ctx and ctx.on_wait
+  if on_wait then on_wait(true) end
   while true do
     local r = table.pack(coroutine.yield())
-    if r[1] == token then return table.unpack(r, 2, r.n) end
+    if r[1] == token then
+      if on_wait then on_wait(false) end
+      return table.unpack(r, 2, r.n)
+    end
     waiting[co] = token
   end
 end
