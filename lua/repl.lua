@@ -204,6 +204,8 @@ local function interactive(t, dir, opts)
   local sigwinch = uv.new_signal()
   sigwinch:start("sigwinch", function() edit.resize() end)
 
+  -- a line, "eof", "interrupt", or "lost" when the host's connection
+  -- ended meanwhile (noticed at once, not at the next evaluation)
   local function read_line(prompt)
     edit.start(prompt)
     reading = true
@@ -211,7 +213,36 @@ local function interactive(t, dir, opts)
       local state, line = edit.feed()
       if state ~= "more" then deliver(state, line) end
     end)
-    return sched.wait()
+    while true do
+      local cl = t.live and t.client
+      if cl then cl.waiter = me end
+      local state, line = sched.wait()
+      if cl and cl.waiter == me then cl.waiter = nil end
+      if state then return state, line end
+      if cl and cl.ended then
+        reading = false
+        poll:stop()
+        edit.stop()
+        out("\n")
+        return "lost", cl.ended[1]
+      end
+    end
+  end
+
+  -- after the connection ended: a new host, or this process read-only
+  local function reconnect(why)
+    errf("%s", lost_text(t, why))
+    t.client:close()
+    local t2, err = connect(dir, true)
+    if not t2 then
+      errf("%s", err)
+      return false
+    end
+    t = t2
+    out(t.live and ("sluice repl: reconnected to sluice %s (pid %d): a new session (globals set before are gone)\n")
+      :format(t.holder.role, t.holder.pid) or banner(t, dir))
+    refresh_words(edit, t)
+    return true
   end
 
   local code = 0
@@ -223,6 +254,12 @@ local function interactive(t, dir, opts)
     if state == "eof" then
       out("\n")
       break
+    elseif state == "lost" then
+      lines = {}
+      if not reconnect(line) then
+        code = 1
+        break
+      end
     elseif state == "interrupt" then
       lines = {}
     elseif #lines == 0 and line:match("^%s*$") then
@@ -245,20 +282,11 @@ local function interactive(t, dir, opts)
         local reply, why = evaluate(t, chunk, "=stdin", opts, out)
         if reply then
           show(reply, opts)
-        else
-          errf("%s", lost_text(t, why))
-          t.client:close()
-          local t2, err = connect(dir, true)
-          if not t2 then
-            errf("%s", err)
-            code = 1
-            break
-          end
-          t = t2
-          out(t.live and ("sluice repl: reconnected to sluice %s (pid %d): a new session (globals set before are gone)\n")
-            :format(t.holder.role, t.holder.pid) or banner(t, dir))
+          refresh_words(edit, t)
+        elseif not reconnect(why) then
+          code = 1
+          break
         end
-        refresh_words(edit, t)
       end
     end
   end

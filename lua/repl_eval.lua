@@ -180,8 +180,13 @@ function M.start(s, code, opts)
   local timeout_ms = opts.timeout_ms or M.DEFAULT_TIMEOUT_MS
   local ev = setmetatable({ session = s, out = opts.out, on_done = opts.on_done, done = false }, Eval)
   local fn, err = M.compile(code, opts.chunkname or "=stdin", s.env)
+  local why = ("stopped: the evaluation ran Lua for %s without waiting (sluice repl --eval-timeout)")
+    :format(shown(timeout_ms))
   ev.timer = uv.new_timer()
-  ev.guard = guard.new()
+  -- The guard's own deadline stops a coroutine the chunk made and resumes
+  -- (the loop cannot run then); the timer, which runs while the guard
+  -- preempts the chunk, sends the reply.
+  ev.guard = guard.new(timeout_ms, why)
   if not fn then
     finish(ev, { error = err })
     return ev
@@ -189,18 +194,23 @@ function M.start(s, code, opts)
   s.latest = ev
   local function arm()
     if ev.done then return end
+    ev.guard:rearm(timeout_ms)
     uv.update_time()
-    ev.timer:start(timeout_ms, 0, function()
-      ev:stop("timeout", ("stopped: the evaluation ran Lua for %s without waiting (sluice repl --eval-timeout)")
-        :format(shown(timeout_ms)))
-    end)
+    ev.timer:start(timeout_ms, 0, function() ev:stop("timeout", why) end)
   end
-  -- the time limit counts running, not waiting: it pauses in sched.wait
+  -- The time counts running, not waiting: it pauses in sched.wait. (Once
+  -- the chunk's own coroutines joined its guard, the guard's deadline
+  -- cannot move: such a chunk is bounded from its start, waits included.)
   local ctx = {
     eval = ev,
     on_wait = function(waiting)
       if ev.done then return end
-      if waiting then ev.timer:stop() else arm() end
+      if waiting then
+        ev.timer:stop()
+        ev.guard:rearm(nil)
+      else
+        arm()
+      end
     end,
   }
   sched.spawn(ctx, function()
