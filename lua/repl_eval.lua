@@ -67,6 +67,16 @@ function M.session(opts)
       return _G[k]
     end,
   })
+  if opts.live then
+    -- the REPL is a guest of the host: leaving is the client's, not the host's
+    local pid = math.tointeger(uv.os_getpid())
+    vars.os = setmetatable({
+      exit = function()
+        error(("os.exit would stop the host (sluice %s, pid %d); leave the REPL with Ctrl-D, stop the host with SIGTERM")
+          :format(opts.host and opts.host.role or "?", pid), 2)
+      end,
+    }, { __index = os })
+  end
   vars.print = function(...)
     local n = select("#", ...)
     local parts = {}
