@@ -101,12 +101,12 @@ local function evaluate(t, code, chunkname, opts, on_out)
       cl:close()
     end
   end
-  local reply, why = cl:call(req, {
+  local reply, why, code = cl:call(req, {
     first_frame_ms = ANSWER_MS,
     on_progress = function(p) if p.out then on_out(p.out) end end,
   })
   M.interrupt = nil
-  if not reply then return nil, why end
+  if not reply then return nil, why, code end
   if not reply.ok then return { error = reply.message } end
   return reply
 end
@@ -135,18 +135,23 @@ local function show(reply, opts)
   return true
 end
 
-local function lost_text(t, why)
-  return ("the connection to sluice %s (pid %d) ended (%s): it stopped or was killed")
-    :format(t.holder.role, t.holder.pid, tostring(why))
+local function lost_text(t, why, code)
+  local who = ("sluice %s (pid %d)"):format(t.holder.role, t.holder.pid)
+  if code == "ETIMEDOUT" then
+    return ("%s did not answer within %ds (a step that never yields holds its loop?); the connection is dropped")
+      :format(who, ANSWER_MS // 1000)
+  end
+  if code == "EPIPE" then return ("the connection to %s was closed; its session is gone"):format(who) end
+  return ("the connection to %s ended (%s): it stopped or was killed"):format(who, tostring(why))
 end
 
 ---------------------------------------------------------------------------
 -- one chunk: -e, or stdin that is not a terminal
 
 local function once(t, code, chunkname, opts)
-  local reply, why = evaluate(t, code, chunkname, opts, out)
+  local reply, why, ecode = evaluate(t, code, chunkname, opts, out)
   if not reply then
-    errf("%s", lost_text(t, why))
+    errf("%s", lost_text(t, why, ecode))
     return 1
   end
   return show(reply, opts) and 0 or 1
@@ -224,14 +229,14 @@ local function interactive(t, dir, opts)
         poll:stop()
         edit.stop()
         out("\n")
-        return "lost", cl.ended[1]
+        return "lost", cl.ended[1], cl.ended[2]
       end
     end
   end
 
   -- after the connection ended: a new host, or this process read-only
-  local function reconnect(why)
-    errf("%s", lost_text(t, why))
+  local function reconnect(why, ecode)
+    errf("%s", lost_text(t, why, ecode))
     t.client:close()
     local t2, err = connect(dir, true)
     if not t2 then
@@ -250,13 +255,13 @@ local function interactive(t, dir, opts)
   local last -- the chunk last added to the history
   while true do
     local prompt = #lines > 0 and ">> " or (t.live and "sluice> " or "sluice(ro)> ")
-    local state, line = read_line(prompt)
+    local state, line, ecode = read_line(prompt)
     if state == "eof" then
       out("\n")
       break
     elseif state == "lost" then
       lines = {}
-      if not reconnect(line) then
+      if not reconnect(line, ecode) then
         code = 1
         break
       end
@@ -279,11 +284,11 @@ local function interactive(t, dir, opts)
           end
         end
         opts.width = edit.columns() or 100
-        local reply, why = evaluate(t, chunk, "=stdin", opts, out)
+        local reply, why, ecode2 = evaluate(t, chunk, "=stdin", opts, out)
         if reply then
           show(reply, opts)
           refresh_words(edit, t)
-        elseif not reconnect(why) then
+        elseif not reconnect(why, ecode2) then
           code = 1
           break
         end
