@@ -303,14 +303,6 @@ function M.set_enabled(name, enabled)
   if not (slot and slot.def) then return nil, ("no schedule '%s'"):format(name) end
   local was = slot.enabled
   slot.enabled = enabled
-  if enabled and not slot.next_at and timer and not stopped then
-    -- taken off the heap while disabled: it fires from now on
-    slot.next_at = next_after(slot, now_s())
-    if slot.next_at then
-      push(slot.next_at, slot)
-      arm()
-    end
-  end
   local ok, err, code = host.commit({ "schedules", name, record(slot) })
   if not ok then
     slot.enabled = was
