@@ -127,8 +127,9 @@ function M.new(s)
 
   function H.runs(opts)
     opts = check_opts("runs", opts, { pipeline = true, status = true, limit = true })
-    local list = engine.list_runs({ pipeline = opts.pipeline, status = opts.status,
+    local list, skipped = engine.list_runs({ pipeline = opts.pipeline, status = opts.status,
       limit = check_limit("runs", opts.limit, 20) })
+    for _, msg in ipairs(skipped or {}) do s:write("(skipped: " .. msg .. ")\n") end
     for i, r in ipairs(list) do list[i] = cli.run_summary(r) end
     return pretty.rows(list, { "id", "pipeline", "status", "created_at", "duration_ms", "error" })
   end
