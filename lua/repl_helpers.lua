@@ -41,7 +41,7 @@ local DOCS = {
   { "rerun", "rerun(id, {from=, wait=false})", "a new run reusing the steps before `from`: its id, or its record with wait=true", true },
   { "pause", "pause(schedule)", "stops a schedule firing, durably (a restart keeps it paused)", true },
   { "resume", "resume(schedule)", "lets a paused schedule fire again", true },
-  { "reload", "reload([file])", "loads changed pipeline files now (all, or one)", true },
+  { "reload", "reload([file])", "loads the serve's pipeline files again now (a file's entry, or all)", true },
   { "stats", "stats()", "writer batches and commit latency, loop lag, memory, runs active", true },
 }
 
@@ -283,10 +283,20 @@ function M.new(s)
   function H.reload(file)
     live("reload()")
     if file ~= nil then check_string("reload", "the file", file) end
-    if not require("sluice.control").handlers.reload then
-      error("reload: hot reload is not in this build of sluice yet; restart sluice serve to load changed files", 2)
+    -- serve reloads every file of its directory (as sluice reload and
+    -- SIGHUP do); with a file, its entry is the answer
+    local files = request(s, "reload", {}).files or {}
+    local list = {}
+    for _, f in ipairs(files) do
+      if file == nil or f.file == file or f.file:sub(-#file - 1) == "/" .. file then list[#list + 1] = f end
     end
-    return request(s, "reload", { file = file })
+    if file and #list == 0 then
+      local names = {}
+      for i, f in ipairs(files) do names[i] = f.file end
+      error(("reload: no file %s in this serve's directory (its files: %s)")
+        :format(file, #names > 0 and table.concat(names, ", ") or "none"), 2)
+    end
+    return pretty.rows(list, { "file", "old_hash", "new_hash", "ms", "changes", "unchanged", "error" })
   end
 
   function H.stats()

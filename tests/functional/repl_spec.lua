@@ -195,9 +195,6 @@ end)
     code, _, err = repl({ "-e", "os.exit(3)" })
     assert.are.equal(1, code)
     assert.matches("os%.exit would stop the host %(sluice serve, pid " .. s.pid .. "%)", err)
-    code, _, err = repl({ "-e", "reload()" })
-    assert.are.equal(1, code)
-    assert.matches("reload: hot reload is not in this build of sluice yet", err)
     code, _, err = repl({ "--eval-timeout", "soon", "-e", "1" })
     assert.are.equal(2, code)
     assert.matches("%-%-eval%-timeout", err)
@@ -216,6 +213,18 @@ end)
     code, out, err = repl({ "-e", "return rerun('first', {from = 'shout', wait = true}).result" })
     assert.are.equal(0, code, err)
     assert.are.equal('"HELLO ADA"\n', out)
+    -- reload: a changed file is live at once, through the REPL
+    H.write(dir .. "/p/greet.lua", [[
+pipeline("greet", function(input)
+  return step("hello2", function() return "hi " .. input.name end)
+end)
+]])
+    code, out, err = repl({ "-e", "return reload('greet.lua')[1].file, trigger('greet', {name = 'cy'}, {wait = true}).result" })
+    assert.are.equal(0, code, err)
+    assert.matches('greet%.lua"\n"hi cy"\n$', out)
+    code, _, err = repl({ "-e", "reload('nope.lua')" })
+    assert.are.equal(1, code)
+    assert.matches("reload: no file nope%.lua in this serve's directory %(its files: .-gated%.lua", err)
     -- a script on stdin: one chunk, its prints and its values
     local script = H.write(dir .. "/script.lua", [[
 local n = 0
@@ -226,7 +235,7 @@ return n
     local sh = H.spawn({ "-c", ("'%s' repl --store '%s' < '%s'"):format(H.bin, store, script) }, { bin = "/bin/sh" })
     local rc, _, sout, serr = sh:wait()
     assert.are.equal(0, rc, serr)
-    assert.are.equal("counted\t3\n3\n", sout)
+    assert.are.equal("counted\t4\n4\n", sout)
     stop(s)
   end)
 
