@@ -47,6 +47,8 @@ void http_lua_shutdown(void);
 
 /* "sluice.crypto" (l_crypto.c): random bytes, SHA-256, constant-time equal. */
 int luaopen_sluice_crypto(lua_State *L);
+/* "sluice.edit" (l_edit.c): libedit's line editing for sluice repl. */
+int luaopen_sluice_edit(lua_State *L);
 
 /* Stops the writer (committing what is queued) and closes the store. The
  * loop must run once more afterwards so the writer's handle closes. */

@@ -44,6 +44,8 @@ static const char usage[] =
     "                          API keys of the HTTP API (the key is printed once)\n"
     "  namespaces set NS [--runs-per-day N] [--concurrent-runs N] [--status S] | namespaces list\n"
     "                          namespaces of the HTTP API and their quotas\n"
+    "  repl [--store DIR] [-e CHUNK] [--json] [--eval-timeout D]\n"
+    "                          Lua inside the serve that owns the store (read-only without one)\n"
     "  cron next \"EXPR\" [--from ISO8601] [-n N] [--tz ZONE]\n"
     "                          the next fire times of a cron expression, in UTC\n"
     "  FILE.lua [ARGS...]      run a Lua script inside the host (like the lua executable)\n"
@@ -57,7 +59,7 @@ static vm V;
 static int lua_commands(char **argv) {
   static const char *const names[] = {"run",    "runs",   "status",    "serve",
                                       "schedules", "events", "consumers", "cancel",
-                                      "rerun", "trigger", "reload", "keys", "namespaces", NULL};
+                                      "rerun", "trigger", "reload", "keys", "namespaces", "repl", NULL};
   for (int i = 0; names[i]; i++) {
     if (strcmp(argv[1], names[i]) == 0) return 1;
   }

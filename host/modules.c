@@ -6,6 +6,7 @@
 #include <lauxlib.h>
 
 #include "codec.h"
+#include "guard.h"
 #include "host_lib.h"
 
 static const luaL_Reg modules[] = {
@@ -13,11 +14,13 @@ static const luaL_Reg modules[] = {
     {"sluice.codec", luaopen_sluice_codec},
     {"sluice.host", luaopen_sluice_host},
     {"sluice.control_socket", luaopen_sluice_control_socket},
+    {"sluice.guard", luaopen_sluice_guard},
     {"sluice._http", luaopen_sluice__http},
     {"sluice._csv", luaopen_sluice__csv},
     {"sluice._sqlite", luaopen_sluice__sqlite},
     {"sluice.http_server", luaopen_sluice_http_server},
     {"sluice.crypto", luaopen_sluice_crypto},
+    {"sluice.edit", luaopen_sluice_edit},
     {NULL, NULL},
 };
 

@@ -7,6 +7,7 @@
 #define SLUICE_VM_H
 
 #include <lua.h>
+#include <stdint.h>
 #include <uv.h>
 
 typedef struct vm {
@@ -16,6 +17,16 @@ typedef struct vm {
   int main_failed;    /* set when main_co ended with an error */
   int stop_with_main; /* stop the loop when main_co ends (commands, not scripts) */
   int open;
+  /* guards (guard.h): the coroutine vm_resume runs now; when it was resumed
+   * (for the preemption slice); how many guards are live (none: vm_resume
+   * does no guard work); the coroutine the hook just preempted; the idle
+   * handle that resumes preempted coroutines */
+  lua_State *running;
+  uint64_t slice_start;
+  int guards;
+  lua_State *preempted;
+  uv_idle_t ready;
+  int ready_open;
 } vm;
 
 /* Creates the loop and the Lua state. Returns 0, or -1 with err. */

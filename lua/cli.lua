@@ -37,6 +37,7 @@ local function errf(fmt, ...) io.stderr:write("sluice: ", fmt:format(...), "\n")
 local USAGE = {
   run = [[
 usage: sluice run FILE [--pipeline NAME] [--input JSON] [--id RUN_ID] [--store DIR] [--debug]
+                 [--step-timeout DURATION]
 
 Runs one pipeline of FILE to completion in the foreground and prints its
 result as JSON on stdout. Every step's result is committed to the store
@@ -51,6 +52,9 @@ same --id and finished steps return their stored result without running.
                    existing run keeps its stored input)
   --store DIR      the store (default ./.sluice; DIR's parent must exist)
   --debug          keep sluice's own frames in tracebacks (also SLUICE_DEBUG=1)
+  --step-timeout DURATION
+                   the timeout of steps that set none (default: none; with a
+                   serve owning the store, the serve's own --step-timeout)
 
 When a sluice serve owns the store (or is starting), the run is handed to
 it over the store's control socket (it must have loaded the pipeline) and
@@ -75,7 +79,7 @@ DURATION is the time since the run was created (to its end, or so far);
 status RUN_ID also shows its last attempt's.
 ]],
   serve = [[
-usage: sluice serve [DIR] [--store DIR] [--grace DURATION] [--debug] [--listen HOST:PORT]... [--no-http]
+usage: sluice serve [DIR] [--store DIR] [--grace DURATION] [--step-timeout DURATION] [--debug] [--listen HOST:PORT]... [--no-http]
 
 The long-lived host: loads every .lua file under DIR (default pipelines/),
 resumes the unfinished runs of the store, fires the schedules defined with
@@ -88,6 +92,10 @@ finish, then it exits 0; cut-off runs resume at the next start. A sluice
 run holding the store is waited for (up to 30s); a second serve on the same
 store refuses to start; runs, status and schedules keep working beside it.
 --debug keeps sluice's own frames in tracebacks.
+
+--step-timeout DURATION is the timeout of steps that set none (default:
+none: such a step may run for ever, and one that never yields blocks the
+host). A timeout also stops a step that never yields.
 
 HTTP API (README.md, "HTTP API"):
   --listen HOST:PORT   listen there (default 127.0.0.1:8787; port 0 picks a free
@@ -363,9 +371,12 @@ local function choose_pipeline(file, defined, name)
 end
 
 function M.run(args)
-  local opts, pos = begin("run", args, { pipeline = "value", input = "value", id = "value", store = "value", debug = "bool" })
+  local opts, pos = begin("run", args, { pipeline = "value", input = "value", id = "value", store = "value", debug = "bool",
+    ["step-timeout"] = "value" })
   if not opts then return pos end
   if opts.debug then errors.debug = true end
+  local bad = M.step_timeout_option("run", opts)
+  if bad then return bad end
   if #pos ~= 1 then return usage_error("run", "run needs exactly one FILE") end
   local file = pos[1]
 
@@ -553,6 +564,25 @@ local function run_summary(r)
   }
 end
 
+M.run_summary = run_summary
+
+--- A run with its steps as `sluice status --json` shows it (the REPL's
+--- run(id) too). steps: engine.get_steps(r.id).
+function M.status_doc(r, steps)
+  local doc = run_summary(r)
+  doc.input, doc.result = r.input, r.result
+  doc.error = r.error
+  doc.steps = json.array({})
+  for i, s in ipairs(steps) do
+    doc.steps[i] = {
+      id = s.id, status = s.status, attempts = s.attempts, branch = s.branch, position = s.pos,
+      started_at = host.iso(s.started_us), duration_ms = s.duration_us / 1000, size = s.size or 0,
+      error = s.error and s.error.message,
+    }
+  end
+  return doc
+end
+
 function M.runs(args)
   local opts, pos = begin("runs", args, { pipeline = "value", status = "value", limit = "value", store = "value", json = "bool" })
   if not opts then return pos end
@@ -614,18 +644,7 @@ function M.status(args)
     end
   end
   if opts.json then
-    local doc = run_summary(r)
-    doc.input, doc.result = r.input, r.result
-    doc.error = r.error
-    doc.steps = json.array({})
-    for i, s in ipairs(steps) do
-      doc.steps[i] = {
-        id = s.id, status = s.status, attempts = s.attempts, branch = s.branch, position = s.pos,
-        started_at = host.iso(s.started_us), duration_ms = s.duration_us / 1000, size = s.size or 0,
-        error = s.error and s.error.message,
-      }
-    end
-    out(json.encode(doc), "\n")
+    out(json.encode(M.status_doc(r, steps)), "\n")
     return 0
   end
   local total, attempt = run_times(r)
@@ -653,13 +672,26 @@ function M.status(args)
   return 0
 end
 
+-- --step-timeout D: the engine's timeout of steps that set none. Returns the
+-- exit code of a bad value.
+function M.step_timeout_option(cmd, opts)
+  local d = opts["step-timeout"]
+  if not d then return nil end
+  local ok, ms = pcall(require("sluice.duration").ms, d, "--step-timeout")
+  if not ok then return usage_error(cmd, (tostring(ms):gsub("^[^\n]-:%d+: ", ""))) end
+  if ms <= 0 then return usage_error(cmd, "--step-timeout must be more than 0, got " .. d) end
+  engine.step_timeout_ms = ms
+end
+
 function M.serve(args)
-  local spec = { store = "value", grace = "value", debug = "bool" }
+  local spec = { store = "value", grace = "value", debug = "bool", ["step-timeout"] = "value" }
   local api = require "sluice.api"
   for k, v in pairs(api.cli_options) do spec[k] = v end
   local opts, pos = begin("serve", args, spec)
   if not opts then return pos end
   if opts.debug then errors.debug = true end
+  local bad = M.step_timeout_option("serve", opts)
+  if bad then return bad end
   local http_opts, herr = api.options(opts)
   if not http_opts then return usage_error("serve", herr) end
   if #pos > 1 then return usage_error("serve", "serve takes at most one DIR") end
@@ -680,15 +712,22 @@ function M.serve(args)
   return 0
 end
 
+--- The schedules as the store holds them (name, spec, tz, next_at,
+--- last_at, runs, enabled, ...), by name.
+function M.list_schedules()
+  local _, vals = host.scan("schedules", "")
+  local list = {}
+  for i, raw in ipairs(vals or {}) do list[i] = json.decode(raw) end
+  return list
+end
+
 function M.schedules(args)
   local opts, pos = begin("schedules", args, { store = "value", json = "bool" })
   if not opts then return pos end
   if #pos > 0 then return usage_error("schedules", "schedules takes no positional argument: " .. pos[1]) end
   if not open_store(opts, true) then return 2 end
   local every = require "sluice.every"
-  local _, vals = host.scan("schedules", "")
-  local list = {}
-  for i, raw in ipairs(vals or {}) do list[i] = json.decode(raw) end
+  local list = M.list_schedules()
   if opts.json then
     local now = host.now() // 1000000
     for _, s in ipairs(list) do
@@ -1009,6 +1048,49 @@ end
 M.USAGE, M.begin, M.open_store, M.usage_error, M.table_print = USAGE, begin, open_store, usage_error, table_print
 function M.keys(args) return require("sluice.cli_keys").keys(args) end
 function M.namespaces(args) return require("sluice.cli_keys").namespaces(args) end
+
+USAGE.repl = [[
+usage: sluice repl [--store DIR] [-e CHUNK] [--json] [--eval-timeout DURATION]
+
+Evaluates Lua inside the process that owns the store (sluice serve, or a
+foreground sluice run), over its control socket: help() lists the helpers
+(runs{}, run(id), step(run_id, step_id), events(stream), trigger(name),
+cancel(id), pause(schedule), stats(), tail(stream), ...). An expression
+prints its value. Without such a process the store is opened read-only and
+the inspection helpers alone are offered, evaluated here (said at start).
+
+  -e CHUNK               evaluate CHUNK, print its values, exit (0, or 1 on error)
+  --json                 values as JSON (one value, or an array of several)
+  --eval-timeout D       stop an evaluation that runs Lua for longer than D
+                         without waiting (default 5s); the host keeps serving
+  --store DIR            the store (default ./.sluice)
+
+With stdin not a terminal (sluice repl < script.lua) the whole input is one
+chunk. Interactively: line editing and history (~/.sluice_history), Tab
+completes names, an unfinished chunk reads more lines, Ctrl-C interrupts
+the evaluation (not the host), Ctrl-D leaves.
+]]
+
+function M.repl(args)
+  -- -e is the one short option of sluice: the Lua interpreter's
+  for i, a in ipairs(args) do
+    if a == "-e" then args[i] = "--eval" end
+  end
+  local opts, pos = begin("repl", args, { store = "value", eval = "value", json = "bool", ["eval-timeout"] = "value" })
+  if not opts then return pos end
+  if #pos > 0 then return usage_error("repl", "repl takes no positional argument: " .. pos[1]) end
+  local repl_eval = require "sluice.repl_eval"
+  local timeout_ms = repl_eval.DEFAULT_TIMEOUT_MS
+  if opts["eval-timeout"] then
+    local ok, v = pcall(repl_eval.timeout_ms, opts["eval-timeout"])
+    if not ok then return usage_error("repl", v) end
+    timeout_ms = v
+  end
+  return require("sluice.repl").main({
+    store = opts.store or os.getenv("SLUICE_STORE") or ".sluice",
+    chunk = opts.eval, json = opts.json, timeout_ms = timeout_ms,
+  })
+end
 
 --- Entry point from main.c: main(command, args...) -> exit code.
 function M.main(cmd, ...)

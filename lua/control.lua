@@ -17,7 +17,9 @@
 ---
 --- A request kind is one entry of M.handlers: handler(req, ctx) returns the
 --- final reply's fields (or nil) or raises M.fail(code, message);
---- ctx.progress(fields) sends a progress frame; ctx.host is what the
+--- ctx.progress(fields) sends a progress frame; ctx.conn is the state of
+--- the request's connection (c.closed once the client went; the REPL keeps
+--- a session per connection); ctx.host is what the
 --- listening process offers: {role = "serve"|"run", run_id=, dir=, stopping=,
 --- execute = fn(p, input, id, opts) -> record | nil, err (waits for the end),
 --- start = fn(p, input, id, opts) (does not), pipeline = fn(name) -> handle
@@ -76,6 +78,7 @@ local function serve_request(c, req)
   else
     local ctx = {
       host = offer,
+      conn = c,
       progress = function(fields)
         if c.pending[entry] then send(c, { tag = req.tag, progress = fields }) end
       end,
@@ -484,6 +487,13 @@ function H.wait(req)
   end
   local rec, timed_out = sched.wait()
   return { run = rec or e.get_run(id), live = e.active[id] ~= nil, timed_out = timed_out or nil }
+end
+
+--- eval {code, ...}: a REPL evaluation in this host (sluice.repl_eval:
+--- the session of this connection, print() as progress {out}, a count
+--- hook bounding it); {cancel = tag} interrupts one; {names = true}.
+function H.eval(req, ctx)
+  return require("sluice.repl_eval").handle(req, ctx)
 end
 
 return M

@@ -17,6 +17,7 @@ local errors = require "sluice.errors"
 local liveness = require "sluice.liveness"
 local registry = require "sluice.registry"
 local runs_index = require "sluice.runs_index"
+local guard = require "sluice.guard"
 local uv = require "luv"
 
 local M = {}
@@ -35,6 +36,10 @@ M.on_idle = nil
 --- Set by the HTTP API's metrics: on_step(pipeline_name, attempts, us, ok)
 --- after each executed step.
 M.on_step = nil
+
+--- The timeout (ms) of steps that set none (serve/run --step-timeout); nil:
+--- such steps run unbounded.
+M.step_timeout_ms = nil
 
 local stopped -- defined below: raises the stop error of a run
 local acquire_slot -- defined below: concurrency keys
@@ -361,48 +366,148 @@ local function first_result(ok, ...)
   return true, select("#", ...), (...)
 end
 
+local function ms_text(ms)
+  if ms >= 1000 then return ("%gs"):format(ms / 1000) end
+  return ("%gms"):format(ms)
+end
+
+-- Step bodies with a timeout run in worker tasks, so that the step can stop
+-- waiting for them: at the timeout, or when the run is stopped (stop_run
+-- abandons br.job). A worker is a task with its own guard (sluice.guard) and
+-- timer, reused from one step to the next: making them costs more than the
+-- step. The engine's own code on a worker is kept to a few instructions: a
+-- guarded coroutine pays the hook on every one. An abandoned worker can no
+-- longer call the engine, and its guard freezes its user code: a body that
+-- never yields is stopped by the guard's hook, one that waits never runs on
+-- when it is woken.
+local idle_workers, n_idle, MAX_IDLE = {}, 0, 256
+
+-- The error of a step that timed out (its metatable tells it from an error
+-- a body raises).
+local Timeout = {}
+Timeout.__index = Timeout
+Timeout.__tostring = function(e) return e.message end
+
+-- A worker carries its one job in its own fields (fn, args, timeout_ms, me:
+-- the step's task; settled, waiting, ok, n, res): a busy host runs many.
+local GO = {} -- the value call_step resumes a parked worker with
+
+-- The outcome of w's job; wakes the step if it waits for it.
+local function finish(w, ok, n, res)
+  if w.settled then return end
+  w.settled, w.ok, w.n, w.res = true, ok, n, res
+  if w.waiting then sched.wake(w.me) end
+end
+
+local function retire(w)
+  w.dead = true
+  w.timer:close()
+  w.guard:release() -- a no-op once killed: its coroutines stay frozen
+end
+
+-- The step stops waiting for w's body, which has not ended.
+local function abandon(w, err)
+  if w.settled then return end
+  sched.set_context(w.co, { abandoned = true })
+  w.guard:kill(err)
+  retire(w)
+  finish(w, false, 0, err)
+end
+
+local function worker_main(w)
+  while true do
+    local args = w.args
+    finish(w, first_result(xpcall(w.fn, sched.traceback, table.unpack(args, 1, args.n))))
+    if w.dead then return end
+    -- call_step resumes it with its next job (cheaper than sched.wait); a
+    -- stray resume (a coroutine kept from an earlier body) is ignored
+    w.parked = true
+    repeat until coroutine.yield() == GO
+    w.parked = false
+  end
+end
+
+local function worker_ended(ok, err)
+  if not ok then
+    io.stderr:write("sluice: internal error in a step worker: ", tostring(err.traceback or err.message), "\n")
+  end
+end
+
+local function on_timeout(w)
+  abandon(w, setmetatable({ message = "timed out after " .. ms_text(w.timeout_ms) }, Timeout))
+end
+
 -- Calls fn with args; returns true, number of results, first result, or
--- false, 0, error table. With a timeout, fn runs in a task of its own so
--- the step can stop waiting for it; the abandoned task can no longer call
--- the engine.
+-- false, 0, error table. With a timeout, fn runs in a worker task.
 local function call_step(br, fn, args, timeout_ms)
   if not timeout_ms then
     if args.n == 0 then return first_result(xpcall(fn, sched.traceback)) end
     return first_result(xpcall(fn, sched.traceback, table.unpack(args, 1, args.n)))
   end
-  local me = coroutine.running()
-  local settled, waiting, ok_, res_ = false, false, nil, nil
-  local timer = uv.new_timer()
-  local function settle(ok, res)
-    if settled then return end
-    settled, ok_, res_ = true, ok, res
-    timer:stop()
-    timer:close()
-    if waiting then sched.wake(me) end
+  -- the body may run until the step's timeout, or the run's if that is sooner
+  local limit = timeout_ms
+  local deadline_us = br.run.record.deadline_us
+  if deadline_us then limit = math.max(0, math.min(limit, (deadline_us - host.now()) / 1000)) end
+  local t0 = host.hrtime()
+  local w
+  while n_idle > 0 do
+    w = idle_workers[n_idle]
+    idle_workers[n_idle], n_idle = nil, n_idle - 1
+    -- one that woke the step it ran for may not have parked yet
+    if w.parked and w.guard:rearm(limit) then break end
+    retire(w)
+    w = nil
   end
-  local child = sched.spawn(br, function()
-    return table.pack(fn(table.unpack(args, 1, args.n)))
-  end, settle)
-  if not settled then
+  if w then
+    w.fn, w.args, w.timeout_ms, w.me, w.settled, w.waiting = fn, args, timeout_ms, coroutine.running(), false, false
+    sched.set_context(w.co, br)
+    host.resume(w.co, GO)
+  else
+    w = { fn = fn, args = args, timeout_ms = timeout_ms, me = coroutine.running(), settled = false,
+      waiting = false, ok = false, n = 0, res = false, dead = false, parked = false,
+      guard = guard.new(limit), timer = uv.new_timer(), co = false }
+    w.on_timeout = function() on_timeout(w) end
+    w.co = sched.spawn_guarded(br, w.guard, worker_main, worker_ended, w)
+  end
+  if not w.settled then
+    br.job = w
+    -- the timeout counts from the start of the body, which may have run a while
     uv.update_time()
-    timer:start(math.max(1, math.floor(timeout_ms + 0.5)), 0, function()
-      sched.set_context(child, { abandoned = true })
-      settle(false, { message = ("timed out after %s"):format(
-        timeout_ms >= 1000 and (timeout_ms / 1000) .. "s" or timeout_ms .. "ms"), timeout = true })
-    end)
-    waiting = true
+    w.timer:start(math.max(1, math.floor(timeout_ms - (host.hrtime() - t0) / 1e6 + 0.5)), 0, w.on_timeout)
+    w.waiting = true
     sched.wait()
+    br.job = nil
+    if not w.dead then w.timer:stop() end
   end
-  if not ok_ then return false, 0, res_ end
-  return true, res_.n, res_[1]
+  local ok, n, res = w.ok, w.n, w.res
+  w.fn, w.args, w.me, w.res = nil, nil, nil, false
+  -- back to the pool, unless it was abandoned or coroutines the body made
+  -- joined its guard (they lose the hook now, not at the next deadline)
+  if not w.dead then
+    if n_idle < MAX_IDLE and w.guard:rearm(nil) then
+      sched.set_context(w.co, nil)
+      n_idle = n_idle + 1
+      idle_workers[n_idle] = w
+    else
+      retire(w)
+    end
+  end
+  if not ok then return false, 0, res end
+  return true, n, res
 end
 
 local function step_failure(run, id, cause, attempts)
-  return setmetatable({
-    step = id, run = run.id, attempts = attempts,
+  local message
+  local timeout = getmetatable(cause) == Timeout
+  if timeout then -- "step 's' timed out after 1s"
+    message = ("step '%s' %s%s"):format(id, cause.message, attempts > 1 and (" (%d attempts)"):format(attempts) or "")
+  else
     message = ("step '%s' failed%s: %s"):format(id,
-      attempts > 1 and (" after %d attempts"):format(attempts) or "", cause.message or tostring(cause)),
-    traceback = cause.traceback,
+      attempts > 1 and (" after %d attempts"):format(attempts) or "", cause.message or tostring(cause))
+  end
+  return setmetatable({
+    step = id, run = run.id, attempts = attempts, message = message,
+    traceback = cause.traceback, reason = timeout and "timeout" or nil,
   }, StepError)
 end
 
@@ -459,6 +564,16 @@ local function flight_begin(br, id, pos, started)
   end
 end
 
+-- A step stops executing: once, from step, or from stop_run when the body
+-- never returns (it ran on the branch's own task, which a stop freezes).
+local function step_settled(br)
+  if not br.executing then return end
+  br.executing = false
+  inflight[br] = nil
+  M.executing = M.executing - 1
+  if M.stopping and M.executing == 0 and M.on_idle then M.on_idle() end
+end
+
 --- step(id, [opts,] fn, ...): durable, memoized per (run, id).
 function M.step(id, a, b, ...)
   local br = sched.context()
@@ -512,20 +627,22 @@ function M.step(id, a, b, ...)
     args = table.pack(b, ...)
   end
   local max_attempts = 1 + (opts and opts.retries or 0)
-  local timeout_ms = opts and opts.timeout and duration.ms(opts.timeout)
+  local timeout_ms = opts and opts.timeout and duration.ms(opts.timeout) or M.step_timeout_ms
   local started = host.now()
   local attempt = 0
   M.executing = M.executing + 1
   flight_begin(br, id, pos, started)
-  local function settled()
-    M.executing = M.executing - 1
-    if M.stopping and M.executing == 0 and M.on_idle then M.on_idle() end
-  end
+  br.executing = true
   while true do
     attempt = attempt + 1
     br.in_step, br.attempt, br.flight_attempt = id, attempt, attempt
     local ok, nres, res = call_step(br, fn, args, timeout_ms)
     br.in_step, br.attempt = nil, nil
+    -- cancelled or timed out meanwhile: the step stays unfinished (no record)
+    if run.stop then
+      step_settled(br)
+      stopped(run)
+    end
     local retryable = true
     if ok then
       if nres > 1 then
@@ -542,7 +659,7 @@ function M.step(id, a, b, ...)
           inflight[br] = nil
           local cok, cerr = pcall(commit_step, run, step_key(run, id),
             host.step_record("completed", attempt, pos, started, host.now() - started, id, br.name, enc), id)
-          settled()
+          step_settled(br)
           if not cok then error(cerr, 0) end
           run.executed = run.executed + 1
           if M.on_step then M.on_step(run.pipeline.name, attempt, host.now() - started, true) end
@@ -556,12 +673,19 @@ function M.step(id, a, b, ...)
       local cok, cerr = pcall(commit_step, run, step_key(run, id),
         host.step_record("failed", attempt, pos, started, host.now() - started, id, br.name,
           json.encode({ message = err.message, traceback = err.traceback })), id)
-      settled()
+      step_settled(br)
       if not cok then error(cerr, 0) end
       if M.on_step then M.on_step(run.pipeline.name, attempt, host.now() - started, false) end
       error(err, 0)
     end
-    sched.sleep_ms(backoff_ms(id, opts.backoff, attempt))
+    if M.interruptible_wait(run, backoff_ms(id, opts.backoff, attempt)) then
+      step_settled(br)
+      stopped(run)
+    end
+    if M.stopping then -- the host shuts down: no new attempt starts
+      step_settled(br)
+      park()
+    end
   end
 end
 
@@ -663,12 +787,39 @@ function M.sleep(d)
 end
 
 --- stop_run(run, reason, message): stops a run executing in this process
---- at its next step boundary, sleep or wait, and its child runs with it.
+--- now, and its child runs with it. Steps in flight are abandoned (they
+--- stay unfinished: a rerun executes them again); sleeps and waits are
+--- interrupted; the user code of the run never runs again: a guard freezes
+--- its tasks where they are (the engine's own code on them completes, so
+--- child runs and records end properly). The run's end does not wait for
+--- them: execute returns at once.
 function M.stop_run(run, reason, message)
   if run.stop then return end
   run.stop = { reason = reason, message = message }
+  local err = setmetatable({ message = message, stopped = reason }, StepError)
+  local g = run.guard
+  if not g then
+    g = guard.new(nil)
+    run.guard = g
+  end
+  local branches = {}
+  sched.each_task(function(co, ctx)
+    if ctx.run == run then
+      g:attach(co)
+      branches[ctx] = true
+    end
+  end)
+  g:kill(err)
+  for br in pairs(branches) do
+    if br.job then
+      abandon(br.job, err) -- the body runs in a worker: the step returns the stop
+    else
+      step_settled(br) -- the body (if any) runs on the branch's task, frozen with it
+    end
+  end
   for _, f in pairs(run.interrupts) do f() end
   for child in pairs(run.children) do M.cancel(child) end
+  if run.main then run.main:settle(false, err) end
 end
 
 --- parallel(f1, f2, ...): runs the functions as concurrent branches of this
@@ -874,6 +1025,7 @@ function M.execute(p, input, id, opts)
   active[id] = entry
   local function release(result)
     active[id] = nil
+    if run.guard then run.guard:release() end
     if run.slot then run.slot.release() end
     if run.deadline_timer and not run.deadline_timer:is_closing() then run.deadline_timer:close() end
     for _, w in ipairs(entry.waiters) do w(result) end
@@ -917,6 +1069,8 @@ function M.execute(p, input, id, opts)
     if left_ms <= 0 then
       run.stop = { reason = "timeout", message = msg_t }
     else
+      -- user code of the run that never yields is stopped at the deadline
+      run.guard = guard.new(left_ms, setmetatable({ message = msg_t, stopped = "timeout" }, StepError))
       run.deadline_timer = uv.new_timer()
       run.deadline_timer:start(math.ceil(left_ms), 0, function()
         run.deadline_timer:close()
@@ -925,8 +1079,13 @@ function M.execute(p, input, id, opts)
     end
   end
 
-  local run_ok, run_res = sched.go({ run = run, name = "", pos = 0 }, p.fn, rec.input):await()
+  run.main = sched.go({ run = run, name = "", pos = 0 }, p.fn, rec.input)
+  local run_ok, run_res = run.main:await()
 
+  -- the deadline stopped user code before the deadline's timer could run
+  if not run.stop and run.guard and run.guard:killed() then
+    run.stop = { reason = "timeout", message = ("run timed out after %s"):format(popts.timeout) }
+  end
   if run.fatal then run_ok, run_res = false, run.fatal end
   if run.stop then run_ok, run_res = false, { message = run.stop.message, stopped = run.stop.reason } end
   local done = host.now()
@@ -947,7 +1106,7 @@ function M.execute(p, input, id, opts)
     local e = type(run_res) == "table" and run_res or { message = tostring(run_res) }
     rec.status = "failed"
     rec.error = { message = e.message or tostring(e), step = e.step, traceback = e.traceback,
-      reason = run.stop and run.stop.reason or nil }
+      reason = run.stop and run.stop.reason or e.reason }
   end
   local fin = runs_index.ops(rec, { "active_runs", id, false })
   -- what the caller commits with the completion (a consumer's checkpoint)
@@ -1132,21 +1291,28 @@ function M.list_runs(filter)
   filter = filter or {}
   local limit = filter.limit or 20
   local out, skipped = {}, {}
-  local keys = host.scan("runs_by_time", "", true)
-  for i = 1, #keys do
-    local id = keys[i]:sub(9)
-    local raw, err, code = host.get("runs", id)
-    if err then store_error("reading run " .. id, err, code) end
-    local r, cerr = nil, nil
-    if raw then r, cerr = decode_run(id, raw) end
-    if cerr then skipped[#skipped + 1] = cerr end
-    if r and (not filter.pipeline or r.pipeline == filter.pipeline)
-        and (not filter.status or r.status == filter.status) then
-      out[#out + 1] = r
-      if #out >= limit then break end
+  -- newest first in growing pages: the last few runs of a long history
+  -- cost a few keys, not a scan of all of them
+  local page, seen = limit, 0
+  while true do
+    local keys, kerr, kcode = host.scan("runs_by_time", "", true, page)
+    if not keys then store_error("listing runs", kerr, kcode) end
+    for i = seen + 1, #keys do
+      local id = keys[i]:sub(9)
+      local raw, err, code = host.get("runs", id)
+      if err then store_error("reading run " .. id, err, code) end
+      local r, cerr = nil, nil
+      if raw then r, cerr = decode_run(id, raw) end
+      if cerr then skipped[#skipped + 1] = cerr end
+      if r and (not filter.pipeline or r.pipeline == filter.pipeline)
+          and (not filter.status or r.status == filter.status) then
+        out[#out + 1] = r
+        if #out >= limit then return out, skipped end
+      end
     end
+    if #keys < page then return out, skipped end
+    seen, page = #keys, page * 4
   end
-  return out, skipped
 end
 
 --- Puts the pipeline API into the given environment (default _G).

@@ -58,26 +58,55 @@ function M.wait()
   local co = coroutine.running()
   local token = {}
   waiting[co] = token
+  -- a task whose context times its running (a REPL evaluation) is told
+  local ctx = contexts[co]
+  local on_wait = ctx and ctx.on_wait
+  if on_wait then on_wait(true) end
   while true do
     local r = table.pack(coroutine.yield())
-    if r[1] == token then return table.unpack(r, 2, r.n) end
+    if r[1] == token then
+      if on_wait then on_wait(false) end
+      return table.unpack(r, 2, r.n)
+    end
     waiting[co] = token
   end
+end
+
+-- A task bounded by a guard (sluice.guard) gets it before its first
+-- instruction: the one given, else the guard of its run (a run with a
+-- timeout, or one being stopped).
+local function start(ctx, guard, fn, on_done, ...)
+  local args = table.pack(...)
+  local co
+  co = coroutine.create(function()
+    local ok, res = xpcall(fn, M.traceback, table.unpack(args, 1, args.n))
+    on_done(ok, res)
+    -- a weak table with many dead keys costs every collection: drop it now
+    contexts[co] = nil
+  end)
+  contexts[co] = ctx
+  guard = guard or (ctx.run and ctx.run.guard)
+  if guard then guard:attach(co) end
+  waiting[co] = "start"
+  M.wake(co)
+  return co
 end
 
 --- Runs fn(...) in a new task with context ctx; on_done(ok, result_or_err)
 --- runs inside the task when it ends. The task starts at once, or right
 --- after the current resume if the trampoline is busy.
 function M.spawn(ctx, fn, on_done, ...)
-  local args = table.pack(...)
-  local co = coroutine.create(function()
-    local ok, res = xpcall(fn, M.traceback, table.unpack(args, 1, args.n))
-    on_done(ok, res)
-  end)
-  contexts[co] = ctx
-  waiting[co] = "start"
-  M.wake(co)
-  return co
+  return start(ctx, nil, fn, on_done, ...)
+end
+
+--- spawn, with the task bounded by guard (a step body with a timeout).
+function M.spawn_guarded(ctx, guard, fn, on_done, ...)
+  return start(ctx, guard, fn, on_done, ...)
+end
+
+--- Calls fn(co, ctx) for every task alive.
+function M.each_task(fn)
+  for co, ctx in pairs(contexts) do fn(co, ctx) end
 end
 
 local Handle = {}
@@ -88,15 +117,20 @@ Handle.__index = Handle
 --- ok, result_or_error (one awaiter per handle).
 function M.go(ctx, fn, ...)
   local h = setmetatable({ done = false }, Handle)
-  M.spawn(ctx, fn, function(ok, res)
-    h.done, h.ok, h.res = true, ok, res
-    local w = h.waiter
-    if w then
-      h.waiter = nil
-      M.wake(w)
-    end
-  end, ...)
+  h.co = M.spawn(ctx, fn, function(ok, res) h:settle(ok, res) end, ...)
   return h
+end
+
+--- Ends the wait for the task: its awaiter gets ok, res now, and the task's
+--- own end (if it ever comes) is ignored. For a task that is abandoned.
+function Handle:settle(ok, res)
+  if self.done then return end
+  self.done, self.ok, self.res = true, ok, res
+  local w = self.waiter
+  if w then
+    self.waiter = nil
+    M.wake(w)
+  end
 end
 
 function Handle:await()

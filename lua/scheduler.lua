@@ -195,7 +195,7 @@ local function arm_slot(slot, now, fresh)
     slot.runs, slot.enabled = 0, true
   end
   local next_at = (stored and not spec_changed and stored.next_at) and host.parse_time(stored.next_at)
-  if next_at and next_at <= now and def.catch_up ~= "none" then
+  if next_at and next_at <= now and def.catch_up ~= "none" and slot.enabled then
     -- fires missed while the host was down
     local missed = {}
     local t = next_at
@@ -310,6 +310,24 @@ function M.save(slot)
   local ok, err, code = host.commit({ "schedules", slot.name, record(slot) })
   if not ok then return nil, ("storing schedule %s: %s (%s)"):format(slot.name, err, code) end
   return true
+end
+
+--- Pauses (enabled = false) or resumes a schedule, durably: its record in
+--- the store says so, and serve keeps it paused across restarts and
+--- reloads. A paused schedule's fires are skipped (none is caught up when
+--- it resumes). Returns its slot ({name, next_at, ...}), or nil and why not.
+function M.set_enabled(name, enabled)
+  local slot = slots[name]
+  if not (slot and slot.def) then return nil, ("no schedule '%s'"):format(name) end
+  local was = slot.enabled
+  slot.enabled = enabled
+  local ok, err, code = host.commit({ "schedules", name, record(slot) })
+  if not ok then
+    slot.enabled = was
+    return nil, ("storing schedule %s: %s (%s)"):format(name, err, code)
+  end
+  log("schedule %s: %s", name, enabled and "resumed" or "paused")
+  return slot
 end
 
 --- Stops firing (the host is shutting down).
