@@ -50,6 +50,9 @@ int luaopen_sluice_crypto(lua_State *L);
 /* "sluice.edit" (l_edit.c): libedit's line editing for sluice repl. */
 int luaopen_sluice_edit(lua_State *L);
 
+/* "sluice.web" (l_web.c): the dashboard's files, embedded or from disk. */
+int luaopen_sluice_web(lua_State *L);
+
 /* Stops the writer (committing what is queued) and closes the store. The
  * loop must run once more afterwards so the writer's handle closes. */
 void host_lib_shutdown(lua_State *L);

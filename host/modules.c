@@ -20,6 +20,7 @@ static const luaL_Reg modules[] = {
     {"sluice._sqlite", luaopen_sluice__sqlite},
     {"sluice.http_server", luaopen_sluice_http_server},
     {"sluice.crypto", luaopen_sluice_crypto},
+    {"sluice.web", luaopen_sluice_web},
     {"sluice.edit", luaopen_sluice_edit},
     {NULL, NULL},
 };

@@ -102,7 +102,8 @@ end
 ---------------------------------------------------------------------------
 -- start and stop
 
-local groups = { "sluice.api.ops", "sluice.api.events", "sluice.api.runs", "sluice.api.schedules" }
+local groups = { "sluice.api.ops", "sluice.api.events", "sluice.api.runs", "sluice.api.schedules",
+  "sluice.api.web" }
 for _, g in ipairs(groups) do require(g) end
 
 --- Starts the API inside serve: indexes the runs of an older store, loads
