@@ -67,12 +67,14 @@ async function route() {
     if (gen !== generation) { if (stop) stop(); return; }
     cleanup = stop || null;
     document.body.dataset.ready = 'true';
+    document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
     performance.mark(`sluice:ready:${document.body.dataset.page}`);
   } catch (err) {
     if (gen !== generation) return;
     replace(main, h('h1', null, def.title));
     showError(err);
     document.body.dataset.ready = 'error';
+    document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
   }
 }
 

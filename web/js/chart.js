@@ -21,9 +21,11 @@ function loadUPlot() {
 /** runs: [{created_at, duration_ms, status}] oldest first -> element */
 export async function trend(runs, width) {
   const uPlot = await loadUPlot();
+  // x is the run's place in the series (oldest 1): runs come in bursts and
+  // gaps, and a time axis would crowd a burst into one spot
   const xs = [], ok = [], bad = [];
   for (const r of runs) {
-    xs.push(new Date(r.created_at).getTime() / 1000);
+    xs.push(xs.length + 1);
     const sec = r.duration_ms / 1000;
     ok.push(r.status === 'completed' ? sec : null);
     bad.push(r.status === 'completed' ? null : sec);
@@ -36,12 +38,12 @@ export async function trend(runs, width) {
   // eslint-disable-next-line no-new
   new uPlot({
     width: Math.max(280, width), height: 200,
-    scales: { x: { time: true } },
-    series: [{}, { label: 'completed', stroke: okc, width: 1.5, points: { show: true, size: 5 }, spanGaps: true,
+    scales: { x: { time: false } },
+    series: [{ label: 'run', value: (u, v) => (v === null || !runs[v - 1] ? '—' : `#${v} ${runs[v - 1].run_id}`) }, { label: 'completed', stroke: okc, width: 1.5, points: { show: true, size: 5 }, spanGaps: true,
       value: (u, v) => (v === null ? '—' : duration(v * 1000)) },
     { label: 'failed / cancelled', stroke: badc, width: 0, points: { show: true, size: 7, fill: badc },
       value: (u, v) => (v === null ? '—' : duration(v * 1000)) }],
-    axes: [axis, { ...axis, values: (u, vals) => vals.map((v) => duration(v * 1000)), size: 70 }],
+    axes: [{ ...axis, label: 'runs, oldest to newest', values: (u, vals) => vals.map((v) => (Number.isInteger(v) ? String(v) : '')) }, { ...axis, values: (u, vals) => vals.map((v) => duration(v * 1000)), size: 70 }],
   }, [xs, ok, bad], el);
   return el;
 }

@@ -16,6 +16,7 @@ export async function drawGraph(nodes, edges) {
   dagre.layout(g);
   const { width, height } = g.graph();
   const svg = s('svg', {
+    class: 'dag',
     viewBox: `0 0 ${Math.ceil(width)} ${Math.ceil(height)}`, width: Math.ceil(width), height: Math.ceil(height),
     role: 'img', 'aria-label': `graph of ${nodes.length} steps and ${edges.length} dependencies`,
   });

@@ -1,10 +1,14 @@
 // metrics.js: reads the Prometheus text format of GET /metrics (0.0.4)
 // into samples {name, labels, value}, and sums what the host page shows.
 
-/** text -> [{name, labels: {k: v}, value}] */
+/** text -> [{name, labels: {k: v}, value}], with .types: the families
+ *  declared by # TYPE lines (a declared family without samples sums to 0) */
 export function parse(text) {
   const out = [];
+  out.types = new Set();
   for (const line of text.split('\n')) {
+    const t = /^# TYPE (\S+) /.exec(line);
+    if (t) out.types.add(t[1]);
     if (!line || line.startsWith('#')) continue;
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)/.exec(line);
     if (!m) continue;
@@ -28,6 +32,7 @@ export function total(samples, name, where) {
     if (where && !Object.entries(where).every(([k, v]) => x.labels[k] === v)) continue;
     sum = (sum || 0) + x.value;
   }
+  if (sum === null && samples.types && samples.types.has(name)) return 0;
   return sum;
 }
 

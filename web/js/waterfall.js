@@ -12,6 +12,8 @@ import { duration, FINISHED } from './format.js';
 const INTERNAL = /^(sleep|wait|wait_result|send|emit)@(?:(.*)\/)?\d+$/;
 const GAP_KINDS = { sleep: 'sleep', wait: 'waiting for an event' };
 
+const RESOLUTION_MS = 1;
+
 const ms = (iso) => new Date(iso).getTime();
 
 /** The layout of a run's steps: {items, lanes, t0, span}. Pure. */
@@ -49,8 +51,9 @@ export function layout(run, steps, now = Date.now()) {
   } else {
     const ends = [];
     for (const it of list) {
-      // marks take no time: they share the lane of what ran before them
-      let lane = ends.findIndex((e) => e <= it.start + (it.kind === 'step' || it.gap ? 0 : 1));
+      // times have millisecond resolution: two steps one after the other
+      // within a millisecond look overlapped, so an overlap counts from 1 ms
+      let lane = ends.findIndex((e) => e <= it.start + RESOLUTION_MS);
       if (lane < 0) { lane = ends.length; ends.push(0); lanes.push({ name: lanes.length ? `lane ${lanes.length + 1}` : 'main', items: [] }); }
       ends[lane] = Math.max(ends[lane], it.end);
       it.lane = lane;
@@ -82,7 +85,7 @@ export function waterfall(run, steps, onSelect) {
   const axis = h('div', { class: 'wf-row wf-axis', 'aria-hidden': 'true' }, h('div', { class: 'wf-label' }, 'time'));
   const track = h('div', { class: 'wf-track' });
   for (const t of ticks(L.span)) {
-    const tick = h('span', { class: 'wf-tick' }, `+${duration(t)}`);
+    const tick = h('span', { class: t / L.span > 0.85 ? 'wf-tick end' : 'wf-tick' }, `+${duration(t)}`);
     tick.style.left = pct(t, L.span);
     track.append(tick);
   }
@@ -118,7 +121,9 @@ export function waterfall(run, steps, onSelect) {
       const text = it.gap ? `${it.gap.reason} ${duration(it.end - it.start)}${it.gap.open ? '…' : ''}`
         : it.kind === 'step' ? `${duration(st.duration_ms)}${st.attempts > 1 ? ` ×${typeof st.attempts === 'number' ? st.attempts : st.attempts.length}` : ''}`
           : it.kind;
-      bar.append(h('span', { class: 'wf-bar-text' }, text));
+      // the label goes where there is room: right of the bar, or left of it near the end
+      const late = (it.start - L.t0) / L.span > 0.6 && !it.gap;
+      bar.append(h('span', { class: late ? 'wf-bar-text left' : 'wf-bar-text' }, text));
       bar.addEventListener('click', () => onSelect && onSelect(st));
       root.append(h('div', { class: ['wf-row', it.gap ? 'is-gap' : ''], role: 'listitem' },
         h('div', { class: 'wf-label mono', title: st.id }, label),

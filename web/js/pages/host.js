@@ -39,7 +39,8 @@ export async function render(root, ctx) {
     const statuses = new Map();
     for (const x of m) if (x.name === 'sluice_runs_total') statuses.set(x.labels.status, (statuses.get(x.labels.status) || 0) + x.value);
     replace(byStatus, h('h2', null, 'Runs finished since start, by status'),
-      table(['Status', 'Runs'], [...statuses.entries()].sort().map(([k, v]) => h('tr', null, h('td', null, k), h('td', { class: 'num' }, String(v))))),
+      statuses.size ? table(['Status', 'Runs'], [...statuses.entries()].sort().map(([k, v]) => h('tr', null, h('td', null, k), h('td', { class: 'num' }, String(v)))))
+        : h('p', { class: 'muted' }, 'None yet.'),
       h('p', { class: 'muted' }, 'Store: ', h('code', null, String(health.store ?? '—'))));
     updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
   }

@@ -80,7 +80,7 @@ export async function render(root, ctx) {
     h('dl', { class: 'facts' },
       h('div', null, h('dt', null, 'file'), h('dd', { class: 'mono', id: 'pipeline-file' }, p ? where(p) : '—')),
       h('div', null, h('dt', null, 'source hash'), h('dd', null, newest && newest.source_hash ? h('code', null, newest.source_hash) : '—',
-        newest && newest.source_hash ? h('span', { class: 'muted' }, ' (of the newest run)') : null)),
+        newest && newest.source_hash ? h('span', { class: 'muted note' }, 'of the newest run') : null)),
       p && p.concurrency ? h('div', null, h('dt', null, 'concurrency'), h('dd', null, JSON.stringify(p.concurrency))) : null,
       p && p.timeout ? h('div', null, h('dt', null, 'timeout'), h('dd', null, String(p.timeout))) : null),
     h('h2', null, 'Parameters'),

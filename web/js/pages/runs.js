@@ -119,7 +119,8 @@ export async function render(root, ctx) {
     const links = [];
     if (f.before) links.push(h('a', { href: ctx.href('runs', null, { ...f, before: '' }), class: 'button' }, '« Newest'));
     if (doc.next) links.push(h('a', { href: ctx.href('runs', null, { ...f, before: doc.next }), class: 'button', rel: 'next' }, 'Older »'));
-    replace(pager, ...links);
+    const hrefs = links.map((a) => a.getAttribute('href')).join(' ');
+    if (pager.dataset.hrefs !== hrefs) { pager.dataset.hrefs = hrefs; replace(pager, ...links); }
     updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
   }
 
