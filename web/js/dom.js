@@ -1,6 +1,6 @@
 // dom.js: building elements without HTML strings. Every piece of data goes
 // in as text (textContent, createTextNode) or as an attribute value, never
-// through innerHTML, so nothing the API returns can become markup or script.
+// through an HTML parser, so nothing the API returns can become markup or script.
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
