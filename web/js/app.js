@@ -60,6 +60,7 @@ async function route() {
   try {
     const mod = await def.load();
     if (gen !== generation) return;
+    performance.mark(`sluice:module:${r.page}`);
     const root = h('div', { class: 'page' });
     replace(main, root);
     const ctx = { ns, id: r.id, params: r.params, href, showError, alive: () => gen === generation };
@@ -88,4 +89,5 @@ window.addEventListener('hashchange', route);
 window.addEventListener('unhandledrejection', (e) => {
   if (e.reason && e.reason.name === 'AbortError') e.preventDefault();
 });
+performance.mark('sluice:app');
 route();

@@ -26,6 +26,13 @@ export async function render(root, ctx) {
     namespace: ctx.ns || p.get('namespace') || '', since: p.get('since') || '', before: p.get('before') || '',
   };
 
+  // the first page is asked for before the page is built: the request and
+  // the building overlap (what first paint waits for is this response)
+  let abort = new AbortController();
+  const listQuery = () => `/runs${api.query({ pipeline: f.pipeline, status: f.status, namespace: f.namespace, since: f.since, before: f.before, limit: PAGE })}`;
+  const firstPage = api.get(listQuery(), { signal: abort.signal });
+  firstPage.catch(() => {}); // awaited below; this only keeps an early failure from being "unhandled"
+
   const pipelineIn = h('input', { id: 'f-pipeline', name: 'pipeline', value: f.pipeline, list: 'pipelines-seen', autocomplete: 'off', placeholder: 'any' });
   const seen = h('datalist', { id: 'pipelines-seen' });
   const statusIn = h('select', { id: 'f-status', name: 'status' },
@@ -71,7 +78,7 @@ export async function render(root, ctx) {
       h('label', { class: 'live' }, live, ' Live'), updated),
     filterForm, searchForm, tbl, pager);
 
-  let stopped = false, timer = null, abort = null;
+  let stopped = false, timer = null;
   const pipelines = new Set();
   const rows = new Map(); // run id -> {tr, sig}
 
@@ -126,8 +133,7 @@ export async function render(root, ctx) {
 
   async function load() {
     abort = new AbortController();
-    const q = api.query({ pipeline: f.pipeline, status: f.status, namespace: f.namespace, since: f.since, before: f.before, limit: PAGE });
-    const doc = await api.get(`/runs${q}`, { signal: abort.signal });
+    const doc = await api.get(listQuery(), { signal: abort.signal });
     if (!stopped) draw(doc);
   }
 
@@ -140,7 +146,7 @@ export async function render(root, ctx) {
     if (!stopped) timer = setTimeout(tick, Math.max(POLL_MS - (performance.now() - started), POLL_MS / 2));
   }
 
-  await load();
+  draw(await firstPage);
   timer = setTimeout(tick, POLL_MS);
   return () => { stopped = true; if (timer) clearTimeout(timer); if (abort) abort.abort(); };
 }
