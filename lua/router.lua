@@ -21,6 +21,7 @@ local M = {}
 local routes = {} -- {method, pattern, parts, handler, role, public, label}
 M.routes = routes
 local by_first = {} -- first literal segment -> its routes, in order (lookups scan only those)
+local ANY = {} -- the key of routes whose first segment is a parameter
 
 --- Registers a route. opts: role = "reader"|"runner"|"admin" (default
 --- reader), public = true (no key needed).
@@ -37,8 +38,10 @@ function M.route(method, pattern, handler, opts)
     role = opts.role or "reader", public = opts.public, label = method .. " " .. pattern,
   }
   routes[#routes + 1] = r
-  local first = parts[1] and parts[1].lit
-  if not first then error("http.route: a pattern starts with a literal segment: " .. pattern, 2) end
+  -- "/" is filed under "", a pattern starting with a parameter ("/{org}/pipelines",
+  -- the dashboard's) under ANY, looked up after the literal ones
+  local first = not parts[1] and "" or parts[1].lit or (parts[1].name and ANY)
+  if not first then error("http.route: a pattern starts with a literal segment or {name}: " .. pattern, 2) end
   by_first[first] = by_first[first] or {}
   table.insert(by_first[first], r)
 end
@@ -112,12 +115,10 @@ local function match(route, segs)
   return params or {}
 end
 
---- The route for method and path: route, params | nil, allowed methods
---- (a path no route has: nil, nil).
-function M.find(method, segs)
-  local allowed
-  local m = method == "HEAD" and "GET" or method
-  for _, r in ipairs(by_first[segs[1] or ""] or {}) do
+-- the first route of list matching method m and segs: route, params | nil,
+-- allowed (the methods of the routes that match segs, added to allowed)
+local function scan(list, m, segs, allowed)
+  for _, r in ipairs(list or {}) do
     local params = match(r, segs)
     if params then
       if r.method == m then return r, params end
@@ -126,6 +127,16 @@ function M.find(method, segs)
     end
   end
   return nil, allowed
+end
+
+--- The route for method and path: route, params | nil, allowed methods
+--- (a path no route has: nil, nil).
+function M.find(method, segs)
+  local m = method == "HEAD" and "GET" or method
+  local r, params = scan(by_first[segs[1] or ""], m, segs, nil)
+  if r or not segs[1] then return r, params end
+  local r2, p2 = scan(by_first[ANY], m, segs, params)
+  return r2, p2
 end
 
 local JSON_HDR = "Content-Type: application/json\r\n"
