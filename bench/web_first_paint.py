@@ -14,7 +14,8 @@ million runs (by hand; results in bench/RESULTS.md, "Dashboard").
    loads of /#/runs, each read from the browser's Performance API:
    first-contentful-paint, and "interactive": the page's own mark
    sluice:ready:runs, set once the table of the newest 50 runs is drawn and
-   its handlers are attached (navigation start = 0). Total bytes: the
+   its handlers are attached (navigation start = 0), and sluice:runs:data,
+   when the page has the API's answer decoded. Total bytes: the
    decoded bodies of the document and every resource it loaded.
 
 Prints one JSON line and appends it to bench/out/web.jsonl."""
@@ -97,8 +98,11 @@ def main():
               const n = performance.getEntriesByType('navigation')[0];
               const fcp = performance.getEntriesByName('first-contentful-paint')[0];
               const ready = performance.getEntriesByName('sluice:ready:runs')[0];
+              const data = performance.getEntriesByName('sluice:runs:data')[0];
+              const api = performance.getEntriesByType('resource').find((r) => r.name.includes('/runs?'));
               const res = performance.getEntriesByType('resource');
-              return {fcp_ms: fcp ? fcp.startTime : null, interactive_ms: ready.startTime,
+              return {fcp_ms: fcp ? fcp.startTime : null, interactive_ms: ready.startTime, data_ms: data.startTime,
+                      api_in_browser_ms: api.responseEnd - api.requestStart,
                       dom_content_loaded_ms: n.domContentLoadedEventEnd,
                       bytes: res.reduce((s, r) => s + r.decodedBodySize, n.decodedBodySize),
                       transferred: res.reduce((s, r) => s + r.transferSize, n.transferSize),
@@ -116,6 +120,9 @@ def main():
             "fcp_ms_median": round(statistics.median(x["fcp_ms"] for x in loads), 1),
             "interactive_ms_median": round(statistics.median(x["interactive_ms"] for x in loads), 1),
             "interactive_ms_max": round(max(x["interactive_ms"] for x in loads), 1),
+            "data_in_page_ms_median": round(statistics.median(x["data_ms"] for x in loads), 1),
+            "api_in_browser_ms_median": round(statistics.median(x["api_in_browser_ms"] for x in loads), 1),
+            "load_avg_1m": os.getloadavg()[0],
             "bytes": loads[-1]["bytes"], "transferred": loads[-1]["transferred"], "requests": loads[-1]["requests"],
             "chromium": d.capabilities.get("browserVersion"),
             "sluice": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,

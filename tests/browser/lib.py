@@ -67,9 +67,15 @@ class Serve:
                 f.seek(start)
                 m = re.search(rb"listening on http://([0-9.]+:[0-9]+)", f.read())
             return m and m.group(1).decode()
-        self.addr = wait_for(addr, "serve to listen", 30)
-        self.url = "http://" + self.addr
-        wait_for(lambda: self.request("GET", "/ready")[0] == 200, "serve to be ready", 30)
+        try:
+            self.addr = wait_for(addr, "serve to listen", 30)
+            self.url = "http://" + self.addr
+            wait_for(lambda: self.request("GET", "/ready")[0] == 200, "serve to be ready", 30)
+        except BaseException:
+            self.proc.kill()  # never left running behind a failed start
+            self.proc.wait(timeout=10)
+            self.log.close()
+            raise
 
     def text(self):
         with open(self.log_path, "rb") as f:

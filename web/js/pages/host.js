@@ -3,7 +3,7 @@
 // totals (GET /metrics), refreshed every two seconds.
 import { h, replace, table } from '../dom.js';
 import * as api from '../api.js';
-import { duration, size } from '../format.js';
+import { clock, duration, size } from '../format.js';
 import { parse, total, histogram } from '../metrics.js';
 
 function stat(id, value, label) {
@@ -42,7 +42,7 @@ export async function render(root, ctx) {
       statuses.size ? table(['Status', 'Runs'], [...statuses.entries()].sort().map(([k, v]) => h('tr', null, h('td', null, k), h('td', { class: 'num' }, String(v)))))
         : h('p', { class: 'muted' }, 'None yet.'),
       h('p', { class: 'muted' }, 'Store: ', h('code', null, String(health.store ?? '—'))));
-    updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    updated.textContent = `updated ${clock()}`;
   }
 
   async function tick() {

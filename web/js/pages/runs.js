@@ -5,7 +5,7 @@
 // in a store of a million runs).
 import { h, replace, table } from '../dom.js';
 import * as api from '../api.js';
-import { duration, runDuration, statusChip, time, triggerText, relative } from '../format.js';
+import { clock, duration, runDuration, statusChip, time, triggerText, relative } from '../format.js';
 
 const STATUSES = ['pending', 'running', 'sleeping', 'waiting', 'completed', 'failed', 'cancelled'];
 const PAGE = 50;
@@ -128,7 +128,7 @@ export async function render(root, ctx) {
     if (doc.next) links.push(h('a', { href: ctx.href('runs', null, { ...f, before: doc.next }), class: 'button', rel: 'next' }, 'Older »'));
     const hrefs = links.map((a) => a.getAttribute('href')).join(' ');
     if (pager.dataset.hrefs !== hrefs) { pager.dataset.hrefs = hrefs; replace(pager, ...links); }
-    updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    updated.textContent = `updated ${clock()}`;
   }
 
   async function load() {
@@ -146,7 +146,9 @@ export async function render(root, ctx) {
     if (!stopped) timer = setTimeout(tick, Math.max(POLL_MS - (performance.now() - started), POLL_MS / 2));
   }
 
-  draw(await firstPage);
+  const firstDoc = await firstPage;
+  performance.mark('sluice:runs:data');
+  draw(firstDoc);
   timer = setTimeout(tick, POLL_MS);
   return () => { stopped = true; if (timer) clearTimeout(timer); if (abort) abort.abort(); };
 }
