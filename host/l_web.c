@@ -105,13 +105,14 @@ static int get_disk(lua_State *L, const char *root, const char *path, const char
     lua_pushfstring(L, "%s: read error", full);
     return 2;
   }
-  luaL_pushresultsize(&b, got);
-  /* FNV-1a 64: tells one version of a file from the next, nothing more */
+  /* FNV-1a 64: tells one version of a file from the next, nothing more;
+   * computed before pushresult, which may free dst */
   uint64_t h = 1469598103934665603ULL;
   for (size_t i = 0; i < got; i++) {
     h ^= (unsigned char)dst[i];
     h *= 1099511628211ULL;
   }
+  luaL_pushresultsize(&b, got);
   lua_pushstring(L, type);
   char etag[24];
   snprintf(etag, sizeof etag, "\"%016llx\"", (unsigned long long)h);
