@@ -101,6 +101,8 @@ def served(serve):
                  "/ui/js/app.js%00.css", "/ui/vendor/../index.html"):
         st, hdrs, body = raw_get(serve.addr, path)
         check(st == 404 and "application/json" in hdrs.get("Content-Type", ""), "%s is a 404" % path)
+    st, hdrs, _ = raw_get(serve.addr, "/acme/nothing")
+    check(st == 404, "a path no route has is still a 404 (/acme/nothing)")
     st, hdrs, _ = raw_get(serve.addr, "/", method="POST")
     check(st == 405 and "GET" in hdrs.get("Allow", ""), "POST / is a 405")
 
