@@ -12,7 +12,7 @@
 --- mixed with files cached from an older one), and the page with a strict
 --- Content-Security-Policy: scripts, styles and connections from this
 --- origin only, no inline script or style, no frames, no plugins.
-local http = require "sluice.http"
+local http = require "sluice.router"
 local web = require "sluice.web"
 
 local M = {}
