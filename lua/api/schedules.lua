@@ -78,6 +78,8 @@ function M.view(s)
     name = s.name, pipeline = s.pipeline, spec = s.spec_text or spec:canonical(), canonical = spec:canonical(),
     tz = s.tz or "UTC", kind = spec.kind == "cron" and "cron" or "interval", interval_ms = interval_ms or NULL,
     enabled = enabled, next_run_at = enabled and slot.next_at and host.utc(slot.next_at) or NULL,
+    -- the next 5 fires from now (what the dashboard and `sluice schedules --json` show)
+    next_fires = enabled and json.array(every.next_fires(spec, host.now() // 1000000, s.tz, 5)) or json.array({}),
     last_run_at = slot.last_at and host.utc(slot.last_at) or NULL, runs = slot.runs or 0, source = s.source or "code",
     namespace = s.namespace or NULL, site = s.site, catch_up = s.catch_up, overlap = s.overlap,
     input = s.source == "api" and s.input or nil,

@@ -55,10 +55,16 @@ every(7).minutes(etl, nil, { name = "etl-7m" })
       assert.are.same({ "etl", "0 2 * * *", "cron", "code", true, "UTC" },
         { s.etl.pipeline, s.etl.canonical, s.etl.kind, s.etl.source, s.etl.enabled, s.etl.tz })
       assert.matches("^%d%d%d%d%-%d%d%-%d%dT02:00:00Z$", s.etl.next_run_at)
+      -- the next 5 fires, the first being next_run_at, a day apart
+      assert.are.equal(5, #s.etl.next_fires)
+      assert.are.equal(s.etl.next_run_at, s.etl.next_fires[1])
+      for _, t in ipairs(s.etl.next_fires) do assert.matches("T02:00:00Z$", t) end
+      assert.are_not.equal(s.etl.next_fires[1], s.etl.next_fires[2])
       assert.are.same({ "interval", 420000, "every 7m" }, { s["etl-7m"].kind, s["etl-7m"].interval_ms, s["etl-7m"].canonical })
       local st, _, _, doc = HH.request("PUT", url("/schedules/etl"), { body = '{"enabled": false}' })
       assert.are.equal(200, st)
       assert.is_false(doc.enabled)
+      assert.are.same({}, doc.next_fires) -- a disabled schedule fires never
       st, _, _, doc = HH.request("PUT", url("/schedules/etl"), { body = '{"cron": "* * * * *"}' })
       assert.are.equal(409, st)
       assert.matches("edit the file", doc.error, 1, true)
