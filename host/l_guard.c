@@ -19,7 +19,7 @@
  * A guard refers to its coroutines strongly (its first user value: the one
  * coroutine, or a table of them): the cycle through the ephemeron table does
  * not keep them alive. No weak table per guard: the collector's atomic phase
- * walks every weak table, and a busy host makes one guard per step.
+ * walks every weak table, and a busy host makes many guards.
  * Lua 5.4 hooks are per coroutine; lua_newthread copies the creator's hook, so
  * a coroutine a step body creates carries the hook too: the first time it
  * fires there, while the host runs the body's task, the new coroutine is
