@@ -4,6 +4,8 @@
 ---   GET /metrics    Prometheus text format 0.0.4 (lua/metrics.lua)
 ---   GET /pipelines  each pipeline with its file, options, schedules,
 ---                   triggers and consumers (no key with --public-discovery)
+---   POST /reload    (admin) every pipeline file loaded again, as SIGHUP and
+---                   `sluice reload` do: {files: [{file, changes} | {file, error}]}
 local http = require "sluice.router"
 local host = require "sluice.host"
 local json = require("sluice.codec").edge -- responses: JSON at the edge
@@ -50,6 +52,15 @@ http.route("GET", "/metrics", function(req)
   req.res:send(200, "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n", text)
   req.stream_status = 200
 end)
+
+http.route("POST", "/reload", function()
+  local files, err = require("sluice.reload").all()
+  if not files then http.fail(500, "reload_failed", err) end
+  local failed = 0
+  for _, f in ipairs(files) do if f.error then failed = failed + 1 end end
+  -- a file that fails keeps its old version: the reload happened, 200 either way
+  return 200, { files = json.array(files), failed = failed }
+end, { role = "admin" })
 
 local function or_null(v) if v == nil then return json.null end return v end
 

@@ -76,6 +76,27 @@ describe("operations over HTTP", function()
     end)
   end)
 
+  it("reloads every pipeline file on POST /reload, naming a broken one's file:line", function()
+    serve = HH.serve(dir .. "/p", store)
+    H.task(function()
+      H.write(dir .. "/p/broken.lua", 'pipeline("b", function() end)\nthis is not lua\n')
+      local st, _, _, doc = HH.request("POST", url("/reload"))
+      assert.are.equal(200, st)
+      assert.are.equal(1, doc.failed)
+      local by = {}
+      for _, f in ipairs(doc.files) do by[f.file] = f end
+      assert.is_nil(by[dir .. "/p/ops.lua"].error)
+      assert.matches("broken.lua:2:", by[dir .. "/p/broken.lua"].error, 1, true)
+      -- the good file stays served
+      local _, _, _, pl = HH.get(url("/pipelines"))
+      local names = {}
+      for _, p in ipairs(pl.pipelines) do names[p.name] = true end
+      assert.is_true(names.etl)
+      assert.is_nil(names.b)
+      assert.are.equal(405, (HH.get(url("/reload"))))
+    end)
+  end)
+
   it("exposes metrics that the Prometheus client parses, with 64 posters sharing commits", function()
     serve = HH.serve(dir .. "/p", store)
     H.task(function()
