@@ -3,6 +3,7 @@
 ---        ?wait=30s                 200 with the run if it ended by then, else 202
 ---        Idempotency-Key: K        the same key (per namespace and pipeline) is the same run, 200
 ---   GET  /runs/{id}                the run with its steps and progress
+---   GET  /runs/{id}/step?id=STEP   one step with its stored value, decoded
 ---   GET  /runs?pipeline=&status=&namespace=&since=&limit=&before=   newest first, {runs, next}
 ---   GET  /runs/last?pipeline=P     the newest finished run of P
 ---   POST /runs/{id}/cancel         202 {status: "cancelling"}; 409 if it has ended
@@ -330,6 +331,44 @@ http.route("GET", "/runs/last", function(req)
     before = nxt
   end
   http.fail(404, "run_not_found", ("pipeline '%s' has no finished run"):format(pipeline))
+end)
+
+-- One step with its whole stored value. The step id is a query parameter:
+-- run ids and step ids may both hold "/" (child runs "m1/call@1", map items
+-- "id#1"), so no split of a path between them would be unambiguous.
+local function step_doc(req, id)
+  local r = visible_run(req, id)
+  if not r then no_run(id) end
+  local sid = req.query.id
+  local raw, err, code = host.get("steps", id .. "\0" .. sid)
+  if err then error(("reading step '%s' of run %s: %s (%s)"):format(sid, id, err, code), 0) end
+  if not raw then http.fail(404, "step_not_found", ("run %s has no step '%s'"):format(id, sid), { step_id = sid }) end
+  local s, off = host.step_fields(raw)
+  local v = NULL
+  if off then
+    local derr
+    v, derr = host.decode(raw, off)
+    if derr then error(("step '%s' of run %s: its stored value does not decode: %s"):format(sid, id, derr), 0) end
+  end
+  local completed = s.status == "completed"
+  return 200, {
+    run_id = id, step_id = sid, status = s.status, attempts = s.attempts, size = s.size or 0,
+    value = completed and v or NULL,
+    error = not completed and off and type(v) == "table" and or_null(v.message) or NULL,
+  }
+end
+
+-- registered before GET /runs/{id...}, which would take ".../step" as part
+-- of the run id; without ?id= the path is a run whose id ends in "/step"
+http.route("GET", "/runs/{id...}/step", function(req)
+  local id = req.params.id
+  if req.query.id == nil then
+    local whole = id .. "/step"
+    local r = visible_run(req, whole)
+    if r then return 200, with_steps(M.view(r), whole) end
+    http.fail(400, "missing_field", "id is required: GET /runs/{run}/step?id=STEP", { field = "id" })
+  end
+  return step_doc(req, id)
 end)
 
 http.route("GET", "/runs/{id...}", function(req)

@@ -279,6 +279,11 @@ def run_tests(d, serve, pipelines, store, log):
     bars[2].click()
     wait.until(lambda d: "load" in d.find_element(By.CSS_SELECTOR, ".step-detail h2").text)
     check("2 KB" in text(".step-detail") or "KB" in text(".step-detail"), "a step's stored size is shown")
+    d.find_element(By.CSS_SELECTOR, ".step-detail button.show-value").send_keys(Keys.ENTER)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".step-detail pre.value"))
+    shown = text(".step-detail pre.value")
+    check('"loaded": 3' in shown and '"note": "' + "x" * 2000 + '"' in shown,
+          "expanding the step's value (keyboard) shows what the step returned")
     check('"count": 3' in text(".io"), "the run's result is shown")
     shot("run-completed")
 

@@ -114,6 +114,8 @@ describe("keys, namespaces and quotas", function()
       local id = doc.run_id
       assert.are.equal(200, (HH.get(url("/runs/" .. id), as(acme))))
       assert.are.equal(404, (HH.get(url("/runs/" .. id), as(beta))))
+      assert.are.equal(200, (HH.get(url("/runs/" .. id .. "/step?id=ns"), as(acme))))
+      assert.are.equal(404, (HH.get(url("/runs/" .. id .. "/step?id=ns"), as(beta))))
       assert.are.equal(404, (HH.post(url("/runs/" .. id .. "/cancel"), "", as(beta))))
       local _, _, _, list = HH.get(url("/runs"), as(beta))
       assert.are.equal(0, #list.runs)

@@ -1,7 +1,8 @@
 -- http_runs_spec.lua: runs over HTTP against a real `sluice serve`:
 -- POST /runs/{pipeline} (202, ?wait=, Idempotency-Key, names with "/",
 -- 404 and 400), GET /runs/{id} with steps and progress, GET /runs pages
--- by pipeline and status with a cursor, /runs/last, cancel during a sleep
+-- by pipeline and status with a cursor, /runs/last, GET /runs/{id}/step?id=
+-- (a step's stored value, exact, for run and step ids with "/"), cancel during a sleep
 -- (409 after), rerun from a step, and a run accepted just before a SIGKILL
 -- that the restart resumes.
 local H = require "helper"
@@ -30,6 +31,13 @@ pipeline("flaky", function()
   end)
   return one + two
 end)
+pipeline("values", function()
+  step("big", function() return 9007199254740993 end)
+  step("a/b#1", function() return { deep = { list = { 1, 2.5, { k = "v" } }, yes = true }, s = "caf\u{e9}" } end)
+  step("nothing", function() end)
+  return 1
+end)
+pipeline("parent", function() return call("values", nil) end)
 pipeline("typed", function(input) return input.n end, { parameters = { n = { type = "integer", required = true } } })
 ]]
 
@@ -74,6 +82,42 @@ describe("runs over HTTP", function()
       assert.are.same({ "a", "b" }, { r.steps[1].id, r.steps[2].id })
       assert.are.same({ "completed", 1, 1 }, { r.steps[1].status, r.steps[1].attempts, r.steps[1].size })
       assert.are.equal(404, (HH.get(url("/runs/no-such-run"))))
+    end)
+  end)
+
+  it("gives one step's stored value exactly, for run and step ids holding / and #", function()
+    H.task(function()
+      local st, _, _, doc = HH.post(url("/runs/parent?wait=20s"), "")
+      assert.are.equal(200, st)
+      assert.are.equal("completed", doc.status)
+      local child
+      for _, s in ipairs(doc.steps) do
+        if s.id:find("^call@") then child = doc.run_id .. "/" .. s.id end
+      end
+      assert.truthy(child, "the parent's call step")
+      assert.are.equal("completed", run_status(child))
+      local function step_url(run, sid)
+        return url("/runs/" .. run .. "/step?id=" .. sid:gsub("[^%w%-_.~]", function(c) return ("%%%02X"):format(c:byte()) end))
+      end
+      local body
+      st, body, _, doc = HH.get(step_url(child, "big"))
+      assert.are.equal(200, st)
+      assert.matches('"value":%s*9007199254740993', body)
+      assert.are.same({ child, "big", "completed", 1 }, { doc.run_id, doc.step_id, doc.status, doc.attempts })
+      assert.are.equal(math.tointeger(9007199254740993), doc.value)
+      assert.is_true(doc.size > 0)
+      st, _, _, doc = HH.get(step_url(child, "a/b#1"))
+      assert.are.equal(200, st)
+      assert.are.same({ deep = { list = { 1, 2.5, { k = "v" } }, yes = true }, s = "caf\u{e9}" }, doc.value)
+      st, _, _, doc = HH.get(step_url(child, "nothing"))
+      assert.are.equal(200, st)
+      assert.are.equal(json.null, doc.value)
+      st, _, _, doc = HH.get(step_url(child, "nope"))
+      assert.are.same({ 404, "step_not_found" }, { st, doc.code })
+      st, _, _, doc = HH.get(step_url(child .. "x", "big"))
+      assert.are.same({ 404, "run_not_found" }, { st, doc.code })
+      st, _, _, doc = HH.get(url("/runs/" .. child .. "/step"))
+      assert.are.same({ 400, "id" }, { st, doc.field })
     end)
   end)
 

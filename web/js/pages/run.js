@@ -1,5 +1,6 @@
 // pages/run.js: one run: its status, input, result or error with the
-// traceback, the waterfall of its steps, each step's details, and the
+// traceback, the waterfall of its steps, each step's details with its
+// stored value (fetched on demand: GET /runs/{id}/step?id=STEP), and the
 // buttons to cancel it or rerun it from a step. While the run has not
 // ended the page refreshes it once a second.
 import { h, replace, table } from '../dom.js';
@@ -29,7 +30,37 @@ export async function render(root, ctx) {
   const logs = h('section', { hidden: true });
   replace(root, head, actions, facts, errorBox, io, wf, detail, stepsTable, logs);
 
-  function showStep(st) {
+  const VALUE_LIMIT = 10000; // characters of a value shown before "Show all"
+  const values = new Map(); // step id -> its value block once fetched (kept across refreshes)
+
+  async function loadValue(st, button) {
+    button.disabled = true;
+    try {
+      const doc = await api.get(`/runs/${api.seg(run.run_id)}/step${api.query({ id: st.id })}`, { signal: abort.signal });
+      const block = valueBlock(doc.value, { limit: VALUE_LIMIT, label: 'value' });
+      values.set(st.id, block);
+      // a refresh may have drawn the step again meanwhile: draw it from the cache
+      if (selected === st.id) showStep((run.steps || []).find((x) => x.id === st.id) || st);
+      ctx.showError(null);
+    } catch (e) {
+      button.disabled = false;
+      if (e.name !== 'AbortError' && !stopped) ctx.showError(e);
+    }
+  }
+
+  // the stored value: a button that fetches it, or the block once fetched
+  function valueSlot(st, open) {
+    const slot = h('div', { class: 'step-value' });
+    if (values.has(st.id)) { slot.append(values.get(st.id)); return slot; }
+    if (st.status !== 'completed') return slot;
+    const button = h('button', { type: 'button', class: 'show-value' }, `Show value (${size(st.size)})`);
+    button.addEventListener('click', () => loadValue(st, button));
+    slot.append(button);
+    if (open) loadValue(st, button);
+    return slot;
+  }
+
+  function showStep(st, { open = false } = {}) {
     selected = st ? st.id : null;
     if (!st) { detail.replaceChildren(); return; }
     replace(detail,
@@ -43,7 +74,7 @@ export async function render(root, ctx) {
         st.branch !== undefined ? field('branch', st.branch || 'main') : null),
       st.error ? h('pre', { class: 'traceback' }, typeof st.error === 'string' ? st.error
         : st.error.traceback || st.error.message || JSON.stringify(st.error)) : null,
-      st.value !== undefined ? valueBlock(st.value, { label: 'value' }) : null);
+      valueSlot(st, open));
   }
 
   async function act(button, fn) {
@@ -134,7 +165,10 @@ export async function render(root, ctx) {
         h('td', null, time(st.started_at)),
         h('td', { class: 'num' }, duration(st.duration_ms)),
         h('td', { class: 'num' }, String(Array.isArray(st.attempts) ? st.attempts.length : st.attempts)),
-        h('td', { class: 'num' }, size(st.size)),
+        h('td', { class: 'num' }, size(st.size), st.status === 'completed' ? [' ', h('button', {
+          type: 'button', class: 'link', 'aria-label': `Show the value of step ${st.id}`,
+          on: { click: () => { showStep(st, { open: true }); detail.scrollIntoView({ block: 'nearest' }); } },
+        }, 'show')] : null),
         h('td', null, st.error ? (typeof st.error === 'string' ? st.error : st.error.message) : '')))));
     if (Array.isArray(r.logs)) {
       replace(logs, h('h2', null, 'Logs'), h('pre', { class: 'logs' },
