@@ -10,7 +10,7 @@
 #include "host_lib.h"
 
 static const luaL_Reg modules[] = {
-    {"sluice.json", luaopen_sluice_json},
+    {"sluice._json", luaopen_sluice_json}, /* wrapped by stdlib/sluice/json.lua */
     {"sluice.codec", luaopen_sluice_codec},
     {"sluice.host", luaopen_sluice_host},
     {"sluice.control_socket", luaopen_sluice_control_socket},
