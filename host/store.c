@@ -74,6 +74,7 @@ static const char *const db_names[DB_COUNT] = {
     [DB_NAMESPACES] = "namespaces",
     [DB_QUOTAS] = "quotas",
     [DB_IDEMPOTENCY] = "idempotency",
+    [DB_LOGS] = "logs",
 };
 
 static void seterr(char *err, size_t errsz, const char *fmt, ...)

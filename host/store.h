@@ -24,6 +24,8 @@
  *   namespaces   namespace -> JSON {status, runs_per_day, ...} (lua/quota.lua)
  *   quotas       namespace "\0" YYYY-MM-DD -> runs started that UTC day
  *   idempotency  namespace "\0" pipeline "\0" Idempotency-Key -> run_id
+ *   logs         run_id "\0" be64(us) be32(seq) -> JSON log line (stdlib/sluice/log.lua:
+ *                lines logged inside steps, committed with the step's record)
  *
  * Threads: the environment is opened with MDB_NOTLS, so a read transaction
  * may be used by any coroutine on the loop thread. Map growth needs no
@@ -56,6 +58,7 @@ enum {
   DB_NAMESPACES,
   DB_QUOTAS,
   DB_IDEMPOTENCY,
+  DB_LOGS,
   DB_COUNT
 };
 

@@ -73,7 +73,7 @@ end
 
 local timer
 local stopped = false
-local log = function(...) io.stderr:write(host.iso(host.now()), " ", string.format(...), "\n") end
+local log = require("sluice.log").host -- printf-style, in the --log-format of serve
 M.log = log
 
 local function record(slot)
