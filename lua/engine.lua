@@ -18,6 +18,7 @@ local liveness = require "sluice.liveness"
 local registry = require "sluice.registry"
 local runs_index = require "sluice.runs_index"
 local guard = require "sluice.guard"
+local logs = require "sluice.log"
 local uv = require "luv"
 
 local M = {}
@@ -195,7 +196,8 @@ function M.pipeline(name, fn, opts)
     error(("pipeline '%s' is defined twice: at %s and at %s"):format(name, prev.site, site), 2)
   end
   local p = setmetatable({
-    name = name, fn = fn, opts = opts or {}, site = site, file = set.file, hash = set.hash,
+    name = name, fn = fn, opts = opts or {}, site = site, params = opts and opts.params,
+    file = set.file, hash = set.hash,
   }, Pipeline)
   set.pipelines[name] = p
   set.defined[#set.defined + 1] = p
@@ -233,12 +235,13 @@ M.api_options = {
 function M.check_pipeline_opts(name, opts)
   local what = ("pipeline '%s'"):format(name)
   for k in pairs(opts) do
-    if k ~= "timeout" and k ~= "concurrency" and not M.api_options[k] then
-      error(("%s: unknown option '%s' (known: timeout, concurrency, description, parameters, namespaces)")
+    if k ~= "timeout" and k ~= "concurrency" and k ~= "params" and not M.api_options[k] then
+      error(("%s: unknown option '%s' (known: timeout, concurrency, params, description, parameters, namespaces)")
         :format(what, tostring(k)), 2)
     end
     if M.api_options[k] then M.api_options[k](what, opts[k]) end
   end
+  if opts.params ~= nil then require("sluice.params").check_spec(name, opts.params, 2) end
   if opts.timeout ~= nil then duration.ms(opts.timeout, what .. " timeout") end
   local c = opts.concurrency
   if c ~= nil then
@@ -512,7 +515,8 @@ local function step_failure(run, id, cause, attempts)
 end
 
 local function commit_step(run, key, value_json, id)
-  local ok, msg, code = host.commit({ "steps", key, value_json })
+  -- the lines the step logged commit with its record (stdlib/sluice/log.lua)
+  local ok, msg, code = host.commit(logs.ops(run, id, { "steps", key, value_json }))
   if not ok then store_error(("step '%s': storing its result"):format(id), msg, code) end
 end
 
@@ -997,6 +1001,13 @@ function M.execute(p, input, id, opts)
   end
   local now = host.now()
   id = id or host.new_id()
+  if not existing and p.params then
+    -- declared parameters: checked and defaulted before the run exists
+    local v, perr = require("sluice.params").apply(p, input, { id = id, pipeline = p.name, created_us = now,
+      namespace = opts.fields and opts.fields.namespace })
+    if not v then return nil, perr, "usage" end
+    input = v
+  end
   local rec = existing
   if not rec then
     rec = { id = id, pipeline = p.name, input = input, created_at = host.iso(now), created_us = now, attempt = 0 }
@@ -1234,6 +1245,11 @@ local function child_run(what, p, input, opts)
   local child_id = M.memo(what, function()
     local id = opts.id or (parent.id .. "/" .. what .. "@" .. (br.name == "" and "" or br.name .. "/") .. br.pos)
     local now = host.now()
+    if p.params then
+      local perr
+      input, perr = require("sluice.params").apply(p, input, { id = id, pipeline = p.name, created_us = now })
+      if not input then error(("%s '%s': %s"):format(what, p.name, perr), 0) end
+    end
     local rec = { id = id, pipeline = p.name, input = input, status = "pending", attempt = 0,
       created_at = host.iso(now), created_us = now, parent = parent.id, namespace = parent.record.namespace }
     local enc, err = host.encode(rec, "child", true)

@@ -137,7 +137,7 @@ describe("errors raised while a file is loaded", function()
       { function() pipeline("") end, "pipeline: the name must be a non%-empty string" },
       { function() pipeline(fresh("errors_spec_p"), f, { timeout = "x" }) end, "pipeline 'errors_spec_p%d+' timeout: \"x\" is not a duration" },
       { function() pipeline(fresh("errors_spec_p"), f, { concurrency = { limit = 0 } }) end, "concurrency.limit must be a positive integer, got 0" },
-      { function() pipeline(fresh("errors_spec_p"), f, { retries = 3 }) end, "unknown option 'retries' %(known: timeout, concurrency, description, parameters, namespaces%)" },
+      { function() pipeline(fresh("errors_spec_p"), f, { retries = 3 }) end, "unknown option 'retries' %(known: timeout, concurrency, params, description, parameters, namespaces%)" },
       { function() on("", f) end, "on: the event name must be a non%-empty string" },
       { function() on("x", f, { nmae = "y" }) end, "on%(\"x\"%): unknown option 'nmae' %(known: name%)" },
       { function() consume("c", "s", f, { batch = 0 }) end, "consume 'c': batch must be a positive integer" },
