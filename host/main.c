@@ -46,6 +46,9 @@ static const char usage[] =
     "                          namespaces of the HTTP API and their quotas\n"
     "  repl [--store DIR] [-e CHUNK] [--json] [--eval-timeout D]\n"
     "                          Lua inside the serve that owns the store (read-only without one)\n"
+    "  pipelines [FILE|DIR] [--json]\n"
+    "                          the pipelines of a file or directory, with their parameters\n"
+    "  types DIR               write the LuaCATS stubs (for lua-language-server) into DIR\n"
     "  cron next \"EXPR\" [--from ISO8601] [-n N] [--tz ZONE]\n"
     "                          the next fire times of a cron expression, in UTC\n"
     "  FILE.lua [ARGS...]      run a Lua script inside the host (like the lua executable)\n"
@@ -59,7 +62,7 @@ static vm V;
 static int lua_commands(char **argv) {
   static const char *const names[] = {"run",    "runs",   "status",    "serve",
                                       "schedules", "events", "consumers", "cancel",
-                                      "rerun", "trigger", "reload", "keys", "namespaces", "repl", NULL};
+                                      "rerun", "trigger", "reload", "keys", "namespaces", "repl", "pipelines", "types", NULL};
   for (int i = 0; names[i]; i++) {
     if (strcmp(argv[1], names[i]) == 0) return 1;
   }

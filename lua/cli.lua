@@ -38,6 +38,7 @@ local USAGE = {
   run = [[
 usage: sluice run FILE [--pipeline NAME] [--input JSON] [--id RUN_ID] [--store DIR] [--debug]
                  [--step-timeout DURATION]
+                 [--env ENV] [--namespace NS]
 
 Runs one pipeline of FILE to completion in the foreground and prints its
 result as JSON on stdout. Every step's result is committed to the store
@@ -55,6 +56,8 @@ same --id and finished steps return their stored result without running.
   --step-timeout DURATION
                    the timeout of steps that set none (default: none; with a
                    serve owning the store, the serve's own --step-timeout)
+  --env ENV        {{env}} in templates (default: $SLUICE_ENV, else dev)
+  --namespace NS   the run's namespace: {{namespace}} / {{org_slug}} in templates
 
 When a sluice serve owns the store (or is starting), the run is handed to
 it over the store's control socket (it must have loaded the pipeline) and
@@ -80,6 +83,7 @@ status RUN_ID also shows its last attempt's.
 ]],
   serve = [[
 usage: sluice serve [DIR] [--store DIR] [--grace DURATION] [--step-timeout DURATION] [--debug] [--listen HOST:PORT]... [--no-http]
+                    [--log-format logfmt|json] [--env ENV]
 
 The long-lived host: loads every .lua file under DIR (default pipelines/),
 resumes the unfinished runs of the store, fires the schedules defined with
@@ -106,6 +110,10 @@ HTTP API (README.md, "HTTP API"):
   --http-timeout D     headers must arrive, and a body may stall, at most D (default 10s)
   --idle-timeout D     a keep-alive connection without a request closes after D (default 60s)
   --public-discovery   GET /pipelines without an API key
+
+Log lines:
+  --log-format F       logfmt (default) or json: every line, the host's and sluice.log's
+  --env ENV            {{env}} in templates (default: $SLUICE_ENV, else dev)
 ]],
   schedules = [[
 usage: sluice schedules [--store DIR] [--json]
@@ -171,8 +179,23 @@ file: its old and new source hash and what changed, or why it failed (then
 its old version stays live). Exit: 0 every file loaded, 1 some failed,
 2 no serve owns the store.
 ]],
+  pipelines = [[
+usage: sluice pipelines [FILE|DIR] [--json]
+
+Loads a pipeline file, or every .lua file under DIR (default pipelines/),
+and lists the pipelines they define: name, where it is defined, and its
+parameters (name:type=default; "!" marks a required one). Nothing runs and
+no store is opened. Exit 2 if a file does not load.
+]],
+  types = [[
+usage: sluice types DIR
+
+Writes the LuaCATS stubs of the pipeline API and the sluice.* modules
+(the types/ folder of the repository) into DIR, for lua-language-server:
+add DIR to "workspace.library" in your .luarc.json.
+]],
   status = [[
-usage: sluice status RUN_ID [--store DIR] [--json]
+usage: sluice status RUN_ID [--logs] [--store DIR] [--json]
 
 Shows one run: pipeline, status, times, the source hash of its file, its
 error, and each step with its status, attempts, duration and result size.
@@ -180,6 +203,7 @@ The duration is the time since the run was created, and how much of it the
 last attempt took (a resume, or a retry of a failed run, is a new attempt).
 A step that has been running for half a second or more shows as in flight,
 with its start time.
+--logs adds the lines its steps logged with sluice.log (the last 1,000).
 ]],
 }
 
@@ -372,13 +396,18 @@ end
 
 function M.run(args)
   local opts, pos = begin("run", args, { pipeline = "value", input = "value", id = "value", store = "value", debug = "bool",
-    ["step-timeout"] = "value" })
+    ["step-timeout"] = "value",
+    env = "value", namespace = "value" })
   if not opts then return pos end
   if opts.debug then errors.debug = true end
   local bad = M.step_timeout_option("run", opts)
   if bad then return bad end
   if #pos ~= 1 then return usage_error("run", "run needs exactly one FILE") end
   local file = pos[1]
+  if opts.namespace and not opts.namespace:match("^[%w][%w_.-]*$") then
+    return usage_error("run", "--namespace must be letters, digits, '_', '.' or '-', got " .. opts.namespace)
+  end
+  if opts.env then require("luv").os_setenv("SLUICE_ENV", opts.env) end
 
   local input
   if opts.input then
@@ -407,7 +436,8 @@ function M.run(args)
   if opts.id and not check_existing(opts.id, opts.input and input) then return 2 end
   local events = require "sluice.events"
   local sent_before = events.last_seq()
-  local rec, code = run_or_hand_over(p, input, opts.id or host.new_id())
+  local rec, code = run_or_hand_over(p, input, opts.id or host.new_id(),
+    opts.namespace and { fields = { namespace = opts.namespace } })
   if not rec then return code end
   -- sends of this process (a run handed to serve sends there)
   local sent = events.last_seq() - sent_before
@@ -434,10 +464,10 @@ end
 
 -- Executes run id of p here, listening on the control socket meanwhile so
 -- that sluice cancel reaches it. Returns the record, or nil and 2.
-local function run_here(p, input, id)
+local function run_here(p, input, id, exec_opts)
   local listening, lerr = control.listen(host.dir(), { role = "run", run_id = id })
   if not listening then errf("warning: %s: this run cannot be cancelled from another process", lerr) end
-  local rec, err = engine.execute(p, input, id)
+  local rec, err = engine.execute(p, input, id, exec_opts)
   if listening then control.close(("sluice run of %s ended"):format(id)) end
   if not rec then
     errf("%s", err)
@@ -452,11 +482,15 @@ end
 -- (ESTOPPING, ESTOPPED): it goes on here once the lock is free. A serve
 -- that dies leaves it unfinished: said, exit 1. Returns the record, or nil
 -- and the exit code.
-run_or_hand_over = function(p, input, id)
+run_or_hand_over = function(p, input, id, exec_opts)
   for _ = 1, 5 do
     local w = find_writer(true, true)
     if not w then return nil, 2 end
-    if w == "mine" then return run_here(p, input, id) end
+    if w == "mine" then return run_here(p, input, id, exec_opts) end
+    if exec_opts then
+      errf("--namespace: %s is owned by a sluice serve; start the run through it with the namespace's key", host.dir())
+      return nil, 2
+    end
     local pid = w.holder.pid
     local reply, why, code = w:call({ kind = "run", pipeline = p.name, input = input, id = id }, {
       first_frame_ms = ANSWER_MS,
@@ -617,8 +651,19 @@ function M.runs(args)
   return 0
 end
 
+-- The lines a run's steps logged (sluice status --logs), in logfmt.
+function M.print_logs(run_id)
+  local log = require "sluice.log"
+  local lines = log.read(run_id)
+  out(("\nlogs       %d\n"):format(#lines))
+  for _, l in ipairs(lines) do
+    l.run = nil
+    out(log.render(l, "logfmt"), "\n")
+  end
+end
+
 function M.status(args)
-  local opts, pos = begin("status", args, { store = "value", json = "bool" })
+  local opts, pos = begin("status", args, { store = "value", json = "bool", logs = "bool" })
   if not opts then return pos end
   if #pos ~= 1 then return usage_error("status", "status needs exactly one RUN_ID") end
   if not open_store(opts, true) then return 2 end
@@ -644,7 +689,9 @@ function M.status(args)
     end
   end
   if opts.json then
-    out(json.encode(M.status_doc(r, steps)), "\n")
+    local doc = M.status_doc(r, steps)
+    if opts.logs then doc.logs = require("sluice.log").read(r.id) end
+    out(json.encode(doc), "\n")
     return 0
   end
   local total, attempt = run_times(r)
@@ -669,6 +716,7 @@ function M.status(args)
       s.error and s.error.message:gsub("\n.*", "") or "" }
   end
   if #rows > 0 then table_print({ "STEP", "STATUS", "ATTEMPTS", "DURATION", "SIZE", "ERROR" }, rows) end
+  if opts.logs then M.print_logs(r.id) end
   return 0
 end
 
@@ -684,7 +732,8 @@ function M.step_timeout_option(cmd, opts)
 end
 
 function M.serve(args)
-  local spec = { store = "value", grace = "value", debug = "bool", ["step-timeout"] = "value" }
+  local spec = { store = "value", grace = "value", debug = "bool", ["step-timeout"] = "value",
+    ["log-format"] = "value", env = "value" }
   local api = require "sluice.api"
   for k, v in pairs(api.cli_options) do spec[k] = v end
   local opts, pos = begin("serve", args, spec)
@@ -694,6 +743,11 @@ function M.serve(args)
   if bad then return bad end
   local http_opts, herr = api.options(opts)
   if not http_opts then return usage_error("serve", herr) end
+  if opts.env then require("luv").os_setenv("SLUICE_ENV", opts.env) end
+  if opts["log-format"] then
+    local ok, e = pcall(require("sluice.log").set_format, opts["log-format"])
+    if not ok then return usage_error("serve", "--" .. e) end
+  end
   if #pos > 1 then return usage_error("serve", "serve takes at most one DIR") end
   local grace_ms = 10000
   if opts.grace then
@@ -1090,6 +1144,81 @@ function M.repl(args)
     store = opts.store or os.getenv("SLUICE_STORE") or ".sluice",
     chunk = opts.eval, json = opts.json, timeout_ms = timeout_ms,
   })
+end
+
+---------------------------------------------------------------------------
+-- pipelines and editor stubs
+
+local function param_text(d)
+  local t = d.name .. ":" .. d.type .. (d.required and "!" or "")
+  if d.default ~= nil then
+    local v = type(d.default) == "string" and d.default or json.encode(d.default)
+    t = t .. "=" .. v
+  end
+  if d.min or d.max then t = t .. ("[%s..%s]"):format(d.min or "", d.max or "") end
+  return t
+end
+
+function M.pipelines(args)
+  local opts, pos = begin("pipelines", args, { json = "bool" })
+  if not opts then return pos end
+  if #pos > 1 then return usage_error("pipelines", "pipelines takes at most one FILE or DIR") end
+  local target = pos[1] or "pipelines"
+  local uv = require "luv"
+  local st = uv.fs_stat(target)
+  if not st then
+    errf("cannot read %s: no such file or directory", target)
+    return 2
+  end
+  local files = { target }
+  if st.type == "directory" then files = require("sluice.serve").lua_files(target) end
+  local code, list = 0, json.array({})
+  local params = require "sluice.params"
+  -- together, as serve loads them: a schedule may name another file's pipeline
+  for _, r in ipairs(require("sluice.registry").load_all(files)) do
+    if r.err then
+      errf("%s", r.kind == "io" and ("cannot read " .. r.err) or (r.traceback or r.err))
+      code = 2
+    else
+      for _, p in ipairs(r.diff.defined or {}) do
+        list[#list + 1] = { name = p.name, file = r.file, site = p.site, params = params.describe(p) }
+      end
+    end
+  end
+  if opts.json then
+    out(json.encode({ pipelines = list }), "\n")
+    return code
+  end
+  local rows = {}
+  for i, p in ipairs(list) do
+    local ps = {}
+    for j, d in ipairs(p.params) do ps[j] = param_text(d) end
+    rows[i] = { p.name, p.site, table.concat(ps, " ") }
+  end
+  table_print({ "PIPELINE", "DEFINED AT", "PARAMETERS" }, rows)
+  return code
+end
+
+function M.types(args)
+  local opts, pos = begin("types", args, {})
+  if not opts then return pos end
+  if #pos ~= 1 then return usage_error("types", "types needs exactly one DIR") end
+  local fs = require "sluice.fs"
+  local files = host.embedded("types/")
+  local names = {}
+  for path in pairs(files) do names[#names + 1] = path end
+  table.sort(names)
+  for _, path in ipairs(names) do
+    local dest = pos[1] .. "/" .. path:sub(#"types/" + 1)
+    local ok, err = fs.mkdir(fs.dirname(dest))
+    if ok then ok, err = fs.write(dest, files[path]) end
+    if not ok then
+      errf("%s", err)
+      return 2
+    end
+    out(dest, "\n")
+  end
+  return 0
 end
 
 --- Entry point from main.c: main(command, args...) -> exit code.
