@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "codec.h"
+#include "embedded.h"
 #include "store.h"
 #include "vm.h"
 #include "writer.h"
@@ -489,6 +490,21 @@ static int l_stop(lua_State *L) {
   return 0;
 }
 
+/* embedded(prefix) -> {path = source} of the files compiled into the
+ * binary whose repository path starts with prefix ("types/"): what
+ * `sluice types DIR` writes out. */
+static int l_embedded(lua_State *L) {
+  size_t plen;
+  const char *prefix = luaL_checklstring(L, 1, &plen);
+  lua_newtable(L);
+  for (const embedded_file *f = embedded_files; f->module; f++) {
+    if (strncmp(f->chunk + 1, prefix, plen) != 0) continue;
+    lua_pushlstring(L, f->src, f->len);
+    lua_setfield(L, -2, f->chunk + 1);
+  }
+  return 1;
+}
+
 static int l_isyieldable(lua_State *L) {
   lua_pushboolean(L, lua_isyieldable(L));
   return 1;
@@ -502,7 +518,7 @@ int luaopen_sluice_host(lua_State *L) {
       {"iso", l_iso},       {"new_id", l_new_id}, {"hash", l_hash},
       {"encode", l_encode}, {"quote", l_quote},   {"decode", l_decode},
       {"isyieldable", l_isyieldable}, {"resume", l_resume},
-      {"stop", l_stop},
+      {"stop", l_stop},     {"embedded", l_embedded},
       {NULL, NULL}};
   luaL_newlib(L, fns);
   steps_register(L);
