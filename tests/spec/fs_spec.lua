@@ -124,24 +124,37 @@ describe("sluice.fs", function()
   end)
 
   it("suspends only the calling task: the loop goes on while it waits", function()
-    -- the task blocks in open() of a FIFO until somebody writes it: this
-    -- test (the loop must run for that), or else a watchdog process after
-    -- 3 s, whose data would then be the one read
+    -- the task blocks in open() of a FIFO until a writer comes: this test's
+    -- coroutine (the loop must run it meanwhile), or else a watchdog process
+    -- after 10 s, whose data would then be the one read
     local fifo = dir .. "/fifo"
     assert(os.execute("mkfifo '" .. fifo .. "'"))
-    local watchdog = H.spawn({ "-c", "exec >&- 2>&-; sleep 3; echo late > '" .. fifo .. "'" }, { bin = "/bin/sh" })
+    local watchdog = H.spawn({ "-c", "exec >&- 2>&-; sleep 10; echo late > '" .. fifo .. "'" }, { bin = "/bin/sh" })
     local t = sched.go({}, function() return fs.read(fifo) end)
-    H.sleep(20)
-    -- non-blocking: fails (ENXIO) unless the task is in open() as a reader
     local c = uv.constants
-    local fd = assert(uv.fs_open(fifo, c.O_WRONLY | c.O_NONBLOCK, 0))
-    assert.are.equal(14, uv.fs_write(fd, "from the test\n", -1))
-    uv.fs_close(fd)
-    local ok, data = t:await()
+    local function writer() return uv.fs_open(fifo, c.O_WRONLY | c.O_NONBLOCK, 0) end
+    local ok, err = pcall(function()
+      -- non-blocking: ENXIO until the task is in open() as a reader
+      local fd
+      H.wait_until(function() fd = writer(); return fd ~= nil end,
+        "the task to wait in open() of the FIFO while this test runs", 5000, 5)
+      assert.are.equal(14, uv.fs_write(fd, "from the test\n", -1))
+      uv.fs_close(fd)
+      local done, data = t:await()
+      assert.is_true(done)
+      assert.are.equal("from the test\n", data)
+    end)
+    -- whatever happened, no read stays blocked in the thread pool (the loop
+    -- could not close at exit): a writer that comes and goes ends it
+    for _ = 1, 1000 do
+      if t.done then break end
+      local fd = writer()
+      if fd then uv.fs_close(fd) end
+      H.sleep(10)
+    end
     watchdog:kill()
     watchdog:wait()
-    assert.is_true(ok)
-    assert.are.equal("from the test\n", data)
+    if not ok then error(err, 0) end
   end)
 
   it("runs synchronously in a coroutine the host does not resume", function()
