@@ -57,6 +57,24 @@ function H.lines(path)
   return out
 end
 
+--- The messages of sluice's log lines in text (stderr of a serve): a
+--- logfmt line `time=... level=... msg="..." k=v` becomes its msg, then its
+--- fields; other lines stay as they are. For patterns anchored at a line's
+--- end.
+function H.messages(text)
+  return (text:gsub("[^\n]+", function(line)
+    local rest = line:match("^time=%S+ level=%a+ (.*)$")
+    if not rest then return line end
+    rest = rest:gsub("^run=%S+ ", ""):gsub("^pipeline=%S+ ", ""):gsub("^step=%S+ ", "")
+    local quoted, after = rest:match('^msg="(.-[^\\])"(.*)$')
+    if not quoted then quoted, after = rest:match('^msg=""()(.*)$') and "", rest:sub(7) end
+    if not quoted then quoted, after = rest:match("^msg=(%S*)(.*)$") end
+    if not quoted then return line end
+    quoted = quoted:gsub("\\(.)", { n = "\n", t = "\t", r = "\r", ['"'] = '"', ["\\"] = "\\" })
+    return quoted .. (after or "")
+  end))
+end
+
 --- Waits ms on a loop timer (yields the test's coroutine).
 function H.sleep(ms)
   local co = coroutine.running()

@@ -9,7 +9,7 @@ local json = require "sluice.json"
 local host = require "sluice.host"
 local uv = require "luv"
 
-local function err_of(p) return table.concat(p.err) end
+local function err_of(p) return H.messages(table.concat(p.err)) end
 local function log_has(p, pattern) return err_of(p):find(pattern) ~= nil end
 local function ms_since(t0) return (uv.hrtime() - t0) / 1e6 end
 

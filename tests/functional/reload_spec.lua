@@ -7,7 +7,7 @@ local H = require "helper"
 local json = require "sluice.json"
 local host = require "sluice.host"
 
-local function log_of(p) return table.concat(p.err) end
+local function log_of(p) return H.messages(table.concat(p.err)) end
 
 local function count(text, plain)
   local n, i = 0, 1
