@@ -162,7 +162,7 @@ M.send_json = send_json
 
 M.observe = nil -- function(label, status, seconds) set by lua/api/ops.lua
 
-local log = function(...) io.stderr:write(host.iso(host.now()), " ", string.format(...), "\n") end
+local log = require("sluice.log").host -- printf-style, in the --log-format of serve
 M.log = log
 
 --- The request's body as JSON: the value, or a 400 naming the byte offset.

@@ -5,13 +5,15 @@
 -- written to that namespace's own SQLite table. Rows are upserted by (date,
 -- account, metric): exporting a day again replaces its rows.
 --
+--   sluice run pipelines/billing_export.lua                                 # table default_dev
 --   sluice run pipelines/billing_export.lua --namespace acme                # table acme_dev
 --   sluice run pipelines/billing_export.lua --namespace acme --env prod --input '{"date": "2026-11-30"}'
 --   sluice pipelines pipelines/billing_export.lua                           # the parameters
 --   sqlite3 out/billing_export.db 'select * from acme_dev'
 --
--- Without a namespace, the default target cannot be rendered and the run is
--- refused (exit 2) naming it; pass {"target": "..."} to choose the table.
+-- Over HTTP, a namespace's API key runs it in that namespace, under its
+-- daily quota (README, "Writing pipelines"); {"target": "..."} chooses the
+-- table whatever the namespace.
 local http = require "sluice.http"
 local sqlite = require "sluice.sqlite"
 local fs = require "sluice.fs"

@@ -87,6 +87,7 @@ local function pipeline_view(p, req)
   return {
     name = p.name, file = or_null(p.file or file), line = or_null(tonumber(line)), description = or_null(o.description),
     parameters = or_null(o.parameters), schedules = scheds, on = on, consumers = consumers,
+    params = p.params and require("sluice.params").describe(p) or json.null,
     concurrency = conc and { limit = conc.limit or 1, key = type(conc.key) == "function" and "function(input)" or or_null(conc.key) } or json.null,
     timeout = or_null(o.timeout), namespaces = or_null(o.namespaces),
   }

@@ -193,9 +193,16 @@ end
 function M.create(req, p, input, opts)
   opts = opts or {}
   local ns = opts.namespace or req.namespace
-  local quota_ops, release = quota.admit_run(ns)
   local now = host.now()
   local id = opts.id or host.new_id()
+  if p.params then
+    -- declared params (lua/params.lua): checked, defaulted, templates rendered
+    -- for this run, before the quota counts it
+    local v, perr = require("sluice.params").apply(p, input, { id = id, pipeline = p.name, created_us = now, namespace = ns })
+    if not v then http.fail(400, "invalid_input", perr) end
+    input = v
+  end
+  local quota_ops, release = quota.admit_run(ns)
   local rec = {
     id = id, pipeline = p.name, input = input, status = "pending", attempt = 0,
     created_at = host.iso(now), created_us = now, namespace = ns,
@@ -374,7 +381,12 @@ end)
 http.route("GET", "/runs/{id...}", function(req)
   local id = req.params.id
   local r = visible_run(req, id)
-  if not r then no_run(id) end
+  if not r then
+    -- GET /runs/{id}/logs: what the run's steps logged (stdlib/sluice/log.lua)
+    local of = id:match("^(.+)/logs$")
+    if of and visible_run(req, of) then return 200, { run_id = of, logs = require("sluice.log").read(of) } end
+    no_run(id)
+  end
   return 200, with_steps(M.view(r), id)
 end)
 

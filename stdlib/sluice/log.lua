@@ -176,7 +176,7 @@ function M.write(level, msg, fields, extra)
   if extra then
     for k, v in pairs(extra) do rec[k] = v end
   end
-  io.stderr:write(M.render(rec), "\n")
+  io.stderr:write(M.render(rec) .. "\n") -- one write: a reader of the pipe never gets half a line
 end
 
 --- log.debug/info/warn/error(msg [, fields])

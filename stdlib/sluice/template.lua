@@ -3,7 +3,7 @@
 ---
 --- Built-in variables: date (YYYY-MM-DD), yesterday, tomorrow, year,
 --- month, day, hour (zero-padded), run_id, pipeline, namespace (also
---- org_slug), env. Dates are those of the run's creation time, so a replay
+--- org_slug: the run's, "default" for a run started without one), env. Dates are those of the run's creation time, so a replay
 --- or a resume renders what the first execution rendered; outside a run,
 --- the current time. UTC unless `tz` is given. `env` is the --env flag of
 --- the command, or SLUICE_ENV, or "dev".
@@ -18,6 +18,7 @@ local sched = require "sluice.sched"
 local M = {}
 
 local DAY = 86400
+local DEFAULT_NS = require("sluice.runs_index").DEFAULT_NS -- of runs started without one
 
 -- days since 1970-01-01 -> y, m, d (proleptic Gregorian; H. Hinnant's
 -- civil_from_days), so no local-time C call is involved
@@ -72,7 +73,8 @@ function M.builtins(run, tz)
     year = ("%04d"):format(y), month = ("%02d"):format(m), day = ("%02d"):format(d),
     hour = ("%02d"):format(lt % DAY // 3600),
     run_id = run.id, pipeline = run.pipeline,
-    namespace = run.namespace, org_slug = run.namespace,
+    -- a run without one is in the default namespace, as ctx().namespace says
+    namespace = run.namespace or (run.id and DEFAULT_NS), org_slug = run.namespace or (run.id and DEFAULT_NS),
     env = os.getenv("SLUICE_ENV") or "dev",
   }
   if vars.env == "" then vars.env = "dev" end
@@ -83,8 +85,8 @@ end
 local missing_why = {
   run_id = "it is set inside a run",
   pipeline = "it is set inside a run",
-  namespace = "this run has no namespace (give one: sluice run --namespace NS, or a namespace's API key)",
-  org_slug = "this run has no namespace (give one: sluice run --namespace NS, or a namespace's API key)",
+  namespace = "it is set inside a run",
+  org_slug = "it is set inside a run",
 }
 
 local function lookup(name, vars, builtins)

@@ -52,10 +52,12 @@ describe("sluice.template", function()
     assert.matches("{{t}} is a table", err)
   end)
 
-  it("refuses {{namespace}} and {{run_id}} when they are not set", function()
+  it("refuses {{namespace}} and {{run_id}} outside a run", function()
     local ok, err = pcall(template.render, "{{org_slug}}", nil, { run = { created_us = T } })
     assert.is_false(ok)
-    assert.matches("variable not set {{org_slug}}: this run has no namespace", err)
+    assert.matches("variable not set {{org_slug}}: it is set inside a run", err)
+    -- a run without a namespace is in the default one, as ctx().namespace says
+    assert.are.equal("default", template.render("{{org_slug}}", nil, { run = { created_us = T, id = "r" } }))
     assert.are.equal("acme", template.render("{{namespace}}", nil, { run = { created_us = T, namespace = "acme" } }))
     local p = pipeline("ns-ctx", function()
       return { ctx().namespace, template.render("{{org_slug}}/{{namespace}}") }
