@@ -16,8 +16,11 @@ function HH.serve(dir, store, args, opts)
   for _, x in ipairs(args or {}) do a[#a + 1] = x end
   local p = H.spawn(a, opts)
   H.wait_until(function()
-    return p.exited or log_text(p):find("listening on http://[%d.]+:%d+") ~= nil
-  end, "serve to listen", 20000, 10)
+    -- "schedules armed" is logged right before the API turns ready (no 503
+    -- "still starting" for the spec's first request)
+    local t = log_text(p)
+    return p.exited or (t:find("listening on http://[%d.]+:%d+") ~= nil and t:find("schedules armed", 1, true) ~= nil)
+  end, "serve to listen and be ready", 20000, 10)
   assert(not p.exited, "serve exited: " .. log_text(p))
   p.addr = log_text(p):match("listening on http://([%d.]+:%d+)")
   p.url = "http://" .. p.addr
