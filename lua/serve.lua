@@ -161,22 +161,9 @@ function M.run(opts)
   local trim_timer = uv.new_timer()
   trim_timer:start(10000, 10000, pass)
 
-  local t_sched = host.hrtime()
-  local armed = scheduler.start(function(s, id, extra_ops, on_end)
-    local p = engine.pipelines[s.pipeline]
-    if not p then
-      log("schedule %s: pipeline '%s' is not defined; fire skipped", s.name, s.pipeline)
-      return on_end()
-    end
-    if engine.get_run(id) then
-      return on_end() -- this fire already has its run (resumed above if unfinished)
-    end
-    launch(p, s.input, id, { extra_ops = extra_ops, fields = { schedule = s.name, namespace = s.namespace } }, on_end)
-  end)
-  log("%d schedules armed in %.1fms", armed, (host.hrtime() - t_sched) / 1e6)
-  api.ready()
-
-  -- graceful stop
+  -- graceful stop. The handlers exist before "schedules armed" is logged and
+  -- the API turns ready (nothing yields from here to there): a signal sent
+  -- once serve says it is up never finds the default action (death).
   local me = coroutine.running()
   local finished = false
   local grace_timer
@@ -222,6 +209,21 @@ function M.run(opts)
     h:start(name, function() action(name:upper()) end)
     signals[#signals + 1] = h
   end
+  local t_sched = host.hrtime()
+  local armed = scheduler.start(function(s, id, extra_ops, on_end)
+    local p = engine.pipelines[s.pipeline]
+    if not p then
+      log("schedule %s: pipeline '%s' is not defined; fire skipped", s.name, s.pipeline)
+      return on_end()
+    end
+    if engine.get_run(id) then
+      return on_end() -- this fire already has its run (resumed above if unfinished)
+    end
+    launch(p, s.input, id, { extra_ops = extra_ops, fields = { schedule = s.name, namespace = s.namespace } }, on_end)
+  end)
+  log("%d schedules armed in %.1fms", armed, (host.hrtime() - t_sched) / 1e6)
+  api.ready()
+
   sched.wait()
   api.stop()
   for _, h in ipairs(signals) do h:close() end
