@@ -304,6 +304,22 @@ local function host_gone(id)
   return 1
 end
 
+-- The exit of a request to serve (rerun, trigger) that ended without a run
+-- record: serve refused it (its message), or went before it took the
+-- request (nothing ran), or went after it started run `id` (host_gone).
+local function request_failed(reply, id, code, why, what)
+  if reply and not (id and reply.code == "ESTOPPED") then
+    errf("%s", reply.message)
+    return reply.code == "ESTOPPING" and 1 or 2
+  end
+  if not id then
+    errf("serve %s before it %s; nothing ran", code == "ETIMEDOUT" and "did not answer" or "stopped", what)
+    return 1
+  end
+  if code ~= "EOF" and why then errf("%s", why) end
+  return host_gone(id)
+end
+
 ---------------------------------------------------------------------------
 
 -- Reads run `id` for an inspection or a resume: the record, false if there
@@ -971,16 +987,7 @@ function M.rerun(args)
     })
     w:close()
     if reply and reply.ok then return outcome(reply.run) end
-    if reply and not (new_id and reply.code == "ESTOPPED") then
-      errf("%s", reply.message)
-      return reply.code == "ESTOPPING" and 1 or 2
-    end
-    if not new_id then
-      errf("serve %s before it started the rerun; nothing ran", code == "ETIMEDOUT" and "did not answer" or "stopped")
-      return 1
-    end
-    if code ~= "EOF" and why then errf("%s", why) end
-    return host_gone(new_id)
+    return request_failed(reply, new_id, code, why, "started the rerun")
   end
   local orig = engine.get_run(pos[1])
   if not orig then
@@ -1050,16 +1057,7 @@ function M.trigger(args)
     end
     return outcome(reply.run)
   end
-  if reply and not (id and reply.code == "ESTOPPED") then
-    errf("%s", reply.message)
-    return reply.code == "ESTOPPING" and 1 or 2
-  end
-  if not id then
-    errf("serve %s before it took the trigger; nothing ran", code == "ETIMEDOUT" and "did not answer" or "stopped")
-    return 1
-  end
-  if code ~= "EOF" and why then errf("%s", why) end
-  return host_gone(id)
+  return request_failed(reply, id, code, why, "took the trigger")
 end
 
 function M.reload(args)
