@@ -7,7 +7,7 @@
 #define SLUICE_HOST_LIB_H
 #include <lua.h>
 
-#include "store.h"
+#include "store_lmdb.h"
 
 /* Add their functions to the module table on top of L. */
 void steps_register(lua_State *L);
@@ -23,12 +23,12 @@ void host_check_writable(lua_State *L);
 /* Queues b (owned from here) and suspends the calling coroutine until it
  * is durable; it then gets true, or nil, message, code. Use as
  * `return host_submit(L, b);` after host_check_writable. */
-struct wbatch;
-int host_submit(lua_State *L, struct wbatch *b);
+struct store_batch;
+int host_submit(lua_State *L, struct store_batch *b);
 
 /* Adds the ops {db, key, value, ...} of the table at idx to b (value false
  * deletes). On a malformed op frees b and raises, naming `what`. */
-int host_add_ops(lua_State *L, int idx, struct wbatch *b, const char *what);
+int host_add_ops(lua_State *L, int idx, struct store_batch *b, const char *what);
 
 /* The process's open store; raises if none. */
 store *host_store(lua_State *L);

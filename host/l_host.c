@@ -17,7 +17,7 @@
 
 #include "codec.h"
 #include "embedded.h"
-#include "store.h"
+#include "store_lmdb.h"
 #include "vm.h"
 #include "writer.h"
 
@@ -27,20 +27,10 @@ static struct {
   int readonly;
 } H;
 
-static const char *status_code(int status) {
-  switch (status) {
-    case STORE_ENOTFOUND: return "ENOTFOUND";
-    case STORE_EBADSTORE: return "EBADSTORE";
-    case STORE_EACCES: return "EACCES";
-    case STORE_EFULL: return "EFULL";
-    default: return "EIO";
-  }
-}
-
 static int fail(lua_State *L, int status, const char *msg) {
   lua_pushnil(L);
   lua_pushstring(L, msg);
-  lua_pushstring(L, status_code(status));
+  lua_pushstring(L, store_status_code(status));
   return 3;
 }
 
@@ -195,7 +185,7 @@ static void commit_done(void *cookie, int status, const char *errmsg) {
   } else {
     lua_pushnil(co);
     lua_pushstring(co, errmsg ? errmsg : "write failed");
-    lua_pushstring(co, status_code(status));
+    lua_pushstring(co, store_status_code(status));
     nargs = 3;
   }
   int ref = wt->ref;

@@ -31,7 +31,7 @@
 #include "codec.h"
 #include "sbuf.h"
 #include "host_lib.h"
-#include "store.h"
+#include "store_lmdb.h"
 
 #define HDR 28
 

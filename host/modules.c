@@ -8,11 +8,13 @@
 #include "codec.h"
 #include "guard.h"
 #include "host_lib.h"
+#include "l_store.h"
 
 static const luaL_Reg modules[] = {
     {"sluice._json", luaopen_sluice_json}, /* wrapped by stdlib/sluice/json.lua */
     {"sluice.codec", luaopen_sluice_codec},
     {"sluice.host", luaopen_sluice_host},
+    {"sluice._store", luaopen_sluice__store},
     {"sluice.control_socket", luaopen_sluice_control_socket},
     {"sluice.guard", luaopen_sluice_guard},
     {"sluice._http", luaopen_sluice__http},

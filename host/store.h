@@ -1,82 +1,52 @@
-/* store.h: the LMDB environment behind sluice (DESIGN §5). Opens and checks
- * the environment, names the databases, hands out read transactions and
- * grows the map. Knows nothing of Lua; writes go through writer.h.
+/* store.h: the store's contract, by record type (DESIGN §5). The engine and
+ * its Lua binding (l_store*.c, "sluice._store") use only what is declared
+ * here; no key byte, record format or backend type appears in it. LMDB
+ * (store_lmdb.c, writer.c, records_*.c) is the first implementation; a
+ * second backend (PostgreSQL) implements the same list with the same
+ * guarantees.
  *
- * Databases and their keys (composite keys are '\0'-separated, integers
- * big-endian so that byte order is numeric order):
- *   meta         "format" -> "1"                   (format version)
- *   runs         run_id -> JSON run record
- *   runs_by_time be64(created_at_us) run_id -> ""  (history, newest last)
- *   steps        run_id "\0" step_id -> step record (l_steps.c): a binary
- *                header (status, attempts, position, times, id, branch) then
- *                the JSON of the result (or of the error of a failed step)
- *   schedules    schedule name -> JSON {name, spec, tz, next_at, last_at, ...}
- *   events       be64(seq) -> event record (lua/stream.lua): the stream log
- *   stream_index stream "\0" be64(seq) -> ""  (one stream key in order)
- *   consumers    consumer name -> JSON {pattern, after, ...} (checkpoints)
- *   sends        be64(seq) -> JSON {name, data, ts} (send/on events)
- *   active_runs  run_id -> ""  (runs not yet completed, failed or cancelled:
- *                what serve resumes, without reading the whole history)
- *   runs_by_ns, runs_by_pipeline, runs_by_status  the run listings of the
- *                HTTP API, newest first by a reverse scan (lua/runs_index.lua):
- *                ns "\0" [pipeline | status "\0"] be64(created_at_us) run_id -> ""
- *   api_keys     key id -> JSON {name, namespace, role, hash, created_at}
- *   namespaces   namespace -> JSON {status, runs_per_day, ...} (lua/quota.lua)
- *   quotas       namespace "\0" YYYY-MM-DD -> runs started that UTC day
- *   idempotency  namespace "\0" pipeline "\0" Idempotency-Key -> run_id
- *   logs         run_id "\0" be64(us) be32(seq) -> JSON log line (stdlib/sluice/log.lua:
- *                lines logged inside steps, committed with the step's record)
+ * Guarantees every backend gives:
+ * - Writes are built into a store_batch by the record operations below and
+ *   committed together: all of a batch or none of it. Every index a record
+ *   has (runs by time, by namespace, by pipeline, by status, active runs, a
+ *   stream key's events) is written in the same batch as the record, so an
+ *   index never names a record that does not exist, nor misses one.
+ * - A batch is durable when its done callback runs with status 0 (a crash
+ *   or power cut after that loses nothing of it), and not before: a batch
+ *   whose done callback has not run may or may not be there after a crash.
+ * - Batches from the loop thread commit in the order they were submitted.
+ * - Reads see only committed batches. A read operation returns its rows in
+ *   memory the caller owns (no transaction or lock is held when it returns),
+ *   and a read that fails returns a status: never an empty result instead.
+ * - Operations that can fail return 0 or a STORE_* status, and write a
+ *   message that names what failed to err.
  *
- * Threads: the environment is opened with MDB_NOTLS, so a read transaction
- * may be used by any coroutine on the loop thread. Map growth needs no
- * transaction open anywhere in the process; a process-wide rwlock makes read
- * transactions (shared) exclude growth (exclusive). Read transactions are
- * short: begin, copy out, end. */
+ * Commit: the LMDB backend's is the writer (writer.h: writer_submit with a
+ * done(cookie, status, errmsg) callback on the loop thread). */
 #ifndef SLUICE_STORE_H
 #define SLUICE_STORE_H
 
-#include <lmdb.h>
 #include <stddef.h>
-
-#include "sbuf.h"
-
-enum {
-  DB_META = 0,
-  DB_RUNS,
-  DB_RUNS_BY_TIME,
-  DB_STEPS,
-  DB_SCHEDULES,
-  DB_EVENTS,
-  DB_STREAMS,
-  DB_CONSUMERS,
-  DB_SENDS,
-  DB_ACTIVE,
-  DB_RUNS_BY_NS,
-  DB_RUNS_BY_PIPELINE,
-  DB_RUNS_BY_STATUS,
-  DB_API_KEYS,
-  DB_NAMESPACES,
-  DB_QUOTAS,
-  DB_IDEMPOTENCY,
-  DB_LOGS,
-  DB_COUNT
-};
-
-#define STORE_FORMAT_VERSION 1
+#include <stdint.h>
 
 /* status codes (negative); 0 is success */
 enum {
   STORE_OK = 0,
   STORE_ENOTFOUND = -1, /* read-only open of a store that does not exist */
-  STORE_EBADSTORE = -2, /* not an LMDB environment, or a newer format */
+  STORE_EBADSTORE = -2, /* not a store, a newer format, or a corrupt record */
   STORE_EACCES = -3,    /* directory or files not writable / readable */
   STORE_EFULL = -4,     /* disk full */
-  STORE_EIO = -5        /* anything else LMDB or the OS reported */
+  STORE_EIO = -5,       /* anything else the backend or the OS reported */
+  STORE_EINVAL = -6     /* a record operation given a value it cannot store */
 };
+
+/* The code of a status, as Lua sees it: "EIO", "EFULL", ... */
+const char *store_status_code(int status);
 
 #define STORE_READONLY 1
 
 typedef struct store store;
+typedef struct store_batch store_batch;
 
 /* Opens (creating if needed, unless STORE_READONLY) the store in dir.
  * Only dir itself is created: a missing parent is STORE_EBADSTORE naming
@@ -85,52 +55,33 @@ typedef struct store store;
  * message that names dir and says what to do. */
 int store_open(store **out, const char *dir, int flags, char *err, size_t errsz);
 void store_close(store *s);
-
 const char *store_dir(const store *s);
-MDB_env *store_env(store *s);
-MDB_dbi store_dbi(const store *s, int db);
-const char *store_db_name(int db);
 
-/* Begins a read transaction (taking the shared lock). Retries on
- * MDB_MAP_RESIZED after adopting the new size. End it with store_read_end. */
-int store_read_begin(store *s, MDB_txn **txn, char *err, size_t errsz);
-void store_read_end(store *s, MDB_txn *txn);
+/* An empty batch, and the freeing of one that was never committed. */
+store_batch *store_batch_new(void);
+void store_batch_free(store_batch *b);
+size_t store_batch_count(const store_batch *b);
 
-/* Copies the value under key into out (reset first). *found tells whether it
- * exists. Returns 0 or a status with err. */
-int store_get(store *s, int db, const void *key, size_t klen, sbuf *out, int *found,
-              char *err, size_t errsz);
+/* Record operations, by record type. Each type's section says what its
+ * records hold, what each operation adds to a batch or reads, and what it
+ * guarantees beyond the list above. */
 
-/* Calls fn for every entry whose key starts with prefix (plen may be 0), in
- * key order, or in reverse order if reverse != 0, inside one read
- * transaction. Key and value are valid only during the call. fn returns 0 to
- * go on, 1 to stop early, or a negative status to abort the scan (returned). */
-typedef int (*store_scan_fn)(void *ud, const void *key, size_t klen, const void *val,
-                             size_t vlen);
-int store_scan(store *s, int db, const void *prefix, size_t plen, int reverse,
-               store_scan_fn fn, void *ud, char *err, size_t errsz);
+/* ---- runs: run records and their indexes ---- */
 
-/* For the writer thread only: the exclusive lock and doubling of the map
- * after MDB_MAP_FULL, with no transaction of this thread open. */
-int store_grow(store *s, char *err, size_t errsz);
+/* ---- steps: one record per step of a run ---- */
 
-/* As store_scan, starting at from: forward, at the first key >= from (when
- * from sorts after prefix; else at the prefix); in reverse, at the last key
- * < from (a page of a listing newest first, before a cursor). */
-int store_scan_from(store *s, int db, const void *prefix, size_t plen, const void *from,
-                    size_t flen, int reverse, store_scan_fn fn, void *ud, char *err,
-                    size_t errsz);
+/* ---- run logs: lines logged inside steps ---- */
 
-/* For the writer thread only: a write transaction held under the shared lock,
- * so that growth and adopting a map another process grew wait for it.
- * store_write_begin adopts a resized map and retries. Both return 0 or the
- * raw LMDB/errno code (not a status: the writer must tell MDB_MAP_FULL
- * apart). store_write_end commits (commit != 0) or aborts; txn is gone after
- * it either way. */
-int store_write_begin(store *s, MDB_txn **txn);
-int store_write_end(store *s, MDB_txn *txn, int commit);
+/* ---- events: the stream log, its per-key index and trim marks ---- */
 
-/* Maps an LMDB or errno code to a status above. */
-int store_status(int rc);
+/* ---- sends: send/on events and their dispatch cursor ---- */
+
+/* ---- consumers: checkpoints of stream consumers ---- */
+
+/* ---- schedules: schedule records ---- */
+
+/* ---- API keys, namespaces, quota counters, idempotency keys ---- */
+
+/* ---- meta: small named values of the store ---- */
 
 #endif

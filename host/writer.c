@@ -43,7 +43,7 @@ typedef struct {
   uint64_t vlen;
 } rec_hdr;
 
-struct wbatch {
+struct store_batch {
   wbatch *next;
   sbuf buf; /* rec_hdr key [val], one after the other */
   size_t count;
@@ -105,6 +105,11 @@ void wbatch_put(wbatch *b, int db, const void *key, size_t klen, const void *val
 void wbatch_del(wbatch *b, int db, const void *key, size_t klen) {
   add_rec(b, db, OP_DEL, key, klen, NULL, 0);
 }
+
+/* store.h's batch is this writer's */
+store_batch *store_batch_new(void) { return wbatch_new(); }
+void store_batch_free(store_batch *b) { wbatch_free(b); }
+size_t store_batch_count(const store_batch *b) { return wbatch_count(b); }
 
 size_t wbatch_count(const wbatch *b) { return b->count; }
 

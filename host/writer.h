@@ -18,9 +18,9 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "store.h"
+#include "store_lmdb.h"
 
-typedef struct wbatch wbatch;
+typedef struct store_batch wbatch; /* the LMDB backend's store_batch */
 typedef struct writer writer;
 
 /* status is 0 when the batch is durable, else a STORE_* status and errmsg. */

@@ -1,4 +1,4 @@
-/* store.c: the LMDB environment behind sluice (see store.h, DESIGN §5).
+/* store_lmdb.c: the LMDB environment behind sluice (see store_lmdb.h, store.h, DESIGN §5).
  *
  * Opens and checks the store directory, opens the named databases, checks the
  * format key, hands out read transactions and grows the map. Depends on LMDB
@@ -22,7 +22,7 @@
  * written), or what the store already has if larger. The environment variable
  * SLUICE_MAP_SIZE (bytes, decimal) sets the initial map size exactly; it is
  * for tests of map growth and is not a user setting. */
-#include "store.h"
+#include "store_lmdb.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -85,6 +85,18 @@ static void seterr(char *err, size_t errsz, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(err, errsz, fmt, ap);
   va_end(ap);
+}
+
+const char *store_status_code(int status) {
+  switch (status) {
+    case STORE_OK: return "OK";
+    case STORE_ENOTFOUND: return "ENOTFOUND";
+    case STORE_EBADSTORE: return "EBADSTORE";
+    case STORE_EACCES: return "EACCES";
+    case STORE_EFULL: return "EFULL";
+    case STORE_EINVAL: return "EINVAL";
+    default: return "EIO";
+  }
 }
 
 int store_status(int rc) {

@@ -1,0 +1,117 @@
+/* store_lmdb.h: the LMDB implementation of the store (store.h), for its own
+ * files only: store_lmdb.c (the environment: opens and checks it, names the
+ * databases, hands out read transactions, grows the map), writer.c (the one
+ * writer, group commit) and records_*.c (the key layouts and record formats
+ * of store.h's operations). Nothing outside them includes this header or
+ * knows a key byte (DESIGN §5).
+ *
+ * Databases and their keys (composite keys are '\0'-separated, integers
+ * big-endian so that byte order is numeric order):
+ *   meta         "format" -> "1"                   (format version)
+ *   runs         run_id -> JSON run record
+ *   runs_by_time be64(created_at_us) run_id -> ""  (history, newest last)
+ *   steps        run_id "\0" step_id -> step record (l_steps.c): a binary
+ *                header (status, attempts, position, times, id, branch) then
+ *                the JSON of the result (or of the error of a failed step)
+ *   schedules    schedule name -> JSON {name, spec, tz, next_at, last_at, ...}
+ *   events       be64(seq) -> event record (lua/stream.lua): the stream log
+ *   stream_index stream "\0" be64(seq) -> ""  (one stream key in order)
+ *   consumers    consumer name -> JSON {pattern, after, ...} (checkpoints)
+ *   sends        be64(seq) -> JSON {name, data, ts} (send/on events)
+ *   active_runs  run_id -> ""  (runs not yet completed, failed or cancelled:
+ *                what serve resumes, without reading the whole history)
+ *   runs_by_ns, runs_by_pipeline, runs_by_status  the run listings of the
+ *                HTTP API, newest first by a reverse scan (lua/runs_index.lua):
+ *                ns "\0" [pipeline | status "\0"] be64(created_at_us) run_id -> ""
+ *   api_keys     key id -> JSON {name, namespace, role, hash, created_at}
+ *   namespaces   namespace -> JSON {status, runs_per_day, ...} (lua/quota.lua)
+ *   quotas       namespace "\0" YYYY-MM-DD -> runs started that UTC day
+ *   idempotency  namespace "\0" pipeline "\0" Idempotency-Key -> run_id
+ *   logs         run_id "\0" be64(us) be32(seq) -> JSON log line (stdlib/sluice/log.lua:
+ *                lines logged inside steps, committed with the step's record)
+ *
+ * Threads: the environment is opened with MDB_NOTLS, so a read transaction
+ * may be used by any coroutine on the loop thread. Map growth needs no
+ * transaction open anywhere in the process; a process-wide rwlock makes read
+ * transactions (shared) exclude growth (exclusive). Read transactions are
+ * short: begin, copy out, end. */
+#ifndef SLUICE_STORE_LMDB_H
+#define SLUICE_STORE_LMDB_H
+
+#include <lmdb.h>
+#include <stddef.h>
+
+#include "sbuf.h"
+#include "store.h"
+
+enum {
+  DB_META = 0,
+  DB_RUNS,
+  DB_RUNS_BY_TIME,
+  DB_STEPS,
+  DB_SCHEDULES,
+  DB_EVENTS,
+  DB_STREAMS,
+  DB_CONSUMERS,
+  DB_SENDS,
+  DB_ACTIVE,
+  DB_RUNS_BY_NS,
+  DB_RUNS_BY_PIPELINE,
+  DB_RUNS_BY_STATUS,
+  DB_API_KEYS,
+  DB_NAMESPACES,
+  DB_QUOTAS,
+  DB_IDEMPOTENCY,
+  DB_LOGS,
+  DB_COUNT
+};
+
+#define STORE_FORMAT_VERSION 1
+
+MDB_env *store_env(store *s);
+MDB_dbi store_dbi(const store *s, int db);
+const char *store_db_name(int db);
+
+/* Begins a read transaction (taking the shared lock). Retries on
+ * MDB_MAP_RESIZED after adopting the new size. End it with store_read_end. */
+int store_read_begin(store *s, MDB_txn **txn, char *err, size_t errsz);
+void store_read_end(store *s, MDB_txn *txn);
+
+/* Copies the value under key into out (reset first). *found tells whether it
+ * exists. Returns 0 or a status with err. */
+int store_get(store *s, int db, const void *key, size_t klen, sbuf *out, int *found,
+              char *err, size_t errsz);
+
+/* Calls fn for every entry whose key starts with prefix (plen may be 0), in
+ * key order, or in reverse order if reverse != 0, inside one read
+ * transaction. Key and value are valid only during the call. fn returns 0 to
+ * go on, 1 to stop early, or a negative status to abort the scan (returned). */
+typedef int (*store_scan_fn)(void *ud, const void *key, size_t klen, const void *val,
+                             size_t vlen);
+int store_scan(store *s, int db, const void *prefix, size_t plen, int reverse,
+               store_scan_fn fn, void *ud, char *err, size_t errsz);
+
+/* For the writer thread only: the exclusive lock and doubling of the map
+ * after MDB_MAP_FULL, with no transaction of this thread open. */
+int store_grow(store *s, char *err, size_t errsz);
+
+/* As store_scan, starting at from: forward, at the first key >= from (when
+ * from sorts after prefix; else at the prefix); in reverse, at the last key
+ * < from (a page of a listing newest first, before a cursor). */
+int store_scan_from(store *s, int db, const void *prefix, size_t plen, const void *from,
+                    size_t flen, int reverse, store_scan_fn fn, void *ud, char *err,
+                    size_t errsz);
+
+/* For the writer thread only: a write transaction held under the shared lock,
+ * so that growth and adopting a map another process grew wait for it.
+ * store_write_begin adopts a resized map and retries. Both return 0 or the
+ * raw LMDB/errno code (not a status: the writer must tell MDB_MAP_FULL
+ * apart). store_write_end commits (commit != 0) or aborts; txn is gone after
+ * it either way. */
+int store_write_begin(store *s, MDB_txn **txn);
+int store_write_end(store *s, MDB_txn *txn, int commit);
+
+/* Maps an LMDB or errno code to a status above. */
+int store_status(int rc);
+
+#endif
