@@ -68,13 +68,10 @@ function M.where()
   return info and ("%s:%d"):format(info.short_src, info.currentline)
 end
 
---- Message handler of the entry points: a string error gets the position
---- of the first frame of user code in place of a position inside sluice
---- (or none). Errors already positioned in user code, and error tables
---- (they carry their own fields), pass unchanged.
-function M.relocate(e)
-  if type(e) ~= "string" then return e end
-  local info = user_frame(2) -- from the function that raised
+-- e (a string) with the position of the first frame of user code at or
+-- above `from` in place of a position inside sluice (or none)
+local function locate(e, from)
+  local info = user_frame(from + 1) -- from the function that raised
   if not info then return e end
   -- a position is "<short_src of a frame on the stack>:<line>: "; a message
   -- may quote other file:line pairs
@@ -90,8 +87,24 @@ function M.relocate(e)
   end
   if src and not internal_short[src] then return e end
   local msg = ("%s:%d: %s"):format(info.short_src, info.currentline, rest or e)
-  if M.debug then msg = msg .. "\n" .. debug.traceback("(--debug) where sluice raised it:", 2) end
+  if M.debug then msg = msg .. "\n" .. debug.traceback("(--debug) where sluice raised it:", from + 1) end
   return msg
+end
+
+--- Message handler of the entry points: a string error, and the message of
+--- an engine error (M.Error, once), gets the position of the first frame of
+--- user code in place of a position inside sluice (or none). Errors already
+--- positioned in user code, and other error tables (they carry their own
+--- fields), pass unchanged.
+function M.relocate(e)
+  if type(e) == "string" then
+    local msg = locate(e, 2) -- not a tail call: the levels count this frame
+    return msg
+  end
+  if getmetatable(e) == M.Error and not e.located then
+    e.message, e.located = locate(e.message, 2), true
+  end
+  return e
 end
 
 --- fn wrapped as an entry point of the pipeline API (see above).
@@ -131,6 +144,33 @@ end
 function M.traceback(level)
   local tb = debug.traceback("", (level or 1) + 1)
   return M.trim((tb:gsub("^\n", "")))
+end
+
+-- a value as an error message shows it: strings quoted, so "8" is not 8
+function M.show(v)
+  return type(v) == "string" and ("%q"):format(v) or tostring(v)
+end
+
+--- The errors the engine raises are tables {code=, message=, ...} (a step
+--- failure also has step=, run=, traceback=): the HTTP API maps the code to
+--- a status; tostring gives the message, so printing them is unchanged.
+local Error = {}
+Error.__index = Error
+Error.__tostring = function(e) return e.message end
+M.Error = Error
+
+--- A new engine error: `fields` (a table, or nil) with code and message set,
+--- and the metatable `mt` (default M.Error).
+function M.new(code, message, fields, mt)
+  local e = fields or {}
+  e.code, e.message = code, message
+  return setmetatable(e, mt or Error)
+end
+
+--- Raises the error of a failed store operation: "<what>: <msg> (<CODE>)"
+--- with code = the store's code (EIO, EMAPFULL...).
+function M.store(what, msg, code)
+  error(M.new(code and tostring(code) or "ESTORE", ("%s: %s (%s)"):format(what, tostring(msg), tostring(code))), 0)
 end
 
 --- An error as users read it: its message (once), then the frames of its

@@ -13,6 +13,7 @@ local engine = require "sluice.engine"
 local sched = require "sluice.sched"
 local json = require "sluice.json"
 local errors = require "sluice.errors"
+local step_options = require "sluice.step_options"
 
 local M = {}
 
@@ -30,16 +31,13 @@ M.stats = { workers = 0, peak_workers = 0 }
 -- a step id inside flow.lua
 local map_sites = setmetatable({}, { __mode = "k" })
 
--- a value as an error message shows it: strings quoted, so "8" is not 8
-local function show(v)
-  return type(v) == "string" and ("%q"):format(v) or tostring(v)
-end
+local show = errors.show
 
 -- Validates the step options a map or a dag node passes on to its steps
 -- (retries, backoff, timeout) here, at the call, rather than at the first
 -- item that happens to retry. map and dag are entry points (sluice.errors):
 -- the error names the user's line.
-local check_step_opts = engine.check_step_opts
+local check_step_opts = step_options.check
 
 -- a failure of the item's own step (its function raised, or returned a
 -- value that cannot be stored) as opposed to the run itself going wrong
@@ -130,10 +128,7 @@ function M.map(id, items, fn, opts)
       end
       settle = opts.settle
     end
-    if opts.retries ~= nil or opts.backoff ~= nil or opts.timeout ~= nil then
-      check_step_opts(("map '%s'"):format(id), opts)
-      step_opts = { retries = opts.retries, backoff = opts.backoff, timeout = opts.timeout }
-    end
+    step_opts = check_step_opts(("map '%s'"):format(id), opts)
   end
 
   local run = br.run
@@ -333,10 +328,7 @@ function M.dag(nodes)
       elseif type(deps) ~= "table" then
         error(("dag: node '%s': after must be a list of node names, got %s"):format(name, type(deps)), 2)
       end
-      if spec.retries ~= nil or spec.backoff ~= nil or spec.timeout ~= nil then
-        check_step_opts(("dag: node '%s'"):format(name), spec)
-        sopts = { retries = spec.retries, backoff = spec.backoff, timeout = spec.timeout }
-      end
+      sopts = check_step_opts(("dag: node '%s'"):format(name), spec)
     else
       error(("dag: node '%s' must be a table {after = {...}, fn} or a function, got %s"):format(name, type(spec)), 2)
     end

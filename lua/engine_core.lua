@@ -1,0 +1,38 @@
+--- sluice.engine_core: the engine's table and the state its parts share
+--- (sluice.engine assembles them): the live pipelines, the runs executing in
+--- this process, the host's shutdown flags and hooks, and the error a step
+--- failure raises.
+local registry = require "sluice.registry"
+
+local M = {}
+
+M.pipelines = registry.live.pipelines -- name -> handle, of every file (sluice.registry)
+
+--- Set by a host that is shutting down: no step starts any more; a run
+--- reaching a step that would execute parks there (it stays "running" in
+--- the store and resumes at the next start). M.executing counts steps whose
+--- function runs now; M.on_idle() is called when it drops to 0 while
+--- stopping.
+M.stopping = false
+M.executing = 0
+M.on_idle = nil
+--- Set by the HTTP API's metrics: on_step(pipeline_name, attempts, us, ok)
+--- after each executed step.
+M.on_step = nil
+
+--- The timeout (ms) of steps that set none (serve/run --step-timeout); nil:
+--- such steps run unbounded.
+M.step_timeout_ms = nil
+
+--- The error raised when a step fails; a run that ends with it records the
+--- step id.
+local StepError = {}
+StepError.__index = StepError
+StepError.__tostring = function(e) return e.message end
+M.StepError = StepError
+
+-- runs executing in this process: id -> {run=, waiters={}}
+local active = {}
+M.active = active
+
+return M

@@ -1,0 +1,392 @@
+--- sluice.engine_runs: the life of a run (DESIGN §1-2): execute (start or
+--- resume) with its timeout and concurrency key, cancel, rerun, recorded
+--- failures, and child runs (`call`, `start`).
+local host = require "sluice.host"
+local sched = require "sluice.sched"
+local duration = require "sluice.duration"
+local errors = require "sluice.errors"
+local liveness = require "sluice.liveness"
+local registry = require "sluice.registry"
+local runs_index = require "sluice.runs_index"
+local guard = require "sluice.guard"
+local uv = require "luv"
+local M = require "sluice.engine_core"
+
+local StepError = M.StepError
+local store_error = errors.store
+local active = M.active
+
+local function load_steps(run)
+  local raw, order, code = host.load_steps(run.id)
+  if not raw then store_error("loading the steps of run " .. run.id, order, code) end
+  run.raw, run.order = raw, order
+end
+
+-- concurrency keys: key -> {count=, queue={}}
+local slots = {}
+
+-- Takes a slot of the run's concurrency key, waiting (status "pending",
+-- first come first served) while `limit` runs of the key execute.
+local function acquire_slot(run, key, limit, fresh)
+  local s = slots[key]
+  if not s then
+    s = { count = 0, queue = {} }
+    slots[key] = s
+  end
+  if s.count >= limit then
+    local rec = run.record
+    rec.status = "pending"
+    local ops = runs_index.ops(rec, fresh and { "active_runs", run.id, "" } or nil)
+    local ok, msg, code = host.commit(ops)
+    if not ok then store_error("queueing run " .. run.id, msg, code) end
+    run.created = fresh
+    local me = coroutine.running()
+    s.queue[#s.queue + 1] = me
+    run.interrupts[me] = function()
+      for i, co in ipairs(s.queue) do
+        if co == me then table.remove(s.queue, i) break end
+      end
+      run.interrupts[me] = nil
+      sched.wake(me)
+    end
+    sched.wait()
+    run.interrupts[me] = nil
+    if run.stop then return end
+  end
+  s.count = s.count + 1
+  run.slot = {
+    release = function()
+      s.count = s.count - 1
+      local nxt = table.remove(s.queue, 1)
+      if nxt then sched.wake(nxt) end
+    end,
+  }
+end
+
+local function check_run_id(id)
+  if type(id) ~= "string" or id == "" or #id > 200 or id:find("[%z\1-\31]") then
+    return nil, ("run id %q must be 1 to 200 printable characters"):format(tostring(id))
+  end
+  return id
+end
+
+--- Executes (or resumes) a run of pipeline p and waits for it to end.
+--- Must be called from a coroutine the host can resume.
+--- Returns the final run record, or nil, message, "usage" when the request
+--- itself is wrong (a run id of another pipeline, say).
+---@param p table pipeline handle
+---@param input any
+---@param id string?
+---@param opts table? {extra_ops = {db, key, value, ...} committed with the run's
+---  start, fields = {k = v} stored in a new run record (schedule, trigger),
+---  finish_ops = function(rec) -> {db, key, value, ...} committed with the run's
+---  completion (not called when it fails; must not raise)}
+function M.execute(p, input, id, opts)
+  opts = opts or {}
+  local existing
+  if id then
+    local ok, err = check_run_id(id)
+    if not ok then return nil, err, "usage" end
+    -- executing in this process already: wait for that execution, never
+    -- run it twice (a child resumed by serve and by its parent's call)
+    local a = active[id]
+    if a then
+      local me = coroutine.running()
+      a.waiters[#a.waiters + 1] = function(rec) sched.wake(me, rec) end
+      return sched.wait()
+    end
+    existing = M.get_run(id)
+  end
+  if existing then
+    if existing.pipeline ~= p.name then
+      return nil, ("run %s belongs to pipeline '%s', not '%s'"):format(id, existing.pipeline, p.name), "usage"
+    end
+    if existing.status == "completed" or existing.status == "cancelled" then return existing end
+  end
+  local now = host.now()
+  id = id or host.new_id()
+  if not existing and p.params then
+    -- declared parameters: checked and defaulted before the run exists
+    local v, perr = require("sluice.params").apply(p, input, { id = id, pipeline = p.name, created_us = now,
+      namespace = opts.fields and opts.fields.namespace })
+    if not v then return nil, perr, "usage" end
+    input = v
+  end
+  local rec = existing
+  if not rec then
+    rec = { id = id, pipeline = p.name, input = input, created_at = host.iso(now), created_us = now, attempt = 0 }
+    for k, v in pairs(opts.fields or {}) do rec[k] = v end
+  end
+  if not existing and input ~= nil then
+    local _, ierr = host.encode(input, "input")
+    if ierr then return nil, "the input cannot be stored: " .. ierr, "usage" end
+  end
+  local popts = p.opts or {}
+  if not rec.deadline_us and popts.timeout then
+    rec.deadline_us = rec.created_us + math.floor(duration.ms(popts.timeout, ("pipeline '%s' timeout"):format(p.name)) * 1000)
+  end
+  if rec.concurrency_key == nil and popts.concurrency then
+    local c = popts.concurrency
+    local k = type(c.key) == "function" and c.key(rec.input) or c.key or ""
+    rec.concurrency_key = p.name .. ":" .. tostring(k)
+  end
+
+  rec.host = liveness.self() -- which process runs it: readers tell a killed one
+  local run = {
+    id = id, pipeline = p, record = rec, raw = {}, order = {}, seen = {}, site_fns = {},
+    replayed = 0, executed = 0, interrupts = {}, children = {},
+  }
+  local entry = { run = run, waiters = {} }
+  active[id] = entry
+  local function release(result)
+    active[id] = nil
+    if run.guard then run.guard:release() end
+    if run.slot then run.slot.release() end
+    if run.deadline_timer and not run.deadline_timer:is_closing() then run.deadline_timer:close() end
+    for _, w in ipairs(entry.waiters) do w(result) end
+  end
+
+  -- a concurrency key over its limit: wait in "pending", first come first served
+  if rec.concurrency_key then
+    local ok, err = pcall(acquire_slot, run, rec.concurrency_key, popts.concurrency.limit or 1, not existing, now)
+    if not ok then
+      release(nil)
+      error(err, 0)
+    end
+    if run.stop then
+      -- cancelled while pending
+      rec.status, rec.finished_at = "cancelled", host.iso(host.now())
+      local cok, cmsg, ccode = host.commit(runs_index.ops(rec, { "active_runs", id, false }))
+      release(rec)
+      if not cok then store_error("cancelling run " .. id, cmsg, ccode) end
+      return rec
+    end
+    existing = existing or run.created
+    now = host.now()
+  end
+
+  rec.status, rec.started_at, rec.finished_at, rec.error = "running", host.iso(now), nil, nil
+  rec.file, rec.source_hash = p.file, p.hash
+  rec.attempt = (rec.attempt or 0) + 1
+  local ops = runs_index.ops(rec, { "active_runs", id, "" })
+  for _, v in ipairs(opts.extra_ops or {}) do ops[#ops + 1] = v end
+  local ok, msg, code = host.commit(ops)
+  if not ok then
+    release(nil)
+    store_error("starting run " .. id, msg, code)
+  end
+  if existing then load_steps(run) end
+
+  -- the run's timeout counts from its creation, across restarts
+  if rec.deadline_us then
+    local left_ms = (rec.deadline_us - host.now()) / 1000
+    local msg_t = ("run timed out after %s"):format(popts.timeout or "its timeout")
+    if left_ms <= 0 then
+      run.stop = { reason = "timeout", message = msg_t }
+    else
+      -- user code of the run that never yields is stopped at the deadline
+      run.guard = guard.new(left_ms, setmetatable({ message = msg_t, stopped = "timeout" }, StepError))
+      run.deadline_timer = uv.new_timer()
+      run.deadline_timer:start(math.ceil(left_ms), 0, function()
+        run.deadline_timer:close()
+        M.stop_run(run, "timeout", msg_t)
+      end)
+    end
+  end
+
+  run.main = sched.go({ run = run, name = "", pos = 0 }, p.fn, rec.input)
+  local run_ok, run_res = run.main:await()
+
+  -- the deadline stopped user code before the deadline's timer could run
+  if not run.stop and run.guard and run.guard:killed() then
+    run.stop = { reason = "timeout", message = ("run timed out after %s"):format(popts.timeout) }
+  end
+  if run.fatal then run_ok, run_res = false, run.fatal end
+  if run.stop then run_ok, run_res = false, { message = run.stop.message, stopped = run.stop.reason } end
+  local done = host.now()
+  rec.finished_at = host.iso(done)
+  rec.duration_ms = (done - now) / 1000
+  if run_ok then
+    local _, rerr = host.encode(run_res, "result")
+    if rerr then
+      run_ok, run_res = false, { message = ("pipeline '%s' returned a value that cannot be stored: %s"):format(p.name, rerr) }
+    end
+  end
+  if run_ok then
+    rec.status, rec.result = "completed", run_res
+  elseif run.stop and run.stop.reason == "cancelled" then
+    rec.status = "cancelled"
+    rec.error = { message = run.stop.message, reason = "cancelled" }
+  else
+    local e = type(run_res) == "table" and run_res or { message = tostring(run_res) }
+    rec.status = "failed"
+    rec.error = { message = e.message or tostring(e), step = e.step, traceback = e.traceback,
+      reason = run.stop and run.stop.reason or e.reason }
+  end
+  local fin = runs_index.ops(rec, { "active_runs", id, false })
+  -- what the caller commits with the completion (a consumer's checkpoint)
+  if rec.status == "completed" and opts.finish_ops then
+    for _, v in ipairs(opts.finish_ops(rec)) do fin[#fin + 1] = v end
+  end
+  ok, msg, code = host.commit(fin)
+  release(rec)
+  if not ok then store_error("finishing run " .. id, msg, code) end
+  rec.replayed, rec.executed = run.replayed, run.executed
+  return rec
+end
+
+--- Records a run that could not start (its pipeline is unknown, say) as
+--- failed with `message`, unless a run with that id exists.
+function M.record_failure(id, pipeline_name, input, message)
+  if M.get_run(id) then return end
+  local now = host.now()
+  local rec = { id = id, pipeline = pipeline_name, status = "failed", attempt = 1, input = input,
+    created_at = host.iso(now), created_us = now, finished_at = host.iso(now), error = { message = message } }
+  local ok, msg, code = host.commit(runs_index.ops(rec))
+  if not ok then store_error("recording run " .. id, msg, code) end
+end
+
+--- cancel(run_id): stops the run at its next step boundary, sleep or wait
+--- (finished steps stay), status "cancelled", and its child runs with it.
+--- A run not executing in this process is marked cancelled in the store.
+--- Returns true, or nil and why not.
+function M.cancel(run_id)
+  registry.forbid_at_load("cancel", 2)
+  if type(run_id) ~= "string" then
+    error(("cancel: the run id must be a string, got %s"):format(type(run_id)), 2)
+  end
+  local a = active[run_id]
+  if a then
+    M.stop_run(a.run, "cancelled", "cancelled")
+    return true
+  end
+  local r = M.get_run(run_id)
+  if not r then return nil, "no run " .. tostring(run_id) end
+  if r.status == "completed" or r.status == "failed" or r.status == "cancelled" then
+    return nil, ("run %s is already %s"):format(run_id, r.status)
+  end
+  r.status, r.finished_at = "cancelled", host.iso(host.now())
+  r.error = { message = "cancelled", reason = "cancelled" }
+  local ok, msg, code = host.commit(runs_index.ops(r, { "active_runs", run_id, false }))
+  if not ok then store_error("cancelling run " .. run_id, msg, code) end
+  -- its unfinished children, found by their parent field
+  for _, c in ipairs(M.unfinished_runs()) do
+    if c.parent == run_id then M.cancel(c.id) end
+  end
+  return true
+end
+
+--- rerun(run_id, from_step, new_id?): a new run of the same pipeline and
+--- input that reuses the stored results of every step that started before
+--- from_step in the original run and executes the rest (Temporal's reset,
+--- DBOS's fork). fields are added to the new run record (its trigger, say).
+--- Returns the new run's id, or nil and why not.
+function M.prepare_rerun(run_id, from_step, new_id, fields)
+  local r = M.get_run(run_id)
+  if not r then return nil, "no run " .. run_id end
+  local steps = M.get_steps(run_id)
+  local cut
+  for i, st in ipairs(steps) do
+    if st.id == from_step then cut = i end
+  end
+  if not cut then
+    local ids = {}
+    for i, st in ipairs(steps) do ids[i] = st.id end
+    return nil, ("run %s has no step '%s'; its steps: %s"):format(run_id, from_step, table.concat(ids, ", "))
+  end
+  new_id = new_id or host.new_id()
+  local ok, err = check_run_id(new_id)
+  if not ok then return nil, err end
+  if M.get_run(new_id) then return nil, ("run %s exists already: pass another --id"):format(new_id) end
+  local now = host.now()
+  local rec = { id = new_id, pipeline = r.pipeline, input = r.input, status = "pending", attempt = 0,
+    created_at = host.iso(now), created_us = now, rerun_of = run_id, rerun_from = from_step, namespace = r.namespace }
+  for k, v in pairs(fields or {}) do rec[k] = v end
+  local ops = runs_index.ops(rec, { "active_runs", new_id, "" })
+  for i = 1, cut - 1 do
+    local st = steps[i]
+    if st.status == "completed" then
+      local raw = host.get("steps", run_id .. "\0" .. st.id)
+      ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "steps", new_id .. "\0" .. st.id, raw
+    end
+  end
+  local cok, msg, code = host.commit(ops)
+  if not cok then store_error("creating run " .. new_id, msg, code) end
+  return new_id, r
+end
+
+---------------------------------------------------------------------------
+-- child runs
+
+local function resolve_pipeline(what, p)
+  if type(p) == "string" then
+    local h = M.pipelines[p]
+    if not h then error(("%s: no pipeline named '%s'"):format(what, p), 3) end
+    return h
+  end
+  if type(p) ~= "table" or not p.fn then error(("%s: expected a pipeline or its name"):format(what), 3) end
+  return p
+end
+
+-- Records the child's id (and its pending run record, in the same commit)
+-- as an internal step of the parent, so replay never starts it twice.
+local function child_run(what, p, input, opts)
+  registry.forbid_at_load(what, 3)
+  p = resolve_pipeline(what, p)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("%s '%s': options must be a table {id=}, got %s"):format(what, p.name, type(opts)), 3)
+  end
+  opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "id" then error(("%s '%s': unknown option '%s' (known: id)"):format(what, p.name, tostring(k)), 3) end
+  end
+  if opts.id ~= nil then
+    local ok, err = check_run_id(opts.id)
+    if not ok then error(("%s '%s': id: %s"):format(what, p.name, err), 3) end
+  end
+  local br = M.current_branch(what, 3)
+  local parent = br.run
+  local child_id = M.memo(what, function()
+    local id = opts.id or (parent.id .. "/" .. what .. "@" .. (br.name == "" and "" or br.name .. "/") .. br.pos)
+    local now = host.now()
+    if p.params then
+      local perr
+      input, perr = require("sluice.params").apply(p, input, { id = id, pipeline = p.name, created_us = now })
+      if not input then error(("%s '%s': %s"):format(what, p.name, perr), 0) end
+    end
+    local rec = { id = id, pipeline = p.name, input = input, status = "pending", attempt = 0,
+      created_at = host.iso(now), created_us = now, parent = parent.id, namespace = parent.record.namespace }
+    local enc, err = host.encode(rec, "child", true)
+    if not enc then error(("%s '%s': the input cannot be stored: %s"):format(what, p.name, err), 0) end
+    if host.get("runs", id) then return id end -- an explicit id that exists: reuse it
+    return id, runs_index.ops(rec, { "active_runs", id, "" })
+  end, 3)
+  parent.children[child_id] = true
+  return p, child_id
+end
+
+--- call(pipeline, input [, {id=}]): starts a child run and waits for its
+--- result durably. A child that fails raises in the parent.
+function M.call(p, input, opts)
+  local h, child_id = child_run("call", p, input, opts)
+  local rec, err = M.execute(h, nil, child_id)
+  if not rec then error(("call '%s': %s"):format(h.name, err), 2) end
+  if rec.status ~= "completed" then
+    error(setmetatable({ message = ("child run %s of pipeline '%s' %s: %s"):format(
+      child_id, h.name, rec.status, rec.error and rec.error.message or "?"), step = "call" }, StepError), 2)
+  end
+  return rec.result
+end
+
+--- start(pipeline, input [, {id=}]) -> child run id, without waiting.
+function M.start(p, input, opts)
+  local h, child_id = child_run("start", p, input, opts)
+  sched.spawn({}, M.execute, function(ok, err)
+    if not ok then
+      io.stderr:write(("sluice: child run %s: %s\n"):format(child_id, errors.describe(err)))
+    end
+  end, h, nil, child_id)
+  return child_id
+end
+
+return M
