@@ -31,6 +31,14 @@ StepError.__index = StepError
 StepError.__tostring = function(e) return e.message end
 M.StepError = StepError
 
+--- The error that ends a run stopped for `reason` ("cancelled" or
+--- "timeout"), wherever the run stands; its final status comes from
+--- run.stop whatever user code does with the error.
+function M.stop_error(reason, message)
+  return setmetatable({ code = reason == "cancelled" and "ECANCELLED" or "ETIMEOUT", message = message,
+    stopped = reason }, StepError)
+end
+
 -- runs executing in this process: id -> {run=, waiters={}}
 local active = {}
 M.active = active

@@ -185,7 +185,7 @@ function M.execute(p, input, id, opts)
       run.stop = { reason = "timeout", message = msg_t }
     else
       -- user code of the run that never yields is stopped at the deadline
-      run.guard = guard.new(left_ms, setmetatable({ message = msg_t, stopped = "timeout" }, StepError))
+      run.guard = guard.new(left_ms, M.stop_error("timeout", msg_t))
       run.deadline_timer = uv.new_timer()
       run.deadline_timer:start(math.ceil(left_ms), 0, function()
         run.deadline_timer:close()
@@ -202,7 +202,7 @@ function M.execute(p, input, id, opts)
     run.stop = { reason = "timeout", message = ("run timed out after %s"):format(popts.timeout) }
   end
   if run.fatal then run_ok, run_res = false, run.fatal end
-  if run.stop then run_ok, run_res = false, { message = run.stop.message, stopped = run.stop.reason } end
+  if run.stop then run_ok, run_res = false, M.stop_error(run.stop.reason, run.stop.message) end
   local done = host.now()
   rec.finished_at = host.iso(done)
   rec.duration_ms = (done - now) / 1000
@@ -216,11 +216,11 @@ function M.execute(p, input, id, opts)
     rec.status, rec.result = "completed", run_res
   elseif run.stop and run.stop.reason == "cancelled" then
     rec.status = "cancelled"
-    rec.error = { message = run.stop.message, reason = "cancelled" }
+    rec.error = { code = "ECANCELLED", message = run.stop.message, reason = "cancelled" }
   else
     local e = type(run_res) == "table" and run_res or { message = tostring(run_res) }
     rec.status = "failed"
-    rec.error = { message = e.message or tostring(e), step = e.step, traceback = e.traceback,
+    rec.error = { code = e.code, message = e.message or tostring(e), step = e.step, traceback = e.traceback,
       reason = run.stop and run.stop.reason or e.reason }
   end
   local fin = runs_index.ops(rec, { "active_runs", id, false })
@@ -266,7 +266,7 @@ function M.cancel(run_id)
     return nil, ("run %s is already %s"):format(run_id, r.status)
   end
   r.status, r.finished_at = "cancelled", host.iso(host.now())
-  r.error = { message = "cancelled", reason = "cancelled" }
+  r.error = { code = "ECANCELLED", message = "cancelled", reason = "cancelled" }
   local ok, msg, code = host.commit(runs_index.ops(r, { "active_runs", run_id, false }))
   if not ok then store_error("cancelling run " .. run_id, msg, code) end
   -- its unfinished children, found by their parent field
@@ -372,8 +372,8 @@ function M.call(p, input, opts)
   local rec, err = M.execute(h, nil, child_id)
   if not rec then error(("call '%s': %s"):format(h.name, err), 2) end
   if rec.status ~= "completed" then
-    error(setmetatable({ message = ("child run %s of pipeline '%s' %s: %s"):format(
-      child_id, h.name, rec.status, rec.error and rec.error.message or "?"), step = "call" }, StepError), 2)
+    error(errors.new("ECHILD", ("child run %s of pipeline '%s' %s: %s"):format(
+      child_id, h.name, rec.status, rec.error and rec.error.message or "?"), { step = "call" }, StepError), 2)
   end
   return rec.result
 end

@@ -37,7 +37,7 @@ end
 -- run timeout). The run's final status comes from run.stop whatever user
 -- code does with the error.
 local function stopped(run)
-  error(setmetatable({ message = run.stop.message, stopped = run.stop.reason }, StepError), 0)
+  error(M.stop_error(run.stop.reason, run.stop.message), 0)
 end
 
 local function branch_label(name)
@@ -98,20 +98,20 @@ local function recorded(run, br, pos, id, level)
   recorded_here = recorded_here and recorded_here[pos]
   local raw = run.raw[id]
   if recorded_here and recorded_here ~= id then
-    run.fatal = setmetatable({ message = (
+    run.fatal = errors.new("EDIVERGED", (
       "run %s diverged from its recorded history: at position %d of branch %s the recorded step is '%s' " ..
       "but the code now calls step '%s' (the pipeline changed, or code between steps is not deterministic); " ..
       "resume it with the code that started it, or start a new run"):format(
-        run.id, pos, branch_label(br.name), recorded_here, id), step = id }, StepError)
+        run.id, pos, branch_label(br.name), recorded_here, id), { step = id }, StepError)
     error(run.fatal, level + 1)
   end
   if raw and not recorded_here then
     local rec = host.step_fields(raw)
-    run.fatal = setmetatable({ message = (
+    run.fatal = errors.new("EDIVERGED", (
       "run %s diverged from its recorded history: step '%s' was recorded at position %d of branch %s " ..
       "but the code now calls it at position %d of branch %s; resume it with the code that started it, " ..
       "or start a new run"):format(run.id, id, rec.pos, branch_label(rec.branch), pos, branch_label(br.name)),
-      step = id }, StepError)
+      { step = id }, StepError)
     error(run.fatal, level + 1)
   end
   return raw
@@ -176,8 +176,8 @@ local function step_failure(run, id, cause, attempts)
     message = ("step '%s' failed%s: %s"):format(id,
       attempts > 1 and (" after %d attempts"):format(attempts) or "", cause.message or tostring(cause))
   end
-  return setmetatable({
-    step = id, run = run.id, attempts = attempts, message = message,
+  return errors.new(timeout and "ETIMEOUT" or "ESTEP", message, {
+    step = id, run = run.id, attempts = attempts,
     traceback = cause.traceback, reason = timeout and "timeout" or nil,
   }, StepError)
 end
@@ -353,7 +353,7 @@ function M.step(id, a, b, ...)
       inflight[br] = nil
       local cok, cerr = pcall(commit_step, run, step_key(run, id),
         host.step_record("failed", attempt, pos, started, host.now() - started, id, br.name,
-          json.encode({ message = err.message, traceback = err.traceback })), id)
+          json.encode({ code = err.code, message = err.message, traceback = err.traceback })), id)
       step_settled(br)
       if not cok then error(cerr, 0) end
       if M.on_step then M.on_step(run.pipeline.name, attempt, host.now() - started, false) end
@@ -470,7 +470,7 @@ end
 function M.stop_run(run, reason, message)
   if run.stop then return end
   run.stop = { reason = reason, message = message }
-  local err = setmetatable({ message = message, stopped = reason }, StepError)
+  local err = M.stop_error(reason, message)
   local g = run.guard
   if not g then
     g = guard.new(nil)

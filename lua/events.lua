@@ -255,7 +255,7 @@ function M.wait_for(name, opts)
     end
     if interrupted then
       -- cancelled or timed out as a run: the wait records nothing
-      error(setmetatable({ message = run.stop.message, stopped = run.stop.reason }, engine.StepError), 0)
+      error(engine.stop_error(run.stop.reason, run.stop.message), 0)
     end
     got = got or { timeout = true }
     engine.set_status(run, "running")

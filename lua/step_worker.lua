@@ -82,7 +82,7 @@ local function worker_ended(ok, err)
 end
 
 local function on_timeout(w)
-  abandon(w, setmetatable({ message = "timed out after " .. ms_text(w.timeout_ms) }, Timeout))
+  abandon(w, setmetatable({ code = "ETIMEOUT", message = "timed out after " .. ms_text(w.timeout_ms) }, Timeout))
 end
 
 -- Calls fn with args; returns true, number of results, first result, or

@@ -68,6 +68,8 @@ describe("cancel", function()
     local rec = result()
     assert.is_false(fired, "the cancel waited for the step")
     assert.are.equal("cancelled", rec.status)
+    assert.are.equal("ECANCELLED", rec.error.code)
+    assert.are.equal("ECANCELLED", engine.get_run("c1").error.code)
     local steps = {}
     for _, st in ipairs(engine.get_steps("c1")) do
       -- "one" stays unfinished (at most shown as in flight): a rerun runs it again

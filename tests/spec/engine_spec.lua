@@ -283,6 +283,38 @@ describe("parallel", function()
   end)
 end)
 
+describe("engine errors", function()
+  it("are tables {code=, message=, step=} whose tostring is the message users read", function()
+    local p = define(function()
+      local ok, err = pcall(step, "boom", function() error("bad input", 0) end)
+      assert(not ok)
+      return { type = type(err), code = err.code, message = err.message, step = err.step, text = tostring(err),
+        traceback = type(err.traceback) }
+    end)
+    local rec = engine.execute(p, nil, "error-table")
+    assert.are.equal("completed", rec.status)
+    assert.are.same({ type = "table", code = "ESTEP", message = "step 'boom' failed: bad input", step = "boom",
+      text = "step 'boom' failed: bad input", traceback = "string" }, rec.result)
+  end)
+
+  it("carry their code into the stored run and step records", function()
+    local p = define(function()
+      step("late", { timeout = "20ms" }, function() H.sleep(2000) end)
+    end)
+    local rec = engine.execute(p, nil, "error-codes")
+    assert.are.equal("failed", rec.status)
+    assert.are.equal("ETIMEOUT", rec.error.code)
+    assert.are.equal("step 'late' timed out after 20ms", rec.error.message)
+    local stored = engine.get_run("error-codes")
+    assert.are.equal("ETIMEOUT", stored.error.code)
+    assert.are.equal("late", stored.error.step)
+    local s = engine.get_steps("error-codes")[1]
+    assert.are.equal("ETIMEOUT", s.error.code)
+    assert.are.equal("step 'late' timed out after 20ms", s.error.message)
+  end)
+
+end)
+
 describe("replay", function()
   it("fails a run whose steps come in another order than recorded", function()
     local order = { "one", "two" }

@@ -150,3 +150,16 @@ describe("errors raised while a file is loaded", function()
     end
   end)
 end)
+
+describe("engine error tables", function()
+  it("keep their code and get the user's line in their message, as string errors do", function()
+    local raise = errors.entry(errors.store)
+    local call = function() raise("starting run r1", "disk on fire", "EIO") end
+    local ok, err = pcall(call)
+    assert.is_false(ok)
+    assert.are.equal("table", type(err))
+    assert.are.equal("EIO", err.code)
+    assert_names_line(err.message, call, "starting run r1: disk on fire %(EIO%)$", "store error")
+    assert.are.equal(err.message, tostring(err))
+  end)
+end)
