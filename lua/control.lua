@@ -61,10 +61,7 @@ local function send(c, t)
 end
 
 local function kinds()
-  local list = {}
-  for k in pairs(M.handlers) do list[#list + 1] = k end
-  table.sort(list)
-  return table.concat(list, ", ")
+  return table.concat(require("sluice.sorted_keys")(M.handlers), ", ")
 end
 
 local function serve_request(c, req)

@@ -4,6 +4,7 @@
 --- consumer lag, the store's map), and the writer's commit histograms
 --- from C (writer.c).
 local host = require "sluice.host"
+local sorted_keys = require "sluice.sorted_keys"
 
 local M = {}
 
@@ -74,13 +75,6 @@ local function num(v)
   return ("%.17g"):format(v)
 end
 
-local function sorted_keys(t)
-  local ks = {}
-  for k in pairs(t) do ks[#ks + 1] = k end
-  table.sort(ks)
-  return ks
-end
-
 local Out = {}
 Out.__index = Out
 
@@ -107,22 +101,32 @@ function Out:hist(name, lbl, counts, bounds, sum, n, scale)
   self:sample(name .. "_count", lbl, n)
 end
 
+-- a sample for each key "<a>\0<b>" of t, labelled la=a, lb=b
+function Out:by_two(name, t, la, lb)
+  for _, k in ipairs(sorted_keys(t)) do
+    local a, b = k:match("^(.*)%z(.*)$")
+    self:sample(name, { la, a, lb, b }, t[k])
+  end
+end
+
+-- a histogram (DURATION_BOUNDS) for each key of t, labelled label=key
+function Out:hists(name, t, label)
+  for _, k in ipairs(sorted_keys(t)) do
+    local h = t[k]
+    self:hist(name, { label, k }, h.counts, DURATION_BOUNDS, h.sum, h.n)
+  end
+end
+
 --- The text of /metrics. gauges = {active = {pipeline = n}, connections =
 --- n, lag = {consumer = n}, events = n}.
 function M.render(g)
   local o = setmetatable({}, Out)
   o:family("sluice_runs_total", "counter", "Runs that ended in this process, by pipeline and final status.")
-  for _, k in ipairs(sorted_keys(runs_total)) do
-    local p, st = k:match("^(.*)%z(.*)$")
-    o:sample("sluice_runs_total", { "pipeline", p, "status", st }, runs_total[k])
-  end
+  o:by_two("sluice_runs_total", runs_total, "pipeline", "status")
   o:family("sluice_runs_active", "gauge", "Runs executing in this process, by pipeline.")
   for _, p in ipairs(sorted_keys(g.active)) do o:sample("sluice_runs_active", { "pipeline", p }, g.active[p]) end
   o:family("sluice_step_duration_seconds", "histogram", "Executed steps (not replayed ones), first attempt to result, by pipeline.")
-  for _, p in ipairs(sorted_keys(steps)) do
-    local h = steps[p]
-    o:hist("sluice_step_duration_seconds", { "pipeline", p }, h.counts, DURATION_BOUNDS, h.sum, h.n)
-  end
+  o:hists("sluice_step_duration_seconds", steps, "pipeline")
   o:family("sluice_step_retries_total", "counter", "Step attempts after the first.")
   o:sample("sluice_step_retries_total", nil, retries)
   o:family("sluice_events_appended_total", "counter", "Events appended to the stream of this store since it was created.")
@@ -137,15 +141,9 @@ function M.render(g)
   o:family("sluice_store_map_bytes", "gauge", "Size of the store's memory map.")
   o:sample("sluice_store_map_bytes", nil, w.map_bytes or 0)
   o:family("sluice_http_requests_total", "counter", "HTTP requests answered, by route and status code.")
-  for _, k in ipairs(sorted_keys(http_total)) do
-    local r, code = k:match("^(.*)%z(.*)$")
-    o:sample("sluice_http_requests_total", { "route", r, "code", code }, http_total[k])
-  end
+  o:by_two("sluice_http_requests_total", http_total, "route", "code")
   o:family("sluice_http_request_duration_seconds", "histogram", "HTTP requests, received to answered, by route.")
-  for _, r in ipairs(sorted_keys(http_hist)) do
-    local h = http_hist[r]
-    o:hist("sluice_http_request_duration_seconds", { "route", r }, h.counts, DURATION_BOUNDS, h.sum, h.n)
-  end
+  o:hists("sluice_http_request_duration_seconds", http_hist, "route")
   o:family("sluice_http_connections", "gauge", "Open HTTP connections.")
   o:sample("sluice_http_connections", nil, g.connections)
   return table.concat(o)

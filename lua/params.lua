@@ -9,6 +9,7 @@
 --- command line). The stored input is the completed one, so a resume or a
 --- replay sees the same values.
 local json = require "sluice.json"
+local sorted_names = require "sluice.sorted_keys"
 
 local M = {}
 
@@ -22,13 +23,6 @@ local function show(v)
     return ok and s or tostring(v)
   end
   return tostring(v)
-end
-
-local function sorted_names(spec)
-  local names = {}
-  for k in pairs(spec) do names[#names + 1] = k end
-  table.sort(names)
-  return names
 end
 
 -- value converted to the parameter's type, or nil and why not

@@ -128,6 +128,13 @@ local function timing_of(s)
   return s.spec:canonical() .. " tz=" .. tostring(s.tz)
 end
 
+-- the definitions of set.<by> in the order of set.<order>
+local function in_order(set, order, by)
+  local out = {}
+  for i, name in ipairs(set[order]) do out[i] = set[by][name] end
+  return out
+end
+
 -- kind -> {list = the set's definitions in order, key = name, fp = fingerprint}
 local kinds = {
   pipelines = {
@@ -141,11 +148,7 @@ local kinds = {
     fp = function(set, p) return fingerprint(set, p.fn) .. fingerprint(set, p.opts) end,
   },
   schedules = {
-    list = function(set)
-      local out = {}
-      for i, name in ipairs(set.schedule_order) do out[i] = set.schedules[name] end
-      return out
-    end,
+    list = function(set) return in_order(set, "schedule_order", "schedules") end,
     key = function(s) return s.name end,
     fp = function(set, s)
       return table.concat({ s.pipeline, timing_of(s), s.catch_up, s.overlap, tostring(s.jitter_ms),
@@ -158,11 +161,7 @@ local kinds = {
     fp = function(set, h) return h.pattern .. "\0" .. fingerprint(set, h.fn) end,
   },
   consumers = {
-    list = function(set)
-      local out = {}
-      for i, name in ipairs(set.consumer_order) do out[i] = set.consumers[name] end
-      return out
-    end,
+    list = function(set) return in_order(set, "consumer_order", "consumers") end,
     key = function(c) return c.name end,
     fp = function(set, c)
       return table.concat({ c.pattern, tostring(c.batch), c.from, fingerprint(set, c.fn) }, "\0")

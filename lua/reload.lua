@@ -106,12 +106,7 @@ local function on_batch(paths)
       for _, f in ipairs(loaded_under(path)) do gone[f] = true end
     end
   end
-  local function sorted(set)
-    local list = {}
-    for k in pairs(set) do list[#list + 1] = k end
-    table.sort(list)
-    return list
-  end
+  local sorted = require "sluice.sorted_keys"
   apply(sorted(load), sorted(gone), false)
 end
 

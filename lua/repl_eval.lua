@@ -130,10 +130,7 @@ function Session:names()
   add_table("", _G)
   add_table("", self.helpers)
   add_table("", self.env)
-  local list = {}
-  for k in pairs(set) do list[#list + 1] = k end
-  table.sort(list)
-  return codec.array(list)
+  return codec.array(require("sluice.sorted_keys")(set))
 end
 
 ---------------------------------------------------------------------------

@@ -60,6 +60,17 @@ function M.fail(status, code, message, extra)
   error(e, 0)
 end
 
+--- The integer query parameter `name` of q (default `default`), from 1 to
+--- max; a 400 naming the field otherwise.
+function M.int_param(q, name, default, max)
+  if not q[name] then return default end
+  local v = math.tointeger(tonumber(q[name]))
+  if not v or v < 1 or v > max then
+    M.fail(400, "invalid_field", ("%s must be an integer from 1 to %d, got %s"):format(name, max, q[name]), { field = name })
+  end
+  return v
+end
+
 local function unescape(s)
   if not s:find("[%%+]") then return s end
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))

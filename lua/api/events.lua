@@ -90,13 +90,7 @@ local function read_options(req, after)
     http.fail(400, "missing_field", "stream is required: GET /events?stream=orders:42, or orders:* for every key with that prefix",
       { field = "stream" })
   end
-  local limit = 100
-  if q.limit then
-    limit = math.tointeger(tonumber(q.limit))
-    if not limit or limit < 1 or limit > 10000 then
-      http.fail(400, "invalid_field", "limit must be an integer from 1 to 10000, got " .. q.limit, { field = "limit" })
-    end
-  end
+  local limit = http.int_param(q, "limit", 100, 10000)
   after = after or q.after
   if after and q.from then http.fail(400, "invalid_field", "give after or from, not both", { field = "from" }) end
   return { stream = prefix_of(req.namespace) .. q.stream, after = after, from = not after and q.from or nil, limit = limit }

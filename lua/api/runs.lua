@@ -392,13 +392,7 @@ end)
 
 http.route("GET", "/runs", function(req)
   local q = req.query
-  local limit = 50
-  if q.limit then
-    limit = math.tointeger(tonumber(q.limit))
-    if not limit or limit < 1 or limit > 1000 then
-      http.fail(400, "invalid_field", "limit must be an integer from 1 to 1000, got " .. q.limit, { field = "limit" })
-    end
-  end
+  local limit = http.int_param(q, "limit", 50, 1000)
   if q.status and not STATUSES[q.status] then
     http.fail(400, "invalid_field", ("status must be one of pending, running, sleeping, waiting, completed, failed, cancelled; got %s"):format(q.status),
       { field = "status" })
