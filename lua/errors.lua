@@ -168,7 +168,7 @@ function M.new(code, message, fields, mt)
 end
 
 --- Raises the error of a failed store operation: "<what>: <msg> (<CODE>)"
---- with code = the store's code (EIO, EMAPFULL...).
+--- with code = the store's code (EIO, EFULL...).
 function M.store(what, msg, code)
   error(M.new(code and tostring(code) or "ESTORE", ("%s: %s (%s)"):format(what, tostring(msg), tostring(code))), 0)
 end
