@@ -35,7 +35,7 @@ function M.pipeline(name, fn, opts)
     error(("pipeline '%s' is defined twice: at %s and at %s"):format(name, prev.site, site), 2)
   end
   local p = setmetatable({
-    name = name, fn = fn, opts = opts or {}, site = site, params = opts and opts.params,
+    name = name, fn = fn, opts = opts or {}, site = site, params = opts and require("sluice.params").declared(name, opts, 3),
     file = set.file, hash = set.hash,
   }, Pipeline)
   set.pipelines[name] = p
@@ -50,16 +50,6 @@ M.api_options = {
   description = function(what, v)
     if type(v) ~= "string" then error(("%s: description must be a string"):format(what), 4) end
   end,
-  parameters = function(what, v)
-    if type(v) ~= "table" then error(("%s: parameters must be a table {name = \"string\" | {type=, required=}}"):format(what), 4) end
-    for name, spec in pairs(v) do
-      local t = type(spec) == "table" and spec.type or spec
-      if type(name) ~= "string" or type(t) ~= "string" then
-        error(("%s: parameters.%s must be a type name (string, number, integer, boolean, object, array) or {type=, required=}")
-          :format(what, tostring(name)), 4)
-      end
-    end
-  end,
   namespaces = function(what, v)
     if type(v) ~= "table" or #v == 0 then error(("%s: namespaces must be a list of namespace names"):format(what), 4) end
   end,
@@ -70,13 +60,14 @@ M.api_options = {
 function M.check_pipeline_opts(name, opts)
   local what = ("pipeline '%s'"):format(name)
   for k in pairs(opts) do
-    if k ~= "timeout" and k ~= "concurrency" and k ~= "params" and not M.api_options[k] then
+    if k ~= "timeout" and k ~= "concurrency" and k ~= "params" and k ~= "parameters" and not M.api_options[k] then
       error(("%s: unknown option '%s' (known: timeout, concurrency, params, description, parameters, namespaces)")
         :format(what, tostring(k)), 2)
     end
     if M.api_options[k] then M.api_options[k](what, opts[k]) end
   end
-  if opts.params ~= nil then require("sluice.params").check_spec(name, opts.params, 2) end
+  local spec = require("sluice.params").declared(name, opts, 3)
+  if spec ~= nil then require("sluice.params").check_spec(name, spec, 2) end
   if opts.timeout ~= nil then duration.ms(opts.timeout, what .. " timeout") end
   local c = opts.concurrency
   if c ~= nil then

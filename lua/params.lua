@@ -1,5 +1,7 @@
 --- sluice.params: declared pipeline parameters,
---- `pipeline(name, fn, {params = {limit = {type = "integer", default = 100, min = 1}}})`.
+--- `pipeline(name, fn, {params = {limit = {type = "integer", default = 100, min = 1}}})`
+--- (`parameters = {n = "integer"}`, the HTTP API's spelling, is the same
+--- declaration with a type name allowed for {type = ...}).
 ---
 --- A run's input is checked and completed before the run starts: missing
 --- parameters get their default (a string default is a template rendered
@@ -72,6 +74,23 @@ local function has_template(v)
   return false
 end
 
+--- The params declaration of pipeline options opts (params, or parameters
+--- with type names expanded), or nil; raises at `level` if both are given.
+---@param pname string
+---@param opts table
+---@param level integer
+function M.declared(pname, opts, level)
+  local spec = opts.parameters
+  if spec == nil then return opts.params end
+  if opts.params ~= nil then
+    error(("pipeline '%s': params and parameters are one option: keep params"):format(pname), level + 1)
+  end
+  if type(spec) ~= "table" then return spec end -- check_spec names the mistake
+  local out = {}
+  for name, def in pairs(spec) do out[name] = type(def) == "string" and { type = def } or def end
+  return out
+end
+
 --- Checks a params declaration (raises at `level` naming the parameter).
 ---@param pname string the pipeline
 ---@param spec table
@@ -111,25 +130,27 @@ function M.check_spec(pname, spec, level)
   end
 end
 
---- The completed input of a run of p, or nil and a message naming the
---- parameter. `run` is {id, pipeline, created_us, namespace}, for templates.
+--- The completed input of a run of p, or nil, a message naming the
+--- parameter and {code = "invalid_input" | "missing_field",
+--- field = "input.<name>"} for the HTTP API. `run` is {id, pipeline,
+--- created_us, namespace}, for templates.
 ---@param p table pipeline handle (p.params, p.name)
 ---@param input any
 ---@param run table
----@return table? input, string? err
+---@return table? input, string? err, table? why
 function M.apply(p, input, run)
   local spec = p.params
   local prefix = ("invalid input for pipeline '%s': "):format(p.name)
   if input == nil or input == json.null then input = {} end
   if type(input) ~= "table" or (next(input) ~= nil and json.is_array(input)) then
     return nil, prefix .. ("the input must be an object of parameters (%s), got %s"):format(
-      table.concat(sorted_names(spec), ", "), show(input))
+      table.concat(sorted_names(spec), ", "), show(input)), { code = "invalid_input" }
   end
   for k in pairs(input) do
     if spec[k] == nil then
       local names = sorted_names(spec)
       return nil, prefix .. ("unknown parameter '%s' (parameters: %s)"):format(tostring(k),
-        #names > 0 and table.concat(names, ", ") or "none")
+        #names > 0 and table.concat(names, ", ") or "none"), { code = "invalid_input", field = "input." .. tostring(k) }
     end
   end
   local out = {}
@@ -143,17 +164,20 @@ function M.apply(p, input, run)
       if has_template(v) then
         template = template or require "sluice.template"
         local ok, r = pcall(template.render, v, nil, { run = run, path = name })
-        if not ok then return nil, prefix .. tostring(r) end
+        if not ok then return nil, prefix .. tostring(r), { code = "invalid_input", field = "input." .. name } end
         v = r
       end
     end
     if v == nil then
       if def.required then
-        return nil, prefix .. ("parameter '%s' is required (%s)"):format(name, def.type)
+        return nil, prefix .. ("parameter '%s' is required (%s)"):format(name, def.type),
+          { code = "missing_field", field = "input." .. name }
       end
     else
       local c, err = check_value(def, v)
-      if c == nil then return nil, prefix .. ("parameter '%s' %s"):format(name, err) end
+      if c == nil then
+        return nil, prefix .. ("parameter '%s' %s"):format(name, err), { code = "invalid_input", field = "input." .. name }
+      end
       out[name] = c
     end
   end

@@ -160,32 +160,6 @@ end
 ---------------------------------------------------------------------------
 -- starting runs
 
-local TYPES = { string = "string", number = "number", integer = "number", boolean = "boolean", object = "table", array = "table" }
-
--- checks input against the pipeline's declared parameters, if any
-local function check_parameters(p, input)
-  local params = p.opts and p.opts.parameters
-  if type(params) ~= "table" then return end
-  if input ~= nil and (type(input) ~= "table" or json.is_array(input)) then
-    http.fail(400, "invalid_input", ("pipeline '%s' takes an object of parameters as input, got %s"):format(p.name,
-      type(input) == "table" and "an array" or input == NULL and "null" or type(input)))
-  end
-  input = input or {}
-  for name, spec in pairs(params) do
-    local t = type(spec) == "table" and spec.type or spec
-    local v = input[name]
-    if v == nil then
-      if type(spec) == "table" and spec.required then
-        http.fail(400, "missing_field", ("input.%s is required by pipeline '%s'"):format(name, p.name), { field = "input." .. name })
-      end
-    elseif TYPES[t] and (type(v) ~= TYPES[t] or (t == "integer" and math.type(v) ~= "integer")
-        or (t == "array" and not json.is_array(v)) or (t == "object" and json.is_array(v))) then
-      http.fail(400, "invalid_field", ("input.%s must be %s %s"):format(name, t:match("^[aeiou]") and "an" or "a", t),
-        { field = "input." .. name })
-    end
-  end
-end
-
 --- Creates a run of p over the API and starts it in the background: the
 --- namespace's quota admits it (or a 429 is raised), its pending record
 --- commits with opts.extra_ops and its daily count. opts: id, fields (added
@@ -198,8 +172,8 @@ function M.create(req, p, input, opts)
   if p.params then
     -- declared params (lua/params.lua): checked, defaulted, templates rendered
     -- for this run, before the quota counts it
-    local v, perr = require("sluice.params").apply(p, input, { id = id, pipeline = p.name, created_us = now, namespace = ns })
-    if not v then http.fail(400, "invalid_input", perr) end
+    local v, perr, why = require("sluice.params").apply(p, input, { id = id, pipeline = p.name, created_us = now, namespace = ns })
+    if not v then http.fail(400, why.code, perr, why.field and { field = why.field }) end
     input = v
   end
   local quota_ops, release = quota.admit_run(ns)
@@ -237,7 +211,6 @@ local function start_run(req, p)
     end
   end
   local input = req:json("the input")
-  check_parameters(p, input)
   if engine.stopping then http.fail(503, "stopping", "the server is shutting down; retry on the next start", { headers = "Retry-After: 5\r\n" }) end
   local id = host.new_id()
   local extra

@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "store.h"
+#include "store_lmdb.h"
 #include "unit.h"
 #include "writer.h"
 
