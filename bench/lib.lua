@@ -1,7 +1,7 @@
 -- bench/lib.lua: what the Lua benchmark scripts share (steps.lua, stream.lua,
 -- map.lua): arguments, shell and git, /proc readers, percentiles, running
 -- tasks to the end, a fresh store. Loaded with dofile(here .. "/lib.lua").
-local host = require "sluice.host"
+local store = require "sluice._store"
 local sched = require "sluice.sched"
 
 local L = {}
@@ -103,10 +103,10 @@ function L.store(dir, name)
       s.dir = L.sh("mktemp -d " .. (os.getenv("TMPDIR") or "/tmp") .. "/sluice-" .. name .. ".XXXXXX")
       s.own = true
     end
-    assert(host.open(s.dir))
+    assert(store.open(s.dir))
   end
   function s.close()
-    host.close()
+    store.close()
     local kB
     local f = io.open(s.dir .. "/data.mdb", "rb")
     if f then

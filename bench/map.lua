@@ -11,7 +11,7 @@
 -- Prints one JSON line. The store is --store DIR or a fresh mktemp -d that
 -- is removed at the end.
 local uv = require "luv"
-local host = require "sluice.host"
+local storage = require "sluice._store"
 local json = require "sluice.json"
 local engine = require "sluice.engine"
 local flow = require "sluice.flow"
@@ -45,11 +45,11 @@ local p = pipeline("bench_map", function()
 end)
 
 local mem0 = status_kB()
-local s0 = host.stats()
+local s0 = storage.stats()
 local t0 = uv.hrtime()
 local rec = engine.execute(p, nil, "bench-map")
 local ms = (uv.hrtime() - t0) / 1e6
-local s1 = host.stats()
+local s1 = storage.stats()
 local mem1 = status_kB()
 assert(rec.status == "failed" and rec.executed == N,
   "the first execution should run every item: " .. tostring(rec.error and rec.error.message))

@@ -17,7 +17,7 @@
 -- next iteration starts only once the previous version is live. Prints one
 -- JSON line: latencies in ms (p50, p90, p99, max), the debounce included.
 local uv = require "luv"
-local host = require "sluice.host"
+local ids = require "sluice._ids"
 local sched = require "sluice.sched"
 local json = require "sluice.json"
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "bench"
@@ -63,7 +63,7 @@ local function measure(live)
   for i = 1, n do
     local tmp = staging .. "/b.lua"
     write(tmp, version(i))
-    local h = host.hash(version(i))
+    local h = ids.hash(version(i))
     local t0 = uv.hrtime()
     assert(os.rename(tmp, target))
     until_(function() return live(i, h) end)

@@ -19,7 +19,8 @@
 -- Each prints one JSON line of latency summaries (bench/lib.lua).
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
 local L = dofile(here .. "/lib.lua")
-local host = require "sluice.host"
+local clock = require "sluice._clock"
+local storage = require "sluice._store"
 local json = require "sluice.json"
 local control = require "sluice.control"
 local uv = require "luv"
@@ -33,16 +34,16 @@ end
 local function ms_since(t0) return (uv.hrtime() - t0) / 1e6 end
 
 if mode == "fill" then
-  assert(host.open(store))
+  assert(storage.open(store))
   local t0 = uv.hrtime()
-  local base = host.now() - n * 1000
+  local base = clock.now() - n * 1000
   local BATCH = 10000
   for first = 1, n, BATCH do
     local ops = {}
     for i = first, math.min(n, first + BATCH - 1) do
       local us = base + i * 1000
       local id = ("bench-%07d"):format(i)
-      local at = host.iso(us)
+      local at = clock.iso(us)
       local rec = { id = id, pipeline = "bench", status = i % 100 == 0 and "failed" or "completed", attempt = 1,
         input = { i = i }, result = { ok = true, i = i }, created_at = at, created_us = us, started_at = at,
         finished_at = at, duration_ms = 1.0, file = "bench.lua", source_hash = "0000000000000000" }
@@ -50,10 +51,10 @@ if mode == "fill" then
       ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "runs", id, json.encode(rec)
       ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "runs_by_time", string.pack(">I8", us) .. id, ""
     end
-    assert(host.commit(ops))
+    assert(storage.raw_commit(ops))
   end
   print(json.encode({ kind = "fill", runs = n, seconds = L.r3(ms_since(t0) / 1000) }))
-  host.close()
+  storage.close()
   return
 end
 

@@ -24,7 +24,7 @@
 -- Every measurement prints one JSON line on stdout and appends it to
 -- bench/out/steps.jsonl (with mode, date, sluice git rev, host, peak RSS).
 local uv = require "luv"
-local host = require "sluice.host"
+local storage = require "sluice._store"
 local json = require "sluice.json"
 local engine = require "sluice.engine"
 local sched = require "sluice.sched"
@@ -181,7 +181,7 @@ local function close_store()
 end
 
 local function stats()
-  local s = host.stats()
+  local s = storage.stats()
   return { commits = s.commits, batches = s.batches, ops = s.ops, grows = s.grows }
 end
 local function stats_diff(a, b)
@@ -346,17 +346,17 @@ function modes.replay(n)
   -- engine's loader does, then turning each stored result into a value
   local breakdown = {}
   t0 = uv.hrtime()
-  local _, vals = host.scan("steps", id .. "\0")
+  local _, vals = storage.raw_scan("steps", id .. "\0")
   breakdown.scan_ms = r3(ms_since(t0))
   local bytes = 0
   for i = 1, #vals do bytes = bytes + #vals[i] end
   breakdown.stored_bytes = bytes
-  if host.load_steps and host.step_result then
+  if storage.load_steps and storage.step_result then
     t0 = uv.hrtime()
-    local raw = host.load_steps(id)
+    local raw = storage.load_steps(id)
     breakdown.load_steps_ms = r3(ms_since(t0))
     t0 = uv.hrtime()
-    for _, v in pairs(raw) do host.step_result(v) end
+    for _, v in pairs(raw) do storage.step_result(v) end
     breakdown.step_results_ms = r3(ms_since(t0))
   end
   -- the pipeline's own per-step work without the engine (the id string, the

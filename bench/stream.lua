@@ -25,7 +25,7 @@
 -- $TMPDIR (or /tmp), removed at the end. Each measurement prints one JSON line
 -- and appends it to bench/out/stream.jsonl (and to $SESSION_OUT if set).
 local uv = require "luv"
-local host = require "sluice.host"
+local storage = require "sluice._store"
 local json = require "sluice.json"
 local sched = require "sluice.sched"
 local stream = require "sluice.stream"
@@ -99,7 +99,7 @@ local store_kB
 local function close_store() store_kB = store.close() end
 
 local function stats()
-  local s = host.stats()
+  local s = storage.stats()
   return { commits = s.commits, batches = s.batches, ops = s.ops }
 end
 local function stats_diff(a, b)

@@ -9,7 +9,9 @@
 -- Prints one JSON line: {runs, seconds, store_kB}.
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
 local L = dofile(here .. "/lib.lua")
-local host = require "sluice.host"
+local clock = require "sluice._clock"
+local ids = require "sluice._ids"
+local store = require "sluice._store"
 local json = require "sluice.json"
 local sched = require "sluice.sched"
 local runs_index = require "sluice.runs_index"
@@ -24,8 +26,8 @@ local BATCH = 10000
 
 local s = L.store(opts.store, "web")
 s.open()
-local t0 = host.hrtime()
-local now = host.now()
+local t0 = clock.hrtime()
+local now = clock.now()
 local ok, err = sched.go({}, function()
   local done = 0
   while done < n do
@@ -38,10 +40,10 @@ local ok, err = sched.go({}, function()
       local status = k < 4 and "failed" or k == 4 and "cancelled" or "completed"
       local dur = 40 + (done * 7919) % 4000
       local rec = {
-        id = host.new_id(), pipeline = PIPELINES[done % #PIPELINES + 1], status = status, attempt = 1,
-        input = { day = host.iso(created):sub(1, 10), n = done },
-        created_at = host.iso(created), created_us = created,
-        started_at = host.iso(created + 2000), finished_at = host.iso(created + 2000 + dur * 1000),
+        id = ids.new_id(), pipeline = PIPELINES[done % #PIPELINES + 1], status = status, attempt = 1,
+        input = { day = clock.iso(created):sub(1, 10), n = done },
+        created_at = clock.iso(created), created_us = created,
+        started_at = clock.iso(created + 2000), finished_at = clock.iso(created + 2000 + dur * 1000),
         duration_ms = dur, trigger = { kind = done % 3 == 0 and "schedule" or "http", by = json.null },
         source_hash = "e00009d23ab33347",
       }
@@ -55,11 +57,11 @@ local ok, err = sched.go({}, function()
       end
       runs_index.ops(rec, ops)
     end
-    local cok, msg, code = host.commit(ops)
+    local cok, msg, code = store.raw_commit(ops)
     if not cok then error(("commit: %s (%s)"):format(msg, code), 0) end
   end
 end):await()
 if not ok then error(err, 0) end
-local secs = (host.hrtime() - t0) / 1e9
+local secs = (clock.hrtime() - t0) / 1e9
 local kB = s.close()
 print(json.encode({ runs = n, seconds = L.r1(secs), store_kB = kB }))

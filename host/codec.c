@@ -7,10 +7,9 @@
  *
  * Decoding uses our own strict JSON parser, not json_loadb: jansson 2.14
  * refuses NUL bytes in object keys ("NUL byte in object key not supported"),
- * and every tag of this codec is such a key. The parser either pushes Lua
- * values directly (codec_decode, the hot path) or builds a jansson tree
- * (codec_parse), whose objects can hold NUL keys through json_object_setn.
- * Depends on: Lua 5.4, jansson >= 2.14 (length-aware keys), sbuf.
+ * and every tag of this codec is such a key. The parser pushes Lua values
+ * directly, with no intermediate tree.
+ * Depends on: Lua 5.4, sbuf.
  */
 #include "codec.h"
 
@@ -860,11 +859,10 @@ static int push_key(lua_State *L, const char *k, size_t n, char *err, size_t err
 
 typedef struct {
   const char *s, *p, *end;
-  lua_State *L; /* pushing Lua values; NULL when building a jansson tree */
+  lua_State *L;
   int depth;
   char *err;
   size_t errsz;
-  sbuf tmp; /* tree mode: unescaped strings */
   int max_depth;
 } parser;
 
@@ -1028,11 +1026,11 @@ static size_t unescape(const char *s, size_t n, char *dst) {
   return (size_t)(d - dst);
 }
 
-/* Lua mode: pushes the string at P->p as is (keys are mapped later). */
+/* Pushes the string at P->p as is (keys are mapped later). */
 static int plua_string(parser *P) {
-  const char *body;
-  size_t n;
-  int esc;
+  const char *body = NULL; /* set by lex_string on success */
+  size_t n = 0;
+  int esc = 0;
   if (lex_string(P, &body, &n, &esc) != 0) return -1;
   if (!esc) {
     lua_pushlstring(P->L, body, n);
@@ -1244,7 +1242,7 @@ static int plua_value(parser *P) {
   case '"': return plua_string(P);
   case '-': case '0': case '1': case '2': case '3': case '4':
   case '5': case '6': case '7': case '8': case '9': {
-    number num;
+    number num = {0, 0, 0}; /* set by lex_number on success */
     if (lex_number(P, &num) != 0) return -1;
     if (num.is_int)
       lua_pushinteger(L, num.i);
@@ -1267,7 +1265,7 @@ int codec_decode(lua_State *L, const char *s, size_t n, char *err, size_t errsz)
 }
 
 int codec_decode_ex(lua_State *L, const char *s, size_t n, int flags, char *err, size_t errsz) {
-  parser P = {s, s, s + n, L, 0, err, errsz, SBUF_INIT,
+  parser P = {s, s, s + n, L, 0, err, errsz,
               (flags & CODEC_RECORD) ? CODEC_RECORD_DEPTH : CODEC_MAX_DEPTH};
   int top = lua_gettop(L);
   if (!lua_checkstack(L, 8)) {
@@ -1282,223 +1280,4 @@ int codec_decode_ex(lua_State *L, const char *s, size_t n, int flags, char *err,
   }
   lua_settop(L, top);
   return -1;
-}
-
-/* Tree mode: the same grammar, building jansson values (raw keys, tags kept
- * as they are: codec_push interprets them). NULL with err on failure. */
-static json_t *ptree_value(parser *P);
-
-/* The string's bytes: into the input when unescaped, else into *own
- * (malloc'd) or P->tmp. */
-static int ptree_string(parser *P, const char **s, size_t *n, char **own) {
-  const char *body;
-  size_t bn;
-  int esc;
-  if (lex_string(P, &body, &bn, &esc) != 0) return -1;
-  if (!esc) {
-    *s = body;
-    *n = bn;
-    return 0;
-  }
-  char *d;
-  if (own) {
-    if (!(d = *own = malloc(bn + 1))) return perr(P, body, "out of memory");
-  } else {
-    sbuf_reset(&P->tmp);
-    sbuf_reserve(&P->tmp, bn);
-    d = P->tmp.data;
-  }
-  *s = d;
-  *n = unescape(body, bn, d);
-  return 0;
-}
-
-static json_t *ptree_container(parser *P, int is_obj) {
-  const char *open = P->p++;
-  char close = is_obj ? '}' : ']';
-  if (++P->depth > P->max_depth) {
-    perr(P, open, "nesting deeper than %d", P->max_depth);
-    return NULL;
-  }
-  json_t *c = is_obj ? json_object() : json_array();
-  if (!c) {
-    perr(P, open, "out of memory");
-    return NULL;
-  }
-  skip_ws(P);
-  if (P->p < P->end && *P->p == close) {
-    P->p++;
-    P->depth--;
-    return c;
-  }
-  for (;;) {
-    const char *k = NULL;
-    size_t kl = 0;
-    char *own = NULL;
-    if (is_obj) {
-      if (P->p >= P->end || *P->p != '"') {
-        if (P->p >= P->end) unexpected(P);
-        else perr(P, P->p, "string or '}' expected");
-        goto fail;
-      }
-      if (ptree_string(P, &k, &kl, &own) != 0) goto fail;
-      skip_ws(P);
-      if (P->p >= P->end || *P->p != ':') {
-        if (P->p >= P->end) unexpected(P);
-        else perr(P, P->p, "':' expected");
-        free(own);
-        goto fail;
-      }
-      P->p++;
-      skip_ws(P);
-    }
-    json_t *v = ptree_value(P);
-    int rc = -1;
-    if (v) {
-      rc = is_obj ? json_object_setn_new_nocheck(c, k, kl, v) : json_array_append_new(c, v);
-      if (rc != 0) perr(P, P->p, "out of memory");
-    }
-    free(own);
-    if (rc != 0) goto fail;
-    skip_ws(P);
-    if (P->p < P->end && *P->p == ',') {
-      P->p++;
-      skip_ws(P);
-      continue;
-    }
-    if (P->p < P->end && *P->p == close) {
-      P->p++;
-      break;
-    }
-    if (P->p >= P->end) unexpected(P);
-    else perr(P, P->p, is_obj ? "',' or '}' expected" : "',' or ']' expected");
-    goto fail;
-  }
-  P->depth--;
-  return c;
-fail:
-  json_decref(c);
-  return NULL;
-}
-
-static json_t *ptree_value(parser *P) {
-  json_t *j = NULL;
-  const char *at = P->p;
-  if (P->p >= P->end) {
-    unexpected(P);
-    return NULL;
-  }
-  switch (*P->p) {
-  case '{': return ptree_container(P, 1);
-  case '[': return ptree_container(P, 0);
-  case '"': {
-    const char *s;
-    size_t n;
-    if (ptree_string(P, &s, &n, NULL) != 0) return NULL;
-    j = json_stringn_nocheck(s, n);
-    break;
-  }
-  case '-': case '0': case '1': case '2': case '3': case '4':
-  case '5': case '6': case '7': case '8': case '9': {
-    number num;
-    if (lex_number(P, &num) != 0) return NULL;
-    j = num.is_int ? json_integer((json_int_t)num.i) : json_real(num.d);
-    break;
-  }
-  default:
-    switch (lex_literal(P)) {
-    case 1: return json_true();
-    case 2: return json_false();
-    case 3: return json_null();
-    }
-    unexpected(P);
-    return NULL;
-  }
-  if (!j) perr(P, at, "out of memory");
-  return j;
-}
-
-json_t *codec_parse(const char *s, size_t n, char *err, size_t errsz) {
-  parser P = {s, s, s + n, NULL, 0, err, errsz, SBUF_INIT, CODEC_MAX_DEPTH};
-  skip_ws(&P);
-  json_t *j = ptree_value(&P);
-  if (j) {
-    skip_ws(&P);
-    if (P.p != P.end) {
-      perr(&P, P.p, "end of input expected");
-      json_decref(j);
-      j = NULL;
-    }
-  }
-  sbuf_free(&P.tmp);
-  return j;
-}
-
-/* ------------------------------------------------------------------------ */
-/* jansson tree -> Lua                                                      */
-
-static int push_node(lua_State *L, json_t *j, int depth, char *err, size_t errsz) {
-  switch (json_typeof(j)) {
-  case JSON_NULL: codec_push_null(L); return 0;
-  case JSON_TRUE: lua_pushboolean(L, 1); return 0;
-  case JSON_FALSE: lua_pushboolean(L, 0); return 0;
-  case JSON_INTEGER: lua_pushinteger(L, (lua_Integer)json_integer_value(j)); return 0;
-  case JSON_REAL: lua_pushnumber(L, json_real_value(j)); return 0;
-  case JSON_STRING: lua_pushlstring(L, json_string_value(j), json_string_length(j)); return 0;
-  case JSON_ARRAY:
-  case JSON_OBJECT: break;
-  }
-  if (depth >= CODEC_MAX_DEPTH) {
-    snprintf(err, errsz, "nesting deeper than %d", CODEC_MAX_DEPTH);
-    return -1;
-  }
-  if (!lua_checkstack(L, 6)) {
-    snprintf(err, errsz, "out of memory (Lua stack)");
-    return -1;
-  }
-  if (json_is_array(j)) {
-    size_t n = json_array_size(j);
-    lua_createtable(L, n > INT32_MAX ? 0 : (int)n, 0);
-    if (!n) {
-      push_array_mt(L);
-      lua_setmetatable(L, -2);
-    }
-    for (size_t i = 0; i < n; i++) {
-      if (push_node(L, json_array_get(j, i), depth + 1, err, errsz) != 0) return -1;
-      lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    return 0;
-  }
-  const char *k;
-  size_t kl;
-  json_t *v;
-  if (json_object_size(j) == 1) {
-    json_object_keylen_foreach(j, k, kl, v) {
-      if (is_value_tag(k, kl)) {
-        int is_str = json_is_string(v);
-        return push_tag(L, k[1], json_string_value(v), is_str ? json_string_length(v) : 0, is_str,
-                        err, errsz);
-      }
-    }
-  }
-  lua_createtable(L, 0, (int)(json_object_size(j) & 0x7fffffff));
-  json_object_keylen_foreach(j, k, kl, v) {
-    if (push_key(L, k, kl, err, errsz) != 0) return -1;
-    if (push_node(L, v, depth + 1, err, errsz) != 0) return -1;
-    lua_rawset(L, -3);
-  }
-  return 0;
-}
-
-int codec_push(lua_State *L, json_t *j, char *err, size_t errsz) {
-  int top = lua_gettop(L);
-  if (!j) {
-    snprintf(err, errsz, "no value");
-    return -1;
-  }
-  if (push_node(L, j, 0, err, errsz) != 0) {
-    lua_settop(L, top);
-    return -1;
-  }
-  return 0;
 }

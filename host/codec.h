@@ -2,8 +2,9 @@
  *
  * Shared by the store (step results, run inputs and results), the command
  * line (--input, printed results), the HTTP API and the sluice.json module.
- * Encoding writes JSON text directly from the Lua stack; decoding parses with
- * jansson (which keeps 64-bit integers exact; Debian's lua-cjson does not).
+ * Encoding writes JSON text directly from the Lua stack; decoding parses it
+ * with the codec's own strict parser straight into Lua values (64-bit
+ * integers exact; Debian's lua-cjson does not keep them).
  *
  * What round-trips exactly (Lua -> JSON -> Lua):
  *  - integers: all 64 bits, written as JSON integers;
@@ -43,16 +44,11 @@
  * JavaScript's JSON.stringify does) and reported (codec_report) for a
  * warning; nothing else differs. The store keeps them exactly (the tag).
  *
- * Note: jansson 2.14's parser refuses NUL bytes in object keys, which every
- * tag above needs, so codec.c parses JSON text with its own strict parser
- * (same grammar and verdicts as json_loadb otherwise); codec_parse still
- * returns a jansson tree, whose keys may hold NUL (json_object_*n calls).
  * Object keys are written sorted by bytes, so a value has one text.
  */
 #ifndef SLUICE_CODEC_H
 #define SLUICE_CODEC_H
 
-#include <jansson.h>
 #include <lua.h>
 #include <stddef.h>
 
@@ -89,10 +85,6 @@ int codec_encode_ex(lua_State *L, int idx, const char *root, int flags, sbuf *ou
 /* Appends s as a JSON string literal (with the non-UTF-8 tag if needed). */
 void codec_encode_string(sbuf *out, const char *s, size_t n);
 
-/* Pushes the Lua value of a jansson node. Returns 0, or -1 with err (a bad
- * tag, say) and nothing pushed. */
-int codec_push(lua_State *L, json_t *j, char *err, size_t errsz);
-
 /* Parses JSON text (any value at top level, NUL allowed in strings) and
  * pushes its Lua value. Returns 0, or -1 with err naming where the text is
  * wrong: "line 1, column 7 (byte 6): ..." and nothing pushed. */
@@ -101,21 +93,7 @@ int codec_decode(lua_State *L, const char *s, size_t n, char *err, size_t errsz)
 /* codec_decode with flags: CODEC_RECORD allows CODEC_RECORD_DEPTH. */
 int codec_decode_ex(lua_State *L, const char *s, size_t n, int flags, char *err, size_t errsz);
 
-/* Parses JSON text into a jansson tree (caller json_decref's it), with the
- * same flags and error text as codec_decode. NULL on error. */
-json_t *codec_parse(const char *s, size_t n, char *err, size_t errsz);
-
 /* Pushes json.null. */
 void codec_push_null(lua_State *L);
-
-/* lua_CFunction opening the sluice.json module: encode(v [, {pretty=true}]),
- * decode(s), null, array(t) (marks t as an array and returns it),
- * is_array(t). encode and decode raise on error with the messages above.
- * sluice.json is the user's, an edge (l_json.c says how it warns);
- * sluice.codec (luaopen_sluice_codec) is the same module for sluice's own
- * Lua code: store records (exact, CODEC_RECORD), and as codec.edge what the
- * command line prints (CODEC_EDGE | CODEC_RECORD). */
-int luaopen_sluice_json(lua_State *L);
-int luaopen_sluice_codec(lua_State *L);
 
 #endif

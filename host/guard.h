@@ -1,4 +1,4 @@
-/* guard.h: "sluice.guard", the count hook that bounds Lua code which never
+/* guard.h: "sluice._guard", the count hook that bounds Lua code which never
  * yields (Redis's lua-time-limit model). A guard is a deadline (or none) and
  * a kill switch shared by a set of coroutines: the tasks of a step body or of
  * a run, and the coroutines those create. Every GUARD_COUNT instructions the
@@ -28,10 +28,8 @@
  * next loop iteration. */
 void guard_requeue(lua_State *co);
 
-/* Stops resuming preempted coroutines and closes the idle handle (vm_close,
- * before the loop's last run). */
+/* Stops resuming preempted coroutines and closes the idle handle
+ * (modules_shutdown, before the loop's last run). */
 void guard_shutdown(lua_State *L);
-
-int luaopen_sluice_guard(lua_State *L);
 
 #endif

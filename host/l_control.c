@@ -1,11 +1,11 @@
-/* l_control.c: "sluice.control_socket", the store's control socket
+/* l_control.c: "sluice._control", the store's control socket
  * (control.c) on the host's libuv loop, for lua/control.lua. In luv's style:
  *
- *   listen(dir, on_conn) -> server | nil, msg, code   on_conn(conn) per peer
- *   connect(dir) -> conn | nil, msg, code             ENOENT, ECONNREFUSED, EAGAIN, ...
+ *   listen(dir, on_conn) -> server | nil, "CODE: msg", "CODE"   on_conn(conn) per peer
+ *   connect(dir) -> conn | nil, "CODE: msg", "CODE"             ENOENT, ECONNREFUSED, EAGAIN, ...
  *   conn:read_start(on_frame)   on_frame(payload) per frame; once at the end
- *                               on_frame(nil, msg, code) (EOF, ECONNRESET, EMSGSIZE)
- *   conn:write(payload) -> true | nil, msg, code      queued, never blocks
+ *                               on_frame(nil, "CODE: msg", "CODE") (EOF, ECONNRESET, EMSGSIZE)
+ *   conn:write(payload) -> true | nil, "CODE: msg", "CODE"      queued, never blocks
  *   conn:close([on_closed])     after the queued writes are flushed
  *   server:close([on_closed])   removes the socket file if it is still ours
  *
@@ -24,7 +24,7 @@
 #include <uv.h>
 
 #include "control.h"
-#include "host_lib.h"
+#include "modules.h"
 #include "vm.h"
 
 #define SERVER_MT "sluice.control.server"
@@ -50,17 +50,10 @@ struct ctl {
 static ctl *all; /* every handle not yet closed */
 static int shutting_down;
 
-static int fail(lua_State *L, const char *msg, const char *code) {
-  lua_pushnil(L);
-  lua_pushstring(L, msg);
-  lua_pushstring(L, code);
-  return 3;
-}
-
 static int fail_uv(lua_State *L, int rc) {
   char name[64];
   uv_err_name_r(rc, name, sizeof name);
-  return fail(L, uv_strerror(rc), name);
+  return modules_fail(L, name, uv_strerror(rc));
 }
 
 /* Allocation failure aborts, as sbuf does: a callback has no caller to
@@ -140,10 +133,7 @@ static void report_end(ctl *c, const char *msg, const char *code) {
   c->ended = 1;
   lua_State *L = c->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->cb_ref);
-  lua_pushnil(L);
-  lua_pushstring(L, msg);
-  lua_pushstring(L, code);
-  vm_pcall(L, 3, 0, 0);
+  vm_pcall(L, modules_fail(L, code, msg), 0, 0);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -244,7 +234,7 @@ static int l_listen(lua_State *L) {
   if (e != 0) {
     char name[64];
     uv_err_name_r(-e, name, sizeof name);
-    return fail(L, err, name);
+    return modules_fail(L, name, err);
   }
   char *dcopy = strdup(dir);
   if (!dcopy) abort();
@@ -274,7 +264,7 @@ static int l_connect(lua_State *L) {
   if (e != 0) {
     char name[64];
     uv_err_name_r(-e, name, sizeof name);
-    return fail(L, err, name);
+    return modules_fail(L, name, err);
   }
   ctl *c = new_ctl(L);
   int rc = uv_pipe_open(&c->pipe, fd);
@@ -295,7 +285,7 @@ static ctl *box_of(lua_State *L, const char *mt) {
 static int l_read_start(lua_State *L) {
   ctl *c = box_of(L, CONN_MT);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  if (!c || c->closing) return fail(L, "the connection is closed", "EPIPE");
+  if (!c || c->closing) return modules_fail(L, "EPIPE", "the connection is closed");
   if (c->cb_ref != LUA_NOREF) return luaL_error(L, "read_start: the connection is read already");
   lua_pushvalue(L, 2);
   c->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -309,8 +299,8 @@ static int l_write(lua_State *L) {
   ctl *c = box_of(L, CONN_MT);
   size_t n;
   const char *p = luaL_checklstring(L, 2, &n);
-  if (!c || c->closing) return fail(L, "the connection is closed", "EPIPE");
-  if (n > CONTROL_FRAME_MAX) return fail(L, "a frame is at most 256 MiB", "EMSGSIZE");
+  if (!c || c->closing) return modules_fail(L, "EPIPE", "the connection is closed");
+  if (n > CONTROL_FRAME_MAX) return modules_fail(L, "EMSGSIZE", "a frame is at most 256 MiB");
   int rc = write_frame(c, p, n);
   if (rc != 0) return fail_uv(L, rc);
   lua_pushboolean(L, 1);
@@ -364,22 +354,12 @@ void control_close_all(void) {
   }
 }
 
-int luaopen_sluice_control_socket(lua_State *L) {
+int luaopen_sluice__control(lua_State *L) {
   static const luaL_Reg conn_methods[] = {
       {"read_start", l_read_start}, {"write", l_write}, {"close", l_conn_close}, {NULL, NULL}};
   static const luaL_Reg server_methods[] = {{"close", l_server_close}, {NULL, NULL}};
-  luaL_newmetatable(L, CONN_MT);
-  luaL_newlib(L, conn_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, SERVER_MT);
-  luaL_newlib(L, server_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  modules_class(L, CONN_MT, conn_methods, l_gc, 0);
+  modules_class(L, SERVER_MT, server_methods, l_gc, 0);
   static const luaL_Reg fns[] = {{"listen", l_listen}, {"connect", l_connect}, {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;

@@ -1,114 +1,80 @@
-/* l_cron.c: the cron engine (cron.c) for Lua, part of "sluice.host": parse
- * and canonicalize expressions, next fire times in a time zone, zone
- * offsets, ISO 8601. */
+/* l_cron.c: "sluice._cron", the cron engine (cron.c) for Lua: parse and
+ * canonicalize expressions, next fire times in a time zone, zone offsets.
+ * Failures return nil, "EINVAL: message", "EINVAL" (a bad expression or
+ * an unknown time zone). */
 #include <lauxlib.h>
 
 #include "cron.h"
-#include "host_lib.h"
+#include "modules.h"
 
 static const char *opt_tz(lua_State *L, int arg) {
   const char *tz = luaL_optstring(L, arg, NULL);
   return (tz && *tz) ? tz : NULL;
 }
 
-/* cron_canonical(expr) -> canonical text | nil, message */
-static int l_cron_canonical(lua_State *L) {
-  const char *text = luaL_checkstring(L, 1);
-  cron_expr e;
+/* Parses the expression at arg into e; on error pushes the failure and
+ * returns its count (else 0). */
+static int parse(lua_State *L, int arg, cron_expr *e) {
   char err[CRON_ERRSZ];
-  if (cron_parse(&e, text, err, sizeof err) != 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    return 2;
-  }
+  if (cron_parse(e, luaL_checkstring(L, arg), err, sizeof err) != 0)
+    return modules_fail(L, "EINVAL", err);
+  return 0;
+}
+
+/* canonical(expr) -> canonical text | failure */
+static int l_canonical(lua_State *L) {
+  cron_expr e;
+  int nfail = parse(L, 1, &e);
+  if (nfail) return nfail;
   char buf[CRON_FORMAT_MAX];
   cron_format(&e, buf, sizeof buf);
   lua_pushstring(L, buf);
   return 1;
 }
 
-/* cron_next(expr, after_s [, tz]) -> t | false (never fires) | nil, message */
-static int l_cron_next(lua_State *L) {
-  const char *text = luaL_checkstring(L, 1);
+/* next(expr, after_s [, tz]) -> t | false (never fires) | failure */
+static int l_next(lua_State *L) {
   lua_Integer after = luaL_checkinteger(L, 2);
   const char *tz = opt_tz(L, 3);
   cron_expr e;
-  char err[CRON_ERRSZ];
-  if (cron_parse(&e, text, err, sizeof err) != 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    return 2;
-  }
+  int nfail = parse(L, 1, &e);
+  if (nfail) return nfail;
   int64_t out;
+  char err[CRON_ERRSZ];
   int rc = cron_next(&e, after, tz, &out, err, sizeof err);
-  if (rc < 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    return 2;
-  }
-  if (rc == 1) {
+  if (rc < 0) return modules_fail(L, "EINVAL", err);
+  if (rc == 1)
     lua_pushboolean(L, 0);
-    return 1;
-  }
-  lua_pushinteger(L, out);
+  else
+    lua_pushinteger(L, out);
   return 1;
 }
 
-/* tz_offset(tz, t) -> seconds east of UTC | nil, message */
+/* tz_offset(tz, t) -> seconds east of UTC | failure */
 static int l_tz_offset(lua_State *L) {
   const char *tz = opt_tz(L, 1);
   lua_Integer t = luaL_checkinteger(L, 2);
   int32_t off = 0;
   char err[CRON_ERRSZ];
-  if (cron_tz_offset(tz, t, &off, err, sizeof err) != 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    return 2;
-  }
+  if (cron_tz_offset(tz, t, &off, err, sizeof err) != 0) return modules_fail(L, "EINVAL", err);
   lua_pushinteger(L, off);
   return 1;
 }
 
-/* tz_check(tz) -> true | nil, message */
+/* tz_check(tz) -> true | failure */
 static int l_tz_check(lua_State *L) {
   char err[CRON_ERRSZ];
-  if (cron_tz_check(opt_tz(L, 1), err, sizeof err) != 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    return 2;
-  }
+  if (cron_tz_check(opt_tz(L, 1), err, sizeof err) != 0) return modules_fail(L, "EINVAL", err);
   lua_pushboolean(L, 1);
   return 1;
 }
 
-/* utc(t) -> "2026-01-05T09:00:00Z" */
-static int l_utc(lua_State *L) {
-  char buf[21];
-  cron_format_utc(luaL_checkinteger(L, 1), buf);
-  lua_pushstring(L, buf);
-  return 1;
-}
-
-/* parse_time(iso) -> unix seconds | nil, message */
-static int l_parse_time(lua_State *L) {
-  int64_t t;
-  char err[CRON_ERRSZ];
-  if (cron_parse_iso8601(luaL_checkstring(L, 1), &t, err, sizeof err) != 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    return 2;
-  }
-  lua_pushinteger(L, t);
-  return 1;
-}
-
-void cron_register(lua_State *L) {
-  static const luaL_Reg fns[] = {{"cron_canonical", l_cron_canonical},
-                                 {"cron_next", l_cron_next},
+int luaopen_sluice__cron(lua_State *L) {
+  static const luaL_Reg fns[] = {{"canonical", l_canonical},
+                                 {"next", l_next},
                                  {"tz_offset", l_tz_offset},
                                  {"tz_check", l_tz_check},
-                                 {"utc", l_utc},
-                                 {"parse_time", l_parse_time},
                                  {NULL, NULL}};
-  luaL_setfuncs(L, fns, 0);
+  luaL_newlib(L, fns);
+  return 1;
 }

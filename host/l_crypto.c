@@ -1,4 +1,4 @@
-/* l_crypto.c: "sluice.crypto", what API keys need (lua/keys.lua): bytes
+/* l_crypto.c: "sluice._crypto", what API keys need (lua/keys.lua): bytes
  * from the OS random source, SHA-256 from OpenSSL's libcrypto, and a
  * comparison whose time does not depend on where two strings differ.
  * Internal, not for pipeline authors.
@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "host_lib.h"
+#include "modules.h"
 
 static int l_random(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
@@ -52,7 +52,7 @@ static int l_equal(lua_State *L) {
   return 1;
 }
 
-int luaopen_sluice_crypto(lua_State *L) {
+int luaopen_sluice__crypto(lua_State *L) {
   static const luaL_Reg fns[] = {
       {"random", l_random}, {"sha256", l_sha256}, {"equal", l_equal}, {NULL, NULL}};
   luaL_newlib(L, fns);

@@ -547,20 +547,9 @@ int luaopen_sluice__csv(lua_State *L) {
   lua_pushcfunction(L, error_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
-  luaL_newmetatable(L, FILE_MT);
-  lua_pushcfunction(L, file_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, file_gc);
-  lua_setfield(L, -2, "__close");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, "sluice.csv.reader");
-  lua_pushcfunction(L, reader_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, "sluice.csv.sbuf");
-  lua_pushcfunction(L, sbuf_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  modules_class(L, FILE_MT, NULL, file_gc, 1);
+  modules_class(L, "sluice.csv.reader", NULL, reader_gc, 0);
+  modules_class(L, "sluice.csv.sbuf", NULL, sbuf_gc, 0);
   static const luaL_Reg fns[] = {{"parse", l_parse},
                                  {"read", l_read},
                                  {"rows", l_rows},

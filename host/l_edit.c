@@ -1,4 +1,4 @@
-/* l_edit.c: "sluice.edit", line editing and history for sluice repl, over
+/* l_edit.c: "sluice._edit", line editing and history for sluice repl, over
  * libedit (BSD-licensed; its readline interface). The callback form is
  * used, not readline(): the REPL's loop keeps running while a line is typed
  * (it notices at once that its host went away, and Ctrl-C reaches it as a
@@ -33,6 +33,10 @@
 
 /* editline/readline.h uses FILE without including stdio.h */
 #include <editline/readline.h>
+
+#include <uv.h>
+
+#include "modules.h"
 
 #define HISTORY_MAX 1000
 
@@ -142,6 +146,11 @@ static int l_add_history(lua_State *L) {
   return 0;
 }
 
+/* nil, "CODE: what path: strerror", "CODE" */
+static int fail_errno(lua_State *L, int e, const char *what, const char *path) {
+  return modules_fail(L, uv_err_name(-e), lua_pushfstring(L, "%s %s: %s", what, path, strerror(e)));
+}
+
 static int l_read_history(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   init();
@@ -150,11 +159,7 @@ static int l_read_history(lua_State *L) {
     return 1;
   }
   int rc = read_history(path);
-  if (rc != 0) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "cannot read %s: %s", path, strerror(rc > 0 ? rc : errno));
-    return 2;
-  }
+  if (rc != 0) return fail_errno(L, rc > 0 ? rc : errno, "cannot read", path);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -164,23 +169,11 @@ static int l_write_history(lua_State *L) {
   init();
   /* created owner-only before libedit writes it */
   int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "cannot write %s: %s", path, strerror(errno));
-    return 2;
-  }
+  if (fd < 0) return fail_errno(L, errno, "cannot write", path);
   close(fd);
   int rc = write_history(path);
-  if (rc != 0) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "cannot write %s: %s", path, strerror(rc > 0 ? rc : errno));
-    return 2;
-  }
-  if (chmod(path, 0600) != 0) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "cannot make %s owner-only: %s", path, strerror(errno));
-    return 2;
-  }
+  if (rc != 0) return fail_errno(L, rc > 0 ? rc : errno, "cannot write", path);
+  if (chmod(path, 0600) != 0) return fail_errno(L, errno, "cannot make owner-only", path);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -246,7 +239,7 @@ static int l_gc(lua_State *L) {
   return 0;
 }
 
-int luaopen_sluice_edit(lua_State *L) {
+int luaopen_sluice__edit(lua_State *L) {
   static const luaL_Reg fns[] = {
       {"start", l_start},           {"feed", l_feed},
       {"stop", l_stop},             {"add_history", l_add_history},

@@ -1,4 +1,4 @@
-/* l_errors.c: the C half of sluice.errors (lua/errors.lua): entry points
+/* l_errors.c: "sluice._errors", the C half of sluice.errors (lua/errors.lua): entry points
  * of the pipeline API, and which chunks are sluice's own.
  *
  * An entry point is a C function in front of the Lua function of the API.
@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "embedded.h"
-#include "host_lib.h"
+#include "modules.h"
 
 /* the results of the entry's function are everything above the handler */
 static int entry_k(lua_State *L, int status, lua_KContext ctx) {
@@ -64,8 +64,9 @@ static int l_internal_sources(lua_State *L) {
   return 1;
 }
 
-void errors_register(lua_State *L) {
+int luaopen_sluice__errors(lua_State *L) {
   static const luaL_Reg fns[] = {
       {"entry", l_entry}, {"internal_sources", l_internal_sources}, {NULL, NULL}};
-  luaL_setfuncs(L, fns, 0);
+  luaL_newlib(L, fns);
+  return 1;
 }

@@ -1,4 +1,4 @@
-/* l_guard.c: "sluice.guard" (see guard.h): guards, their count hook, and the
+/* l_guard.c: "sluice._guard" (see guard.h): guards, their count hook, and the
  * idle handle that resumes the coroutines the hook preempted.
  *
  *   guard.new([ms [, err]]) -> g   a guard whose deadline is ms from now
@@ -31,6 +31,7 @@
 #include <uv.h>
 
 #include "embedded.h"
+#include "modules.h"
 #include "vm.h"
 
 typedef struct guard guard;
@@ -42,7 +43,7 @@ struct guard {
 };
 
 #define SLICE_NS ((uint64_t)GUARD_SLICE_MS * 1000000u)
-#define META "sluice.guard"
+#define META "sluice._guard"
 
 static char MAP_KEY;   /* registry: coroutine -> guard (weak keys) */
 static char READY_KEY; /* registry: array of preempted coroutines */
@@ -442,18 +443,12 @@ void guard_shutdown(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &READY_KEY);
 }
 
-int luaopen_sluice_guard(lua_State *L) {
+int luaopen_sluice__guard(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"attach", g_attach}, {"kill", g_kill}, {"killed", g_killed},
       {"release", g_release}, {"rearm", g_rearm}, {NULL, NULL}};
   static const luaL_Reg fns[] = {{"new", g_new}, {"of", l_of}, {"live", l_live}, {NULL, NULL}};
-  if (luaL_newmetatable(L, META)) {
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, g_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  modules_class(L, META, methods, g_gc, 0);
   lua_getglobal(L, "xpcall");
   xpcall_fn = lua_tocfunction(L, -1);
   lua_pop(L, 1);

@@ -1,9 +1,9 @@
-/* l_http_server.c: "sluice.http_server", the Lua binding of http_server.h
+/* l_http_server.c: "sluice._http_server", the Lua binding of http_server.h
  * (glue only). Used by lua/http.lua; not for pipeline authors.
  *
  *   local srv = hs.new{on_request = fn, max_body =, max_head =, max_connections =,
  *                      header_timeout_ms =, body_timeout_ms =, idle_timeout_ms =}
- *   srv:listen(host, port) -> "host:port" | nil, msg, code
+ *   srv:listen(host, port) -> "host:port" | nil, "CODE: msg", "CODE"
  *   srv:stats() -> {accepted, requests, rejected, errors, connections}
  *   srv:close()
  *
@@ -23,11 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "host_lib.h"
+#include "modules.h"
 #include "http_server.h"
 #include "vm.h"
 
-#define SERVER_MT "sluice.http_server"
+#define SERVER_MT "sluice._http_server"
 #define RES_MT "sluice.http_response"
 
 typedef struct lserver {
@@ -179,7 +179,7 @@ static int l_new(lua_State *L) {
   return 1;
 }
 
-/* srv:listen(host, port) -> "host:port" | nil, msg, code */
+/* srv:listen(host, port) -> "host:port" | nil, "CODE: msg", "CODE" */
 static int l_listen(lua_State *L) {
   lserver *ls = check_server(L);
   const char *host = luaL_checkstring(L, 2);
@@ -187,12 +187,7 @@ static int l_listen(lua_State *L) {
   luaL_argcheck(L, port >= 0 && port <= 65535, 3, "port must be 0 to 65535");
   char bound[128], err[256];
   int rc = http_server_listen(ls->s, host, (int)port, bound, sizeof bound, err, sizeof err);
-  if (rc != 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    lua_pushstring(L, uv_err_name(rc));
-    return 3;
-  }
+  if (rc != 0) return modules_fail(L, uv_err_name(rc), err);
   lua_pushstring(L, bound);
   return 1;
 }
@@ -256,13 +251,9 @@ void http_lua_shutdown(void) {
 
 static lres *check_res(lua_State *L) { return luaL_checkudata(L, 1, RES_MT); }
 
-static int gone(lua_State *L) {
-  lua_pushnil(L);
-  lua_pushliteral(L, "the client is gone");
-  return 2;
-}
+static int gone(lua_State *L) { return modules_fail(L, "ECONNRESET", "the client is gone"); }
 
-/* res:send(status, header_lines, body) -> true | nil, msg */
+/* res:send(status, header_lines, body) -> true | nil, "ECONNRESET: the client is gone", "ECONNRESET" */
 static int l_send(lua_State *L) {
   lres *r = check_res(L);
   int status = (int)luaL_checkinteger(L, 2);
@@ -327,21 +318,15 @@ static int l_queued(lua_State *L) {
   return 1;
 }
 
-int luaopen_sluice_http_server(lua_State *L) {
+int luaopen_sluice__http_server(lua_State *L) {
   static const luaL_Reg server_methods[] = {
       {"listen", l_listen}, {"close", l_close}, {"stats", l_stats}, {NULL, NULL}};
   static const luaL_Reg res_methods[] = {
       {"send", l_send},         {"start", l_start},   {"write", l_write},
       {"finish", l_finish},     {"on_close", l_on_close}, {"closed", l_closed},
       {"queued", l_queued},     {NULL, NULL}};
-  luaL_newmetatable(L, SERVER_MT);
-  luaL_newlib(L, server_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, RES_MT);
-  luaL_newlib(L, res_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  modules_class(L, SERVER_MT, server_methods, NULL, 0);
+  modules_class(L, RES_MT, res_methods, NULL, 0);
   static const luaL_Reg fns[] = {{"new", l_new}, {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;

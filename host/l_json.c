@@ -1,5 +1,5 @@
 /* l_json.c: the sluice.json Lua module, a thin binding over codec.c, and
- * sluice.codec, the same module for sluice's own Lua code.
+ * sluice._codec, the same module for sluice's own Lua code.
  *
  * encode(v [, {pretty=true}]) -> text, decode(text) -> value; both raise
  * with the codec's message ("value.a[2]: cannot store a function",
@@ -13,8 +13,9 @@
  *    "sluice: warning: etl.lua:7: json.encode: value.ratio is NaN: written
  *    as null (JSON has no NaN or Infinity)". Values nest at most
  *    CODEC_MAX_DEPTH, for encode and decode alike.
- *  - sluice.codec: store records, exact (tags), CODEC_RECORD.
- *  - sluice.codec.edge: what the command line prints, an edge for records;
+ *  - sluice._codec: store records, exact (tags), CODEC_RECORD; and
+ *    try_encode/try_decode, which return the error instead of raising.
+ *  - sluice._codec.edge: what the command line prints, an edge for records;
  *    one warning per process ("... printed as null ...").
  * Depends on: codec.h, sbuf.h.
  */
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 
 #include "codec.h"
+#include "modules.h"
 
 typedef struct {
   int enc_flags, dec_flags;
@@ -189,8 +191,40 @@ int luaopen_sluice_json(lua_State *L) {
   return 1;
 }
 
-int luaopen_sluice_codec(lua_State *L) {
+/* try_encode(v, root [, record]) -> json | nil, "EINVAL: root.path: message",
+ * "EINVAL": a value for the store (record: a store record wrapping values,
+ * CODEC_RECORD), checked where a bad value is the user's error to report. */
+static int f_try_encode(lua_State *L) {
+  luaL_checkany(L, 1);
+  const char *root = luaL_optstring(L, 2, "value");
+  int flags = lua_toboolean(L, 3) ? CODEC_RECORD : 0;
+  sbuf out = SBUF_INIT;
+  char err[512];
+  int rc = codec_encode(L, 1, root, flags, &out, err, sizeof err);
+  if (rc == 0) lua_pushlstring(L, out.data ? out.data : "", out.len);
+  sbuf_free(&out);
+  return rc == 0 ? 1 : modules_fail(L, "EINVAL", err);
+}
+
+/* try_decode(s [, init]) -> value | nil, "EINVAL: line L, column C (byte B):
+ * message", "EINVAL"; init (1-based) decodes the text from that byte on. */
+static int f_try_decode(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  lua_Integer init = luaL_optinteger(L, 2, 1);
+  luaL_argcheck(L, init >= 1 && (size_t)init <= n + 1, 2, "out of range");
+  char err[512];
+  if (codec_decode(L, s + init - 1, n - (size_t)(init - 1), err, sizeof err) != 0)
+    return modules_fail(L, "EINVAL", err);
+  return 1;
+}
+
+int luaopen_sluice__codec(lua_State *L) {
   push_module(L, &store_flavour);
+  lua_pushcfunction(L, f_try_encode);
+  lua_setfield(L, -2, "try_encode");
+  lua_pushcfunction(L, f_try_decode);
+  lua_setfield(L, -2, "try_decode");
   push_module(L, &cli_flavour);
   lua_setfield(L, -2, "edge");
   return 1;

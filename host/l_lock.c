@@ -1,18 +1,20 @@
-/* l_lock.c: the store's writer lock (lock.c) for Lua, part of
- * "sluice.host":
+/* l_lock.c: "sluice._lock", the store's writer lock (lock.c) for Lua:
  *
- *   lock(path, role) -> true | nil, message, holder_role, holder_pid, serve_waiting_pid
- *   lock_holder(path) -> nil (free) | holder_role, holder_pid, serve_waiting_pid
+ *   take(path, role) -> true | nil, "EBUSY: message", "EBUSY", holder_role,
+ *                       holder_pid, serve_waiting_pid | nil, "CODE: message", "CODE"
+ *   holder(path) -> false (free) | holder_role, holder_pid, serve_waiting_pid
+ *                   | nil, "CODE: message", "CODE"
  *
  * role and holder_role are "serve" or "run" (any other writer: sluice run,
- * cancel, rerun). The lock is held until the process exits; locking the
- * same path again in this process succeeds at once. */
+ * cancel, rerun). The lock is held until the process exits; taking it again
+ * in this process succeeds at once. CODE is the errno's name (EACCES, ...). */
 #include <errno.h>
 #include <lauxlib.h>
 #include <string.h>
+#include <uv.h>
 
-#include "host_lib.h"
 #include "lock.h"
+#include "modules.h"
 
 static int push_holder(lua_State *L, const store_lock_holder *h) {
   lua_pushstring(L, h->serve ? "serve" : "run");
@@ -22,7 +24,7 @@ static int push_holder(lua_State *L, const store_lock_holder *h) {
   return 3;
 }
 
-static int l_lock(lua_State *L) {
+static int l_take(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   const char *role = luaL_optstring(L, 2, "run");
   store_lock_holder h;
@@ -32,30 +34,29 @@ static int l_lock(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  lua_pushnil(L);
-  if (e != EAGAIN) {
-    lua_pushstring(L, err);
-    return 2;
-  }
+  if (e != EAGAIN) return modules_fail(L, uv_err_name(-e), err);
   lua_pushfstring(L, "%s is held by another sluice process (sluice %s, pid %d)", path,
                   h.serve ? "serve" : "run", (int)h.pid);
-  return 2 + push_holder(L, &h);
+  modules_fail(L, "EBUSY", lua_tostring(L, -1));
+  lua_remove(L, -4);
+  return 3 + push_holder(L, &h);
 }
 
-static int l_lock_holder(lua_State *L) {
+static int l_holder(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   store_lock_holder h;
   char err[600];
   int e = store_lock_query(path, &h, err, sizeof err);
-  if (e != 0) return luaL_error(L, "%s", err);
+  if (e != 0) return modules_fail(L, uv_err_name(-e), err);
   if (h.pid == 0) {
-    lua_pushnil(L);
+    lua_pushboolean(L, 0);
     return 1;
   }
   return push_holder(L, &h);
 }
 
-void lock_register(lua_State *L) {
-  static const luaL_Reg fns[] = {{"lock", l_lock}, {"lock_holder", l_lock_holder}, {NULL, NULL}};
-  luaL_setfuncs(L, fns, 0);
+int luaopen_sluice__lock(lua_State *L) {
+  static const luaL_Reg fns[] = {{"take", l_take}, {"holder", l_holder}, {NULL, NULL}};
+  luaL_newlib(L, fns);
+  return 1;
 }

@@ -1072,10 +1072,7 @@ static int l_version(lua_State *L) {
 }
 
 int luaopen_sluice__sqlite(lua_State *L) {
-  luaL_newmetatable(L, DB_MT);
-  lua_pushcfunction(L, db_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  modules_class(L, DB_MT, NULL, db_gc, 0);
   static const luaL_Reg fns[] = {{"open", l_open},
                                  {"exec", l_exec},
                                  {"rows", l_rows},

@@ -1,5 +1,5 @@
 /* l_steps.c: the step record, the one value written per step, and the
- * loader that replays a run's stored steps (part of "sluice.host").
+ * loader that replays a run's stored steps (part of "sluice._store").
  *
  * A record is a small binary header then the JSON of the step's result (or
  * of its error). Only the result is a user value, so only it goes through
@@ -30,7 +30,7 @@
 
 #include "codec.h"
 #include "sbuf.h"
-#include "host_lib.h"
+#include "l_store.h"
 #include "store_lmdb.h"
 
 #define HDR 28
@@ -205,7 +205,7 @@ static int load_cb(void *ud, const void *k, size_t kn, const void *val, size_t v
 static int l_load_steps(lua_State *L) {
   size_t n;
   const char *run = luaL_checklstring(L, 1, &n);
-  store *st = host_store(L);
+  store *st = l_store_get(L);
   sbuf prefix = SBUF_INIT;
   sbuf_add(&prefix, run, n);
   sbuf_addc(&prefix, '\0');

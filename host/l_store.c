@@ -1,25 +1,332 @@
 /* l_store.c: "sluice._store", the engine's door to the store by record type
- * (see l_store.h): the batch userdata and its commit. Each record type's
- * operations are in l_store_<type>.c. */
+ * (see l_store.h): the process's one store and its writer (open, close,
+ * dir, stats), the batch userdata and its commit. Each record type's
+ * operations are in l_store_<type>.c. Glue only: store_lmdb.c and writer.c
+ * know nothing of Lua.
+ *
+ * Failures at run time return nil, "CODE: message", "CODE" (luv's
+ * convention); misuse raises. A commit suspends the calling coroutine until
+ * its batch is durable, so it must be called from a coroutine the host can
+ * resume. */
 #include "l_store.h"
 
 #include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-#include "host_lib.h"
+#include "modules.h"
+#include "sbuf.h"
+#include "store_lmdb.h"
+#include "vm.h"
+#include "writer.h"
+
+static struct {
+  store *st;
+  writer *w;
+  int readonly;
+} H;
 
 typedef struct {
   store_batch *b; /* NULL once committed */
 } batch_ud;
 
-store *l_store_get(lua_State *L) { return host_store(L); }
+store *l_store_get(lua_State *L) {
+  if (!H.st) luaL_error(L, "sluice._store: no store is open");
+  return H.st;
+}
 
 int l_store_fail(lua_State *L, int status, const char *msg) {
-  const char *code = store_status_code(status);
-  lua_pushnil(L);
-  lua_pushfstring(L, "%s: %s", code, msg);
-  lua_pushstring(L, code);
-  return 3;
+  return modules_fail(L, store_status_code(status), msg);
 }
+
+void l_store_shutdown(void) {
+  if (H.w) {
+    writer_stop(H.w);
+    H.w = NULL;
+  }
+  if (H.st) {
+    store_close(H.st);
+    H.st = NULL;
+  }
+}
+
+/* open(dir [, readonly]) -> true | nil, "CODE: message", "CODE". Reopening
+ * the same dir is a no-op; another dir closes the first (its queued writes
+ * commit first). */
+static int l_open(lua_State *L) {
+  const char *dir = luaL_checkstring(L, 1);
+  int readonly = lua_toboolean(L, 2);
+  if (H.st && strcmp(store_dir(H.st), dir) == 0 && H.readonly == readonly) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  l_store_shutdown();
+  char err[512];
+  int rc = store_open(&H.st, dir, readonly ? STORE_READONLY : 0, err, sizeof err);
+  if (rc != 0) {
+    H.st = NULL;
+    return l_store_fail(L, rc, err);
+  }
+  H.readonly = readonly;
+  if (!readonly && writer_start(&H.w, H.st, &vm_of(L)->loop, err, sizeof err) != 0) {
+    store_close(H.st);
+    H.st = NULL;
+    return l_store_fail(L, STORE_EIO, err);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_close(lua_State *L) {
+  (void)L;
+  l_store_shutdown();
+  return 0;
+}
+
+static int l_dir(lua_State *L) {
+  if (!H.st) return 0;
+  lua_pushstring(L, store_dir(H.st));
+  return 1;
+}
+
+static void push_hist(lua_State *L, const uint64_t *hist, const uint64_t *bounds,
+                      const char *name) {
+  lua_createtable(L, WRITER_HIST, 0);
+  for (int i = 0; i < WRITER_HIST; i++) {
+    lua_pushinteger(L, (lua_Integer)hist[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, name);
+  lua_createtable(L, WRITER_HIST - 1, 0);
+  for (int i = 0; i < WRITER_HIST - 1; i++) {
+    lua_pushinteger(L, (lua_Integer)bounds[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushfstring(L, "%s_bounds", name);
+  lua_insert(L, -2);
+  lua_settable(L, -3);
+}
+
+static void set_count(lua_State *L, const char *name, uint64_t v) {
+  lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, name);
+}
+
+/* stats() -> {commits, batches, ops, grows, batch_hist, batch_hist_bounds,
+ * commit_hist, commit_hist_bounds (us), commit_us_sum, map_bytes} */
+static int l_stats(lua_State *L) {
+  writer_stats s;
+  memset(&s, 0, sizeof s);
+  if (H.w) writer_get_stats(H.w, &s);
+  lua_createtable(L, 0, 10);
+  push_hist(L, s.batch_hist, writer_batch_bounds, "batch_hist");
+  push_hist(L, s.commit_hist, writer_commit_bounds_us, "commit_hist");
+  MDB_envinfo info;
+  if (H.st && mdb_env_info(store_env(H.st), &info) == 0) set_count(L, "map_bytes", info.me_mapsize);
+  set_count(L, "commit_us_sum", s.commit_us_sum);
+  set_count(L, "commits", s.commits);
+  set_count(L, "batches", s.batches);
+  set_count(L, "ops", s.ops);
+  set_count(L, "grows", s.grows);
+  return 1;
+}
+
+/* ---- writes ------------------------------------------------------------- */
+
+/* A suspended coroutine waiting for its batch. */
+typedef struct {
+  lua_State *co;
+  int ref;
+} waiter;
+
+static void commit_done(void *cookie, int status, const char *errmsg) {
+  waiter *wt = cookie;
+  lua_State *co = wt->co;
+  lua_State *L = vm_of(co)->L;
+  int nargs = 1;
+  if (lua_status(co) != LUA_YIELD) {
+    /* resumed by somebody else meanwhile: nothing to hand the result to */
+    fprintf(stderr, "sluice: a coroutine waiting for a commit was resumed elsewhere; "
+                    "result dropped\n");
+    luaL_unref(L, LUA_REGISTRYINDEX, wt->ref);
+    free(wt);
+    return;
+  }
+  if (status == 0) {
+    lua_pushboolean(co, 1);
+  } else {
+    nargs = l_store_fail(co, status, errmsg ? errmsg : "write failed");
+  }
+  int ref = wt->ref;
+  free(wt);
+  vm_resume(co, NULL, nargs);
+  /* drop the anchor only now: the coroutine may have finished above */
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+}
+
+void l_store_check_writable(lua_State *L) {
+  if (!H.st) luaL_error(L, "sluice._store: no store is open");
+  if (!H.w) luaL_error(L, "the store %s is open read-only", store_dir(H.st));
+  if (!lua_isyieldable(L)) {
+    luaL_error(L, "a durable write must run inside a run (a coroutine the host resumes), not in "
+                  "a callback or at the top of the main thread");
+  }
+}
+
+int l_store_submit(lua_State *L, store_batch *b) {
+  waiter *wt = malloc(sizeof *wt);
+  if (!wt) {
+    store_batch_free(b);
+    return luaL_error(L, "out of memory");
+  }
+  wt->co = L;
+  lua_pushthread(L);
+  wt->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (writer_submit(H.w, b, commit_done, wt) != 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, wt->ref);
+    free(wt);
+    return l_store_fail(L, STORE_EIO, "the writer is stopping");
+  }
+  return lua_yield(L, 0);
+}
+
+/* ---- transitional: reads and writes by key ------------------------------ *
+ * For the record types whose operations are not in store.h yet; they go
+ * with the last of them. */
+
+/* The database named name, or -1. */
+static int db_index(const char *name) {
+  for (int d = 0; name && d < DB_COUNT; d++) {
+    if (strcmp(store_db_name(d), name) == 0) return d;
+  }
+  return -1;
+}
+
+static int check_db(lua_State *L, int arg) {
+  const char *name = luaL_checkstring(L, arg);
+  int db = db_index(name);
+  if (db < 0) return luaL_argerror(L, arg, lua_pushfstring(L, "no database named '%s'", name));
+  return db;
+}
+
+int l_store_add_ops(lua_State *L, int idx, store_batch *b, const char *what) {
+  lua_Integer n = luaL_len(L, idx);
+  if (n % 3 != 0) {
+    store_batch_free(b);
+    return luaL_error(L, "%s: expected {db, key, value, ...}, got %d items", what, (int)n);
+  }
+  for (lua_Integer i = 1; i <= n; i += 3) {
+    lua_rawgeti(L, idx, i);
+    lua_rawgeti(L, idx, i + 1);
+    lua_rawgeti(L, idx, i + 2);
+    int db = db_index(lua_tostring(L, -3));
+    size_t kn, vn;
+    const char *k = lua_tolstring(L, -2, &kn);
+    int del = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
+    const char *v = del ? NULL : lua_tolstring(L, -1, &vn);
+    if (db < 0 || !k || (!del && !v)) {
+      store_batch_free(b);
+      return luaL_error(L, "%s: op %d needs a database name, a string key and a string value "
+                           "(or false to delete)", what, (int)(i / 3 + 1));
+    }
+    if (del) {
+      wbatch_del(b, db, k, kn);
+    } else {
+      wbatch_put(b, db, k, kn, v, vn);
+    }
+    lua_pop(L, 3);
+  }
+  return 0;
+}
+
+/* raw_commit(ops) where ops = {db, key, value, db, key, value, ...} (value
+ * false deletes): one atomic batch. Yields until durable; returns true, or
+ * nil, "CODE: message", "CODE". */
+static int l_raw_commit(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  l_store_check_writable(L);
+  if (luaL_len(L, 1) == 0) return luaL_argerror(L, 1, "expected {db, key, value, ...}");
+  store_batch *b = store_batch_new();
+  l_store_add_ops(L, 1, b, "raw_commit");
+  return l_store_submit(L, b);
+}
+
+/* raw_get(db, key) -> value | nil (absent) | nil, "CODE: message", "CODE" */
+static int l_raw_get(lua_State *L) {
+  store *st = l_store_get(L);
+  int db = check_db(L, 1);
+  size_t klen;
+  const char *key = luaL_checklstring(L, 2, &klen);
+  sbuf out = SBUF_INIT;
+  int found = 0;
+  char err[512];
+  int rc = store_get(st, db, key, klen, &out, &found, err, sizeof err);
+  if (rc == 0 && found) lua_pushlstring(L, out.data ? out.data : "", out.len);
+  sbuf_free(&out);
+  if (rc != 0) return l_store_fail(L, rc, err);
+  if (!found) lua_pushnil(L);
+  return 1;
+}
+
+/* The rows of a scan, copied out of the read transaction as (klen, key,
+ * vlen, value) so that nothing is pushed to Lua (which may raise) while it
+ * is open. */
+typedef struct {
+  sbuf rows;
+  lua_Integer n, limit;
+} scan_ctx;
+
+static int scan_cb(void *ud, const void *k, size_t kn, const void *v, size_t vn) {
+  scan_ctx *c = ud;
+  sbuf_add(&c->rows, &kn, sizeof kn);
+  sbuf_add(&c->rows, k, kn);
+  sbuf_add(&c->rows, &vn, sizeof vn);
+  sbuf_add(&c->rows, v, vn);
+  c->n++;
+  return (c->limit > 0 && c->n >= c->limit) ? 1 : 0;
+}
+
+/* Pushes the string at *p (a size_t length, then the bytes) and moves on. */
+static const char *push_row_field(lua_State *L, const char *p) {
+  size_t n;
+  memcpy(&n, p, sizeof n);
+  lua_pushlstring(L, p + sizeof n, n);
+  return p + sizeof n + n;
+}
+
+/* raw_scan(db, prefix [, reverse [, limit [, from]]]) -> keys, values | nil,
+ * "CODE: message", "CODE". from: start at the first key >= from (forward)
+ * or at the last key < from (reverse). */
+static int l_raw_scan(lua_State *L) {
+  store *st = l_store_get(L);
+  int db = check_db(L, 1);
+  size_t plen, flen = 0;
+  const char *prefix = luaL_optlstring(L, 2, "", &plen);
+  int reverse = lua_toboolean(L, 3);
+  scan_ctx c = {SBUF_INIT, 0, luaL_optinteger(L, 4, 0)};
+  const char *from = luaL_optlstring(L, 5, NULL, &flen);
+  char err[512];
+  int rc = store_scan_from(st, db, prefix, plen, from, flen, reverse, scan_cb, &c, err, sizeof err);
+  if (rc < 0) {
+    sbuf_free(&c.rows);
+    return l_store_fail(L, rc, err);
+  }
+  /* an out-of-memory error below leaks c.rows at most, never the txn */
+  lua_createtable(L, (int)c.n, 0);
+  lua_createtable(L, (int)c.n, 0);
+  const char *p = c.rows.data;
+  for (lua_Integer i = 1; i <= c.n; i++) {
+    p = push_row_field(L, p);
+    lua_rawseti(L, -3, i);
+    p = push_row_field(L, p);
+    lua_rawseti(L, -2, i);
+  }
+  sbuf_free(&c.rows);
+  return 2;
+}
+
+/* ---- batches ------------------------------------------------------------ */
 
 store_batch *l_store_check_batch(lua_State *L, int idx) {
   batch_ud *u = luaL_checkudata(L, idx, L_STORE_BATCH_MT);
@@ -47,10 +354,10 @@ static int l_batch_count(lua_State *L) {
 static int l_batch_commit(lua_State *L) {
   batch_ud *u = luaL_checkudata(L, 1, L_STORE_BATCH_MT);
   if (!u->b) return luaL_argerror(L, 1, "this batch was committed already: build a new one");
-  host_check_writable(L);
+  l_store_check_writable(L);
   store_batch *b = u->b;
   u->b = NULL;
-  return host_submit(L, b);
+  return l_store_submit(L, b);
 }
 
 /* b:raw_ops{db, key, value, ...}: writes by key, for the record types
@@ -59,8 +366,8 @@ static int l_batch_raw_ops(lua_State *L) {
   store_batch *b = l_store_check_batch(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   batch_ud *u = lua_touserdata(L, 1);
-  u->b = NULL; /* host_add_ops frees b when it raises */
-  host_add_ops(L, 2, b, "raw_ops");
+  u->b = NULL; /* l_store_add_ops frees b when it raises */
+  l_store_add_ops(L, 2, b, "raw_ops");
   u->b = b;
   lua_settop(L, 1);
   return 1;
@@ -74,12 +381,22 @@ static int l_batch_gc(lua_State *L) {
 }
 
 int luaopen_sluice__store(lua_State *L) {
-  static const luaL_Reg fns[] = {{"batch", l_batch}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"open", l_open},
+                                 {"close", l_close},
+                                 {"dir", l_dir},
+                                 {"stats", l_stats},
+                                 {"batch", l_batch},
+                                 {"raw_commit", l_raw_commit},
+                                 {"raw_get", l_raw_get},
+                                 {"raw_scan", l_raw_scan},
+                                 {NULL, NULL}};
   static const luaL_Reg methods[] = {{"count", l_batch_count},
                                      {"commit", l_batch_commit},
                                      {"raw_ops", l_batch_raw_ops},
                                      {NULL, NULL}};
   luaL_newlib(L, fns);
+  steps_register(L);
+  stream_register(L);
   int module_idx = lua_gettop(L);
   luaL_newmetatable(L, L_STORE_BATCH_MT);
   lua_pushcfunction(L, l_batch_gc);

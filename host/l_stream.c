@@ -1,5 +1,5 @@
 /* l_stream.c: reading the event log into Lua tables in C (part of
- * "sluice.host"). lua/stream.lua owns the record format and the policy;
+ * "sluice._store"). lua/stream.lua owns the record format and the policy;
  * this file only walks LMDB cursors and builds {id, type, stream, ts, data}
  * tables inside one read transaction, because doing it in Lua cost a
  * string.unpack, a decode call and an ISO time call per event (~2 us).
@@ -14,7 +14,7 @@
 #include <time.h>
 
 #include "codec.h"
-#include "host_lib.h"
+#include "l_store.h"
 #include "sbuf.h"
 #include "writer.h"
 
@@ -98,7 +98,7 @@ static int l_read_events(lua_State *L) {
   const char *prefix = luaL_optlstring(L, 3, "", &pn);
   int exact = lua_toboolean(L, 4);
   luaL_argcheck(L, limit > 0, 2, "limit must be positive");
-  store *st = host_store(L);
+  store *st = l_store_get(L);
   if (store_dbi(st, DB_EVENTS) == 0 || store_dbi(st, DB_STREAMS) == 0) {
     /* a read-only store written before the stream existed: empty */
     lua_newtable(L);
@@ -203,7 +203,7 @@ static int l_append_events(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_Integer first = luaL_checkinteger(L, 2);
   lua_Integer ts0 = luaL_checkinteger(L, 3);
-  host_check_writable(L);
+  l_store_check_writable(L);
   lua_Integer n = luaL_len(L, 1);
   wbatch *b = wbatch_new();
   sbuf rec = SBUF_INIT, key = SBUF_INIT;
@@ -265,8 +265,8 @@ static int l_append_events(lua_State *L) {
     wbatch_free(b);
     return luaL_error(L, "event %d: %s", (int)bad, what);
   }
-  if (lua_istable(L, 4)) host_add_ops(L, 4, b, "append_events");
-  return host_submit(L, b);
+  if (lua_istable(L, 4)) l_store_add_ops(L, 4, b, "append_events");
+  return l_store_submit(L, b);
 }
 
 void stream_register(lua_State *L) {

@@ -1,4 +1,4 @@
-/* l_web.c: "sluice.web", the dashboard's files for lua/api/web.lua: the copy
+/* l_web.c: "sluice._web", the dashboard's files for lua/api/web.lua: the copy
  * of web/ embedded at build time (web_assets.h), or, with SLUICE_WEB_ROOT set
  * to a checkout's web/ folder, the files on disk, read at each request so a
  * developer sees an edit on reload without rebuilding (like
@@ -20,7 +20,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "host_lib.h"
+#include <uv.h>
+
+#include "modules.h"
 #include "web_assets.h"
 
 #define MAX_DISK_FILE (16 * 1024 * 1024)
@@ -79,32 +81,25 @@ static const char *disk_root(void) {
   return root && *root ? root : NULL;
 }
 
-/* pushes body, type, etag of a file on disk (3), or nil, message (2) */
+/* pushes body, type, etag of a file on disk, or nil, "CODE: message", "CODE" */
 static int get_disk(lua_State *L, const char *root, const char *path, const char *type) {
   const char *full = lua_pushfstring(L, "%s/%s", root, path);
   FILE *f = fopen(full, "rb");
   if (!f) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", full, strerror(errno));
-    return 2;
+    int e = errno;
+    return modules_fail(L, uv_err_name(-e), lua_pushfstring(L, "%s: %s", full, strerror(e)));
   }
   struct stat st;
   if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > MAX_DISK_FILE) {
     fclose(f);
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: not a regular file of at most 16 MiB", full);
-    return 2;
+    return modules_fail(L, "EINVAL", lua_pushfstring(L, "%s: not a regular file of at most 16 MiB", full));
   }
   luaL_Buffer b;
   char *dst = luaL_buffinitsize(L, &b, (size_t)st.st_size);
   size_t got = fread(dst, 1, (size_t)st.st_size, f);
   int bad = ferror(f);
   fclose(f);
-  if (bad || got != (size_t)st.st_size) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: read error", full);
-    return 2;
-  }
+  if (bad || got != (size_t)st.st_size) return modules_fail(L, "EIO", lua_pushfstring(L, "%s: read error", full));
   /* FNV-1a 64: tells one version of a file from the next, nothing more;
    * computed before pushresult, which may free dst */
   uint64_t h = 1469598103934665603ULL;
@@ -123,16 +118,11 @@ static int get_disk(lua_State *L, const char *root, const char *path, const char
 static int l_get(lua_State *L) {
   size_t n;
   const char *path = luaL_checklstring(L, 1, &n);
-  if (!safe_path(path, n)) {
-    lua_pushnil(L);
-    lua_pushstring(L, "not a path below web/");
-    return 2;
-  }
+  if (!safe_path(path, n)) return modules_fail(L, "EINVAL", "not a path below web/");
   const char *type = type_of(path);
   if (!type) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: no content type for this extension (host/l_web.c lists them)", path);
-    return 2;
+    return modules_fail(L, "EINVAL", lua_pushfstring(L, "%s: no content type for this extension "
+                                                        "(host/l_web.c lists them)", path));
   }
   const char *root = disk_root();
   if (root) return get_disk(L, root, path, type);
@@ -143,9 +133,7 @@ static int l_get(lua_State *L) {
     lua_pushstring(L, f->etag);
     return 3;
   }
-  lua_pushnil(L);
-  lua_pushfstring(L, "%s: no such file in the embedded web/", path);
-  return 2;
+  return modules_fail(L, "ENOENT", lua_pushfstring(L, "%s: no such file in the embedded web/", path));
 }
 
 static int l_root(lua_State *L) {
@@ -158,7 +146,7 @@ static int l_root(lua_State *L) {
   return 1;
 }
 
-int luaopen_sluice_web(lua_State *L) {
+int luaopen_sluice__web(lua_State *L) {
   static const luaL_Reg fns[] = {{"get", l_get}, {"root", l_root}, {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;

@@ -1,29 +1,27 @@
-/* modules.c: the one table of C modules (see modules.h). A module name
- * beginning with "sluice._" is a C core under a Lua module of stdlib/ that
- * is the API (sluice._http under stdlib/sluice/http.lua). */
+/* modules.c: the one table of C modules (see modules.h). */
 #include "modules.h"
 
 #include <lauxlib.h>
 
-#include "codec.h"
-#include "guard.h"
-#include "host_lib.h"
-#include "l_store.h"
-
 static const luaL_Reg modules[] = {
-    {"sluice._json", luaopen_sluice_json}, /* wrapped by stdlib/sluice/json.lua */
-    {"sluice.codec", luaopen_sluice_codec},
-    {"sluice.host", luaopen_sluice_host},
+    {"sluice._json", luaopen_sluice_json},
+    {"sluice._codec", luaopen_sluice__codec},
     {"sluice._store", luaopen_sluice__store},
-    {"sluice.control_socket", luaopen_sluice_control_socket},
-    {"sluice.guard", luaopen_sluice_guard},
+    {"sluice._clock", luaopen_sluice__clock},
+    {"sluice._ids", luaopen_sluice__ids},
+    {"sluice._vm", luaopen_sluice__vm},
+    {"sluice._cron", luaopen_sluice__cron},
+    {"sluice._lock", luaopen_sluice__lock},
+    {"sluice._errors", luaopen_sluice__errors},
+    {"sluice._guard", luaopen_sluice__guard},
+    {"sluice._control", luaopen_sluice__control},
     {"sluice._http", luaopen_sluice__http},
     {"sluice._csv", luaopen_sluice__csv},
     {"sluice._sqlite", luaopen_sluice__sqlite},
-    {"sluice.http_server", luaopen_sluice_http_server},
-    {"sluice.crypto", luaopen_sluice_crypto},
-    {"sluice.web", luaopen_sluice_web},
-    {"sluice.edit", luaopen_sluice_edit},
+    {"sluice._http_server", luaopen_sluice__http_server},
+    {"sluice._crypto", luaopen_sluice__crypto},
+    {"sluice._web", luaopen_sluice__web},
+    {"sluice._edit", luaopen_sluice__edit},
     {NULL, NULL},
 };
 
@@ -35,7 +33,36 @@ void modules_preload(lua_State *L) {
 }
 
 void modules_shutdown(lua_State *L) {
+  control_close_all(); /* C handles, closed by the loop's next run */
+  guard_shutdown(L);   /* preempted coroutines are not resumed any more */
+  l_store_shutdown();  /* the writer: commits what is queued */
   http_shutdown(L);
   sqlite_shutdown(L);
   http_lua_shutdown(); /* the HTTP API's server and connections */
+}
+
+void modules_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
+                   int closable) {
+  luaL_newmetatable(L, name);
+  if (methods) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  if (gc) {
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  if (gc && closable) {
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_pop(L, 1);
+}
+
+int modules_fail(lua_State *L, const char *code, const char *msg) {
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s: %s", code, msg);
+  lua_pushstring(L, code);
+  return 3;
 }

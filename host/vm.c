@@ -12,10 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codec.h"
 #include "embedded.h"
 #include "guard.h"
-#include "host_lib.h"
 #include "modules.h"
 
 vm *vm_of(lua_State *L) { return *(vm **)lua_getextraspace(L); }
@@ -227,10 +225,7 @@ int vm_open(vm *v, char *err, size_t errsz) {
 void vm_close(vm *v) {
   if (!v->open) return;
   lua_State *L = v->L;
-  control_close_all();  /* C handles, closed by the uv_run below */
-  guard_shutdown(L);     /* preempted coroutines are not resumed any more */
-  host_lib_shutdown(L); /* the writer: commits what is queued */
-  modules_shutdown(L);  /* curl's handles, SQLite databases */
+  modules_shutdown(L); /* C handles, the writer, curl, SQLite: closed by the uv_run below */
   uv_run(&v->loop, UV_RUN_NOWAIT);
   /* luv's own handles: close them through luv so its references go too */
   lua_getfield(L, LUA_REGISTRYINDEX, "sluice.uv_walk");

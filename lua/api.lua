@@ -13,7 +13,7 @@ local http = require "sluice.router"
 local keys = require "sluice.keys"
 local quota = require "sluice.quota"
 local duration = require "sluice.duration"
-local host = require "sluice.host"
+local clock = require "sluice._clock"
 
 local M = {}
 
@@ -112,7 +112,7 @@ for _, g in ipairs(groups) do require(g) end
 --- message.
 function M.start(opts, launch)
   local h = opts.http or M.options({})
-  local ctx = { launch = launch, opts = h, store = opts.store, started_us = host.now(), ready = false }
+  local ctx = { launch = launch, opts = h, store = opts.store, started_us = clock.now(), ready = false }
   M.ctx = ctx
   local n = require("sluice.runs_index").backfill()
   if n > 0 then http.log("run listings: indexed the %d runs the store had", n) end

@@ -1,8 +1,12 @@
 --- sluice.cli: the commands written in Lua (run, runs, status): argument
 --- parsing, store opening, output as a table or as JSON. main() returns the
 --- exit code: 0 success, 1 the pipeline failed, 2 bad usage or bad input.
-local host = require "sluice.host"
-local json = require("sluice.codec").edge -- what is printed: JSON at the edge
+local clock = require "sluice._clock"
+local codec = require "sluice._codec"
+local ids = require "sluice._ids"
+local store = require "sluice._store"
+local vm = require "sluice._vm"
+local json = require("sluice._codec").edge -- what is printed: JSON at the edge
 local engine = require "sluice.engine"
 local errors = require "sluice.errors"
 local control = require "sluice.control"
@@ -247,7 +251,7 @@ end
 
 local function open_store(opts, readonly)
   local dir = opts.store or os.getenv("SLUICE_STORE") or ".sluice"
-  local ok, msg = host.open(dir, readonly)
+  local ok, msg = store.open(dir, readonly)
   if not ok then
     errf("%s", msg)
     return false
@@ -279,7 +283,7 @@ end
 -- work). Returns "mine", "free" or a control client; or nil after printing
 -- why (exit 2).
 local function find_writer(take, serve_only)
-  local w, err, code = control.find_writer(host.dir(), {
+  local w, err, code = control.find_writer(store.dir(), {
     take = take and "run" or nil, roles = serve_only and { serve = true } or nil,
     notice = function(msg) errf("%s", msg) end,
   })
@@ -337,7 +341,7 @@ local function check_existing(id, input)
   local r = read_run(id)
   if r == nil then return false end
   if not r or input == nil then return true end
-  local given, stored = host.encode(input), host.encode(r.input == nil and json.null or r.input)
+  local given, stored = codec.try_encode(input), codec.try_encode(r.input == nil and json.null or r.input)
   if given == stored then return true end
   if r.status == "completed" or r.status == "cancelled" then
     io.stderr:write(("sluice: run %s is %s, with another input than --input, which is ignored%s;" ..
@@ -427,7 +431,7 @@ function M.run(args)
 
   local input
   if opts.input then
-    local v, derr = host.decode(opts.input)
+    local v, derr = codec.try_decode(opts.input)
     if derr then
       -- the one depth limit of values (codec.h), checked here, once
       errf("--input %s: %s", derr:find("nesting deeper", 1, true) and "nests too deeply" or "is not valid JSON", derr)
@@ -452,7 +456,7 @@ function M.run(args)
   if opts.id and not check_existing(opts.id, opts.input and input) then return 2 end
   local events = require "sluice.events"
   local sent_before = events.last_seq()
-  local rec, code = run_or_hand_over(p, input, opts.id or host.new_id(),
+  local rec, code = run_or_hand_over(p, input, opts.id or ids.new_id(),
     opts.namespace and { fields = { namespace = opts.namespace } })
   if not rec then return code end
   -- sends of this process (a run handed to serve sends there)
@@ -481,7 +485,7 @@ end
 -- Executes run id of p here, listening on the control socket meanwhile so
 -- that sluice cancel reaches it. Returns the record, or nil and 2.
 local function run_here(p, input, id, exec_opts)
-  local listening, lerr = control.listen(host.dir(), { role = "run", run_id = id })
+  local listening, lerr = control.listen(store.dir(), { role = "run", run_id = id })
   if not listening then errf("warning: %s: this run cannot be cancelled from another process", lerr) end
   local rec, err = engine.execute(p, input, id, exec_opts)
   if listening then control.close(("sluice run of %s ended"):format(id)) end
@@ -504,14 +508,14 @@ run_or_hand_over = function(p, input, id, exec_opts)
     if not w then return nil, 2 end
     if w == "mine" then return run_here(p, input, id, exec_opts) end
     if exec_opts then
-      errf("--namespace: %s is owned by a sluice serve; start the run through it with the namespace's key", host.dir())
+      errf("--namespace: %s is owned by a sluice serve; start the run through it with the namespace's key", store.dir())
       return nil, 2
     end
     local pid = w.holder.pid
     local reply, why, code = w:call({ kind = "run", pipeline = p.name, input = input, id = id }, {
       first_frame_ms = ANSWER_MS,
       on_progress = function()
-        errf("%s is served by sluice serve (pid %d): run %s handed to it", host.dir(), pid, id)
+        errf("%s is served by sluice serve (pid %d): run %s handed to it", store.dir(), pid, id)
       end,
     })
     w:close()
@@ -574,9 +578,9 @@ end
 local STATUSES = { "pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled" }
 local FINISHED = { completed = true, failed = true, cancelled = true }
 
--- Milliseconds since the epoch of a time the engine wrote (host.iso).
+-- Milliseconds since the epoch of a time the engine wrote (clock.iso).
 local function iso_ms(s)
-  local t = s and host.parse_time(s)
+  local t = s and clock.parse_time(s)
   if not t then return nil end
   local frac = s:match("%.(%d+)Z$") or ""
   return t * 1000 + (tonumber((frac .. "000"):sub(1, 3)) or 0)
@@ -587,7 +591,7 @@ end
 -- attempt; the record keeps the last one's start).
 local function run_times(r)
   local done = FINISHED[r.status]
-  local end_ms = done and iso_ms(r.finished_at) or host.now() / 1000
+  local end_ms = done and iso_ms(r.finished_at) or clock.now() / 1000
   local total = end_ms and r.created_us and math.max(0, end_ms - r.created_us / 1000)
   local attempt
   if done and r.status ~= "cancelled" and r.duration_ms then
@@ -626,7 +630,7 @@ function M.status_doc(r, steps)
   for i, s in ipairs(steps) do
     doc.steps[i] = {
       id = s.id, status = s.status, attempts = s.attempts, branch = s.branch, position = s.pos,
-      started_at = host.iso(s.started_us), duration_ms = s.duration_us / 1000, size = s.size or 0,
+      started_at = clock.iso(s.started_us), duration_ms = s.duration_us / 1000, size = s.size or 0,
       error = s.error and s.error.message,
     }
   end
@@ -686,11 +690,11 @@ function M.status(args)
   local r = read_run(pos[1])
   if r == nil then return 2 end
   if not r then
-    errf("no run %s in %s", pos[1], host.dir())
+    errf("no run %s in %s", pos[1], store.dir())
     return 2
   end
   local steps = engine.get_steps(r.id)
-  local now_ms = host.now() / 1000
+  local now_ms = clock.now() / 1000
   -- a "running" record is a step in flight (engine.lua publishes those that
   -- run 0.5 s or more); in a run that is over, or whose process is gone,
   -- one that was cut off
@@ -718,7 +722,7 @@ function M.status(args)
   for _, st in ipairs(steps) do
     if st.status == "running" then
       out(("in flight  step '%s' (attempt %d), started %s, running for %s\n"):format(
-        st.id, st.attempts, host.iso(st.started_us), ms_text(st.duration_us / 1000)))
+        st.id, st.attempts, clock.iso(st.started_us), ms_text(st.duration_us / 1000)))
     end
   end
   if r.error then
@@ -785,7 +789,7 @@ end
 --- The schedules as the store holds them (name, spec, tz, next_at,
 --- last_at, runs, enabled, ...), by name.
 function M.list_schedules()
-  local _, vals = host.scan("schedules", "")
+  local _, vals = store.raw_scan("schedules", "")
   local list = {}
   for i, raw in ipairs(vals or {}) do list[i] = json.decode(raw) end
   return list
@@ -799,7 +803,7 @@ function M.schedules(args)
   local every = require "sluice.every"
   local list = M.list_schedules()
   if opts.json then
-    local now = host.now() // 1000000
+    local now = clock.now() // 1000000
     for _, s in ipairs(list) do
       s.next_fires = json.array(every.next_fires(every.spec_of(s), now, s.tz, 5))
     end
@@ -991,7 +995,7 @@ function M.rerun(args)
   end
   local orig = engine.get_run(pos[1])
   if not orig then
-    errf("no run %s in %s", pos[1], host.dir())
+    errf("no run %s in %s", pos[1], store.dir())
     return 2
   end
   if not orig.file then
@@ -1025,7 +1029,7 @@ function M.trigger(args)
   if #pos ~= 1 then return usage_error("trigger", "trigger needs exactly one SCHEDULE") end
   local input
   if opts.input then
-    local v, derr = host.decode(opts.input)
+    local v, derr = codec.try_decode(opts.input)
     if derr then
       errf("--input is not valid JSON: %s", derr)
       return 2
@@ -1037,7 +1041,7 @@ function M.trigger(args)
   if not w then return 2 end
   if w == "free" then
     errf("no sluice serve owns %s: schedules run under 'sluice serve' (start it), or run the pipeline with 'sluice run FILE --pipeline NAME'",
-      host.dir())
+      store.dir())
     return 2
   end
   local id
@@ -1068,7 +1072,7 @@ function M.reload(args)
   local w = find_writer(false, true)
   if not w then return 2 end
   if w == "free" then
-    errf("no sluice serve owns %s: nothing to reload (sluice run loads its file each time)", host.dir())
+    errf("no sluice serve owns %s: nothing to reload (sluice run loads its file each time)", store.dir())
     return 2
   end
   local reply, why = w:call({ kind = "reload" }, { first_frame_ms = ANSWER_MS })
@@ -1202,7 +1206,7 @@ function M.types(args)
   if not opts then return pos end
   if #pos ~= 1 then return usage_error("types", "types needs exactly one DIR") end
   local fs = require "sluice.fs"
-  local files = host.embedded("types/")
+  local files = vm.embedded("types/")
   local names = {}
   for path in pairs(files) do names[#names + 1] = path end
   table.sort(names)
@@ -1227,7 +1231,7 @@ function M.main(cmd, ...)
     return debug.traceback(type(e) == "table" and (e.message or tostring(e)) or tostring(e), 2)
   end, args)
   local written = stdout_ok()
-  host.stop()
+  vm.stop()
   if not ok then
     errf("%s", code)
     return 1

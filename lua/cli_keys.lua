@@ -1,7 +1,7 @@
 --- sluice.cli_keys: the commands for the HTTP API's keys and namespaces
 --- (lua/keys.lua, lua/quota.lua). They write the store directly, also while
 --- a serve runs; serve reads keys and namespaces on every request.
-local json = require("sluice.codec").edge -- what is printed: JSON at the edge
+local json = require("sluice._codec").edge -- what is printed: JSON at the edge
 local cli = require "sluice.cli"
 local keys = require "sluice.keys"
 local quota = require "sluice.quota"

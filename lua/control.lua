@@ -25,10 +25,12 @@
 --- start = fn(p, input, id, opts) (does not), pipeline = fn(name) -> handle
 --- (loading a file that appeared a moment ago), reload = fn() -> results
 --- (sluice.reload.all)}, the last five for serve.
-local host = require "sluice.host"
-local codec = require "sluice.codec"
+local clock = require "sluice._clock"
+local lock = require "sluice._lock"
+local store = require "sluice._store"
+local codec = require "sluice._codec"
 local sched = require "sluice.sched"
-local sock = require "sluice.control_socket"
+local sock = require "sluice._control"
 local uv = require "luv"
 
 local M = {}
@@ -126,10 +128,10 @@ end
 --- holds the store's writer lock. h is ctx.host of every request.
 ---@return boolean|nil ok, string? err, string? code
 function M.listen(dir, h)
-  if server then return nil, "this process listens on its control socket already", "EEXIST" end
+  if server then return nil, "EEXIST: this process listens on its control socket already", "EEXIST" end
   local s, err, code = sock.listen(dir, on_conn)
   if not s then return nil, err, code end
-  server, offer, since = s, h, host.iso(host.now())
+  server, offer, since = s, h, clock.iso(clock.now())
   return true
 end
 
@@ -224,11 +226,11 @@ function Client:next_frame(deadline)
       return f
     end
     if self.ended then return nil, self.ended[1], self.ended[2] end
-    if self.closed then return nil, "the connection is closed", "EPIPE" end
+    if self.closed then return nil, "EPIPE: the connection is closed", "EPIPE" end
     local timer
     if deadline then
       local ms = (deadline - uv.hrtime()) / 1e6
-      if ms <= 0 then return nil, "no answer in time", "ETIMEDOUT" end
+      if ms <= 0 then return nil, "ETIMEDOUT: no answer in time", "ETIMEDOUT" end
       timer = uv.new_timer()
       timer:start(math.ceil(ms), 0, function() self:wake() end)
     end
@@ -294,14 +296,15 @@ function M.find_writer(dir, opts)
   while true do
     local role, pid, msg
     if opts.take then
-      local ok
-      ok, msg, role, pid = host.lock(lock_path, opts.take)
+      local ok, code
+      ok, msg, code, role, pid = lock.take(lock_path, opts.take)
       if ok then return "mine" end
-      if not role then return nil, msg, "ELOCK" end
+      if code ~= "EBUSY" then return nil, msg, code end
     else
-      role, pid = host.lock_holder(lock_path)
+      role, pid, msg = lock.holder(lock_path)
+      if role == nil then return nil, pid, msg end
       if not role then return "free" end
-      msg = ("%s is held by another sluice process (sluice %s, pid %d)"):format(lock_path, role, pid)
+      msg = ("EBUSY: %s is held by another sluice process (sluice %s, pid %d)"):format(lock_path, role, pid)
     end
     if opts.roles and not opts.roles[role] then return nil, msg, "EBUSY" end
     local cl, err, code = M.connect(dir)
@@ -366,7 +369,7 @@ function H.status(_, ctx)
   local ids = {}
   for id in pairs(engine().active) do ids[#ids + 1] = id end
   table.sort(ids)
-  return { pid = PID, role = ctx.host.role, store = host.dir(), dir = ctx.host.dir,
+  return { pid = PID, role = ctx.host.role, store = store.dir(), dir = ctx.host.dir,
     run_id = ctx.host.run_id, since = since, stopping = ctx.host.stopping, runs = codec.array(ids) }
 end
 H.ping = H.status
@@ -392,7 +395,7 @@ function H.rerun(req, ctx)
   local id, from = need(req, "id", "string"), need(req, "from", "string")
   local e = engine()
   local orig = e.get_run(id)
-  if not orig then fail("ENOTFOUND", ("no run %s in %s"):format(id, host.dir())) end
+  if not orig then fail("ENOTFOUND", ("no run %s in %s"):format(id, store.dir())) end
   local p = h.pipeline(orig.pipeline)
   if not p then
     fail("ENOTFOUND", ("pipeline '%s' of run %s is not loaded by this serve (it serves %s)")
@@ -419,7 +422,7 @@ function H.trigger(req, ctx)
   local e = engine()
   local p = e.pipelines[s.pipeline]
   if not p then fail("ENOTFOUND", ("schedule '%s': pipeline '%s' is not defined"):format(name, s.pipeline)) end
-  local base = s.name .. "@manual-" .. host.iso(host.now())
+  local base = s.name .. "@manual-" .. clock.iso(clock.now())
   local id, n = base, 1
   while e.active[id] or e.get_run(id) do
     n = n + 1
@@ -467,7 +470,7 @@ function H.wait(req)
   local a = e.active[id]
   if not a then
     local r = e.get_run(id)
-    if not r then fail("ENOTFOUND", ("no run %s in %s"):format(id, host.dir())) end
+    if not r then fail("ENOTFOUND", ("no run %s in %s"):format(id, store.dir())) end
     return { run = r, live = false }
   end
   local me, settled, timer = coroutine.running(), false, nil

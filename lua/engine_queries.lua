@@ -1,7 +1,7 @@
 --- sluice.engine_queries: reading runs and steps from the store: one run,
 --- a run's steps, the unfinished runs, and the history newest first.
-local host = require "sluice.host"
-local json = require "sluice.codec" -- store records: exact
+local store = require "sluice._store"
+local json = require "sluice._codec" -- store records: exact
 local errors = require "sluice.errors"
 local runs_index = require "sluice.runs_index"
 local M = require "sluice.engine_core"
@@ -13,13 +13,13 @@ local function decode_run(id, raw)
   local ok, r = pcall(json.decode, raw)
   if ok and type(r) == "table" then return r end
   return nil, ("the record of run %s in %s is corrupt (%s): the store was damaged or written by another program")
-    :format(id, host.dir(), ok and "not a JSON object" or tostring(r))
+    :format(id, store.dir(), ok and "not a JSON object" or tostring(r))
 end
 
 --- Reads a run record, or nil. A record that does not decode raises an
 --- error naming it (listings skip it: M.list_runs).
 function M.get_run(id)
-  local raw, err, code = host.get("runs", id)
+  local raw, err, code = store.raw_get("runs", id)
   if err then store_error("reading run " .. id, err, code) end
   if not raw then return nil end
   local r, cerr = decode_run(id, raw)
@@ -29,13 +29,13 @@ end
 
 --- Steps of a run as stored, in the order they started.
 function M.get_steps(id)
-  local keys, vals = host.scan("steps", id .. "\0")
+  local keys, vals = store.raw_scan("steps", id .. "\0")
   if not keys then store_error("reading the steps of run " .. id, vals) end
   local list = {}
   for i = 1, #vals do
-    local rec, off = host.step_fields(vals[i])
+    local rec, off = store.step_fields(vals[i])
     if off then
-      local v = host.decode(vals[i], off)
+      local v = json.try_decode(vals[i], off)
       if rec.status == "completed" then rec.result = v else rec.error = v end
     end
     list[i] = rec
@@ -51,7 +51,7 @@ end
 --- The runs not yet completed, failed or cancelled, oldest first (from
 --- the active_runs index, not the whole history).
 function M.unfinished_runs()
-  local keys = host.scan("active_runs", "")
+  local keys = store.raw_scan("active_runs", "")
   local out = {}
   for _, id in ipairs(keys or {}) do
     local r = M.get_run(id)
@@ -74,11 +74,11 @@ function M.list_runs(filter)
   -- cost a few keys, not a scan of all of them
   local page, seen = limit, 0
   while true do
-    local keys, kerr, kcode = host.scan("runs_by_time", "", true, page)
+    local keys, kerr, kcode = store.raw_scan("runs_by_time", "", true, page)
     if not keys then store_error("listing runs", kerr, kcode) end
     for i = seen + 1, #keys do
       local id = keys[i]:sub(9)
-      local raw, err, code = host.get("runs", id)
+      local raw, err, code = store.raw_get("runs", id)
       if err then store_error("reading run " .. id, err, code) end
       local r, cerr = nil, nil
       if raw then r, cerr = decode_run(id, raw) end

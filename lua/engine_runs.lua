@@ -1,14 +1,17 @@
 --- sluice.engine_runs: the life of a run (DESIGN §1-2): execute (start or
 --- resume) with its timeout and concurrency key, cancel, rerun, recorded
 --- failures, and child runs (`call`, `start`).
-local host = require "sluice.host"
+local clock = require "sluice._clock"
+local codec = require "sluice._codec"
+local idgen = require "sluice._ids"
+local store = require "sluice._store"
 local sched = require "sluice.sched"
 local duration = require "sluice.duration"
 local errors = require "sluice.errors"
 local liveness = require "sluice.liveness"
 local registry = require "sluice.registry"
 local runs_index = require "sluice.runs_index"
-local guard = require "sluice.guard"
+local guard = require "sluice._guard"
 local uv = require "luv"
 local M = require "sluice.engine_core"
 
@@ -17,7 +20,7 @@ local store_error = errors.store
 local active = M.active
 
 local function load_steps(run)
-  local raw, order, code = host.load_steps(run.id)
+  local raw, order, code = store.load_steps(run.id)
   if not raw then store_error("loading the steps of run " .. run.id, order, code) end
   run.raw, run.order = raw, order
 end
@@ -37,7 +40,7 @@ local function acquire_slot(run, key, limit, fresh)
     local rec = run.record
     rec.status = "pending"
     local ops = runs_index.ops(rec, fresh and { "active_runs", run.id, "" } or nil)
-    local ok, msg, code = host.commit(ops)
+    local ok, msg, code = store.raw_commit(ops)
     if not ok then store_error("queueing run " .. run.id, msg, code) end
     run.created = fresh
     local me = coroutine.running()
@@ -103,8 +106,8 @@ function M.execute(p, input, id, opts)
     end
     if existing.status == "completed" or existing.status == "cancelled" then return existing end
   end
-  local now = host.now()
-  id = id or host.new_id()
+  local now = clock.now()
+  id = id or idgen.new_id()
   if not existing and p.params then
     -- declared parameters: checked and defaulted before the run exists
     local v, perr = require("sluice.params").apply(p, input, { id = id, pipeline = p.name, created_us = now,
@@ -114,11 +117,11 @@ function M.execute(p, input, id, opts)
   end
   local rec = existing
   if not rec then
-    rec = { id = id, pipeline = p.name, input = input, created_at = host.iso(now), created_us = now, attempt = 0 }
+    rec = { id = id, pipeline = p.name, input = input, created_at = clock.iso(now), created_us = now, attempt = 0 }
     for k, v in pairs(opts.fields or {}) do rec[k] = v end
   end
   if not existing and input ~= nil then
-    local _, ierr = host.encode(input, "input")
+    local _, ierr = codec.try_encode(input, "input")
     if ierr then return nil, "the input cannot be stored: " .. ierr, "usage" end
   end
   local popts = p.opts or {}
@@ -155,22 +158,22 @@ function M.execute(p, input, id, opts)
     end
     if run.stop then
       -- cancelled while pending
-      rec.status, rec.finished_at = "cancelled", host.iso(host.now())
-      local cok, cmsg, ccode = host.commit(runs_index.ops(rec, { "active_runs", id, false }))
+      rec.status, rec.finished_at = "cancelled", clock.iso(clock.now())
+      local cok, cmsg, ccode = store.raw_commit(runs_index.ops(rec, { "active_runs", id, false }))
       release(rec)
       if not cok then store_error("cancelling run " .. id, cmsg, ccode) end
       return rec
     end
     existing = existing or run.created
-    now = host.now()
+    now = clock.now()
   end
 
-  rec.status, rec.started_at, rec.finished_at, rec.error = "running", host.iso(now), nil, nil
+  rec.status, rec.started_at, rec.finished_at, rec.error = "running", clock.iso(now), nil, nil
   rec.file, rec.source_hash = p.file, p.hash
   rec.attempt = (rec.attempt or 0) + 1
   local ops = runs_index.ops(rec, { "active_runs", id, "" })
   for _, v in ipairs(opts.extra_ops or {}) do ops[#ops + 1] = v end
-  local ok, msg, code = host.commit(ops)
+  local ok, msg, code = store.raw_commit(ops)
   if not ok then
     release(nil)
     store_error("starting run " .. id, msg, code)
@@ -179,7 +182,7 @@ function M.execute(p, input, id, opts)
 
   -- the run's timeout counts from its creation, across restarts
   if rec.deadline_us then
-    local left_ms = (rec.deadline_us - host.now()) / 1000
+    local left_ms = (rec.deadline_us - clock.now()) / 1000
     local msg_t = ("run timed out after %s"):format(popts.timeout or "its timeout")
     if left_ms <= 0 then
       run.stop = { reason = "timeout", message = msg_t }
@@ -203,11 +206,11 @@ function M.execute(p, input, id, opts)
   end
   if run.fatal then run_ok, run_res = false, run.fatal end
   if run.stop then run_ok, run_res = false, M.stop_error(run.stop.reason, run.stop.message) end
-  local done = host.now()
-  rec.finished_at = host.iso(done)
+  local done = clock.now()
+  rec.finished_at = clock.iso(done)
   rec.duration_ms = (done - now) / 1000
   if run_ok then
-    local _, rerr = host.encode(run_res, "result")
+    local _, rerr = codec.try_encode(run_res, "result")
     if rerr then
       run_ok, run_res = false, { message = ("pipeline '%s' returned a value that cannot be stored: %s"):format(p.name, rerr) }
     end
@@ -228,7 +231,7 @@ function M.execute(p, input, id, opts)
   if rec.status == "completed" and opts.finish_ops then
     for _, v in ipairs(opts.finish_ops(rec)) do fin[#fin + 1] = v end
   end
-  ok, msg, code = host.commit(fin)
+  ok, msg, code = store.raw_commit(fin)
   release(rec)
   if not ok then store_error("finishing run " .. id, msg, code) end
   rec.replayed, rec.executed = run.replayed, run.executed
@@ -239,10 +242,10 @@ end
 --- failed with `message`, unless a run with that id exists.
 function M.record_failure(id, pipeline_name, input, message)
   if M.get_run(id) then return end
-  local now = host.now()
+  local now = clock.now()
   local rec = { id = id, pipeline = pipeline_name, status = "failed", attempt = 1, input = input,
-    created_at = host.iso(now), created_us = now, finished_at = host.iso(now), error = { message = message } }
-  local ok, msg, code = host.commit(runs_index.ops(rec))
+    created_at = clock.iso(now), created_us = now, finished_at = clock.iso(now), error = { message = message } }
+  local ok, msg, code = store.raw_commit(runs_index.ops(rec))
   if not ok then store_error("recording run " .. id, msg, code) end
 end
 
@@ -265,9 +268,9 @@ function M.cancel(run_id)
   if r.status == "completed" or r.status == "failed" or r.status == "cancelled" then
     return nil, ("run %s is already %s"):format(run_id, r.status)
   end
-  r.status, r.finished_at = "cancelled", host.iso(host.now())
+  r.status, r.finished_at = "cancelled", clock.iso(clock.now())
   r.error = { code = "ECANCELLED", message = "cancelled", reason = "cancelled" }
-  local ok, msg, code = host.commit(runs_index.ops(r, { "active_runs", run_id, false }))
+  local ok, msg, code = store.raw_commit(runs_index.ops(r, { "active_runs", run_id, false }))
   if not ok then store_error("cancelling run " .. run_id, msg, code) end
   -- its unfinished children, found by their parent field
   for _, c in ipairs(M.unfinished_runs()) do
@@ -294,23 +297,23 @@ function M.prepare_rerun(run_id, from_step, new_id, fields)
     for i, st in ipairs(steps) do ids[i] = st.id end
     return nil, ("run %s has no step '%s'; its steps: %s"):format(run_id, from_step, table.concat(ids, ", "))
   end
-  new_id = new_id or host.new_id()
+  new_id = new_id or idgen.new_id()
   local ok, err = check_run_id(new_id)
   if not ok then return nil, err end
   if M.get_run(new_id) then return nil, ("run %s exists already: pass another --id"):format(new_id) end
-  local now = host.now()
+  local now = clock.now()
   local rec = { id = new_id, pipeline = r.pipeline, input = r.input, status = "pending", attempt = 0,
-    created_at = host.iso(now), created_us = now, rerun_of = run_id, rerun_from = from_step, namespace = r.namespace }
+    created_at = clock.iso(now), created_us = now, rerun_of = run_id, rerun_from = from_step, namespace = r.namespace }
   for k, v in pairs(fields or {}) do rec[k] = v end
   local ops = runs_index.ops(rec, { "active_runs", new_id, "" })
   for i = 1, cut - 1 do
     local st = steps[i]
     if st.status == "completed" then
-      local raw = host.get("steps", run_id .. "\0" .. st.id)
+      local raw = store.raw_get("steps", run_id .. "\0" .. st.id)
       ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "steps", new_id .. "\0" .. st.id, raw
     end
   end
-  local cok, msg, code = host.commit(ops)
+  local cok, msg, code = store.raw_commit(ops)
   if not cok then store_error("creating run " .. new_id, msg, code) end
   return new_id, r
 end
@@ -348,17 +351,17 @@ local function child_run(what, p, input, opts)
   local parent = br.run
   local child_id = M.memo(what, function()
     local id = opts.id or (parent.id .. "/" .. what .. "@" .. (br.name == "" and "" or br.name .. "/") .. br.pos)
-    local now = host.now()
+    local now = clock.now()
     if p.params then
       local perr
       input, perr = require("sluice.params").apply(p, input, { id = id, pipeline = p.name, created_us = now })
       if not input then error(("%s '%s': %s"):format(what, p.name, perr), 0) end
     end
     local rec = { id = id, pipeline = p.name, input = input, status = "pending", attempt = 0,
-      created_at = host.iso(now), created_us = now, parent = parent.id, namespace = parent.record.namespace }
-    local enc, err = host.encode(rec, "child", true)
+      created_at = clock.iso(now), created_us = now, parent = parent.id, namespace = parent.record.namespace }
+    local enc, err = codec.try_encode(rec, "child", true)
     if not enc then error(("%s '%s': the input cannot be stored: %s"):format(what, p.name, err), 0) end
-    if host.get("runs", id) then return id end -- an explicit id that exists: reuse it
+    if store.raw_get("runs", id) then return id end -- an explicit id that exists: reuse it
     return id, runs_index.ops(rec, { "active_runs", id, "" })
   end, 3)
   parent.children[child_id] = true

@@ -10,14 +10,15 @@
 --- (the main function is branch "", each function given to `parallel` its
 --- own branch), so a resume whose code calls steps in another order fails
 --- loudly instead of handing a stored result to the wrong step.
-local host = require "sluice.host"
-local json = require "sluice.codec" -- store records: exact
+local clock = require "sluice._clock"
+local store = require "sluice._store"
+local json = require "sluice._codec" -- store records: exact
 local sched = require "sluice.sched"
 local duration = require "sluice.duration"
 local errors = require "sluice.errors"
 local registry = require "sluice.registry"
 local runs_index = require "sluice.runs_index"
-local guard = require "sluice.guard"
+local guard = require "sluice._guard"
 local logs = require "sluice.log"
 local step_options = require "sluice.step_options"
 local worker = require "sluice.step_worker"
@@ -106,7 +107,7 @@ local function recorded(run, br, pos, id, level)
     error(run.fatal, level + 1)
   end
   if raw and not recorded_here then
-    local rec = host.step_fields(raw)
+    local rec = store.step_fields(raw)
     run.fatal = errors.new("EDIVERGED", (
       "run %s diverged from its recorded history: step '%s' was recorded at position %d of branch %s " ..
       "but the code now calls it at position %d of branch %s; resume it with the code that started it, " ..
@@ -184,7 +185,7 @@ end
 
 local function commit_step(run, key, value_json, id)
   -- the lines the step logged commit with its record (stdlib/sluice/log.lua)
-  local ok, msg, code = host.commit(logs.ops(run, id, { "steps", key, value_json }))
+  local ok, msg, code = store.raw_commit(logs.ops(run, id, { "steps", key, value_json }))
   if not ok then store_error(("step '%s': storing its result"):format(id), msg, code) end
 end
 
@@ -206,18 +207,18 @@ local sweep_timer
 local SHOW_AFTER_US = 500000
 
 local function publish_inflight()
-  local now, ops = host.now(), {}
+  local now, ops = clock.now(), {}
   for br in pairs(inflight) do
     local run = br.run
     if br.flight_shown ~= br.flight_attempt and now - br.flight_started >= SHOW_AFTER_US and M.active[run.id] then
       br.flight_shown = br.flight_attempt
       ops[#ops + 1], ops[#ops + 2] = "steps", step_key(run, br.flight_id)
-      ops[#ops + 1] = host.step_record("running", br.flight_attempt, br.flight_pos, br.flight_started, 0,
+      ops[#ops + 1] = store.step_record("running", br.flight_attempt, br.flight_pos, br.flight_started, 0,
         br.flight_id, br.name)
     end
   end
   if #ops == 0 then return end
-  local ok, msg = host.commit(ops)
+  local ok, msg = store.raw_commit(ops)
   -- only visibility is lost: the step's own commit reports a failing store
   if not ok and not M.stopping then io.stderr:write("sluice: recording the steps in flight: ", tostring(msg), "\n") end
 end
@@ -287,7 +288,7 @@ function M.step(id, a, b, ...)
   -- replay: the history recorded for this branch position must match
   local raw = recorded(run, br, pos, id, 2)
   if raw then
-    local completed, value = host.step_result(raw)
+    local completed, value = store.step_result(raw)
     if completed then
       -- the record is not needed again (a second use of the id is caught
       -- by seen): let it go, so a long replay does not hold every result
@@ -309,7 +310,7 @@ function M.step(id, a, b, ...)
   end
   local max_attempts = 1 + (opts and opts.retries or 0)
   local timeout_ms = opts and opts.timeout and duration.ms(opts.timeout) or M.step_timeout_ms
-  local started = host.now()
+  local started = clock.now()
   local attempt = 0
   M.executing = M.executing + 1
   flight_begin(br, id, pos, started)
@@ -332,18 +333,18 @@ function M.step(id, a, b, ...)
         local value = res
         local enc, eerr
         if value ~= nil then
-          enc, eerr = host.encode(value, "result")
+          enc, eerr = json.try_encode(value, "result")
         end
         if eerr then
           ok, retryable, res = false, false, { message = "returned a value that cannot be stored: " .. eerr }
         else
           inflight[br] = nil
           local cok, cerr = pcall(commit_step, run, step_key(run, id),
-            host.step_record("completed", attempt, pos, started, host.now() - started, id, br.name, enc), id)
+            store.step_record("completed", attempt, pos, started, clock.now() - started, id, br.name, enc), id)
           step_settled(br)
           if not cok then error(cerr, 0) end
           run.executed = run.executed + 1
-          if M.on_step then M.on_step(run.pipeline.name, attempt, host.now() - started, true) end
+          if M.on_step then M.on_step(run.pipeline.name, attempt, clock.now() - started, true) end
           return value
         end
       end
@@ -352,11 +353,11 @@ function M.step(id, a, b, ...)
       local err = step_failure(run, id, res, attempt)
       inflight[br] = nil
       local cok, cerr = pcall(commit_step, run, step_key(run, id),
-        host.step_record("failed", attempt, pos, started, host.now() - started, id, br.name,
+        store.step_record("failed", attempt, pos, started, clock.now() - started, id, br.name,
           json.encode({ code = err.code, message = err.message, traceback = err.traceback })), id)
       step_settled(br)
       if not cok then error(cerr, 0) end
-      if M.on_step then M.on_step(run.pipeline.name, attempt, host.now() - started, false) end
+      if M.on_step then M.on_step(run.pipeline.name, attempt, clock.now() - started, false) end
       error(err, 0)
     end
     if M.interruptible_wait(run, step_options.backoff_ms(opts.backoff, attempt)) then
@@ -413,24 +414,24 @@ function M.memo(kind, produce, level)
   local id = kind .. "@" .. (br.name == "" and "" or br.name .. "/") .. pos
   local raw = recorded(run, br, pos, id, level)
   if raw then
-    local completed, value = host.step_result(raw)
+    local completed, value = store.step_result(raw)
     if completed then
       run.replayed = run.replayed + 1
       return value, true
     end
   end
   if M.stopping then park() end
-  local started = host.now()
+  local started = clock.now()
   -- produce may also return a function that commits the batch itself (the
   -- stream builds its records in C and adds this step's record to them)
   local value, ops, committer = produce()
   local enc, eerr
-  if value ~= nil then enc, eerr = host.encode(value, "result") end
+  if value ~= nil then enc, eerr = json.try_encode(value, "result") end
   if eerr then error(("%s: %s"):format(kind, eerr), level) end
   local batch = { "steps", step_key(run, id),
-    host.step_record("completed", 1, pos, started, host.now() - started, id, br.name, enc) }
+    store.step_record("completed", 1, pos, started, clock.now() - started, id, br.name, enc) }
   for _, v in ipairs(ops or {}) do batch[#batch + 1] = v end
-  local ok, msg, code = (committer or host.commit)(batch)
+  local ok, msg, code = (committer or store.raw_commit)(batch)
   if not ok then store_error(("%s: storing it"):format(kind), msg, code) end
   run.executed = run.executed + 1
   return value, false
@@ -440,7 +441,7 @@ end
 function M.set_status(run, status)
   if run.record.status == status then return end
   run.record.status = status
-  local ok, msg, code = host.commit(runs_index.ops(run.record))
+  local ok, msg, code = store.raw_commit(runs_index.ops(run.record))
   if not ok then store_error("run " .. run.id .. ": setting status " .. status, msg, code) end
 end
 
@@ -449,8 +450,8 @@ end
 --- once. The run's status is "sleeping" meanwhile.
 function M.sleep(d)
   local ms = duration.ms(d, "sleep")
-  local wake_us = M.memo("sleep", function() return host.now() + math.floor(ms * 1000) end, 2)
-  local left_ms = (wake_us - host.now()) / 1000
+  local wake_us = M.memo("sleep", function() return clock.now() + math.floor(ms * 1000) end, 2)
+  local left_ms = (wake_us - clock.now()) / 1000
   if left_ms > 0 then
     local run = M.current_branch("sleep").run
     M.set_status(run, "sleeping")

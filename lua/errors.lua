@@ -16,7 +16,7 @@
 ---    the message does not already name.
 --- With --debug (sluice run, sluice serve) or SLUICE_DEBUG=1 nothing is
 --- trimmed, and a relocated message carries the frames where sluice raised it.
-local host = require "sluice.host"
+local C = require "sluice._errors"
 
 local M = {}
 
@@ -39,7 +39,7 @@ end
 -- sluice's own chunks (their `source`) and how tracebacks show them; "=sluice"
 -- is the boot chunk of main.c
 local internal, internal_short = { ["=sluice"] = true }, { sluice = true }
-for _, src in ipairs(host.internal_sources()) do
+for _, src in ipairs(C.internal_sources()) do
   internal[src] = true
   internal_short[short_src(src)] = true
 end
@@ -109,7 +109,7 @@ end
 
 --- fn wrapped as an entry point of the pipeline API (see above).
 function M.entry(fn)
-  return host.entry(fn, M.relocate)
+  return C.entry(fn, M.relocate)
 end
 
 local function frame_location(line)
@@ -167,10 +167,11 @@ function M.new(code, message, fields, mt)
   return setmetatable(e, mt or Error)
 end
 
---- Raises the error of a failed store operation: "<what>: <msg> (<CODE>)"
---- with code = the store's code (EIO, EFULL...).
+--- Raises the error of a failed store operation: "<what>: <CODE>: <msg>"
+--- (msg is the store's "CODE: message") with code = the store's code (EIO,
+--- EFULL...).
 function M.store(what, msg, code)
-  error(M.new(code and tostring(code) or "ESTORE", ("%s: %s (%s)"):format(what, tostring(msg), tostring(code))), 0)
+  error(M.new(code and tostring(code) or "ESTORE", ("%s: %s"):format(what, tostring(msg))), 0)
 end
 
 --- An error as users read it: its message (once), then the frames of its

@@ -8,8 +8,9 @@
 --- dispatches it from a cursor kept in "meta": the handlers' runs are
 --- created as pending in the same commit that moves the cursor, so a crash
 --- between the two is impossible.
-local host = require "sluice.host"
-local json = require "sluice.codec" -- store records: exact
+local clock = require "sluice._clock"
+local store = require "sluice._store"
+local json = require "sluice._codec" -- store records: exact
 local engine = require "sluice.engine"
 local sched = require "sluice.sched"
 local duration = require "sluice.duration"
@@ -25,7 +26,7 @@ local function id_of(seq) return ("%016x"):format(seq) end
 
 local function load_seq()
   if next_seq then return end
-  local keys = host.scan("sends", "", true, 1)
+  local keys = store.raw_scan("sends", "", true, 1)
   next_seq = (keys and keys[1]) and sunpack(">I8", keys[1]) + 1 or 1
 end
 
@@ -50,8 +51,8 @@ function M.send(name, data)
     load_seq()
     local seq = next_seq
     next_seq = seq + 1
-    local ev = { name = name, data = data, ts = host.iso(host.now()) }
-    local enc, err = host.encode(ev, "event", true)
+    local ev = { name = name, data = data, ts = clock.iso(clock.now()) }
+    local enc, err = json.try_encode(ev, "event", true)
     if not enc then error(("send %q: the event cannot be stored: %s"):format(name, err), 4) end
     return { seq = seq, ev = ev }, { "sends", be64(seq), enc }
   end
@@ -63,13 +64,13 @@ function M.send(name, data)
       return { seq = v.seq }, op
     end, 2)
     if replayed then return id_of(sent.seq) end
-    sent.ev = json.decode(host.get("sends", be64(sent.seq)))
+    sent.ev = json.decode(store.raw_get("sends", be64(sent.seq)))
   else
     registry.forbid_at_load("send", 2)
     local op
     sent, op = produce()
-    local ok, msg, code = host.commit(op)
-    if not ok then error(("send %q: %s (%s)"):format(name, msg, code), 2) end
+    local ok, msg, code = store.raw_commit(op)
+    if not ok then error(("send %q: %s"):format(name, msg), 2) end
   end
   for _, f in ipairs(sent_listeners) do f(sent.seq, sent.ev) end
   return id_of(sent.seq)
@@ -110,15 +111,15 @@ end
 
 -- Run records (pending) for the handlers of one event.
 local function delivery_ops(seq, ev, ops, ids)
-  local now = host.now()
+  local now = clock.now()
   for _, h in ipairs(M.handlers) do
     if matches(h.pattern, ev.name) then
       local id = h.pipeline.name .. "@" .. id_of(seq)
-      if not host.get("runs", id) then
+      if not store.raw_get("runs", id) then
         local rec = {
           id = id, pipeline = h.pipeline.name, status = "pending", attempt = 0,
           input = { id = id_of(seq), name = ev.name, data = ev.data, ts = ev.ts },
-          created_at = host.iso(now), created_us = now, trigger = "event",
+          created_at = clock.iso(now), created_us = now, trigger = "event",
         }
         require("sluice.runs_index").ops(rec, ops)
         ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "active_runs", id, ""
@@ -149,9 +150,9 @@ function M.run_dispatcher(launch, log)
     end
   end
   M.dispatcher = d
-  local cursor = tonumber(host.get("meta", "sends_dispatched") or "0")
+  local cursor = tonumber(store.raw_get("meta", "sends_dispatched") or "0")
   while not d.stopped do
-    local keys, vals = host.scan("sends", "", false, 256, be64(cursor + 1))
+    local keys, vals = store.raw_scan("sends", "", false, 256, be64(cursor + 1))
     if not keys or #keys == 0 then
       waiting = true
       sched.wait()
@@ -163,7 +164,7 @@ function M.run_dispatcher(launch, log)
         cursor = seq
       end
       ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "meta", "sends_dispatched", tostring(cursor)
-      local ok, err = host.commit(ops)
+      local ok, err = store.raw_commit(ops)
       if not ok then
         log("dispatching events: %s", err)
         sched.sleep_ms(1000)
@@ -218,13 +219,13 @@ function M.wait_for(name, opts)
   local test = match_fn(name, opts.match)
   local timeout_ms = opts.timeout ~= nil and duration.ms(opts.timeout, "wait_for timeout") or nil
   local w = engine.memo("wait", function()
-    return { since = M.last_seq(), deadline_us = timeout_ms and host.now() + math.floor(timeout_ms * 1000) or nil }
+    return { since = M.last_seq(), deadline_us = timeout_ms and clock.now() + math.floor(timeout_ms * 1000) or nil }
   end, 2)
   local result = engine.memo("wait_result", function()
     -- events already sent since the wait began (a restart, a burst)
     local after = w.since
     while true do
-      local keys, vals = host.scan("sends", "", false, 1024, be64(after + 1))
+      local keys, vals = store.raw_scan("sends", "", false, 1024, be64(after + 1))
       if not keys or #keys == 0 then break end
       for i, k in ipairs(keys) do
         local ev = json.decode(vals[i])
@@ -237,7 +238,7 @@ function M.wait_for(name, opts)
     local run = engine.current_branch("wait_for").run
     local got
     local entry
-    local left_ms = w.deadline_us and math.max(0, (w.deadline_us - host.now()) / 1000) or nil
+    local left_ms = w.deadline_us and math.max(0, (w.deadline_us - clock.now()) / 1000) or nil
     engine.set_status(run, "waiting")
     local interrupted = engine.interruptible_wait(run, left_ms, function(finish)
       entry = {

@@ -7,7 +7,8 @@
 --- A schedule is named "<pipeline>@<canonical spec>" unless given a name.
 --- Every function users call here is an entry point (sluice.errors): errors
 --- name the user's line whatever level they are raised at.
-local host = require "sluice.host"
+local clock = require "sluice._clock"
+local crontab = require "sluice._cron"
 local duration = require "sluice.duration"
 local errors = require "sluice.errors"
 local entry = errors.entry
@@ -57,7 +58,7 @@ local function parse_at(text, level)
 end
 
 local function cron_spec(expr, level)
-  local canonical, err = host.cron_canonical(expr)
+  local canonical, err = crontab.canonical(expr)
   if not canonical then error(("every.cron(%q): %s"):format(expr, err), level) end
   return setmetatable({ kind = "cron", expr = canonical }, Spec)
 end
@@ -101,7 +102,7 @@ end
 --- The first fire strictly after `after` (Unix seconds), or false if never.
 ---@return integer|false|nil t, string? err
 function M.next_fire(spec, after, tz)
-  if spec.kind == "cron" then return host.cron_next(spec.expr, after, tz) end
+  if spec.kind == "cron" then return crontab.next(spec.expr, after, tz) end
   if spec.kind == "interval" then return (after // spec.step_s + 1) * spec.step_s end
   -- every n days at a local time: the daily cron, on local days divisible by n
   local h, m = spec.at_s // 3600, spec.at_s % 3600 // 60
@@ -109,9 +110,9 @@ function M.next_fire(spec, after, tz)
   local t = after
   for _ = 1, spec.days + 2 do
     local err
-    t, err = host.cron_next(expr, t, tz)
+    t, err = crontab.next(expr, t, tz)
     if not t then return t, err end
-    local off = host.tz_offset(tz, t) or 0
+    local off = crontab.tz_offset(tz, t) or 0
     if ((t + off) // 86400) % spec.days == 0 then return t end
   end
   return false
@@ -123,7 +124,7 @@ function M.next_fires(spec, after, tz, n)
   for i = 1, n do
     t = M.next_fire(spec, t, tz)
     if not t then break end
-    out[i] = host.utc(t)
+    out[i] = clock.utc(t)
   end
   return out
 end
@@ -155,7 +156,7 @@ local function check_opts(what, opts, level)
     end
   end
   if opts.tz ~= nil then
-    local ok, err = host.tz_check(opts.tz)
+    local ok, err = crontab.tz_check(opts.tz)
     if not ok then error(("%s: %s"):format(what, err), level) end
   end
   if opts.jitter ~= nil then duration.ms(opts.jitter, what .. " jitter") end
@@ -185,7 +186,7 @@ Spec.__call = entry(function(self, target, input, opts)
   local canonical = self:canonical()
   local what = ("every %q"):format(canonical)
   check_opts(what, merged, 3)
-  local first, ferr = M.next_fire(self, host.now() // 1000000, merged.tz)
+  local first, ferr = M.next_fire(self, clock.now() // 1000000, merged.tz)
   if ferr then error(("%s: %s"):format(what, ferr), 2) end
   if not first then
     error(("%s never fires%s: no date matches it"):format(what, merged.tz and (" in " .. merged.tz) or ""), 2)

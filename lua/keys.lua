@@ -10,9 +10,10 @@
 --- `sluice keys add/list/revoke` write the store directly, also while a
 --- serve runs (LMDB serializes the two writers); serve reads keys from the
 --- store on every request, so a revoked key stops working at once.
-local host = require "sluice.host"
-local json = require "sluice.codec" -- store records: exact
-local crypto = require "sluice.crypto"
+local clock = require "sluice._clock"
+local store = require "sluice._store"
+local json = require "sluice._codec" -- store records: exact
+local crypto = require "sluice._crypto"
 
 local M = {}
 
@@ -27,23 +28,23 @@ local DUMMY = crypto.sha256("sluice: no such key")
 -- "meta" api_keys holds how many keys exist, moved in the commit that adds
 -- or removes one: the check on every request is one lookup
 local function count()
-  return tonumber(host.get("meta", "api_keys") or "0")
+  return tonumber(store.raw_get("meta", "api_keys") or "0")
 end
 
 --- Whether any key exists (then the API needs one).
 function M.any()
-  return host.get("meta", "api_keys") ~= nil
+  return store.raw_get("meta", "api_keys") ~= nil
 end
 
 --- Every key record, by name, with last_used_at.
 function M.list()
-  local ids, vals = host.scan("api_keys", "")
+  local ids, vals = store.raw_scan("api_keys", "")
   local out = {}
   for i, id in ipairs(ids or {}) do
     local rec = json.decode(vals[i])
     rec.id = id
     rec.hash = nil
-    rec.last_used_at = host.get("meta", "key_used\0" .. id)
+    rec.last_used_at = store.raw_get("meta", "key_used\0" .. id)
     out[#out + 1] = rec
   end
   table.sort(out, function(a, b) return a.name < b.name end)
@@ -51,7 +52,7 @@ function M.list()
 end
 
 local function find(name)
-  local ids, vals = host.scan("api_keys", "")
+  local ids, vals = store.raw_scan("api_keys", "")
   for i, id in ipairs(ids or {}) do
     local rec = json.decode(vals[i])
     if rec.name == name then return id, rec end
@@ -69,9 +70,9 @@ function M.add(name, namespace, role)
   local id = hex(crypto.random(6))
   local secret = hex(crypto.random(32))
   local rec = { name = name, namespace = namespace, role = role, hash = crypto.sha256(secret),
-    created_at = host.iso(host.now()) }
-  local ok, err, code = host.commit({ "api_keys", id, json.encode(rec), "meta", "api_keys", tostring(count() + 1) })
-  if not ok then return nil, ("storing the key: %s (%s)"):format(err, code) end
+    created_at = clock.iso(clock.now()) }
+  local ok, err, code = store.raw_commit({ "api_keys", id, json.encode(rec), "meta", "api_keys", tostring(count() + 1) })
+  if not ok then return nil, ("storing the key: %s"):format(err) end
   return ("sk_%s_%s"):format(id, secret), rec
 end
 
@@ -80,16 +81,16 @@ function M.revoke(name)
   local id = find(name)
   if not id then return nil, ("no key named %s"):format(tostring(name)) end
   local left = count() - 1
-  local ok, err, code = host.commit({ "api_keys", id, false, "meta", "key_used\0" .. id, false,
+  local ok, err, code = store.raw_commit({ "api_keys", id, false, "meta", "key_used\0" .. id, false,
     "meta", "api_keys", left > 0 and tostring(left) or false })
-  if not ok then return nil, ("revoking the key: %s (%s)"):format(err, code) end
+  if not ok then return nil, ("revoking the key: %s"):format(err) end
   return true
 end
 
 --- The record of a presented key, or nil.
 function M.verify(key)
   local id, secret = key:match("^sk_(%x+)_(%x+)$")
-  local raw = id and #id == 12 and host.get("api_keys", id)
+  local raw = id and #id == 12 and store.raw_get("api_keys", id)
   local rec = raw and json.decode(raw)
   local ok = crypto.equal(crypto.sha256(secret or key), rec and rec.hash or DUMMY)
   if not (ok and rec) then return nil end
@@ -101,11 +102,11 @@ local flushed = {} -- id -> when last_used was last written (us)
 
 --- Notes that a key was used (written at most once a minute).
 function M.touch(rec)
-  local now = host.now()
+  local now = clock.now()
   if (flushed[rec.id] or 0) > now - 60000000 then return end
   flushed[rec.id] = now
   local sched = require "sluice.sched"
-  sched.spawn({}, host.commit, function() end, { "meta", "key_used\0" .. rec.id, host.iso(now) })
+  sched.spawn({}, store.raw_commit, function() end, { "meta", "key_used\0" .. rec.id, clock.iso(now) })
 end
 
 return M

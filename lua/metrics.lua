@@ -3,7 +3,7 @@
 --- HTTP requests), gauges read when scraped (active runs, connections,
 --- consumer lag, the store's map), and the writer's commit histograms
 --- from C (writer.c).
-local host = require "sluice.host"
+local store = require "sluice._store"
 local sorted_keys = require "sluice.sorted_keys"
 
 local M = {}
@@ -133,7 +133,7 @@ function M.render(g)
   o:sample("sluice_events_appended_total", nil, g.events)
   o:family("sluice_consumer_lag_events", "gauge", "Events after each stream consumer's checkpoint.")
   for _, c in ipairs(sorted_keys(g.lag)) do o:sample("sluice_consumer_lag_events", { "consumer", c }, g.lag[c]) end
-  local w = host.stats()
+  local w = store.stats()
   o:family("sluice_writer_batch_size", "histogram", "Batches (waiting writers) made durable by each commit.")
   o:hist("sluice_writer_batch_size", nil, w.batch_hist, w.batch_hist_bounds, w.batches, w.commits)
   o:family("sluice_writer_commit_seconds", "histogram", "Write transactions, begin to durable (fsync).")

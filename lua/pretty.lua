@@ -5,7 +5,7 @@
 --- by M.rows (the REPL's runs(), events(), ...) shows as a table of
 --- columns, like the CLI's listings. Strings are quoted, with the escapes
 --- Lua reads back (bytes that are not UTF-8 as \xHH).
-local null = require("sluice.codec").null
+local null = require("sluice._codec").null
 
 local M = {}
 

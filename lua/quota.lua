@@ -11,8 +11,9 @@
 ---                        not finished
 ---   events_per_second    events posted per second (a token bucket)
 --- Exceeding one is a 429 with Retry-After and a message naming the limit.
-local host = require "sluice.host"
-local json = require "sluice.codec" -- store records: exact
+local clock = require "sluice._clock"
+local store = require "sluice._store"
+local json = require "sluice._codec" -- store records: exact
 
 local M = {}
 
@@ -26,13 +27,13 @@ end
 
 --- The namespace record, or nil (no limits, active).
 function M.get(ns)
-  local raw = host.get("namespaces", ns)
+  local raw = store.raw_get("namespaces", ns)
   return raw and json.decode(raw)
 end
 
 --- "YYYY-MM-DD" of a time in us (UTC).
 function M.day(us)
-  return host.iso(us):sub(1, 10)
+  return clock.iso(us):sub(1, 10)
 end
 
 local counts = {} -- ns \0 day -> runs counted (loaded from the store on first use)
@@ -41,10 +42,10 @@ local function count_key(ns, day) return ns .. "\0" .. day end
 
 --- Runs started over the API in namespace ns on day (default today).
 function M.runs_on(ns, day)
-  local k = count_key(ns, day or M.day(host.now()))
+  local k = count_key(ns, day or M.day(clock.now()))
   local c = counts[k]
   if c == nil then
-    c = tonumber(host.get("quotas", k) or "0")
+    c = tonumber(store.raw_get("quotas", k) or "0")
   end
   return c
 end
@@ -55,7 +56,7 @@ function M.set(ns, fields)
   if not M.valid_name(ns) then
     return nil, ("namespace %q: use lowercase letters, digits and _ . - (at most 64, starting with a letter or digit)"):format(tostring(ns))
   end
-  local rec = M.get(ns) or { name = ns, status = "active", created_at = host.iso(host.now()) }
+  local rec = M.get(ns) or { name = ns, status = "active", created_at = clock.iso(clock.now()) }
   if fields.status ~= nil then
     if not M.STATUSES[fields.status] then
       return nil, ("--status must be active, trial or suspended, got %s"):format(tostring(fields.status))
@@ -71,15 +72,15 @@ function M.set(ns, fields)
       rec[k] = v > 0 and v or nil
     end
   end
-  rec.updated_at = host.iso(host.now())
-  local ok, err, code = host.commit({ "namespaces", ns, json.encode(rec) })
-  if not ok then return nil, ("storing namespace %s: %s (%s)"):format(ns, err, code) end
+  rec.updated_at = clock.iso(clock.now())
+  local ok, err, code = store.raw_commit({ "namespaces", ns, json.encode(rec) })
+  if not ok then return nil, ("storing namespace %s: %s"):format(ns, err) end
   return rec
 end
 
 --- Every namespace record with runs_today.
 function M.list()
-  local _, vals = host.scan("namespaces", "")
+  local _, vals = store.raw_scan("namespaces", "")
   local out = {}
   for i, raw in ipairs(vals or {}) do
     local rec = json.decode(raw)
@@ -101,7 +102,7 @@ local active = {} -- ns -> runs started over the API and not finished
 --- call when the run ends.
 function M.admit_run(ns)
   local rec = M.get(ns) or {}
-  local now = host.now()
+  local now = clock.now()
   local day = M.day(now)
   local c = M.runs_on(ns, day)
   if rec.runs_per_day and c >= rec.runs_per_day then
@@ -134,7 +135,7 @@ function M.admit_events(ns, n, rec)
     too_many(("a batch of %d events is more than the event rate limit (%d per second) of namespace %s: send smaller batches")
       :format(n, rate, ns), 1)
   end
-  local now = host.now()
+  local now = clock.now()
   local b = buckets[ns]
   if not b then
     b = { tokens = rate, at = now }

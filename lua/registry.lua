@@ -16,9 +16,10 @@
 --- events.handlers, stream.consumers/consumer_order/retention_rules are
 --- these same tables. Definitions made outside a file load (specs, Lua
 --- scripts) go straight into M.live and belong to no file.
---- Depends on: sluice.host (hash), sluice.sched and sluice.errors (tracebacks); the engine
+--- Depends on: sluice._ids (hash), sluice.sched and sluice.errors (tracebacks); the engine
 --- lazily (it requires this module).
-local host = require "sluice.host"
+local clock = require "sluice._clock"
+local ids = require "sluice._ids"
 local sched = require "sluice.sched"
 local errors = require "sluice.errors"
 
@@ -238,7 +239,7 @@ local function stage(path, opts)
   local src, rerr = f:read("a")
   f:close()
   if not src then return nil, ("%s: %s"):format(path, rerr), "io" end
-  local hash = host.hash(src)
+  local hash = ids.hash(src)
   local live = M.files[path]
   if opts.if_changed and live and live.hash == hash then return false end
   local chunk, lerr = load(src, "@" .. path, "t", file_env())
@@ -448,7 +449,7 @@ local function swap(path, new, t0)
   if new then new.line_starts = nil end -- its src stays: the next version is compared with it
   for _, fn in ipairs(subscribers) do fn(d) end
   d.warnings = dangling()
-  d.ms = (host.hrtime() - t0) / 1e6
+  d.ms = (clock.hrtime() - t0) / 1e6
   return d
 end
 
@@ -464,7 +465,7 @@ end
 --- version live.
 function M.load_all(paths, opts)
   opts = opts or {}
-  local t0 = host.hrtime()
+  local t0 = clock.hrtime()
   local results, sets = {}, {}
   batch = sets
   for i, path in ipairs(paths) do
@@ -508,7 +509,7 @@ end
 --- Returns the diff, or nil and a message when the file is not loaded.
 function M.unload(path)
   if not M.files[path] then return nil, path .. " is not loaded" end
-  return swap(path, nil, host.hrtime())
+  return swap(path, nil, clock.hrtime())
 end
 
 --- Forgets every definition, of files and not, or only those of one kind

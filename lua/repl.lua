@@ -12,8 +12,8 @@
 --- interrupting an evaluation (a cancel request; a second Ctrl-C drops the
 --- connection), Ctrl-D leaving. The loop never blocks: stdin is polled, so
 --- a host that goes away is noticed at once.
-local host = require "sluice.host"
-local codec = require "sluice.codec"
+local store = require "sluice._store"
+local codec = require "sluice._codec"
 local control = require "sluice.control"
 local sched = require "sluice.sched"
 local eval = require "sluice.repl_eval"
@@ -44,7 +44,7 @@ local function connect(dir, quiet)
   })
   if w and w ~= "free" then return { live = true, client = w, holder = w.holder } end
   if not w and code ~= "ETIMEDOUT" then return nil, err end
-  local ok, msg = host.open(dir, true)
+  local ok, msg = store.open(dir, true)
   if not ok then return nil, msg end
   return { live = false, session = eval.session({ live = false }),
     note = not w and ("%s; inspecting the store read-only instead"):format(err) or nil }
@@ -176,7 +176,7 @@ local function refresh_words(edit, t)
 end
 
 local function interactive(t, dir, opts)
-  local edit = require "sluice.edit"
+  local edit = require "sluice._edit"
   local hist = history_path()
   if hist then
     local ok, err = edit.read_history(hist)
@@ -311,7 +311,7 @@ function M.main(opts)
   local dir = opts.store
   if not uv.fs_stat(dir) then
     -- what opening it says (no store there)
-    local _, msg = host.open(dir, true)
+    local _, msg = store.open(dir, true)
     errf("%s", msg or ("no store at " .. dir))
     return 2
   end
@@ -325,7 +325,7 @@ function M.main(opts)
   local code
   if opts.chunk then
     code = once(t, opts.chunk, "=(command line)", opts)
-  elseif not require("sluice.edit").isatty(0) then
+  elseif not require("sluice._edit").isatty(0) then
     code = once(t, io.stdin:read("a"), "=stdin", opts)
   else
     code = interactive(t, dir, opts)

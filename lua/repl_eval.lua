@@ -19,9 +19,9 @@
 --- Depends on: sluice.sched (on_wait of a task's context), sluice.guard,
 --- sluice.pretty, sluice.repl_helpers, luv.
 local sched = require "sluice.sched"
-local guard = require "sluice.guard"
+local guard = require "sluice._guard"
 local pretty = require "sluice.pretty"
-local codec = require "sluice.codec"
+local codec = require "sluice._codec"
 local duration = require "sluice.duration"
 local uv = require "luv"
 

@@ -8,11 +8,13 @@
 --- (sluice.control handlers), called in-process.
 --- Lists come back as plain arrays shown as tables of columns
 --- (sluice.pretty rows): #runs{status = "failed"} counts, runs{}[1].id works.
-local host = require "sluice.host"
+local clock = require "sluice._clock"
+local idgen = require "sluice._ids"
+local store = require "sluice._store"
 local engine = require "sluice.engine"
 local errors = require "sluice.errors"
 local pretty = require "sluice.pretty"
-local codec = require "sluice.codec"
+local codec = require "sluice._codec"
 local sched = require "sluice.sched"
 local uv = require "luv"
 
@@ -95,7 +97,7 @@ function M.new(s)
   local function live(what)
     if not s.live then
       error(("%s: no live host: sluice repl opened %s read-only (start sluice serve for the helpers that act)")
-        :format(what, host.dir()), 3)
+        :format(what, store.dir()), 3)
     end
     if s.host.role ~= "serve" and what ~= "cancel()" and what ~= "stats()" then
       error(("%s: the store is held by sluice %s (pid %d), not by a serve: it takes no %s")
@@ -137,7 +139,7 @@ function M.new(s)
   function H.run(id)
     check_string("run", "the run id", id)
     local r = engine.get_run(id)
-    if not r then error(("run: no run %s in %s"):format(id, host.dir()), 2) end
+    if not r then error(("run: no run %s in %s"):format(id, store.dir()), 2) end
     local steps = engine.get_steps(id)
     local doc = cli.status_doc(r, steps)
     for i, st in ipairs(steps) do
@@ -158,7 +160,7 @@ function M.new(s)
   function H.step(run_id, step_id)
     check_string("step", "the run id", run_id)
     check_string("step", "the step id", step_id)
-    if not engine.get_run(run_id) then error(("step: no run %s in %s"):format(run_id, host.dir()), 2) end
+    if not engine.get_run(run_id) then error(("step: no run %s in %s"):format(run_id, store.dir()), 2) end
     local ids = {}
     for _, st in ipairs(engine.get_steps(run_id)) do
       if st.id == step_id then
@@ -193,7 +195,7 @@ function M.new(s)
     check_string("tail", "the stream", name)
     -- the last event now (read from the store: offline, another process
     -- appends, and each read transaction sees its commits)
-    local keys = host.scan("events", "", true, 1)
+    local keys = store.raw_scan("events", "", true, 1)
     local after = stream.id_of(keys and keys[1] and string.unpack(">I8", keys[1]) or 0)
     s:write(("(tail %s: new events as they come; Ctrl-C stops)\n"):format(name))
     while not s:stopped() do
@@ -235,7 +237,7 @@ function M.new(s)
         :format(name, #names > 0 and table.concat(names, ", ") or "none",
           #every.order > 0 and table.concat(every.order, ", ") or "none"), 2)
     end
-    local id = opts.id or host.new_id()
+    local id = opts.id or idgen.new_id()
     if opts.wait then
       local rec, err = s.host.execute(p, input, id, { fields = { trigger = "repl" } })
       if not rec then error("trigger: " .. tostring(err), 2) end
@@ -258,7 +260,7 @@ function M.new(s)
     check_string("rerun", "from (the step to run again from)", opts.from)
     if opts.wait then return request(s, "rerun", { id = id, from = opts.from, new_id = opts.id }).run end
     local orig = engine.get_run(id)
-    if not orig then error(("rerun: no run %s in %s"):format(id, host.dir()), 2) end
+    if not orig then error(("rerun: no run %s in %s"):format(id, store.dir()), 2) end
     local p = engine.pipelines[orig.pipeline]
     if not p then error(("rerun: pipeline '%s' of run %s is not loaded by this serve"):format(orig.pipeline, id), 2) end
     local new_id, err = engine.prepare_rerun(id, opts.from, opts.id)
@@ -275,7 +277,7 @@ function M.new(s)
       local every = require "sluice.every"
       error(("%s: %s (schedules: %s)"):format(what, err, #every.order > 0 and table.concat(every.order, ", ") or "none"), 3)
     end
-    return { name = name, enabled = on, next_at = sc.next_at and host.utc(sc.next_at) or nil }
+    return { name = name, enabled = on, next_at = sc.next_at and clock.utc(sc.next_at) or nil }
   end
   function H.pause(name) return set_enabled("pause", name, false) end
   function H.resume(name) return set_enabled("resume", name, true) end
@@ -301,7 +303,7 @@ function M.new(s)
 
   function H.stats()
     live("stats()")
-    local w = host.stats()
+    local w = store.stats()
     local writer = { commits = w.commits, batches = w.batches, ops = w.ops, map_grows = w.grows }
     if w.commits > 0 then writer.batches_per_commit = round(w.batches / w.commits) end
     if w.commit_us_sum and w.commits > 0 then
@@ -336,7 +338,7 @@ local probe, lag_now, lag_max, lag_since
 function M.loop_lag()
   if not probe then
     probe = uv.new_timer()
-    lag_now, lag_max, lag_since = 0, 0, host.iso(host.now())
+    lag_now, lag_max, lag_since = 0, 0, clock.iso(clock.now())
     local due = uv.hrtime() + 100e6
     probe:start(100, 100, function()
       local now = uv.hrtime()

@@ -11,9 +11,10 @@
 --- Path patterns: literal segments, {name} (one segment) and {name...} (one
 --- or more segments, so pipeline names and run ids may contain "/"), matched
 --- after percent-decoding each segment.
-local hs = require "sluice.http_server"
-local host = require "sluice.host"
-local json = require("sluice.codec").edge -- responses: JSON at the edge
+local hs = require "sluice._http_server"
+local clock = require "sluice._clock"
+local codec = require "sluice._codec"
+local json = require("sluice._codec").edge -- responses: JSON at the edge
 local sched = require "sluice.sched"
 
 local M = {}
@@ -180,7 +181,7 @@ M.log = log
 local function json_body(req, what)
   local body = req.body
   if body == "" then return nil end
-  local v, err = host.decode(body)
+  local v, err = codec.try_decode(body)
   if err then M.fail(400, "invalid_json", ("%s is not valid JSON: %s"):format(what or "the body", err)) end
   return v
 end
@@ -206,7 +207,7 @@ end
 M.authorize = nil -- function(req, route) set by lua/api.lua: raises http.fail
 
 local function finish(req, status, t0)
-  if M.observe then M.observe(req.route_label, status, (host.hrtime() - t0) / 1e9) end
+  if M.observe then M.observe(req.route_label, status, (clock.hrtime() - t0) / 1e9) end
 end
 
 local function on_error(req, err)
@@ -232,7 +233,7 @@ end
 
 --- The server's on_request: routes, then runs the handler in a task.
 function M.dispatch(r, res)
-  local t0 = host.hrtime()
+  local t0 = clock.hrtime()
   local target = r.target
   local path, query = target:match("^([^?]*)%??(.*)$")
   r.path, r.res = path, res

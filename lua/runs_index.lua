@@ -11,8 +11,8 @@
 --- The status an index entry carries is remembered per record table (the
 --- table engine.get_run returned, or the one a run was created with), so
 --- no commit reads the store first.
-local host = require "sluice.host"
-local json = require "sluice.codec" -- store records: exact
+local store = require "sluice._store"
+local json = require "sluice._codec" -- store records: exact
 
 local M = {}
 
@@ -99,7 +99,7 @@ function M.page(filter, get_run)
   local out, seen, last = {}, 0, nil
   local batch = math.min(examine, filter.pipeline and filter.status and 256 or limit + 1)
   while true do
-    local keys, err = host.scan(db, prefix, true, batch, from)
+    local keys, err = store.raw_scan(db, prefix, true, batch, from)
     if not keys then return nil, err end
     for _, k in ipairs(keys) do
       local sfx = k:sub(#prefix + 1)
@@ -123,10 +123,10 @@ end
 --- existed (once: meta "runs_indexed" marks it done). Returns the number of
 --- runs indexed.
 function M.backfill()
-  if host.get("meta", "runs_indexed") then return 0 end
+  if store.raw_get("meta", "runs_indexed") then return 0 end
   local n, after = 0, nil
   repeat
-    local keys, vals = host.scan("runs", "", false, 1000, after)
+    local keys, vals = store.raw_scan("runs", "", false, 1000, after)
     if not keys then error("indexing runs: " .. tostring(vals), 0) end
     local ops = {}
     for i, id in ipairs(keys) do
@@ -144,7 +144,7 @@ function M.backfill()
     local last = keys[#keys]
     if #keys < 1000 then ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "meta", "runs_indexed", "1" end
     if #ops > 0 then
-      local ok, err = host.commit(ops)
+      local ok, err = store.raw_commit(ops)
       if not ok then error("indexing runs: " .. tostring(err), 0) end
     end
     after = last

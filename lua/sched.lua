@@ -4,7 +4,7 @@
 --- never nests resumes deeper than one level, and a task is only ever woken
 --- while it waits.
 local uv = require "luv"
-local host = require "sluice.host"
+local vm = require "sluice._vm"
 local errors = require "sluice.errors"
 
 local M = {}
@@ -29,10 +29,10 @@ local function drain()
     local item = queue[head]
     queue[head] = nil
     head = head + 1
-    -- host.resume reports an error with the task's traceback; it raises
+    -- vm.resume reports an error with the task's traceback; it raises
     -- only if the coroutine is not suspended (an engine bug), which must
     -- not leave the trampoline stuck with draining set
-    local ok, err = pcall(host.resume, item[1], item[2], table.unpack(item, 3, item.n))
+    local ok, err = pcall(vm.resume, item[1], item[2], table.unpack(item, 3, item.n))
     if not ok then io.stderr:write("sluice: internal error: ", tostring(err), "\n") end
   end
   head, tail = 1, 0

@@ -13,8 +13,9 @@
 --- slot.def: a changed spec re-arms from the later of now and the last fire,
 --- so a fire already recorded never fires again; a removed schedule's slot
 --- loses its def and stops firing.
-local host = require "sluice.host"
-local json = require "sluice.codec" -- store records: exact
+local clock = require "sluice._clock"
+local storage = require "sluice._store"
+local json = require "sluice._codec" -- store records: exact
 local every = require "sluice.every"
 local registry = require "sluice.registry"
 local uv = require "luv"
@@ -82,7 +83,7 @@ local function record(slot)
     name = d.name, pipeline = d.pipeline, spec = d.spec:canonical(), kind = d.spec.kind,
     expr = d.spec.expr, step_s = d.spec.step_s, days = d.spec.days, at_s = d.spec.at_s,
     tz = d.tz, catch_up = d.catch_up, overlap = d.overlap, jitter_ms = d.jitter_ms,
-    next_at = slot.next_at and host.utc(slot.next_at), last_at = slot.last_at and host.utc(slot.last_at),
+    next_at = slot.next_at and clock.utc(slot.next_at), last_at = slot.last_at and clock.utc(slot.last_at),
     runs = slot.runs, enabled = slot.enabled,
     -- schedules created over the HTTP API (lua/api/schedules.lua) keep their definition here
     source = d.source, namespace = d.namespace, spec_text = d.spec_text,
@@ -111,13 +112,13 @@ local function fire(slot, t, catching_up)
   if slot.active > 0 and def.overlap ~= "allow" then
     if def.overlap == "skip" and not catching_up then
       log("schedule %s: skipped the fire of %s: its previous run is still running (overlap = skip)",
-        slot.name, host.utc(t))
+        slot.name, clock.utc(t))
       return
     end
     slot.queue[#slot.queue + 1] = t
     return
   end
-  local id = slot.name .. "@" .. host.utc(t)
+  local id = slot.name .. "@" .. clock.utc(t)
   local function go()
     if stopped or not slot.def then return end -- removed by a reload meanwhile (jitter)
     slot.active = slot.active + 1
@@ -145,7 +146,7 @@ end
 -- coarse clock, which lags by milliseconds, so the timer would fire, find
 -- nothing due yet and spin until it caught up
 local function now_s()
-  return host.now() // 1000000
+  return clock.now() // 1000000
 end
 
 -- Due fires are started at most SLICE per timer callback: starting 10,000
@@ -173,7 +174,7 @@ end
 
 arm = function()
   if stopped or not heap[1] then return end
-  local ms = (heap[1][1] - host.now() / 1e6) * 1000
+  local ms = (heap[1][1] - clock.now() / 1e6) * 1000
   uv.update_time()
   timer:start(math.max(0, math.ceil(ms)), 0, on_timer)
 end
@@ -184,17 +185,17 @@ end
 -- whose records the caller stores).
 local function arm_slot(slot, now, fresh)
   local def = slot.def
-  local raw = host.get("schedules", slot.name)
+  local raw = storage.raw_get("schedules", slot.name)
   local stored = raw and json.decode(raw)
   local spec_changed = stored and stored.spec ~= def.spec:canonical()
   if stored then
     slot.runs = stored.runs or 0
-    slot.last_at = stored.last_at and host.parse_time(stored.last_at)
+    slot.last_at = stored.last_at and clock.parse_time(stored.last_at)
     slot.enabled = stored.enabled ~= false
   else
     slot.runs, slot.enabled = 0, true
   end
-  local next_at = (stored and not spec_changed and stored.next_at) and host.parse_time(stored.next_at)
+  local next_at = (stored and not spec_changed and stored.next_at) and clock.parse_time(stored.next_at)
   if next_at and next_at <= now and def.catch_up ~= "none" and slot.enabled then
     -- fires missed while the host was down
     local missed = {}
@@ -226,7 +227,7 @@ local function store(list)
       local slot = list[i]
       ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "schedules", slot.name, slot.def and record(slot) or false
     end
-    local ok, err = host.commit(ops)
+    local ok, err = storage.raw_commit(ops)
     if not ok then error("storing schedules: " .. tostring(err), 0) end
   end
 end
@@ -307,8 +308,8 @@ end
 --- Stores a slot's record now (a change made over the HTTP API): true, or
 --- nil, message.
 function M.save(slot)
-  local ok, err, code = host.commit({ "schedules", slot.name, record(slot) })
-  if not ok then return nil, ("storing schedule %s: %s (%s)"):format(slot.name, err, code) end
+  local ok, err, code = storage.raw_commit({ "schedules", slot.name, record(slot) })
+  if not ok then return nil, ("storing schedule %s: %s"):format(slot.name, err) end
   return true
 end
 
@@ -321,10 +322,10 @@ function M.set_enabled(name, enabled)
   if not (slot and slot.def) then return nil, ("no schedule '%s'"):format(name) end
   local was = slot.enabled
   slot.enabled = enabled
-  local ok, err, code = host.commit({ "schedules", name, record(slot) })
+  local ok, err, code = storage.raw_commit({ "schedules", name, record(slot) })
   if not ok then
     slot.enabled = was
-    return nil, ("storing schedule %s: %s (%s)"):format(name, err, code)
+    return nil, ("storing schedule %s: %s"):format(name, err)
   end
   log("schedule %s: %s", name, enabled and "resumed" or "paused")
   return slot

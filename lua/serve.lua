@@ -7,7 +7,9 @@
 --- ones finish within a grace period and exits 0; whatever was cut off
 --- resumes at the next start. One serve per store (the writer lock); a
 --- foreground sluice run holding it is waited for.
-local host = require "sluice.host"
+local clock = require "sluice._clock"
+local lock = require "sluice._lock"
+local storage = require "sluice._store"
 local json = require "sluice.json"
 local engine = require "sluice.engine"
 local every = require "sluice.every"
@@ -30,12 +32,12 @@ local active = 0 -- runs started by this host and not ended
 -- Starts a run in its own task; on_end(record | nil, err) runs when it ends.
 local function launch(p, input, id, exec_opts, on_end)
   active = active + 1
-  local t0 = host.now()
+  local t0 = clock.now()
   local rec, err
   sched.spawn({}, function()
     log("run %s pipeline=%s started", id, p.name)
     rec, err = engine.execute(p, input, id, exec_opts)
-    local ms = (host.now() - t0) / 1000
+    local ms = (clock.now() - t0) / 1000
     if not rec then
       log("run %s pipeline=%s not started: %s", id, p.name, err)
     elseif rec.status == "completed" then
@@ -78,15 +80,15 @@ local LOCK_WAIT_MS = 30000
 -- (bounded, said in the log): serve and run started together both work.
 local function take_lock(store)
   local path = store .. "/writer.lock"
-  local t0 = host.hrtime()
+  local t0 = clock.hrtime()
   local said = false
   while true do
-    local ok, err, role, pid = host.lock(path, "serve")
+    local ok, err, _, role, pid = lock.take(path, "serve")
     if ok then return true end
     if role ~= "run" then
       return nil, err .. ": one process writes a store at a time (read-only commands still work)"
     end
-    if (host.hrtime() - t0) / 1e6 > LOCK_WAIT_MS then
+    if (clock.hrtime() - t0) / 1e6 > LOCK_WAIT_MS then
       return nil, ("%s: sluice run (pid %d) still holds it after %ds; start serve when it has finished")
         :format(path, pid, LOCK_WAIT_MS // 1000)
     end
@@ -100,7 +102,7 @@ end
 
 ---@param opts table {dir=, store=, grace_ms=}
 function M.run(opts)
-  local ok, err = host.open(opts.store)
+  local ok, err = storage.open(opts.store)
   if not ok then return nil, err end
   ok, err = take_lock(opts.store)
   if not ok then return nil, err end
@@ -209,7 +211,7 @@ function M.run(opts)
     h:start(name, function() action(name:upper()) end)
     signals[#signals + 1] = h
   end
-  local t_sched = host.hrtime()
+  local t_sched = clock.hrtime()
   local armed = scheduler.start(function(s, id, extra_ops, on_end)
     local p = engine.pipelines[s.pipeline]
     if not p then
@@ -221,7 +223,7 @@ function M.run(opts)
     end
     launch(p, s.input, id, { extra_ops = extra_ops, fields = { schedule = s.name, namespace = s.namespace } }, on_end)
   end)
-  log("%d schedules armed in %.1fms", armed, (host.hrtime() - t_sched) / 1e6)
+  log("%d schedules armed in %.1fms", armed, (clock.hrtime() - t_sched) / 1e6)
   api.ready()
 
   sched.wait()

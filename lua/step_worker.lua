@@ -1,8 +1,9 @@
 --- sluice.step_worker: runs a step's body, inline or, with a timeout, in a
 --- worker task the step can stop waiting for (sluice.engine_steps).
-local host = require "sluice.host"
+local clock = require "sluice._clock"
+local vm = require "sluice._vm"
 local sched = require "sluice.sched"
-local guard = require "sluice.guard"
+local guard = require "sluice._guard"
 local uv = require "luv"
 
 local M = {}
@@ -95,8 +96,8 @@ local function call_step(br, fn, args, timeout_ms)
   -- the body may run until the step's timeout, or the run's if that is sooner
   local limit = timeout_ms
   local deadline_us = br.run.record.deadline_us
-  if deadline_us then limit = math.max(0, math.min(limit, (deadline_us - host.now()) / 1000)) end
-  local t0 = host.hrtime()
+  if deadline_us then limit = math.max(0, math.min(limit, (deadline_us - clock.now()) / 1000)) end
+  local t0 = clock.hrtime()
   local w
   while n_idle > 0 do
     w = idle_workers[n_idle]
@@ -109,7 +110,7 @@ local function call_step(br, fn, args, timeout_ms)
   if w then
     w.fn, w.args, w.timeout_ms, w.me, w.settled, w.waiting = fn, args, timeout_ms, coroutine.running(), false, false
     sched.set_context(w.co, br)
-    host.resume(w.co, GO)
+    vm.resume(w.co, GO)
   else
     w = { fn = fn, args = args, timeout_ms = timeout_ms, me = coroutine.running(), settled = false,
       waiting = false, ok = false, n = 0, res = false, dead = false, parked = false,
@@ -121,7 +122,7 @@ local function call_step(br, fn, args, timeout_ms)
     br.job = w
     -- the timeout counts from the start of the body, which may have run a while
     uv.update_time()
-    w.timer:start(math.max(1, math.floor(timeout_ms - (host.hrtime() - t0) / 1e6 + 0.5)), 0, w.on_timeout)
+    w.timer:start(math.max(1, math.floor(timeout_ms - (clock.hrtime() - t0) / 1e6 + 0.5)), 0, w.on_timeout)
     w.waiting = true
     sched.wait()
     br.job = nil

@@ -9,8 +9,9 @@
 --- one stream key in order without scanning the others. One process writes
 --- a store at a time (sluice serve and sluice run take the store's lock), so
 --- the sequence is kept in memory.
-local host = require "sluice.host"
-local json = require "sluice.codec" -- store records: exact
+local clock = require "sluice._clock"
+local store = require "sluice._store"
+local json = require "sluice._codec" -- store records: exact
 local engine = require "sluice.engine"
 local sched = require "sluice.sched"
 local registry = require "sluice.registry"
@@ -33,8 +34,8 @@ local function load_seq()
   if next_seq then return end
   -- retention may have removed the newest events too: the highest sequence
   -- ever trimmed is kept so that ids are never reused
-  local trimmed = tonumber(host.get("meta", "events_trimmed_to") or "0")
-  local keys, vals = host.scan("events", "", true, 1)
+  local trimmed = tonumber(store.raw_get("meta", "events_trimmed_to") or "0")
+  local keys, vals = store.raw_scan("events", "", true, 1)
   next_seq, last_ts = trimmed + 1, 0
   if keys and keys[1] then
     next_seq = math.max(next_seq, sunpack(">I8", keys[1]) + 1)
@@ -60,7 +61,7 @@ local function reserve(n)
   load_seq()
   local first = next_seq
   next_seq = first + n
-  local ts = host.now()
+  local ts = clock.now()
   if ts <= last_ts then ts = last_ts + 1 end
   last_ts = ts + n - 1
   return first, ts
@@ -79,7 +80,7 @@ function M.on_append(f) listeners[#listeners + 1] = f end
 -- l_stream.c) with the extra ops of batch; returns true or nil, msg, code.
 -- A bad type, key or value raises, naming the event.
 local function append(list, first, ts, batch, what)
-  local ok, r1, r2, r3 = pcall(host.append_events, list, first, ts, batch)
+  local ok, r1, r2, r3 = pcall(store.append_events, list, first, ts, batch)
   if not ok then
     local msg = what == "emit" and tostring(r1):gsub("^event 1: ", "") or tostring(r1)
     error(("%s: the event cannot be stored: %s"):format(what, msg), 0)
@@ -107,7 +108,7 @@ local function emit_list(list, what)
     registry.forbid_at_load(what, 3)
     local first, ts = reserve(n)
     local ok, msg, code = append(list, first, ts, nil, what)
-    if not ok then error(("%s: %s (%s)"):format(what, msg, code), 3) end
+    if not ok then error(("%s: %s"):format(what, msg), 3) end
     ids = ids_from(first, n)
   end
   appended()
@@ -136,7 +137,7 @@ end
 local function start_after(from, what)
   if from == nil or from == "TRIM_HORIZON" then return 0 end
   if from == "LATEST" then return M.last_seq() end
-  local t, err = host.parse_time(from)
+  local t, err = clock.parse_time(from)
   if not t then
     error(("%s: from must be \"TRIM_HORIZON\", \"LATEST\" or an ISO 8601 time: %s"):format(what, err), 3)
   end
@@ -144,12 +145,12 @@ local function start_after(from, what)
   -- parse_time keeps whole seconds, the fraction is added here
   local frac = from:match("^[^.]*T[%d:]+%.(%d+)") or ""
   local want_us = t * 1000000 + math.tointeger(tonumber((frac .. "000000"):sub(1, 6)))
-  local first_keys = host.scan("events", "", false, 1)
+  local first_keys = store.raw_scan("events", "", false, 1)
   if not first_keys[1] then return 0 end
   local lo, hi = sunpack(">I8", first_keys[1]), M.last_seq() + 1
   while lo < hi do
     local mid = (lo + hi) // 2
-    local keys, vals = host.scan("events", "", false, 1, be64(mid))
+    local keys, vals = store.raw_scan("events", "", false, 1, be64(mid))
     if not keys[1] then
       hi = mid
     else
@@ -164,10 +165,10 @@ end
 -- prefix) after position `after`: a read from there has lost events.
 local function trimmed_after(exact, prefix, after)
   if exact then
-    local v = host.get("meta", "trim\0" .. exact)
+    local v = store.raw_get("meta", "trim\0" .. exact)
     return v ~= nil and tonumber(v) > after
   end
-  local _, vals = host.scan("meta", "trim\0" .. prefix)
+  local _, vals = store.raw_scan("meta", "trim\0" .. prefix)
   for _, v in ipairs(vals or {}) do
     if tonumber(v) > after then return true end
   end
@@ -180,7 +181,7 @@ end
 -- at most HINT_KEYS index seeks, each skipping one key's events.
 local HINT_KEYS = 10
 local function first_key(prefix, from)
-  local keys, err = host.scan("stream_index", prefix, false, 1, from)
+  local keys, err = store.raw_scan("stream_index", prefix, false, 1, from)
   if not keys then error("read: the stream index: " .. tostring(err), 0) end
   return keys[1]
 end
@@ -223,7 +224,7 @@ function M.read(opts, quiet)
   local info = {}
   if trimmed_after(exact, prefix, after) then info.trimmed = true end
   -- built in C (l_stream.c) inside one read transaction
-  local out, last = host.read_events(after, limit, exact or prefix, exact ~= nil)
+  local out, last = store.read_events(after, limit, exact or prefix, exact ~= nil)
   if exact and not out[1] and not quiet then info.hint = key_hint(exact, after) end
   after = last
   info.next = out[#out] and out[#out].id or (after > 0 and id_of(after) or nil)
@@ -285,7 +286,7 @@ end
 
 -- The consumer's record with the checkpoint at `after`, and its store op.
 local function checkpoint(c, state, after)
-  local s = { name = state.name, pattern = state.pattern, gen = state.gen, after = after, updated_at = host.iso(host.now()) }
+  local s = { name = state.name, pattern = state.pattern, gen = state.gen, after = after, updated_at = clock.iso(clock.now()) }
   return { "consumers", c.name, json.encode(s) }, s
 end
 
@@ -309,12 +310,12 @@ function M.run_consumer(c, log)
   end
   c.stopped = false
   c.stop = function() c.stopped = true; wake() end -- from here on, even while the state is stored
-  local raw = host.get("consumers", c.name)
+  local raw = store.raw_get("consumers", c.name)
   local state = raw and json.decode(raw)
   if not state or state.pattern ~= c.pattern then
     state = { name = c.name, pattern = c.pattern, after = c.from == "LATEST" and id_of(M.last_seq()) or nil,
       gen = state and (state.gen or 1) + 1 or nil }
-    local ok, err = host.commit({ "consumers", c.name, json.encode(state) })
+    local ok, err = store.raw_commit({ "consumers", c.name, json.encode(state) })
     if not ok then error("consumer " .. c.name .. ": " .. tostring(err), 0) end
   end
   listeners[#listeners + 1] = wake
@@ -347,7 +348,7 @@ function M.run_consumer(c, log)
           local last, why = batch_last(rec)
           if not last then error(("consumer %s: %s"):format(c.name, why), 0) end
           local op, s = checkpoint(c, state, last)
-          local ok, err = host.commit(op)
+          local ok, err = store.raw_commit(op)
           if not ok then error("consumer " .. c.name .. ": checkpoint: " .. tostring(err), 0) end
           state = s
         end
@@ -467,9 +468,9 @@ local function delete_events(list)
   for stream, seq in pairs(per) do
     ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "meta", "trim\0" .. stream, tostring(seq)
   end
-  local prev = tonumber(host.get("meta", "events_trimmed_to") or "0")
+  local prev = tonumber(store.raw_get("meta", "events_trimmed_to") or "0")
   ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "meta", "events_trimmed_to", tostring(math.max(prev, top))
-  local ok, err = host.commit(ops)
+  local ok, err = store.raw_commit(ops)
   if not ok then error("retention: " .. tostring(err), 0) end
   return #list
 end
@@ -477,14 +478,14 @@ end
 --- One retention pass over every rule; returns the number of events removed.
 function M.trim_once()
   local removed = 0
-  local now = host.now()
+  local now = clock.now()
   for _, rule in ipairs(M.retention_rules) do
     if rule.max_age_ms then
       -- the log is in time order: walk it from the oldest event to the cutoff
       local cutoff = now - math.floor(rule.max_age_ms * 1000)
       local after, done = 0, false
       repeat
-        local keys, vals = host.scan("events", "", false, 1000, be64(after + 1))
+        local keys, vals = store.raw_scan("events", "", false, 1000, be64(after + 1))
         local batch = {}
         for i = 1, #keys do
           local seq = sunpack(">I8", keys[i])
@@ -500,7 +501,7 @@ function M.trim_once()
       -- each stream key keeps its newest max_count events
       local from = rule.exact and (rule.exact .. "\0") or rule.prefix
       while true do
-        local first = host.scan("stream_index", rule.exact and (rule.exact .. "\0") or rule.prefix, false, 1, from)
+        local first = store.raw_scan("stream_index", rule.exact and (rule.exact .. "\0") or rule.prefix, false, 1, from)
         if not first or not first[1] then break end
         local stream = first[1]:sub(1, first[1]:find("\0", 1, true) - 1)
         local pfx = stream .. "\0"
@@ -508,7 +509,7 @@ function M.trim_once()
         local seqs = {}
         local start = pfx
         repeat
-          local keys = host.scan("stream_index", pfx, false, 10000, start)
+          local keys = store.raw_scan("stream_index", pfx, false, 10000, start)
           for _, k in ipairs(keys) do
             count = count + 1
             seqs[count] = sunpack(">I8", k, #pfx + 1)
@@ -531,7 +532,7 @@ end
 
 --- Consumer positions and lag: {name, pattern, after, lag}.
 function M.positions()
-  local _, vals = host.scan("consumers", "")
+  local _, vals = store.raw_scan("consumers", "")
   local out = {}
   for i, raw in ipairs(vals or {}) do
     local s = json.decode(raw)

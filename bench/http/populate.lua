@@ -3,12 +3,13 @@
 -- the same records and listings serve writes (lua/runs_index.lua), in
 -- commits of 5,000 runs; writes 1,000 of the run ids, one a line, to
 -- IDS_FILE for the GET /runs/{id} load.
-local host = require "sluice.host"
+local clock = require "sluice._clock"
+local storage = require "sluice._store"
 local runs_index = require "sluice.runs_index"
 local store, n, ids_file = arg[1], tonumber(arg[2]), arg[3]
-assert(host.open(store))
-local t0 = host.hrtime()
-local now = host.now() - n * 1000
+assert(storage.open(store))
+local t0 = clock.hrtime()
+local now = clock.now() - n * 1000
 local ids = assert(io.open(ids_file, "w"))
 local i = 0
 while i < n do
@@ -20,15 +21,15 @@ while i < n do
     local failed = i % 10 == 0
     local rec = {
       id = id, pipeline = "p" .. (i % 10), input = { n = i }, status = failed and "failed" or "completed",
-      attempt = 1, created_us = us, created_at = host.iso(us), started_at = host.iso(us),
-      finished_at = host.iso(us + 500), duration_ms = 0.5, result = not failed and { n = i } or nil,
+      attempt = 1, created_us = us, created_at = clock.iso(us), started_at = clock.iso(us),
+      finished_at = clock.iso(us + 500), duration_ms = 0.5, result = not failed and { n = i } or nil,
       error = failed and { message = "step 'x' failed: boom", step = "x" } or nil,
     }
     runs_index.ops(rec, ops)
     if i % (n // 1000) == 0 then ids:write(id, "\n") end
   end
-  assert(host.commit(ops))
+  assert(storage.raw_commit(ops))
 end
 ids:close()
-assert(host.commit({ "meta", "runs_indexed", "1" }))
-io.stderr:write(("populated %d runs in %.1f s\n"):format(n, (host.hrtime() - t0) / 1e9))
+assert(storage.raw_commit({ "meta", "runs_indexed", "1" }))
+io.stderr:write(("populated %d runs in %.1f s\n"):format(n, (clock.hrtime() - t0) / 1e9))

@@ -12,8 +12,8 @@
 --- its keys read and write only there and see their keys without the prefix.
 --- The default namespace (and the open API) sees stream keys as stored.
 local http = require "sluice.router"
-local host = require "sluice.host"
-local json = require("sluice.codec").edge -- responses: JSON at the edge
+local codec = require "sluice._codec"
+local json = require("sluice._codec").edge -- responses: JSON at the edge
 local sched = require "sluice.sched"
 local stream = require "sluice.stream"
 local quota = require "sluice.quota"
@@ -53,7 +53,7 @@ local function posted(req)
     for line in req.body:gmatch("[^\n]+") do
       n = n + 1
       if line:find("%S") then
-        local v, err = host.decode(line)
+        local v, err = codec.try_decode(line)
         if err then http.fail(400, "invalid_json", ("line %d of the NDJSON body is not valid JSON: %s"):format(n, err)) end
         list[#list + 1] = v
         check_event(v, ("line %d"):format(n))

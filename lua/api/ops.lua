@@ -7,8 +7,8 @@
 ---   POST /reload    (admin) every pipeline file loaded again, as SIGHUP and
 ---                   `sluice reload` do: {files: [{file, changes} | {file, error}]}
 local http = require "sluice.router"
-local host = require "sluice.host"
-local json = require("sluice.codec").edge -- responses: JSON at the edge
+local clock = require "sluice._clock"
+local json = require("sluice._codec").edge -- responses: JSON at the edge
 local engine = require "sluice.engine"
 local every = require "sluice.every"
 local events = require "sluice.events"
@@ -26,7 +26,7 @@ local function ctx() return require("sluice.api").ctx end
 
 http.route("GET", "/health", function()
   local c = ctx()
-  return 200, { status = "ok", store = c.store, uptime_s = (host.now() - c.started_us) // 1000000 }
+  return 200, { status = "ok", store = c.store, uptime_s = (clock.now() - c.started_us) // 1000000 }
 end, { public = true })
 
 http.route("GET", "/ready", function()

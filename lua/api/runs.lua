@@ -14,8 +14,11 @@
 --- its idempotency key and its namespace's daily count, in one commit)
 --- before the 202, then runs in the background; a restart resumes it.
 local http = require "sluice.router"
-local host = require "sluice.host"
-local json = require("sluice.codec").edge -- responses: JSON at the edge
+local clock = require "sluice._clock"
+local codec = require "sluice._codec"
+local ids = require "sluice._ids"
+local store = require "sluice._store"
+local json = require("sluice._codec").edge -- responses: JSON at the edge
 local sched = require "sluice.sched"
 local engine = require "sluice.engine"
 local duration = require "sluice.duration"
@@ -64,7 +67,7 @@ local function with_steps(doc, id)
   for i, s in ipairs(engine.get_steps(id)) do
     if s.status == "completed" then done = done + 1 end
     steps[i] = {
-      id = s.id, status = s.status, attempts = s.attempts, started_at = host.iso(s.started_us),
+      id = s.id, status = s.status, attempts = s.attempts, started_at = clock.iso(s.started_us),
       duration_ms = s.duration_us / 1000, size = s.size or 0,
       error = s.error and s.error.message or NULL,
     }
@@ -167,8 +170,8 @@ end
 function M.create(req, p, input, opts)
   opts = opts or {}
   local ns = opts.namespace or req.namespace
-  local now = host.now()
-  local id = opts.id or host.new_id()
+  local now = clock.now()
+  local id = opts.id or ids.new_id()
   if p.params then
     -- declared params (lua/params.lua): checked, defaulted, templates rendered
     -- for this run, before the quota counts it
@@ -179,17 +182,17 @@ function M.create(req, p, input, opts)
   local quota_ops, release = quota.admit_run(ns)
   local rec = {
     id = id, pipeline = p.name, input = input, status = "pending", attempt = 0,
-    created_at = host.iso(now), created_us = now, namespace = ns,
+    created_at = clock.iso(now), created_us = now, namespace = ns,
     trigger = { kind = "http", by = req.key and req.key.name or NULL },
   }
   for k, v in pairs(opts.fields or {}) do rec[k] = v end
   local ops = runs_index.ops(rec, { "active_runs", id, "" })
   for _, v in ipairs(quota_ops) do ops[#ops + 1] = v end
   for _, v in ipairs(opts.extra_ops or {}) do ops[#ops + 1] = v end
-  local ok, msg, code = host.commit(ops)
+  local ok, msg, code = store.raw_commit(ops)
   if not ok then
     release()
-    error(("creating run %s: %s (%s)"):format(id, msg, code), 0)
+    error(("creating run %s: %s"):format(id, msg), 0)
   end
   M.launch(p, id, release)
   return id
@@ -204,7 +207,7 @@ local function start_run(req, p)
   if idem then
     if #idem > 200 then http.fail(400, "invalid_field", "Idempotency-Key must be at most 200 bytes", { field = "Idempotency-Key" }) end
     ikey = req.namespace .. "\0" .. p.name .. "\0" .. idem
-    local id = inflight[ikey] or host.get("idempotency", ikey)
+    local id = inflight[ikey] or store.raw_get("idempotency", ikey)
     if id then
       local status, doc = answer(id, wait_ms, false)
       return status == 202 and 202 or 200, doc
@@ -212,7 +215,7 @@ local function start_run(req, p)
   end
   local input = req:json("the input")
   if engine.stopping then http.fail(503, "stopping", "the server is shutting down; retry on the next start", { headers = "Retry-After: 5\r\n" }) end
-  local id = host.new_id()
+  local id = ids.new_id()
   local extra
   if ikey then
     extra = { "idempotency", ikey, id }
@@ -253,8 +256,8 @@ local function rerun(req, id)
     release()
     http.fail(400, "invalid_field", err, { field = "from" })
   end
-  local ok, msg, code = host.commit(quota_ops)
-  if not ok then http.log("rerun %s: counting it: %s (%s)", new_id, msg, code) end
+  local ok, msg, code = store.raw_commit(quota_ops)
+  if not ok then http.log("rerun %s: counting it: %s", new_id, msg) end
   M.launch(p, new_id, release)
   return 202, { run_id = new_id, status = "pending", rerun_of = id }
 end
@@ -320,14 +323,14 @@ local function step_doc(req, id)
   local r = visible_run(req, id)
   if not r then no_run(id) end
   local sid = req.query.id
-  local raw, err, code = host.get("steps", id .. "\0" .. sid)
-  if err then error(("reading step '%s' of run %s: %s (%s)"):format(sid, id, err, code), 0) end
+  local raw, err, code = store.raw_get("steps", id .. "\0" .. sid)
+  if err then error(("reading step '%s' of run %s: %s"):format(sid, id, err), 0) end
   if not raw then http.fail(404, "step_not_found", ("run %s has no step '%s'"):format(id, sid), { step_id = sid }) end
-  local s, off = host.step_fields(raw)
+  local s, off = store.step_fields(raw)
   local v = NULL
   if off then
     local derr
-    v, derr = host.decode(raw, off)
+    v, derr = codec.try_decode(raw, off)
     if derr then error(("step '%s' of run %s: its stored value does not decode: %s"):format(sid, id, derr), 0) end
   end
   local completed = s.status == "completed"
@@ -372,7 +375,7 @@ http.route("GET", "/runs", function(req)
   end
   local since_us
   if q.since then
-    local t, err = host.parse_time(q.since)
+    local t, err = clock.parse_time(q.since)
     if not t then http.fail(400, "invalid_field", "since must be an ISO 8601 time: " .. tostring(err), { field = "since" }) end
     local frac = q.since:match("^[^.]*T[%d:]+%.(%d+)") or ""
     since_us = t * 1000000 + math.tointeger(tonumber((frac .. "000000"):sub(1, 6)))

@@ -10,8 +10,10 @@
 --- created it. Changing the spec of a schedule defined in code is a 409:
 --- the file is where it lives.
 local http = require "sluice.router"
-local host = require "sluice.host"
-local json = require("sluice.codec").edge -- responses: JSON at the edge
+local clock = require "sluice._clock"
+local cron = require "sluice._cron"
+local store = require "sluice._store"
+local json = require("sluice._codec").edge -- responses: JSON at the edge
 local engine = require "sluice.engine"
 local every = require "sluice.every"
 local scheduler = require "sluice.scheduler"
@@ -31,10 +33,10 @@ local function spec_from(body)
   end
   if body.cron ~= nil then
     if type(body.cron) ~= "string" then http.fail(400, "invalid_field", "cron must be a string such as \"0 2 * * *\"", { field = "cron" }) end
-    local canonical, err = host.cron_canonical(body.cron)
+    local canonical, err = cron.canonical(body.cron)
     if not canonical then
       local extra = { field = "cron" }
-      local fname = err:match("^(%S+) field:")
+      local fname = err:match("^EINVAL: (%S+) field:")
       local idx = fname and CRON_FIELDS[fname]
       if idx then
         extra.position = idx
@@ -63,7 +65,7 @@ end
 
 local function check_tz(tz)
   if tz == nil then return end
-  local ok, err = type(tz) == "string" and host.tz_check(tz)
+  local ok, err = type(tz) == "string" and cron.tz_check(tz)
   if not ok then http.fail(400, "invalid_field", "tz: " .. tostring(err or "must be a string"), { field = "tz" }) end
 end
 
@@ -77,10 +79,10 @@ function M.view(s)
   return {
     name = s.name, pipeline = s.pipeline, spec = s.spec_text or spec:canonical(), canonical = spec:canonical(),
     tz = s.tz or "UTC", kind = spec.kind == "cron" and "cron" or "interval", interval_ms = interval_ms or NULL,
-    enabled = enabled, next_run_at = enabled and slot.next_at and host.utc(slot.next_at) or NULL,
+    enabled = enabled, next_run_at = enabled and slot.next_at and clock.utc(slot.next_at) or NULL,
     -- the next 5 fires from now (what the dashboard and `sluice schedules --json` show)
-    next_fires = enabled and json.array(every.next_fires(spec, host.now() // 1000000, s.tz, 5)) or json.array({}),
-    last_run_at = slot.last_at and host.utc(slot.last_at) or NULL, runs = slot.runs or 0, source = s.source or "code",
+    next_fires = enabled and json.array(every.next_fires(spec, clock.now() // 1000000, s.tz, 5)) or json.array({}),
+    last_run_at = slot.last_at and clock.utc(slot.last_at) or NULL, runs = slot.runs or 0, source = s.source or "code",
     namespace = s.namespace or NULL, site = s.site, catch_up = s.catch_up, overlap = s.overlap,
     input = s.source == "api" and s.input or nil,
   }
@@ -149,7 +151,7 @@ end
 --- Registers the schedules created over the API that the store holds
 --- (before scheduler.start, which then arms them like the others).
 function M.load_stored()
-  local _, vals = host.scan("schedules", "")
+  local _, vals = store.raw_scan("schedules", "")
   local n = 0
   for _, raw in ipairs(vals or {}) do
     local ok, rec = pcall(json.decode, raw)
@@ -197,7 +199,7 @@ http.route("POST", "/schedules", function(req)
   end
   local spec, text = spec_from(body)
   check_tz(body.tz)
-  if host.get("schedules", name) then
+  if store.raw_get("schedules", name) then
     -- the record of a schedule removed from code: its fires stay counted
     http.log("schedule %s: created over the API over the record of an earlier schedule", name)
   end
@@ -254,8 +256,8 @@ http.route("DELETE", "/schedules/{name...}", function(req)
     http.fail(409, "defined_in_code", ("schedule '%s' is defined in code (%s): remove it from the file")
       :format(s.name, s.site or "its pipeline file"))
   end
-  local ok, msg, code = host.commit({ "schedules", s.name, false })
-  if not ok then error(("deleting schedule %s: %s (%s)"):format(s.name, msg, code), 0) end
+  local ok, msg, code = store.raw_commit({ "schedules", s.name, false })
+  if not ok then error(("deleting schedule %s: %s"):format(s.name, msg), 0) end
   unregister(s.name)
   scheduler.apply(diff("removed", s))
   return 200, { deleted = s.name }
@@ -267,7 +269,7 @@ http.route("POST", "/schedules/{name...}/trigger", function(req)
   if not p then
     http.fail(409, "pipeline_not_loaded", ("pipeline '%s' of schedule '%s' is not loaded"):format(s.pipeline, s.name))
   end
-  local base = s.name .. "@manual-" .. host.iso(host.now())
+  local base = s.name .. "@manual-" .. clock.iso(clock.now())
   local id, n = base, 1
   while engine.get_run(id) do
     n = n + 1

@@ -13,7 +13,7 @@
 --- Content-Security-Policy: scripts, styles and connections from this
 --- origin only, no inline script or style, no frames, no plugins.
 local http = require "sluice.router"
-local web = require "sluice.web"
+local web = require "sluice._web"
 
 local M = {}
 

@@ -11,9 +11,10 @@
 --- a step cut off by a crash are on stderr only), at most the last 1,000
 --- per run: `sluice status RUN --logs` shows them. Lines logged between
 --- steps are re-executed by every replay, so they go to stderr only.
-local host = require "sluice.host"
+local clock = require "sluice._clock"
+local store = require "sluice._store"
 local json = require "sluice.json"
-local codec = require "sluice.codec" -- stored lines: the store's exact records
+local codec = require "sluice._codec" -- stored lines: the store's exact records
 local sched = require "sluice.sched"
 
 local M = {}
@@ -61,7 +62,7 @@ local RESERVED = { time = true, level = true, msg = true, run = true, pipeline =
 local function storable(v)
   local t = type(v)
   if t == "string" or t == "number" or t == "boolean" or v == json.null then return v end
-  if t == "table" and host.encode(v, "field") then return v end
+  if t == "table" and codec.try_encode(v, "field") then return v end
   return tostring(v)
 end
 
@@ -75,7 +76,7 @@ local function logfmt_value(v)
   elseif v == json.null then
     return "null"
   else
-    s = host.encode(v, "field") or tostring(v)
+    s = codec.try_encode(v, "field") or tostring(v)
   end
   if s ~= "" and not s:find('[%s="\\%c]') then return s end
   return '"' .. s:gsub('[\\"%c]', function(c)
@@ -162,8 +163,8 @@ function M.write(level, msg, fields, extra)
     error(("log.%s: fields must be a table, got %s"):format(level, type(fields)), 3)
   end
   if lv < threshold then return end
-  local us = host.now()
-  local rec = { time = host.iso(us), level = level, msg = tostring(msg), fields = fields }
+  local us = clock.now()
+  local rec = { time = clock.iso(us), level = level, msg = tostring(msg), fields = fields }
   local br = sched.context()
   local run = br and br.run
   if run then
@@ -212,7 +213,7 @@ function M.ops(run, step_id, ops)
   pending[step_id] = nil
   local keys = run.log_keys
   if not keys then
-    keys = host.scan("logs", run.id .. "\0") or {}
+    keys = store.raw_scan("logs", run.id .. "\0") or {}
     run.log_keys = keys
   end
   local n = #ops
@@ -238,7 +239,7 @@ end
 ---@param run_id string
 ---@return table[]
 function M.read(run_id)
-  local _, vals = host.scan("logs", run_id .. "\0")
+  local _, vals = store.raw_scan("logs", run_id .. "\0")
   local out = json.array({})
   for i, v in ipairs(vals or {}) do out[i] = codec.decode(v) end
   return out

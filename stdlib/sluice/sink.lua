@@ -22,7 +22,8 @@ local fs = require "sluice.fs"
 local csv = require "sluice.csv"
 local json = require "sluice.json"
 local sched = require "sluice.sched"
-local host = require "sluice.host"
+local clock = require "sluice._clock"
+local ids = require "sluice._ids"
 
 local M = {}
 
@@ -113,7 +114,7 @@ local function write_key(self, opts)
     if type(opts.key) ~= "string" and type(opts.key) ~= "number" then
       error(("%s: key must be a string or a number"):format(self.where), 3)
     end
-    return host.hash("key\0" .. tostring(opts.key)), 1
+    return ids.hash("key\0" .. tostring(opts.key)), 1
   end
   local br = sched.context()
   if not (br and br.run and br.in_step) then
@@ -125,7 +126,7 @@ local function write_key(self, opts)
   end
   local seq = (br.sink_seq[self.path] or 0) + 1
   br.sink_seq[self.path] = seq
-  return host.hash("step\0" .. br.run.id .. "\0" .. br.in_step), seq
+  return ids.hash("step\0" .. br.run.id .. "\0" .. br.in_step), seq
 end
 
 local function part_names(dir)
@@ -174,7 +175,7 @@ local function write_part(self, h, seq, text)
   end
   local name = existing
   if not name then
-    local stamp = math.max(host.now(), last_stamp + 1)
+    local stamp = math.max(clock.now(), last_stamp + 1)
     last_stamp = stamp
     name = ("%016x%s"):format(stamp, mine)
   end

@@ -12,7 +12,8 @@
 --- (`{{source.bucket}}`) reads nested tables. An unknown variable, or one
 --- whose value is nil, raises naming it and where it was found:
 --- `target.dataset: unknown variable {{billing_dataset}}`.
-local host = require "sluice.host"
+local clock = require "sluice._clock"
+local cron = require "sluice._cron"
 local sched = require "sluice.sched"
 
 local M = {}
@@ -57,11 +58,11 @@ end
 ---@return table<string, string>
 function M.builtins(run, tz)
   run = run or current_run() or {}
-  local us = run.created_us or host.now()
+  local us = run.created_us or clock.now()
   local t = us // 1000000
   local off = 0
   if tz then
-    local o, err = host.tz_offset(tz, t)
+    local o, err = cron.tz_offset(tz, t)
     if not o then error("template: " .. err, 3) end
     off = o
   end

@@ -109,10 +109,11 @@ describe("the store", function()
     assert.are.equal(0, (H.sluice({ "run", f, "--id", "good", "--input", "1", "--store", store })))
     -- damage one record the way a stray writer would: bytes that are not JSON
     local poke = H.write(dir .. "/poke.lua", [[
-local host = require "sluice.host"
-assert(host.open(arg[1]))
-assert(host.commit({ "runs", "broken", "{\"id\": \"broken\", oops",
-  "runs_by_time", string.pack(">I8", host.now()) .. "broken", "" }))]])
+local clock = require "sluice._clock"
+local storage = require "sluice._store"
+assert(storage.open(arg[1]))
+assert(storage.raw_commit({ "runs", "broken", "{\"id\": \"broken\", oops",
+  "runs_by_time", string.pack(">I8", clock.now()) .. "broken", "" }))]])
     local code, _, err = H.sluice({ poke, store })
     assert.are.equal(0, code, err)
     local out

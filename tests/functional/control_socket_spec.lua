@@ -6,7 +6,7 @@
 -- killed, and sluice trigger.
 local H = require "helper"
 local json = require "sluice.json"
-local host = require "sluice.host"
+local lock = require "sluice._lock"
 local uv = require "luv"
 
 local function err_of(p) return H.messages(table.concat(p.err)) end
@@ -59,7 +59,7 @@ end)
 
   -- who holds the store's writer lock (nil before the store exists)
   local function holder()
-    local ok, role, pid = pcall(host.lock_holder, store .. "/writer.lock")
+    local ok, role, pid = pcall(lock.holder, store .. "/writer.lock")
     if ok then return role, pid end
   end
 
@@ -295,7 +295,7 @@ end)
     r:wait()
     -- left behind, nobody listens: a client sees the lock free and goes on
     assert.is_not_nil(uv.fs_stat(store .. "/control.sock"))
-    local conn, _, code = require("sluice.control_socket").connect(store)
+    local conn, _, code = require("sluice._control").connect(store)
     assert.is_nil(conn)
     assert.are.equal("ECONNREFUSED", code)
     local _, listing = H.sluice({ "runs", "--store", store })
@@ -327,7 +327,7 @@ end)
     assert.are.equal(tonumber("600", 8), st.mode & tonumber("777", 8))
     -- even with the file opened up, the host checks the peer's uid
     local peer = H.write(dir .. "/peer.lua", [[
-local sock = require "sluice.control_socket"
+local sock = require "sluice._control"
 local conn, err, code = sock.connect(...)
 if not conn then io.write("connect failed: ", code, "\n") os.exit(3) end
 conn:read_start(function(frame, msg, c) io.write(frame or ("end " .. tostring(c)), "\n") if frame then conn:close() end end)

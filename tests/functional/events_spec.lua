@@ -23,7 +23,7 @@ pipeline("side", function()
   sleep("6s")
   return "woke"
 end)]]):format(marks))
-    local host = require "sluice.host"
+    local clock = require "sluice._clock"
     local p = H.spawn({ "run", f, "--id", "S1", "--store", store })
     local sleep_started -- wall clock, ms: the sleep's step record
     H.wait_until(function()
@@ -32,13 +32,13 @@ end)]]):format(marks))
       if not doc or doc.status ~= "sleeping" then return false end
       for _, st in ipairs(doc.steps) do
         if st.id:find("^sleep@") then
-          sleep_started = host.parse_time(st.started_at) * 1000 + tonumber(st.started_at:match("%.(%d%d%d)") or "0")
+          sleep_started = clock.parse_time(st.started_at) * 1000 + tonumber(st.started_at:match("%.(%d%d%d)") or "0")
         end
       end
       return sleep_started ~= nil
     end, "the run to sleep", 10000, 20)
     -- kill it with about 1 s of the 6 s left
-    H.wait_until(function() return host.now() / 1000 >= sleep_started + 5000 end, "5 s of the sleep", 10000, 20)
+    H.wait_until(function() return clock.now() / 1000 >= sleep_started + 5000 end, "5 s of the sleep", 10000, 20)
     p:kill("sigkill")
     p:wait()
     local t0 = require("luv").hrtime()
@@ -48,7 +48,7 @@ end)]]):format(marks))
     assert.are.equal('"woke"\n', out)
     -- it slept until the stored wake time, not less (the clock has ms
     -- steps), and not the whole 6 s again
-    assert.is_true(host.now() / 1000 >= sleep_started + 6000 - 2, "woke before the stored wake time")
+    assert.is_true(clock.now() / 1000 >= sleep_started + 6000 - 2, "woke before the stored wake time")
     assert.is_true(ms < 4500, ("slept %.0f ms after the restart, more than the remainder"):format(ms))
     assert.are.same({ "before" }, H.lines(marks))
     local _, events = H.sluice({ "events", "side:1", "--json", "--store", store })

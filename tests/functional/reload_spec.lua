@@ -5,7 +5,7 @@
 -- pipelines go, a new subdirectory is watched, SIGHUP reloads everything.
 local H = require "helper"
 local json = require "sluice.json"
-local host = require "sluice.host"
+local ids = require "sluice._ids"
 
 local function log_of(p) return H.messages(table.concat(p.err)) end
 
@@ -38,7 +38,7 @@ describe("sluice serve reloads", function()
   local function save(path, text)
     H.write(path .. ".tmp~", text)
     assert(os.rename(path .. ".tmp~", path))
-    return host.hash(text)
+    return ids.hash(text)
   end
 
   local function start()
@@ -138,7 +138,7 @@ describe("sluice serve reloads", function()
     local h3 = save(f, t3)
     wait_line(q(" -> " .. h3) .. " in [%d.]+ms: pipelines ~q$")
     assert.are.equal(1, count(log_of(serve), "reload " .. f .. " "))
-    assert.are.equal(0, count(log_of(serve), host.hash(t2)))
+    assert.are.equal(0, count(log_of(serve), ids.hash(t2)))
     local code, out = run("q")
     assert.are.equal(0, code)
     assert.are.equal("3", out:gsub("\n$", ""))

@@ -66,14 +66,14 @@ every(1).seconds(tick, nil, { catch_up = %q, name = "tick" })
   for _, case in ipairs({ { "latest", 1, 1 }, { "all", 3, 99 }, { "none", 0, 0 } }) do
     local policy, at_least, at_most = case[1], case[2], case[3]
     it("catches up missed fires with catch_up = " .. policy, function()
-      local host = require "sluice.host"
+      local clock = require "sluice._clock"
       write_pipelines(policy)
       local p = H.spawn({ "serve", dir .. "/p", "--store", store })
       H.wait_until(function() return #runs_of(store, "tick") >= 1 end, "a first fire", 15000, 20)
       p:kill("sigterm")
       p:wait()
       local _, out = H.sluice({ "schedules", "--json", "--store", store })
-      local next_at = host.parse_time(json.decode(out).schedules[1].next_at)
+      local next_at = clock.parse_time(json.decode(out).schedules[1].next_at)
       -- stay down for 3 whole seconds past the stored next fire
       H.wait_until(function() return os.time() >= next_at + 3 end, "3 missed fires", 10000, 50)
       local before = {}
@@ -90,7 +90,7 @@ every(1).seconds(tick, nil, { catch_up = %q, name = "tick" })
         local list = {}
         for _, r in ipairs(runs_of(store, "tick")) do
           if not before[r.id] then
-            list[#list + 1] = { at = host.parse_time(r.id:match("@(.*)$")), status = r.status }
+            list[#list + 1] = { at = clock.parse_time(r.id:match("@(.*)$")), status = r.status }
           end
         end
         table.sort(list, function(a, b) return a.at < b.at end)
@@ -115,7 +115,7 @@ every(1).seconds(tick, nil, { catch_up = %q, name = "tick" })
         -- the first run after the restart is the latest missed fire: at
         -- or after the 3 s down, at or before the scheduler started
         assert.is_true(list[1].at >= t_spawn and list[1].at <= t_armed,
-          ("the catch-up fire is at %s, not within %s..%s"):format(host.utc(list[1].at), host.utc(t_spawn), host.utc(t_armed)))
+          ("the catch-up fire is at %s, not within %s..%s"):format(clock.utc(list[1].at), clock.utc(t_spawn), clock.utc(t_armed)))
       else
         -- no missed fire ran: the first run is a live fire
         assert.is_true(list[1].at >= t_spawn, "a missed fire ran with catch_up = none")

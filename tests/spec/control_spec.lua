@@ -2,12 +2,12 @@
 -- while pending), concurrency keys, child runs (call, start), in the host
 -- on a real store.
 local H = require "helper"
-local host = require "sluice.host"
+local store = require "sluice._store"
 local engine = require "sluice.engine"
 local sched = require "sluice.sched"
 local uv = require "luv"
 
-assert(host.open(H.tmpdir()))
+assert(store.open(H.tmpdir()))
 
 
 -- starts engine.execute in a task; returns a function that waits for its record

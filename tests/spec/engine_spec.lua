@@ -2,13 +2,13 @@
 -- real LMDB store, retries, timeouts, parallel branches, errors that name
 -- the step and the path, ctx().
 local H = require "helper"
-local host = require "sluice.host"
+local storage = require "sluice._store"
 local engine = require "sluice.engine"
 local json = require "sluice.json"
 local uv = require "luv"
 
 local store = H.tmpdir()
-assert(host.open(store))
+assert(storage.open(store))
 
 local n = 0
 local function define(fn, opts)
@@ -123,7 +123,7 @@ describe("step", function()
     local rec = engine.execute(p, nil, "unstorable")
     assert.are.equal("failed", rec.status)
     assert.are.equal("fetch", rec.error.step)
-    assert.matches("step 'fetch' failed: returned a value that cannot be stored: result.rows%[3%].fn: cannot store a function",
+    assert.matches("step 'fetch' failed: returned a value that cannot be stored: EINVAL: result.rows%[3%].fn: cannot store a function",
       rec.error.message)
   end)
 

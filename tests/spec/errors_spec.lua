@@ -3,13 +3,13 @@
 -- does inside (sluice.errors); tracebacks carry the user's frames only.
 -- Each case is a one-line function, so its line is where the call is.
 local H = require "helper"
-local host = require "sluice.host"
+local storage = require "sluice._store"
 local engine = require "sluice.engine"
 local every_mod = require "sluice.every"
 local errors = require "sluice.errors"
 
 local store = H.tmpdir()
-assert(host.open(store))
+assert(storage.open(store))
 
 local n = 0
 local function fresh(prefix)
@@ -74,7 +74,7 @@ describe("errors raised inside a run", function()
       { function() return wait_for("x", { timeout = "1 h" }) end, "wait_for timeout: \"1 h\" is not a duration" },
       { function() return wait_for("x", { match = 3 }) end, "wait_for%(\"x\"%): match must be a table of fields or a function" },
       { function() return send("") end, "send: the event name must be a non%-empty string" },
-      { function() return send("e", { fn = print }) end, "send \"e\": the event cannot be stored: event.data.fn: cannot store a function" },
+      { function() return send("e", { fn = print }) end, "send \"e\": the event cannot be stored: EINVAL: event.data.fn: cannot store a function" },
       { function() return emit("t", "", {}) end, "emit: the event cannot be stored: .*stream" },
       { function() return emit("t", "k", { print }) end, "emit: the event cannot be stored: .*cannot store a function" },
       { function() return read { stream = "s", limit = 0 } end, "read: limit must be a positive integer" },
@@ -129,7 +129,7 @@ describe("errors raised while a file is loaded", function()
       { function() every.hour(p, nil, { jitter = "-5s" }) end, "every \"0 %* %* %* %*\" jitter: \"%-5s\" is not a duration" },
       { function() every.hour(p, nil, { catch_up = "some" }) end, "catch_up must be one of all, latest, none, got some" },
       { function() every.cron("* * 31 2 *")(p) end, "every \"%* %* 31 2 %*\" never fires: no date matches it" },
-      { function() every.cron("61 * * * *") end, "every.cron%(\"61 %* %* %* %*\"%): minute field: 61 is out of range 0%-59" },
+      { function() every.cron("61 * * * *") end, "every.cron%(\"61 %* %* %* %*\"%): EINVAL: minute field: 61 is out of range 0%-59" },
       { function() every.day.at("25:00") end, "at: \"25:00\" is not a time" },
       { function() every.fortnight(p) end, "every.fortnight: unknown schedule" },
       { function() every.hour(p, nil, "daily") end, "every \"0 %* %* %* %*\": options must be a table, got string" },
@@ -154,12 +154,12 @@ end)
 describe("engine error tables", function()
   it("keep their code and get the user's line in their message, as string errors do", function()
     local raise = errors.entry(errors.store)
-    local call = function() raise("starting run r1", "disk on fire", "EIO") end
+    local call = function() raise("starting run r1", "EIO: disk on fire", "EIO") end
     local ok, err = pcall(call)
     assert.is_false(ok)
     assert.are.equal("table", type(err))
     assert.are.equal("EIO", err.code)
-    assert_names_line(err.message, call, "starting run r1: disk on fire %(EIO%)$", "store error")
+    assert_names_line(err.message, call, "starting run r1: EIO: disk on fire$", "store error")
     assert.are.equal(err.message, tostring(err))
   end)
 end)

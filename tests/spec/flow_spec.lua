@@ -4,14 +4,14 @@
 -- that name the map or the nodes, and a map killed with SIGKILL and resumed
 -- through the CLI.
 local H = require "helper"
-local host = require "sluice.host"
+local storage = require "sluice._store"
 local engine = require "sluice.engine"
 local flow = require "sluice.flow"
 local json = require "sluice.json"
 local uv = require "luv"
 
 local store = H.tmpdir()
-assert(host.open(store))
+assert(storage.open(store))
 
 local n = 0
 local function define(fn, opts)

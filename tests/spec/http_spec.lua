@@ -5,7 +5,8 @@
 -- a step that raises through http.must, and a script that exits cleanly
 -- with a request still in flight.
 local H = require "helper"
-local host = require "sluice.host"
+local clock = require "sluice._clock"
+local storage = require "sluice._store"
 local engine = require "sluice.engine"
 local json = require "sluice.json"
 local sched = require "sluice.sched"
@@ -19,7 +20,7 @@ local port = assert(tonumber(table.concat(server.out):match("^(%d+)")))
 local base = "http://127.0.0.1:" .. port
 
 local store = H.tmpdir()
-assert(host.open(store))
+assert(storage.open(store))
 
 -- a port nothing listens on: bound, then closed
 local function free_port()
@@ -259,9 +260,9 @@ describe("sluice.http", function()
           return step("get" .. i, function() return assert(http.get(base .. "/slow?ms=200")).status end)
         end
       end
-      local t0 = host.hrtime()
+      local t0 = clock.hrtime()
       local res = { parallel(table.unpack(fns)) }
-      return { res = res, ms = (host.hrtime() - t0) / 1e6 }
+      return { res = res, ms = (clock.hrtime() - t0) / 1e6 }
     end)
     local rec = engine.execute(p, nil, "http-parallel-1")
     assert.are.equal("completed", rec.status, rec.error and rec.error.message)
@@ -322,7 +323,7 @@ describe("sluice.http", function()
       local r = assert(http.get("%s/echo"))
       print("status", r.status)
       coroutine.wrap(function() http.get("%s/slow?ms=20000") end)()
-      require("sluice.host").stop() -- the loop stops with the request in flight
+      require("sluice._vm").stop() -- the loop stops with the request in flight
     ]]):format(base, base))
     local t0 = uv.hrtime()
     local code, out, err = H.sluice({ dir .. "/s.lua" }, { timeout = 15000 })

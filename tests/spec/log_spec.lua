@@ -2,12 +2,12 @@
 -- logged inside steps stored with the run in the step's own commit (no
 -- extra commit), failed attempts included, bounded per run.
 local H = require "helper"
-local host = require "sluice.host"
+local store = require "sluice._store"
 local json = require "sluice.json"
 local engine = require "sluice.engine"
 local log = require "sluice.log"
 
-assert(host.open(H.tmpdir()))
+assert(store.open(H.tmpdir()))
 log.set_level("warn") -- keep the spec's output short; stored lines obey the level too
 
 describe("sluice.log", function()
@@ -45,11 +45,11 @@ describe("sluice.log", function()
       end
     end
     local quiet, loud = pipeline("quiet", body(false)), pipeline("loud", body(true))
-    local b0 = host.stats().batches
+    local b0 = store.stats().batches
     assert.are.equal("completed", engine.execute(quiet, nil, "quiet-1").status)
-    local b1 = host.stats().batches
+    local b1 = store.stats().batches
     assert.are.equal("completed", engine.execute(loud, nil, "loud-1").status)
-    local b2 = host.stats().batches
+    local b2 = store.stats().batches
     assert.are.equal(b1 - b0, b2 - b1, "logging adds no commit")
     local lines = log.read("loud-1")
     assert.are.equal(6, #lines)

@@ -2,10 +2,10 @@
 -- (templates rendered for the run) before the run exists; a wrong input
 -- is refused naming the parameter and no run is stored.
 local H = require "helper"
-local host = require "sluice.host"
+local store = require "sluice._store"
 local engine = require "sluice.engine"
 
-assert(host.open(H.tmpdir()))
+assert(store.open(H.tmpdir()))
 
 local billing = pipeline("billing", function(input) return input end, { params = {
   date = { type = "string", default = "{{yesterday}}" },

@@ -4,14 +4,14 @@
 -- entry, a pending request answered ESTOPPED when the host stops, and a
 -- connection that ends with no answer.
 local H = require "helper"
-local host = require "sluice.host"
+local storage = require "sluice._store"
 local engine = require "sluice.engine"
 local control = require "sluice.control"
-local sock = require "sluice.control_socket"
+local sock = require "sluice._control"
 local sched = require "sluice.sched"
 
 local store = H.tmpdir()
-assert(host.open(store))
+assert(storage.open(store))
 
 describe("the control protocol", function()
   after_each(function() H.task(control.close, "the spec ended") end)

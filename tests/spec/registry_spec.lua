@@ -3,7 +3,7 @@
 -- load replaces its definitions; on any error nothing of the new version is
 -- live and the old one stays; top-level code may only define.
 local H = require "helper"
-local host = require "sluice.host"
+local storage = require "sluice._store"
 local engine = require "sluice.engine"
 local registry = require "sluice.registry"
 local every = require "sluice.every"
@@ -11,7 +11,7 @@ local events = require "sluice.events"
 local stream = require "sluice.stream"
 
 local store = H.tmpdir()
-assert(host.open(store))
+assert(storage.open(store))
 local dir = H.tmpdir()
 
 local function file(name, text) return H.write(dir .. "/" .. name, text) end

@@ -6,14 +6,14 @@
 -- serving, waiting does not count against the time, an interrupt stops a
 -- chunk that waits, JSON replies; and the pretty printer's limits.
 local H = require "helper"
-local host = require "sluice.host"
+local store = require "sluice._store"
 local sched = require "sluice.sched"
 local eval = require "sluice.repl_eval"
 local pretty = require "sluice.pretty"
 local json = require "sluice.json"
 local uv = require "luv"
 
-assert(host.open(H.tmpdir()))
+assert(store.open(H.tmpdir()))
 
 local function ms_since(t0) return (uv.hrtime() - t0) / 1e6 end
 

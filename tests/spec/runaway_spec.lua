@@ -4,13 +4,13 @@
 -- a step that waits or spins, other runs go on while a step spins, and no
 -- hook is set when nothing asks for one.
 local H = require "helper"
-local host = require "sluice.host"
+local store = require "sluice._store"
 local engine = require "sluice.engine"
 local sched = require "sluice.sched"
-local guard = require "sluice.guard"
+local guard = require "sluice._guard"
 local uv = require "luv"
 
-assert(host.open(H.tmpdir()))
+assert(store.open(H.tmpdir()))
 
 local n = 0
 local function define(fn, opts)

@@ -3,16 +3,17 @@
 -- pages by namespace, pipeline and status with a cursor and a time bound,
 -- and the backfill of a store whose runs were written without listings.
 local H = require "helper"
-local host = require "sluice.host"
+local clock = require "sluice._clock"
+local storage = require "sluice._store"
 local engine = require "sluice.engine"
 local json = require "sluice.json"
 local runs_index = require "sluice.runs_index"
 
 local store = H.tmpdir()
-assert(host.open(store))
+assert(storage.open(store))
 
 local function status_entries(id)
-  local keys = host.scan("runs_by_status", "")
+  local keys = storage.raw_scan("runs_by_status", "")
   local out = {}
   for _, k in ipairs(keys) do
     if k:sub(-#id) == id then out[#out + 1] = k:match("^[^%z]*%z([^%z]*)%z") end
@@ -32,8 +33,8 @@ describe("the run listings", function()
     assert.are.equal("completed", rec.status)
     assert.are.same({ { "running" } }, seen)
     assert.are.same({ "completed" }, status_entries("idx-1"))
-    assert.are.equal(1, #host.scan("runs_by_pipeline", "default\0idx-sleepy\0"))
-    assert.are.equal(1, #host.scan("runs_by_time", ""))
+    assert.are.equal(1, #storage.raw_scan("runs_by_pipeline", "default\0idx-sleepy\0"))
+    assert.are.equal(1, #storage.raw_scan("runs_by_time", ""))
   end)
 
   it("page newest first with a cursor, by pipeline, status and since", function()
@@ -60,10 +61,10 @@ describe("the run listings", function()
   end)
 
   it("are filled in for a store whose runs were written without them", function()
-    local now = host.now()
-    local old = { id = "old-1", pipeline = "legacy", status = "completed", created_us = now, created_at = host.iso(now) }
+    local now = clock.now()
+    local old = { id = "old-1", pipeline = "legacy", status = "completed", created_us = now, created_at = clock.iso(now) }
     H.task(function()
-      assert(host.commit({ "runs", "old-1", json.encode(old), "meta", "runs_indexed", false }))
+      assert(storage.raw_commit({ "runs", "old-1", json.encode(old), "meta", "runs_indexed", false }))
     end)
     assert.are.equal(0, #runs_index.page({ pipeline = "legacy", limit = 10 }, engine.get_run))
     local n = H.task(function() return runs_index.backfill() end)

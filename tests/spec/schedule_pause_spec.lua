@@ -3,14 +3,14 @@
 -- stored record, a paused schedule does not fire, a resumed one fires
 -- again; an unknown name is said.
 local H = require "helper"
-local host = require "sluice.host"
+local store = require "sluice._store"
 local scheduler = require "sluice.scheduler"
-local codec = require "sluice.codec"
+local codec = require "sluice._codec"
 local uv = require "luv"
 
-assert(host.open(H.tmpdir()))
+assert(store.open(H.tmpdir()))
 
-local function stored(name) return codec.decode(host.get("schedules", name)) end
+local function stored(name) return codec.decode(store.raw_get("schedules", name)) end
 
 describe("pausing a schedule", function()
   it("is stored, and a resumed schedule fires again", function()

@@ -4,13 +4,13 @@
 -- it does not match them; CSV; upsert by key. The kill -9 cases are in
 -- tests/functional/sink_crash_spec.lua.
 local H = require "helper"
-local host = require "sluice.host"
+local store = require "sluice._store"
 local json = require "sluice.json"
 local engine = require "sluice.engine"
 local sink = require "sluice.sink"
 local fs = require "sluice.fs"
 
-assert(host.open(H.tmpdir()))
+assert(store.open(H.tmpdir()))
 local dir = H.tmpdir()
 
 local function lines(path)

@@ -217,7 +217,7 @@ describe("sluice.sqlite", function()
         coroutine.wrap(function()
           db:rows("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT count(*) FROM c")
         end)()
-        require("sluice.host").stop()
+        require("sluice._vm").stop()
       end
     ]]):format(path))
     local code, out, err = H.sluice({ dir .. "/s.lua" })

@@ -3,12 +3,13 @@
 -- position, paging with `after`, memoized emits and sends in runs,
 -- wait_for with bursts and timeouts, durable sleep.
 local H = require "helper"
-local host = require "sluice.host"
+local clock = require "sluice._clock"
+local store = require "sluice._store"
 local engine = require "sluice.engine"
 local sched = require "sluice.sched"
 local uv = require "luv"
 
-assert(host.open(H.tmpdir()))
+assert(store.open(H.tmpdir()))
 
 -- runs fns concurrently as tasks and waits for all
 local function together(fns)
@@ -61,10 +62,10 @@ describe("emit and read", function()
   end)
 
   it("reads from TRIM_HORIZON, LATEST and a time, and empty streams", function()
-    local before = host.iso(host.now() - 1000000) -- a second ago
+    local before = clock.iso(clock.now() - 1000000) -- a second ago
     emit("a", "from:x", 1)
     H.sleep(5)
-    local mid = host.iso(host.now())
+    local mid = clock.iso(clock.now())
     emit("b", "from:x", 2)
     assert.are.equal(2, #read{ stream = "from:x", from = "TRIM_HORIZON" })
     assert.are.equal(0, #read{ stream = "from:x", from = "LATEST" })
@@ -156,12 +157,12 @@ describe("a consumer", function()
   local function consume_until(c, pred, what)
     local task = sched.go({}, stream.run_consumer, c, function() end)
     H.wait_until(function()
-      local raw = host.get("consumers", c.name)
+      local raw = store.raw_get("consumers", c.name)
       return raw and pred(json.decode(raw))
     end, what, 10000, 5)
     c.stop()
     assert(task:await())
-    return json.decode(host.get("consumers", c.name))
+    return json.decode(store.raw_get("consumers", c.name))
   end
 
   it("moves the checkpoint to the end of the batch its completed run holds, then delivers the rest", function()

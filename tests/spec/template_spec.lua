@@ -3,12 +3,13 @@
 -- zones, caller variables, recursion through tables, errors naming the
 -- variable and where it was found.
 local H = require "helper"
-local host = require "sluice.host"
+local clock = require "sluice._clock"
+local store = require "sluice._store"
 local json = require "sluice.json"
 local engine = require "sluice.engine"
 local template = require "sluice.template"
 
-assert(host.open(H.tmpdir()))
+assert(store.open(H.tmpdir()))
 
 -- 2026-03-01T01:30:00Z: the day before is in February, New York is still on the 28th
 local T = 1772328600 * 1000000
@@ -85,9 +86,9 @@ describe("sluice.template", function()
       return { first = first, again = again }
     end)
     -- a run created on 2026-03-01 that failed: resuming it today renders its day
-    local rec = { id = "old", pipeline = "tpl", created_us = T, created_at = host.iso(T), attempt = 1,
+    local rec = { id = "old", pipeline = "tpl", created_us = T, created_at = clock.iso(T), attempt = 1,
       status = "failed" }
-    assert(host.commit({ "runs", "old", json.encode(rec), "runs_by_time", string.pack(">I8", T) .. "old", "" }))
+    assert(store.raw_commit({ "runs", "old", json.encode(rec), "runs_by_time", string.pack(">I8", T) .. "old", "" }))
     local r = engine.execute(p, nil, "old")
     assert.are.equal("failed", r.status)
     fail = false
