@@ -32,7 +32,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
-#include <stdarg.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,16 +44,6 @@
 #include "modules.h"
 #include "sbuf.h"
 #include "vm.h"
-
-/* Raises the message without a position: the caller's position would be
- * the Lua wrapper in stdlib/, not the user's code (the traceback has it). */
-static int http_error(lua_State *L, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  lua_pushvfstring(L, fmt, ap);
-  va_end(ap);
-  return lua_error(L);
-}
 
 
 /* a socket curl watches */
@@ -531,7 +520,7 @@ static int open_tmp(xfer *x) {
 static int l_request(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   if (!lua_isyieldable(L)) {
-    return http_error(L, "sluice.http: a request waits for its reply, so it must run in a "
+    return modules_error(L, "sluice.http: a request waits for its reply, so it must run in a "
                          "coroutine the host resumes (a run, a step, a task, or the main chunk "
                          "of a script), not in a callback or a C function");
   }
@@ -551,17 +540,17 @@ static int l_request(lua_State *L) {
   lua_Integer max_bytes = opt_int(L, "max_bytes", -1);
 
   char err[256];
-  if (ensure_ready(L, err, sizeof err) != 0) return http_error(L, "sluice.http: %s", err);
+  if (ensure_ready(L, err, sizeof err) != 0) return modules_error(L, "sluice.http: %s", err);
 
   xfer *x = calloc(1, sizeof *x);
-  if (!x) return http_error(L, "sluice.http: out of memory");
+  if (!x) return modules_error(L, "sluice.http: out of memory");
   x->fd = -1;
   x->max_bytes = max_bytes;
   snprintf(x->method, sizeof x->method, "%s", method);
   x->easy = curl_easy_init();
   if (!x->easy) {
     xfer_free(x);
-    return http_error(L, "sluice.http: curl_easy_init failed");
+    return modules_error(L, "sluice.http: curl_easy_init failed");
   }
   lua_getfield(L, 1, "headers");
   if (!lua_isnil(L, -1)) {
@@ -574,7 +563,7 @@ static int l_request(lua_State *L) {
       lua_pop(L, 1);
       if (!nl) {
         xfer_free(x);
-        return http_error(L, "sluice.http: headers[%d] is not a string", (int)i);
+        return modules_error(L, "sluice.http: headers[%d] is not a string", (int)i);
       }
       x->headers = nl;
     }
@@ -646,7 +635,7 @@ static int l_request(lua_State *L) {
   CURLMcode mc = curl_multi_add_handle(HT.multi, x->easy);
   if (mc != CURLM_OK) {
     xfer_free(x);
-    return http_error(L, "sluice.http: curl_multi_add_handle: %s", curl_multi_strerror(mc));
+    return modules_error(L, "sluice.http: curl_multi_add_handle: %s", curl_multi_strerror(mc));
   }
   x->co = L;
   lua_pushthread(L);
@@ -656,7 +645,7 @@ static int l_request(lua_State *L) {
 
 setopt_fail:
   xfer_free(x);
-  return http_error(L, "sluice.http: libcurl refused an option (out of memory?)");
+  return modules_error(L, "sluice.http: libcurl refused an option (out of memory?)");
 }
 
 /* version() -> libcurl's version string with its TLS library and features */
@@ -679,7 +668,7 @@ int luaopen_sluice__http(lua_State *L) {
   static int global_done;
   if (!global_done) {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-      return http_error(L, "sluice.http: curl_global_init failed");
+      return modules_error(L, "sluice.http: curl_global_init failed");
     }
     global_done = 1;
   }

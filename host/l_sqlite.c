@@ -32,7 +32,6 @@
  * Depends on: sqlite3, libuv, vm.h (resuming), codec.h (tables as JSON),
  * sbuf.h. sqlite_shutdown (modules.h) closes every database at exit. */
 #include <lauxlib.h>
-#include <stdarg.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,16 +43,6 @@
 #include "modules.h"
 #include "sbuf.h"
 #include "vm.h"
-
-/* Raises the message without a position: the caller's position would be
- * the Lua wrapper in stdlib/, not the user's code (the traceback has it). */
-static int sq_error(lua_State *L, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  lua_pushvfstring(L, fmt, ap);
-  va_end(ap);
-  return lua_error(L);
-}
 
 
 #define DB_MT "sluice.sqlite.db"
@@ -803,13 +792,13 @@ typedef struct {
 
 static sq_db *check_db(lua_State *L, int idx) {
   db_handle *h = luaL_checkudata(L, idx, DB_MT);
-  if (!h->d || h->d->closed) sq_error(L, "sluice.sqlite: the database is closed");
+  if (!h->d || h->d->closed) modules_error(L, "sluice.sqlite: the database is closed");
   return h->d;
 }
 
 static void check_yieldable(lua_State *L) {
   if (!lua_isyieldable(L)) {
-    sq_error(L, "sluice.sqlite: a statement runs on a worker thread and its coroutine waits, "
+    modules_error(L, "sluice.sqlite: a statement runs on a worker thread and its coroutine waits, "
                   "so it must run in a coroutine the host resumes (a run, a step, a task, or "
                   "the main chunk of a script), not in a callback or a C function");
   }
@@ -818,7 +807,7 @@ static void check_yieldable(lua_State *L) {
 static sq_op *new_op(lua_State *L, sq_db *d, int kind) {
   sq_op *op = calloc(1, sizeof *op);
   if (!op) {
-    sq_error(L, "sluice.sqlite: out of memory");
+    modules_error(L, "sluice.sqlite: out of memory");
     return NULL;
   }
   op->d = d;
@@ -864,9 +853,9 @@ static int l_open(lua_State *L) {
   int wal = lua_toboolean(L, 3);
   lua_Integer busy_ms = luaL_optinteger(L, 4, 5000);
   check_yieldable(L);
-  if (SQ.closing) return sq_error(L, "sluice.sqlite: the host is shutting down");
+  if (SQ.closing) return modules_error(L, "sluice.sqlite: the host is shutting down");
   sq_db *d = calloc(1, sizeof *d);
-  if (!d) return sq_error(L, "sluice.sqlite: out of memory");
+  if (!d) return modules_error(L, "sluice.sqlite: out of memory");
   d->next = SQ.dbs;
   if (SQ.dbs) SQ.dbs->prev = d;
   SQ.dbs = d;
@@ -921,14 +910,14 @@ static void columns_of(lua_State *L, int records, int idx) {
   lua_Integer n = (lua_Integer)lua_rawlen(L, records), k = 0;
   for (lua_Integer i = 1; i <= n; i++) {
     if (lua_rawgeti(L, records, i) != LUA_TTABLE) {
-      sq_error(L, "sluice.sqlite.insert_many: records[%d] is a %s, not a table", (int)i,
+      modules_error(L, "sluice.sqlite.insert_many: records[%d] is a %s, not a table", (int)i,
                  luaL_typename(L, -1));
     }
     lua_pushnil(L);
     while (lua_next(L, -2)) {
       lua_pop(L, 1);
       if (lua_type(L, -1) != LUA_TSTRING) {
-        sq_error(L, "sluice.sqlite.insert_many: records[%d] has a key that is not a column name "
+        modules_error(L, "sluice.sqlite.insert_many: records[%d] has a key that is not a column name "
                       "(%s)", (int)i, luaL_tolstring(L, -1, NULL));
       }
       lua_pushvalue(L, -1);
@@ -967,7 +956,7 @@ static int l_insert_many(lua_State *L) {
   check_yieldable(L);
   lua_Integer total = (lua_Integer)lua_rawlen(L, 3);
   int ncols = (int)lua_rawlen(L, 4);
-  if (ncols == 0) return sq_error(L, "sluice.sqlite.insert_many: the records have no columns");
+  if (ncols == 0) return modules_error(L, "sluice.sqlite.insert_many: the records have no columns");
   sbuf sql = SBUF_INIT;
   sbuf_adds(&sql, "INSERT INTO ");
   add_ident(&sql, table);
@@ -1052,7 +1041,7 @@ static int l_close(lua_State *L) {
   if (!lua_isyieldable(L)) {
     /* __close or __gc outside a coroutine: close at once if idle */
     if (d->busy || d->head) {
-      return sq_error(L, "sluice.sqlite: close it from a coroutine (statements are still running)");
+      return modules_error(L, "sluice.sqlite: close it from a coroutine (statements are still running)");
     }
     d->closed = 1;
     h->d = NULL;

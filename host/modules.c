@@ -2,6 +2,7 @@
 #include "modules.h"
 
 #include <lauxlib.h>
+#include <stdarg.h>
 
 static const luaL_Reg modules[] = {
     {"sluice._json", luaopen_sluice_json},
@@ -65,4 +66,12 @@ int modules_fail(lua_State *L, const char *code, const char *msg) {
   lua_pushfstring(L, "%s: %s", code, msg);
   lua_pushstring(L, code);
   return 3;
+}
+
+int modules_error(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  return lua_error(L);
 }

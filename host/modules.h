@@ -25,6 +25,11 @@ void modules_shutdown(lua_State *L);
  * "CODE" and returns 3 (`return modules_fail(L, "EINVAL", err);`). */
 int modules_fail(lua_State *L, const char *code, const char *msg);
 
+/* Raises the formatted message without a position: for the C cores of
+ * stdlib/ modules, where the caller's position would be the Lua wrapper in
+ * stdlib/, not the user's code (the traceback has it). */
+int modules_error(lua_State *L, const char *fmt, ...);
+
 /* Creates the metatable `name` of a userdata type (luaL_newmetatable):
  * __index = a table of methods (if not NULL), __gc = gc (if not NULL), and
  * __close = gc too when closable (for `local x <close>`). */
