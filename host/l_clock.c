@@ -55,7 +55,7 @@ static int l_parse_time(lua_State *L) {
   int64_t t;
   char err[CRON_ERRSZ];
   if (cron_parse_iso8601(luaL_checkstring(L, 1), &t, err, sizeof err) != 0)
-    return modules_fail(L, "EINVAL", err);
+    return modules_invalid(L, err);
   lua_pushinteger(L, t);
   return 1;
 }

@@ -17,7 +17,7 @@ static const char *opt_tz(lua_State *L, int arg) {
 static int parse(lua_State *L, int arg, cron_expr *e) {
   char err[CRON_ERRSZ];
   if (cron_parse(e, luaL_checkstring(L, arg), err, sizeof err) != 0)
-    return modules_fail(L, "EINVAL", err);
+    return modules_invalid(L, err);
   return 0;
 }
 
@@ -42,7 +42,7 @@ static int l_next(lua_State *L) {
   int64_t out;
   char err[CRON_ERRSZ];
   int rc = cron_next(&e, after, tz, &out, err, sizeof err);
-  if (rc < 0) return modules_fail(L, "EINVAL", err);
+  if (rc < 0) return modules_invalid(L, err);
   if (rc == 1)
     lua_pushboolean(L, 0);
   else
@@ -56,7 +56,7 @@ static int l_tz_offset(lua_State *L) {
   lua_Integer t = luaL_checkinteger(L, 2);
   int32_t off = 0;
   char err[CRON_ERRSZ];
-  if (cron_tz_offset(tz, t, &off, err, sizeof err) != 0) return modules_fail(L, "EINVAL", err);
+  if (cron_tz_offset(tz, t, &off, err, sizeof err) != 0) return modules_invalid(L, err);
   lua_pushinteger(L, off);
   return 1;
 }
@@ -64,7 +64,7 @@ static int l_tz_offset(lua_State *L) {
 /* tz_check(tz) -> true | failure */
 static int l_tz_check(lua_State *L) {
   char err[CRON_ERRSZ];
-  if (cron_tz_check(opt_tz(L, 1), err, sizeof err) != 0) return modules_fail(L, "EINVAL", err);
+  if (cron_tz_check(opt_tz(L, 1), err, sizeof err) != 0) return modules_invalid(L, err);
   lua_pushboolean(L, 1);
   return 1;
 }

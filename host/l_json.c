@@ -203,7 +203,7 @@ static int f_try_encode(lua_State *L) {
   int rc = codec_encode(L, 1, root, flags, &out, err, sizeof err);
   if (rc == 0) lua_pushlstring(L, out.data ? out.data : "", out.len);
   sbuf_free(&out);
-  return rc == 0 ? 1 : modules_fail(L, "EINVAL", err);
+  return rc == 0 ? 1 : modules_invalid(L, err);
 }
 
 /* try_decode(s [, init]) -> value | nil, "EINVAL: line L, column C (byte B):
@@ -215,7 +215,7 @@ static int f_try_decode(lua_State *L) {
   luaL_argcheck(L, init >= 1 && (size_t)init <= n + 1, 2, "out of range");
   char err[512];
   if (codec_decode(L, s + init - 1, n - (size_t)(init - 1), err, sizeof err) != 0)
-    return modules_fail(L, "EINVAL", err);
+    return modules_invalid(L, err);
   return 1;
 }
 

@@ -68,6 +68,13 @@ int modules_fail(lua_State *L, const char *code, const char *msg) {
   return 3;
 }
 
+int modules_invalid(lua_State *L, const char *msg) {
+  lua_pushnil(L);
+  lua_pushstring(L, msg);
+  lua_pushliteral(L, "EINVAL");
+  return 3;
+}
+
 int modules_error(lua_State *L, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);

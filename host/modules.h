@@ -25,6 +25,12 @@ void modules_shutdown(lua_State *L);
  * "CODE" and returns 3 (`return modules_fail(L, "EINVAL", err);`). */
 int modules_fail(lua_State *L, const char *code, const char *msg);
 
+/* A value the caller gave that a validator (JSON, cron, a zone, a time)
+ * refuses: pushes nil, message, "EINVAL" and returns 3. The message has no
+ * code in front, as Lua's load: it is about the user's input and goes into
+ * the caller's sentence ("every.cron(...): minute field: ..."). */
+int modules_invalid(lua_State *L, const char *msg);
+
 /* Raises the formatted message without a position: for the C cores of
  * stdlib/ modules, where the caller's position would be the Lua wrapper in
  * stdlib/, not the user's code (the traceback has it). */

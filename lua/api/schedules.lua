@@ -36,7 +36,7 @@ local function spec_from(body)
     local canonical, err = cron.canonical(body.cron)
     if not canonical then
       local extra = { field = "cron" }
-      local fname = err:match("^EINVAL: (%S+) field:")
+      local fname = err:match("^(%S+) field:")
       local idx = fname and CRON_FIELDS[fname]
       if idx then
         extra.position = idx

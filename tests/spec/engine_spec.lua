@@ -123,7 +123,7 @@ describe("step", function()
     local rec = engine.execute(p, nil, "unstorable")
     assert.are.equal("failed", rec.status)
     assert.are.equal("fetch", rec.error.step)
-    assert.matches("step 'fetch' failed: returned a value that cannot be stored: EINVAL: result.rows%[3%].fn: cannot store a function",
+    assert.matches("step 'fetch' failed: returned a value that cannot be stored: result.rows%[3%].fn: cannot store a function",
       rec.error.message)
   end)
 

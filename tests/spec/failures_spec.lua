@@ -1,5 +1,6 @@
 -- failures_spec.lua: the C modules report a runtime failure as luv does,
--- nil, "CODE: message", "CODE" (never a bare message, never a raise), and
+-- nil, "CODE: message", "CODE" (never a bare message, never a raise), a
+-- refused input as a validator does (nil, the message alone, "EINVAL"), and
 -- a transitional scan returns what it read.
 local H = require "helper"
 local clock = require "sluice._clock"
@@ -18,13 +19,21 @@ end
 describe("C module failures", function()
   it("have the code in front of the message and as the third value", function()
     fails("ENOTFOUND", storage.open(H.tmpdir() .. "/none", true))
-    fails("EINVAL", cron.canonical("61 * * * *"))
-    fails("EINVAL", cron.next("* * * * *", 0, "Mars/Olympus"))
-    fails("EINVAL", cron.tz_check("Mars/Olympus"))
-    fails("EINVAL", clock.parse_time("yesterday"))
-    fails("EINVAL", codec.try_encode({ f = print }, "result"))
-    fails("EINVAL", codec.try_decode("{"))
     fails("ENOENT", lock.holder(H.tmpdir() .. "/no/such/writer.lock"))
+  end)
+
+  it("of validators are nil, the message alone (it goes into the caller's sentence), EINVAL", function()
+    local function invalid(ok, msg, code)
+      assert.is_nil(ok)
+      assert.are.equal("EINVAL", code)
+      assert.is_nil(msg:find("EINVAL", 1, true), msg)
+    end
+    invalid(cron.canonical("61 * * * *"))
+    invalid(cron.next("* * * * *", 0, "Mars/Olympus"))
+    invalid(cron.tz_check("Mars/Olympus"))
+    invalid(clock.parse_time("yesterday"))
+    invalid(codec.try_encode({ f = print }, "result"))
+    invalid(codec.try_decode("{"))
   end)
 
   it("tell a free writer lock (false) from one taken here", function()
