@@ -1,11 +1,657 @@
-/* l_store_runs.c: "sluice._store" operations on runs with their indexes, steps, run logs and idempotency keys (store.h). */
+/* l_store_runs.c: "sluice._store" operations on runs with their indexes,
+ * steps, run logs and idempotency keys (store.h). Calls store.h only.
+ *
+ * Module functions (reads return nil, "CODE: message", "CODE" on failure):
+ *   get_run(id) -> record | nil
+ *   runs{namespace=, pipeline=, status=, before=, since_us=, limit=}
+ *       -> runs, next | nil (the last page), skipped (messages of records
+ *          that do not decode, left out)
+ *   unfinished_runs() -> records of the runs not yet final, oldest first
+ *   load_steps(run) -> done, order, n: for the replay, done[step_id] = the
+ *       JSON of a completed step's result (true: it returned nil) or false
+ *       (it failed); order[branch][pos] = step_id. Steps in flight are left
+ *       out.
+ *   get_steps(run) -> {id, status, attempts, pos, branch, started_us,
+ *       duration_us, size, result | error}, ... in the order they started
+ *   get_step(run, id) -> {..., value} | nil (value: result or error)
+ *   read_logs(run) -> lines, oldest first; log_ids(run) -> {us, seq, us, ...}
+ *   get_idempotency(ns, pipeline, key) -> run id | nil
+ *   runs_indexed() -> boolean; set_run_observer(fn(rec, prev, status))
+ * Batch methods (return the batch; misuse and values that cannot be stored
+ * raise, except put_step's value: nil, "EINVAL: message", "EINVAL"):
+ *   b:put_run(rec [, {new=true}])
+ *   b:put_step(run, branch, pos, id, status, attempts, t0_us, dur_us [, value])
+ *   b:copy_steps(from_run, to_run, ids)
+ *   b:put_log(run, us, seq, line) b:del_log(run, us, seq)
+ *   b:put_idempotency(ns, pipeline, key, run_id)
+ *   b:index_runs(after, max) -> next | nil, count
+ *
+ * A run's index entries move with its status: the status a record table was
+ * read with or last put with is kept (a weak table keyed by the record), so
+ * no put reads the store first. put_run of a table that was neither read
+ * from the store nor created with {new=true} raises. */
 #include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "codec.h"
 #include "l_store.h"
 
+#define STATUS_KEY "sluice.store.run_status" /* record table -> indexed status */
+#define OBSERVER_KEY "sluice.store.run_observer"
+#define HOLDER_MT "sluice.store.rows"
+
+/* C memory a read returned, owned by a userdata so that an error while
+ * pushing it to Lua frees it (l_store.h: free before you raise). */
+typedef struct {
+  store_rows rows;
+  store_steps steps;
+  sbuf buf;
+  int64_t *ids;
+} holder;
+
+static void holder_free(holder *h) {
+  store_rows_free(&h->rows);
+  store_steps_free(&h->steps);
+  sbuf_free(&h->buf);
+  free(h->ids);
+  h->ids = NULL;
+}
+
+static int holder_gc(lua_State *L) {
+  holder_free(luaL_checkudata(L, 1, HOLDER_MT));
+  return 0;
+}
+
+/* pushes a holder and returns it */
+static holder *holder_new(lua_State *L) {
+  holder *h = lua_newuserdatauv(L, sizeof *h, 0);
+  h->rows = (store_rows)STORE_ROWS_INIT;
+  h->steps = (store_steps)STORE_STEPS_INIT;
+  h->buf = (sbuf)SBUF_INIT;
+  h->ids = NULL;
+  luaL_setmetatable(L, HOLDER_MT);
+  return h;
+}
+
+/* ---- runs -------------------------------------------------------------- */
+
+static void push_status_table(lua_State *L) { lua_getfield(L, LUA_REGISTRYINDEX, STATUS_KEY); }
+
+/* notes that the record at idx has index entries with status `status` */
+static void note_status(lua_State *L, int idx, int status_idx) {
+  idx = lua_absindex(L, idx);
+  status_idx = lua_absindex(L, status_idx);
+  push_status_table(L);
+  lua_pushvalue(L, idx);
+  if (lua_isnil(L, status_idx)) {
+    lua_pushboolean(L, 0);
+  } else {
+    lua_pushvalue(L, status_idx);
+  }
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+/* Decodes the run record JSON and pushes it (noted as read), or pushes a
+ * message naming the run and returns -1. */
+static int push_run(lua_State *L, const char *json, size_t n, const char *id) {
+  char err[256];
+  int top = lua_gettop(L);
+  int ok = codec_decode_ex(L, json, n, CODEC_RECORD, err, sizeof err) == 0;
+  if (ok && !lua_istable(L, -1)) {
+    ok = 0;
+    snprintf(err, sizeof err, "not a JSON object");
+  }
+  if (!ok) {
+    lua_settop(L, top);
+    lua_pushfstring(L, "the record of run %s in %s is corrupt (%s): the store was damaged or written by another program",
+                    id ? id : "?", store_dir(l_store_get(L)), err);
+    return -1;
+  }
+  lua_getfield(L, -1, "status");
+  note_status(L, -2, -1);
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* get_run(id) -> record | nil */
+static int l_get_run(lua_State *L) {
+  const char *id = luaL_checkstring(L, 1);
+  store *s = l_store_get(L);
+  holder *h = holder_new(L);
+  int found = 0;
+  char err[512];
+  int rc = store_get_run(s, id, &h->buf, &found, err, sizeof err);
+  if (rc) return l_store_fail(L, rc, err);
+  if (!found) {
+    lua_pushnil(L);
+    return 1;
+  }
+  int top = lua_gettop(L);
+  if (push_run(L, h->buf.data, h->buf.len, id) != 0) {
+    const char *msg = lua_tostring(L, -1);
+    lua_settop(L, top);
+    return l_store_fail(L, STORE_EBADSTORE, msg ? msg : "corrupt run record");
+  }
+  return 1;
+}
+
+static const char *opt_field(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  const char *v = NULL;
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "runs: %s must be a string", k);
+    v = lua_tostring(L, -1);
+  }
+  lua_pop(L, 1); /* the string stays alive: it is in the table */
+  return v;
+}
+
+/* runs{...} -> runs, next | nil, skipped */
+static int l_runs(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  store_run_filter f = {opt_field(L, 1, "namespace"), opt_field(L, 1, "pipeline"), opt_field(L, 1, "status"),
+                        opt_field(L, 1, "before"), 0, 20};
+  lua_getfield(L, 1, "since_us");
+  f.since_us = luaL_optinteger(L, -1, 0);
+  lua_getfield(L, 1, "limit");
+  lua_Integer limit = luaL_optinteger(L, -1, 20);
+  luaL_argcheck(L, limit >= 1, 1, "limit must be at least 1");
+  f.limit = (size_t)limit;
+  lua_pop(L, 2);
+  store *s = l_store_get(L);
+  holder *h = holder_new(L);
+  char err[512];
+  int rc = store_list_runs(s, &f, &h->rows, &h->buf, err, sizeof err);
+  if (rc) return l_store_fail(L, rc, err);
+  lua_createtable(L, (int)h->rows.n, 0);
+  int out = lua_gettop(L);
+  lua_newtable(L);
+  int skipped = lua_gettop(L);
+  lua_Integer n = 0, ns = 0;
+  for (size_t i = 0; i < h->rows.n; i++) {
+    if (push_run(L, h->rows.buf.data + h->rows.off[i], h->rows.len[i], NULL) != 0) {
+      lua_rawseti(L, skipped, ++ns);
+      continue;
+    }
+    lua_rawseti(L, out, ++n);
+  }
+  lua_pushvalue(L, out);
+  if (h->buf.len) {
+    lua_pushlstring(L, h->buf.data, h->buf.len);
+  } else {
+    lua_pushnil(L);
+  }
+  lua_pushvalue(L, skipped);
+  return 3;
+}
+
+static int by_created(lua_State *L) {
+  lua_getfield(L, 1, "created_us");
+  lua_getfield(L, 2, "created_us");
+  lua_Integer a = lua_tointeger(L, -2), b = lua_tointeger(L, -1);
+  lua_pushboolean(L, a < b);
+  return 1;
+}
+
+/* unfinished_runs() -> records, oldest first (runs waiting on a concurrency
+ * key keep their turn) */
+static int l_unfinished_runs(lua_State *L) {
+  store *s = l_store_get(L);
+  holder *h = holder_new(L);
+  char err[512];
+  int rc = store_active_runs(s, &h->rows, err, sizeof err);
+  if (rc) return l_store_fail(L, rc, err);
+  lua_createtable(L, (int)h->rows.n, 0);
+  int out = lua_gettop(L);
+  lua_Integer n = 0;
+  for (size_t i = 0; i < h->rows.n; i++) {
+    if (push_run(L, h->rows.buf.data + h->rows.off[i], h->rows.len[i], NULL) != 0) {
+      const char *msg = lua_tostring(L, -1);
+      return l_store_fail(L, STORE_EBADSTORE, msg ? msg : "corrupt run record");
+    }
+    lua_getfield(L, -1, "status");
+    int fin = store_run_status_final(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (fin) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_rawseti(L, out, ++n);
+  }
+  holder_free(h);
+  lua_getglobal(L, "table");
+  lua_getfield(L, -1, "sort");
+  lua_pushvalue(L, out);
+  lua_pushcfunction(L, by_created);
+  lua_call(L, 2, 0);
+  lua_pushvalue(L, out);
+  return 1;
+}
+
+typedef struct {
+  lua_State *L;
+  int idx, flags;
+  const char *root;
+} fill_ctx;
+
+static int fill_lua(void *ud, sbuf *out, char *err, size_t errsz) {
+  fill_ctx *c = ud;
+  return codec_encode(c->L, c->idx, c->root, c->flags, out, err, errsz);
+}
+
+static const char *rec_string(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  const char *v = lua_tostring(L, -1);
+  if (v && lua_type(L, -1) == LUA_TSTRING && strlen(v) != lua_rawlen(L, -1))
+    luaL_error(L, "put_run: the run's %s holds a NUL byte", k);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* b:put_run(rec [, {new=true}]) -> b */
+static int l_put_run(lua_State *L) {
+  store_batch *b = l_store_check_batch(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  int is_new = 0;
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_getfield(L, 3, "new");
+    is_new = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  store_run r = {rec_string(L, 2, "id"), rec_string(L, 2, "pipeline"), rec_string(L, 2, "namespace"),
+                 rec_string(L, 2, "status"), 0};
+  lua_getfield(L, 2, "created_us");
+  r.created_us = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  push_status_table(L);
+  lua_pushvalue(L, 2);
+  lua_rawget(L, -2);
+  int prev_idx = lua_gettop(L); /* nil: unknown; false: read without a status */
+  if (!is_new && lua_isnil(L, prev_idx)) {
+    return luaL_error(L, "put_run: run %s: this record was neither read from the store nor created "
+                         "with {new=true}", r.id ? r.id : "?");
+  }
+  const char *prev = is_new ? NULL : lua_tostring(L, prev_idx);
+  if (!is_new && !prev) prev = NULL;
+  fill_ctx c = {L, 2, CODEC_RECORD, "run"};
+  char err[512];
+  int rc = store_put_run(b, &r, is_new, prev, fill_lua, &c, err, sizeof err);
+  if (rc) return luaL_error(L, "put_run: %s", err);
+  const char *status = r.status ? r.status : "pending";
+  int changed = is_new || !prev || strcmp(prev, status) != 0;
+  lua_pushstring(L, status);
+  note_status(L, 2, -1);
+  if (changed && lua_getfield(L, LUA_REGISTRYINDEX, OBSERVER_KEY) == LUA_TFUNCTION) {
+    lua_pushvalue(L, 2);
+    if (is_new) {
+      lua_pushnil(L);
+    } else {
+      lua_pushvalue(L, prev_idx);
+    }
+    lua_pushstring(L, status);
+    lua_call(L, 3, 0);
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* set_run_observer(fn | nil): fn(rec, previous_status, status) at each put
+ * that changes the status a run record is indexed with. */
+static int l_set_run_observer(lua_State *L) {
+  if (!lua_isnil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, OBSERVER_KEY);
+  return 0;
+}
+
+/* runs_indexed() -> true if the listings of an older store were filled */
+static int l_runs_indexed(lua_State *L) {
+  lua_pushboolean(L, store_runs_indexed(l_store_get(L)));
+  return 1;
+}
+
+/* b:index_runs(after, max) -> next | nil, count */
+static int l_index_runs(lua_State *L) {
+  store_batch *b = l_store_check_batch(L, 1);
+  const char *after = luaL_optstring(L, 2, NULL);
+  lua_Integer max = luaL_optinteger(L, 3, 1000);
+  luaL_argcheck(L, max >= 1, 3, "at least 1");
+  holder *h = holder_new(L);
+  size_t count = 0;
+  char err[512];
+  int rc = store_index_runs(l_store_get(L), b, after, (size_t)max, &h->buf, &count, err, sizeof err);
+  if (rc) return l_store_fail(L, rc, err);
+  if (h->buf.len) {
+    lua_pushlstring(L, h->buf.data, h->buf.len);
+  } else {
+    lua_pushnil(L);
+  }
+  lua_pushinteger(L, (lua_Integer)count);
+  return 2;
+}
+
+/* ---- steps ------------------------------------------------------------- */
+
+/* load_steps(run) -> done, order, n */
+static int l_load_steps(lua_State *L) {
+  size_t rn;
+  const char *run = luaL_checklstring(L, 1, &rn);
+  store *s = l_store_get(L);
+  holder *h = holder_new(L);
+  char err[512];
+  int rc = store_load_steps(s, run, rn, &h->steps, err, sizeof err);
+  if (rc) return l_store_fail(L, rc, err);
+  lua_createtable(L, 0, (int)h->steps.n);
+  int done = lua_gettop(L);
+  lua_newtable(L);
+  int order = lua_gettop(L);
+  lua_Integer n = 0;
+  for (size_t i = 0; i < h->steps.n; i++) {
+    const store_step *st = &h->steps.v[i];
+    if (st->status == STORE_STEP_RUNNING) continue; /* in flight when written */
+    lua_pushlstring(L, st->id, st->id_len);
+    lua_pushvalue(L, -1);
+    if (st->status != STORE_STEP_COMPLETED) {
+      lua_pushboolean(L, 0);
+    } else if (st->has_payload) {
+      lua_pushlstring(L, st->payload, st->payload_len);
+    } else {
+      lua_pushboolean(L, 1);
+    }
+    lua_rawset(L, done); /* the id stays on the stack for order below */
+    lua_pushlstring(L, st->branch, st->branch_len);
+    if (lua_rawget(L, order) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_pushlstring(L, st->branch, st->branch_len);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, order);
+    }
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, st->pos);
+    lua_pop(L, 2);
+    n++;
+  }
+  holder_free(h);
+  lua_pushinteger(L, n);
+  return 3;
+}
+
+/* Pushes the step as a table; with `value` the decoded payload goes there,
+ * else under result or error. Returns 0, or -1 with a message pushed. */
+static int push_step(lua_State *L, const char *run, const store_step *st, const char *value) {
+  lua_createtable(L, 0, 9);
+  lua_pushstring(L, store_step_status_name(st->status));
+  lua_setfield(L, -2, "status");
+  lua_pushinteger(L, st->attempts);
+  lua_setfield(L, -2, "attempts");
+  lua_pushinteger(L, st->pos);
+  lua_setfield(L, -2, "pos");
+  lua_pushinteger(L, st->started_us);
+  lua_setfield(L, -2, "started_us");
+  lua_pushinteger(L, st->duration_us);
+  lua_setfield(L, -2, "duration_us");
+  lua_pushlstring(L, st->id, st->id_len);
+  lua_setfield(L, -2, "id");
+  lua_pushlstring(L, st->branch, st->branch_len);
+  lua_setfield(L, -2, "branch");
+  lua_pushinteger(L, (lua_Integer)st->payload_len);
+  lua_setfield(L, -2, "size");
+  if (st->has_payload) {
+    char err[256];
+    if (codec_decode(L, st->payload, st->payload_len, err, sizeof err) != 0) {
+      lua_pop(L, 1);
+      lua_pushfstring(L, "step '%s' of run %s: its stored value does not decode: %s",
+                      lua_pushlstring(L, st->id, st->id_len), run, err);
+      return -1;
+    }
+    lua_setfield(L, -2, value ? value : st->status == STORE_STEP_COMPLETED ? "result" : "error");
+  }
+  return 0;
+}
+
+static int cmp_started(const void *a, const void *b) {
+  const store_step *x = a, *y = b;
+  if (x->started_us != y->started_us) return x->started_us < y->started_us ? -1 : 1;
+  size_t n = x->id_len < y->id_len ? x->id_len : y->id_len;
+  int c = memcmp(x->id, y->id, n);
+  return c ? c : (x->id_len > y->id_len) - (x->id_len < y->id_len);
+}
+
+/* get_steps(run) -> steps in the order they started */
+static int l_get_steps(lua_State *L) {
+  size_t rn;
+  const char *run = luaL_checklstring(L, 1, &rn);
+  store *s = l_store_get(L);
+  holder *h = holder_new(L);
+  char err[512];
+  int rc = store_load_steps(s, run, rn, &h->steps, err, sizeof err);
+  if (rc) return l_store_fail(L, rc, err);
+  qsort(h->steps.v, h->steps.n, sizeof *h->steps.v, cmp_started);
+  lua_createtable(L, (int)h->steps.n, 0);
+  for (size_t i = 0; i < h->steps.n; i++) {
+    if (push_step(L, run, &h->steps.v[i], NULL) != 0) {
+      const char *msg = lua_tostring(L, -1);
+      return l_store_fail(L, STORE_EBADSTORE, msg);
+    }
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
+/* get_step(run, id) -> step with its value | nil */
+static int l_get_step(lua_State *L) {
+  size_t rn, idn;
+  const char *run = luaL_checklstring(L, 1, &rn);
+  const char *id = luaL_checklstring(L, 2, &idn);
+  store *s = l_store_get(L);
+  holder *h = holder_new(L);
+  char err[512];
+  int rc = store_get_step(s, run, rn, id, idn, &h->steps, err, sizeof err);
+  if (rc) return l_store_fail(L, rc, err);
+  if (h->steps.n == 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (push_step(L, run, &h->steps.v[0], "value") != 0) {
+    return l_store_fail(L, STORE_EBADSTORE, lua_tostring(L, -1));
+  }
+  return 1;
+}
+
+/* b:put_step(run, branch, pos, id, status, attempts, t0_us, dur_us [, value])
+ * -> b | nil, "EINVAL: message", "EINVAL" (value cannot be stored) */
+static int l_put_step(lua_State *L) {
+  store_batch *b = l_store_check_batch(L, 1);
+  size_t rn;
+  const char *run = luaL_checklstring(L, 2, &rn);
+  store_step st;
+  memset(&st, 0, sizeof st);
+  st.branch = luaL_checklstring(L, 3, &st.branch_len);
+  lua_Integer pos = luaL_checkinteger(L, 4);
+  st.id = luaL_checklstring(L, 5, &st.id_len);
+  st.status = store_step_status(luaL_checkstring(L, 6));
+  luaL_argcheck(L, st.status != 0, 6, "status must be \"completed\", \"failed\" or \"running\"");
+  lua_Integer attempts = luaL_checkinteger(L, 7);
+  luaL_argcheck(L, pos >= 0 && pos <= UINT32_MAX, 4, "out of range");
+  luaL_argcheck(L, attempts >= 0 && attempts <= UINT32_MAX, 7, "out of range");
+  st.pos = (uint32_t)pos;
+  st.attempts = (uint32_t)attempts;
+  st.started_us = luaL_checkinteger(L, 8);
+  st.duration_us = luaL_checkinteger(L, 9);
+  int has_value = !lua_isnoneornil(L, 10);
+  fill_ctx c = {L, 10, 0, st.status == STORE_STEP_COMPLETED ? "result" : "error"};
+  char err[512];
+  int rc = store_put_step(b, run, rn, &st, has_value ? fill_lua : NULL, &c, err, sizeof err);
+  if (rc) return l_store_fail(L, rc, err);
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int fill_bytes(void *ud, sbuf *out, char *err, size_t errsz) {
+  (void)err, (void)errsz;
+  const store_step *st = ud;
+  sbuf_add(out, st->payload, st->payload_len);
+  return 0;
+}
+
+/* b:copy_steps(from_run, to_run, ids) -> b: the records of those steps of
+ * from_run, as they are, under to_run (a rerun reusing them) */
+static int l_copy_steps(lua_State *L) {
+  store_batch *b = l_store_check_batch(L, 1);
+  size_t fn, tn;
+  const char *from = luaL_checklstring(L, 2, &fn);
+  const char *to = luaL_checklstring(L, 3, &tn);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  store *s = l_store_get(L);
+  holder *h = holder_new(L);
+  char err[512];
+  lua_Integer n = luaL_len(L, 4);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 4, i);
+    size_t idn;
+    const char *id = luaL_checklstring(L, -1, &idn);
+    store_steps_free(&h->steps);
+    int rc = store_get_step(s, from, fn, id, idn, &h->steps, err, sizeof err);
+    if (rc) return l_store_fail(L, rc, err);
+    if (h->steps.n == 0) return luaL_error(L, "copy_steps: run %s has no step '%s'", from, id);
+    const store_step *st = &h->steps.v[0];
+    rc = store_put_step(b, to, tn, st, st->has_payload ? fill_bytes : NULL, (void *)st, err, sizeof err);
+    if (rc) return l_store_fail(L, rc, err);
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* ---- run logs ---------------------------------------------------------- */
+
+/* b:put_log(run, us, seq, line_json) -> b */
+static int l_put_log(lua_State *L) {
+  store_batch *b = l_store_check_batch(L, 1);
+  size_t rn, ln;
+  const char *run = luaL_checklstring(L, 2, &rn);
+  lua_Integer us = luaL_checkinteger(L, 3), seq = luaL_checkinteger(L, 4);
+  const char *line = luaL_checklstring(L, 5, &ln);
+  char err[256];
+  if (store_put_log(b, run, rn, us, (uint32_t)seq, line, ln, err, sizeof err) != 0)
+    return luaL_error(L, "put_log: %s", err);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* b:del_log(run, us, seq) -> b */
+static int l_del_log(lua_State *L) {
+  store_batch *b = l_store_check_batch(L, 1);
+  size_t rn;
+  const char *run = luaL_checklstring(L, 2, &rn);
+  store_del_log(b, run, rn, luaL_checkinteger(L, 3), (uint32_t)luaL_checkinteger(L, 4));
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int read_logs(lua_State *L, int ids) {
+  size_t rn;
+  const char *run = luaL_checklstring(L, 1, &rn);
+  store *s = l_store_get(L);
+  holder *h = holder_new(L);
+  char err[512];
+  int rc = store_read_logs(s, run, rn, &h->rows, ids ? &h->ids : NULL, err, sizeof err);
+  if (rc) return l_store_fail(L, rc, err);
+  lua_createtable(L, (int)h->rows.n * (ids ? 2 : 1), 0);
+  for (size_t i = 0; i < h->rows.n; i++) {
+    if (ids) {
+      lua_pushinteger(L, h->ids[2 * i]);
+      lua_rawseti(L, -2, (lua_Integer)(2 * i + 1));
+      lua_pushinteger(L, h->ids[2 * i + 1]);
+      lua_rawseti(L, -2, (lua_Integer)(2 * i + 2));
+      continue;
+    }
+    if (codec_decode_ex(L, h->rows.buf.data + h->rows.off[i], h->rows.len[i], CODEC_RECORD, err,
+                        sizeof err) != 0) {
+      return l_store_fail(L, STORE_EBADSTORE,
+                          lua_pushfstring(L, "a log line of run %s does not decode: %s", run, err));
+    }
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
+/* read_logs(run) -> decoded lines, oldest first */
+static int l_read_logs(lua_State *L) { return read_logs(L, 0); }
+/* log_ids(run) -> {us, seq, us, seq, ...}, oldest first */
+static int l_log_ids(lua_State *L) { return read_logs(L, 1); }
+
+/* ---- idempotency keys -------------------------------------------------- */
+
+/* get_idempotency(ns, pipeline, key) -> run id | nil */
+static int l_get_idempotency(lua_State *L) {
+  const char *ns = luaL_checkstring(L, 1), *pipeline = luaL_checkstring(L, 2);
+  size_t kn;
+  const char *key = luaL_checklstring(L, 3, &kn);
+  store *s = l_store_get(L);
+  holder *h = holder_new(L);
+  int found = 0;
+  char err[512];
+  int rc = store_get_idempotency(s, ns, pipeline, key, kn, &h->buf, &found, err, sizeof err);
+  if (rc) return l_store_fail(L, rc, err);
+  if (found) {
+    lua_pushlstring(L, h->buf.data ? h->buf.data : "", h->buf.len);
+  } else {
+    lua_pushnil(L);
+  }
+  return 1;
+}
+
+/* b:put_idempotency(ns, pipeline, key, run_id) -> b */
+static int l_put_idempotency(lua_State *L) {
+  store_batch *b = l_store_check_batch(L, 1);
+  const char *ns = luaL_checkstring(L, 2), *pipeline = luaL_checkstring(L, 3);
+  size_t kn;
+  const char *key = luaL_checklstring(L, 4, &kn);
+  const char *run = luaL_checkstring(L, 5);
+  char err[256];
+  if (store_put_idempotency(b, ns, pipeline, key, kn, run, err, sizeof err) != 0)
+    return luaL_error(L, "put_idempotency: %s", err);
+  lua_settop(L, 1);
+  return 1;
+}
+
 void l_store_runs(lua_State *L, int module_idx, int methods_idx) {
-  static const luaL_Reg fns[] = {{NULL, NULL}};
-  static const luaL_Reg methods[] = {{NULL, NULL}};
+  static const luaL_Reg fns[] = {{"get_run", l_get_run},
+                                 {"runs", l_runs},
+                                 {"unfinished_runs", l_unfinished_runs},
+                                 {"runs_indexed", l_runs_indexed},
+                                 {"set_run_observer", l_set_run_observer},
+                                 {"load_steps", l_load_steps},
+                                 {"get_steps", l_get_steps},
+                                 {"get_step", l_get_step},
+                                 {"read_logs", l_read_logs},
+                                 {"log_ids", l_log_ids},
+                                 {"get_idempotency", l_get_idempotency},
+                                 {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"put_run", l_put_run},
+                                     {"index_runs", l_index_runs},
+                                     {"put_step", l_put_step},
+                                     {"copy_steps", l_copy_steps},
+                                     {"put_log", l_put_log},
+                                     {"del_log", l_del_log},
+                                     {"put_idempotency", l_put_idempotency},
+                                     {NULL, NULL}};
+  luaL_newmetatable(L, HOLDER_MT);
+  lua_pushcfunction(L, holder_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  lua_newtable(L); /* record table -> indexed status, weak keys */
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, STATUS_KEY);
   lua_pushvalue(L, module_idx);
   luaL_setfuncs(L, fns, 0);
   lua_pushvalue(L, methods_idx);

@@ -29,6 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sbuf.h"
+
 /* status codes (negative); 0 is success */
 enum {
   STORE_OK = 0,
@@ -66,11 +68,161 @@ size_t store_batch_count(const store_batch *b);
  * records hold, what each operation adds to a batch or reads, and what it
  * guarantees beyond the list above. */
 
+/* Appends the JSON of a record or value to out: 0, or -1 with a message in
+ * err (the operation given it then adds nothing to its batch). The record
+ * operations that take one call it once, to write the JSON straight into
+ * the batch (no copy of a value on its way to the store). */
+typedef int (*store_fill_fn)(void *ud, sbuf *out, char *err, size_t errsz);
+
+/* Rows a read returns, in memory the caller owns: row i is
+ * rows.buf.data + off[i], len[i] bytes (JSON unless said otherwise).
+ * Free with store_rows_free, whatever the read returned. */
+typedef struct {
+  size_t n, cap;
+  size_t *off, *len;
+  sbuf buf;
+} store_rows;
+#define STORE_ROWS_INIT {0, 0, NULL, NULL, SBUF_INIT}
+void store_rows_free(store_rows *r);
+void store_rows_add(store_rows *r, const void *p, size_t n); /* for backends */
+
 /* ---- runs: run records and their indexes ---- */
+
+/* A run record is the JSON object the engine writes (the fields below are
+ * in it too), under its id. Its indexes: history by creation time; listings
+ * by namespace, by namespace and pipeline, by namespace and status (newest
+ * first); and the active runs (status not completed, failed or cancelled),
+ * which is what serve resumes. Ids, pipelines, namespaces and statuses are
+ * 1..200 bytes without NUL. */
+typedef struct {
+  const char *id;
+  const char *pipeline;
+  const char *ns;     /* NULL: "default" */
+  const char *status; /* NULL: "pending" */
+  int64_t created_us; /* creation time, us since the epoch: the listings' order */
+} store_run;
+
+#define STORE_DEFAULT_NS "default"
+
+/* 1 if status is final (completed, failed, cancelled). */
+int store_run_status_final(const char *status);
+
+/* Adds to b the run record r (fill writes its JSON) with its index entries:
+ * all of them if is_new (the first write of the record), else the move of
+ * its status entry from prev_status (the status of the record as read or
+ * last put; NULL: none) when it differs. The active-runs entry follows
+ * r->status (present unless final) at every put. Atomic with everything
+ * else in b. Returns 0, or STORE_EINVAL with err (a field missing, too long,
+ * or holding NUL; or what fill reported) and b unchanged. */
+int store_put_run(store_batch *b, const store_run *r, int is_new, const char *prev_status,
+                  store_fill_fn fill, void *ud, char *err, size_t errsz);
+
+/* The JSON of run id into out (reset first); *found tells if it exists. */
+int store_get_run(store *s, const char *id, sbuf *out, int *found, char *err, size_t errsz);
+
+/* A page of runs, newest first (by creation time, then id descending). */
+typedef struct {
+  const char *ns;       /* NULL: every namespace */
+  const char *pipeline; /* NULL: any */
+  const char *status;   /* NULL: any */
+  const char *before;   /* a cursor an earlier page returned (next), or NULL */
+  int64_t since_us;     /* > 0: stop at runs created before it */
+  size_t limit;         /* at most this many runs (>= 1) */
+} store_run_filter;
+
+/* Reads at most f->limit runs matching f into rows (their JSON), from the
+ * indexes only: with both pipeline and status, the pipeline's listing is
+ * read and each entry's status checked in the status index, and at most
+ * max(1000, 20 * limit) entries are examined per namespace, so a rare
+ * status gives a short page with a cursor, never a scan of the history.
+ * next (reset first) gets the cursor of the next page, empty at the end.
+ * Errors: STORE_EINVAL (before is not a cursor), STORE_EBADSTORE (an index
+ * entry whose record is missing), or what the store reported. */
+int store_list_runs(store *s, const store_run_filter *f, store_rows *rows, sbuf *next, char *err,
+                    size_t errsz);
+
+/* The records of the active runs (status not final), in id order. */
+int store_active_runs(store *s, store_rows *rows, char *err, size_t errsz);
+
+/* For stores written before the listings existed: adds to b the listing
+ * entries (namespace, pipeline, status) of at most max runs with an id
+ * after `after` (NULL: from the first), and next (reset first) gets the
+ * last id read, empty once every run is done, when b also marks the store
+ * as indexed. *count gets the runs indexed. Records that do not parse are
+ * left out. Returns 0 or a status. */
+int store_index_runs(store *s, store_batch *b, const char *after, size_t max, sbuf *next,
+                     size_t *count, char *err, size_t errsz);
+/* 1 if store_index_runs completed on this store (0 if not, or on error). */
+int store_runs_indexed(store *s);
+
+/* Idempotency keys of API-created runs: (namespace, pipeline, key) -> the
+ * run id it created, put in the run's first batch. key is 1..200 bytes. */
+int store_put_idempotency(store_batch *b, const char *ns, const char *pipeline, const char *key,
+                          size_t klen, const char *run_id, char *err, size_t errsz);
+int store_get_idempotency(store *s, const char *ns, const char *pipeline, const char *key,
+                          size_t klen, sbuf *run_id, int *found, char *err, size_t errsz);
 
 /* ---- steps: one record per step of a run ---- */
 
+/* A step of a run (run id, step id): its status, attempts, place in its
+ * branch (the replay's order), times, and a payload: the JSON of its result
+ * (completed; none when the step returned nil) or of its error (failed).
+ * A "running" record marks a step in flight (no payload); the step's result
+ * replaces it. Step ids and branches are at most 65535 bytes. */
+enum { STORE_STEP_COMPLETED = 1, STORE_STEP_FAILED = 2, STORE_STEP_RUNNING = 3 };
+
+typedef struct {
+  const char *id;
+  size_t id_len;
+  const char *branch;
+  size_t branch_len;
+  int status; /* STORE_STEP_* */
+  uint32_t attempts, pos;
+  int64_t started_us, duration_us;
+  /* reads only: the payload (has_payload 0: none) */
+  int has_payload;
+  const char *payload;
+  size_t payload_len;
+} store_step;
+
+/* "completed", "failed", "running"; 0 for another string. */
+int store_step_status(const char *name);
+const char *store_step_status_name(int status);
+
+/* Adds to b the record of st under (run, st->id), replacing one there;
+ * fill (NULL: no payload) writes the payload JSON straight into b. Returns
+ * 0 or STORE_EINVAL with err (and b unchanged). */
+int store_put_step(store_batch *b, const char *run, size_t run_len, const store_step *st,
+                   store_fill_fn fill, void *ud, char *err, size_t errsz);
+
+/* The steps of a run, read in memory the caller owns: v[i]'s strings point
+ * into buf. */
+typedef struct {
+  size_t n, cap;
+  store_step *v;
+  sbuf buf;
+} store_steps;
+#define STORE_STEPS_INIT {0, 0, NULL, SBUF_INIT}
+void store_steps_free(store_steps *l);
+
+/* Every step of run (in step id order), or the one step id (0 or 1 rows).
+ * A record that does not parse is STORE_EBADSTORE naming the run. */
+int store_load_steps(store *s, const char *run, size_t run_len, store_steps *out, char *err,
+                     size_t errsz);
+int store_get_step(store *s, const char *run, size_t run_len, const char *id, size_t id_len,
+                   store_steps *out, char *err, size_t errsz);
+
 /* ---- run logs: lines logged inside steps ---- */
+
+/* A line is a JSON object under (run, time us, seq): seq orders lines of
+ * one microsecond. A step's lines are put in the batch of its record. */
+int store_put_log(store_batch *b, const char *run, size_t run_len, int64_t us, uint32_t seq,
+                  const void *json, size_t len, char *err, size_t errsz);
+void store_del_log(store_batch *b, const char *run, size_t run_len, int64_t us, uint32_t seq);
+/* The lines of run, oldest first: rows (JSON) and, if ids is not NULL, the
+ * (us, seq) of row i at ids[2i], ids[2i+1] (malloc'd; caller frees). */
+int store_read_logs(store *s, const char *run, size_t run_len, store_rows *rows, int64_t **ids,
+                    char *err, size_t errsz);
 
 /* ---- events: the stream log, its per-key index and trim marks ---- */
 

@@ -47,6 +47,7 @@ struct store_batch {
   wbatch *next;
   sbuf buf; /* rec_hdr key [val], one after the other */
   size_t count;
+  size_t open_at; /* wbatch_put_begin: where its header is, + 1 (0: none) */
   writer_done_fn done;
   void *cookie;
   int failed; /* writer thread: decided to fail, status and errmsg set */
@@ -104,6 +105,29 @@ void wbatch_put(wbatch *b, int db, const void *key, size_t klen, const void *val
 
 void wbatch_del(wbatch *b, int db, const void *key, size_t klen) {
   add_rec(b, db, OP_DEL, key, klen, NULL, 0);
+}
+
+sbuf *wbatch_put_begin(wbatch *b, int db, const void *key, size_t klen) {
+  b->open_at = b->buf.len + 1;
+  rec_hdr h = {(uint32_t)db, OP_PUT, klen, 0};
+  sbuf_add(&b->buf, &h, sizeof h);
+  sbuf_add(&b->buf, key, klen);
+  return &b->buf;
+}
+
+void wbatch_put_end(wbatch *b) {
+  size_t at = b->open_at - 1;
+  rec_hdr h;
+  memcpy(&h, b->buf.data + at, sizeof h);
+  h.vlen = b->buf.len - at - sizeof h - h.klen;
+  memcpy(b->buf.data + at, &h, sizeof h);
+  b->open_at = 0;
+  b->count++;
+}
+
+void wbatch_put_cancel(wbatch *b) {
+  b->buf.len = b->open_at - 1;
+  b->open_at = 0;
 }
 
 /* store.h's batch is this writer's */

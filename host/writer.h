@@ -31,6 +31,13 @@ void wbatch_put(wbatch *b, int db, const void *key, size_t klen, const void *val
                 size_t vlen);
 void wbatch_del(wbatch *b, int db, const void *key, size_t klen);
 size_t wbatch_count(const wbatch *b);
+/* A put whose value the caller appends to the returned buffer (encoding it
+ * straight into the batch), ended by wbatch_put_end (the value is what was
+ * appended) or dropped by wbatch_put_cancel. Nothing else is added to b in
+ * between. */
+sbuf *wbatch_put_begin(wbatch *b, int db, const void *key, size_t klen);
+void wbatch_put_end(wbatch *b);
+void wbatch_put_cancel(wbatch *b);
 void wbatch_free(wbatch *b); /* only for a batch never submitted */
 
 int writer_start(writer **out, store *s, uv_loop_t *loop, char *err, size_t errsz);

@@ -1,0 +1,548 @@
+/* records_runs.c: the LMDB records of runs (store.h "runs"): the run record
+ * and its indexes, the listings read from them, idempotency keys. The only
+ * code that knows these key layouts (store_lmdb.h lists them):
+ *   runs              id -> JSON record
+ *   runs_by_time      be64(created_us) id
+ *   runs_by_ns        ns \0 be64(created_us) id
+ *   runs_by_pipeline  ns \0 pipeline \0 be64(created_us) id
+ *   runs_by_status    ns \0 status \0 be64(created_us) id
+ *   active_runs       id
+ *   idempotency       ns \0 pipeline \0 key -> run id
+ *   meta              "runs_indexed" -> "1" (store_index_runs completed)
+ * The part after a listing's prefix, be64(created_us) id, is a run's place
+ * in every listing: a page's cursor is its hex. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec.h"
+#include "store.h"
+#include "store_lmdb.h"
+#include "writer.h"
+
+#define FIELD_MAX 200
+
+static int seterr(char *err, size_t errsz, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int seterr(char *err, size_t errsz, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errsz, fmt, ap);
+  va_end(ap);
+  return STORE_EINVAL;
+}
+
+void store_rows_free(store_rows *r) {
+  free(r->off);
+  free(r->len);
+  sbuf_free(&r->buf);
+  *r = (store_rows)STORE_ROWS_INIT;
+}
+
+void store_rows_add(store_rows *r, const void *p, size_t n) {
+  if (r->n == r->cap) {
+    size_t cap = r->cap ? r->cap * 2 : 16;
+    size_t *off = realloc(r->off, cap * sizeof *off), *len = off ? realloc(r->len, cap * sizeof *len) : NULL;
+    if (!off || !len) {
+      fprintf(stderr, "sluice: out of memory\n");
+      abort();
+    }
+    r->off = off, r->len = len, r->cap = cap;
+  }
+  r->off[r->n] = r->buf.len;
+  r->len[r->n] = n;
+  sbuf_add(&r->buf, p, n);
+  r->n++;
+}
+
+static const char *const FINAL[] = {"completed", "failed", "cancelled"};
+
+int store_run_status_final(const char *status) {
+  for (size_t i = 0; status && i < 3; i++)
+    if (strcmp(status, FINAL[i]) == 0) return 1;
+  return 0;
+}
+
+static int check_field(const char *what, const char *v, char *err, size_t errsz) {
+  if (!v || !*v) return seterr(err, errsz, "a run record needs a %s", what);
+  if (strlen(v) > FIELD_MAX)
+    return seterr(err, errsz, "a run's %s is longer than %d bytes", what, FIELD_MAX);
+  return 0;
+}
+
+static void put_suffix(sbuf *k, const store_run *r) {
+  sbuf_add_be64(k, (uint64_t)r->created_us);
+  sbuf_adds(k, r->id);
+}
+
+/* key of r in a listing: ns \0 [mid \0] suffix */
+static void listing_key(sbuf *k, const store_run *r, const char *mid) {
+  sbuf_reset(k);
+  sbuf_adds(k, r->ns ? r->ns : STORE_DEFAULT_NS);
+  sbuf_addc(k, '\0');
+  if (mid) {
+    sbuf_adds(k, mid);
+    sbuf_addc(k, '\0');
+  }
+  put_suffix(k, r);
+}
+
+/* the listing entries of r: namespace, pipeline and status */
+static void put_listings(store_batch *b, const store_run *r, sbuf *k) {
+  listing_key(k, r, NULL);
+  wbatch_put(b, DB_RUNS_BY_NS, k->data, k->len, "", 0);
+  listing_key(k, r, r->pipeline);
+  wbatch_put(b, DB_RUNS_BY_PIPELINE, k->data, k->len, "", 0);
+  listing_key(k, r, r->status ? r->status : "pending");
+  wbatch_put(b, DB_RUNS_BY_STATUS, k->data, k->len, "", 0);
+}
+
+int store_put_run(store_batch *b, const store_run *r, int is_new, const char *prev_status,
+                  store_fill_fn fill, void *ud, char *err, size_t errsz) {
+  const char *status = r->status ? r->status : "pending";
+  int rc;
+  if ((rc = check_field("id", r->id, err, errsz)) || (rc = check_field("pipeline", r->pipeline, err, errsz)) ||
+      (r->ns && (rc = check_field("namespace", r->ns, err, errsz))) ||
+      (rc = check_field("status", status, err, errsz)))
+    return rc;
+  if (prev_status && (rc = check_field("previous status", prev_status, err, errsz))) return rc;
+  if (r->created_us < 0) return seterr(err, errsz, "run %s: created_us is negative", r->id);
+  size_t idn = strlen(r->id);
+  sbuf *out = wbatch_put_begin(b, DB_RUNS, r->id, idn);
+  if (fill(ud, out, err, errsz) != 0) {
+    wbatch_put_cancel(b);
+    return STORE_EINVAL;
+  }
+  wbatch_put_end(b);
+  sbuf k = SBUF_INIT;
+  if (is_new) {
+    put_suffix(&k, r);
+    wbatch_put(b, DB_RUNS_BY_TIME, k.data, k.len, "", 0);
+    put_listings(b, r, &k);
+  } else if (!prev_status || strcmp(prev_status, status) != 0) {
+    if (prev_status) {
+      listing_key(&k, r, prev_status);
+      wbatch_del(b, DB_RUNS_BY_STATUS, k.data, k.len);
+    }
+    listing_key(&k, r, status);
+    wbatch_put(b, DB_RUNS_BY_STATUS, k.data, k.len, "", 0);
+  }
+  sbuf_free(&k);
+  if (store_run_status_final(status)) {
+    if (!is_new) wbatch_del(b, DB_ACTIVE, r->id, idn);
+  } else {
+    wbatch_put(b, DB_ACTIVE, r->id, idn, "", 0);
+  }
+  return 0;
+}
+
+int store_get_run(store *s, const char *id, sbuf *out, int *found, char *err, size_t errsz) {
+  return store_get(s, DB_RUNS, id, strlen(id), out, found, err, errsz);
+}
+
+/* ---- listings ---------------------------------------------------------- */
+
+static int db_error(store *s, int db, int rc, char *err, size_t errsz) {
+  snprintf(err, errsz, "reading %s in store %s: %s", store_db_name(db), store_dir(s),
+           mdb_strerror(rc));
+  return store_status(rc);
+}
+
+static void hex(sbuf *out, const char *p, size_t n) {
+  static const char d[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    sbuf_addc(out, d[(unsigned char)p[i] >> 4]);
+    sbuf_addc(out, d[(unsigned char)p[i] & 15]);
+  }
+}
+
+static int unhex(sbuf *out, const char *s) {
+  size_t n = strlen(s);
+  if (n < 18 || n % 2) return -1;
+  for (size_t i = 0; i < n; i += 2) {
+    int v = 0;
+    for (int j = 0; j < 2; j++) {
+      char c = s[i + j];
+      int x = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      if (x < 0) return -1;
+      v = v * 16 + x;
+    }
+    sbuf_addc(out, (char)v);
+  }
+  return 0;
+}
+
+static int sfx_cmp(const char *a, size_t an, const char *b, size_t bn) {
+  int c = memcmp(a, b, an < bn ? an : bn);
+  return c ? c : (an > bn) - (an < bn);
+}
+
+/* The entries one source (a listing's prefix) gave: suffixes in `found`
+ * (rows without values), and where the source stopped before its end. */
+typedef struct {
+  store_rows found;
+  int capped; /* stopped at the examine cap: nothing below stop was read */
+  sbuf stop;  /* its suffix when capped */
+} source;
+
+typedef struct {
+  MDB_txn *txn;
+  MDB_dbi status_dbi; /* for a pipeline listing filtered by status; 0: none */
+  const char *ns, *status;
+  int64_t since_us;
+  size_t want, examine;
+} list_ctx;
+
+/* Reads one source newest first into src: at most want matches, at most
+ * examine entries. */
+static int read_source(store *s, list_ctx *c, int db, const sbuf *prefix, const sbuf *from,
+                       source *src, char *err, size_t errsz) {
+  MDB_dbi dbi = store_dbi(s, db);
+  if (!dbi) return 0; /* a read-only store from before this listing */
+  MDB_cursor *cur;
+  int rc = mdb_cursor_open(c->txn, dbi, &cur);
+  if (rc) return db_error(s, db, rc, err, errsz);
+  MDB_val k, v;
+  if (from->len) {
+    k.mv_size = from->len, k.mv_data = from->data;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
+                 : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST) : rc;
+  } else {
+    /* the last key with the prefix: the one before the first key after it */
+    sbuf after = SBUF_INIT;
+    sbuf_add(&after, prefix->data, prefix->len);
+    while (after.len && (unsigned char)after.data[after.len - 1] == 0xff) after.len--;
+    if (after.len) {
+      after.data[after.len - 1]++;
+      k.mv_size = after.len, k.mv_data = after.data;
+      rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+      rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
+                   : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST) : rc;
+    } else {
+      rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    }
+    sbuf_free(&after);
+  }
+  size_t examined = 0;
+  sbuf sk = SBUF_INIT;
+  while (rc == 0) {
+    if (k.mv_size < prefix->len + 9 || memcmp(k.mv_data, prefix->data, prefix->len) != 0) break;
+    const char *sfx = (const char *)k.mv_data + prefix->len;
+    size_t sn = k.mv_size - prefix->len;
+    if (c->since_us > 0 && (int64_t)sbuf_read_be64(sfx) < c->since_us) break;
+    if (src->found.n >= c->want) break;
+    int match = 1;
+    if (c->status_dbi) {
+      sbuf_reset(&sk);
+      sbuf_adds(&sk, c->ns);
+      sbuf_addc(&sk, '\0');
+      sbuf_adds(&sk, c->status);
+      sbuf_addc(&sk, '\0');
+      sbuf_add(&sk, sfx, sn);
+      MDB_val kk = {sk.len, sk.data}, vv;
+      int g = mdb_get(c->txn, c->status_dbi, &kk, &vv);
+      if (g && g != MDB_NOTFOUND) {
+        rc = g;
+        break;
+      }
+      match = g == 0;
+    }
+    if (match) store_rows_add(&src->found, sfx, sn);
+    if (++examined >= c->examine) {
+      src->capped = 1;
+      sbuf_add(&src->stop, sfx, sn);
+      break;
+    }
+    rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+  }
+  sbuf_free(&sk);
+  mdb_cursor_close(cur);
+  if (rc && rc != MDB_NOTFOUND) return db_error(s, db, rc, err, errsz);
+  return 0;
+}
+
+typedef struct {
+  const char *p;
+  size_t n;
+} slice;
+
+static int slice_desc(const void *a, const void *b) {
+  const slice *x = a, *y = b;
+  return -sfx_cmp(x->p, x->n, y->p, y->n);
+}
+
+/* The namespaces that have runs (from runs_by_ns), into names. */
+static int namespaces(store *s, MDB_txn *txn, store_rows *names, char *err, size_t errsz) {
+  MDB_dbi dbi = store_dbi(s, DB_RUNS_BY_NS);
+  if (!dbi) return 0;
+  MDB_cursor *cur;
+  int rc = mdb_cursor_open(txn, dbi, &cur);
+  if (rc) return db_error(s, DB_RUNS_BY_NS, rc, err, errsz);
+  MDB_val k, v;
+  sbuf next = SBUF_INIT;
+  rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+  while (rc == 0) {
+    const char *z = memchr(k.mv_data, '\0', k.mv_size);
+    size_t n = z ? (size_t)(z - (const char *)k.mv_data) : k.mv_size;
+    store_rows_add(names, k.mv_data, n);
+    sbuf_reset(&next); /* ns \1: after every key of ns */
+    sbuf_add(&next, k.mv_data, n);
+    sbuf_addc(&next, '\1');
+    k.mv_size = next.len, k.mv_data = next.data;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  }
+  sbuf_free(&next);
+  mdb_cursor_close(cur);
+  if (rc != MDB_NOTFOUND) return db_error(s, DB_RUNS_BY_NS, rc, err, errsz);
+  return 0;
+}
+
+int store_list_runs(store *s, const store_run_filter *f, store_rows *rows, sbuf *next, char *err,
+                    size_t errsz) {
+  sbuf_reset(next);
+  size_t limit = f->limit ? f->limit : 1;
+  sbuf cursor = SBUF_INIT;
+  if (f->before && unhex(&cursor, f->before) != 0) {
+    sbuf_free(&cursor);
+    return seterr(err, errsz, "before must be a cursor returned as next by an earlier page");
+  }
+  MDB_txn *txn;
+  int rc = store_read_begin(s, &txn, err, errsz);
+  if (rc) {
+    sbuf_free(&cursor);
+    return rc;
+  }
+  list_ctx c = {txn, 0, NULL, f->status, f->since_us, limit + 1, limit * 20 > 1000 ? limit * 20 : 1000};
+  store_rows names = STORE_ROWS_INIT;
+  int global = !f->ns && !f->pipeline && !f->status;
+  if (global) {
+    store_rows_add(&names, "", 0);
+  } else if (f->ns) {
+    store_rows_add(&names, f->ns, strlen(f->ns));
+  } else if ((rc = namespaces(s, txn, &names, err, errsz)) != 0) {
+    goto out;
+  }
+  source *src = calloc(names.n ? names.n : 1, sizeof *src);
+  if (!src) abort();
+  sbuf prefix = SBUF_INIT, from = SBUF_INIT, ns = SBUF_INIT;
+  size_t total = 0;
+  for (size_t i = 0; i < names.n && rc == 0; i++) {
+    sbuf_reset(&ns);
+    sbuf_add(&ns, names.buf.data + names.off[i], names.len[i]);
+    sbuf_addc(&ns, '\0');
+    sbuf_reset(&prefix);
+    int db = DB_RUNS_BY_TIME;
+    if (!global) {
+      sbuf_add(&prefix, ns.data, ns.len);
+      db = f->pipeline ? DB_RUNS_BY_PIPELINE : f->status ? DB_RUNS_BY_STATUS : DB_RUNS_BY_NS;
+      const char *mid = f->pipeline ? f->pipeline : f->status;
+      if (mid) {
+        sbuf_adds(&prefix, mid);
+        sbuf_addc(&prefix, '\0');
+      }
+    }
+    c.ns = ns.data;
+    c.status_dbi = f->pipeline && f->status ? store_dbi(s, DB_RUNS_BY_STATUS) : 0;
+    if (f->pipeline && f->status && !c.status_dbi) continue;
+    sbuf_reset(&from);
+    if (cursor.len) {
+      sbuf_add(&from, prefix.data, prefix.len);
+      sbuf_add(&from, cursor.data, cursor.len);
+    }
+    rc = read_source(s, &c, db, &prefix, &from, &src[i], err, errsz);
+    total += src[i].found.n;
+  }
+  sbuf_free(&prefix);
+  sbuf_free(&from);
+  sbuf_free(&ns);
+  if (rc == 0) {
+    /* merge: newest first, never below the highest place a capped source
+     * stopped at (its entries below that are unread) */
+    slice *all = malloc((total ? total : 1) * sizeof *all);
+    if (!all) abort();
+    size_t n = 0;
+    const sbuf *bound = NULL;
+    for (size_t i = 0; i < names.n; i++) {
+      for (size_t j = 0; j < src[i].found.n; j++)
+        all[n++] = (slice){src[i].found.buf.data + src[i].found.off[j], src[i].found.len[j]};
+      if (src[i].capped && (!bound || sfx_cmp(src[i].stop.data, src[i].stop.len, bound->data, bound->len) > 0))
+        bound = &src[i].stop;
+    }
+    qsort(all, n, sizeof *all, slice_desc);
+    size_t out = 0;
+    while (out < n && out < limit && (!bound || sfx_cmp(all[out].p, all[out].n, bound->data, bound->len) >= 0))
+      out++;
+    MDB_dbi runs = store_dbi(s, DB_RUNS);
+    for (size_t i = 0; i < out && rc == 0; i++) {
+      const char *id = all[i].p + 8;
+      size_t idn = all[i].n - 8;
+      MDB_val k = {idn, (void *)id}, v;
+      int g = runs ? mdb_get(txn, runs, &k, &v) : MDB_NOTFOUND;
+      if (g == MDB_NOTFOUND) {
+        snprintf(err, errsz, "store %s: run %.*s is in the run listings but has no record",
+                 store_dir(s), (int)idn, id);
+        rc = STORE_EBADSTORE;
+      } else if (g) {
+        rc = db_error(s, DB_RUNS, g, err, errsz);
+      } else {
+        store_rows_add(rows, v.mv_data, v.mv_size);
+      }
+    }
+    if (rc == 0) {
+      if (out < n && out == limit) {
+        hex(next, all[out - 1].p, all[out - 1].n);
+      } else if (bound) {
+        hex(next, bound->data, bound->len);
+      }
+    }
+    free(all);
+  }
+  for (size_t i = 0; i < names.n; i++) {
+    store_rows_free(&src[i].found);
+    sbuf_free(&src[i].stop);
+  }
+  free(src);
+out:
+  store_read_end(s, txn);
+  store_rows_free(&names);
+  sbuf_free(&cursor);
+  return rc;
+}
+
+int store_active_runs(store *s, store_rows *rows, char *err, size_t errsz) {
+  MDB_dbi active = store_dbi(s, DB_ACTIVE), runs = store_dbi(s, DB_RUNS);
+  if (!active) return 0;
+  MDB_txn *txn;
+  int rc = store_read_begin(s, &txn, err, errsz);
+  if (rc) return rc;
+  MDB_cursor *cur;
+  int g = mdb_cursor_open(txn, active, &cur);
+  if (g) {
+    store_read_end(s, txn);
+    return db_error(s, DB_ACTIVE, g, err, errsz);
+  }
+  MDB_val k, v;
+  g = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+  while (g == 0) {
+    MDB_val rv;
+    int r = runs ? mdb_get(txn, runs, &k, &rv) : MDB_NOTFOUND;
+    if (r == MDB_NOTFOUND) {
+      snprintf(err, errsz, "store %s: run %.*s is an active run but has no record", store_dir(s),
+               (int)k.mv_size, (const char *)k.mv_data);
+      rc = STORE_EBADSTORE;
+      break;
+    }
+    if (r) {
+      g = r;
+      break;
+    }
+    store_rows_add(rows, rv.mv_data, rv.mv_size);
+    g = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+  }
+  mdb_cursor_close(cur);
+  store_read_end(s, txn);
+  if (rc == 0 && g != MDB_NOTFOUND) rc = db_error(s, g == 0 ? DB_ACTIVE : DB_RUNS, g, err, errsz);
+  return rc;
+}
+
+/* ---- the listings of an older store ------------------------------------ */
+
+#define INDEXED_KEY "runs_indexed"
+
+int store_runs_indexed(store *s) {
+  sbuf v = SBUF_INIT;
+  int found = 0;
+  char err[256];
+  int rc = store_get(s, DB_META, INDEXED_KEY, strlen(INDEXED_KEY), &v, &found, err, sizeof err);
+  sbuf_free(&v);
+  return rc == 0 && found;
+}
+
+typedef struct {
+  store_batch *b;
+  size_t max, n, count;
+  const char *after;
+  sbuf *last;
+} index_ctx;
+
+static const char *jstr(json_t *o, const char *k) {
+  json_t *v = json_object_get(o, k);
+  return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int index_cb(void *ud, const void *k, size_t kn, const void *v, size_t vn) {
+  index_ctx *c = ud;
+  if (c->after && strlen(c->after) == kn && memcmp(c->after, k, kn) == 0) return 0;
+  sbuf_reset(c->last);
+  sbuf_add(c->last, k, kn);
+  char err[128];
+  json_t *j = codec_parse(v, vn, err, sizeof err);
+  if (j && json_is_object(j)) {
+    store_run r = {jstr(j, "id"), jstr(j, "pipeline"), jstr(j, "namespace"), jstr(j, "status"),
+                   json_integer_value(json_object_get(j, "created_us"))};
+    if (r.id && r.pipeline) {
+      sbuf key = SBUF_INIT;
+      put_listings(c->b, &r, &key);
+      sbuf_free(&key);
+      c->count++;
+    }
+  }
+  json_decref(j);
+  return ++c->n >= c->max ? 1 : 0;
+}
+
+int store_index_runs(store *s, store_batch *b, const char *after, size_t max, sbuf *next,
+                     size_t *count, char *err, size_t errsz) {
+  sbuf_reset(next);
+  *count = 0;
+  index_ctx c = {b, max ? max : 1000, 0, 0, after, next};
+  int rc = store_scan_from(s, DB_RUNS, "", 0, after, after ? strlen(after) : 0, 0, index_cb, &c,
+                           err, errsz);
+  if (rc < 0) return rc;
+  *count = c.count;
+  if (c.n < c.max) {
+    sbuf_reset(next);
+    wbatch_put(b, DB_META, INDEXED_KEY, strlen(INDEXED_KEY), "1", 1);
+  }
+  return 0;
+}
+
+/* ---- idempotency keys -------------------------------------------------- */
+
+static int idem_key(sbuf *k, const char *ns, const char *pipeline, const char *key, size_t klen,
+                    char *err, size_t errsz) {
+  int rc;
+  if ((rc = check_field("namespace", ns, err, errsz)) || (rc = check_field("pipeline", pipeline, err, errsz)))
+    return rc;
+  if (klen == 0 || klen > FIELD_MAX)
+    return seterr(err, errsz, "an idempotency key is 1 to %d bytes, got %zu", FIELD_MAX, klen);
+  sbuf_adds(k, ns);
+  sbuf_addc(k, '\0');
+  sbuf_adds(k, pipeline);
+  sbuf_addc(k, '\0');
+  sbuf_add(k, key, klen);
+  return 0;
+}
+
+int store_put_idempotency(store_batch *b, const char *ns, const char *pipeline, const char *key,
+                          size_t klen, const char *run_id, char *err, size_t errsz) {
+  sbuf k = SBUF_INIT;
+  int rc = idem_key(&k, ns, pipeline, key, klen, err, errsz);
+  if (rc == 0) rc = check_field("id", run_id, err, errsz);
+  if (rc == 0) wbatch_put(b, DB_IDEMPOTENCY, k.data, k.len, run_id, strlen(run_id));
+  sbuf_free(&k);
+  return rc;
+}
+
+int store_get_idempotency(store *s, const char *ns, const char *pipeline, const char *key,
+                          size_t klen, sbuf *run_id, int *found, char *err, size_t errsz) {
+  sbuf k = SBUF_INIT;
+  *found = 0;
+  int rc = idem_key(&k, ns, pipeline, key, klen, err, errsz);
+  if (rc == 0) rc = store_get(s, DB_IDEMPOTENCY, k.data, k.len, run_id, found, err, errsz);
+  sbuf_free(&k);
+  return rc;
+}
