@@ -351,12 +351,14 @@ function modes.replay(n)
   local bytes = 0
   for i = 1, #vals do bytes = bytes + #vals[i] end
   breakdown.stored_bytes = bytes
-  if storage.load_steps and storage.step_result then
+  if storage.load_steps then
+    -- done[id] = the result's JSON (true: nil, false: failed)
+    local codec = require "sluice._codec"
     t0 = uv.hrtime()
-    local raw = storage.load_steps(id)
+    local done = storage.load_steps(id)
     breakdown.load_steps_ms = r3(ms_since(t0))
     t0 = uv.hrtime()
-    for _, v in pairs(raw) do storage.step_result(v) end
+    for _, v in pairs(done) do if type(v) == "string" then codec.try_decode(v) end end
     breakdown.step_results_ms = r3(ms_since(t0))
   end
   -- the pipeline's own per-step work without the engine (the id string, the

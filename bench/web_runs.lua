@@ -1,6 +1,6 @@
 -- bench/web_runs.lua: fills a store with N finished runs for the dashboard
 -- benchmark (bench/web_first_paint.py), written the way the engine writes
--- them: each record with its listing entries (lua/runs_index.lua), 10,000
+-- them: each record with its listing entries (sluice._store's put_run), 10,000
 -- runs per durable commit. Five pipelines, one run a second back from now,
 -- 90% completed, 8% failed (with an error and a traceback), 2% cancelled.
 --
@@ -14,7 +14,6 @@ local ids = require "sluice._ids"
 local store = require "sluice._store"
 local json = require "sluice.json"
 local sched = require "sluice.sched"
-local runs_index = require "sluice.runs_index"
 
 local pos, opts = L.args(arg, { store = true })
 local n = math.tointeger(tonumber(pos[1] or "1000000"))
@@ -32,7 +31,8 @@ local ok, err = sched.go({}, function()
   local done = 0
   while done < n do
     -- the listings are written with the records: serve need not build them
-    local ops = done == 0 and { "meta", "runs_indexed", "1" } or {}
+    local b = store.batch()
+    if done == 0 then b:raw_ops({ "meta", "runs_indexed", "1" }) end
     for _ = 1, math.min(BATCH, n - done) do
       done = done + 1
       local created = now - (n - done) * 1000000 -- one a second, the newest now
@@ -55,9 +55,9 @@ local ok, err = sched.go({}, function()
       else
         rec.error = { message = "cancelled", reason = "cancelled" }
       end
-      runs_index.ops(rec, ops)
+      b:put_run(rec, { new = true })
     end
-    local cok, msg, code = store.raw_commit(ops)
+    local cok, msg, code = b:commit()
     if not cok then error(("commit: %s (%s)"):format(msg, code), 0) end
   end
 end):await()

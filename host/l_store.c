@@ -334,6 +334,12 @@ store_batch *l_store_check_batch(lua_State *L, int idx) {
   return u->b;
 }
 
+store_batch *l_store_take_batch(lua_State *L, int idx) {
+  store_batch *b = l_store_check_batch(L, idx);
+  ((batch_ud *)lua_touserdata(L, idx))->b = NULL;
+  return b;
+}
+
 /* batch() -> an empty batch */
 static int l_batch(lua_State *L) {
   batch_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
@@ -395,7 +401,6 @@ int luaopen_sluice__store(lua_State *L) {
                                      {"raw_ops", l_batch_raw_ops},
                                      {NULL, NULL}};
   luaL_newlib(L, fns);
-  steps_register(L);
   stream_register(L);
   int module_idx = lua_gettop(L);
   luaL_newmetatable(L, L_STORE_BATCH_MT);

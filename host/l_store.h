@@ -27,6 +27,10 @@
 /* The batch at idx (raises unless it is one not yet committed). */
 store_batch *l_store_check_batch(lua_State *L, int idx);
 
+/* The batch at idx, taken from its userdata (spent from here: the caller
+ * owns it, to commit or free); raises as l_store_check_batch. */
+store_batch *l_store_take_batch(lua_State *L, int idx);
+
 /* The process's open store (raises if none). */
 store *l_store_get(lua_State *L);
 
@@ -57,9 +61,8 @@ void l_store_runs(lua_State *L, int module_idx, int methods_idx);      /* runs, 
 void l_store_events(lua_State *L, int module_idx, int methods_idx);    /* events, sends, consumers */
 void l_store_schedules(lua_State *L, int module_idx, int methods_idx); /* schedules */
 void l_store_access(lua_State *L, int module_idx, int methods_idx);    /* keys, namespaces, quotas */
-/* TRANSITIONAL: step records (l_steps.c) and event reads and appends
- * (l_stream.c), until their record types are in store.h. */
-void steps_register(lua_State *L);
+/* TRANSITIONAL: event reads and appends (l_stream.c), until their record
+ * type is in store.h. */
 void stream_register(lua_State *L);
 
 int luaopen_sluice__store(lua_State *L);

@@ -314,23 +314,47 @@ static int l_runs_indexed(lua_State *L) {
   return 1;
 }
 
-/* b:index_runs(after, max) -> next | nil, count */
+/* b:index_runs(after, max) -> next | nil, count: the listing entries of
+ * at most max runs after the id `after` (an older store's); next is the
+ * last id read, nil once all are done (b then marks the store). Records
+ * that do not decode, or lack an id or a pipeline, are left out. */
 static int l_index_runs(lua_State *L) {
   store_batch *b = l_store_check_batch(L, 1);
   const char *after = luaL_optstring(L, 2, NULL);
   lua_Integer max = luaL_optinteger(L, 3, 1000);
   luaL_argcheck(L, max >= 1, 3, "at least 1");
   holder *h = holder_new(L);
-  size_t count = 0;
   char err[512];
-  int rc = store_index_runs(l_store_get(L), b, after, (size_t)max, &h->buf, &count, err, sizeof err);
+  int rc = store_read_runs(l_store_get(L), after, (size_t)max, &h->rows, err, sizeof err);
   if (rc) return l_store_fail(L, rc, err);
-  if (h->buf.len) {
-    lua_pushlstring(L, h->buf.data, h->buf.len);
+  lua_Integer count = 0;
+  for (size_t i = 0; i < h->rows.n; i++) {
+    int top = lua_gettop(L);
+    if (codec_decode_ex(L, h->rows.buf.data + h->rows.off[i], h->rows.len[i], CODEC_RECORD, err,
+                        sizeof err) == 0 && lua_istable(L, -1)) {
+      int t = lua_gettop(L);
+      lua_getfield(L, t, "id");
+      lua_getfield(L, t, "pipeline");
+      lua_getfield(L, t, "namespace");
+      lua_getfield(L, t, "status");
+      lua_getfield(L, t, "created_us");
+      store_run r = {lua_type(L, t + 1) == LUA_TSTRING ? lua_tostring(L, t + 1) : NULL,
+                     lua_type(L, t + 2) == LUA_TSTRING ? lua_tostring(L, t + 2) : NULL,
+                     lua_type(L, t + 3) == LUA_TSTRING ? lua_tostring(L, t + 3) : NULL,
+                     lua_type(L, t + 4) == LUA_TSTRING ? lua_tostring(L, t + 4) : NULL,
+                     lua_tointeger(L, t + 5)};
+      if (r.id && r.pipeline && store_put_run_listings(b, &r, err, sizeof err) == 0) count++;
+    }
+    lua_settop(L, top);
+  }
+  if (h->rows.n == (size_t)max) {
+    size_t last = h->rows.n - 1;
+    lua_pushlstring(L, h->rows.buf.data + h->rows.name_off[last], h->rows.name_len[last]);
   } else {
+    store_mark_runs_indexed(b);
     lua_pushnil(L);
   }
-  lua_pushinteger(L, (lua_Integer)count);
+  lua_pushinteger(L, count);
   return 2;
 }
 
@@ -654,6 +678,8 @@ void l_store_runs(lua_State *L, int module_idx, int methods_idx) {
   lua_setfield(L, LUA_REGISTRYINDEX, STATUS_KEY);
   lua_pushvalue(L, module_idx);
   luaL_setfuncs(L, fns, 0);
+  lua_pushliteral(L, STORE_DEFAULT_NS); /* of runs started without one */
+  lua_setfield(L, -2, "DEFAULT_NS");
   lua_pushvalue(L, methods_idx);
   luaL_setfuncs(L, methods, 0);
   lua_pop(L, 2);

@@ -205,7 +205,8 @@ static int l_append_events(lua_State *L) {
   lua_Integer ts0 = luaL_checkinteger(L, 3);
   l_store_check_writable(L);
   lua_Integer n = luaL_len(L, 1);
-  wbatch *b = wbatch_new();
+  /* a store batch (sluice._store) as extra: the events join it */
+  wbatch *b = lua_isuserdata(L, 4) ? l_store_take_batch(L, 4) : wbatch_new();
   sbuf rec = SBUF_INIT, key = SBUF_INIT;
   char err[256];
   const char *what = NULL;

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codec.h"
 #include "store.h"
 #include "store_lmdb.h"
 #include "writer.h"
@@ -65,7 +64,7 @@ int store_run_status_final(const char *status) {
 }
 
 static int check_field(const char *what, const char *v, char *err, size_t errsz) {
-  if (!v || !*v) return seterr(err, errsz, "a run record needs a %s", what);
+  if (!v || !*v) return seterr(err, errsz, "a run record has no %s", what);
   if (strlen(v) > FIELD_MAX)
     return seterr(err, errsz, "a run's %s is longer than %d bytes", what, FIELD_MAX);
   return 0;
@@ -462,52 +461,40 @@ int store_runs_indexed(store *s) {
 }
 
 typedef struct {
-  store_batch *b;
-  size_t max, n, count;
+  store_rows *rows;
+  size_t max;
   const char *after;
-  sbuf *last;
-} index_ctx;
+} read_ctx;
 
-static const char *jstr(json_t *o, const char *k) {
-  json_t *v = json_object_get(o, k);
-  return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-static int index_cb(void *ud, const void *k, size_t kn, const void *v, size_t vn) {
-  index_ctx *c = ud;
+static int read_cb(void *ud, const void *k, size_t kn, const void *v, size_t vn) {
+  read_ctx *c = ud;
   if (c->after && strlen(c->after) == kn && memcmp(c->after, k, kn) == 0) return 0;
-  sbuf_reset(c->last);
-  sbuf_add(c->last, k, kn);
-  char err[128];
-  json_t *j = codec_parse(v, vn, err, sizeof err);
-  if (j && json_is_object(j)) {
-    store_run r = {jstr(j, "id"), jstr(j, "pipeline"), jstr(j, "namespace"), jstr(j, "status"),
-                   json_integer_value(json_object_get(j, "created_us"))};
-    if (r.id && r.pipeline) {
-      sbuf key = SBUF_INIT;
-      put_listings(c->b, &r, &key);
-      sbuf_free(&key);
-      c->count++;
-    }
-  }
-  json_decref(j);
-  return ++c->n >= c->max ? 1 : 0;
+  store_rows_add(c->rows, k, kn, v, vn);
+  return c->rows->n >= c->max ? 1 : 0;
 }
 
-int store_index_runs(store *s, store_batch *b, const char *after, size_t max, sbuf *next,
-                     size_t *count, char *err, size_t errsz) {
-  sbuf_reset(next);
-  *count = 0;
-  index_ctx c = {b, max ? max : 1000, 0, 0, after, next};
-  int rc = store_scan_from(s, DB_RUNS, "", 0, after, after ? strlen(after) : 0, 0, index_cb, &c,
+int store_read_runs(store *s, const char *after, size_t max, store_rows *rows, char *err,
+                    size_t errsz) {
+  read_ctx c = {rows, max ? max : 1000, after};
+  int rc = store_scan_from(s, DB_RUNS, "", 0, after, after ? strlen(after) : 0, 0, read_cb, &c,
                            err, errsz);
-  if (rc < 0) return rc;
-  *count = c.count;
-  if (c.n < c.max) {
-    sbuf_reset(next);
-    wbatch_put(b, DB_META, INDEXED_KEY, strlen(INDEXED_KEY), "1", 1);
-  }
+  return rc < 0 ? rc : 0;
+}
+
+int store_put_run_listings(store_batch *b, const store_run *r, char *err, size_t errsz) {
+  int rc;
+  if ((rc = check_field("id", r->id, err, errsz)) || (rc = check_field("pipeline", r->pipeline, err, errsz)) ||
+      (r->ns && (rc = check_field("namespace", r->ns, err, errsz))) ||
+      (r->status && (rc = check_field("status", r->status, err, errsz))))
+    return rc;
+  sbuf k = SBUF_INIT;
+  put_listings(b, r, &k);
+  sbuf_free(&k);
   return 0;
+}
+
+void store_mark_runs_indexed(store_batch *b) {
+  wbatch_put(b, DB_META, INDEXED_KEY, strlen(INDEXED_KEY), "1", 1);
 }
 
 /* ---- idempotency keys -------------------------------------------------- */

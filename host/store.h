@@ -144,15 +144,15 @@ int store_list_runs(store *s, const store_run_filter *f, store_rows *rows, sbuf 
 /* The records of the active runs (status not final), in id order. */
 int store_active_runs(store *s, store_rows *rows, char *err, size_t errsz);
 
-/* For stores written before the listings existed: adds to b the listing
- * entries (namespace, pipeline, status) of at most max runs with an id
- * after `after` (NULL: from the first), and next (reset first) gets the
- * last id read, empty once every run is done, when b also marks the store
- * as indexed. *count gets the runs indexed. Records that do not parse are
- * left out. Returns 0 or a status. */
-int store_index_runs(store *s, store_batch *b, const char *after, size_t max, sbuf *next,
-                     size_t *count, char *err, size_t errsz);
-/* 1 if store_index_runs completed on this store (0 if not, or on error). */
+/* For stores written before the listings existed: at most max run records
+ * with an id after `after` (NULL: from the first), in id order, named by
+ * their id; the listing entries (namespace, pipeline, status) of one run;
+ * and the mark that every run has them. */
+int store_read_runs(store *s, const char *after, size_t max, store_rows *rows, char *err,
+                    size_t errsz);
+int store_put_run_listings(store_batch *b, const store_run *r, char *err, size_t errsz);
+void store_mark_runs_indexed(store_batch *b);
+/* 1 if the store is marked so (0 if not, or on error). */
 int store_runs_indexed(store *s);
 
 /* Idempotency keys of API-created runs: (namespace, pipeline, key) -> the

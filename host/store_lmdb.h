@@ -10,7 +10,7 @@
  *   meta         "format" -> "1"                   (format version)
  *   runs         run_id -> JSON run record
  *   runs_by_time be64(created_at_us) run_id -> ""  (history, newest last)
- *   steps        run_id "\0" step_id -> step record (l_steps.c): a binary
+ *   steps        run_id "\0" step_id -> step record (records_steps.c): a binary
  *                header (status, attempts, position, times, id, branch) then
  *                the JSON of the result (or of the error of a failed step)
  *   schedules    schedule name -> JSON {name, spec, tz, next_at, last_at, ...}
@@ -21,13 +21,13 @@
  *   active_runs  run_id -> ""  (runs not yet completed, failed or cancelled:
  *                what serve resumes, without reading the whole history)
  *   runs_by_ns, runs_by_pipeline, runs_by_status  the run listings of the
- *                HTTP API, newest first by a reverse scan (lua/runs_index.lua):
+ *                HTTP API, newest first by a reverse scan (records_runs.c):
  *                ns "\0" [pipeline | status "\0"] be64(created_at_us) run_id -> ""
  *   api_keys     key id -> JSON {name, namespace, role, hash, created_at}
  *   namespaces   namespace -> JSON {status, runs_per_day, ...} (lua/quota.lua)
  *   quotas       namespace "\0" YYYY-MM-DD -> runs started that UTC day
  *   idempotency  namespace "\0" pipeline "\0" Idempotency-Key -> run_id
- *   logs         run_id "\0" be64(us) be32(seq) -> JSON log line (stdlib/sluice/log.lua:
+ *   logs         run_id "\0" be64(us) be32(seq) -> JSON log line (records_steps.c:
  *                lines logged inside steps, committed with the step's record)
  *
  * Threads: the environment is opened with MDB_NOTLS, so a read transaction

@@ -114,7 +114,7 @@ function M.start(opts, launch)
   local h = opts.http or M.options({})
   local ctx = { launch = launch, opts = h, store = opts.store, started_us = clock.now(), ready = false }
   M.ctx = ctx
-  local n = require("sluice.runs_index").backfill()
+  local n = require("sluice.engine").index_runs()
   if n > 0 then http.log("run listings: indexed the %d runs the store had", n) end
   require("sluice.api.schedules").load_stored()
   if not h.enabled then

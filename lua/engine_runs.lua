@@ -10,7 +10,6 @@ local duration = require "sluice.duration"
 local errors = require "sluice.errors"
 local liveness = require "sluice.liveness"
 local registry = require "sluice.registry"
-local runs_index = require "sluice.runs_index"
 local guard = require "sluice._guard"
 local uv = require "luv"
 local M = require "sluice.engine_core"
@@ -39,8 +38,7 @@ local function acquire_slot(run, key, limit, fresh)
   if s.count >= limit then
     local rec = run.record
     rec.status = "pending"
-    local ops = runs_index.ops(rec, fresh and { "active_runs", run.id, "" } or nil)
-    local ok, msg, code = store.raw_commit(ops)
+    local ok, msg, code = store.batch():put_run(rec, { new = fresh }):commit()
     if not ok then store_error("queueing run " .. run.id, msg, code) end
     run.created = fresh
     local me = coroutine.running()
@@ -159,7 +157,7 @@ function M.execute(p, input, id, opts)
     if run.stop then
       -- cancelled while pending
       rec.status, rec.finished_at = "cancelled", clock.iso(clock.now())
-      local cok, cmsg, ccode = store.raw_commit(runs_index.ops(rec, { "active_runs", id, false }))
+      local cok, cmsg, ccode = store.batch():put_run(rec):commit()
       release(rec)
       if not cok then store_error("cancelling run " .. id, cmsg, ccode) end
       return rec
@@ -171,9 +169,9 @@ function M.execute(p, input, id, opts)
   rec.status, rec.started_at, rec.finished_at, rec.error = "running", clock.iso(now), nil, nil
   rec.file, rec.source_hash = p.file, p.hash
   rec.attempt = (rec.attempt or 0) + 1
-  local ops = runs_index.ops(rec, { "active_runs", id, "" })
-  for _, v in ipairs(opts.extra_ops or {}) do ops[#ops + 1] = v end
-  local ok, msg, code = store.raw_commit(ops)
+  local b = store.batch():put_run(rec, { new = not existing })
+  if opts.extra_ops then b:raw_ops(opts.extra_ops) end
+  local ok, msg, code = b:commit()
   if not ok then
     release(nil)
     store_error("starting run " .. id, msg, code)
@@ -226,12 +224,10 @@ function M.execute(p, input, id, opts)
     rec.error = { code = e.code, message = e.message or tostring(e), step = e.step, traceback = e.traceback,
       reason = run.stop and run.stop.reason or e.reason }
   end
-  local fin = runs_index.ops(rec, { "active_runs", id, false })
+  local fin = store.batch():put_run(rec)
   -- what the caller commits with the completion (a consumer's checkpoint)
-  if rec.status == "completed" and opts.finish_ops then
-    for _, v in ipairs(opts.finish_ops(rec)) do fin[#fin + 1] = v end
-  end
-  ok, msg, code = store.raw_commit(fin)
+  if rec.status == "completed" and opts.finish_ops then fin:raw_ops(opts.finish_ops(rec)) end
+  ok, msg, code = fin:commit()
   release(rec)
   if not ok then store_error("finishing run " .. id, msg, code) end
   rec.replayed, rec.executed = run.replayed, run.executed
@@ -245,7 +241,7 @@ function M.record_failure(id, pipeline_name, input, message)
   local now = clock.now()
   local rec = { id = id, pipeline = pipeline_name, status = "failed", attempt = 1, input = input,
     created_at = clock.iso(now), created_us = now, finished_at = clock.iso(now), error = { message = message } }
-  local ok, msg, code = store.raw_commit(runs_index.ops(rec))
+  local ok, msg, code = store.batch():put_run(rec, { new = true }):commit()
   if not ok then store_error("recording run " .. id, msg, code) end
 end
 
@@ -270,7 +266,7 @@ function M.cancel(run_id)
   end
   r.status, r.finished_at = "cancelled", clock.iso(clock.now())
   r.error = { code = "ECANCELLED", message = "cancelled", reason = "cancelled" }
-  local ok, msg, code = store.raw_commit(runs_index.ops(r, { "active_runs", run_id, false }))
+  local ok, msg, code = store.batch():put_run(r):commit()
   if not ok then store_error("cancelling run " .. run_id, msg, code) end
   -- its unfinished children, found by their parent field
   for _, c in ipairs(M.unfinished_runs()) do
@@ -305,15 +301,11 @@ function M.prepare_rerun(run_id, from_step, new_id, fields)
   local rec = { id = new_id, pipeline = r.pipeline, input = r.input, status = "pending", attempt = 0,
     created_at = clock.iso(now), created_us = now, rerun_of = run_id, rerun_from = from_step, namespace = r.namespace }
   for k, v in pairs(fields or {}) do rec[k] = v end
-  local ops = runs_index.ops(rec, { "active_runs", new_id, "" })
+  local reuse = {}
   for i = 1, cut - 1 do
-    local st = steps[i]
-    if st.status == "completed" then
-      local raw = store.raw_get("steps", run_id .. "\0" .. st.id)
-      ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "steps", new_id .. "\0" .. st.id, raw
-    end
+    if steps[i].status == "completed" then reuse[#reuse + 1] = steps[i].id end
   end
-  local cok, msg, code = store.raw_commit(ops)
+  local cok, msg, code = store.batch():put_run(rec, { new = true }):copy_steps(run_id, new_id, reuse):commit()
   if not cok then store_error("creating run " .. new_id, msg, code) end
   return new_id, r
 end
@@ -361,8 +353,8 @@ local function child_run(what, p, input, opts)
       created_at = clock.iso(now), created_us = now, parent = parent.id, namespace = parent.record.namespace }
     local enc, err = codec.try_encode(rec, "child", true)
     if not enc then error(("%s '%s': the input cannot be stored: %s"):format(what, p.name, err), 0) end
-    if store.raw_get("runs", id) then return id end -- an explicit id that exists: reuse it
-    return id, runs_index.ops(rec, { "active_runs", id, "" })
+    if M.get_run(id) then return id end -- an explicit id that exists: reuse it
+    return id, function(b) b:put_run(rec, { new = true }) end
   end, 3)
   parent.children[child_id] = true
   return p, child_id

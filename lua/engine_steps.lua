@@ -12,12 +12,11 @@
 --- loudly instead of handing a stored result to the wrong step.
 local clock = require "sluice._clock"
 local store = require "sluice._store"
-local json = require "sluice._codec" -- store records: exact
+local codec = require "sluice._codec"
 local sched = require "sluice.sched"
 local duration = require "sluice.duration"
 local errors = require "sluice.errors"
 local registry = require "sluice.registry"
-local runs_index = require "sluice.runs_index"
 local guard = require "sluice._guard"
 local logs = require "sluice.log"
 local step_options = require "sluice.step_options"
@@ -94,6 +93,29 @@ end
 -- The replay check of a step-like call at (br, pos) with this id: returns
 -- the stored record if there is one; fails the run (run.fatal) if the
 -- recorded history has another id here or this id elsewhere.
+local function recorded_at(run, id)
+  for branch, list in pairs(run.order) do
+    for pos, sid in pairs(list) do
+      if sid == id then return { branch = branch, pos = pos } end
+    end
+  end
+  return { branch = "", pos = 0 }
+end
+
+-- A stored step's outcome for the replay (run.raw[id], from
+-- store.load_steps: the JSON of its result, true when it returned nil,
+-- false when it failed): completed, value.
+local function replay_result(id, raw)
+  if raw == false then return false end
+  if raw == true then return true, nil end
+  local v, err = codec.try_decode(raw)
+  if err then error(("corrupt result of step '%s': %s"):format(id, err), 0) end
+  return true, v
+end
+
+-- A record operation's message without its code ("EINVAL: result.f: ...").
+local function without_code(msg) return (tostring(msg):gsub("^%u+: ", "")) end
+
 local function recorded(run, br, pos, id, level)
   local recorded_here = run.order[br.name]
   recorded_here = recorded_here and recorded_here[pos]
@@ -106,8 +128,8 @@ local function recorded(run, br, pos, id, level)
         run.id, pos, branch_label(br.name), recorded_here, id), { step = id }, StepError)
     error(run.fatal, level + 1)
   end
-  if raw and not recorded_here then
-    local rec = store.step_fields(raw)
+  if raw ~= nil and not recorded_here then
+    local rec = recorded_at(run, id)
     run.fatal = errors.new("EDIVERGED", (
       "run %s diverged from its recorded history: step '%s' was recorded at position %d of branch %s " ..
       "but the code now calls it at position %d of branch %s; resume it with the code that started it, " ..
@@ -183,14 +205,11 @@ local function step_failure(run, id, cause, attempts)
   }, StepError)
 end
 
-local function commit_step(run, key, value_json, id)
+local function commit_step(run, b, id)
   -- the lines the step logged commit with its record (stdlib/sluice/log.lua)
-  local ok, msg, code = store.raw_commit(logs.ops(run, id, { "steps", key, value_json }))
+  logs.add(b, run, id)
+  local ok, msg, code = b:commit()
   if not ok then store_error(("step '%s': storing its result"):format(id), msg, code) end
-end
-
-local function step_key(run, id)
-  return run.id .. "\0" .. id
 end
 
 -- Steps in flight, for `sluice status` in another process. Writing a record
@@ -207,18 +226,16 @@ local sweep_timer
 local SHOW_AFTER_US = 500000
 
 local function publish_inflight()
-  local now, ops = clock.now(), {}
+  local now, b = clock.now(), store.batch()
   for br in pairs(inflight) do
     local run = br.run
     if br.flight_shown ~= br.flight_attempt and now - br.flight_started >= SHOW_AFTER_US and M.active[run.id] then
       br.flight_shown = br.flight_attempt
-      ops[#ops + 1], ops[#ops + 2] = "steps", step_key(run, br.flight_id)
-      ops[#ops + 1] = store.step_record("running", br.flight_attempt, br.flight_pos, br.flight_started, 0,
-        br.flight_id, br.name)
+      b:put_step(run.id, br.name, br.flight_pos, br.flight_id, "running", br.flight_attempt, br.flight_started, 0)
     end
   end
-  if #ops == 0 then return end
-  local ok, msg = store.raw_commit(ops)
+  if b:count() == 0 then return end
+  local ok, msg = b:commit()
   -- only visibility is lost: the step's own commit reports a failing store
   if not ok and not M.stopping then io.stderr:write("sluice: recording the steps in flight: ", tostring(msg), "\n") end
 end
@@ -287,8 +304,8 @@ function M.step(id, a, b, ...)
 
   -- replay: the history recorded for this branch position must match
   local raw = recorded(run, br, pos, id, 2)
-  if raw then
-    local completed, value = store.step_result(raw)
+  if raw ~= nil then
+    local completed, value = replay_result(id, raw)
     if completed then
       -- the record is not needed again (a second use of the id is caught
       -- by seen): let it go, so a long replay does not hold every result
@@ -331,16 +348,14 @@ function M.step(id, a, b, ...)
         ok, retryable, res = false, false, { message = ("returned %d values; return one value (a table if you need several)"):format(nres) }
       else
         local value = res
-        local enc, eerr
-        if value ~= nil then
-          enc, eerr = json.try_encode(value, "result")
-        end
-        if eerr then
-          ok, retryable, res = false, false, { message = "returned a value that cannot be stored: " .. eerr }
+        -- the value is encoded once, straight into the batch
+        local b = store.batch()
+        local put, eerr = b:put_step(run.id, br.name, pos, id, "completed", attempt, started, clock.now() - started, value)
+        if not put then
+          ok, retryable, res = false, false, { message = "returned a value that cannot be stored: " .. without_code(eerr) }
         else
           inflight[br] = nil
-          local cok, cerr = pcall(commit_step, run, step_key(run, id),
-            store.step_record("completed", attempt, pos, started, clock.now() - started, id, br.name, enc), id)
+          local cok, cerr = pcall(commit_step, run, b, id)
           step_settled(br)
           if not cok then error(cerr, 0) end
           run.executed = run.executed + 1
@@ -352,9 +367,10 @@ function M.step(id, a, b, ...)
     if not retryable or attempt >= max_attempts then
       local err = step_failure(run, id, res, attempt)
       inflight[br] = nil
-      local cok, cerr = pcall(commit_step, run, step_key(run, id),
-        store.step_record("failed", attempt, pos, started, clock.now() - started, id, br.name,
-          json.encode({ code = err.code, message = err.message, traceback = err.traceback })), id)
+      local b = store.batch()
+      assert(b:put_step(run.id, br.name, pos, id, "failed", attempt, started, clock.now() - started,
+        { code = err.code, message = err.message, traceback = err.traceback }))
+      local cok, cerr = pcall(commit_step, run, b, id)
       step_settled(br)
       if not cok then error(cerr, 0) end
       if M.on_step then M.on_step(run.pipeline.name, attempt, clock.now() - started, false) end
@@ -397,10 +413,12 @@ end
 --- memo(kind, produce): a durable internal step of the running run at the
 --- next position of its branch, with id "<kind>@<branch position>" (for
 --- sleep, emit, send, wait_for). The first time, produce() returns the value
---- to store and, optionally, more operations {db, key, value, ...} that are
---- committed in the same transaction as the step record (an emitted event
---- and the record that it was emitted commit together, so replay never
---- emits twice). Later, the stored value is returned. Returns value, replayed.
+--- to store and, optionally, what commits in the same batch as the step
+--- record: a function(b) that adds its records to the store batch b, or
+--- (for record types without operations yet) raw ops {db, key, value, ...}
+--- (an emitted event and the record that it was emitted commit together, so
+--- replay never emits twice). Later, the stored value is returned. Returns
+--- value, replayed.
 function M.memo(kind, produce, level)
   level = (level or 1) + 1
   local br = current_branch(kind, level)
@@ -413,8 +431,8 @@ function M.memo(kind, produce, level)
   local pos = br.pos
   local id = kind .. "@" .. (br.name == "" and "" or br.name .. "/") .. pos
   local raw = recorded(run, br, pos, id, level)
-  if raw then
-    local completed, value = store.step_result(raw)
+  if raw ~= nil then
+    local completed, value = replay_result(id, raw)
     if completed then
       run.replayed = run.replayed + 1
       return value, true
@@ -425,13 +443,20 @@ function M.memo(kind, produce, level)
   -- produce may also return a function that commits the batch itself (the
   -- stream builds its records in C and adds this step's record to them)
   local value, ops, committer = produce()
-  local enc, eerr
-  if value ~= nil then enc, eerr = json.try_encode(value, "result") end
-  if eerr then error(("%s: %s"):format(kind, eerr), level) end
-  local batch = { "steps", step_key(run, id),
-    store.step_record("completed", 1, pos, started, clock.now() - started, id, br.name, enc) }
-  for _, v in ipairs(ops or {}) do batch[#batch + 1] = v end
-  local ok, msg, code = (committer or store.raw_commit)(batch)
+  local b = store.batch()
+  local put, eerr = b:put_step(run.id, br.name, pos, id, "completed", 1, started, clock.now() - started, value)
+  if not put then error(("%s: %s"):format(kind, without_code(eerr)), level) end
+  if type(ops) == "function" then
+    ops(b)
+  elseif ops then
+    b:raw_ops(ops)
+  end
+  local ok, msg, code
+  if committer then
+    ok, msg, code = committer(b)
+  else
+    ok, msg, code = b:commit()
+  end
   if not ok then store_error(("%s: storing it"):format(kind), msg, code) end
   run.executed = run.executed + 1
   return value, false
@@ -441,7 +466,7 @@ end
 function M.set_status(run, status)
   if run.record.status == status then return end
   run.record.status = status
-  local ok, msg, code = store.raw_commit(runs_index.ops(run.record))
+  local ok, msg, code = store.batch():put_run(run.record):commit()
   if not ok then store_error("run " .. run.id .. ": setting status " .. status, msg, code) end
 end
 
@@ -533,7 +558,7 @@ function M.ctx()
   return {
     run_id = br.run.id, pipeline = br.run.pipeline.name,
     step_id = br.in_step, attempt = br.attempt, branch = br.name,
-    namespace = br.run.record.namespace or runs_index.DEFAULT_NS,
+    namespace = br.run.record.namespace or store.DEFAULT_NS,
   }
 end
 

@@ -109,20 +109,21 @@ function M.on(pattern, fn, opts)
   return p
 end
 
--- Run records (pending) for the handlers of one event.
-local function delivery_ops(seq, ev, ops, ids)
+-- Run records (pending) for the handlers of one event, into the batch b.
+local function delivery_ops(seq, ev, b, ids)
   local now = clock.now()
   for _, h in ipairs(M.handlers) do
     if matches(h.pattern, ev.name) then
       local id = h.pipeline.name .. "@" .. id_of(seq)
-      if not store.raw_get("runs", id) then
+      local existing, err = store.get_run(id)
+      if err then error(("dispatching events: reading run %s: %s"):format(id, err), 0) end
+      if not existing then
         local rec = {
           id = id, pipeline = h.pipeline.name, status = "pending", attempt = 0,
           input = { id = id_of(seq), name = ev.name, data = ev.data, ts = ev.ts },
           created_at = clock.iso(now), created_us = now, trigger = "event",
         }
-        require("sluice.runs_index").ops(rec, ops)
-        ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "active_runs", id, ""
+        b:put_run(rec, { new = true })
         ids[#ids + 1] = { id = id, pipeline = h.pipeline }
       end
     end
@@ -157,14 +158,14 @@ function M.run_dispatcher(launch, log)
       waiting = true
       sched.wait()
     else
-      local ops, ids = {}, {}
+      local b, ids = store.batch(), {}
       for i, k in ipairs(keys) do
         local seq = sunpack(">I8", k)
-        delivery_ops(seq, json.decode(vals[i]), ops, ids)
+        delivery_ops(seq, json.decode(vals[i]), b, ids)
         cursor = seq
       end
-      ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "meta", "sends_dispatched", tostring(cursor)
-      local ok, err = store.raw_commit(ops)
+      b:raw_ops({ "meta", "sends_dispatched", tostring(cursor) })
+      local ok, err = b:commit()
       if not ok then
         log("dispatching events: %s", err)
         sched.sleep_ms(1000)

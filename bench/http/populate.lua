@@ -1,11 +1,10 @@
 -- bench/http/populate.lua STORE N IDS_FILE: writes N finished runs of the
 -- pipelines p0..p9 (completed, every 10th failed) straight into a store, with
--- the same records and listings serve writes (lua/runs_index.lua), in
+-- the same records and listings serve writes (sluice._store's put_run), in
 -- commits of 5,000 runs; writes 1,000 of the run ids, one a line, to
 -- IDS_FILE for the GET /runs/{id} load.
 local clock = require "sluice._clock"
 local storage = require "sluice._store"
-local runs_index = require "sluice.runs_index"
 local store, n, ids_file = arg[1], tonumber(arg[2]), arg[3]
 assert(storage.open(store))
 local t0 = clock.hrtime()
@@ -13,7 +12,7 @@ local now = clock.now() - n * 1000
 local ids = assert(io.open(ids_file, "w"))
 local i = 0
 while i < n do
-  local ops = {}
+  local b = storage.batch()
   for _ = 1, math.min(5000, n - i) do
     i = i + 1
     local us = now + i * 1000
@@ -25,10 +24,10 @@ while i < n do
       finished_at = clock.iso(us + 500), duration_ms = 0.5, result = not failed and { n = i } or nil,
       error = failed and { message = "step 'x' failed: boom", step = "x" } or nil,
     }
-    runs_index.ops(rec, ops)
+    b:put_run(rec, { new = true })
     if i % (n // 1000) == 0 then ids:write(id, "\n") end
   end
-  assert(storage.raw_commit(ops))
+  assert(b:commit())
 end
 ids:close()
 assert(storage.raw_commit({ "meta", "runs_indexed", "1" }))

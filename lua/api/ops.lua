@@ -14,11 +14,10 @@ local every = require "sluice.every"
 local events = require "sluice.events"
 local stream = require "sluice.stream"
 local metrics = require "sluice.metrics"
-local runs_index = require "sluice.runs_index"
 
 http.observe = metrics.http
 engine.on_step = metrics.step
-runs_index.observer = metrics.run_status
+require("sluice._store").set_run_observer(metrics.run_status)
 
 local M = {}
 

@@ -22,7 +22,6 @@ local json = require("sluice._codec").edge -- responses: JSON at the edge
 local sched = require "sluice.sched"
 local engine = require "sluice.engine"
 local duration = require "sluice.duration"
-local runs_index = require "sluice.runs_index"
 local quota = require "sluice.quota"
 local uv = require "luv"
 
@@ -186,10 +185,11 @@ function M.create(req, p, input, opts)
     trigger = { kind = "http", by = req.key and req.key.name or NULL },
   }
   for k, v in pairs(opts.fields or {}) do rec[k] = v end
-  local ops = runs_index.ops(rec, { "active_runs", id, "" })
-  for _, v in ipairs(quota_ops) do ops[#ops + 1] = v end
-  for _, v in ipairs(opts.extra_ops or {}) do ops[#ops + 1] = v end
-  local ok, msg, code = store.raw_commit(ops)
+  local b = store.batch():put_run(rec, { new = true })
+  if #quota_ops > 0 then b:raw_ops(quota_ops) end
+  if opts.extra_ops then b:raw_ops(opts.extra_ops) end
+  if opts.idempotency then b:put_idempotency(req.namespace, p.name, opts.idempotency, id) end
+  local ok, msg, code = b:commit()
   if not ok then
     release()
     error(("creating run %s: %s"):format(id, msg), 0)
@@ -206,8 +206,13 @@ local function start_run(req, p)
   local ikey
   if idem then
     if #idem > 200 then http.fail(400, "invalid_field", "Idempotency-Key must be at most 200 bytes", { field = "Idempotency-Key" }) end
-    ikey = req.namespace .. "\0" .. p.name .. "\0" .. idem
-    local id = inflight[ikey] or store.raw_get("idempotency", ikey)
+    ikey = req.namespace .. "\0" .. p.name .. "\0" .. idem -- of inflight only
+    local id = inflight[ikey]
+    if not id then
+      local err
+      id, err = store.get_idempotency(req.namespace, p.name, idem)
+      if err then error(("reading the Idempotency-Key: %s"):format(err), 0) end
+    end
     if id then
       local status, doc = answer(id, wait_ms, false)
       return status == 202 and 202 or 200, doc
@@ -216,12 +221,8 @@ local function start_run(req, p)
   local input = req:json("the input")
   if engine.stopping then http.fail(503, "stopping", "the server is shutting down; retry on the next start", { headers = "Retry-After: 5\r\n" }) end
   local id = ids.new_id()
-  local extra
-  if ikey then
-    extra = { "idempotency", ikey, id }
-    inflight[ikey] = id
-  end
-  local ok, err = pcall(M.create, req, p, input, { id = id, extra_ops = extra })
+  if ikey then inflight[ikey] = id end
+  local ok, err = pcall(M.create, req, p, input, { id = id, idempotency = idem })
   if ikey then inflight[ikey] = nil end
   if not ok then error(err, 0) end
   return answer(id, wait_ms, true)
@@ -306,8 +307,10 @@ http.route("GET", "/runs/last", function(req)
   local ns = namespace_param(req)
   local before
   for _ = 1, 10 do
-    local runs, nxt = runs_index.page({ namespace = ns, pipeline = pipeline, before = before, limit = 100 }, engine.get_run)
-    for _, r in ipairs(runs or {}) do
+    local runs, nxt, skipped = store.runs({ namespace = ns, pipeline = pipeline, before = before, limit = 100 })
+    if not runs then error(("listing runs: %s"):format(nxt), 0) end
+    if skipped[1] then error(skipped[1], 0) end
+    for _, r in ipairs(runs) do
       if FINISHED[r.status] then return 200, with_steps(M.view(r), r.id) end
     end
     if not nxt then break end
@@ -323,21 +326,16 @@ local function step_doc(req, id)
   local r = visible_run(req, id)
   if not r then no_run(id) end
   local sid = req.query.id
-  local raw, err, code = store.raw_get("steps", id .. "\0" .. sid)
+  local s, err = store.get_step(id, sid)
   if err then error(("reading step '%s' of run %s: %s"):format(sid, id, err), 0) end
-  if not raw then http.fail(404, "step_not_found", ("run %s has no step '%s'"):format(id, sid), { step_id = sid }) end
-  local s, off = store.step_fields(raw)
-  local v = NULL
-  if off then
-    local derr
-    v, derr = codec.try_decode(raw, off)
-    if derr then error(("step '%s' of run %s: its stored value does not decode: %s"):format(sid, id, derr), 0) end
-  end
+  if not s then http.fail(404, "step_not_found", ("run %s has no step '%s'"):format(id, sid), { step_id = sid }) end
+  local v = s.value
+  if v == nil then v = NULL end
   local completed = s.status == "completed"
   return 200, {
     run_id = id, step_id = sid, status = s.status, attempts = s.attempts, size = s.size or 0,
     value = completed and v or NULL,
-    error = not completed and off and type(v) == "table" and or_null(v.message) or NULL,
+    error = not completed and type(v) == "table" and or_null(v.message) or NULL,
   }
 end
 
@@ -380,9 +378,11 @@ http.route("GET", "/runs", function(req)
     local frac = q.since:match("^[^.]*T[%d:]+%.(%d+)") or ""
     since_us = t * 1000000 + math.tointeger(tonumber((frac .. "000000"):sub(1, 6)))
   end
-  local runs, nxt = runs_index.page({ namespace = namespace_param(req), pipeline = q.pipeline ~= "" and q.pipeline or nil,
-    status = q.status, before = q.before, since_us = since_us, limit = limit }, engine.get_run)
-  if not runs then http.fail(400, "invalid_field", nxt, { field = "before" }) end
+  local runs, nxt, skipped = store.runs({ namespace = namespace_param(req), pipeline = q.pipeline ~= "" and q.pipeline or nil,
+    status = q.status, before = q.before, since_us = since_us, limit = limit })
+  if not runs and skipped == "EINVAL" then http.fail(400, "invalid_field", (nxt:gsub("^EINVAL: ", "")), { field = "before" }) end
+  if not runs then error(("listing runs: %s"):format(nxt), 0) end
+  if skipped[1] then error(skipped[1], 0) end
   local out = json.array({})
   for i, r in ipairs(runs) do out[i] = M.view(r) end
   return 200, { runs = out, next = nxt or NULL }

@@ -127,7 +127,7 @@ end
 
 local seq = 0
 
--- Keeps the line for the step's commit (engine: M.ops).
+-- Keeps the line for the step's commit (engine: M.add).
 local function keep(run, step_id, attempt, rec, us)
   local pending = run.log_pending
   if not pending then
@@ -146,7 +146,7 @@ local function keep(run, step_id, attempt, rec, us)
     for k, v in pairs(rec.fields) do f[tostring(k)] = storable(v) end
     stored.fields = f
   end
-  list[#list + 1] = { run.id .. "\0" .. string.pack(">I8>I4", us, seq), codec.encode(stored) }
+  list[#list + 1] = { us, seq, codec.encode(stored) }
   if #list > M.MAX_PER_RUN then table.remove(list, 1) end
 end
 
@@ -199,39 +199,34 @@ function M.host(fmt, ...)
   M.write("info", fmt:format(...))
 end
 
---- For the engine: adds to ops the lines logged by step_id of run (and the
---- deletion of the oldest lines past MAX_PER_RUN), so they commit with the
---- step's record. Returns ops.
+--- For the engine: adds to the store batch b the lines logged by step_id
+--- of run (and the deletion of the oldest lines past MAX_PER_RUN), so they
+--- commit with the step's record.
+---@param b userdata a sluice._store batch
 ---@param run table the engine's run
 ---@param step_id string
----@param ops table {db, key, value, ...}
----@return table ops
-function M.ops(run, step_id, ops)
+function M.add(b, run, step_id)
   local pending = run.log_pending
   local list = pending and pending[step_id]
-  if not list then return ops end
+  if not list then return end
   pending[step_id] = nil
-  local keys = run.log_keys
-  if not keys then
-    keys = store.raw_scan("logs", run.id .. "\0") or {}
-    run.log_keys = keys
+  local ids = run.log_ids -- us, seq, us, seq, ... of the stored lines, oldest first
+  if not ids then
+    local err
+    ids, err = store.log_ids(run.id)
+    if not ids then error(("step '%s': reading the logs of run %s: %s"):format(step_id, run.id, err), 0) end
+    run.log_ids = ids
   end
-  local n = #ops
-  for _, kv in ipairs(list) do
-    ops[n + 1], ops[n + 2], ops[n + 3] = "logs", kv[1], kv[2]
-    n = n + 3
-    keys[#keys + 1] = kv[1]
+  for _, l in ipairs(list) do
+    b:put_log(run.id, l[1], l[2], l[3])
+    ids[#ids + 1], ids[#ids + 2] = l[1], l[2]
   end
-  local drop = #keys - M.MAX_PER_RUN
+  local drop = #ids // 2 - M.MAX_PER_RUN
   if drop > 0 then
-    for i = 1, drop do
-      ops[n + 1], ops[n + 2], ops[n + 3] = "logs", keys[i], false
-      n = n + 3
-    end
-    table.move(keys, drop + 1, #keys, 1)
-    for i = #keys, #keys - drop + 1, -1 do keys[i] = nil end
+    for i = 1, drop do b:del_log(run.id, ids[2 * i - 1], ids[2 * i]) end
+    table.move(ids, 2 * drop + 1, #ids, 1)
+    for i = #ids, #ids - 2 * drop + 1, -1 do ids[i] = nil end
   end
-  return ops
 end
 
 --- The stored lines of a run, oldest first: {time, level, msg, step,
@@ -239,10 +234,9 @@ end
 ---@param run_id string
 ---@return table[]
 function M.read(run_id)
-  local _, vals = store.raw_scan("logs", run_id .. "\0")
-  local out = json.array({})
-  for i, v in ipairs(vals or {}) do out[i] = codec.decode(v) end
-  return out
+  local lines, err = store.read_logs(run_id)
+  if not lines then error(("reading the logs of run %s: %s"):format(run_id, err), 0) end
+  return json.array(lines)
 end
 
 return M

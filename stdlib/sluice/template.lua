@@ -19,7 +19,7 @@ local sched = require "sluice.sched"
 local M = {}
 
 local DAY = 86400
-local DEFAULT_NS = require("sluice.runs_index").DEFAULT_NS -- of runs started without one
+local DEFAULT_NS = require("sluice._store").DEFAULT_NS -- of runs started without one
 
 -- days since 1970-01-01 -> y, m, d (proleptic Gregorian; H. Hinnant's
 -- civil_from_days), so no local-time C call is involved
