@@ -96,7 +96,7 @@ static void note_status(lua_State *L, int idx, int status_idx) {
 
 /* Decodes the run record JSON and pushes it (noted as read), or pushes a
  * message naming the run and returns -1. */
-static int push_run(lua_State *L, const char *json, size_t n, const char *id) {
+static int push_run(lua_State *L, const char *json, size_t n, const char *id, size_t idn) {
   char err[256];
   int top = lua_gettop(L);
   int ok = codec_decode_ex(L, json, n, CODEC_RECORD, err, sizeof err) == 0;
@@ -106,8 +106,11 @@ static int push_run(lua_State *L, const char *json, size_t n, const char *id) {
   }
   if (!ok) {
     lua_settop(L, top);
-    lua_pushfstring(L, "the record of run %s in %s is corrupt (%s): the store was damaged or written by another program",
-                    id ? id : "?", store_dir(l_store_get(L)), err);
+    lua_pushliteral(L, "the record of run ");
+    lua_pushlstring(L, id, idn);
+    lua_pushfstring(L, " in %s is corrupt (%s): the store was damaged or written by another program",
+                    store_dir(l_store_get(L)), err);
+    lua_concat(L, 3);
     return -1;
   }
   lua_getfield(L, -1, "status");
@@ -130,7 +133,7 @@ static int l_get_run(lua_State *L) {
     return 1;
   }
   int top = lua_gettop(L);
-  if (push_run(L, h->buf.data, h->buf.len, id) != 0) {
+  if (push_run(L, h->buf.data, h->buf.len, id, strlen(id)) != 0) {
     const char *msg = lua_tostring(L, -1);
     lua_settop(L, top);
     return l_store_fail(L, STORE_EBADSTORE, msg ? msg : "corrupt run record");
@@ -172,7 +175,7 @@ static int l_runs(lua_State *L) {
   int skipped = lua_gettop(L);
   lua_Integer n = 0, ns = 0;
   for (size_t i = 0; i < h->rows.n; i++) {
-    if (push_run(L, h->rows.buf.data + h->rows.off[i], h->rows.len[i], NULL) != 0) {
+    if (push_run(L, h->rows.buf.data + h->rows.off[i], h->rows.len[i], h->rows.buf.data + h->rows.name_off[i], h->rows.name_len[i]) != 0) {
       lua_rawseti(L, skipped, ++ns);
       continue;
     }
@@ -208,7 +211,7 @@ static int l_unfinished_runs(lua_State *L) {
   int out = lua_gettop(L);
   lua_Integer n = 0;
   for (size_t i = 0; i < h->rows.n; i++) {
-    if (push_run(L, h->rows.buf.data + h->rows.off[i], h->rows.len[i], NULL) != 0) {
+    if (push_run(L, h->rows.buf.data + h->rows.off[i], h->rows.len[i], h->rows.buf.data + h->rows.name_off[i], h->rows.name_len[i]) != 0) {
       const char *msg = lua_tostring(L, -1);
       return l_store_fail(L, STORE_EBADSTORE, msg ? msg : "corrupt run record");
     }

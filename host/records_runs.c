@@ -35,20 +35,32 @@ static int seterr(char *err, size_t errsz, const char *fmt, ...) {
 void store_rows_free(store_rows *r) {
   free(r->off);
   free(r->len);
+  free(r->name_off);
+  free(r->name_len);
   sbuf_free(&r->buf);
   *r = (store_rows)STORE_ROWS_INIT;
 }
 
-void store_rows_add(store_rows *r, const void *p, size_t n) {
-  if (r->n == r->cap) {
-    size_t cap = r->cap ? r->cap * 2 : 16;
-    size_t *off = realloc(r->off, cap * sizeof *off), *len = off ? realloc(r->len, cap * sizeof *len) : NULL;
-    if (!off || !len) {
-      fprintf(stderr, "sluice: out of memory\n");
-      abort();
-    }
-    r->off = off, r->len = len, r->cap = cap;
+static size_t *grow(size_t *a, size_t cap) {
+  size_t *p = realloc(a, cap * sizeof *p);
+  if (!p) {
+    fprintf(stderr, "sluice: out of memory\n");
+    abort();
   }
+  return p;
+}
+
+void store_rows_add(store_rows *r, const void *name, size_t nn, const void *p, size_t n) {
+  if (r->n == r->cap) {
+    r->cap = r->cap ? r->cap * 2 : 16;
+    r->off = grow(r->off, r->cap);
+    r->len = grow(r->len, r->cap);
+    r->name_off = grow(r->name_off, r->cap);
+    r->name_len = grow(r->name_len, r->cap);
+  }
+  r->name_off[r->n] = r->buf.len;
+  r->name_len[r->n] = nn;
+  sbuf_add(&r->buf, name, nn);
   r->off[r->n] = r->buf.len;
   r->len[r->n] = n;
   sbuf_add(&r->buf, p, n);
@@ -249,7 +261,7 @@ static int read_source(store *s, list_ctx *c, int db, const sbuf *prefix, const 
       }
       match = g == 0;
     }
-    if (match) store_rows_add(&src->found, sfx, sn);
+    if (match) store_rows_add(&src->found, "", 0, sfx, sn);
     if (++examined >= c->examine) {
       src->capped = 1;
       sbuf_add(&src->stop, sfx, sn);
@@ -286,7 +298,7 @@ static int namespaces(store *s, MDB_txn *txn, store_rows *names, char *err, size
   while (rc == 0) {
     const char *z = memchr(k.mv_data, '\0', k.mv_size);
     size_t n = z ? (size_t)(z - (const char *)k.mv_data) : k.mv_size;
-    store_rows_add(names, k.mv_data, n);
+    store_rows_add(names, "", 0, k.mv_data, n);
     sbuf_reset(&next); /* ns \1: after every key of ns */
     sbuf_add(&next, k.mv_data, n);
     sbuf_addc(&next, '\1');
@@ -318,9 +330,9 @@ int store_list_runs(store *s, const store_run_filter *f, store_rows *rows, sbuf 
   store_rows names = STORE_ROWS_INIT;
   int global = !f->ns && !f->pipeline && !f->status;
   if (global) {
-    store_rows_add(&names, "", 0);
+    store_rows_add(&names, "", 0, "", 0);
   } else if (f->ns) {
-    store_rows_add(&names, f->ns, strlen(f->ns));
+    store_rows_add(&names, "", 0, f->ns, strlen(f->ns));
   } else if ((rc = namespaces(s, txn, &names, err, errsz)) != 0) {
     goto out;
   }
@@ -387,7 +399,7 @@ int store_list_runs(store *s, const store_run_filter *f, store_rows *rows, sbuf 
       } else if (g) {
         rc = db_error(s, DB_RUNS, g, err, errsz);
       } else {
-        store_rows_add(rows, v.mv_data, v.mv_size);
+        store_rows_add(rows, id, idn, v.mv_data, v.mv_size);
       }
     }
     if (rc == 0) {
@@ -438,7 +450,7 @@ int store_active_runs(store *s, store_rows *rows, char *err, size_t errsz) {
       g = r;
       break;
     }
-    store_rows_add(rows, rv.mv_data, rv.mv_size);
+    store_rows_add(rows, k.mv_data, k.mv_size, rv.mv_data, rv.mv_size);
     g = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
   }
   mdb_cursor_close(cur);

@@ -248,7 +248,7 @@ static int logs_cb(void *ud, const void *k, size_t kn, const void *v, size_t vn)
   const char *p = (const char *)k + c->plen;
   int64_t pair[2] = {(int64_t)sbuf_read_be64(p), (int64_t)sbuf_read_be32(p + 8)};
   sbuf_add(&c->ids, pair, sizeof pair);
-  store_rows_add(c->rows, v, vn);
+  store_rows_add(c->rows, "", 0, v, vn);
   return 0;
 }
 

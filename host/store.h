@@ -75,16 +75,19 @@ size_t store_batch_count(const store_batch *b);
 typedef int (*store_fill_fn)(void *ud, sbuf *out, char *err, size_t errsz);
 
 /* Rows a read returns, in memory the caller owns: row i is
- * rows.buf.data + off[i], len[i] bytes (JSON unless said otherwise).
- * Free with store_rows_free, whatever the read returned. */
+ * rows.buf.data + off[i], len[i] bytes (JSON unless said otherwise), and
+ * its name (a run's id, say; empty if the read has none) buf.data +
+ * name_off[i], name_len[i]. Free with store_rows_free, whatever the read
+ * returned. */
 typedef struct {
   size_t n, cap;
-  size_t *off, *len;
+  size_t *off, *len, *name_off, *name_len;
   sbuf buf;
 } store_rows;
-#define STORE_ROWS_INIT {0, 0, NULL, NULL, SBUF_INIT}
+#define STORE_ROWS_INIT {0, 0, NULL, NULL, NULL, NULL, SBUF_INIT}
 void store_rows_free(store_rows *r);
-void store_rows_add(store_rows *r, const void *p, size_t n); /* for backends */
+/* for backends: appends a row named name (nn bytes) */
+void store_rows_add(store_rows *r, const void *name, size_t nn, const void *p, size_t n);
 
 /* ---- runs: run records and their indexes ---- */
 

@@ -53,11 +53,10 @@ function log.render(rec, fmt) end
 ---@return {time: string, level: string, msg: string, step: string, attempt: integer, fields?: table}[]
 function log.read(run_id) end
 
---- For the engine: the step's lines as ops of its commit.
+--- For the engine: adds the step's lines to the store batch of its commit.
+---@param b userdata
 ---@param run table
 ---@param step_id string
----@param ops table
----@return table
-function log.ops(run, step_id, ops) end
+function log.add(b, run, step_id) end
 
 return log
