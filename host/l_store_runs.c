@@ -245,11 +245,13 @@ static int fill_lua(void *ud, sbuf *out, char *err, size_t errsz) {
   return codec_encode(c->L, c->idx, c->root, c->flags, out, err, errsz);
 }
 
+/* rec[k]: a string (alive while rec holds it) or NULL for nil */
 static const char *rec_string(lua_State *L, int t, const char *k) {
-  lua_getfield(L, t, k);
+  int type = lua_getfield(L, t, k);
+  if (type != LUA_TSTRING && type != LUA_TNIL)
+    luaL_error(L, "put_run: the run's %s must be a string, got %s", k, lua_typename(L, type));
   const char *v = lua_tostring(L, -1);
-  if (v && lua_type(L, -1) == LUA_TSTRING && strlen(v) != lua_rawlen(L, -1))
-    luaL_error(L, "put_run: the run's %s holds a NUL byte", k);
+  if (v && strlen(v) != lua_rawlen(L, -1)) luaL_error(L, "put_run: the run's %s holds a NUL byte", k);
   lua_pop(L, 1);
   return v;
 }
