@@ -460,7 +460,7 @@ static int l_get_steps(lua_State *L) {
   char err[512];
   int rc = store_load_steps(s, run, rn, &h->steps, err, sizeof err);
   if (rc) return l_store_fail(L, rc, err);
-  qsort(h->steps.v, h->steps.n, sizeof *h->steps.v, cmp_started);
+  if (h->steps.n > 1) qsort(h->steps.v, h->steps.n, sizeof *h->steps.v, cmp_started);
   lua_createtable(L, (int)h->steps.n, 0);
   for (size_t i = 0; i < h->steps.n; i++) {
     if (push_step(L, run, &h->steps.v[i], NULL) != 0) {

@@ -240,7 +240,7 @@ static int read_source(store *s, list_ctx *c, int db, const sbuf *prefix, const 
   size_t examined = 0;
   sbuf sk = SBUF_INIT;
   while (rc == 0) {
-    if (k.mv_size < prefix->len + 9 || memcmp(k.mv_data, prefix->data, prefix->len) != 0) break;
+    if (k.mv_size < prefix->len + 9 || (prefix->len && memcmp(k.mv_data, prefix->data, prefix->len) != 0)) break;
     const char *sfx = (const char *)k.mv_data + prefix->len;
     size_t sn = k.mv_size - prefix->len;
     if (c->since_us > 0 && (int64_t)sbuf_read_be64(sfx) < c->since_us) break;
