@@ -8,7 +8,7 @@
  *   runs_by_status    ns \0 status \0 be64(created_us) id
  *   active_runs       id
  *   idempotency       ns \0 pipeline \0 key -> run id
- *   meta              "runs_indexed" -> "1" (store_index_runs completed)
+ *   meta              "runs_indexed" -> "1" (every run has its listings)
  * The part after a listing's prefix, be64(created_us) id, is a run's place
  * in every listing: a page's cursor is its hex. */
 #include <stdarg.h>

@@ -4,13 +4,13 @@
 -- bound, the backfill of a store whose runs were written without listings,
 -- and put_run's refusal of a record it cannot place.
 local H = require "helper"
-local host = require "sluice.host"
+local clock = require "sluice._clock"
 local engine = require "sluice.engine"
 local json = require "sluice.json"
 local store = require "sluice._store"
 
 local dir = H.tmpdir()
-assert(host.open(dir))
+assert(store.open(dir))
 
 local STATUSES = { "pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled" }
 
@@ -73,8 +73,8 @@ describe("the run listings", function()
   end)
 
   it("are filled in for a store whose runs were written without them", function()
-    local now = host.now()
-    local old = { id = "old-1", pipeline = "legacy", status = "completed", created_us = now, created_at = host.iso(now) }
+    local now = clock.now()
+    local old = { id = "old-1", pipeline = "legacy", status = "completed", created_us = now, created_at = clock.iso(now) }
     H.task(function()
       assert(store.batch():raw_ops({ "runs", "old-1", json.encode(old), "meta", "runs_indexed", false }):commit())
     end)
