@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
 #include "modules.h"
 #include "sbuf.h"
 #include "store_lmdb.h"
@@ -384,6 +385,90 @@ static int l_batch_gc(lua_State *L) {
   if (u->b) store_batch_free(u->b);
   u->b = NULL;
   return 0;
+}
+
+void l_store_encode(lua_State *L, int idx, const char *what, sbuf *out) {
+  char err[256];
+  if (codec_encode(L, idx, what, CODEC_RECORD, out, err, sizeof err) != 0) luaL_error(L, "%s", err);
+}
+
+#define BUF_MT "sluice.store_buf"
+
+static int buf_gc(lua_State *L) {
+  sbuf_free(luaL_checkudata(L, 1, BUF_MT));
+  return 0;
+}
+
+sbuf *l_store_new_buf(lua_State *L) {
+  sbuf *b = lua_newuserdatauv(L, sizeof *b, 0);
+  *b = (sbuf)SBUF_INIT;
+  if (luaL_newmetatable(L, BUF_MT)) {
+    lua_pushcfunction(L, buf_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return b;
+}
+
+int l_store_push_record(lua_State *L, int status, const char *err, int found, const sbuf *rec,
+                        const char *what) {
+  if (status) return l_store_fail(L, status, err);
+  if (!found) {
+    lua_pushnil(L);
+    return 1;
+  }
+  char why[512];
+  int st = l_store_decode(L, rec->data ? rec->data : "", rec->len, what, why, sizeof why);
+  return st ? l_store_fail(L, st, why) : 1;
+}
+
+int l_store_decode(lua_State *L, const char *rec, size_t len, const char *what, char *err,
+                   size_t errsz) {
+  char why[256];
+  if (codec_decode_ex(L, rec, len, CODEC_RECORD, why, sizeof why) == 0) return 0;
+  snprintf(err, errsz, "%s: its stored record does not decode: %s", what, why);
+  return STORE_EBADSTORE;
+}
+
+#define ROWS_MT "sluice.store_rows"
+
+static int rows_gc(lua_State *L) {
+  store_named_rows_free(luaL_checkudata(L, 1, ROWS_MT));
+  return 0;
+}
+
+store_named_rows *l_store_new_rows(lua_State *L) {
+  store_named_rows *r = lua_newuserdatauv(L, sizeof *r, 0);
+  *r = (store_named_rows)STORE_NAMED_ROWS_INIT;
+  if (luaL_newmetatable(L, ROWS_MT)) {
+    lua_pushcfunction(L, rows_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return r;
+}
+
+int l_store_push_rows(lua_State *L, const store_named_rows *rows, const char *what,
+                      const char *name_field, const char *extra_field) {
+  lua_createtable(L, rows->n < INT32_MAX ? (int)rows->n : 0, 0);
+  for (size_t i = 0; i < rows->n; i++) {
+    const store_named_row *row = &rows->rows[i];
+    char name[128], err[512];
+    snprintf(name, sizeof name, "%s %.*s", what, (int)(row->name_len < 80 ? row->name_len : 80),
+             row->name);
+    int st = l_store_decode(L, row->rec, row->rec_len, name, err, sizeof err);
+    if (st) return l_store_fail(L, st, err);
+    if (name_field && lua_istable(L, -1)) {
+      lua_pushlstring(L, row->name, row->name_len);
+      lua_setfield(L, -2, name_field);
+    }
+    if (extra_field && row->extra && lua_istable(L, -1)) {
+      lua_pushlstring(L, row->extra, row->extra_len);
+      lua_setfield(L, -2, extra_field);
+    }
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
 }
 
 int luaopen_sluice__store(lua_State *L) {

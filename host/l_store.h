@@ -55,6 +55,37 @@ int l_store_add_ops(lua_State *L, int idx, store_batch *b, const char *what);
  * loop must run once more afterwards so the writer's handle closes. */
 void l_store_shutdown(void);
 
+/* Record bodies (JSON, store.h) to and from Lua values, with the codec of
+ * store records (codec.h, CODEC_RECORD). l_store_encode appends the value
+ * at idx to out, or raises naming `what` (a value that cannot be stored is
+ * the caller's mistake): out must be l_store_new_buf's, so nothing leaks. l_store_decode pushes the value of a
+ * record and returns 0, or pushes nothing and returns STORE_EBADSTORE with
+ * err naming `what`. */
+void l_store_encode(lua_State *L, int idx, const char *what, sbuf *out);
+int l_store_decode(lua_State *L, const char *rec, size_t len, const char *what, char *err,
+                   size_t errsz);
+
+/* Pushes a userdata that owns an empty sbuf (freed by its __gc) and
+ * returns the sbuf. */
+sbuf *l_store_new_buf(lua_State *L);
+
+/* Pushes a userdata that owns an empty store_named_rows (freed by its __gc,
+ * so a raise while pushing rows leaks nothing) and returns the rows. */
+store_named_rows *l_store_new_rows(lua_State *L);
+
+/* Pushes the rows as a sequence of decoded records; name_field and
+ * extra_field (either may be NULL) name the fields of each record that get
+ * the row's name and extra. Returns 1, or l_store_fail's 3 for a record
+ * that does not decode (what names the record type). */
+int l_store_push_rows(lua_State *L, const store_named_rows *rows, const char *what,
+                      const char *name_field, const char *extra_field);
+
+/* Finishes a read of one record into rec: pushes its decoded value, or nil
+ * when not found, or l_store_fail's 3 when the read failed (status) or the
+ * record does not decode. Returns the number of values pushed. */
+int l_store_push_record(lua_State *L, int status, const char *err, int found, const sbuf *rec,
+                        const char *what);
+
 /* Each record type's binding adds its module functions to the table at
  * module_idx and its batch methods to the table at methods_idx. */
 void l_store_runs(lua_State *L, int module_idx, int methods_idx);      /* runs, steps, logs, idempotency */

@@ -1,11 +1,150 @@
-/* l_store_access.c: "sluice._store" operations on API keys, namespaces and their daily quota counters (store.h). */
+/* l_store_access.c: "sluice._store" operations on API keys, namespaces and
+ * their daily quota counters (store.h). Records are tables, encoded once.
+ *   store.key(id) -> record | nil        store.key_count() -> n
+ *   store.keys() -> {record + id, last_used_at}, by id
+ *   b:add_key(id, record)  b:revoke_key(id)  b:touch_key(id, when)
+ *   store.namespace(ns) -> record | nil  store.namespaces() -> {record, ...}
+ *   b:put_namespace(ns, record)
+ *   b:count_run(ns, day)                 store.quota_used(ns, day) -> n
+ * Batch methods return the batch. Reads that fail return
+ * nil, "CODE: message", "CODE". */
 #include <lauxlib.h>
+#include <stdio.h>
 
 #include "l_store.h"
 
+static const char *check_name(lua_State *L, int idx, const char *what, size_t *len) {
+  const char *s = luaL_checklstring(L, idx, len);
+  if (*len == 0 || *len > STORE_NAME_MAX) {
+    luaL_argerror(L, idx, lua_pushfstring(L, "%s must be 1 to 400 bytes", what));
+  }
+  return s;
+}
+
+/* put-style batch method: b, name, record table */
+static int put_record(lua_State *L, const char *what,
+                      int (*put)(store_batch *, const char *, size_t, const char *, size_t)) {
+  store_batch *b = l_store_check_batch(L, 1);
+  size_t n;
+  const char *name = check_name(L, 2, what, &n);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  sbuf *rec = l_store_new_buf(L);
+  l_store_encode(L, 3, what, rec);
+  if (put(b, name, n, rec->data, rec->len) != 0) {
+    return luaL_argerror(L, 2, lua_pushfstring(L, "not a valid %s name", what));
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* get-style read: name -> record | nil */
+static int get_record(lua_State *L, const char *what,
+                      int (*get)(store *, const char *, size_t, sbuf *, int *, char *, size_t)) {
+  size_t n;
+  const char *name = check_name(L, 1, what, &n);
+  sbuf *rec = l_store_new_buf(L);
+  char err[512], label[256];
+  int found = 0;
+  int st = get(l_store_get(L), name, n, rec, &found, err, sizeof err);
+  snprintf(label, sizeof label, "%s %s", what, name);
+  return l_store_push_record(L, st, err, found, rec, label);
+}
+
+/* ---- API keys ---- */
+
+static int l_key(lua_State *L) { return get_record(L, "API key", store_get_key); }
+
+static int l_key_count(lua_State *L) {
+  int64_t n;
+  char err[512];
+  int st = store_key_count(l_store_get(L), &n, err, sizeof err);
+  if (st) return l_store_fail(L, st, err);
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
+static int l_keys(lua_State *L) {
+  store_named_rows *rows = l_store_new_rows(L);
+  char err[512];
+  int st = store_list_keys(l_store_get(L), rows, err, sizeof err);
+  if (st) return l_store_fail(L, st, err);
+  return l_store_push_rows(L, rows, "API key", "id", "last_used_at");
+}
+
+static int l_add_key(lua_State *L) { return put_record(L, "API key", store_add_key); }
+
+static int l_revoke_key(lua_State *L) {
+  store_batch *b = l_store_check_batch(L, 1);
+  size_t n;
+  const char *id = check_name(L, 2, "API key", &n);
+  if (store_revoke_key(b, id, n) != 0) return luaL_argerror(L, 2, "not a valid API key id");
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int l_touch_key(lua_State *L) {
+  store_batch *b = l_store_check_batch(L, 1);
+  size_t n, wn;
+  const char *id = check_name(L, 2, "API key", &n);
+  const char *when = luaL_checklstring(L, 3, &wn);
+  if (store_touch_key(b, id, n, when, wn) != 0) return luaL_argerror(L, 3, "an empty time");
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* ---- namespaces and quota counters ---- */
+
+static int l_namespace(lua_State *L) { return get_record(L, "namespace", store_get_namespace); }
+
+static int l_namespaces(lua_State *L) {
+  store_named_rows *rows = l_store_new_rows(L);
+  char err[512];
+  int st = store_list_namespaces(l_store_get(L), rows, err, sizeof err);
+  if (st) return l_store_fail(L, st, err);
+  return l_store_push_rows(L, rows, "namespace", NULL, NULL);
+}
+
+static int l_put_namespace(lua_State *L) { return put_record(L, "namespace", store_put_namespace); }
+
+static int l_count_run(lua_State *L) {
+  store_batch *b = l_store_check_batch(L, 1);
+  size_t n, dn;
+  const char *ns = check_name(L, 2, "namespace", &n);
+  const char *day = luaL_checklstring(L, 3, &dn);
+  if (store_count_run(b, ns, n, day, dn) != 0) {
+    return luaL_argerror(L, 3, "a day is YYYY-MM-DD (UTC)");
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int l_quota_used(lua_State *L) {
+  size_t n, dn;
+  const char *ns = check_name(L, 1, "namespace", &n);
+  const char *day = luaL_checklstring(L, 2, &dn);
+  int64_t used;
+  char err[512];
+  int st = store_quota_used(l_store_get(L), ns, n, day, dn, &used, err, sizeof err);
+  if (st == STORE_EINVAL) return luaL_argerror(L, 2, "a day is YYYY-MM-DD (UTC)");
+  if (st) return l_store_fail(L, st, err);
+  lua_pushinteger(L, (lua_Integer)used);
+  return 1;
+}
+
 void l_store_access(lua_State *L, int module_idx, int methods_idx) {
-  static const luaL_Reg fns[] = {{NULL, NULL}};
-  static const luaL_Reg methods[] = {{NULL, NULL}};
+  static const luaL_Reg fns[] = {{"key", l_key},
+                                 {"key_count", l_key_count},
+                                 {"keys", l_keys},
+                                 {"namespace", l_namespace},
+                                 {"namespaces", l_namespaces},
+                                 {"quota_used", l_quota_used},
+                                 {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"add_key", l_add_key},
+                                     {"revoke_key", l_revoke_key},
+                                     {"touch_key", l_touch_key},
+                                     {"put_namespace", l_put_namespace},
+                                     {"count_run", l_count_run},
+                                     {NULL, NULL}};
   lua_pushvalue(L, module_idx);
   luaL_setfuncs(L, fns, 0);
   lua_pushvalue(L, methods_idx);

@@ -1,11 +1,79 @@
-/* l_store_schedules.c: "sluice._store" operations on schedule records (store.h). */
+/* l_store_schedules.c: "sluice._store" operations on schedule records (store.h):
+ *   store.schedule(name)              -> record | nil   (| nil, "CODE: msg", "CODE")
+ *   store.schedules([after [, limit]]) -> {record, ...}, the last name when
+ *                                        limit rows came (the next page's after)
+ *   b:put_schedule(name, record)      -> b   (record: a table, encoded once)
+ *   b:delete_schedule(name)           -> b */
 #include <lauxlib.h>
+#include <stdio.h>
 
 #include "l_store.h"
 
+static const char *check_name(lua_State *L, int idx, size_t *len) {
+  const char *s = luaL_checklstring(L, idx, len);
+  if (*len == 0 || *len > STORE_NAME_MAX) {
+    luaL_argerror(L, idx, "a schedule name is 1 to 400 bytes");
+  }
+  return s;
+}
+
+static int l_schedule(lua_State *L) {
+  size_t n;
+  const char *name = check_name(L, 1, &n);
+  sbuf *rec = l_store_new_buf(L);
+  char err[512], what[256];
+  int found = 0;
+  int st = store_get_schedule(l_store_get(L), name, n, rec, &found, err, sizeof err);
+  snprintf(what, sizeof what, "schedule %s", name);
+  return l_store_push_record(L, st, err, found, rec, what);
+}
+
+static int l_schedules(lua_State *L) {
+  size_t alen = 0;
+  const char *after = luaL_optlstring(L, 1, "", &alen);
+  lua_Integer limit = luaL_optinteger(L, 2, 0);
+  luaL_argcheck(L, limit >= 0, 2, "limit must be >= 0 (0: all)");
+  store_named_rows *rows = l_store_new_rows(L);
+  char err[512];
+  int st = store_list_schedules(l_store_get(L), after, alen, (size_t)limit, rows, err, sizeof err);
+  if (st) return l_store_fail(L, st, err);
+  int nret = l_store_push_rows(L, rows, "schedule", NULL, NULL);
+  if (nret != 1) return nret;
+  if (limit > 0 && rows->n == (size_t)limit) {
+    const store_named_row *last = &rows->rows[rows->n - 1];
+    lua_pushlstring(L, last->name, last->name_len);
+    return 2;
+  }
+  return 1;
+}
+
+static int l_put_schedule(lua_State *L) {
+  store_batch *b = l_store_check_batch(L, 1);
+  size_t n;
+  const char *name = check_name(L, 2, &n);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  sbuf *rec = l_store_new_buf(L);
+  l_store_encode(L, 3, "schedule record", rec);
+  if (store_put_schedule(b, name, n, rec->data, rec->len) != 0) {
+    return luaL_argerror(L, 3, "an empty schedule record");
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int l_delete_schedule(lua_State *L) {
+  store_batch *b = l_store_check_batch(L, 1);
+  size_t n;
+  const char *name = check_name(L, 2, &n);
+  store_delete_schedule(b, name, n); /* the name is checked: it cannot fail */
+  lua_settop(L, 1);
+  return 1;
+}
+
 void l_store_schedules(lua_State *L, int module_idx, int methods_idx) {
-  static const luaL_Reg fns[] = {{NULL, NULL}};
-  static const luaL_Reg methods[] = {{NULL, NULL}};
+  static const luaL_Reg fns[] = {{"schedule", l_schedule}, {"schedules", l_schedules}, {NULL, NULL}};
+  static const luaL_Reg methods[] = {
+      {"put_schedule", l_put_schedule}, {"delete_schedule", l_delete_schedule}, {NULL, NULL}};
   lua_pushvalue(L, module_idx);
   luaL_setfuncs(L, fns, 0);
   lua_pushvalue(L, methods_idx);

@@ -235,7 +235,92 @@ int store_read_logs(store *s, const char *run, size_t run_len, store_rows *rows,
 
 /* ---- schedules: schedule records ---- */
 
+/* Records read by name, in memory the caller owns (one buffer): row i is
+ * rows[i].name (name_len bytes) and its JSON body rows[i].rec (rec_len
+ * bytes), plus a small value that depends on the read (extra, or NULL).
+ * Rows come in name order (bytewise). Free with store_named_rows_free. */
+typedef struct {
+  const char *name, *rec, *extra;
+  size_t name_len, rec_len, extra_len;
+} store_named_row;
+typedef struct {
+  store_named_row *rows;
+  size_t n, cap;
+  sbuf buf;
+} store_named_rows;
+#define STORE_NAMED_ROWS_INIT {NULL, 0, 0, SBUF_INIT}
+void store_named_rows_free(store_named_rows *r);
+
+/* A schedule's record is named by the schedule's name (1 to
+ * STORE_NAME_MAX bytes) and its body is a JSON object the scheduler owns
+ * (spec, tz, next and last fire, runs, enabled, and for schedules created
+ * over the HTTP API their definition). put replaces the record, delete
+ * removes it (a name without a record is no error); both commit with the
+ * rest of the batch, so a fire's run and the record that moves the schedule
+ * past that fire are durable together. A bad name is STORE_EINVAL and adds
+ * nothing to the batch. */
+#define STORE_NAME_MAX 400
+int store_put_schedule(store_batch *b, const char *name, size_t nlen, const char *rec,
+                       size_t rlen);
+int store_delete_schedule(store_batch *b, const char *name, size_t nlen);
+
+/* The record of schedule name into rec (reset first); *found says whether it
+ * exists. */
+int store_get_schedule(store *s, const char *name, size_t nlen, sbuf *rec, int *found, char *err,
+                       size_t errsz);
+
+/* Up to limit records (0: all) of schedules named after `after` (alen 0:
+ * from the first), in name order, into out (emptied first): a listing in pages that
+ * never holds the whole set in memory. All rows are from one snapshot. */
+int store_list_schedules(store *s, const char *after, size_t alen, size_t limit,
+                         store_named_rows *out, char *err, size_t errsz);
+
 /* ---- API keys, namespaces, quota counters, idempotency keys ---- */
+
+/* API keys. A key's record is named by its id (1 to STORE_NAME_MAX bytes)
+ * and its body is the JSON object of lua/keys.lua (name, namespace, role,
+ * hash of the secret, created_at). Its last use is a separate small mark,
+ * so that marking a use never rewrites a record a revoke may be removing.
+ * add_key writes a new key's record; the id must not name a key already
+ * (the caller made it at random and checked). revoke_key removes the record
+ * and its mark (a key gone meanwhile is no error). touch_key writes the mark
+ * (when: the caller's time text). */
+int store_add_key(store_batch *b, const char *id, size_t idlen, const char *rec, size_t rlen);
+int store_revoke_key(store_batch *b, const char *id, size_t idlen);
+int store_touch_key(store_batch *b, const char *id, size_t idlen, const char *when, size_t wlen);
+
+/* The record of key id into rec (reset first); *found says whether it exists. */
+int store_get_key(store *s, const char *id, size_t idlen, sbuf *rec, int *found, char *err,
+                  size_t errsz);
+
+/* How many keys exist, exactly, whatever batches raced (one lookup: the
+ * HTTP API asks on every request). */
+int store_key_count(store *s, int64_t *n, char *err, size_t errsz);
+
+/* Every key, in id order, into out (emptied first); extra is its last-use mark (NULL:
+ * never used). One snapshot. */
+int store_list_keys(store *s, store_named_rows *out, char *err, size_t errsz);
+
+/* Namespaces. A namespace's record is named by the namespace (1 to
+ * STORE_NAME_MAX bytes), its body the JSON object of lua/quota.lua (status,
+ * limits, times). put replaces it. */
+int store_put_namespace(store_batch *b, const char *ns, size_t nslen, const char *rec,
+                        size_t rlen);
+int store_get_namespace(store *s, const char *ns, size_t nslen, sbuf *rec, int *found,
+                        char *err, size_t errsz);
+/* Every namespace, in name order, into out (emptied first; extra NULL). */
+int store_list_namespaces(store *s, store_named_rows *out, char *err, size_t errsz);
+
+/* Quota counters: the runs started over the API in a namespace on a UTC day
+ * (day: "YYYY-MM-DD"). count_run adds one to the day's count when the batch
+ * commits (an increment applied by the backend at commit, not a value the
+ * caller computed: batches that commit count exactly, one that fails counts
+ * nothing, whatever else commits between). Put it in the batch that creates
+ * the run it admits, so a run and its count are durable together. */
+int store_count_run(store_batch *b, const char *ns, size_t nslen, const char *day, size_t dlen);
+/* The day's count so far (0 when none). */
+int store_quota_used(store *s, const char *ns, size_t nslen, const char *day, size_t dlen,
+                     int64_t *n, char *err, size_t errsz);
 
 /* ---- meta: small named values of the store ---- */
 

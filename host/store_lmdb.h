@@ -114,4 +114,11 @@ int store_write_end(store *s, MDB_txn *txn, int commit);
 /* Maps an LMDB or errno code to a status above. */
 int store_status(int rc);
 
+/* Building store.h's store_named_rows inside a read (store_rows.c): reset,
+ * add rows (copies; extra may be NULL), then done once no row follows. */
+void named_rows_reset(store_named_rows *r);
+void named_rows_add(store_named_rows *r, const void *name, size_t nlen, const void *rec,
+                    size_t rlen, const void *extra, size_t elen);
+void named_rows_done(store_named_rows *r);
+
 #endif

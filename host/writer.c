@@ -32,7 +32,7 @@
 
 #include "sbuf.h"
 
-enum { OP_PUT = 1, OP_DEL = 2 };
+enum { OP_PUT = 1, OP_DEL = 2, OP_ADD = 3 }; /* OP_ADD's value: an int64_t delta */
 
 /* One operation in a batch's buffer: this header, then the key, then (for a
  * put) the value. Read with memcpy: records are not aligned. */
@@ -94,7 +94,7 @@ static void add_rec(wbatch *b, int db, int op, const void *key, size_t klen, con
   sbuf_reserve(&b->buf, sizeof h + klen + vlen);
   sbuf_add(&b->buf, &h, sizeof h);
   sbuf_add(&b->buf, key, klen);
-  if (op == OP_PUT) sbuf_add(&b->buf, val, vlen);
+  if (op != OP_DEL) sbuf_add(&b->buf, val, vlen);
   b->count++;
 }
 
@@ -128,6 +128,38 @@ void wbatch_put_end(wbatch *b) {
 void wbatch_put_cancel(wbatch *b) {
   b->buf.len = b->open_at - 1;
   b->open_at = 0;
+}
+
+void wbatch_add(wbatch *b, int db, const void *key, size_t klen, int64_t delta) {
+  add_rec(b, db, OP_ADD, key, klen, &delta, sizeof delta);
+}
+
+/* OP_ADD inside txn: the counter's decimal text moved by delta. */
+static int apply_add(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, const void *p) {
+  int64_t delta, n = 0;
+  memcpy(&delta, p, sizeof delta);
+  MDB_val v;
+  int rc = mdb_get(txn, dbi, k, &v);
+  if (rc == 0) {
+    char text[24];
+    char *end;
+    if (v.mv_size == 0 || v.mv_size >= sizeof text) return EINVAL;
+    memcpy(text, v.mv_data, v.mv_size);
+    text[v.mv_size] = '\0';
+    errno = 0;
+    n = strtoll(text, &end, 10);
+    if (errno || *end) return EINVAL;
+  } else if (rc != MDB_NOTFOUND) {
+    return rc;
+  }
+  n += delta;
+  if (n <= 0) {
+    rc = mdb_del(txn, dbi, k, NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+  }
+  char out[24];
+  MDB_val nv = {(size_t)snprintf(out, sizeof out, "%lld", (long long)n), out};
+  return mdb_put(txn, dbi, k, &nv, 0);
 }
 
 /* store.h's batch is this writer's */
@@ -215,6 +247,9 @@ static int apply_batch(MDB_txn *txn, store *s, wbatch *b, failure *f) {
       MDB_val v = {h.vlen, (void *)p};
       p += h.vlen;
       rc = mdb_put(txn, store_dbi(s, (int)h.db), &k, &v, 0);
+    } else if (h.op == OP_ADD) {
+      rc = apply_add(txn, store_dbi(s, (int)h.db), &k, p);
+      p += h.vlen;
     } else {
       rc = mdb_del(txn, store_dbi(s, (int)h.db), &k, NULL);
       if (rc == MDB_NOTFOUND) rc = 0; /* deleting what is not there is done */

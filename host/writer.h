@@ -30,6 +30,11 @@ wbatch *wbatch_new(void);
 void wbatch_put(wbatch *b, int db, const void *key, size_t klen, const void *val,
                 size_t vlen);
 void wbatch_del(wbatch *b, int db, const void *key, size_t klen);
+/* Adds delta to the counter under key when the batch is applied (inside the
+ * write transaction, so concurrent batches never lose a count): the value is
+ * decimal text, absent is 0, and a result <= 0 deletes it. A value that is
+ * not a counter fails the batch. */
+void wbatch_add(wbatch *b, int db, const void *key, size_t klen, int64_t delta);
 size_t wbatch_count(const wbatch *b);
 /* A put whose value the caller appends to the returned buffer (encoding it
  * straight into the batch), ended by wbatch_put_end (the value is what was
