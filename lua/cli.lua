@@ -789,9 +789,8 @@ end
 --- The schedules as the store holds them (name, spec, tz, next_at,
 --- last_at, runs, enabled, ...), by name.
 function M.list_schedules()
-  local _, vals = store.raw_scan("schedules", "")
-  local list = {}
-  for i, raw in ipairs(vals or {}) do list[i] = json.decode(raw) end
+  local list, err = require("sluice._store").schedules()
+  if not list then error("reading the schedules: " .. err, 0) end
   return list
 end
 

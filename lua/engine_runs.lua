@@ -79,7 +79,8 @@ end
 ---@param input any
 ---@param id string?
 ---@param opts table? {extra_ops = {db, key, value, ...} committed with the run's
----  start, fields = {k = v} stored in a new run record (schedule, trigger),
+---  start, extra = function(b) adding other record types' writes to the
+---  sluice._store batch of the run's start (a schedule's record), fields = {k = v} stored in a new run record (schedule, trigger),
 ---  finish_ops = function(rec) -> {db, key, value, ...} committed with the run's
 ---  completion (not called when it fails; must not raise)}
 function M.execute(p, input, id, opts)
@@ -171,6 +172,7 @@ function M.execute(p, input, id, opts)
   rec.attempt = (rec.attempt or 0) + 1
   local b = store.batch():put_run(rec, { new = not existing })
   if opts.extra_ops then b:raw_ops(opts.extra_ops) end
+  if opts.extra then opts.extra(b) end
   local ok, msg, code = b:commit()
   if not ok then
     release(nil)
@@ -278,9 +280,10 @@ end
 --- rerun(run_id, from_step, new_id?): a new run of the same pipeline and
 --- input that reuses the stored results of every step that started before
 --- from_step in the original run and executes the rest (Temporal's reset,
---- DBOS's fork). fields are added to the new run record (its trigger, say).
+--- DBOS's fork). fields are added to the new run record (its trigger, say);
+--- extra(b), if given, adds other writes to the batch that creates it.
 --- Returns the new run's id, or nil and why not.
-function M.prepare_rerun(run_id, from_step, new_id, fields)
+function M.prepare_rerun(run_id, from_step, new_id, fields, extra)
   local r = M.get_run(run_id)
   if not r then return nil, "no run " .. run_id end
   local steps = M.get_steps(run_id)
@@ -305,7 +308,9 @@ function M.prepare_rerun(run_id, from_step, new_id, fields)
   for i = 1, cut - 1 do
     if steps[i].status == "completed" then reuse[#reuse + 1] = steps[i].id end
   end
-  local cok, msg, code = store.batch():put_run(rec, { new = true }):copy_steps(run_id, new_id, reuse):commit()
+  local b = store.batch():put_run(rec, { new = true }):copy_steps(run_id, new_id, reuse)
+  if extra then extra(b) end -- other record types' writes (a quota count) with the new run
+  local cok, msg, code = b:commit()
   if not cok then store_error("creating run " .. new_id, msg, code) end
   return new_id, r
 end

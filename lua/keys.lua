@@ -1,10 +1,10 @@
 --- sluice.keys: API keys. A key is "sk_<id>_<secret>": 6 random bytes of
 --- id (12 hex digits, the record's name in the store) and 32 random bytes
 --- of secret, both from the OS random source. The store keeps only the
---- SHA-256 of the secret (OpenSSL's libcrypto), in "api_keys": id -> {name,
---- namespace, role, hash, created_at}; a presented key is checked by
---- hashing its secret and comparing in constant time. The time of last use
---- is kept apart ("meta" key_used\0<id>, written at most once a minute per
+--- SHA-256 of the secret (OpenSSL's libcrypto), in the key's record (by id:
+--- {name, namespace, role, hash, created_at}, sluice._store); a presented
+--- key is checked by hashing its secret and comparing in constant time. The
+--- time of last use is a separate mark (written at most once a minute per
 --- key) so that serve never rewrites a key record the CLI may be revoking.
 ---
 --- `sluice keys add/list/revoke` write the store directly, also while a
@@ -12,7 +12,6 @@
 --- store on every request, so a revoked key stops working at once.
 local clock = require "sluice._clock"
 local store = require "sluice._store"
-local json = require "sluice._codec" -- store records: exact
 local crypto = require "sluice._crypto"
 
 local M = {}
@@ -25,37 +24,32 @@ local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:b
 -- same hashing and comparison as a known one
 local DUMMY = crypto.sha256("sluice: no such key")
 
--- "meta" api_keys holds how many keys exist, moved in the commit that adds
--- or removes one: the check on every request is one lookup
-local function count()
-  return tonumber(store.raw_get("meta", "api_keys") or "0")
+-- a read of the store that failed: raised (never "no key", which would
+-- open the API)
+local function must(v, err)
+  if err then error(("reading API keys: %s"):format(err), 0) end
+  return v
 end
 
---- Whether any key exists (then the API needs one).
+--- Whether any key exists (then the API needs one): one lookup.
 function M.any()
-  return store.raw_get("meta", "api_keys") ~= nil
+  return must(store.key_count()) > 0
 end
 
---- Every key record, by name, with last_used_at.
+local function all() return must(store.keys()) end
+local function get(id) return must(store.key(id)) end
+
+--- Every key record (id and last_used_at, no hash), by name.
 function M.list()
-  local ids, vals = store.raw_scan("api_keys", "")
-  local out = {}
-  for i, id in ipairs(ids or {}) do
-    local rec = json.decode(vals[i])
-    rec.id = id
-    rec.hash = nil
-    rec.last_used_at = store.raw_get("meta", "key_used\0" .. id)
-    out[#out + 1] = rec
-  end
+  local out = all()
+  for _, rec in ipairs(out) do rec.hash = nil end
   table.sort(out, function(a, b) return a.name < b.name end)
   return out
 end
 
 local function find(name)
-  local ids, vals = store.raw_scan("api_keys", "")
-  for i, id in ipairs(ids or {}) do
-    local rec = json.decode(vals[i])
-    if rec.name == name then return id, rec end
+  for _, rec in ipairs(all()) do
+    if rec.name == name then return rec.id, rec end
   end
 end
 
@@ -68,10 +62,13 @@ function M.add(name, namespace, role)
   if not M.ROLES[role] then return nil, ("--role must be admin, runner or reader, got %s"):format(tostring(role)) end
   if find(name) then return nil, ("a key named %s exists already: revoke it first or choose another name"):format(name) end
   local id = hex(crypto.random(6))
+  if get(id) then
+    return nil, "the random key id exists already (1 in 2^48): run the command again"
+  end
   local secret = hex(crypto.random(32))
   local rec = { name = name, namespace = namespace, role = role, hash = crypto.sha256(secret),
     created_at = clock.iso(clock.now()) }
-  local ok, err, code = store.raw_commit({ "api_keys", id, json.encode(rec), "meta", "api_keys", tostring(count() + 1) })
+  local ok, err = store.batch():add_key(id, rec):commit()
   if not ok then return nil, ("storing the key: %s"):format(err) end
   return ("sk_%s_%s"):format(id, secret), rec
 end
@@ -80,9 +77,7 @@ end
 function M.revoke(name)
   local id = find(name)
   if not id then return nil, ("no key named %s"):format(tostring(name)) end
-  local left = count() - 1
-  local ok, err, code = store.raw_commit({ "api_keys", id, false, "meta", "key_used\0" .. id, false,
-    "meta", "api_keys", left > 0 and tostring(left) or false })
+  local ok, err = store.batch():revoke_key(id):commit()
   if not ok then return nil, ("revoking the key: %s"):format(err) end
   return true
 end
@@ -90,8 +85,7 @@ end
 --- The record of a presented key, or nil.
 function M.verify(key)
   local id, secret = key:match("^sk_(%x+)_(%x+)$")
-  local raw = id and #id == 12 and store.raw_get("api_keys", id)
-  local rec = raw and json.decode(raw)
+  local rec = id and #id == 12 and get(id) or nil
   local ok = crypto.equal(crypto.sha256(secret or key), rec and rec.hash or DUMMY)
   if not (ok and rec) then return nil end
   rec.id = id
@@ -106,7 +100,7 @@ function M.touch(rec)
   if (flushed[rec.id] or 0) > now - 60000000 then return end
   flushed[rec.id] = now
   local sched = require "sluice.sched"
-  sched.spawn({}, store.raw_commit, function() end, { "meta", "key_used\0" .. rec.id, clock.iso(now) })
+  sched.spawn({}, function() return store.batch():touch_key(rec.id, clock.iso(now)):commit() end, function() end)
 end
 
 return M

@@ -1,19 +1,18 @@
 --- sluice.quota: namespaces (organisations) and their quotas. A namespace
---- record ("namespaces": name -> {name, status, runs_per_day,
---- concurrent_runs, events_per_second}) is written by `sluice namespaces
---- set`, directly in the store like keys. The HTTP API checks it:
+--- record ({name, status, runs_per_day, concurrent_runs, events_per_second},
+--- sluice._store) is written by `sluice namespaces set`, directly in the
+--- store like keys. The HTTP API checks it:
 ---   status "suspended"   403 "namespace acme is suspended"
 ---   runs_per_day         runs started over the API per UTC day; the count
----                        is durable ("quotas": ns \0 YYYY-MM-DD -> n,
----                        committed with each run's creation), so a restart
----                        does not reset it
+---                        is durable (the store's counter of the namespace
+---                        and day, moved in the batch that creates each
+---                        run), so a restart does not reset it
 ---   concurrent_runs      runs started over the API by this process and
 ---                        not finished
 ---   events_per_second    events posted per second (a token bucket)
 --- Exceeding one is a 429 with Retry-After and a message naming the limit.
 local clock = require "sluice._clock"
 local store = require "sluice._store"
-local json = require "sluice._codec" -- store records: exact
 
 local M = {}
 
@@ -27,8 +26,9 @@ end
 
 --- The namespace record, or nil (no limits, active).
 function M.get(ns)
-  local raw = store.raw_get("namespaces", ns)
-  return raw and json.decode(raw)
+  local rec, err = store.namespace(ns)
+  if err then error(("reading namespace %s: %s"):format(ns, err), 0) end
+  return rec
 end
 
 --- "YYYY-MM-DD" of a time in us (UTC).
@@ -36,16 +36,19 @@ function M.day(us)
   return clock.iso(us):sub(1, 10)
 end
 
-local counts = {} -- ns \0 day -> runs counted (loaded from the store on first use)
-
-local function count_key(ns, day) return ns .. "\0" .. day end
+-- ns .. " " .. day -> runs admitted by this process: the store's count
+-- (read on first use; serve is the only writer of counts) plus the runs
+-- admitted whose creating batch has not failed
+local counts = {}
 
 --- Runs started over the API in namespace ns on day (default today).
 function M.runs_on(ns, day)
-  local k = count_key(ns, day or M.day(clock.now()))
-  local c = counts[k]
+  day = day or M.day(clock.now())
+  local c = counts[ns .. " " .. day]
   if c == nil then
-    c = tonumber(store.raw_get("quotas", k) or "0")
+    local err
+    c, err = store.quota_used(ns, day)
+    if not c then error(("reading the run count of namespace %s: %s"):format(ns, err), 0) end
   end
   return c
 end
@@ -73,20 +76,16 @@ function M.set(ns, fields)
     end
   end
   rec.updated_at = clock.iso(clock.now())
-  local ok, err, code = store.raw_commit({ "namespaces", ns, json.encode(rec) })
+  local ok, err = store.batch():put_namespace(ns, rec):commit()
   if not ok then return nil, ("storing namespace %s: %s"):format(ns, err) end
   return rec
 end
 
 --- Every namespace record with runs_today.
 function M.list()
-  local _, vals = store.raw_scan("namespaces", "")
-  local out = {}
-  for i, raw in ipairs(vals or {}) do
-    local rec = json.decode(raw)
-    rec.runs_today = M.runs_on(rec.name)
-    out[i] = rec
-  end
+  local out, err = store.namespaces()
+  if not out then error("reading the namespaces: " .. err, 0) end
+  for _, rec in ipairs(out) do rec.runs_today = M.runs_on(rec.name) end
   return out
 end
 
@@ -97,9 +96,12 @@ end
 
 local active = {} -- ns -> runs started over the API and not finished
 
---- Admits one run of namespace ns or raises a 429. Returns the operations
---- that record it (commit them with the run's creation) and a function to
---- call when the run ends.
+--- Admits one run of namespace ns or raises a 429. Returns count(b), which
+--- adds the run's count to the sluice._store batch that creates the run
+--- (so the two are durable together), and done(committed): done(false)
+--- when that batch failed (the run is then not counted), done() when the
+--- run ends. An admitted run counts at once against the limits, so that
+--- requests in flight together cannot pass a limit.
 function M.admit_run(ns)
   local rec = M.get(ns) or {}
   local now = clock.now()
@@ -113,13 +115,15 @@ function M.admit_run(ns)
   if rec.concurrent_runs and (active[ns] or 0) >= rec.concurrent_runs then
     too_many(("concurrent run limit (%d) reached for namespace %s"):format(rec.concurrent_runs, ns), 1)
   end
-  counts[count_key(ns, day)] = c + 1
+  local k = ns .. " " .. day
+  counts[k] = c + 1
   active[ns] = (active[ns] or 0) + 1
   local released = false
-  return { "quotas", count_key(ns, day), tostring(c + 1) }, function()
+  return function(b) b:count_run(ns, day) end, function(committed)
     if released then return end
     released = true
     active[ns] = active[ns] - 1
+    if committed == false then counts[k] = counts[k] - 1 end
   end
 end
 

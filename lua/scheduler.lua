@@ -1,6 +1,6 @@
 --- sluice.scheduler: fires the schedules defined with `every` on the loop.
 ---
---- Each schedule's next and last fire are in the store ("schedules"). A
+--- Each schedule's next and last fire are in its store record. A
 --- fire at scheduled time T creates the run "<schedule name>@<T in ISO 8601
 --- UTC>" in the same commit that moves the schedule past T, so a crash or a
 --- restart around a fire never runs that fire twice: the run id exists, and
@@ -14,8 +14,7 @@
 --- so a fire already recorded never fires again; a removed schedule's slot
 --- loses its def and stops firing.
 local clock = require "sluice._clock"
-local storage = require "sluice._store"
-local json = require "sluice._codec" -- store records: exact
+local store = require "sluice._store"
 local every = require "sluice.every"
 local registry = require "sluice.registry"
 local uv = require "luv"
@@ -77,9 +76,10 @@ local stopped = false
 local log = require("sluice.log").host -- printf-style, in the --log-format of serve
 M.log = log
 
+-- the stored record of a slot (sluice._store encodes it)
 local function record(slot)
   local d = slot.def
-  return json.encode({
+  return {
     name = d.name, pipeline = d.pipeline, spec = d.spec:canonical(), kind = d.spec.kind,
     expr = d.spec.expr, step_s = d.spec.step_s, days = d.spec.days, at_s = d.spec.at_s,
     tz = d.tz, catch_up = d.catch_up, overlap = d.overlap, jitter_ms = d.jitter_ms,
@@ -88,9 +88,8 @@ local function record(slot)
     -- schedules created over the HTTP API (lua/api/schedules.lua) keep their definition here
     source = d.source, namespace = d.namespace, spec_text = d.spec_text,
     input = d.source == "api" and d.input or nil,
-  })
+  }
 end
-M.record = record
 
 local function next_after(slot, t)
   local n, err = every.next_fire(slot.def.spec, t, slot.def.tz)
@@ -124,7 +123,11 @@ local function fire(slot, t, catching_up)
     slot.active = slot.active + 1
     slot.runs = (slot.runs or 0) + 1
     if not slot.last_at or t > slot.last_at then slot.last_at = t end
-    M.start_run(slot.def, id, { "schedules", slot.name, record(slot) }, function()
+    local rec = record(slot)
+    -- added to the batch that starts the run: the fire and the record
+    -- that moves the schedule past it are durable together
+    local function extra(b) b:put_schedule(slot.name, rec) end
+    M.start_run(slot.def, id, extra, function()
       slot.active = slot.active - 1
       if slot.active == 0 and #slot.queue > 0 then
         fire(slot, table.remove(slot.queue, 1))
@@ -185,8 +188,8 @@ end
 -- whose records the caller stores).
 local function arm_slot(slot, now, fresh)
   local def = slot.def
-  local raw = storage.raw_get("schedules", slot.name)
-  local stored = raw and json.decode(raw)
+  local stored, err = store.schedule(slot.name)
+  if err then error(("schedule %s: reading its record: %s"):format(slot.name, err), 0) end
   local spec_changed = stored and stored.spec ~= def.spec:canonical()
   if stored then
     slot.runs = stored.runs or 0
@@ -220,14 +223,14 @@ end
 
 -- stores the records of slots (nil def: deletes it), 1000 to a commit so
 -- that 100,000 new schedules never hold all their records in memory at once
-local function store(list)
+local function save_all(list)
   for first = 1, #list, 1000 do
-    local ops = {}
+    local b = store.batch()
     for i = first, math.min(first + 999, #list) do
       local slot = list[i]
-      ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "schedules", slot.name, slot.def and record(slot) or false
+      if slot.def then b:put_schedule(slot.name, record(slot)) else b:delete_schedule(slot.name) end
     end
-    local ok, err = storage.raw_commit(ops)
+    local ok, err = b:commit()
     if not ok then error("storing schedules: " .. tostring(err), 0) end
   end
 end
@@ -270,15 +273,16 @@ function M.apply(d)
   end
   arm()
   if #dirty > 0 then
-    require("sluice.sched").spawn({}, store, function(ok, err)
+    require("sluice.sched").spawn({}, save_all, function(ok, err)
       if not ok then log("schedules: %s", err.message) end
     end, dirty)
   end
 end
 
---- Starts every defined schedule. start_run(def, run_id, extra_ops,
---- on_end) is the host's way to start a run of def.pipeline; extra_ops
---- must be committed with the run's creation. Returns the number started.
+--- Starts every defined schedule. start_run(def, run_id, extra, on_end)
+--- is the host's way to start a run of def.pipeline; extra(b) adds the
+--- schedule's record to the batch that starts the run (sluice._store), and
+--- must be called for it. Returns the number started.
 --- From then on the scheduler follows the registry's swaps.
 function M.start(start_run)
   M.start_run = start_run
@@ -292,7 +296,7 @@ function M.start(start_run)
     arm_slot(slot, now, fresh)
     n = n + 1
   end
-  store(fresh)
+  save_all(fresh)
   registry.subscribe(function(d) M.apply(d.schedules) end)
   arm()
   return n
@@ -305,29 +309,24 @@ function M.slot(name)
   return slot and slot.def and slot or nil
 end
 
---- Stores a slot's record now (a change made over the HTTP API): true, or
---- nil, message.
-function M.save(slot)
-  local ok, err, code = storage.raw_commit({ "schedules", slot.name, record(slot) })
-  if not ok then return nil, ("storing schedule %s: %s"):format(slot.name, err) end
-  return true
-end
-
---- Pauses (enabled = false) or resumes a schedule, durably: its record in
---- the store says so, and serve keeps it paused across restarts and
---- reloads. A paused schedule's fires are skipped (none is caught up when
---- it resumes). Returns its slot ({name, next_at, ...}), or nil and why not.
-function M.set_enabled(name, enabled)
+--- Stores schedule `name`'s record now, after a change of its
+--- definition (the HTTP API) and, when enabled is a boolean, pauses
+--- (false) or resumes (true) it, durably: its record in the store says so,
+--- and serve keeps it paused across restarts and reloads. A paused
+--- schedule's fires are skipped (none is caught up when it resumes). The
+--- one path of the REPL's pause/resume and of PUT /schedules. Returns its
+--- slot ({name, next_at, ...}), or nil and why not (the slot is as before).
+function M.save(name, enabled)
   local slot = slots[name]
   if not (slot and slot.def) then return nil, ("no schedule '%s'"):format(name) end
   local was = slot.enabled
-  slot.enabled = enabled
-  local ok, err, code = storage.raw_commit({ "schedules", name, record(slot) })
+  if enabled ~= nil then slot.enabled = enabled end
+  local ok, err = store.batch():put_schedule(name, record(slot)):commit()
   if not ok then
     slot.enabled = was
     return nil, ("storing schedule %s: %s"):format(name, err)
   end
-  log("schedule %s: %s", name, enabled and "resumed" or "paused")
+  if enabled ~= nil then log("schedule %s: %s", name, enabled and "resumed" or "paused") end
   return slot
 end
 

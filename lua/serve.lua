@@ -83,7 +83,7 @@ local function take_lock(store)
   local t0 = clock.hrtime()
   local said = false
   while true do
-    local ok, err, _, role, pid = lock.take(path, "serve")
+    local ok, err, role, pid = lock.take(path, "serve")
     if ok then return true end
     if role ~= "run" then
       return nil, err .. ": one process writes a store at a time (read-only commands still work)"
@@ -212,7 +212,7 @@ function M.run(opts)
     signals[#signals + 1] = h
   end
   local t_sched = clock.hrtime()
-  local armed = scheduler.start(function(s, id, extra_ops, on_end)
+  local armed = scheduler.start(function(s, id, extra, on_end)
     local p = engine.pipelines[s.pipeline]
     if not p then
       log("schedule %s: pipeline '%s' is not defined; fire skipped", s.name, s.pipeline)
@@ -221,7 +221,7 @@ function M.run(opts)
     if engine.get_run(id) then
       return on_end() -- this fire already has its run (resumed above if unfinished)
     end
-    launch(p, s.input, id, { extra_ops = extra_ops, fields = { schedule = s.name, namespace = s.namespace } }, on_end)
+    launch(p, s.input, id, { extra = extra, fields = { schedule = s.name, namespace = s.namespace } }, on_end)
   end)
   log("%d schedules armed in %.1fms", armed, (clock.hrtime() - t_sched) / 1e6)
   api.ready()

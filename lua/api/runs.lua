@@ -17,12 +17,12 @@ local http = require "sluice.router"
 local clock = require "sluice._clock"
 local codec = require "sluice._codec"
 local ids = require "sluice._ids"
-local store = require "sluice._store"
 local json = require("sluice._codec").edge -- responses: JSON at the edge
 local sched = require "sluice.sched"
 local engine = require "sluice.engine"
 local duration = require "sluice.duration"
 local quota = require "sluice.quota"
+local store = require "sluice._store"
 local uv = require "luv"
 
 local M = {}
@@ -178,7 +178,7 @@ function M.create(req, p, input, opts)
     if not v then http.fail(400, why.code, perr, why.field and { field = why.field }) end
     input = v
   end
-  local quota_ops, release = quota.admit_run(ns)
+  local count, release = quota.admit_run(ns)
   local rec = {
     id = id, pipeline = p.name, input = input, status = "pending", attempt = 0,
     created_at = clock.iso(now), created_us = now, namespace = ns,
@@ -186,12 +186,12 @@ function M.create(req, p, input, opts)
   }
   for k, v in pairs(opts.fields or {}) do rec[k] = v end
   local b = store.batch():put_run(rec, { new = true })
-  if #quota_ops > 0 then b:raw_ops(quota_ops) end
+  count(b) -- the namespace's daily count, with the run it admits
   if opts.extra_ops then b:raw_ops(opts.extra_ops) end
   if opts.idempotency then b:put_idempotency(req.namespace, p.name, opts.idempotency, id) end
   local ok, msg, code = b:commit()
   if not ok then
-    release()
+    release(false)
     error(("creating run %s: %s"):format(id, msg), 0)
   end
   M.launch(p, id, release)
@@ -250,15 +250,12 @@ local function rerun(req, id)
   if not p then
     http.fail(409, "pipeline_not_loaded", ("pipeline '%s' of run %s is not loaded by this serve"):format(r.pipeline, id))
   end
-  local quota_ops, release = quota.admit_run(req.namespace)
-  local new_id, err = engine.prepare_rerun(id, body.from, nil,
-    { trigger = { kind = "http", by = req.key and req.key.name or NULL } })
-  if not new_id then
-    release()
-    http.fail(400, "invalid_field", err, { field = "from" })
-  end
-  local ok, msg, code = store.raw_commit(quota_ops)
-  if not ok then http.log("rerun %s: counting it: %s", new_id, msg) end
+  local count, release = quota.admit_run(req.namespace)
+  local pok, new_id, err = pcall(engine.prepare_rerun, id, body.from, nil,
+    { trigger = { kind = "http", by = req.key and req.key.name or NULL } }, count)
+  if not (pok and new_id) then release(false) end
+  if not pok then error(new_id, 0) end
+  if not new_id then http.fail(400, "invalid_field", err, { field = "from" }) end
   M.launch(p, new_id, release)
   return 202, { run_id = new_id, status = "pending", rerun_of = id }
 end

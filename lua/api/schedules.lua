@@ -4,7 +4,7 @@
 ---   PUT    /schedules/{name}          {enabled} (and cron, every, tz, input for API schedules)
 ---   DELETE /schedules/{name}          an API schedule
 ---   POST   /schedules/{name}/trigger  a run now: "<name>@manual-<time>"
---- A schedule created here is held in the store (its record in "schedules"
+--- A schedule created here is held in the store (its schedule record
 --- carries source = "api" with its definition), loaded by serve at start
 --- like the ones in code, and belongs to the namespace of the key that
 --- created it. Changing the spec of a schedule defined in code is a 409:
@@ -113,10 +113,11 @@ local function check_started()
   end
 end
 
-local function save(name)
-  local slot = scheduler.slot(name)
-  if not slot then return end
-  local ok, err = scheduler.save(slot)
+-- stores the schedule's record (and pauses or resumes it if enabled is a
+-- boolean): the scheduler's one path, also the REPL's
+local function save(name, enabled)
+  if not scheduler.slot(name) then return end
+  local ok, err = scheduler.save(name, enabled)
   if not ok then error(err, 0) end
 end
 
@@ -151,22 +152,26 @@ end
 --- Registers the schedules created over the API that the store holds
 --- (before scheduler.start, which then arms them like the others).
 function M.load_stored()
-  local _, vals = store.raw_scan("schedules", "")
   local n = 0
-  for _, raw in ipairs(vals or {}) do
-    local ok, rec = pcall(json.decode, raw)
-    if ok and type(rec) == "table" and rec.source == "api" then
-      if every.defined[rec.name] then
-        http.log("schedule %s in the store (created over the API) is also defined in code; the code's is used", rec.name)
-      else
-        register(api_schedule({
-          name = rec.name, pipeline = rec.pipeline, spec = every.spec_of(rec), spec_text = rec.spec_text,
-          input = rec.input, tz = rec.tz, catch_up = rec.catch_up, overlap = rec.overlap, namespace = rec.namespace,
-        }))
-        n = n + 1
+  local after
+  repeat
+    local page, last = store.schedules(after, 1000)
+    if not page then error("loading the schedules created over the API: " .. last, 0) end
+    after = last
+    for _, rec in ipairs(page) do
+      if type(rec) == "table" and rec.source == "api" then
+        if every.defined[rec.name] then
+          http.log("schedule %s in the store (created over the API) is also defined in code; the code's is used", rec.name)
+        else
+          register(api_schedule({
+            name = rec.name, pipeline = rec.pipeline, spec = every.spec_of(rec), spec_text = rec.spec_text,
+            input = rec.input, tz = rec.tz, catch_up = rec.catch_up, overlap = rec.overlap, namespace = rec.namespace,
+          }))
+          n = n + 1
+        end
       end
     end
-  end
+  until not after
   return n
 end
 
@@ -199,7 +204,9 @@ http.route("POST", "/schedules", function(req)
   end
   local spec, text = spec_from(body)
   check_tz(body.tz)
-  if store.raw_get("schedules", name) then
+  local earlier, rerr = store.schedule(name)
+  if rerr then error(("reading schedule %s: %s"):format(name, rerr), 0) end
+  if earlier then
     -- the record of a schedule removed from code: its fires stay counted
     http.log("schedule %s: created over the API over the record of an earlier schedule", name)
   end
@@ -207,9 +214,7 @@ http.route("POST", "/schedules", function(req)
     tz = body.tz, namespace = req.namespace })
   register(s)
   scheduler.apply(diff("added", s))
-  local slot = scheduler.slot(name)
-  if slot and body.enabled == false then slot.enabled = false end
-  local ok, err = pcall(save, name)
+  local ok, err = pcall(save, name, body.enabled == false and false or nil)
   if not ok then
     unregister(name)
     scheduler.apply(diff("removed", s))
@@ -243,9 +248,7 @@ http.route("PUT", "/schedules/{name...}", function(req)
     scheduler.apply(diff("changed", s, new)) -- re-armed from now if the timing changed
     s = new
   end
-  local slot = scheduler.slot(s.name)
-  if slot and body.enabled ~= nil then slot.enabled = body.enabled end
-  save(s.name)
+  save(s.name, body.enabled)
   return 200, M.view(s)
 end, { role = "admin" })
 
@@ -256,7 +259,7 @@ http.route("DELETE", "/schedules/{name...}", function(req)
     http.fail(409, "defined_in_code", ("schedule '%s' is defined in code (%s): remove it from the file")
       :format(s.name, s.site or "its pipeline file"))
   end
-  local ok, msg, code = store.raw_commit({ "schedules", s.name, false })
+  local ok, msg = store.batch():delete_schedule(s.name):commit()
   if not ok then error(("deleting schedule %s: %s"):format(s.name, msg), 0) end
   unregister(s.name)
   scheduler.apply(diff("removed", s))
