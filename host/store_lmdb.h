@@ -8,12 +8,15 @@
  * Databases and their keys (composite keys are '\0'-separated, integers
  * big-endian so that byte order is numeric order):
  *   meta         "format" -> "1"                   (format version)
+ *                "api_keys" -> number of API keys (decimal; records_access.c)
+ *                "key_used\0" key id -> time of the key's last use
  *   runs         run_id -> JSON run record
  *   runs_by_time be64(created_at_us) run_id -> ""  (history, newest last)
  *   steps        run_id "\0" step_id -> step record (records_steps.c): a binary
  *                header (status, attempts, position, times, id, branch) then
  *                the JSON of the result (or of the error of a failed step)
  *   schedules    schedule name -> JSON {name, spec, tz, next_at, last_at, ...}
+ *                (records_schedules.c)
  *   events       be64(seq) -> event record (lua/stream.lua): the stream log
  *   stream_index stream "\0" be64(seq) -> ""  (one stream key in order)
  *   consumers    consumer name -> JSON {pattern, after, ...} (checkpoints)
@@ -26,6 +29,7 @@
  *   api_keys     key id -> JSON {name, namespace, role, hash, created_at}
  *   namespaces   namespace -> JSON {status, runs_per_day, ...} (lua/quota.lua)
  *   quotas       namespace "\0" YYYY-MM-DD -> runs started that UTC day
+ *                (decimal, moved by the writer's counter add: wbatch_add)
  *   idempotency  namespace "\0" pipeline "\0" Idempotency-Key -> run_id
  *   logs         run_id "\0" be64(us) be32(seq) -> JSON log line (records_steps.c:
  *                lines logged inside steps, committed with the step's record)

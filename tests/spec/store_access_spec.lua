@@ -1,0 +1,81 @@
+-- store_access_spec.lua: the sluice._store operations of schedules, API
+-- keys, namespaces and quota counters inside the host on a real store, and
+-- a record that does not decode read as an error (nil, "EBADSTORE: ...")
+-- that the callers raise, never as no record.
+local H = require "helper"
+local host = require "sluice.host"
+local store = require "sluice._store"
+local keys = require "sluice.keys"
+local quota = require "sluice.quota"
+
+assert(host.open(H.tmpdir()))
+
+describe("sluice._store records", function()
+  it("stores, pages and deletes schedule records", function()
+    H.task(function()
+      local b = store.batch()
+      for i = 1, 5 do b:put_schedule("s" .. i, { name = "s" .. i, runs = i }) end
+      assert.are.equal(5, b:count())
+      assert.is_true(b:commit())
+      assert.are.equal(3, store.schedule("s3").runs)
+      assert.is_nil(store.schedule("nope"))
+      local page, after = store.schedules(nil, 2)
+      assert.are.same({ "s1", "s2" }, { page[1].name, page[2].name })
+      assert.are.equal("s2", after)
+      page, after = store.schedules(after, 2)
+      assert.are.same({ "s3", "s4" }, { page[1].name, page[2].name })
+      page, after = store.schedules(after, 2)
+      assert.are.equal(1, #page)
+      assert.is_nil(after)
+      assert.is_true(store.batch():delete_schedule("s1"):commit())
+      assert.are.equal(4, #store.schedules())
+      assert.has_error(function() store.batch():put_schedule("", {}) end)
+      assert.has_error(function() store.batch():put_schedule("x", { f = print }) end)
+    end)
+  end)
+
+  it("adds, verifies, lists and revokes API keys, and counts runs by namespace and day", function()
+    H.task(function()
+      assert.is_false(keys.any())
+      local text, rec = keys.add("ops", "acme", "admin")
+      assert.is_string(text, rec)
+      assert.is_true(keys.any())
+      assert.are.equal("ops", keys.verify(text).name)
+      assert.is_nil(keys.verify(text:sub(1, -2) .. "0"))
+      assert.is_nil(keys.add("ops", "acme", "admin"))
+      local list = keys.list()
+      assert.are.equal(1, #list)
+      assert.is_nil(list[1].hash)
+      assert.is_true(keys.revoke("ops"))
+      assert.is_false(keys.any())
+
+      assert.is_truthy(quota.set("acme", { runs_per_day = 3 }))
+      assert.are.equal(3, quota.get("acme").runs_per_day)
+      for _ = 1, 2 do assert.is_true(store.batch():count_run("acme", "2026-12-01"):commit()) end
+      assert.are.equal(2, store.quota_used("acme", "2026-12-01"))
+      assert.are.equal(0, store.quota_used("acme", "2026-12-02"))
+      assert.are.equal(2, quota.runs_on("acme", "2026-12-01"))
+      assert.has_error(function() store.batch():count_run("acme", "today") end)
+    end)
+  end)
+
+  it("reads a record that does not decode as an error, which the callers raise", function()
+    H.task(function()
+      -- written by key, as a damaged store would hold it
+      assert(host.commit({ "schedules", "bad", "{not json", "api_keys", "0123456789ab", "[1,",
+        "namespaces", "zeta", "{" }))
+      local v, msg, code = store.schedules()
+      assert.is_nil(v)
+      assert.are.equal("EBADSTORE", code)
+      assert.matches("^EBADSTORE: schedule bad: its stored record does not decode", msg)
+      v, msg, code = store.schedule("bad")
+      assert.is_nil(v)
+      assert.are.equal("EBADSTORE", code)
+      assert.has_error(function() require("sluice.api.schedules").load_stored() end)
+      assert.has_error(function() keys.list() end)
+      assert.has_error(function() keys.verify("sk_0123456789ab_00") end)
+      assert.has_error(function() quota.list() end)
+      assert.has_error(function() quota.get("zeta") end)
+    end)
+  end)
+end)
