@@ -2,11 +2,12 @@
 -- a schedule changed by a reload re-arms without firing again a time it
 -- already fired, a removed one stops firing, an added one starts.
 local H = require "helper"
+local storage = require "sluice._store"
 local registry = require "sluice.registry"
 local scheduler = require "sluice.scheduler"
 
 local store = H.tmpdir()
-assert(store.open(store))
+assert(storage.open(store))
 local dir = H.tmpdir()
 
 describe("the scheduler, across reloads", function()
@@ -52,8 +53,7 @@ describe("the scheduler, across reloads", function()
     H.wait_until(function() return #fired("witness") >= w + 2 end, "two more witness fires", 10000, 5)
     assert.are.equal(n, #fired("s"))
     -- its record is gone from the store, the witness's stays
-    local store = require "sluice._store"
-    assert.is_nil((store.schedule("s")))
-    assert.are.equal("witness", store.schedule("witness").name)
+    assert.is_nil((storage.schedule("s")))
+    assert.are.equal("witness", storage.schedule("witness").name)
   end)
 end)

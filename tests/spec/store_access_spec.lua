@@ -3,12 +3,11 @@
 -- a record that does not decode read as an error (nil, "EBADSTORE: ...")
 -- that the callers raise, never as no record.
 local H = require "helper"
-local host = require "sluice.host"
 local store = require "sluice._store"
 local keys = require "sluice.keys"
 local quota = require "sluice.quota"
 
-assert(host.open(H.tmpdir()))
+assert(store.open(H.tmpdir()))
 
 describe("sluice._store records", function()
   it("stores, pages and deletes schedule records", function()
@@ -62,7 +61,7 @@ describe("sluice._store records", function()
   it("reads a record that does not decode as an error, which the callers raise", function()
     H.task(function()
       -- written by key, as a damaged store would hold it
-      assert(host.commit({ "schedules", "bad", "{not json", "api_keys", "0123456789ab", "[1,",
+      assert(store.raw_commit({ "schedules", "bad", "{not json", "api_keys", "0123456789ab", "[1,",
         "namespaces", "zeta", "{" }))
       local v, msg, code = store.schedules()
       assert.is_nil(v)
