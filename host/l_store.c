@@ -486,7 +486,6 @@ int luaopen_sluice__store(lua_State *L) {
                                      {"raw_ops", l_batch_raw_ops},
                                      {NULL, NULL}};
   luaL_newlib(L, fns);
-  stream_register(L);
   int module_idx = lua_gettop(L);
   luaL_newmetatable(L, L_STORE_BATCH_MT);
   lua_pushcfunction(L, l_batch_gc);

@@ -92,9 +92,6 @@ void l_store_runs(lua_State *L, int module_idx, int methods_idx);      /* runs, 
 void l_store_events(lua_State *L, int module_idx, int methods_idx);    /* events, sends, consumers */
 void l_store_schedules(lua_State *L, int module_idx, int methods_idx); /* schedules */
 void l_store_access(lua_State *L, int module_idx, int methods_idx);    /* keys, namespaces, quotas */
-/* TRANSITIONAL: event reads and appends (l_stream.c), until their record
- * type is in store.h. */
-void stream_register(lua_State *L);
 
 int luaopen_sluice__store(lua_State *L);
 

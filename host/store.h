@@ -229,9 +229,166 @@ int store_read_logs(store *s, const char *run, size_t run_len, store_rows *rows,
 
 /* ---- events: the stream log, its per-key index and trim marks ---- */
 
+/* An event: its position in the log (seq, from 1, never reused: trimming
+ * the newest events keeps their positions taken), the time it was appended
+ * (us, not decreasing with seq), a type and a stream key (non-empty, at most
+ * 65535 bytes, no NUL), and the JSON of its data. An event's id, what users
+ * see, is its position as 16 lowercase hex digits: ids sort as positions. */
+#define STORE_EVENT_ID_LEN 16
+void store_event_id(uint64_t seq, char id[STORE_EVENT_ID_LEN + 1]);
+/* The position of an id; -1 if id is not 16 hex digits. */
+int store_event_seq(const char *id, size_t n, uint64_t *seq);
+
+/* 0, or STORE_EINVAL with "type must not be empty" (or the stream key's
+ * fault) in err: what store_append_event would refuse. */
+int store_event_check(const char *type, size_t typen, const char *stream, size_t streamn,
+                      char *err, size_t errsz);
+
+/* Adds the event at position seq and its entry in its stream key's index:
+ * both commit with b or neither. The caller allocates positions (one
+ * writing process per store: store_events_last tells where to go on).
+ * Returns 0 or STORE_EINVAL (see store_event_check). */
+int store_append_event(store_batch *b, uint64_t seq, int64_t ts_us, const char *type,
+                       size_t typen, const char *stream, size_t streamn, const char *data,
+                       size_t datan, char *err, size_t errsz);
+
+typedef struct {
+  uint64_t seq;
+  int64_t ts_us;
+  const char *type, *stream, *data; /* data: JSON text */
+  size_t typen, streamn, datan;
+} store_event;
+
+/* Rows of a read: rows[0..n) point into memory the struct owns, until
+ * store_events_free. last is the last position the read examined: the next
+ * page starts after it. */
+typedef struct {
+  store_event *rows;
+  size_t n, cap;
+  uint64_t last;
+  char *bytes;
+  size_t blen, bcap;
+} store_events;
+#define STORE_EVENTS_INIT {NULL, 0, 0, 0, NULL, 0, 0}
+void store_events_free(store_events *e);
+
+/* What to read: the events after position `after` of one stream key
+ * (exact, through its index) or of every key starting with stream (""
+ * for all: the log in order), at most limit (> 0). */
+typedef struct {
+  const char *stream;
+  size_t streamn;
+  int exact;
+  uint64_t after;
+  size_t limit;
+} store_event_query;
+
+/* Reads the events of q in position order into out (reset first). A
+ * corrupt record is STORE_EBADSTORE naming its position. An event trimmed
+ * between the index and the log read is not returned. */
+int store_read_events(store *s, const store_event_query *q, store_events *out, char *err,
+                      size_t errsz);
+
+/* The last position taken (the newest event's, or the highest ever
+ * trimmed, whichever is greater; 0 for none) and the newest event's time
+ * (0 if none is stored). */
+int store_events_last(store *s, uint64_t *seq, int64_t *ts_us, char *err, size_t errsz);
+
+/* The position after which the events at or after time ts_us begin (times
+ * grow with positions): a read from a time starts after it. */
+int store_events_after_time(store *s, int64_t ts_us, uint64_t *after, char *err, size_t errsz);
+
+/* Whether trimming removed events after position `after` of the stream key
+ * (exact) or of any key starting with stream: a read from there lost some. */
+int store_events_trimmed(store *s, const char *stream, size_t streamn, int exact, uint64_t after,
+                         int *trimmed, char *err, size_t errsz);
+
+/* Stream keys holding events: the distinct keys that start with prefix and
+ * sort after `after` (alen 0: from the first), in byte order, at most limit.
+ * keys[0..n) point into memory owned until store_keys_free. */
+typedef struct {
+  const char *key;
+  size_t len;
+} store_key;
+typedef struct {
+  store_key *keys;
+  size_t n, cap;
+  char *bytes;
+  size_t blen, bcap;
+} store_keys;
+#define STORE_KEYS_INIT {NULL, 0, 0, NULL, 0, 0}
+void store_keys_free(store_keys *k);
+int store_stream_keys(store *s, const char *prefix, size_t plen, const char *after, size_t alen,
+                      size_t limit, store_keys *out, char *err, size_t errsz);
+
+/* Trimming (retention). Adds to b the removal of the events of q, with
+ * their index entries, each key's trim mark (the highest position trimmed
+ * of that key, for store_events_trimmed) and the highest position ever
+ * trimmed (store_events_last): all commit with b or none. Two kinds:
+ * - before_us > 0: in log order after position `after`, of the keys
+ *   matching q (exact or prefix), the events older than before_us; at most
+ *   limit events are examined. *last is the last examined, *more whether
+ *   older events may follow it.
+ * - keep >= 0 (exact only): the oldest events of the key beyond its newest
+ *   keep, at most limit; *more whether more than limit are in excess.
+ * *n is the number of events whose removal was added. The marks are read
+ * when b is built: one trimming batch at a time per store. */
+typedef struct {
+  const char *stream;
+  size_t streamn;
+  int exact;
+  uint64_t after;
+  int64_t before_us;
+  int64_t keep;
+  size_t limit;
+} store_trim_query;
+int store_trim_events(store *s, store_batch *b, const store_trim_query *q, size_t *n,
+                      uint64_t *last, int *more, char *err, size_t errsz);
+
 /* ---- sends: send/on events and their dispatch cursor ---- */
 
+/* A send: its position (seq, from 1; ids as events' ids) and the JSON of
+ * its record {name, data, ts}. The dispatch cursor is the last position
+ * whose handlers' runs were created: set in the batch that creates them, so
+ * a send is dispatched exactly once. */
+void store_put_send(store_batch *b, uint64_t seq, const char *json, size_t jsonn);
+
+/* Rows of a read of sends (or consumers): JSON records in owned memory. */
+typedef struct {
+  uint64_t seq;                /* sends: the position */
+  const char *name, *json;     /* consumers: the name */
+  size_t namen, jsonn;
+} store_row;
+typedef struct {
+  store_row *rows;
+  size_t n, cap;
+  char *bytes;
+  size_t blen, bcap;
+} store_rows;
+#define STORE_ROWS_INIT {NULL, 0, 0, NULL, 0, 0}
+void store_rows_free(store_rows *r);
+
+/* The sends after position `after`, in order, at most limit (> 0). */
+int store_sends(store *s, uint64_t after, size_t limit, store_rows *out, char *err, size_t errsz);
+/* The last position of a send (0 if none). */
+int store_sends_last(store *s, uint64_t *seq, char *err, size_t errsz);
+
+void store_set_dispatch_cursor(store_batch *b, uint64_t seq);
+/* The dispatch cursor (0 before the first dispatch). */
+int store_dispatch_cursor(store *s, uint64_t *seq, char *err, size_t errsz);
+
 /* ---- consumers: checkpoints of stream consumers ---- */
+
+/* One record per consumer name: the JSON of its state {name, pattern,
+ * after, gen, updated_at}. A checkpoint put in the batch that completes
+ * the consumer's run moves with it. */
+void store_put_consumer(store_batch *b, const char *name, size_t namen, const char *json,
+                        size_t jsonn);
+/* The consumer's record into out as JSON; *found 0 when there is none. */
+int store_get_consumer(store *s, const char *name, size_t namen, store_rows *out, int *found,
+                       char *err, size_t errsz);
+/* Every consumer's record, in name order. */
+int store_consumers(store *s, store_rows *out, char *err, size_t errsz);
 
 /* ---- schedules: schedule records ---- */
 

@@ -731,6 +731,44 @@ int store_scan_from(store *s, int db, const void *prefix, size_t plen, const voi
   return result;
 }
 
+int store_get_each(store *s, int db, size_t n, store_key_fn key, store_each_fn fn, void *ud,
+                   char *err, size_t errsz) {
+  if (db < 0 || db >= DB_COUNT) return bad_db(db, err, errsz);
+  if (n == 0) return 0;
+  MDB_txn *txn;
+  int st = store_read_begin(s, &txn, err, errsz);
+  if (st) return st;
+  size_t maxk = (size_t)mdb_env_get_maxkeysize(s->env);
+  int rc = 0, result = 0;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    const void *kp;
+    size_t kl;
+    int r = key(ud, i, &kp, &kl);
+    if (r == 0) {
+      MDB_val k = {kl, (void *)kp}, v = {0, NULL};
+      /* a database missing from a read-only store, or a key too long to
+       * be stored, holds nothing */
+      rc = s->present[db] && kl > 0 && kl <= maxk ? mdb_get(txn, s->dbi[db], &k, &v) : MDB_NOTFOUND;
+      if (rc == MDB_NOTFOUND) {
+        rc = 0;
+        v.mv_data = NULL;
+        v.mv_size = 0;
+      }
+      if (rc == 0) r = fn(ud, i, v.mv_data, v.mv_size);
+    }
+    if (r != 0) {
+      if (r < 0) result = r;
+      break;
+    }
+  }
+  store_read_end(s, txn);
+  if (rc) {
+    seterr(err, errsz, "reading %s in store %s: %s", db_names[db], s->dir, mdb_strerror(rc));
+    return store_status(rc);
+  }
+  return result;
+}
+
 /* ---- the writer's side ------------------------------------------------ */
 
 int store_grow(store *s, char *err, size_t errsz) {

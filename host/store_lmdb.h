@@ -17,10 +17,14 @@
  *                the JSON of the result (or of the error of a failed step)
  *   schedules    schedule name -> JSON {name, spec, tz, next_at, last_at, ...}
  *                (records_schedules.c)
- *   events       be64(seq) -> event record (lua/stream.lua): the stream log
+ *   events       be64(seq) -> event record (records_events.c): le64 ts_us,
+ *                le16 length + type, le16 length + stream key, JSON of data
  *   stream_index stream "\0" be64(seq) -> ""  (one stream key in order)
- *   consumers    consumer name -> JSON {pattern, after, ...} (checkpoints)
+ *   consumers    consumer name -> JSON {name, pattern, after, gen, updated_at}
  *   sends        be64(seq) -> JSON {name, data, ts} (send/on events)
+ *   meta         "events_trimmed_to" -> decimal: highest event position trimmed;
+ *                "trim\0" stream -> decimal: that key's highest trimmed;
+ *                "sends_dispatched" -> decimal: the dispatch cursor
  *   active_runs  run_id -> ""  (runs not yet completed, failed or cancelled:
  *                what serve resumes, without reading the whole history)
  *   runs_by_ns, runs_by_pipeline, runs_by_status  the run listings of the
@@ -94,6 +98,14 @@ typedef int (*store_scan_fn)(void *ud, const void *key, size_t klen, const void 
                              size_t vlen);
 int store_scan(store *s, int db, const void *prefix, size_t plen, int reverse,
                store_scan_fn fn, void *ud, char *err, size_t errsz);
+
+/* Point reads in one read transaction: for i in [0, n) calls fn with the
+ * value under key(i) (val NULL when absent). key and fn return 0 to go on,
+ * 1 to stop, or a negative status to abort (returned). */
+typedef int (*store_key_fn)(void *ud, size_t i, const void **key, size_t *klen);
+typedef int (*store_each_fn)(void *ud, size_t i, const void *val, size_t vlen);
+int store_get_each(store *s, int db, size_t n, store_key_fn key, store_each_fn fn, void *ud,
+                   char *err, size_t errsz);
 
 /* For the writer thread only: the exclusive lock and doubling of the map
  * after MDB_MAP_FULL, with no transaction of this thread open. */

@@ -81,8 +81,8 @@ end
 ---@param opts table? {extra_ops = {db, key, value, ...} committed with the run's
 ---  start, extra = function(b) adding other record types' writes to the
 ---  sluice._store batch of the run's start (a schedule's record), fields = {k = v} stored in a new run record (schedule, trigger),
----  finish_ops = function(rec) -> {db, key, value, ...} committed with the run's
----  completion (not called when it fails; must not raise)}
+---  finish = function(rec, b) adding records to the store batch b committed
+---  with the run's completion (not called when it fails; must not raise)}
 function M.execute(p, input, id, opts)
   opts = opts or {}
   local existing
@@ -228,7 +228,7 @@ function M.execute(p, input, id, opts)
   end
   local fin = store.batch():put_run(rec)
   -- what the caller commits with the completion (a consumer's checkpoint)
-  if rec.status == "completed" and opts.finish_ops then fin:raw_ops(opts.finish_ops(rec)) end
+  if rec.status == "completed" and opts.finish then opts.finish(rec, fin) end
   ok, msg, code = fin:commit()
   release(rec)
   if not ok then store_error("finishing run " .. id, msg, code) end

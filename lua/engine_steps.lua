@@ -413,12 +413,10 @@ end
 --- memo(kind, produce): a durable internal step of the running run at the
 --- next position of its branch, with id "<kind>@<branch position>" (for
 --- sleep, emit, send, wait_for). The first time, produce() returns the value
---- to store and, optionally, what commits in the same batch as the step
---- record: a function(b) that adds its records to the store batch b, or
---- (for record types without operations yet) raw ops {db, key, value, ...}
---- (an emitted event and the record that it was emitted commit together, so
---- replay never emits twice). Later, the stored value is returned. Returns
---- value, replayed.
+--- to store and, optionally, a function add(b) that adds more records to the
+--- store batch b committed with the step record (an emitted event and the
+--- record that it was emitted commit together, so replay never emits
+--- twice). Later, the stored value is returned. Returns value, replayed.
 function M.memo(kind, produce, level)
   level = (level or 1) + 1
   local br = current_branch(kind, level)
@@ -440,23 +438,12 @@ function M.memo(kind, produce, level)
   end
   if M.stopping then park() end
   local started = clock.now()
-  -- produce may also return a function that commits the batch itself (the
-  -- stream builds its records in C and adds this step's record to them)
-  local value, ops, committer = produce()
+  local value, add = produce()
   local b = store.batch()
   local put, eerr = b:put_step(run.id, br.name, pos, id, "completed", 1, started, clock.now() - started, value)
   if not put then error(("%s: %s"):format(kind, without_code(eerr)), level) end
-  if type(ops) == "function" then
-    ops(b)
-  elseif ops then
-    b:raw_ops(ops)
-  end
-  local ok, msg, code
-  if committer then
-    ok, msg, code = committer(b)
-  else
-    ok, msg, code = b:commit()
-  end
+  if add then add(b) end
+  local ok, msg, code = b:commit()
   if not ok then store_error(("%s: storing it"):format(kind), msg, code) end
   run.executed = run.executed + 1
   return value, false

@@ -4,13 +4,12 @@
 --- runs a handler twice for one event. wait_for(name, {match, timeout})
 --- suspends a run durably until a matching event is sent.
 ---
---- Sends are a log ("sends": be64 seq -> {name, data, ts}). `sluice serve`
---- dispatches it from a cursor kept in "meta": the handlers' runs are
---- created as pending in the same commit that moves the cursor, so a crash
---- between the two is impossible.
+--- Sends are a log of {name, data, ts} by position (sluice._store: put_send,
+--- sends). `sluice serve` dispatches it from a stored cursor: the handlers'
+--- runs are created as pending in the same commit that moves the cursor, so
+--- a crash between the two is impossible.
 local clock = require "sluice._clock"
 local store = require "sluice._store"
-local json = require "sluice._codec" -- store records: exact
 local engine = require "sluice.engine"
 local sched = require "sluice.sched"
 local duration = require "sluice.duration"
@@ -18,16 +17,18 @@ local registry = require "sluice.registry"
 
 local M = {}
 
-local spack, sunpack = string.pack, string.unpack
 local next_seq
+local id_of = store.event_id
 
-local function be64(n) return spack(">I8", n) end
-local function id_of(seq) return ("%016x"):format(seq) end
+-- v, or a raise naming `what` when a store read failed (never "no rows")
+local function must(what, v, msg)
+  if v == nil and msg ~= nil then error(("%s: %s"):format(what, msg), 0) end
+  return v
+end
 
 local function load_seq()
   if next_seq then return end
-  local keys = store.raw_scan("sends", "", true, 1)
-  next_seq = (keys and keys[1]) and sunpack(">I8", keys[1]) + 1 or 1
+  next_seq = must("send", store.sends_last()) + 1
 end
 
 --- The sequence of the last event sent (0 if none).
@@ -47,29 +48,36 @@ local sent_listeners = {} -- f(seq, event) after each durable send
 --- like a step: replay does not send again.
 function M.send(name, data)
   if type(name) ~= "string" or name == "" then error("send: the event name must be a non-empty string", 2) end
+  -- the send at the next position, and what adds it to a batch; an
+  -- unstorable value raises before a position is taken
   local function produce()
     load_seq()
     local seq = next_seq
-    next_seq = seq + 1
     local ev = { name = name, data = data, ts = clock.iso(clock.now()) }
-    local enc, err = json.try_encode(ev, "event", true)
-    if not enc then error(("send %q: the event cannot be stored: %s"):format(name, err), 4) end
-    return { seq = seq, ev = ev }, { "sends", be64(seq), enc }
+    local check = store.batch()
+    local ok, err = pcall(check.put_send, check, seq, ev)
+    if not ok then error(("send %q: the event cannot be stored: %s"):format(name, err), 4) end
+    next_seq = seq + 1
+    return { seq = seq, ev = ev }, function(b) b:put_send(seq, ev) end
   end
   local sent
   if sched.context() and sched.context().run then
     local replayed
+    local ev
     sent, replayed = engine.memo("send", function()
-      local v, op = produce()
-      return { seq = v.seq }, op
+      local v, add = produce()
+      ev = v.ev
+      return { seq = v.seq }, add
     end, 2)
     if replayed then return id_of(sent.seq) end
-    sent.ev = json.decode(store.raw_get("sends", be64(sent.seq)))
+    sent.ev = ev
   else
     registry.forbid_at_load("send", 2)
-    local op
-    sent, op = produce()
-    local ok, msg, code = store.raw_commit(op)
+    local add
+    sent, add = produce()
+    local b = store.batch()
+    add(b)
+    local ok, msg = b:commit()
     if not ok then error(("send %q: %s"):format(name, msg), 2) end
   end
   for _, f in ipairs(sent_listeners) do f(sent.seq, sent.ev) end
@@ -109,18 +117,19 @@ function M.on(pattern, fn, opts)
   return p
 end
 
--- Run records (pending) for the handlers of one event, into the batch b.
-local function delivery_ops(seq, ev, b, ids)
+-- Run records (pending) for the handlers of one event, into the batch b;
+-- nil and why if a run cannot be read.
+local function delivery_ops(ev, b, ids)
   local now = clock.now()
   for _, h in ipairs(M.handlers) do
     if matches(h.pattern, ev.name) then
-      local id = h.pipeline.name .. "@" .. id_of(seq)
+      local id = h.pipeline.name .. "@" .. ev.id
       local existing, err = store.get_run(id)
-      if err then error(("dispatching events: reading run %s: %s"):format(id, err), 0) end
+      if err then return nil, ("reading run %s: %s"):format(id, err) end
       if not existing then
         local rec = {
           id = id, pipeline = h.pipeline.name, status = "pending", attempt = 0,
-          input = { id = id_of(seq), name = ev.name, data = ev.data, ts = ev.ts },
+          input = { id = ev.id, name = ev.name, data = ev.data, ts = ev.ts },
           created_at = clock.iso(now), created_us = now, trigger = "event",
         }
         b:put_run(rec, { new = true })
@@ -128,6 +137,7 @@ local function delivery_ops(seq, ev, b, ids)
       end
     end
   end
+  return true
 end
 
 --- Dispatches every event sent after the stored cursor: creates the
@@ -151,25 +161,52 @@ function M.run_dispatcher(launch, log)
     end
   end
   M.dispatcher = d
-  local cursor = tonumber(store.raw_get("meta", "sends_dispatched") or "0")
+  local cursor, failures = nil, 0
+  -- a store that cannot be read is reported and retried with a backoff:
+  -- never taken for "nothing sent", which would wait forever
+  local function failed(what, err)
+    failures = failures + 1
+    local delay = math.min(10000, 1000 * 2 ^ (failures - 1))
+    log("dispatching events: %s: %s; retrying in %.0fs", what, tostring(err), delay / 1000)
+    sched.sleep_ms(delay)
+  end
+  local function next_sends()
+    if not cursor then
+      local c, err = store.dispatch_cursor()
+      if not c then return nil, "reading the cursor", err end
+      cursor = c
+    end
+    local sends, err = store.sends({ after = cursor, limit = 256 })
+    if not sends then return nil, "reading the sends", err end
+    return sends
+  end
   while not d.stopped do
-    local keys, vals = store.raw_scan("sends", "", false, 256, be64(cursor + 1))
-    if not keys or #keys == 0 then
+    local sends, what, err = next_sends()
+    if not sends then
+      failed(what, err)
+    elseif #sends == 0 then
+      failures = 0
       waiting = true
       sched.wait()
     else
       local b, ids = store.batch(), {}
-      for i, k in ipairs(keys) do
-        local seq = sunpack(">I8", k)
-        delivery_ops(seq, json.decode(vals[i]), b, ids)
-        cursor = seq
+      local last, derr = cursor, nil
+      for _, ev in ipairs(sends) do
+        local ok, err = delivery_ops(ev, b, ids)
+        if not ok then derr = err break end
+        last = ev.seq
       end
-      b:raw_ops({ "meta", "sends_dispatched", tostring(cursor) })
-      local ok, err = b:commit()
-      if not ok then
-        log("dispatching events: %s", err)
-        sched.sleep_ms(1000)
+      local ok, cerr
+      if not derr then
+        b:set_dispatch_cursor(last)
+        ok, cerr = b:commit()
+      end
+      if derr then
+        failed("delivering an event", derr)
+      elseif not ok then
+        failed("storing the runs", cerr)
       else
+        failures, cursor = 0, last
         for _, r in ipairs(ids) do launch(r.pipeline, r.id) end
       end
     end
@@ -226,13 +263,12 @@ function M.wait_for(name, opts)
     -- events already sent since the wait began (a restart, a burst)
     local after = w.since
     while true do
-      local keys, vals = store.raw_scan("sends", "", false, 1024, be64(after + 1))
-      if not keys or #keys == 0 then break end
-      for i, k in ipairs(keys) do
-        local ev = json.decode(vals[i])
-        after = sunpack(">I8", k)
+      local sends = must("wait_for", store.sends({ after = after, limit = 1024 }))
+      if #sends == 0 then break end
+      for _, ev in ipairs(sends) do
+        after = ev.seq
         if matches(name, ev.name) and test(ev.data) then
-          return { event = { id = id_of(after), name = ev.name, data = ev.data, ts = ev.ts } }
+          return { event = { id = ev.id, name = ev.name, data = ev.data, ts = ev.ts } }
         end
       end
     end

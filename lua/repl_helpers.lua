@@ -10,8 +10,8 @@
 --- (sluice.pretty rows): #runs{status = "failed"} counts, runs{}[1].id works.
 local clock = require "sluice._clock"
 local idgen = require "sluice._ids"
-local store = require "sluice._store"
 local engine = require "sluice.engine"
+local store = require "sluice._store"
 local errors = require "sluice.errors"
 local pretty = require "sluice.pretty"
 local codec = require "sluice._codec"
@@ -195,8 +195,9 @@ function M.new(s)
     check_string("tail", "the stream", name)
     -- the last event now (read from the store: offline, another process
     -- appends, and each read transaction sees its commits)
-    local keys = store.raw_scan("events", "", true, 1)
-    local after = stream.id_of(keys and keys[1] and string.unpack(">I8", keys[1]) or 0)
+    local last, err = store.events_last()
+    if not last then error("tail: " .. tostring(err), 0) end
+    local after = stream.id_of(last)
     s:write(("(tail %s: new events as they come; Ctrl-C stops)\n"):format(name))
     while not s:stopped() do
       local evs, info = stream.read({ stream = name, after = after, limit = 1000 }, true)
@@ -272,7 +273,7 @@ function M.new(s)
   local function set_enabled(what, name, on)
     live(what .. "()")
     check_string(what, "the schedule name", name)
-    local sc, err = require("sluice.scheduler").save(name, on)
+    local sc, err = require("sluice.scheduler").set_enabled(name, on)
     if not sc then
       local every = require "sluice.every"
       error(("%s: %s (schedules: %s)"):format(what, err, #every.order > 0 and table.concat(every.order, ", ") or "none"), 3)

@@ -4,43 +4,41 @@
 --- checkpoint after each batch (at-least-once).
 ---
 --- An event is {id, type, stream, ts, data}. Ids are 16 hex digits of the
---- log sequence, so they sort in append order as strings. The log is
---- "events" (be64 seq -> record); "stream_index" (stream \0 be64 seq) reads
---- one stream key in order without scanning the others. One process writes
---- a store at a time (sluice serve and sluice run take the store's lock), so
---- the sequence is kept in memory.
+--- log position, so they sort in append order as strings. The store keeps
+--- the log and an index per stream key (sluice._store: read_events,
+--- append_events). One process writes a store at a time (sluice serve and
+--- sluice run take the store's lock), so the next position is kept in memory.
 local clock = require "sluice._clock"
-local store = require "sluice._store"
 local json = require "sluice._codec" -- store records: exact
+local store = require "sluice._store"
 local engine = require "sluice.engine"
 local sched = require "sluice.sched"
 local registry = require "sluice.registry"
 
 local M = {}
 
-local spack, sunpack = string.pack, string.unpack
 local next_seq, last_ts -- loaded from the store on first use
 
-local function be64(n) return spack(">I8", n) end
-local function id_of(seq) return ("%016x"):format(seq) end
+local id_of = store.event_id
 local function seq_of(id, what)
-  local seq = type(id) == "string" and #id == 16 and tonumber(id, 16)
+  local seq = store.event_seq(id)
   if not seq then error(("%s: %q is not an event id (16 hex digits)"):format(what, tostring(id)), 3) end
   return seq
 end
 M.id_of, M.seq_of = id_of, seq_of
 
+-- v, or a raise naming `what` when a store read failed (never "no rows")
+local function must(what, v, msg)
+  if v == nil and msg ~= nil then error(("%s: %s"):format(what, msg), 0) end
+  return v
+end
+
 local function load_seq()
   if next_seq then return end
-  -- retention may have removed the newest events too: the highest sequence
-  -- ever trimmed is kept so that ids are never reused
-  local trimmed = tonumber(store.raw_get("meta", "events_trimmed_to") or "0")
-  local keys, vals = store.raw_scan("events", "", true, 1)
-  next_seq, last_ts = trimmed + 1, 0
-  if keys and keys[1] then
-    next_seq = math.max(next_seq, sunpack(">I8", keys[1]) + 1)
-    last_ts = sunpack("<i8", vals[1])
-  end
+  -- positions trimmed stay taken: ids are never reused
+  local last, ts = store.events_last()
+  must("the stream", last, ts)
+  next_seq, last_ts = last + 1, ts
 end
 
 --- The id of the last event appended, or nil.
@@ -76,16 +74,14 @@ end
 --- Calls f() after every durable append of this process, for good.
 function M.on_append(f) listeners[#listeners + 1] = f end
 
--- Appends the events at positions first.. (records built in C,
--- l_stream.c) with the extra ops of batch; returns true or nil, msg, code.
--- A bad type, key or value raises, naming the event.
-local function append(list, first, ts, batch, what)
-  local ok, r1, r2, r3 = pcall(store.append_events, list, first, ts, batch)
+-- Adds the events at positions first.. to batch b. A bad type, key or
+-- value raises, naming the event.
+local function append(b, list, first, ts, what)
+  local ok, err = pcall(b.append_events, b, list, first, ts)
   if not ok then
-    local msg = what == "emit" and tostring(r1):gsub("^event 1: ", "") or tostring(r1)
+    local msg = what == "emit" and tostring(err):gsub("^event 1: ", "") or tostring(err)
     error(("%s: the event cannot be stored: %s"):format(what, msg), 0)
   end
-  return r1, r2, r3
 end
 
 local function ids_from(first, n)
@@ -102,12 +98,14 @@ local function emit_list(list, what)
   if sched.context() and sched.context().run then
     ids = engine.memo("emit", function()
       local first, ts = reserve(n)
-      return ids_from(first, n), nil, function(batch) return append(list, first, ts, batch, what) end
+      return ids_from(first, n), function(b) append(b, list, first, ts, what) end
     end, 3)
   else
     registry.forbid_at_load(what, 3)
     local first, ts = reserve(n)
-    local ok, msg, code = append(list, first, ts, nil, what)
+    local b = store.batch()
+    append(b, list, first, ts, what)
+    local ok, msg = b:commit()
     if not ok then error(("%s: %s"):format(what, msg), 3) end
     ids = ids_from(first, n)
   end
@@ -145,34 +143,13 @@ local function start_after(from, what)
   -- parse_time keeps whole seconds, the fraction is added here
   local frac = from:match("^[^.]*T[%d:]+%.(%d+)") or ""
   local want_us = t * 1000000 + math.tointeger(tonumber((frac .. "000000"):sub(1, 6)))
-  local first_keys = store.raw_scan("events", "", false, 1)
-  if not first_keys[1] then return 0 end
-  local lo, hi = sunpack(">I8", first_keys[1]), M.last_seq() + 1
-  while lo < hi do
-    local mid = (lo + hi) // 2
-    local keys, vals = store.raw_scan("events", "", false, 1, be64(mid))
-    if not keys[1] then
-      hi = mid
-    else
-      local s = sunpack(">I8", keys[1])
-      if sunpack("<i8", vals[1]) >= want_us then hi = mid else lo = s + 1 end
-    end
-  end
-  return lo - 1
+  return must(what, store.events_after_time(want_us))
 end
 
 -- Whether retention removed events of this stream (or of a key under this
 -- prefix) after position `after`: a read from there has lost events.
 local function trimmed_after(exact, prefix, after)
-  if exact then
-    local v = store.raw_get("meta", "trim\0" .. exact)
-    return v ~= nil and tonumber(v) > after
-  end
-  local _, vals = store.raw_scan("meta", "trim\0" .. prefix)
-  for _, v in ipairs(vals or {}) do
-    if tonumber(v) > after then return true end
-  end
-  return false
+  return must("read", store.events_trimmed({ stream = exact, prefix = not exact and prefix or nil, after = after }))
 end
 
 -- For a read of key `key` that found nothing: when the key has no events
@@ -180,24 +157,18 @@ end
 -- with it do (orders:1 for orders), a hint naming the wildcard. Bounded:
 -- at most HINT_KEYS index seeks, each skipping one key's events.
 local HINT_KEYS = 10
-local function first_key(prefix, from)
-  local keys, err = store.raw_scan("stream_index", prefix, false, 1, from)
-  if not keys then error("read: the stream index: " .. tostring(err), 0) end
-  return keys[1]
+local function keys(prefix, limit)
+  return must("read: the stream index", store.stream_keys({ prefix = prefix, limit = limit }))
 end
-local function key_hint(key, after)
-  if after > 0 and first_key(key .. "\0") then return nil end
-  local first = first_key(key)
+local function key_hint(key)
+  local first = keys(key, 2)
+  -- the key itself has events (before the read's start): no hint
+  if first[1] == key then return nil end
+  first = first[1]
   if not first then return nil end
   local sep = first:sub(#key + 1, #key + 1)
   local prefix = key .. (sep:find("^%p$") and sep or "")
-  local n, from = 0, prefix
-  while n < HINT_KEYS do
-    local k = first_key(prefix, from)
-    if not k then break end
-    n = n + 1
-    from = k:sub(1, k:find("\0", 1, true) - 1) .. "\1" -- the next key after this one
-  end
+  local n = #keys(prefix, HINT_KEYS)
   local count = n >= HINT_KEYS and n .. " or more keys match" or n == 1 and "1 key matches" or n .. " keys match"
   return ("no events under key '%s'; %s '%s*'"):format(key, count, prefix)
 end
@@ -223,11 +194,10 @@ function M.read(opts, quiet)
   local after = opts.after ~= nil and seq_of(opts.after, "read: after") or start_after(opts.from, "read")
   local info = {}
   if trimmed_after(exact, prefix, after) then info.trimmed = true end
-  -- built in C (l_stream.c) inside one read transaction
-  local out, last = store.read_events(after, limit, exact or prefix, exact ~= nil)
-  if exact and not out[1] and not quiet then info.hint = key_hint(exact, after) end
-  after = last
-  info.next = out[#out] and out[#out].id or (after > 0 and id_of(after) or nil)
+  local out, nxt = store.read_events({ stream = exact, prefix = not exact and prefix or nil, after = after, limit = limit })
+  must("read", out, nxt)
+  if exact and not out[1] and not quiet then info.hint = key_hint(exact) end
+  info.next = nxt
   return out, info
 end
 
@@ -284,10 +254,17 @@ local function batch_last(rec)
   return nil, ("run %s holds no batch of events in its input"):format(tostring(rec.id))
 end
 
--- The consumer's record with the checkpoint at `after`, and its store op.
-local function checkpoint(c, state, after)
-  local s = { name = state.name, pattern = state.pattern, gen = state.gen, after = after, updated_at = clock.iso(clock.now()) }
-  return { "consumers", c.name, json.encode(s) }, s
+-- The consumer's state with the checkpoint at `after`.
+local function checkpoint(state, after)
+  return { name = state.name, pattern = state.pattern, gen = state.gen, after = after, updated_at = clock.iso(clock.now()) }
+end
+
+-- Commits the consumer's state alone.
+local function put_state(c, state, what)
+  local b = store.batch()
+  b:put_consumer(c.name, state)
+  local ok, err = b:commit()
+  if not ok then error(("consumer %s: %s%s"):format(c.name, what, tostring(err)), 0) end
 end
 
 --- Runs one consumer until stop() is called: read a batch after the
@@ -310,13 +287,11 @@ function M.run_consumer(c, log)
   end
   c.stopped = false
   c.stop = function() c.stopped = true; wake() end -- from here on, even while the state is stored
-  local raw = store.raw_get("consumers", c.name)
-  local state = raw and json.decode(raw)
+  local state = must("consumer " .. c.name, store.consumer(c.name))
   if not state or state.pattern ~= c.pattern then
     state = { name = c.name, pattern = c.pattern, after = c.from == "LATEST" and id_of(M.last_seq()) or nil,
       gen = state and (state.gen or 1) + 1 or nil }
-    local ok, err = store.raw_commit({ "consumers", c.name, json.encode(state) })
-    if not ok then error("consumer " .. c.name .. ": " .. tostring(err), 0) end
+    put_state(c, state, "")
   end
   listeners[#listeners + 1] = wake
   local failures = 0
@@ -332,12 +307,11 @@ function M.run_consumer(c, log)
       -- the live version of its pipeline: a reload that kept the consumer
       -- as it was may have changed the code its function calls
       local rec = engine.execute(engine.pipelines[c.pipeline.name] or c.pipeline, { events = events }, run_id, {
-        finish_ops = function(r)
+        finish = function(r, b)
           local last = batch_last(r)
-          if not last then return {} end -- raised below, once the run is released
-          local op
-          op, moved = checkpoint(c, state, last)
-          return op
+          if not last then return end -- raised below, once the run is released
+          moved = checkpoint(state, last)
+          b:put_consumer(c.name, moved)
         end,
       })
       if rec and rec.status == "completed" then
@@ -347,9 +321,8 @@ function M.run_consumer(c, log)
         else
           local last, why = batch_last(rec)
           if not last then error(("consumer %s: %s"):format(c.name, why), 0) end
-          local op, s = checkpoint(c, state, last)
-          local ok, err = store.raw_commit(op)
-          if not ok then error("consumer " .. c.name .. ": checkpoint: " .. tostring(err), 0) end
+          local s = checkpoint(state, last)
+          put_state(c, s, "checkpoint: ")
           state = s
         end
       else
@@ -454,25 +427,23 @@ local function rule_matches(rule, stream)
   return stream:sub(1, #rule.prefix) == rule.prefix
 end
 
--- deletes the events (seq, stream) in one commit, recording horizons
-local function delete_events(list)
-  if #list == 0 then return 0 end
-  local ops, top, per = {}, 0, {}
-  for _, e in ipairs(list) do
-    local key = be64(e[1])
-    ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "events", key, false
-    ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "stream_index", e[2] .. "\0" .. key, false
-    if e[1] > (per[e[2]] or 0) then per[e[2]] = e[1] end
-    if e[1] > top then top = e[1] end
-  end
-  for stream, seq in pairs(per) do
-    ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "meta", "trim\0" .. stream, tostring(seq)
-  end
-  local prev = tonumber(store.raw_get("meta", "events_trimmed_to") or "0")
-  ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "meta", "events_trimmed_to", tostring(math.max(prev, top))
-  local ok, err = store.raw_commit(ops)
-  if not ok then error("retention: " .. tostring(err), 0) end
-  return #list
+-- Removes what q selects (sluice._store's trim_events), one small commit at
+-- a time so that emitters never wait long for the writer; returns the
+-- number of events removed.
+local function trim(q)
+  local removed = 0
+  repeat
+    local b = store.batch()
+    local n, last, more = b:trim_events(q)
+    must("retention", n, last)
+    if n > 0 then
+      local ok, err = b:commit()
+      if not ok then error("retention: " .. tostring(err), 0) end
+      removed = removed + n
+    end
+    q.after = last
+  until not more
+  return removed
 end
 
 --- One retention pass over every rule; returns the number of events removed.
@@ -480,50 +451,23 @@ function M.trim_once()
   local removed = 0
   local now = clock.now()
   for _, rule in ipairs(M.retention_rules) do
+    local stream, prefix = rule.exact, not rule.exact and rule.prefix or nil
     if rule.max_age_ms then
-      -- the log is in time order: walk it from the oldest event to the cutoff
-      local cutoff = now - math.floor(rule.max_age_ms * 1000)
-      local after, done = 0, false
-      repeat
-        local keys, vals = store.raw_scan("events", "", false, 1000, be64(after + 1))
-        local batch = {}
-        for i = 1, #keys do
-          local seq = sunpack(">I8", keys[i])
-          local ts, _, stream = sunpack("<i8s2s2", vals[i])
-          if ts >= cutoff then done = true break end
-          if rule_matches(rule, stream) then batch[#batch + 1] = { seq, stream } end
-          after = seq
-        end
-        removed = removed + delete_events(batch)
-      until done or #keys < 1000
+      -- the log is in time order: from the oldest event to the cutoff
+      removed = removed + trim({ stream = stream, prefix = prefix, before_us = now - math.floor(rule.max_age_ms * 1000),
+        limit = 1000 })
     end
     if rule.max_count then
       -- each stream key keeps its newest max_count events
-      local from = rule.exact and (rule.exact .. "\0") or rule.prefix
+      local list = rule.exact and { rule.exact } or nil
+      local after
       while true do
-        local first = store.raw_scan("stream_index", rule.exact and (rule.exact .. "\0") or rule.prefix, false, 1, from)
-        if not first or not first[1] then break end
-        local stream = first[1]:sub(1, first[1]:find("\0", 1, true) - 1)
-        local pfx = stream .. "\0"
-        local count = 0
-        local seqs = {}
-        local start = pfx
-        repeat
-          local keys = store.raw_scan("stream_index", pfx, false, 10000, start)
-          for _, k in ipairs(keys) do
-            count = count + 1
-            seqs[count] = sunpack(">I8", k, #pfx + 1)
-          end
-          if #keys > 0 then start = keys[#keys] .. "\0" end
-        until #keys < 10000
-        local excess = count - rule.max_count
-        for i = 1, excess, 1000 do
-          local batch = {}
-          for j = i, math.min(i + 999, excess) do batch[#batch + 1] = { seqs[j], stream } end
-          removed = removed + delete_events(batch)
+        list = list or must("retention", store.stream_keys({ prefix = rule.prefix, after = after, limit = 100 }))
+        for _, key in ipairs(list) do
+          removed = removed + trim({ stream = key, keep = rule.max_count, limit = 1000 })
         end
-        if rule.exact then break end
-        from = stream .. "\1" -- the next key after this one
+        if rule.exact or #list < 100 then break end
+        after, list = list[#list], nil
       end
     end
   end
@@ -532,10 +476,8 @@ end
 
 --- Consumer positions and lag: {name, pattern, after, lag}.
 function M.positions()
-  local _, vals = store.raw_scan("consumers", "")
   local out = {}
-  for i, raw in ipairs(vals or {}) do
-    local s = json.decode(raw)
+  for i, s in ipairs(must("consumers", store.consumers())) do
     local n = 0
     local after = s.after
     repeat

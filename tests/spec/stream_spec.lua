@@ -4,7 +4,6 @@
 -- wait_for with bursts and timeouts, durable sleep.
 local H = require "helper"
 local clock = require "sluice._clock"
-local store = require "sluice._store"
 local engine = require "sluice.engine"
 local sched = require "sluice.sched"
 local uv = require "luv"
@@ -151,18 +150,19 @@ end)
 
 describe("a consumer", function()
   local stream = require "sluice.stream"
-  local json = require "sluice.json"
 
   -- runs the consumer in a task until pred(state) holds, then stops it
   local function consume_until(c, pred, what)
     local task = sched.go({}, stream.run_consumer, c, function() end)
+    local store = require "sluice._store"
     H.wait_until(function()
-      local raw = store.raw_get("consumers", c.name)
-      return raw and pred(json.decode(raw))
+      local state, err = store.consumer(c.name)
+      assert(state or not err, err)
+      return state and pred(state)
     end, what, 10000, 5)
     c.stop()
     assert(task:await())
-    return json.decode(store.raw_get("consumers", c.name))
+    return assert(store.consumer(c.name))
   end
 
   it("moves the checkpoint to the end of the batch its completed run holds, then delivers the rest", function()
