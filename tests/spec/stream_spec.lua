@@ -287,3 +287,29 @@ describe("in a run", function()
   end)
 
 end)
+
+describe("the event dispatcher", function()
+  local events = require "sluice.events"
+  local store = require "sluice._store"
+
+  it("reports a send it cannot read and retries, instead of waiting for sends forever", function()
+    -- a send whose key is not a position: the store is corrupt there
+    local b = store.batch()
+    b:raw_ops({ "sends", "bad", "{}" })
+    assert(b:commit())
+    local lines = {}
+    local task = sched.go({}, events.run_dispatcher, function() end, function(fmt, ...)
+      lines[#lines + 1] = fmt:format(...)
+    end)
+    H.wait_until(function() return #lines >= 1 end, "the dispatcher reports the failed read", 10000, 5)
+    assert.matches("dispatching events: reading the sends: EBADSTORE: .*not a position", lines[1])
+    local fix = store.batch()
+    fix:raw_ops({ "sends", "bad", false })
+    assert(fix:commit())
+    events.dispatcher.stop()
+    assert(task:await())
+    local sends, err, code = store.sends({ after = 0 })
+    assert(sends, err)
+    assert.is_nil(code)
+  end)
+end)
