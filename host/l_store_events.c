@@ -132,26 +132,24 @@ static int l_read_events(lua_State *L) {
   q.stream = which_stream(L, 1, &q.streamn, &q.exact);
   q.after = opt_seq(L, 1, "after");
   q.limit = opt_limit(L, 1, 1000);
-  box *x = new_box(L);
+  /* the rows of every read go to one box kept between reads (an upvalue):
+   * paging a stream allocates nothing in C after the first page */
+  box *x = lua_touserdata(L, lua_upvalueindex(1));
   char err[512];
   int st = store_read_events(l_store_get(L), &q, &x->ev, err, sizeof err);
-  if (st) {
-    store_events_free(&x->ev);
-    return l_store_fail(L, st, err);
-  }
+  if (st) return l_store_fail(L, st, err);
   lua_createtable(L, (int)(x->ev.n < 1024 ? x->ev.n : 1024), 0);
   for (size_t i = 0; i < x->ev.n; i++) {
     if (push_event(L, &x->ev.rows[i], err, sizeof err) != 0) {
       char msg[700];
       snprintf(msg, sizeof msg, "the data of event %016llx: %s",
                (unsigned long long)x->ev.rows[i].seq, err);
-      store_events_free(&x->ev);
       return l_store_fail(L, STORE_EBADSTORE, msg);
     }
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   uint64_t next = x->ev.n ? x->ev.rows[x->ev.n - 1].seq : x->ev.last;
-  store_events_free(&x->ev);
+  if (x->ev.bcap > (4u << 20)) store_events_free(&x->ev); /* a huge page: give it back */
   if (next) {
     push_id(L, next);
   } else {
@@ -488,8 +486,7 @@ static int l_consumers(lua_State *L) {
 }
 
 void l_store_events(lua_State *L, int module_idx, int methods_idx) {
-  static const luaL_Reg fns[] = {{"read_events", l_read_events},
-                                 {"events_last", l_events_last},
+  static const luaL_Reg fns[] = {{"events_last", l_events_last},
                                  {"events_after_time", l_events_after_time},
                                  {"events_trimmed", l_events_trimmed},
                                  {"stream_keys", l_stream_keys},
@@ -509,6 +506,9 @@ void l_store_events(lua_State *L, int module_idx, int methods_idx) {
                                      {NULL, NULL}};
   lua_pushvalue(L, module_idx);
   luaL_setfuncs(L, fns, 0);
+  new_box(L);
+  lua_pushcclosure(L, l_read_events, 1);
+  lua_setfield(L, -2, "read_events");
   lua_pushvalue(L, methods_idx);
   luaL_setfuncs(L, methods, 0);
   lua_pop(L, 2);

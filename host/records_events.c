@@ -320,12 +320,17 @@ int store_read_events(store *s, const store_event_query *q, store_events *out, c
     seterr(err, errsz, "reading events: the limit must be positive");
     return STORE_EINVAL;
   }
+  /* room for a page of ~100-byte events up front */
+  size_t want = q->limit < 1024 ? q->limit : 1024;
+  out->rows = grow(out->rows, &out->cap, want, sizeof *out->rows);
+  out->bytes = grow(out->bytes, &out->bcap, want * 160, 1);
   int st;
   if (!q->exact) {
     log_scan ls = {q->stream, q->streamn, 0, q->limit, 0, 0, 0, 0, out, 0};
     st = scan_log(s, &ls, err, errsz);
   } else {
     index_scan is = {0, q->limit, NULL, 0, 0};
+    is.seqs = grow(NULL, &is.cap, want, sizeof *is.seqs);
     st = scan_index(s, q->stream, q->streamn, q->after, &is, err, errsz);
     if (st == 0 && is.n > 0) {
       out->last = is.seqs[is.n - 1];
