@@ -21,8 +21,8 @@ local next_seq
 local id_of = store.event_id
 
 -- v, or a raise naming `what` when a store read failed (never "no rows")
-local function must(what, v, msg)
-  if v == nil and msg ~= nil then error(("%s: %s"):format(what, msg), 0) end
+local function must(what, v, msg, code)
+  if v == nil and msg ~= nil then require("sluice.errors").store(what, msg, code) end
   return v
 end
 

@@ -28,16 +28,16 @@ end
 M.id_of, M.seq_of = id_of, seq_of
 
 -- v, or a raise naming `what` when a store read failed (never "no rows")
-local function must(what, v, msg)
-  if v == nil and msg ~= nil then error(("%s: %s"):format(what, msg), 0) end
+local function must(what, v, msg, code)
+  if v == nil and msg ~= nil then require("sluice.errors").store(what, msg, code) end
   return v
 end
 
 local function load_seq()
   if next_seq then return end
   -- positions trimmed stay taken: ids are never reused
-  local last, ts = store.events_last()
-  must("the stream", last, ts)
+  local last, ts, code = store.events_last()
+  must("the stream", last, ts, code)
   next_seq, last_ts = last + 1, ts
 end
 
@@ -194,8 +194,8 @@ function M.read(opts, quiet)
   local after = opts.after ~= nil and seq_of(opts.after, "read: after") or start_after(opts.from, "read")
   local info = {}
   if trimmed_after(exact, prefix, after) then info.trimmed = true end
-  local out, nxt = store.read_events({ stream = exact, prefix = not exact and prefix or nil, after = after, limit = limit })
-  must("read", out, nxt)
+  local out, nxt, code = store.read_events({ stream = exact, prefix = not exact and prefix or nil, after = after, limit = limit })
+  must("read", out, nxt, code)
   if exact and not out[1] and not quiet then info.hint = key_hint(exact) end
   info.next = nxt
   return out, info
@@ -435,7 +435,7 @@ local function trim(q)
   repeat
     local b = store.batch()
     local n, last, more = b:trim_events(q)
-    must("retention", n, last)
+    must("retention", n, last, more)
     if n > 0 then
       local ok, err = b:commit()
       if not ok then error("retention: " .. tostring(err), 0) end
