@@ -20,6 +20,7 @@
  * stored raises with what is wrong (the caller names the event). */
 #include <lauxlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
