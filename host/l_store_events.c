@@ -28,7 +28,7 @@
 #include "l_store.h"
 #include "sbuf.h"
 
-#define BOX_MT "sluice.store_rows"
+#define BOX_MT "sluice.store_events_rows"
 
 typedef struct {
   store_events ev;

@@ -273,7 +273,7 @@ function M.new(s)
   local function set_enabled(what, name, on)
     live(what .. "()")
     check_string(what, "the schedule name", name)
-    local sc, err = require("sluice.scheduler").set_enabled(name, on)
+    local sc, err = require("sluice.scheduler").save(name, on)
     if not sc then
       local every = require "sluice.every"
       error(("%s: %s (schedules: %s)"):format(what, err, #every.order > 0 and table.concat(every.order, ", ") or "none"), 3)

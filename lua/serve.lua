@@ -83,7 +83,7 @@ local function take_lock(store)
   local t0 = clock.hrtime()
   local said = false
   while true do
-    local ok, err, role, pid = lock.take(path, "serve")
+    local ok, err, _, role, pid = lock.take(path, "serve")
     if ok then return true end
     if role ~= "run" then
       return nil, err .. ": one process writes a store at a time (read-only commands still work)"

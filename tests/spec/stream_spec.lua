@@ -4,6 +4,7 @@
 -- wait_for with bursts and timeouts, durable sleep.
 local H = require "helper"
 local clock = require "sluice._clock"
+local store = require "sluice._store"
 local engine = require "sluice.engine"
 local sched = require "sluice.sched"
 local uv = require "luv"
