@@ -32,14 +32,14 @@
 
 typedef struct {
   store_events ev;
-  store_rows rows;
+  store_blob_rows rows;
   store_keys keys;
 } box;
 
 static int box_gc(lua_State *L) {
   box *x = luaL_checkudata(L, 1, BOX_MT);
   store_events_free(&x->ev);
-  store_rows_free(&x->rows);
+  store_blob_rows_free(&x->rows);
   store_keys_free(&x->keys);
   return 0;
 }
@@ -47,7 +47,7 @@ static int box_gc(lua_State *L) {
 static box *new_box(lua_State *L) {
   box *x = lua_newuserdatauv(L, sizeof *x, 0);
   x->ev = (store_events)STORE_EVENTS_INIT;
-  x->rows = (store_rows)STORE_ROWS_INIT;
+  x->rows = (store_blob_rows)STORE_BLOB_ROWS_INIT;
   x->keys = (store_keys)STORE_KEYS_INIT;
   if (luaL_newmetatable(L, BOX_MT)) {
     lua_pushcfunction(L, box_gc);
@@ -375,7 +375,7 @@ static int push_rows(lua_State *L, box *x, int sends) {
                  (int)(r->namen > 200 ? 200 : r->namen), r->name,
                  lua_istable(L, -1) ? err : "not an object");
       }
-      store_rows_free(&x->rows);
+      store_blob_rows_free(&x->rows);
       return l_store_fail(L, STORE_EBADSTORE, msg);
     }
     if (sends) {
@@ -386,7 +386,7 @@ static int push_rows(lua_State *L, box *x, int sends) {
     }
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
-  store_rows_free(&x->rows);
+  store_blob_rows_free(&x->rows);
   return 1;
 }
 
@@ -398,7 +398,7 @@ static int l_sends(lua_State *L) {
   char err[512];
   int st = store_sends(l_store_get(L), after, limit, &x->rows, err, sizeof err);
   if (st) {
-    store_rows_free(&x->rows);
+    store_blob_rows_free(&x->rows);
     return l_store_fail(L, st, err);
   }
   return push_rows(L, x, 1);
@@ -462,7 +462,7 @@ static int l_consumer(lua_State *L) {
   int found;
   int st = store_get_consumer(l_store_get(L), name, n, &x->rows, &found, err, sizeof err);
   if (st) {
-    store_rows_free(&x->rows);
+    store_blob_rows_free(&x->rows);
     return l_store_fail(L, st, err);
   }
   if (!found) {
@@ -480,7 +480,7 @@ static int l_consumers(lua_State *L) {
   char err[512];
   int st = store_consumers(l_store_get(L), &x->rows, err, sizeof err);
   if (st) {
-    store_rows_free(&x->rows);
+    store_blob_rows_free(&x->rows);
     return l_store_fail(L, st, err);
   }
   return push_rows(L, x, 0);

@@ -617,21 +617,21 @@ int store_trim_events(store *s, store_batch *b, const store_trim_query *q, size_
 
 /* ---- rows of JSON records: sends and consumers ------------------------------------- */
 
-void store_rows_free(store_rows *r) {
+void store_blob_rows_free(store_blob_rows *r) {
   free(r->rows);
   free(r->bytes);
-  *r = (store_rows)STORE_ROWS_INIT;
+  *r = (store_blob_rows)STORE_BLOB_ROWS_INIT;
 }
 
 typedef struct {
-  store_rows *out;
+  store_blob_rows *out;
   int by_seq; /* keys are be64 positions (sends), else names */
   size_t limit;
 } rows_scan;
 
 static int on_row(void *ud, const void *key, size_t klen, const void *val, size_t vlen) {
   rows_scan *rs = ud;
-  store_rows *o = rs->out;
+  store_blob_rows *o = rs->out;
   if (rs->by_seq && klen != 8) return STORE_EBADSTORE;
   o->rows = grow(o->rows, &o->cap, o->n + 1, sizeof *o->rows);
   store_row *r = &o->rows[o->n++];
@@ -673,7 +673,7 @@ void store_put_send(store_batch *b, uint64_t seq, const char *json, size_t jsonn
   sbuf_free(&k);
 }
 
-int store_sends(store *s, uint64_t after, size_t limit, store_rows *out, char *err, size_t errsz) {
+int store_sends(store *s, uint64_t after, size_t limit, store_blob_rows *out, char *err, size_t errsz) {
   if (limit == 0) {
     seterr(err, errsz, "reading sends: the limit must be positive");
     return STORE_EINVAL;
@@ -720,7 +720,7 @@ void store_put_consumer(store_batch *b, const char *name, size_t namen, const ch
   wbatch_put(b, DB_CONSUMERS, name, namen, json, jsonn);
 }
 
-int store_get_consumer(store *s, const char *name, size_t namen, store_rows *out, int *found,
+int store_get_consumer(store *s, const char *name, size_t namen, store_blob_rows *out, int *found,
                        char *err, size_t errsz) {
   sbuf v = SBUF_INIT;
   out->n = 0;
@@ -737,7 +737,7 @@ int store_get_consumer(store *s, const char *name, size_t namen, store_rows *out
   return st;
 }
 
-int store_consumers(store *s, store_rows *out, char *err, size_t errsz) {
+int store_consumers(store *s, store_blob_rows *out, char *err, size_t errsz) {
   rows_scan rs = {out, 0, 0};
   return scan_rows(s, DB_CONSUMERS, "consumers", NULL, 0, &rs, err, errsz);
 }

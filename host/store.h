@@ -364,12 +364,12 @@ typedef struct {
   size_t n, cap;
   char *bytes;
   size_t blen, bcap;
-} store_rows;
-#define STORE_ROWS_INIT {NULL, 0, 0, NULL, 0, 0}
-void store_rows_free(store_rows *r);
+} store_blob_rows;
+#define STORE_BLOB_ROWS_INIT {NULL, 0, 0, NULL, 0, 0}
+void store_blob_rows_free(store_blob_rows *r);
 
 /* The sends after position `after`, in order, at most limit (> 0). */
-int store_sends(store *s, uint64_t after, size_t limit, store_rows *out, char *err, size_t errsz);
+int store_sends(store *s, uint64_t after, size_t limit, store_blob_rows *out, char *err, size_t errsz);
 /* The last position of a send (0 if none). */
 int store_sends_last(store *s, uint64_t *seq, char *err, size_t errsz);
 
@@ -385,10 +385,10 @@ int store_dispatch_cursor(store *s, uint64_t *seq, char *err, size_t errsz);
 void store_put_consumer(store_batch *b, const char *name, size_t namen, const char *json,
                         size_t jsonn);
 /* The consumer's record into out as JSON; *found 0 when there is none. */
-int store_get_consumer(store *s, const char *name, size_t namen, store_rows *out, int *found,
+int store_get_consumer(store *s, const char *name, size_t namen, store_blob_rows *out, int *found,
                        char *err, size_t errsz);
 /* Every consumer's record, in name order. */
-int store_consumers(store *s, store_rows *out, char *err, size_t errsz);
+int store_consumers(store *s, store_blob_rows *out, char *err, size_t errsz);
 
 /* ---- schedules: schedule records ---- */
 

@@ -20,6 +20,9 @@ function M.pipeline(name, fn, opts)
   if type(name) ~= "string" or name == "" then
     error("pipeline: the name must be a non-empty string", 2)
   end
+  if #name > 200 then -- the store's run listings are keyed by it
+    error(("pipeline '%s...': the name is %d bytes; the most is 200"):format(name:sub(1, 40), #name), 2)
+  end
   if type(fn) ~= "function" then
     error(("pipeline '%s': expected a function as second argument, got %s"):format(name, type(fn)), 2)
   end

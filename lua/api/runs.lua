@@ -185,11 +185,20 @@ function M.create(req, p, input, opts)
     trigger = { kind = "http", by = req.key and req.key.name or NULL },
   }
   for k, v in pairs(opts.fields or {}) do rec[k] = v end
-  local b = store.batch():put_run(rec, { new = true })
-  count(b) -- the namespace's daily count, with the run it admits
-  if opts.extra_ops then b:raw_ops(opts.extra_ops) end
-  if opts.idempotency then b:put_idempotency(req.namespace, p.name, opts.idempotency, id) end
-  local ok, msg, code = b:commit()
+  -- the admission is given back whatever fails from here: a record the
+  -- store refuses (raises) or a batch that does not commit
+  local built, b = pcall(function()
+    local b = store.batch():put_run(rec, { new = true })
+    count(b) -- the namespace's daily count, with the run it admits
+    if opts.extra_ops then b:raw_ops(opts.extra_ops) end
+    if opts.idempotency then b:put_idempotency(req.namespace, p.name, opts.idempotency, id) end
+    return b
+  end)
+  if not built then
+    release(false)
+    error(b, 0)
+  end
+  local ok, msg = b:commit()
   if not ok then
     release(false)
     error(("creating run %s: %s"):format(id, msg), 0)

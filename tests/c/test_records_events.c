@@ -204,7 +204,7 @@ static void test_sends_consumers(void) {
   CHECK(commit(s, b) == 0);
   CHECK(store_sends_last(s, &seq, err, sizeof err) == 0 && seq == 3);
   CHECK(store_dispatch_cursor(s, &seq, err, sizeof err) == 0 && seq == 1);
-  store_rows r = STORE_ROWS_INIT;
+  store_blob_rows r = STORE_BLOB_ROWS_INIT;
   CHECK(store_sends(s, 1, 1, &r, err, sizeof err) == 0);
   CHECK(r.n == 1 && r.rows[0].seq == 2 && r.rows[0].jsonn == 12 &&
         memcmp(r.rows[0].json, "{\"name\":\"b\"}", 12) == 0);
@@ -215,7 +215,7 @@ static void test_sends_consumers(void) {
   CHECK(store_get_consumer(s, "c2", 2, &r, &found, err, sizeof err) == 0 && found);
   CHECK(r.n == 1 && memcmp(r.rows[0].json, "{\"after\":2}", 11) == 0);
   CHECK(store_get_consumer(s, "none", 4, &r, &found, err, sizeof err) == 0 && !found);
-  store_rows_free(&r);
+  store_blob_rows_free(&r);
   store_close(s);
 }
 
@@ -241,13 +241,13 @@ static void test_corrupt_is_an_error(void) {
   uint64_t seq;
   int64_t ts;
   CHECK(store_events_last(s, &seq, &ts, err, sizeof err) == STORE_EBADSTORE);
-  store_rows r = STORE_ROWS_INIT;
+  store_blob_rows r = STORE_BLOB_ROWS_INIT;
   CHECK(store_sends(s, 0, 10, &r, err, sizeof err) == STORE_EBADSTORE && r.n == 0);
   CHECK(strstr(err, "sends") != NULL);
   CHECK(store_sends_last(s, &seq, err, sizeof err) == STORE_EBADSTORE);
   CHECK(store_dispatch_cursor(s, &seq, err, sizeof err) == STORE_EBADSTORE);
   CHECK(strstr(err, "not a number") != NULL);
-  store_rows_free(&r);
+  store_blob_rows_free(&r);
   store_events_free(&ev);
   store_close(s);
 }
