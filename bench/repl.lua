@@ -20,6 +20,7 @@
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
 local L = dofile(here .. "/lib.lua")
 local clock = require "sluice._clock"
+local raw = require "sluice._store_raw"
 local storage = require "sluice._store"
 local json = require "sluice.json"
 local control = require "sluice.control"
@@ -51,7 +52,7 @@ if mode == "fill" then
       ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "runs", id, json.encode(rec)
       ops[#ops + 1], ops[#ops + 2], ops[#ops + 3] = "runs_by_time", string.pack(">I8", us) .. id, ""
     end
-    assert(storage.raw_commit(ops))
+    assert(raw.commit(ops))
   end
   print(json.encode({ kind = "fill", runs = n, seconds = L.r3(ms_since(t0) / 1000) }))
   storage.close()

@@ -24,6 +24,7 @@
 -- Every measurement prints one JSON line on stdout and appends it to
 -- bench/out/steps.jsonl (with mode, date, sluice git rev, host, peak RSS).
 local uv = require "luv"
+local raw = require "sluice._store_raw"
 local storage = require "sluice._store"
 local json = require "sluice.json"
 local engine = require "sluice.engine"
@@ -346,7 +347,7 @@ function modes.replay(n)
   -- engine's loader does, then turning each stored result into a value
   local breakdown = {}
   t0 = uv.hrtime()
-  local _, vals = storage.raw_scan("steps", id .. "\0")
+  local _, vals = raw.scan("steps", id .. "\0")
   breakdown.scan_ms = r3(ms_since(t0))
   local bytes = 0
   for i = 1, #vals do bytes = bytes + #vals[i] end

@@ -10,6 +10,7 @@
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
 local L = dofile(here .. "/lib.lua")
 local clock = require "sluice._clock"
+local raw = require "sluice._store_raw"
 local ids = require "sluice._ids"
 local store = require "sluice._store"
 local json = require "sluice.json"
@@ -32,7 +33,7 @@ local ok, err = sched.go({}, function()
   while done < n do
     -- the listings are written with the records: serve need not build them
     local b = store.batch()
-    if done == 0 then b:raw_ops({ "meta", "runs_indexed", "1" }) end
+    if done == 0 then raw.ops(b, { "meta", "runs_indexed", "1" }) end
     for _ = 1, math.min(BATCH, n - done) do
       done = done + 1
       local created = now - (n - done) * 1000000 -- one a second, the newest now

@@ -46,11 +46,6 @@ void l_store_check_writable(lua_State *L);
  * `return l_store_submit(L, b);` after l_store_check_writable. */
 int l_store_submit(lua_State *L, store_batch *b);
 
-/* TRANSITIONAL (goes with b:raw_ops): adds the ops {db, key, value, ...}
- * of the table at idx to b (value false deletes). On a malformed op frees
- * b and raises, naming `what`. */
-int l_store_add_ops(lua_State *L, int idx, store_batch *b, const char *what);
-
 /* Stops the writer (committing what is queued) and closes the store. The
  * loop must run once more afterwards so the writer's handle closes. */
 void l_store_shutdown(void);

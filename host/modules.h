@@ -46,6 +46,7 @@ void modules_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_
 int luaopen_sluice_json(lua_State *L);      /* l_json.c, wrapped by stdlib/sluice/json.lua */
 int luaopen_sluice__codec(lua_State *L);    /* l_json.c, for sluice's own Lua code */
 int luaopen_sluice__store(lua_State *L);    /* l_store.c (l_store.h) */
+int luaopen_sluice__store_raw(lua_State *L); /* l_store_raw.c: by key, for tests */
 int luaopen_sluice__clock(lua_State *L);    /* l_clock.c */
 int luaopen_sluice__ids(lua_State *L);      /* l_ids.c */
 int luaopen_sluice__vm(lua_State *L);       /* l_vm.c */

@@ -78,9 +78,9 @@ end
 ---@param p table pipeline handle
 ---@param input any
 ---@param id string?
----@param opts table? {extra_ops = {db, key, value, ...} committed with the run's
----  start, extra = function(b) adding other record types' writes to the
----  sluice._store batch of the run's start (a schedule's record), fields = {k = v} stored in a new run record (schedule, trigger),
+---@param opts table? {extra = function(b) adding other record types' writes
+---  to the sluice._store batch of the run's start (a schedule's record),
+---  fields = {k = v} stored in a new run record (schedule, trigger),
 ---  finish = function(rec, b) adding records to the store batch b committed
 ---  with the run's completion (not called when it fails; must not raise)}
 function M.execute(p, input, id, opts)
@@ -171,7 +171,6 @@ function M.execute(p, input, id, opts)
   rec.file, rec.source_hash = p.file, p.hash
   rec.attempt = (rec.attempt or 0) + 1
   local b = store.batch():put_run(rec, { new = not existing })
-  if opts.extra_ops then b:raw_ops(opts.extra_ops) end
   if opts.extra then opts.extra(b) end
   local ok, msg, code = b:commit()
   if not ok then

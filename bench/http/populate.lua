@@ -4,6 +4,7 @@
 -- commits of 5,000 runs; writes 1,000 of the run ids, one a line, to
 -- IDS_FILE for the GET /runs/{id} load.
 local clock = require "sluice._clock"
+local raw = require "sluice._store_raw"
 local storage = require "sluice._store"
 local store, n, ids_file = arg[1], tonumber(arg[2]), arg[3]
 assert(storage.open(store))
@@ -30,5 +31,5 @@ while i < n do
   assert(b:commit())
 end
 ids:close()
-assert(storage.raw_commit({ "meta", "runs_indexed", "1" }))
+assert(raw.commit({ "meta", "runs_indexed", "1" }))
 io.stderr:write(("populated %d runs in %.1f s\n"):format(n, (clock.hrtime() - t0) / 1e9))

@@ -164,8 +164,10 @@ end
 
 --- Creates a run of p over the API and starts it in the background: the
 --- namespace's quota admits it (or a 429 is raised), its pending record
---- commits with opts.extra_ops and its daily count. opts: id, fields (added
---- to the record), namespace (default the request's). Returns the run id.
+--- commits with its daily count. opts: id, fields (added to the record),
+--- namespace (default the request's), idempotency (the request's key),
+--- extra = function(b) adding other writes to the batch that creates it.
+--- Returns the run id.
 function M.create(req, p, input, opts)
   opts = opts or {}
   local ns = opts.namespace or req.namespace
@@ -190,7 +192,7 @@ function M.create(req, p, input, opts)
   local built, b = pcall(function()
     local b = store.batch():put_run(rec, { new = true })
     count(b) -- the namespace's daily count, with the run it admits
-    if opts.extra_ops then b:raw_ops(opts.extra_ops) end
+    if opts.extra then opts.extra(b) end
     if opts.idempotency then b:put_idempotency(req.namespace, p.name, opts.idempotency, id) end
     return b
   end)

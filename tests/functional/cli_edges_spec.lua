@@ -111,8 +111,9 @@ describe("the store", function()
     local poke = H.write(dir .. "/poke.lua", [[
 local clock = require "sluice._clock"
 local storage = require "sluice._store"
+local raw = require "sluice._store_raw"
 assert(storage.open(arg[1]))
-assert(storage.raw_commit({ "runs", "broken", "{\"id\": \"broken\", oops",
+assert(raw.commit({ "runs", "broken", "{\"id\": \"broken\", oops",
   "runs_by_time", string.pack(">I8", clock.now()) .. "broken", "" }))]])
     local code, _, err = H.sluice({ poke, store })
     assert.are.equal(0, code, err)

@@ -4,6 +4,7 @@
 -- a real store inside the host.
 local H = require "helper"
 local store = require "sluice._store"
+local raw = require "sluice._store_raw"
 local quota = require "sluice.quota"
 local api_runs = require "sluice.api.runs"
 
@@ -20,7 +21,8 @@ describe("API run creation", function()
       assert.is_truthy(quota.set("acme", { runs_per_day = 2 }))
       local req = { namespace = "acme" }
       -- a key over LMDB's limit: the whole batch fails at commit
-      local ok, err = pcall(api_runs.create, req, p, nil, { extra_ops = { "meta", ("k"):rep(600), "x" } })
+      local ok, err = pcall(api_runs.create, req, p, nil, {
+        extra = function(b) raw.ops(b, { "meta", ("k"):rep(600), "x" }) end })
       assert.is_false(ok)
       assert.matches("creating run", tostring(err))
       local day = quota.day(require("sluice._clock").now())

@@ -1,8 +1,9 @@
 -- failures_spec.lua: the C modules report a runtime failure as luv does,
 -- nil, "CODE: message", "CODE" (never a bare message, never a raise), a
 -- refused input as a validator does (nil, the message alone, "EINVAL"), and
--- a transitional scan returns what it read.
+-- a scan by key (sluice._store_raw) returns what it read.
 local H = require "helper"
+local raw = require "sluice._store_raw"
 local clock = require "sluice._clock"
 local codec = require "sluice._codec"
 local cron = require "sluice._cron"
@@ -43,13 +44,13 @@ describe("C module failures", function()
     assert.are.equal("run", (lock.holder(path)))
   end)
 
-  it("raw_scan returns the keys and values it read, after the read ended", function()
+  it("a scan by key (sluice._store_raw) returns the keys and values it read, after the read ended", function()
     local dir = H.tmpdir()
     assert(storage.open(dir))
     assert.is_true(H.task(function()
-      return storage.raw_commit({ "meta", "t\0a", "1", "meta", "t\0b", "2", "meta", "t\0c", "3" })
+      return raw.commit({ "meta", "t\0a", "1", "meta", "t\0b", "2", "meta", "t\0c", "3" })
     end))
-    local keys, vals = storage.raw_scan("meta", "t\0", true, 2)
+    local keys, vals = raw.scan("meta", "t\0", true, 2)
     assert.are.same({ "t\0c", "t\0b" }, keys)
     assert.are.same({ "3", "2" }, vals)
     storage.close()

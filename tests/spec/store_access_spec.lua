@@ -3,6 +3,7 @@
 -- a record that does not decode read as an error (nil, "EBADSTORE: ...")
 -- that the callers raise, never as no record.
 local H = require "helper"
+local raw = require "sluice._store_raw"
 local store = require "sluice._store"
 local keys = require "sluice.keys"
 local quota = require "sluice.quota"
@@ -61,7 +62,7 @@ describe("sluice._store records", function()
   it("reads a record that does not decode as an error, which the callers raise", function()
     H.task(function()
       -- written by key, as a damaged store would hold it
-      assert(store.raw_commit({ "schedules", "bad", "{not json", "api_keys", "0123456789ab", "[1,",
+      assert(raw.commit({ "schedules", "bad", "{not json", "api_keys", "0123456789ab", "[1,",
         "namespaces", "zeta", "{" }))
       local v, msg, code = store.schedules()
       assert.is_nil(v)

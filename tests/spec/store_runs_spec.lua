@@ -4,6 +4,7 @@
 -- bound, the backfill of a store whose runs were written without listings,
 -- and put_run's refusal of a record it cannot place.
 local H = require "helper"
+local raw = require "sluice._store_raw"
 local clock = require "sluice._clock"
 local engine = require "sluice.engine"
 local json = require "sluice.json"
@@ -76,7 +77,7 @@ describe("the run listings", function()
     local now = clock.now()
     local old = { id = "old-1", pipeline = "legacy", status = "completed", created_us = now, created_at = clock.iso(now) }
     H.task(function()
-      assert(store.batch():raw_ops({ "runs", "old-1", json.encode(old), "meta", "runs_indexed", false }):commit())
+      assert(raw.ops(store.batch(), { "runs", "old-1", json.encode(old), "meta", "runs_indexed", false }):commit())
     end)
     assert.are.equal(0, #page({ pipeline = "legacy", limit = 10 }))
     local n = H.task(function() return engine.index_runs() end)

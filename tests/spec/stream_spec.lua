@@ -3,6 +3,7 @@
 -- position, paging with `after`, memoized emits and sends in runs,
 -- wait_for with bursts and timeouts, durable sleep.
 local H = require "helper"
+local raw = require "sluice._store_raw"
 local clock = require "sluice._clock"
 local store = require "sluice._store"
 local engine = require "sluice.engine"
@@ -296,7 +297,7 @@ describe("the event dispatcher", function()
   it("reports a send it cannot read and retries, instead of waiting for sends forever", function()
     -- a send whose key is not a position: the store is corrupt there
     local b = store.batch()
-    b:raw_ops({ "sends", "bad", "{}" })
+    raw.ops(b, { "sends", "bad", "{}" })
     assert(b:commit())
     local lines = {}
     local task = sched.go({}, events.run_dispatcher, function() end, function(fmt, ...)
@@ -305,7 +306,7 @@ describe("the event dispatcher", function()
     H.wait_until(function() return #lines >= 1 end, "the dispatcher reports the failed read", 10000, 5)
     assert.matches("dispatching events: reading the sends: EBADSTORE: .*not a position", lines[1])
     local fix = store.batch()
-    fix:raw_ops({ "sends", "bad", false })
+    raw.ops(fix, { "sends", "bad", false })
     assert(fix:commit())
     events.dispatcher.stop()
     assert(task:await())

@@ -3,6 +3,7 @@
 -- zones, caller variables, recursion through tables, errors naming the
 -- variable and where it was found.
 local H = require "helper"
+local raw = require "sluice._store_raw"
 local clock = require "sluice._clock"
 local store = require "sluice._store"
 local json = require "sluice.json"
@@ -88,7 +89,7 @@ describe("sluice.template", function()
     -- a run created on 2026-03-01 that failed: resuming it today renders its day
     local rec = { id = "old", pipeline = "tpl", created_us = T, created_at = clock.iso(T), attempt = 1,
       status = "failed" }
-    assert(store.raw_commit({ "runs", "old", json.encode(rec), "runs_by_time", string.pack(">I8", T) .. "old", "" }))
+    assert(raw.commit({ "runs", "old", json.encode(rec), "runs_by_time", string.pack(">I8", T) .. "old", "" }))
     local r = engine.execute(p, nil, "old")
     assert.are.equal("failed", r.status)
     fail = false
