@@ -269,7 +269,8 @@ describe("runs over HTTP", function()
       serve = HH.serve(dir .. "/p", store)
       H.wait_until(function() return serve:log():find("run " .. id .. " pipeline=sleepy started", 1, true) ~= nil end,
         "the run to resume", 15000, 20)
-      assert.are.equal("sleeping", run_status(id))
+      -- resumed: it replays to its durable sleep and sleeps again
+      H.wait_until(function() return run_status(id) == "sleeping" end, "the resumed run to sleep again", 15000, 20)
       assert.are.equal(202, (HH.post(url("/runs/" .. id .. "/cancel"), "")))
       H.wait_until(function() return run_status(id) == "cancelled" end, "the run to be cancelled", 15000, 20)
     end)
