@@ -24,6 +24,7 @@ static const luaL_Reg modules[] = {
     {"sluice._crypto", luaopen_sluice__crypto},
     {"sluice._web", luaopen_sluice__web},
     {"sluice._edit", luaopen_sluice__edit},
+    {"sluice._pg", luaopen_sluice__pg}, /* l_pg.c: PostgreSQL (specs, sluice store migrate) */
     {NULL, NULL},
 };
 
@@ -40,6 +41,7 @@ void modules_shutdown(lua_State *L) {
   l_store_shutdown();  /* the writer: commits what is queued */
   http_shutdown(L);
   sqlite_shutdown(L);
+  pg_lua_shutdown(L);
   http_lua_shutdown(); /* the HTTP API's server and connections */
 }
 

@@ -62,6 +62,7 @@ int luaopen_sluice__http_server(lua_State *L); /* l_http_server.c */
 int luaopen_sluice__crypto(lua_State *L);   /* l_crypto.c */
 int luaopen_sluice__web(lua_State *L);      /* l_web.c */
 int luaopen_sluice__edit(lua_State *L);     /* l_edit.c */
+int luaopen_sluice__pg(lua_State *L);       /* l_pg.c: PostgreSQL (pg.h) */
 
 /* Shutdown hooks (modules_shutdown calls them in this order). */
 void control_close_all(void);        /* l_control.c: every control handle Lua left open */
@@ -69,6 +70,7 @@ void guard_shutdown(lua_State *L);   /* l_guard.c */
 void l_store_shutdown(void);         /* l_store.c: the writer commits what is queued */
 void http_shutdown(lua_State *L);    /* l_http.c */
 void sqlite_shutdown(lua_State *L);  /* l_sqlite.c */
+void pg_lua_shutdown(lua_State *L);  /* l_pg.c: connections still open */
 void http_lua_shutdown(void);        /* l_http_server.c: the servers still open */
 
 #endif

@@ -1,0 +1,872 @@
+/* pg.c: one libpq connection in non-blocking pipeline mode on the libuv
+ * loop, with group commit and reconnection (see pg.h).
+ *
+ * The pipeline: every unit of work sent is a run of statements followed by
+ * a Sync. With no BEGIN, the statements before a Sync are one implicit
+ * transaction (the extended query protocol's), which the Sync commits, or
+ * rolls back if a statement failed; PGRES_PIPELINE_SYNC arrives once the
+ * commit is done. A failed statement makes libpq report every later
+ * statement up to the Sync as PGRES_PIPELINE_ABORTED. So a unit's results
+ * are: for each statement, its result then NULL; then the Sync. Units are
+ * answered in the order they were sent, so the sent list is a FIFO.
+ *
+ * The socket: libpq may close and reopen its socket while connecting (one
+ * address after another), so the poll handle is stopped before each
+ * PQconnectPoll and re-pointed at PQsocket afterwards; a handle is never
+ * left watching a descriptor libpq closed. A handle is malloc'd and freed
+ * in its close callback, since its memory must outlive uv_close.
+ *
+ * Callbacks: done callbacks run from libuv callbacks (poll, timer, idle),
+ * never from inside pg_submit/pg_read. A callback may submit (queued and
+ * sent from the idle handle) or pg_close (everything else fails at once);
+ * after each callback the code below checks whether p was closed. */
+#include "pg.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sbuf.h"
+
+enum { ST_BACKOFF, ST_CONNECTING, ST_READY, ST_CLOSED };
+
+typedef struct {
+  size_t sql;    /* offset of the NUL-terminated SQL in buf */
+  size_t params; /* offset of the first parameter */
+  int nparams;
+} stmt;
+
+/* A parameter in buf: this header, then len bytes (absent if len < 0: NULL),
+ * then a NUL, so that a text value is a C string where it lies. */
+typedef struct {
+  int32_t len;
+  int32_t format;
+} param_hdr;
+
+struct pg_batch {
+  pg_batch *next;
+  sbuf buf;
+  stmt *st;
+  size_t n, cap;
+  PGresult **res; /* n results, while the batch is in flight or in done */
+  pg_done_fn done;
+  void *cookie;
+  int read;  /* pg_read: its own transaction, not grouped */
+  int alone; /* a write sent again in its own transaction */
+  int status;
+  char *errmsg;
+  char sqlstate[6];
+};
+
+/* Sent and not yet answered: one transaction (several batches) or one read. */
+typedef struct unit {
+  struct unit *next;
+  pg_batch *head; /* its batches, linked by next */
+  pg_batch *cur;  /* the batch and statement whose results come next */
+  size_t cur_i;
+  int write;
+  pg_batch *bad; /* the batch whose statement failed first; NULL: the commit */
+  char *errmsg;
+  char sqlstate[6];
+} unit;
+
+typedef struct waiter {
+  struct waiter *next;
+  pg_done_fn done;
+  void *cookie;
+} waiter;
+
+typedef struct {
+  uv_poll_t h;
+  pg *p;
+} poll_box;
+
+struct pg {
+  uv_loop_t *loop;
+  char *conninfo;
+  pg_opts o;
+  PGconn *conn;
+  int state;
+  poll_box *poll; /* NULL when nothing is watched */
+  int poll_fd;
+  uv_timer_t timer; /* BACKOFF: the reconnect delay; CONNECTING: the attempt's timeout */
+  uv_idle_t kick;   /* sends what was queued, runs waiters that are due */
+  int kicking;
+  int open_handles; /* timer and kick: p is freed when both closed */
+  pg_batch *wq_head, *wq_tail; /* writes not sent */
+  pg_batch *rq_head, *rq_tail; /* reads not sent */
+  unit *u_head, *u_tail;       /* sent, not answered */
+  int write_in_flight;
+  waiter *waiters;       /* pg_when_connected */
+  int flushing;          /* libpq has output it could not send yet */
+  uint32_t attempts;     /* failed connection attempts in a row */
+  uint64_t down_since;   /* loop time (ms) the connection went down */
+  uint64_t rand;
+  char last_err[512];
+  pg_stats stats;
+};
+
+static void on_poll(uv_poll_t *h, int status, int events);
+static void connect_start(pg *p);
+static void lost(pg *p, const char *why);
+static void update_ref(pg *p);
+
+/* ---- batches ---------------------------------------------------------- */
+
+static void *xalloc(size_t n) {
+  void *q = calloc(1, n);
+  if (!q) {
+    fprintf(stderr, "sluice: out of memory\n");
+    abort();
+  }
+  return q;
+}
+
+static char *xstrdup(const char *s) {
+  char *d = strdup(s);
+  if (!d) {
+    fprintf(stderr, "sluice: out of memory\n");
+    abort();
+  }
+  return d;
+}
+
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt(const char *f, ...) {
+  va_list ap;
+  va_start(ap, f);
+  char *m;
+  int n = vasprintf(&m, f, ap);
+  va_end(ap);
+  if (n < 0) {
+    fprintf(stderr, "sluice: out of memory\n");
+    abort();
+  }
+  return m;
+}
+
+pg_batch *pg_batch_new(void) { return xalloc(sizeof(pg_batch)); }
+
+void pg_batch_add(pg_batch *b, const char *sql, int nparams, const char *const *values,
+                  const int *lengths, const int *formats) {
+  if (b->n == b->cap) {
+    b->cap = b->cap ? b->cap * 2 : 4;
+    b->st = realloc(b->st, b->cap * sizeof *b->st);
+    if (!b->st) {
+      fprintf(stderr, "sluice: out of memory\n");
+      abort();
+    }
+  }
+  stmt *s = &b->st[b->n++];
+  s->sql = b->buf.len;
+  sbuf_add(&b->buf, sql, strlen(sql) + 1);
+  s->params = b->buf.len;
+  s->nparams = nparams;
+  for (int i = 0; i < nparams; i++) {
+    int format = formats ? formats[i] : 0;
+    const char *v = values[i];
+    param_hdr h = {v ? (int32_t)(format ? lengths[i] : (int)strlen(v)) : -1, format};
+    sbuf_add(&b->buf, &h, sizeof h);
+    if (v) sbuf_add(&b->buf, v, (size_t)h.len);
+    sbuf_addc(&b->buf, '\0');
+  }
+}
+
+size_t pg_batch_count(const pg_batch *b) { return b->n; }
+
+static void clear_results(pg_batch *b) {
+  if (!b->res) return;
+  for (size_t i = 0; i < b->n; i++) PQclear(b->res[i]);
+  free(b->res);
+  b->res = NULL;
+}
+
+void pg_batch_free(pg_batch *b) {
+  if (!b) return;
+  clear_results(b);
+  sbuf_free(&b->buf);
+  free(b->st);
+  free(b->errmsg);
+  free(b);
+}
+
+const PGresult *pg_batch_result(const pg_batch *b, size_t i) {
+  if (!b->res || i >= b->n || !b->res[i]) return NULL;
+  ExecStatusType st = PQresultStatus(b->res[i]);
+  return st == PGRES_PIPELINE_ABORTED ? NULL : b->res[i];
+}
+
+const char *pg_batch_sqlstate(const pg_batch *b) { return b->sqlstate; }
+
+int pg_status_of_sqlstate(const char *s) {
+  if (!s || !s[0]) return STORE_EIO;
+  if (!strcmp(s, "53100")) return STORE_EFULL;
+  if (!strcmp(s, "42501")) return STORE_EACCES;
+  if (!strncmp(s, "22", 2) || !strncmp(s, "23", 2) || !strncmp(s, "42", 2)) return STORE_EINVAL;
+  return STORE_EIO;
+}
+
+/* ---- completing work -------------------------------------------------- */
+
+static void set_failed(pg_batch *b, int status, const char *sqlstate, char *msg) {
+  b->status = status;
+  free(b->errmsg);
+  b->errmsg = msg;
+  snprintf(b->sqlstate, sizeof b->sqlstate, "%s", sqlstate ? sqlstate : "");
+}
+
+/* Calls back and frees a list of finished batches, in order. */
+static void call_all(pg_batch *b) {
+  while (b) {
+    pg_batch *next = b->next;
+    b->next = NULL;
+    b->done(b->cookie, b->status, b->status ? b->errmsg : NULL, b);
+    pg_batch_free(b);
+    b = next;
+  }
+}
+
+static void append(pg_batch **head, pg_batch **tail, pg_batch *b) {
+  b->next = NULL;
+  if (*tail) {
+    (*tail)->next = b;
+  } else {
+    *head = b;
+  }
+  *tail = b;
+}
+
+static uint64_t now_ms(pg *p) { return uv_now(p->loop); }
+
+/* Without a connection for queue_timeout_ms: the work not sent fails. */
+static void expire_queued(pg *p, pg_batch **out_h, pg_batch **out_t) {
+  if (now_ms(p) - p->down_since < p->o.queue_timeout_ms) return;
+  pg_batch **qs[2][2] = {{&p->wq_head, &p->wq_tail}, {&p->rq_head, &p->rq_tail}};
+  for (int q = 0; q < 2; q++) {
+    pg_batch *b = *qs[q][0];
+    *qs[q][0] = *qs[q][1] = NULL;
+    while (b) {
+      pg_batch *next = b->next;
+      set_failed(b, STORE_EIO, NULL,
+                 fmt("no connection to PostgreSQL for %u ms (%s): not written; check that the "
+                     "server is up and the --store URL",
+                     p->o.queue_timeout_ms, p->last_err));
+      append(out_h, out_t, b);
+      b = next;
+    }
+  }
+}
+
+/* ---- the socket -------------------------------------------------------- */
+
+static void free_poll(uv_handle_t *h) { free(h->data); }
+
+static void unwatch(pg *p) {
+  if (!p->poll) return;
+  uv_poll_stop(&p->poll->h);
+  uv_close((uv_handle_t *)&p->poll->h, free_poll);
+  p->poll = NULL;
+}
+
+/* Watches fd for events; -1 if libuv refused. */
+static int watch(pg *p, int fd, int events) {
+  if (p->poll && p->poll_fd != fd) unwatch(p);
+  if (!p->poll) {
+    poll_box *box = xalloc(sizeof *box);
+    box->p = p;
+    box->h.data = box;
+    if (uv_poll_init_socket(p->loop, &box->h, fd) != 0) {
+      free(box);
+      return -1;
+    }
+    p->poll = box;
+    p->poll_fd = fd;
+    update_ref(p);
+  }
+  return uv_poll_start(&p->poll->h, events, on_poll) == 0 ? 0 : -1;
+}
+
+/* The handles keep the loop alive only while work is pending (as the
+ * writer's async handle): an idle connection does not hold a process up. */
+static void update_ref(pg *p) {
+  int pending = p->wq_head || p->rq_head || p->u_head || p->waiters;
+  void (*f)(uv_handle_t *) = pending ? uv_ref : uv_unref;
+  if (p->state != ST_CLOSED) f((uv_handle_t *)&p->timer);
+  if (p->poll) f((uv_handle_t *)&p->poll->h);
+}
+
+static void drop_conn(pg *p) {
+  unwatch(p);
+  if (p->conn) PQfinish(p->conn);
+  p->conn = NULL;
+  p->flushing = 0;
+}
+
+/* libpq's message on one line, without the trailing newline. */
+static void conn_error(pg *p, char *out, size_t n) {
+  const char *m = p->conn ? PQerrorMessage(p->conn) : "";
+  if (!m || !m[0]) m = "connection failed";
+  snprintf(out, n, "%s", m);
+  for (char *c = out; *c; c++) {
+    if (*c == '\n') *c = (c[1] ? ' ' : '\0');
+  }
+}
+
+/* ---- connecting -------------------------------------------------------- */
+
+static uint32_t backoff_ms(pg *p) {
+  uint64_t d = p->o.backoff_min_ms;
+  for (uint32_t i = 1; i < p->attempts && d < p->o.backoff_max_ms; i++) d *= 2;
+  if (d > p->o.backoff_max_ms) d = p->o.backoff_max_ms;
+  /* jitter: somewhere in [d/2, d] */
+  p->rand ^= p->rand << 13;
+  p->rand ^= p->rand >> 7;
+  p->rand ^= p->rand << 17;
+  return (uint32_t)(d / 2 + p->rand % (d / 2 + 1));
+}
+
+static void on_backoff(uv_timer_t *t) { connect_start(t->data); }
+
+static void call_waiters(pg *p, int status, const char *msg) {
+  waiter *w = p->waiters;
+  p->waiters = NULL;
+  while (w) {
+    waiter *next = w->next;
+    w->done(w->cookie, status, msg, NULL);
+    free(w);
+    w = next;
+  }
+}
+
+/* One connection attempt failed: wait, then try again. */
+static void attempt_failed(pg *p, const char *why) {
+  snprintf(p->last_err, sizeof p->last_err, "%s", why);
+  drop_conn(p);
+  p->state = ST_BACKOFF;
+  p->attempts++;
+  uv_timer_stop(&p->timer);
+  uv_timer_start(&p->timer, on_backoff, backoff_ms(p), 0);
+  pg_batch *h = NULL, *t = NULL;
+  expire_queued(p, &h, &t);
+  char msg[600];
+  snprintf(msg, sizeof msg, "cannot connect to PostgreSQL: %s", p->last_err);
+  update_ref(p);
+  call_waiters(p, STORE_EIO, msg);
+  call_all(h);
+}
+
+static void on_connect_timeout(uv_timer_t *t) {
+  pg *p = t->data;
+  char msg[64];
+  snprintf(msg, sizeof msg, "no answer within %u ms", p->o.connect_timeout_ms);
+  attempt_failed(p, msg);
+}
+
+static void pump(pg *p);
+
+static void connected(pg *p) {
+  uv_timer_stop(&p->timer);
+  if (PQsetnonblocking(p->conn, 1) != 0 || PQenterPipelineMode(p->conn) != 1) {
+    char e[512];
+    conn_error(p, e, sizeof e);
+    attempt_failed(p, e);
+    return;
+  }
+  p->state = ST_READY;
+  p->attempts = 0;
+  p->stats.connects++;
+  if (watch(p, PQsocket(p->conn), UV_READABLE) != 0) {
+    lost(p, "cannot watch the connection's socket");
+    return;
+  }
+  call_waiters(p, 0, NULL);
+  if (p->state == ST_READY) pump(p);
+  if (p->state == ST_READY) update_ref(p);
+}
+
+/* Advances the connection state machine after its socket was ready (or at
+ * the start, as libpq wants: PGRES_POLLING_WRITING first). */
+static void connect_step(pg *p, PostgresPollingStatusType s) {
+  char e[512];
+  if (s == PGRES_POLLING_OK) {
+    connected(p);
+    return;
+  }
+  if (s == PGRES_POLLING_FAILED) {
+    conn_error(p, e, sizeof e);
+    attempt_failed(p, e);
+    return;
+  }
+  if (watch(p, PQsocket(p->conn), s == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE) != 0)
+    attempt_failed(p, "cannot watch the connection's socket");
+}
+
+static void quiet_notice(void *arg, const char *message) {
+  (void)arg;
+  (void)message; /* NOTICEs (e.g. "already exists, skipping") are not errors */
+}
+
+static void connect_start(pg *p) {
+  p->conn = PQconnectStart(p->conninfo);
+  if (!p->conn) {
+    attempt_failed(p, "out of memory");
+    return;
+  }
+  if (PQstatus(p->conn) == CONNECTION_BAD) {
+    char e[512];
+    conn_error(p, e, sizeof e);
+    attempt_failed(p, e);
+    return;
+  }
+  PQsetNoticeProcessor(p->conn, quiet_notice, NULL);
+  p->state = ST_CONNECTING;
+  uv_timer_start(&p->timer, on_connect_timeout, p->o.connect_timeout_ms, 0);
+  connect_step(p, PGRES_POLLING_WRITING);
+}
+
+/* ---- sending ----------------------------------------------------------- */
+
+static int send_stmt(pg *p, const pg_batch *b, const stmt *s) {
+  const char *small_v[16];
+  int small_l[16], small_f[16];
+  const char **v = small_v;
+  int *l = small_l, *f = small_f;
+  if (s->nparams > 16) {
+    v = xalloc(sizeof *v * (size_t)s->nparams);
+    l = xalloc(sizeof *l * (size_t)s->nparams);
+    f = xalloc(sizeof *f * (size_t)s->nparams);
+  }
+  const char *q = b->buf.data + s->params;
+  for (int i = 0; i < s->nparams; i++) {
+    param_hdr h;
+    memcpy(&h, q, sizeof h);
+    q += sizeof h;
+    v[i] = h.len < 0 ? NULL : q;
+    l[i] = h.len < 0 ? 0 : h.len;
+    f[i] = h.format;
+    q += (h.len < 0 ? 0 : h.len) + 1;
+  }
+  int ok = PQsendQueryParams(p->conn, b->buf.data + s->sql, s->nparams, NULL, v, l, f, 0);
+  if (v != small_v) {
+    free(v);
+    free(l);
+    free(f);
+  }
+  return ok;
+}
+
+/* Sends the batches of u and a Sync; 0, or -1 if libpq refused. */
+static int send_unit(pg *p, unit *u) {
+  for (pg_batch *b = u->head; b; b = b->next) {
+    b->res = xalloc(sizeof *b->res * (b->n ? b->n : 1));
+    for (size_t i = 0; i < b->n; i++) {
+      if (!send_stmt(p, b, &b->st[i])) return -1;
+    }
+  }
+  if (!PQpipelineSync(p->conn)) return -1;
+  /* the first statement whose results come (skipping empty batches) */
+  u->cur = u->head;
+  u->cur_i = 0;
+  while (u->cur && u->cur->n == 0) u->cur = u->cur->next;
+  return 0;
+}
+
+static void push_unit(pg *p, unit *u) {
+  if (p->u_tail) {
+    p->u_tail->next = u;
+  } else {
+    p->u_head = u;
+  }
+  p->u_tail = u;
+}
+
+/* Sends what libpq holds; watches for writability while some is left. */
+static void flush(pg *p) {
+  int r = PQflush(p->conn);
+  if (r < 0) {
+    char e[512];
+    conn_error(p, e, sizeof e);
+    lost(p, e);
+    return;
+  }
+  if ((r == 1) != p->flushing) {
+    p->flushing = r == 1;
+    if (watch(p, PQsocket(p->conn), UV_READABLE | (p->flushing ? UV_WRITABLE : 0)) != 0)
+      lost(p, "cannot watch the connection's socket");
+  }
+}
+
+/* Sends the next write group (unless one is in flight) and every read. */
+static void pump(pg *p) {
+  if (p->state != ST_READY) return;
+  char e[512];
+  if (!p->write_in_flight && p->wq_head) {
+    pg_batch *first = p->wq_head, *last = first;
+    uint32_t n = 1;
+    if (!first->alone) {
+      while (last->next && !last->next->alone && n < p->o.group_max) {
+        last = last->next;
+        n++;
+      }
+    }
+    p->wq_head = last->next;
+    if (!p->wq_head) p->wq_tail = NULL;
+    last->next = NULL;
+    unit *u = xalloc(sizeof *u);
+    u->write = 1;
+    u->head = first;
+    push_unit(p, u); /* before sending: a failure below is an unknown outcome */
+    p->write_in_flight = 1;
+    if (send_unit(p, u) != 0) {
+      conn_error(p, e, sizeof e);
+      lost(p, e);
+      return;
+    }
+  }
+  while (p->rq_head) {
+    pg_batch *b = p->rq_head;
+    p->rq_head = b->next;
+    if (!p->rq_head) p->rq_tail = NULL;
+    b->next = NULL;
+    unit *u = xalloc(sizeof *u);
+    u->head = b;
+    push_unit(p, u);
+    if (send_unit(p, u) != 0) {
+      conn_error(p, e, sizeof e);
+      lost(p, e);
+      return;
+    }
+  }
+  flush(p);
+}
+
+static void on_kick(uv_idle_t *h) {
+  pg *p = h->data;
+  uv_idle_stop(h);
+  p->kicking = 0;
+  if (p->state != ST_READY) return;
+  call_waiters(p, 0, NULL);
+  pump(p);
+  if (p->state == ST_READY) update_ref(p);
+}
+
+static void kick(pg *p) {
+  if (p->kicking) return;
+  p->kicking = 1;
+  uv_idle_start(&p->kick, on_kick);
+}
+
+/* ---- results ----------------------------------------------------------- */
+
+static void note_error(unit *u, const PGresult *r) {
+  if (u->errmsg) return; /* the first error is the one that says why */
+  const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+  const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
+  if (!primary) primary = PQresultErrorMessage(r);
+  if (!primary || !primary[0]) primary = "statement failed";
+  u->errmsg = fmt("PostgreSQL: %s (SQLSTATE %s)%s%s", primary, state ? state : "none",
+                  detail ? ": " : "", detail ? detail : "");
+  snprintf(u->sqlstate, sizeof u->sqlstate, "%s", state ? state : "");
+  u->bad = u->cur;
+}
+
+/* Puts the batches of list back at the front of the write queue, in order. */
+static void requeue_front(pg *p, pg_batch *list, int alone) {
+  pg_batch *h = NULL, *t = NULL;
+  while (list) {
+    pg_batch *next = list->next;
+    clear_results(list);
+    list->alone = alone;
+    append(&h, &t, list);
+    list = next;
+  }
+  if (!h) return;
+  t->next = p->wq_head;
+  p->wq_head = h;
+  if (!p->wq_tail) p->wq_tail = t;
+}
+
+/* The Sync of the unit at the head came: its transaction is over. */
+static void finish_unit(pg *p) {
+  unit *u = p->u_head;
+  p->u_head = u->next;
+  if (!p->u_head) p->u_tail = NULL;
+  if (u->write) p->write_in_flight = 0;
+  pg_batch *done_h = NULL, *done_t = NULL, *b = u->head;
+  if (!u->errmsg) {
+    if (u->write) p->stats.commits++;
+    while (b) {
+      pg_batch *next = b->next;
+      b->status = 0;
+      if (u->write) {
+        p->stats.batches++;
+      } else {
+        p->stats.reads++;
+      }
+      append(&done_h, &done_t, b);
+      b = next;
+    }
+  } else if (!u->write || !b->next) {
+    set_failed(b, pg_status_of_sqlstate(u->sqlstate), u->sqlstate, xstrdup(u->errmsg));
+    append(&done_h, &done_t, b);
+  } else if (u->bad && pg_status_of_sqlstate(u->sqlstate) == STORE_EINVAL) {
+    /* the bad batch's own statement: it fails alone, the others go again together */
+    pg_batch *keep_h = NULL, *keep_t = NULL;
+    while (b) {
+      pg_batch *next = b->next;
+      if (b == u->bad) {
+        set_failed(b, STORE_EINVAL, u->sqlstate, xstrdup(u->errmsg));
+        append(&done_h, &done_t, b);
+      } else {
+        append(&keep_h, &keep_t, b);
+      }
+      b = next;
+    }
+    requeue_front(p, keep_h, 0);
+  } else {
+    requeue_front(p, b, 1); /* one transaction each finds out which fail */
+  }
+  free(u->errmsg);
+  free(u);
+  update_ref(p);
+  call_all(done_h);
+  if (p->state == ST_READY) pump(p);
+}
+
+/* Reads every result libpq has without waiting. */
+static void process(pg *p) {
+  while (p->state == ST_READY && p->u_head && !PQisBusy(p->conn)) {
+    unit *u = p->u_head;
+    PGresult *r = PQgetResult(p->conn);
+    if (!r) {
+      if (!u->cur) break; /* nothing more until input comes */
+      /* the end of the current statement's results */
+      if (++u->cur_i >= u->cur->n) {
+        u->cur_i = 0;
+        do u->cur = u->cur->next;
+        while (u->cur && u->cur->n == 0);
+      }
+      continue;
+    }
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_PIPELINE_SYNC) {
+      PQclear(r);
+      finish_unit(p);
+      continue;
+    }
+    if (st == PGRES_FATAL_ERROR) note_error(u, r);
+    if (u->cur) {
+      PQclear(u->cur->res[u->cur_i]);
+      u->cur->res[u->cur_i] = r;
+    } else {
+      PQclear(r);
+    }
+  }
+  PGnotify *n;
+  while (p->state == ST_READY && (n = PQnotifies(p->conn)) != NULL) PQfreemem(n);
+  if (p->state == ST_READY && PQstatus(p->conn) == CONNECTION_BAD) {
+    char e[512];
+    conn_error(p, e, sizeof e);
+    lost(p, e);
+  }
+}
+
+/* The connection broke: what was in flight has an unknown outcome. */
+static void lost(pg *p, const char *why) {
+  char msg[512];
+  snprintf(msg, sizeof msg, "%s", why); /* why may be libpq's, freed below */
+  snprintf(p->last_err, sizeof p->last_err, "%s", msg);
+  drop_conn(p);
+  p->state = ST_BACKOFF;
+  p->stats.lost++;
+  p->down_since = now_ms(p);
+  p->attempts = 0;
+  p->write_in_flight = 0;
+  pg_batch *h = NULL, *t = NULL;
+  unit *u = p->u_head;
+  p->u_head = p->u_tail = NULL;
+  while (u) {
+    unit *next = u->next;
+    pg_batch *b = u->head;
+    while (b) {
+      pg_batch *bn = b->next;
+      if (u->write) {
+        p->stats.unknown++;
+        set_failed(b, STORE_EIO, NULL,
+                   fmt("the connection to PostgreSQL was lost before the commit was confirmed "
+                       "(%s): the write may or may not have committed",
+                       msg));
+      } else {
+        set_failed(b, STORE_EIO, NULL,
+                   fmt("the connection to PostgreSQL was lost during the statement (%s)", msg));
+      }
+      append(&h, &t, b);
+      b = bn;
+    }
+    free(u->errmsg);
+    free(u);
+    u = next;
+  }
+  uv_timer_stop(&p->timer);
+  uv_timer_start(&p->timer, on_backoff, backoff_ms(p), 0);
+  update_ref(p);
+  call_all(h);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  pg *p = ((poll_box *)h->data)->p;
+  if (p->state == ST_CONNECTING) {
+    uv_poll_stop(h); /* libpq may close this socket now */
+    connect_step(p, PQconnectPoll(p->conn));
+    return;
+  }
+  if (p->state != ST_READY) return;
+  if (status < 0) {
+    lost(p, uv_strerror(status));
+    return;
+  }
+  if (events & UV_READABLE) {
+    if (!PQconsumeInput(p->conn)) {
+      char e[512];
+      conn_error(p, e, sizeof e);
+      lost(p, e);
+      return;
+    }
+    process(p);
+  }
+  if (p->state == ST_READY && p->flushing) flush(p);
+}
+
+/* ---- the API ----------------------------------------------------------- */
+
+static void on_closed(uv_handle_t *h) {
+  pg *p = h->data;
+  if (--p->open_handles == 0) {
+    free(p->conninfo);
+    free(p);
+  }
+}
+
+int pg_open(pg **out, uv_loop_t *loop, const char *conninfo, const pg_opts *opts, char *err,
+            size_t errsz) {
+  *out = NULL;
+  char *perr = NULL;
+  PQconninfoOption *parsed = PQconninfoParse(conninfo, &perr);
+  if (!parsed) {
+    snprintf(err, errsz, "PostgreSQL connection string '%s': %s", conninfo,
+             perr ? perr : "out of memory");
+    for (char *c = err; *c; c++) {
+      if (*c == '\n') *c = (c[1] ? ' ' : '\0');
+    }
+    PQfreemem(perr);
+    return STORE_EINVAL;
+  }
+  PQconninfoFree(parsed);
+  pg *p = xalloc(sizeof *p);
+  p->loop = loop;
+  p->conninfo = xstrdup(conninfo);
+  pg_opts d = {50, 5000, 10000, 30000, 1024};
+  if (opts) {
+    if (opts->backoff_min_ms) d.backoff_min_ms = opts->backoff_min_ms;
+    if (opts->backoff_max_ms) d.backoff_max_ms = opts->backoff_max_ms;
+    if (opts->connect_timeout_ms) d.connect_timeout_ms = opts->connect_timeout_ms;
+    if (opts->queue_timeout_ms) d.queue_timeout_ms = opts->queue_timeout_ms;
+    if (opts->group_max) d.group_max = opts->group_max;
+  }
+  if (d.backoff_max_ms < d.backoff_min_ms) d.backoff_max_ms = d.backoff_min_ms;
+  p->o = d;
+  uv_timer_init(loop, &p->timer);
+  p->timer.data = p;
+  uv_idle_init(loop, &p->kick);
+  p->kick.data = p;
+  p->open_handles = 2;
+  p->rand = uv_hrtime() ^ (uint64_t)(uintptr_t)p;
+  if (!p->rand) p->rand = 1;
+  p->down_since = now_ms(p);
+  snprintf(p->last_err, sizeof p->last_err, "not connected yet");
+  connect_start(p);
+  *out = p;
+  return 0;
+}
+
+int pg_when_connected(pg *p, pg_done_fn done, void *cookie) {
+  if (p->state == ST_CLOSED) return -1;
+  waiter *w = xalloc(sizeof *w);
+  w->done = done;
+  w->cookie = cookie;
+  w->next = p->waiters;
+  p->waiters = w;
+  if (p->state == ST_READY) kick(p);
+  update_ref(p);
+  return 0;
+}
+
+void pg_close(pg *p) {
+  if (!p || p->state == ST_CLOSED) return;
+  p->state = ST_CLOSED;
+  drop_conn(p);
+  uv_timer_stop(&p->timer);
+  uv_close((uv_handle_t *)&p->timer, on_closed);
+  uv_idle_stop(&p->kick);
+  uv_close((uv_handle_t *)&p->kick, on_closed);
+  pg_batch *h = NULL, *t = NULL;
+  for (unit *u = p->u_head, *next; u; u = next) {
+    next = u->next;
+    for (pg_batch *b = u->head, *bn; b; b = bn) {
+      bn = b->next;
+      set_failed(b, STORE_EIO, NULL,
+                 xstrdup(u->write ? "the PostgreSQL connection was closed before the commit was "
+                                    "confirmed: the write may or may not have committed"
+                                  : "the PostgreSQL connection was closed during the statement"));
+      append(&h, &t, b);
+    }
+    free(u->errmsg);
+    free(u);
+  }
+  p->u_head = p->u_tail = NULL;
+  pg_batch *queues[2] = {p->wq_head, p->rq_head};
+  p->wq_head = p->wq_tail = p->rq_head = p->rq_tail = NULL;
+  for (int q = 0; q < 2; q++) {
+    for (pg_batch *b = queues[q], *bn; b; b = bn) {
+      bn = b->next;
+      set_failed(b, STORE_EIO, NULL,
+                 xstrdup("the PostgreSQL connection was closed before this was sent: not written"));
+      append(&h, &t, b);
+    }
+  }
+  call_waiters(p, STORE_EIO, "the PostgreSQL connection was closed");
+  call_all(h);
+}
+
+static int queue(pg *p, pg_batch *b, pg_done_fn done, void *cookie, int read) {
+  if (p->state == ST_CLOSED) {
+    pg_batch_free(b);
+    return -1;
+  }
+  b->done = done;
+  b->cookie = cookie;
+  b->read = read;
+  if (read) {
+    append(&p->rq_head, &p->rq_tail, b);
+  } else {
+    append(&p->wq_head, &p->wq_tail, b);
+  }
+  if (p->state == ST_READY) kick(p);
+  update_ref(p);
+  return 0;
+}
+
+int pg_submit(pg *p, pg_batch *b, pg_done_fn done, void *cookie) {
+  return queue(p, b, done, cookie, 0);
+}
+
+int pg_read(pg *p, pg_batch *b, pg_done_fn done, void *cookie) {
+  return queue(p, b, done, cookie, 1);
+}
+
+void pg_get_stats(const pg *p, pg_stats *out) {
+  *out = p->stats;
+  out->connected = p->state == ST_READY;
+}
