@@ -1,0 +1,63 @@
+-- pg_helper.lua: a throwaway PostgreSQL 15 for the specs that need one
+-- (ctest label `postgres`), through tests/pg/pg_instance.sh: its own
+-- directory under /tmp, a Unix socket there, no TCP port. The script runs as
+-- a child process, so the loop (and the spec's timers) go on while
+-- PostgreSQL starts or restarts. Every server started is stopped when the
+-- spec ends, even when it fails.
+local uv = require "luv"
+local H = require "helper"
+
+local P = {}
+
+P.script = H.root .. "/tests/pg/pg_instance.sh"
+
+--- Runs the script with args without blocking the loop: code, stdout, stderr.
+function P.run(args, timeout_ms)
+  local p = H.spawn(args, { bin = P.script })
+  local code, _, out, err = p:wait(timeout_ms or 120000)
+  return code, out, err
+end
+
+local live = {} -- dir -> true while its server may be running
+
+-- busted closes the Lua state at the end: stop what is still running then
+-- (blocking is fine at that point)
+P._sentinel = setmetatable({}, { __gc = function()
+  for dir in pairs(live) do os.execute(("'%s' stop '%s' >/dev/null 2>&1"):format(P.script, dir)) end
+end })
+
+--- Starts a fresh server. Returns an instance: inst.url (database postgres),
+--- inst:restart() (-m immediate: a crash), inst:stop(), inst:database(name)
+--- (a new empty database, its URL). Fails the spec, saying what to install,
+--- without PostgreSQL 15.
+function P.start()
+  local f = assert(io.popen("mktemp -d /tmp/sluice-pg.XXXXXX"))
+  local dir = f:read("l")
+  f:close()
+  live[dir] = true
+  local code, out, err = P.run({ "start", dir })
+  if code ~= 0 then
+    error(("cannot start a PostgreSQL 15 for the tests (%s start %s, exit %s): %s"):format(
+      P.script, dir, tostring(code), err), 2)
+  end
+  local inst = { dir = dir, url = out:match("[^\n]+") }
+  function inst:restart()
+    local c, _, e = P.run({ "restart", self.dir })
+    assert(c == 0, "pg_ctl restart failed: " .. e)
+  end
+  function inst:stop()
+    P.run({ "stop", self.dir })
+    live[self.dir] = nil
+  end
+  function inst:database(name)
+    local pg = require "sluice._pg"
+    local c = assert(pg.connect(self.url))
+    assert(c:exec(('DROP DATABASE IF EXISTS "%s"'):format(name)))
+    assert(c:exec(('CREATE DATABASE "%s"'):format(name)))
+    c:close()
+    return (self.url:gsub("^postgresql:///[^?]*", "postgresql:///" .. name))
+  end
+  return inst
+end
+
+return P
