@@ -49,6 +49,8 @@ static const char usage[] =
     "  pipelines [FILE|DIR] [--json]\n"
     "                          the pipelines of a file or directory, with their parameters\n"
     "  types DIR               write the LuaCATS stubs (for lua-language-server) into DIR\n"
+    "  store migrate --store postgres://USER@HOST:PORT/DB\n"
+    "                          create or upgrade the schema of a PostgreSQL store\n"
     "  cron next \"EXPR\" [--from ISO8601] [-n N] [--tz ZONE]\n"
     "                          the next fire times of a cron expression, in UTC\n"
     "  FILE.lua [ARGS...]      run a Lua script inside the host (like the lua executable)\n"
@@ -62,7 +64,7 @@ static vm V;
 static int lua_commands(char **argv) {
   static const char *const names[] = {"run",    "runs",   "status",    "serve",
                                       "schedules", "events", "consumers", "cancel",
-                                      "rerun", "trigger", "reload", "keys", "namespaces", "repl", "pipelines", "types", NULL};
+                                      "rerun", "trigger", "reload", "keys", "namespaces", "repl", "pipelines", "types", "store", NULL};
   for (int i = 0; names[i]; i++) {
     if (strcmp(argv[1], names[i]) == 0) return 1;
   }

@@ -1103,6 +1103,7 @@ end
 M.USAGE, M.begin, M.open_store, M.usage_error, M.table_print = USAGE, begin, open_store, usage_error, table_print
 function M.keys(args) return require("sluice.cli_keys").keys(args) end
 function M.namespaces(args) return require("sluice.cli_keys").namespaces(args) end
+function M.store(args) return require("sluice.cli_store").store(args) end
 
 USAGE.repl = [[
 usage: sluice repl [--store DIR] [-e CHUNK] [--json] [--eval-timeout DURATION]

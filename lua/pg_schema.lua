@@ -1,0 +1,253 @@
+--- sluice.pg_schema: the schema `sluice` of a PostgreSQL store and its
+--- versioned migrations (`sluice store migrate`), applied through sluice._pg.
+---
+--- Each migration is one transaction: an advisory lock (so hosts migrating
+--- at once take turns), a guard that the schema is still at the version
+--- before it (else another process migrated meanwhile: re-read and go on),
+--- its statements, the new version. A schema newer than the last migration
+--- here is refused: this binary would misread it.
+---
+--- The tables mirror the LMDB databases (host/store_lmdb.h), one table per
+--- record type, with the indexes of the store's listings as btree indexes.
+--- Record bodies are `json` (kept as sent, byte for byte: the codec's
+--- "\u0000" tags are valid JSON that jsonb would refuse); the fields the
+--- listings and scans need are columns beside them. Text keys are COLLATE
+--- "C" so their order is byte order, as LMDB's, and a prefix is a range.
+--- Times the engine writes are microseconds since the epoch (bigint, *_us);
+--- the times that hosts compare with each other (heartbeats, lease expiry)
+--- are the server's timestamptz, so clock skew between hosts cannot make a
+--- lease look expired early.
+---
+--- Event ids, and why a reader never misses one (issue 15): events.seq is
+--- allocated from the row counters('events') with
+---   UPDATE sluice.counters SET value = value + n WHERE name = 'events' RETURNING value
+--- inside the transaction that inserts the events. The row lock it takes is
+--- held until that transaction commits or aborts, so a second transaction
+--- allocating ids waits for the first: ids become visible in id order, and a
+--- reader that saw id X will never later see a lower id commit (an aborted
+--- transaction rolls the counter back too, so there are not even gaps). A
+--- per-stream-key lock would order each key only, but consumers read
+--- patterns across keys `after` one global id, so the lock is global; a
+--- safe watermark (read only below the oldest id still in flight) needs to
+--- know the ids of uncommitted transactions, which PostgreSQL does not
+--- show, and sequence values commit out of order. The price is that the
+--- transactions appending events are serialised across hosts; group commit
+--- (pg.c) makes that one lock hold per group of batches, taken by the
+--- group's first append and released by its commit, so appends belong late
+--- in a batch. sends use counters('sends') the same way.
+local M = {}
+
+--- Is s a PostgreSQL connection URL (the --store values that select this backend)?
+function M.is_url(s)
+  return type(s) == "string" and (s:find("^postgres://") or s:find("^postgresql://")) ~= nil
+end
+
+-- pg_advisory_xact_lock key of migrations: "sluice" in ASCII
+local LOCK = 0x736c75696365
+
+M.migrations = {
+  -- 1: every record type of the store, the hosts and their leases
+  {
+    [[CREATE TABLE sluice.meta (
+      name text COLLATE "C" PRIMARY KEY,
+      value text NOT NULL)]],
+    [[CREATE TABLE sluice.counters (
+      name text COLLATE "C" PRIMARY KEY,
+      value bigint NOT NULL)]],
+    [[INSERT INTO sluice.counters (name, value) VALUES ('events', 0), ('sends', 0)]],
+
+    -- runs and the indexes of the listings (newest first: scanned backwards)
+    [[CREATE TABLE sluice.runs (
+      id text COLLATE "C" PRIMARY KEY,
+      namespace text COLLATE "C" NOT NULL DEFAULT 'default',
+      pipeline text COLLATE "C" NOT NULL,
+      status text COLLATE "C" NOT NULL,
+      active boolean NOT NULL, -- not completed, failed or cancelled: what serve resumes
+      created_at_us bigint NOT NULL,
+      updated_at_us bigint NOT NULL,
+      record json NOT NULL)]],
+    [[CREATE INDEX runs_by_time ON sluice.runs (created_at_us, id)]],
+    [[CREATE INDEX runs_by_ns ON sluice.runs (namespace, created_at_us, id)]],
+    [[CREATE INDEX runs_by_pipeline ON sluice.runs (namespace, pipeline, created_at_us, id)]],
+    [[CREATE INDEX runs_by_status ON sluice.runs (namespace, status, created_at_us, id)]],
+    [[CREATE INDEX runs_active ON sluice.runs (created_at_us, id) WHERE active]],
+
+    -- one row per step (l_steps.c's record: the header fields as columns)
+    [[CREATE TABLE sluice.steps (
+      run_id text COLLATE "C" NOT NULL,
+      step_id text COLLATE "C" NOT NULL,
+      status smallint NOT NULL, -- 1 completed, 2 failed, 3 running
+      attempts integer NOT NULL,
+      position integer NOT NULL,
+      branch text COLLATE "C" NOT NULL DEFAULT '',
+      started_at_us bigint NOT NULL,
+      duration_us bigint NOT NULL,
+      payload json, -- the result, or the error of a failed step
+      PRIMARY KEY (run_id, step_id))]],
+    [[CREATE TABLE sluice.logs (
+      run_id text COLLATE "C" NOT NULL,
+      at_us bigint NOT NULL,
+      seq integer NOT NULL,
+      line json NOT NULL,
+      PRIMARY KEY (run_id, at_us, seq))]],
+    [[CREATE TABLE sluice.idempotency (
+      namespace text COLLATE "C" NOT NULL,
+      pipeline text COLLATE "C" NOT NULL,
+      key text COLLATE "C" NOT NULL,
+      run_id text COLLATE "C" NOT NULL,
+      created_at_us bigint NOT NULL,
+      PRIMARY KEY (namespace, pipeline, key))]],
+
+    -- the stream log: global order by seq, each key in order by (stream, seq)
+    [[CREATE TABLE sluice.events (
+      seq bigint PRIMARY KEY,
+      stream text COLLATE "C" NOT NULL,
+      ts_us bigint NOT NULL,
+      record json NOT NULL)]],
+    [[CREATE INDEX events_by_stream ON sluice.events (stream, seq)]],
+    [[CREATE INDEX events_by_ts ON sluice.events (ts_us, seq)]],
+    [[CREATE TABLE sluice.stream_trims (
+      stream text COLLATE "C" PRIMARY KEY,
+      horizon bigint NOT NULL)]], -- events of stream up to horizon were trimmed
+    [[CREATE TABLE sluice.sends (
+      seq bigint PRIMARY KEY,
+      name text COLLATE "C" NOT NULL,
+      ts_us bigint NOT NULL,
+      data json NOT NULL)]],
+    [[CREATE TABLE sluice.cursors (
+      name text COLLATE "C" PRIMARY KEY, -- 'dispatch': how far `on` handlers got in sends
+      after bigint NOT NULL)]],
+    [[CREATE TABLE sluice.consumers (
+      name text COLLATE "C" PRIMARY KEY,
+      pattern text COLLATE "C" NOT NULL,
+      after bigint, -- checkpoint: the last seq processed (NULL: none yet)
+      updated_at_us bigint NOT NULL,
+      record json NOT NULL)]],
+
+    [[CREATE TABLE sluice.schedules (
+      name text COLLATE "C" PRIMARY KEY,
+      spec text NOT NULL,
+      tz text,
+      next_at_us bigint,
+      last_at_us bigint,
+      record json NOT NULL)]],
+    [[CREATE INDEX schedules_due ON sluice.schedules (next_at_us)]],
+    [[CREATE TABLE sluice.api_keys (
+      id text COLLATE "C" PRIMARY KEY,
+      name text COLLATE "C" NOT NULL UNIQUE,
+      namespace text COLLATE "C" NOT NULL,
+      role text NOT NULL,
+      hash text NOT NULL,
+      created_at_us bigint NOT NULL,
+      last_used_us bigint,
+      record json NOT NULL)]],
+    [[CREATE TABLE sluice.namespaces (
+      name text COLLATE "C" PRIMARY KEY,
+      record json NOT NULL)]],
+    [[CREATE TABLE sluice.quotas (
+      namespace text COLLATE "C" NOT NULL,
+      day date NOT NULL, -- UTC
+      runs bigint NOT NULL,
+      PRIMARY KEY (namespace, day))]],
+
+    -- several hosts, one queue: a host is alive while expires_at is in the
+    -- future (renewed by its heartbeat); it owns what its leases name
+    [[CREATE TABLE sluice.hosts (
+      id text COLLATE "C" PRIMARY KEY,
+      name text NOT NULL,
+      pid integer,
+      started_at timestamptz NOT NULL DEFAULT now(),
+      heartbeat_at timestamptz NOT NULL DEFAULT now(),
+      expires_at timestamptz NOT NULL,
+      info json)]],
+    [[CREATE TABLE sluice.leases (
+      kind text COLLATE "C" NOT NULL, -- 'run', 'consumer', 'dispatch', 'schedules'
+      name text COLLATE "C" NOT NULL,
+      host_id text COLLATE "C" NOT NULL REFERENCES sluice.hosts (id) ON DELETE CASCADE,
+      acquired_at timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (kind, name))]],
+    [[CREATE INDEX leases_by_host ON sluice.leases (host_id)]],
+  },
+}
+
+M.latest = #M.migrations
+
+local BOOTSTRAP = {
+  { "SELECT pg_advisory_xact_lock($1)", LOCK },
+  { "CREATE SCHEMA IF NOT EXISTS sluice" },
+  { [[CREATE TABLE IF NOT EXISTS sluice.schema_version (
+        one boolean PRIMARY KEY DEFAULT true CHECK (one),
+        version integer NOT NULL,
+        migrated_at timestamptz NOT NULL DEFAULT now())]] },
+  { "INSERT INTO sluice.schema_version (version) VALUES (0) ON CONFLICT DO NOTHING" },
+  { "SELECT version FROM sluice.schema_version" },
+}
+
+local function newer_msg(v)
+  return ("the PostgreSQL store's schema is at version %d, newer than this sluice knows (%d): "
+    .. "upgrade sluice, or point --store at another database"):format(v, M.latest)
+end
+
+--- The schema version of the database behind c (0: no schema yet), or nil, msg.
+function M.version(c)
+  local exists, msg = c:query("SELECT to_regclass('sluice.schema_version') IS NOT NULL AS e")
+  if not exists then return nil, msg end
+  if not exists[1].e then return 0 end
+  local rows, msg2 = c:query("SELECT version FROM sluice.schema_version")
+  if not rows then return nil, msg2 end
+  return rows[1] and rows[1].version or 0
+end
+
+--- Brings the schema to the latest version. Returns from, to (the versions
+--- before and after what this call applied: equal when it applied nothing,
+--- e.g. because another process migrated first) or nil, message, code
+--- ("ENEWER" for a schema newer than this binary).
+function M.migrate(c)
+  local ok, res = c:batch(BOOTSTRAP)
+  if not ok then return nil, "creating the schema sluice: " .. res end
+  local from = res[#BOOTSTRAP][1].version
+  local v, applied = from, false
+  if v > M.latest then return nil, newer_msg(v), "ENEWER" end
+  while v < M.latest do
+    local target = v + 1
+    local stmts = {
+      { "SELECT pg_advisory_xact_lock($1)", LOCK },
+      { ([[DO $$ BEGIN
+             IF (SELECT version FROM sluice.schema_version) <> %d THEN
+               RAISE EXCEPTION 'the schema moved on meanwhile' USING ERRCODE = 'SLU01';
+             END IF;
+           END $$]]):format(v) },
+    }
+    for _, sql in ipairs(M.migrations[target]) do stmts[#stmts + 1] = { sql } end
+    stmts[#stmts + 1] = { "UPDATE sluice.schema_version SET version = $1, migrated_at = now()", target }
+    local done, msg, _, state = c:batch(stmts)
+    if done then
+      v, applied = target, true
+    elseif state == "SLU01" then
+      -- another process migrated: go on from where it left the schema
+      local now, msg2 = M.version(c)
+      if not now then return nil, msg2 end
+      if now > M.latest then return nil, newer_msg(now), "ENEWER" end
+      v = now
+      if not applied then from = now end
+    else
+      return nil, ("migrating the PostgreSQL store to version %d: %s"):format(target, msg)
+    end
+  end
+  return from, v
+end
+
+--- Nil if the schema is the one this binary knows, else why not (a store
+--- backend refuses to start on it).
+function M.check(c)
+  local v, msg = M.version(c)
+  if not v then return msg end
+  if v > M.latest then return newer_msg(v) end
+  if v < M.latest then
+    return ("the PostgreSQL store's schema is at version %d, this sluice needs %d: "
+      .. "run sluice store migrate --store URL"):format(v, M.latest)
+  end
+  return nil
+end
+
+return M

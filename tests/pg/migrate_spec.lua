@@ -1,0 +1,84 @@
+-- migrate_spec.lua: `sluice store migrate --store postgres://...` against a
+-- real PostgreSQL 15: it creates the schema sluice with every table, a
+-- second run (and two at once) changes nothing, a schema newer than the
+-- binary knows is refused, and an LMDB directory or an unreachable server
+-- get a message saying what to do.
+local H = require "helper"
+local P = require "pg_helper"
+local pg = require "sluice._pg"
+local schema = require "sluice.pg_schema"
+
+describe("sluice store migrate", function()
+  local inst
+  setup(function() inst = P.start() end)
+  teardown(function() if inst then inst:stop() end end)
+
+  local function tables(url)
+    local c = assert(pg.connect(url))
+    local rows = assert(c:query([[SELECT table_name FROM information_schema.tables
+      WHERE table_schema = 'sluice' ORDER BY table_name]]))
+    c:close()
+    local names = {}
+    for i, r in ipairs(rows) do names[i] = r.table_name end
+    return names
+  end
+
+  it("creates the schema, and a second run does nothing", function()
+    local url = inst:database("m1")
+    local code, out, err = H.sluice({ "store", "migrate", "--store", url })
+    assert.are.equal(0, code, err)
+    assert.matches("schema sluice migrated from version 0 to " .. schema.latest, out)
+    assert.are.same({ "api_keys", "consumers", "counters", "cursors", "events", "hosts", "idempotency",
+      "leases", "logs", "meta", "namespaces", "quotas", "runs", "schedules", "schema_version", "sends",
+      "steps", "stream_trims" }, tables(url))
+    local code2, out2, err2 = H.sluice({ "store", "migrate" }, { env = { "SLUICE_STORE=" .. url } })
+    assert.are.equal(0, code2, err2)
+    assert.matches("at version " .. schema.latest .. ", the latest this sluice knows: nothing to do", out2)
+    local c = assert(pg.connect(url))
+    assert.is_nil(schema.check(c))
+    c:close()
+  end)
+
+  it("lets two hosts migrate at once: one migrates, the other finds it done", function()
+    local url = inst:database("m2")
+    local a = H.spawn({ "store", "migrate", "--store", url })
+    local b = H.spawn({ "store", "migrate", "--store", url })
+    local ca, _, oa, ea = a:wait()
+    local cb, _, ob, eb = b:wait()
+    assert.are.equal(0, ca, ea)
+    assert.are.equal(0, cb, eb)
+    local both = oa .. ob
+    assert.are.equal(1, select(2, both:gsub("migrated from version 0", "")), both)
+    assert.are.equal(1, select(2, both:gsub("nothing to do", "")), both)
+  end)
+
+  it("refuses a schema newer than this sluice knows", function()
+    local url = inst:database("m3")
+    assert.are.equal(0, (H.sluice({ "store", "migrate", "--store", url })))
+    local c = assert(pg.connect(url))
+    assert(c:exec("UPDATE sluice.schema_version SET version = $1", schema.latest + 1))
+    assert.matches("newer than this sluice knows", schema.check(c))
+    c:close()
+    local code, out, err = H.sluice({ "store", "migrate", "--store", url })
+    assert.are.equal(2, code)
+    assert.are.equal("", out)
+    assert.matches(("schema is at version %d, newer than this sluice knows %%(%d%%): upgrade sluice")
+      :format(schema.latest + 1, schema.latest), err)
+  end)
+
+  it("says a store with no schema needs migrate", function()
+    local url = inst:database("m4")
+    local c = assert(pg.connect(url))
+    assert.matches("at version 0, this sluice needs " .. schema.latest .. ": run sluice store migrate", schema.check(c))
+    c:close()
+  end)
+
+  it("tells an LMDB directory and an unreachable server apart from a schema problem", function()
+    local code, _, err = H.sluice({ "store", "migrate", "--store", H.tmpdir() })
+    assert.are.equal(2, code)
+    assert.matches("is an LMDB store %(a directory%), which needs no migration", err)
+    local code2, _, err2 = H.sluice({ "store", "migrate", "--store", "postgresql:///x?host=/nonexistent-dir" })
+    assert.are.equal(1, code2)
+    assert.matches("cannot connect to PostgreSQL: .*nonexistent%-dir", err2)
+  end)
+end)
