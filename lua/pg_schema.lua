@@ -9,10 +9,12 @@
 ---
 --- The tables mirror the LMDB databases (host/store_lmdb.h), one table per
 --- record type, with the indexes of the store's listings as btree indexes.
---- Record bodies are `json` (kept as sent, byte for byte: the codec's
---- "\u0000" tags are valid JSON that jsonb would refuse); the fields the
---- listings and scans need are columns beside them. Text keys are COLLATE
---- "C" so their order is byte order, as LMDB's, and a prefix is a range.
+--- Migration 1 follows store.h's record sections as they are being written
+--- (issue 9); until the PostgreSQL backend ships, no database holds it and
+--- it may still change in place. Record bodies are `json` (kept as sent,
+--- byte for byte: the codec's "\u0000" tags are valid JSON that jsonb would
+--- refuse); the fields the listings and scans need are columns beside them.
+--- Text keys are COLLATE "C": byte order, as LMDB's, and a prefix is a range.
 --- Times the engine writes are microseconds since the epoch (bigint, *_us);
 --- the times that hosts compare with each other (heartbeats, lease expiry)
 --- are the server's timestamptz, so clock skew between hosts cannot make a
@@ -64,7 +66,6 @@ M.migrations = {
       status text COLLATE "C" NOT NULL,
       active boolean NOT NULL, -- not completed, failed or cancelled: what serve resumes
       created_at_us bigint NOT NULL,
-      updated_at_us bigint NOT NULL,
       record json NOT NULL)]],
     [[CREATE INDEX runs_by_time ON sluice.runs (created_at_us, id)]],
     [[CREATE INDEX runs_by_ns ON sluice.runs (namespace, created_at_us, id)]],
@@ -95,15 +96,16 @@ M.migrations = {
       pipeline text COLLATE "C" NOT NULL,
       key text COLLATE "C" NOT NULL,
       run_id text COLLATE "C" NOT NULL,
-      created_at_us bigint NOT NULL,
+      created_at timestamptz NOT NULL DEFAULT now(),
       PRIMARY KEY (namespace, pipeline, key))]],
 
     -- the stream log: global order by seq, each key in order by (stream, seq)
     [[CREATE TABLE sluice.events (
       seq bigint PRIMARY KEY,
       stream text COLLATE "C" NOT NULL,
+      type text NOT NULL,
       ts_us bigint NOT NULL,
-      record json NOT NULL)]],
+      data json NOT NULL)]],
     [[CREATE INDEX events_by_stream ON sluice.events (stream, seq)]],
     [[CREATE INDEX events_by_ts ON sluice.events (ts_us, seq)]],
     [[CREATE TABLE sluice.stream_trims (
@@ -111,36 +113,21 @@ M.migrations = {
       horizon bigint NOT NULL)]], -- events of stream up to horizon were trimmed
     [[CREATE TABLE sluice.sends (
       seq bigint PRIMARY KEY,
-      name text COLLATE "C" NOT NULL,
-      ts_us bigint NOT NULL,
-      data json NOT NULL)]],
+      record json NOT NULL)]], -- {name, data, ts}
     [[CREATE TABLE sluice.cursors (
       name text COLLATE "C" PRIMARY KEY, -- 'dispatch': how far `on` handlers got in sends
       after bigint NOT NULL)]],
     [[CREATE TABLE sluice.consumers (
       name text COLLATE "C" PRIMARY KEY,
-      pattern text COLLATE "C" NOT NULL,
-      after bigint, -- checkpoint: the last seq processed (NULL: none yet)
-      updated_at_us bigint NOT NULL,
-      record json NOT NULL)]],
+      record json NOT NULL)]], -- {name, pattern, after (the checkpoint), ...}
 
     [[CREATE TABLE sluice.schedules (
       name text COLLATE "C" PRIMARY KEY,
-      spec text NOT NULL,
-      tz text,
-      next_at_us bigint,
-      last_at_us bigint,
-      record json NOT NULL)]],
-    [[CREATE INDEX schedules_due ON sluice.schedules (next_at_us)]],
+      record json NOT NULL)]], -- {spec, tz, next and last fire, enabled, ...}
     [[CREATE TABLE sluice.api_keys (
       id text COLLATE "C" PRIMARY KEY,
-      name text COLLATE "C" NOT NULL UNIQUE,
-      namespace text COLLATE "C" NOT NULL,
-      role text NOT NULL,
-      hash text NOT NULL,
-      created_at_us bigint NOT NULL,
-      last_used_us bigint,
-      record json NOT NULL)]],
+      record json NOT NULL, -- {name, namespace, role, hash, created_at}
+      last_used_us bigint)]], -- the key_used mark, apart so a request does not rewrite the record
     [[CREATE TABLE sluice.namespaces (
       name text COLLATE "C" PRIMARY KEY,
       record json NOT NULL)]],
