@@ -2,7 +2,8 @@
 -- real PostgreSQL 15: it creates the schema sluice with every table, a
 -- second run (and two at once) changes nothing, a schema newer than the
 -- binary knows is refused, and an LMDB directory or an unreachable server
--- get a message saying what to do.
+-- get a message saying what to do. And the schema's event id allocation:
+-- ids become visible in id order, so a reader `after` an id misses none.
 local H = require "helper"
 local P = require "pg_helper"
 local pg = require "sluice._pg"
@@ -80,5 +81,41 @@ describe("sluice store migrate", function()
     local code2, _, err2 = H.sluice({ "store", "migrate", "--store", "postgresql:///x?host=/nonexistent-dir" })
     assert.are.equal(1, code2)
     assert.matches("cannot connect to PostgreSQL: .*nonexistent%-dir", err2)
+  end)
+
+  it("allocates event ids under the counter's row lock: they become visible in id order", function()
+    local url = inst:database("m5")
+    assert.are.equal(0, (H.sluice({ "store", "migrate", "--store", url })))
+    local a, b, r = assert(pg.connect(url)), assert(pg.connect(url)), assert(pg.connect(url))
+    local append = [[WITH s AS (UPDATE sluice.counters SET value = value + 1 WHERE name = 'events'
+        RETURNING value)
+      INSERT INTO sluice.events (seq, stream, type, ts_us, data)
+      SELECT value, $1, 't', 0, '{}' FROM s RETURNING seq]]
+    -- a takes the first id and keeps its transaction open a while; b
+    -- appends meanwhile (on another key) and must come after a, both in
+    -- id and in visibility
+    local ida, idb, b_alone
+    coroutine.wrap(function()
+      local ok, res = assert(a:batch { { append, "k1" }, { "SELECT pg_sleep(0.5)" } })
+      ida = ok and res[1][1].seq
+    end)()
+    H.wait_until(function()
+      local rows = assert(r:query("SELECT count(*) AS n FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"))
+      return rows[1].n > 0
+    end, "the first append to hold its transaction open")
+    coroutine.wrap(function()
+      local ok, res = assert(b:batch { { append, "k2" } })
+      idb = ok and res[1][1].seq
+    end)()
+    while not (ida and idb) do
+      local rows = assert(r:query("SELECT seq FROM sluice.events ORDER BY seq"))
+      if rows[1] and rows[1].seq ~= 1 then b_alone = true end
+      H.sleep(10)
+    end
+    assert.are.same({ 1, 2 }, { ida, idb })
+    assert.is_nil(b_alone, "a reader saw id 2 before id 1 committed")
+    a:close()
+    b:close()
+    r:close()
   end)
 end)

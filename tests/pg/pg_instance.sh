@@ -14,7 +14,10 @@ cmd=${1:-} dir=${2:-}
 [ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|restart|stop|url DIR" >&2; exit 2; }
 bin=${SLUICE_PG_BIN:-/usr/lib/postgresql/15/bin}
 [ -x "$bin/initdb" ] || { echo "$0: no $bin/initdb: apt-get install postgresql-15 (scripts/packages.txt)" >&2; exit 3; }
-port=5432 # names the socket file DIR/.s.PGSQL.5432; the directory is ours
+# the port only names the socket file DIR/.s.PGSQL.PORT (no TCP); a random
+# one per directory keeps the SysV shared memory keys of servers started at
+# once (ctest -j) apart, which PostgreSQL derives from it
+if [ -f "$dir/port" ]; then port=$(cat "$dir/port"); else port=$((20000 + RANDOM % 40000)); fi
 as=()
 if [ "$(id -u)" -eq 0 ]; then
   user=${SLUICE_PG_USER:-postgres}
@@ -26,6 +29,7 @@ ctl() { "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 "$
 case "$cmd" in
   start)
     mkdir -p "$dir"
+    echo "$port" >"$dir/port"
     [ ${#as[@]} -eq 0 ] || chown "$user" "$dir"
     chmod 700 "$dir"
     if [ ! -f "$dir/data/PG_VERSION" ]; then
