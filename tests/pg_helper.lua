@@ -27,7 +27,8 @@ P._sentinel = setmetatable({}, { __gc = function()
 end })
 
 --- Starts a fresh server. Returns an instance: inst.url (database postgres),
---- inst:restart() (-m immediate: a crash), inst:stop(), inst:database(name)
+--- inst:restart() (-m immediate: a crash), inst:pause() and inst:start()
+--- (down, then up again), inst:stop() (for good), inst:database(name)
 --- (a new empty database, its URL). Fails the spec, saying what to install,
 --- without PostgreSQL 15.
 function P.start()
@@ -44,6 +45,14 @@ function P.start()
   function inst:restart()
     local c, _, e = P.run({ "restart", self.dir })
     assert(c == 0, "pg_ctl restart failed: " .. e)
+  end
+  function inst:pause() -- down until start()
+    local c, _, e = P.run({ "pause", self.dir })
+    assert(c == 0, "pg_ctl stop failed: " .. e)
+  end
+  function inst:start()
+    local c, _, e = P.run({ "start", self.dir })
+    assert(c == 0, "pg_ctl start failed: " .. e)
   end
   function inst:stop()
     P.run({ "stop", self.dir })

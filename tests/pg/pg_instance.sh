@@ -4,6 +4,7 @@
 # TCP port to collide with another suite or a system server).
 #   pg_instance.sh start DIR    initdb DIR/data (if new) and start; prints the URL
 #   pg_instance.sh restart DIR  pg_ctl restart -m immediate (a crash: no checkpoint)
+#   pg_instance.sh pause DIR    stop (fast), keeping DIR: start brings it back
 #   pg_instance.sh stop DIR     stop (fast) and remove DIR
 #   pg_instance.sh url DIR      the connection URL of DIR's server
 # initdb refuses to run as root: as root, the server runs as the `postgres`
@@ -11,7 +12,7 @@
 # handed to that user. Authentication is trust, for the socket only.
 set -euo pipefail
 cmd=${1:-} dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|restart|stop|url DIR" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|restart|pause|stop|url DIR" >&2; exit 2; }
 bin=${SLUICE_PG_BIN:-/usr/lib/postgresql/15/bin}
 [ -x "$bin/initdb" ] || { echo "$0: no $bin/initdb: apt-get install postgresql-15 (scripts/packages.txt)" >&2; exit 3; }
 # the port only names the socket file DIR/.s.PGSQL.PORT (no TCP); a random
@@ -44,10 +45,13 @@ case "$cmd" in
   restart)
     ctl -m immediate restart >/dev/null || { tail -20 "$dir/server.log" >&2; exit 1; }
     ;;
+  pause)
+    ctl -m fast stop >/dev/null || { tail -20 "$dir/server.log" >&2; exit 1; }
+    ;;
   stop)
     if [ -f "$dir/data/postmaster.pid" ]; then ctl -m fast stop >/dev/null || true; fi
     rm -rf "$dir"
     ;;
   url) url ;;
-  *) echo "usage: $0 start|restart|stop|url DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 start|restart|pause|stop|url DIR" >&2; exit 2 ;;
 esac
