@@ -26,15 +26,28 @@ static struct {
   store *st;
   writer *w;
   int readonly;
+  pgstore *pg; /* instead of st and w: a PostgreSQL store */
+  char *url;
 } H;
 
 typedef struct {
-  store_batch *b; /* NULL once committed */
+  store_batch *b;    /* NULL once committed */
+  pgstore_batch *pb; /* a PostgreSQL store's batch instead */
 } batch_ud;
 
 store *l_store_get(lua_State *L) {
+  if (H.pg) {
+    luaL_error(L, "this operation of the store is not on PostgreSQL yet (issue 15: runs, steps, "
+                  "run logs and idempotency keys come with the runs records layer); use an LMDB "
+                  "store (--store DIR) meanwhile");
+  }
   if (!H.st) luaL_error(L, "sluice._store: no store is open");
   return H.st;
+}
+
+pgstore *l_store_pg(lua_State *L) {
+  (void)L;
+  return H.pg;
 }
 
 int l_store_fail(lua_State *L, int status, const char *msg) {
@@ -42,6 +55,12 @@ int l_store_fail(lua_State *L, int status, const char *msg) {
 }
 
 void l_store_shutdown(void) {
+  if (H.pg) {
+    pgstore_close(H.pg); /* fails what is in flight: their coroutines get EIO */
+    H.pg = NULL;
+    free(H.url);
+    H.url = NULL;
+  }
   if (H.w) {
     writer_stop(H.w);
     H.w = NULL;
@@ -55,15 +74,33 @@ void l_store_shutdown(void) {
 /* open(dir [, readonly]) -> true | nil, "CODE: message", "CODE". Reopening
  * the same dir is a no-op; another dir closes the first (its queued writes
  * commit first). */
+static int is_url(const char *s) {
+  return strncmp(s, "postgres://", 11) == 0 || strncmp(s, "postgresql://", 13) == 0;
+}
+
 static int l_open(lua_State *L) {
   const char *dir = luaL_checkstring(L, 1);
   int readonly = lua_toboolean(L, 2);
-  if (H.st && strcmp(store_dir(H.st), dir) == 0 && H.readonly == readonly) {
+  if (((H.st && strcmp(store_dir(H.st), dir) == 0) || (H.pg && strcmp(H.url, dir) == 0)) &&
+      H.readonly == readonly) {
     lua_pushboolean(L, 1);
     return 1;
   }
   l_store_shutdown();
   char err[512];
+  if (is_url(dir)) {
+    /* connects in the background: the first operation waits for it */
+    int rc = pgstore_open(&H.pg, &vm_of(L)->loop, dir, err, sizeof err);
+    if (rc != 0) {
+      H.pg = NULL;
+      return l_store_fail(L, rc, err);
+    }
+    H.url = strdup(dir);
+    if (!H.url) return luaL_error(L, "out of memory");
+    H.readonly = readonly;
+    lua_pushboolean(L, 1);
+    return 1;
+  }
   int rc = store_open(&H.st, dir, readonly ? STORE_READONLY : 0, err, sizeof err);
   if (rc != 0) {
     H.st = NULL;
@@ -79,6 +116,13 @@ static int l_open(lua_State *L) {
   return 1;
 }
 
+/* remote() -> true when the store is PostgreSQL (reads yield; positions of
+ * events and sends are allocated by the commit, which returns them) */
+static int l_remote(lua_State *L) {
+  lua_pushboolean(L, H.pg != NULL);
+  return 1;
+}
+
 static int l_close(lua_State *L) {
   (void)L;
   l_store_shutdown();
@@ -86,6 +130,10 @@ static int l_close(lua_State *L) {
 }
 
 static int l_dir(lua_State *L) {
+  if (H.pg) {
+    lua_pushstring(L, pgstore_name(H.pg));
+    return 1;
+  }
   if (!H.st) return 0;
   lua_pushstring(L, store_dir(H.st));
   return 1;
@@ -167,8 +215,10 @@ static void commit_done(void *cookie, int status, const char *errmsg) {
 }
 
 void l_store_check_writable(lua_State *L) {
-  if (!H.st) luaL_error(L, "sluice._store: no store is open");
-  if (!H.w) luaL_error(L, "the store %s is open read-only", store_dir(H.st));
+  if (!H.st && !H.pg) luaL_error(L, "sluice._store: no store is open");
+  if (H.readonly || (!H.pg && !H.w)) {
+    luaL_error(L, "the store %s is open read-only", H.pg ? pgstore_name(H.pg) : store_dir(H.st));
+  }
   if (!lua_isyieldable(L)) {
     luaL_error(L, "a durable write must run inside a run (a coroutine the host resumes), not in "
                   "a callback or at the top of the main thread");
@@ -176,6 +226,10 @@ void l_store_check_writable(lua_State *L) {
 }
 
 int l_store_submit(lua_State *L, store_batch *b) {
+  if (!H.w) {
+    store_batch_free(b);
+    l_store_get(L); /* raises: a PostgreSQL store has no LMDB writer */
+  }
   waiter *wt = malloc(sizeof *wt);
   if (!wt) {
     store_batch_free(b);
@@ -192,10 +246,132 @@ int l_store_submit(lua_State *L, store_batch *b) {
   return lua_yield(L, 0);
 }
 
+/* A PostgreSQL commit: true, the first position of its events, of its sends
+ * (allocated by the commit: 0 when the batch had none). */
+static void pg_commit_done(void *cookie, int status, const char *errmsg,
+                           const pgstore_commit_info *info) {
+  waiter *wt = cookie;
+  lua_State *co = wt->co;
+  lua_State *L = vm_of(co)->L;
+  int ref = wt->ref;
+  free(wt);
+  if (lua_status(co) != LUA_YIELD) {
+    fprintf(stderr, "sluice: a coroutine waiting for a commit was resumed elsewhere; "
+                    "result dropped\n");
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    return;
+  }
+  int nargs = 3;
+  if (status == 0) {
+    lua_pushboolean(co, 1);
+    lua_pushinteger(co, (lua_Integer)info->first_event);
+    lua_pushinteger(co, (lua_Integer)info->first_send);
+  } else {
+    nargs = l_store_fail(co, status, errmsg ? errmsg : "write failed");
+  }
+  vm_resume(co, NULL, nargs);
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+}
+
+static int submit_pg(lua_State *L, pgstore_batch *b) {
+  waiter *wt = malloc(sizeof *wt);
+  if (!wt) {
+    pgstore_batch_free(b);
+    return luaL_error(L, "out of memory");
+  }
+  wt->co = L;
+  lua_pushthread(L);
+  wt->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (pgstore_commit(H.pg, b, pg_commit_done, wt) != 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, wt->ref);
+    free(wt);
+    return l_store_fail(L, STORE_EIO, "the PostgreSQL store is closing");
+  }
+  return lua_yield(L, 0);
+}
+
+/* ---- reads of a PostgreSQL store ------------------------------------------ */
+
+#define PGREAD_MT "sluice.store_pgread"
+
+static int pgread_gc(lua_State *L) {
+  l_pgread *r = luaL_checkudata(L, 1, PGREAD_MT);
+  store_events_free(&r->ev);
+  store_rows_free(&r->rows);
+  store_keys_free(&r->keys);
+  store_named_rows_free(&r->named);
+  sbuf_free(&r->rec);
+  return 0;
+}
+
+l_pgread *l_store_pgread(lua_State *L) {
+  if (!lua_isyieldable(L)) {
+    luaL_error(L, "a read of a PostgreSQL store waits on the network: it must run inside a run or "
+                  "a task (a coroutine the host resumes)");
+  }
+  l_pgread *r = lua_newuserdatauv(L, sizeof *r, 0);
+  memset(r, 0, sizeof *r);
+  r->ev = (store_events)STORE_EVENTS_INIT;
+  r->rows = (store_rows)STORE_ROWS_INIT;
+  r->keys = (store_keys)STORE_KEYS_INIT;
+  r->named = (store_named_rows)STORE_NAMED_ROWS_INIT;
+  r->rec = (sbuf)SBUF_INIT;
+  r->co_ref = r->ud_ref = LUA_NOREF;
+  if (luaL_newmetatable(L, PGREAD_MT)) {
+    lua_pushcfunction(L, pgread_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  /* the read writes into r until its done: r lives until then, whatever
+   * happens to the coroutine */
+  lua_pushvalue(L, -1);
+  r->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  r->co = L;
+  return r;
+}
+
+void l_store_pgread_done(void *cookie, int status, const char *err) {
+  l_pgread *r = cookie;
+  lua_State *co = r->co;
+  lua_State *L = vm_of(co)->L;
+  r->done = 1;
+  r->status = status;
+  snprintf(r->err, sizeof r->err, "%s", status ? (err ? err : "the read failed") : "");
+  int co_ref = r->co_ref, ud_ref = r->ud_ref;
+  r->co_ref = r->ud_ref = LUA_NOREF;
+  if (co_ref != LUA_NOREF) { /* waiting in l_store_await */
+    if (lua_status(co) == LUA_YIELD) {
+      vm_resume(co, NULL, 0);
+    } else {
+      fprintf(stderr, "sluice: a coroutine waiting for a store read was resumed elsewhere; "
+                      "result dropped\n");
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, co_ref);
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, ud_ref);
+}
+
+static int await_k(lua_State *L, int status, lua_KContext k) {
+  (void)status;
+  l_pgread *r = (l_pgread *)k;
+  return r->push(L, r);
+}
+
+int l_store_await(lua_State *L, l_pgread *r, l_pgread_push push) {
+  r->push = push;
+  if (r->done) return push(L, r); /* refused before anything was sent */
+  lua_pushthread(L);
+  r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return lua_yieldk(L, 0, (lua_KContext)r, await_k);
+}
+
+int l_store_pgfail(lua_State *L, const l_pgread *r) { return l_store_fail(L, r->status, r->err); }
+
 /* ---- batches ------------------------------------------------------------ */
 
 store_batch *l_store_check_batch(lua_State *L, int idx) {
   batch_ud *u = luaL_checkudata(L, idx, L_STORE_BATCH_MT);
+  if (u->pb) l_store_get(L); /* raises: this operation has no PostgreSQL path */
   if (!u->b) luaL_argerror(L, idx, "this batch was committed already: build a new one");
   return u->b;
 }
@@ -206,18 +382,31 @@ store_batch *l_store_take_batch(lua_State *L, int idx) {
   return b;
 }
 
-/* batch() -> an empty batch */
+pgstore_batch *l_store_pg_batch(lua_State *L, int idx) {
+  batch_ud *u = luaL_checkudata(L, idx, L_STORE_BATCH_MT);
+  if (!u->pb && !u->b) luaL_argerror(L, idx, "this batch was committed already: build a new one");
+  return u->pb;
+}
+
+/* batch() -> an empty batch (of the open store's backend) */
 static int l_batch(lua_State *L) {
   batch_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
   u->b = NULL;
+  u->pb = NULL;
   luaL_setmetatable(L, L_STORE_BATCH_MT);
-  u->b = store_batch_new();
+  if (H.pg) {
+    u->pb = pgstore_batch_new();
+  } else {
+    u->b = store_batch_new();
+  }
   return 1;
 }
 
 /* b:count() -> the number of writes in b */
 static int l_batch_count(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)store_batch_count(l_store_check_batch(L, 1)));
+  pgstore_batch *pb = l_store_pg_batch(L, 1);
+  lua_pushinteger(L, (lua_Integer)(pb ? pgstore_batch_count(pb)
+                                      : store_batch_count(l_store_check_batch(L, 1))));
   return 1;
 }
 
@@ -225,8 +414,15 @@ static int l_batch_count(lua_State *L) {
  * is durable; b is spent afterwards, whatever the outcome. */
 static int l_batch_commit(lua_State *L) {
   batch_ud *u = luaL_checkudata(L, 1, L_STORE_BATCH_MT);
-  if (!u->b) return luaL_argerror(L, 1, "this batch was committed already: build a new one");
+  if (!u->b && !u->pb) return luaL_argerror(L, 1, "this batch was committed already: build a new one");
   l_store_check_writable(L);
+  if (u->pb) {
+    if (!H.pg) return luaL_argerror(L, 1, "a batch of a PostgreSQL store that was closed");
+    pgstore_batch *pb = u->pb;
+    u->pb = NULL;
+    return submit_pg(L, pb);
+  }
+  if (!H.st) return luaL_argerror(L, 1, "an LMDB batch, but the store open is PostgreSQL");
   store_batch *b = u->b;
   u->b = NULL;
   return l_store_submit(L, b);
@@ -235,7 +431,9 @@ static int l_batch_commit(lua_State *L) {
 static int l_batch_gc(lua_State *L) {
   batch_ud *u = luaL_checkudata(L, 1, L_STORE_BATCH_MT);
   if (u->b) store_batch_free(u->b);
+  if (u->pb) pgstore_batch_free(u->pb);
   u->b = NULL;
+  u->pb = NULL;
   return 0;
 }
 
@@ -327,6 +525,7 @@ int luaopen_sluice__store(lua_State *L) {
   static const luaL_Reg fns[] = {{"open", l_open},
                                  {"close", l_close},
                                  {"dir", l_dir},
+                                 {"remote", l_remote},
                                  {"stats", l_stats},
                                  {"batch", l_batch},
                                  {NULL, NULL}};

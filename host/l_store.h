@@ -21,8 +21,57 @@
 #include <lua.h>
 
 #include "store.h"
+#include "store_pg.h"
 
 #define L_STORE_BATCH_MT "sluice.store_batch"
+
+/* The PostgreSQL store when the process's store is one (store.open of a
+ * postgres:// URL), else NULL: each operation then takes the PostgreSQL
+ * path (store_pg.h, reads yield) or the LMDB one (store.h, reads return at
+ * once), so the LMDB path costs one test. l_store_get raises on a
+ * PostgreSQL store: an operation that reaches it has no PostgreSQL path. */
+pgstore *l_store_pg(lua_State *L);
+
+/* The PostgreSQL batch at idx, or NULL when it is an LMDB batch (then
+ * l_store_check_batch gives it). l_store_check_batch raises on a
+ * PostgreSQL batch, naming the operation that has no PostgreSQL path. */
+pgstore_batch *l_store_pg_batch(lua_State *L, int idx);
+
+/* A read of the PostgreSQL store in flight: the outputs of every read kind
+ * (a read fills the ones it needs) and its outcome. */
+typedef struct l_pgread l_pgread;
+typedef int (*l_pgread_push)(lua_State *L, l_pgread *r);
+struct l_pgread {
+  int status, done;
+  char err[600];
+  lua_State *co;
+  int co_ref, ud_ref;
+  l_pgread_push push;
+  const char *what; /* a static name of the record read, for messages */
+  store_events ev;
+  store_rows rows;
+  store_keys keys;
+  store_named_rows named;
+  sbuf rec;
+  uint64_t seq;
+  int64_t i64;
+  int flag, found;
+  pgstore_trim_result trim;
+  store_trim_query tq;
+};
+
+/* Pushes a new read (a userdata freeing its outputs by __gc, anchored until
+ * its done runs) after checking that the caller can wait: a coroutine the
+ * host resumes (raises otherwise, before anything is sent). Pass
+ * l_store_pgread_done and it as the read's done and cookie, then return
+ * l_store_await(L, r, push): push runs once the read completed (r->status
+ * 0 or a failure: push turns it into nil, "CODE: message", "CODE" with
+ * l_store_pgfail) and its results are the Lua function's. */
+l_pgread *l_store_pgread(lua_State *L);
+void l_store_pgread_done(void *cookie, int status, const char *err);
+int l_store_await(lua_State *L, l_pgread *r, l_pgread_push push);
+/* l_store_fail with r's failure (status != 0). */
+int l_store_pgfail(lua_State *L, const l_pgread *r);
 
 /* The batch at idx (raises unless it is one not yet committed). */
 store_batch *l_store_check_batch(lua_State *L, int idx);

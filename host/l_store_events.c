@@ -28,7 +28,7 @@
 #include "l_store.h"
 #include "sbuf.h"
 
-#define BOX_MT "sluice.store_events_rows"
+#define BOX_MT "sluice.store_events_rows" /* not ROWS_MT of l_store.c */
 
 typedef struct {
   store_events ev;
@@ -127,30 +127,20 @@ static int push_event(lua_State *L, const store_event *e, char *err, size_t errs
 /* read_events{stream= | prefix=, after=, limit=} -> events, next id (nil
  * at the start): the id of the last event read, else of the last position
  * examined, so the next page starts after it. */
-static int l_read_events(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  store_event_query q;
-  q.stream = which_stream(L, 1, &q.streamn, &q.exact);
-  q.after = opt_seq(L, 1, "after");
-  q.limit = opt_limit(L, 1, 1000);
-  /* the rows of every read go to one box kept between reads (an upvalue):
-   * paging a stream allocates nothing in C after the first page */
-  box *x = lua_touserdata(L, lua_upvalueindex(1));
+static int push_events(lua_State *L, store_events *ev) {
   char err[512];
-  int st = store_read_events(l_store_get(L), &q, &x->ev, err, sizeof err);
-  if (st) return l_store_fail(L, st, err);
-  lua_createtable(L, (int)(x->ev.n < 1024 ? x->ev.n : 1024), 0);
-  for (size_t i = 0; i < x->ev.n; i++) {
-    if (push_event(L, &x->ev.rows[i], err, sizeof err) != 0) {
+  lua_createtable(L, (int)(ev->n < 1024 ? ev->n : 1024), 0);
+  for (size_t i = 0; i < ev->n; i++) {
+    if (push_event(L, &ev->rows[i], err, sizeof err) != 0) {
       char msg[700];
       snprintf(msg, sizeof msg, "the data of event %016llx: %s",
-               (unsigned long long)x->ev.rows[i].seq, err);
+               (unsigned long long)ev->rows[i].seq, err);
       return l_store_fail(L, STORE_EBADSTORE, msg);
     }
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
-  uint64_t next = x->ev.n ? x->ev.rows[x->ev.n - 1].seq : x->ev.last;
-  if (x->ev.bcap > (4u << 20)) store_events_free(&x->ev); /* a huge page: give it back */
+  uint64_t next = ev->n ? ev->rows[ev->n - 1].seq : ev->last;
+  if (ev->bcap > (4u << 20)) store_events_free(ev); /* a huge page: give it back */
   if (next) {
     push_id(L, next);
   } else {
@@ -159,7 +149,57 @@ static int l_read_events(lua_State *L) {
   return 2;
 }
 
+static int push_pg_events(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  return push_events(L, &r->ev);
+}
+
+static int l_read_events(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  store_event_query q;
+  q.stream = which_stream(L, 1, &q.streamn, &q.exact);
+  q.after = opt_seq(L, 1, "after");
+  q.limit = opt_limit(L, 1, 1000);
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_read_events(pg, &q, &r->ev, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_events);
+  }
+  /* the rows of every read go to one box kept between reads (an upvalue):
+   * paging a stream allocates nothing in C after the first page */
+  box *x = lua_touserdata(L, lua_upvalueindex(1));
+  char err[512];
+  int st = store_read_events(l_store_get(L), &q, &x->ev, err, sizeof err);
+  if (st) return l_store_fail(L, st, err);
+  return push_events(L, &x->ev);
+}
+
+/* PostgreSQL reads of one value: seq (and ts), a position, a flag */
+static int push_pg_seq_ts(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  lua_pushinteger(L, (lua_Integer)r->seq);
+  lua_pushinteger(L, (lua_Integer)r->i64);
+  return 2;
+}
+static int push_pg_seq(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  lua_pushinteger(L, (lua_Integer)r->seq);
+  return 1;
+}
+static int push_pg_flag(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  lua_pushboolean(L, r->flag);
+  return 1;
+}
+
 static int l_events_last(lua_State *L) {
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_events_last(pg, &r->seq, &r->i64, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_seq_ts);
+  }
   uint64_t seq;
   int64_t ts;
   char err[512];
@@ -172,6 +212,12 @@ static int l_events_last(lua_State *L) {
 
 static int l_events_after_time(lua_State *L) {
   lua_Integer us = luaL_checkinteger(L, 1);
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_events_after_time(pg, (int64_t)us, &r->seq, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_seq);
+  }
   uint64_t after;
   char err[512];
   int st = store_events_after_time(l_store_get(L), (int64_t)us, &after, err, sizeof err);
@@ -185,11 +231,32 @@ static int l_events_trimmed(lua_State *L) {
   size_t n;
   int exact, trimmed;
   const char *s = which_stream(L, 1, &n, &exact);
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_events_trimmed(pg, s, n, exact, opt_seq(L, 1, "after"), &r->flag, l_store_pgread_done,
+                           r);
+    return l_store_await(L, r, push_pg_flag);
+  }
   char err[512];
   int st = store_events_trimmed(l_store_get(L), s, n, exact, opt_seq(L, 1, "after"), &trimmed,
                                 err, sizeof err);
   if (st) return l_store_fail(L, st, err);
   lua_pushboolean(L, trimmed);
+  return 1;
+}
+
+static void push_keys(lua_State *L, const store_keys *k) {
+  lua_createtable(L, (int)k->n, 0);
+  for (size_t i = 0; i < k->n; i++) {
+    lua_pushlstring(L, k->keys[i].key, k->keys[i].len);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+}
+
+static int push_pg_keys(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  push_keys(L, &r->keys);
   return 1;
 }
 
@@ -201,6 +268,12 @@ static int l_stream_keys(lua_State *L) {
   lua_getfield(L, 1, "after");
   const char *after = luaL_optlstring(L, -1, "", &an);
   size_t limit = opt_limit(L, 1, 100);
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_stream_keys(pg, prefix, pn, after, an, limit, &r->keys, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_keys);
+  }
   box *x = new_box(L);
   char err[512];
   int st = store_stream_keys(l_store_get(L), prefix, pn, after, an, limit, &x->keys, err,
@@ -209,11 +282,7 @@ static int l_stream_keys(lua_State *L) {
     store_keys_free(&x->keys);
     return l_store_fail(L, st, err);
   }
-  lua_createtable(L, (int)x->keys.n, 0);
-  for (size_t i = 0; i < x->keys.n; i++) {
-    lua_pushlstring(L, x->keys.keys[i].key, x->keys.keys[i].len);
-    lua_rawseti(L, -2, (lua_Integer)i + 1);
-  }
+  push_keys(L, &x->keys);
   store_keys_free(&x->keys);
   return 1;
 }
@@ -243,7 +312,8 @@ static int l_event_seq(lua_State *L) {
  * is added: a bad type, key or value raises "event i: ..." and leaves b as
  * it was. */
 static int l_append_events(lua_State *L) {
-  store_batch *b = l_store_check_batch(L, 1);
+  pgstore_batch *pb = l_store_pg_batch(L, 1);
+  store_batch *b = pb ? NULL : l_store_check_batch(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_Integer first = luaL_checkinteger(L, 3);
   lua_Integer ts0 = luaL_checkinteger(L, 4);
@@ -302,8 +372,13 @@ static int l_append_events(lua_State *L) {
     const char *t = lua_tolstring(L, -2, &tn);
     const char *k = lua_tolstring(L, -1, &kn);
     /* checked above: cannot fail */
-    store_append_event(b, (uint64_t)(first + i - 1), (int64_t)(ts0 + i - 1), t, tn, k, kn,
-                       data.data + start, ends[i - 1] - start, err, sizeof err);
+    if (pb) { /* the commit allocates positions */
+      pgstore_append_event(pb, (int64_t)(ts0 + i - 1), t, tn, k, kn, data.data + start,
+                           ends[i - 1] - start, err, sizeof err);
+    } else {
+      store_append_event(b, (uint64_t)(first + i - 1), (int64_t)(ts0 + i - 1), t, tn, k, kn,
+                         data.data + start, ends[i - 1] - start, err, sizeof err);
+    }
     start = ends[i - 1];
     lua_pop(L, 3);
   }
@@ -316,8 +391,17 @@ static int l_append_events(lua_State *L) {
 /* b:trim_events{...} -> n, last, more | nil, msg, code (store.h's
  * store_trim_events: before_us= for events older than a time, keep= with
  * stream= for a key's events beyond its newest keep) */
+static int push_pg_trim(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  lua_pushinteger(L, (lua_Integer)r->trim.n);
+  lua_pushinteger(L, (lua_Integer)r->trim.last);
+  lua_pushboolean(L, r->trim.more);
+  return 3;
+}
+
 static int l_trim_events(lua_State *L) {
-  store_batch *b = l_store_check_batch(L, 1);
+  pgstore_batch *pb = l_store_pg_batch(L, 1);
+  store_batch *b = pb ? NULL : l_store_check_batch(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   store_trim_query q;
   q.stream = which_stream(L, 2, &q.streamn, &q.exact);
@@ -328,6 +412,14 @@ static int l_trim_events(lua_State *L) {
   q.keep = (int64_t)luaL_optinteger(L, -1, -1);
   lua_pop(L, 2);
   q.limit = opt_limit(L, 2, 1000);
+  if (pb) {
+    /* the query's key is a field of the options table: alive while the
+     * coroutine waits, as r->tq is */
+    l_pgread *r = l_store_pgread(L);
+    r->tq = q;
+    pgstore_trim_events(l_store_pg(L), pb, &r->tq, &r->trim, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_trim);
+  }
   size_t n;
   uint64_t last;
   int more;
@@ -343,14 +435,20 @@ static int l_trim_events(lua_State *L) {
 /* b:put_send(seq, {name=, data=, ts=}) -> id. A value that cannot be
  * stored raises "event.data.f: cannot store a function". */
 static int l_put_send(lua_State *L) {
-  store_batch *b = l_store_check_batch(L, 1);
-  lua_Integer seq = luaL_checkinteger(L, 2);
+  pgstore_batch *pb = l_store_pg_batch(L, 1);
+  store_batch *b = pb ? NULL : l_store_check_batch(L, 1);
+  lua_Integer seq = pb ? 0 : luaL_checkinteger(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
   sbuf rec = SBUF_INIT;
   char err[512];
   if (codec_encode(L, 3, "event", CODEC_RECORD, &rec, err, sizeof err) != 0) {
     sbuf_free(&rec);
     return luaL_error(L, "%s", err);
+  }
+  if (pb) { /* its position is the commit's (b:commit() returns it) */
+    pgstore_put_send(pb, rec.data, rec.len);
+    sbuf_free(&rec);
+    return 0;
   }
   store_put_send(b, (uint64_t)seq, rec.data, rec.len);
   sbuf_free(&rec);
@@ -390,10 +488,44 @@ static int push_rows(lua_State *L, box *x, int sends) {
   return 1;
 }
 
+static int push_pg_sends(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  box *x = new_box(L);
+  x->rows = r->rows; /* the box frees them if pushing raises */
+  r->rows = (store_rows)STORE_ROWS_INIT;
+  return push_rows(L, x, 1);
+}
+
+static int push_pg_consumers(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  box *x = new_box(L);
+  x->rows = r->rows;
+  r->rows = (store_rows)STORE_ROWS_INIT;
+  return push_rows(L, x, 0);
+}
+
+static int push_pg_consumer(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  if (!r->found) {
+    lua_pushnil(L);
+    return 1;
+  }
+  int n = push_pg_consumers(L, r);
+  if (n != 1) return n;
+  lua_rawgeti(L, -1, 1);
+  return 1;
+}
+
 static int l_sends(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   uint64_t after = opt_seq(L, 1, "after");
   size_t limit = opt_limit(L, 1, 256);
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_sends(pg, after, limit, &r->rows, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_sends);
+  }
   box *x = new_box(L);
   char err[512];
   int st = store_sends(l_store_get(L), after, limit, &x->rows, err, sizeof err);
@@ -405,6 +537,12 @@ static int l_sends(lua_State *L) {
 }
 
 static int l_sends_last(lua_State *L) {
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_sends_last(pg, &r->seq, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_seq);
+  }
   uint64_t seq;
   char err[512];
   int st = store_sends_last(l_store_get(L), &seq, err, sizeof err);
@@ -414,6 +552,12 @@ static int l_sends_last(lua_State *L) {
 }
 
 static int l_dispatch_cursor(lua_State *L) {
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_dispatch_cursor(pg, &r->seq, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_seq);
+  }
   uint64_t seq;
   char err[512];
   int st = store_dispatch_cursor(l_store_get(L), &seq, err, sizeof err);
@@ -423,10 +567,15 @@ static int l_dispatch_cursor(lua_State *L) {
 }
 
 static int l_set_dispatch_cursor(lua_State *L) {
-  store_batch *b = l_store_check_batch(L, 1);
+  pgstore_batch *pb = l_store_pg_batch(L, 1);
+  store_batch *b = pb ? NULL : l_store_check_batch(L, 1);
   lua_Integer seq = luaL_checkinteger(L, 2);
   luaL_argcheck(L, seq >= 0, 2, "a position is >= 0");
-  store_set_dispatch_cursor(b, (uint64_t)seq);
+  if (pb) {
+    pgstore_set_dispatch_cursor(pb, (uint64_t)seq);
+  } else {
+    store_set_dispatch_cursor(b, (uint64_t)seq);
+  }
   lua_settop(L, 1);
   return 1;
 }
@@ -438,7 +587,8 @@ static const char *check_name(lua_State *L, int idx, size_t *n) {
 }
 
 static int l_put_consumer(lua_State *L) {
-  store_batch *b = l_store_check_batch(L, 1);
+  pgstore_batch *pb = l_store_pg_batch(L, 1);
+  store_batch *b = pb ? NULL : l_store_check_batch(L, 1);
   size_t n;
   const char *name = check_name(L, 2, &n);
   luaL_checktype(L, 3, LUA_TTABLE);
@@ -448,8 +598,10 @@ static int l_put_consumer(lua_State *L) {
     sbuf_free(&rec);
     return luaL_error(L, "%s", err);
   }
-  store_put_consumer(b, name, n, rec.data, rec.len);
+  int bad = pb ? pgstore_put_consumer(pb, name, n, rec.data, rec.len)
+               : (store_put_consumer(b, name, n, rec.data, rec.len), 0);
   sbuf_free(&rec);
+  if (bad) return luaL_argerror(L, 2, "a consumer name holds no NUL byte on PostgreSQL");
   lua_settop(L, 1);
   return 1;
 }
@@ -457,6 +609,12 @@ static int l_put_consumer(lua_State *L) {
 static int l_consumer(lua_State *L) {
   size_t n;
   const char *name = check_name(L, 1, &n);
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_get_consumer(pg, name, n, &r->rows, &r->found, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_consumer);
+  }
   box *x = new_box(L);
   char err[512];
   int found;
@@ -476,6 +634,12 @@ static int l_consumer(lua_State *L) {
 }
 
 static int l_consumers(lua_State *L) {
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_consumers(pg, &r->rows, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_consumers);
+  }
   box *x = new_box(L);
   char err[512];
   int st = store_consumers(l_store_get(L), &x->rows, err, sizeof err);

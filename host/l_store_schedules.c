@@ -17,9 +17,40 @@ static const char *check_name(lua_State *L, int idx, size_t *len) {
   return s;
 }
 
+static int push_schedule(lua_State *L, l_pgread *r) {
+  char what[256];
+  size_t n;
+  const char *name = lua_tolstring(L, 1, &n);
+  snprintf(what, sizeof what, "schedule %.*s", (int)(n > 200 ? 200 : n), name);
+  return l_store_push_record(L, r->status, r->err, r->found, &r->rec, what);
+}
+
+/* the rows of a page, and the next page's after when limit rows came */
+static int push_page(lua_State *L, const store_named_rows *rows, lua_Integer limit) {
+  int nret = l_store_push_rows(L, rows, "schedule", NULL, NULL);
+  if (nret != 1) return nret;
+  if (limit > 0 && rows->n == (size_t)limit) {
+    const store_named_row *last = &rows->rows[rows->n - 1];
+    lua_pushlstring(L, last->name, last->name_len);
+    return 2;
+  }
+  return 1;
+}
+
+static int push_pg_page(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  return push_page(L, &r->named, (lua_Integer)r->i64);
+}
+
 static int l_schedule(lua_State *L) {
   size_t n;
   const char *name = check_name(L, 1, &n);
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_get_schedule(pg, name, n, &r->rec, &r->found, l_store_pgread_done, r);
+    return l_store_await(L, r, push_schedule);
+  }
   sbuf *rec = l_store_new_buf(L);
   char err[512], what[256];
   int found = 0;
@@ -33,28 +64,30 @@ static int l_schedules(lua_State *L) {
   const char *after = luaL_optlstring(L, 1, "", &alen);
   lua_Integer limit = luaL_optinteger(L, 2, 0);
   luaL_argcheck(L, limit >= 0, 2, "limit must be >= 0 (0: all)");
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    r->i64 = limit;
+    pgstore_list_schedules(pg, after, alen, (size_t)limit, &r->named, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_page);
+  }
   store_named_rows *rows = l_store_new_rows(L);
   char err[512];
   int st = store_list_schedules(l_store_get(L), after, alen, (size_t)limit, rows, err, sizeof err);
   if (st) return l_store_fail(L, st, err);
-  int nret = l_store_push_rows(L, rows, "schedule", NULL, NULL);
-  if (nret != 1) return nret;
-  if (limit > 0 && rows->n == (size_t)limit) {
-    const store_named_row *last = &rows->rows[rows->n - 1];
-    lua_pushlstring(L, last->name, last->name_len);
-    return 2;
-  }
-  return 1;
+  return push_page(L, rows, limit);
 }
 
 static int l_put_schedule(lua_State *L) {
-  store_batch *b = l_store_check_batch(L, 1);
+  pgstore_batch *pb = l_store_pg_batch(L, 1);
+  store_batch *b = pb ? NULL : l_store_check_batch(L, 1);
   size_t n;
   const char *name = check_name(L, 2, &n);
   luaL_checktype(L, 3, LUA_TTABLE);
   sbuf *rec = l_store_new_buf(L);
   l_store_encode(L, 3, "schedule record", rec);
-  if (store_put_schedule(b, name, n, rec->data, rec->len) != 0) {
+  if ((pb ? pgstore_put_schedule(pb, name, n, rec->data, rec->len)
+          : store_put_schedule(b, name, n, rec->data, rec->len)) != 0) {
     return luaL_argerror(L, 3, "an empty schedule record");
   }
   lua_settop(L, 1);
@@ -62,10 +95,17 @@ static int l_put_schedule(lua_State *L) {
 }
 
 static int l_delete_schedule(lua_State *L) {
-  store_batch *b = l_store_check_batch(L, 1);
+  pgstore_batch *pb = l_store_pg_batch(L, 1);
+  store_batch *b = pb ? NULL : l_store_check_batch(L, 1);
   size_t n;
   const char *name = check_name(L, 2, &n);
-  store_delete_schedule(b, name, n); /* the name is checked: it cannot fail */
+  if (pb) {
+    if (pgstore_delete_schedule(pb, name, n) != 0) {
+      return luaL_argerror(L, 2, "a schedule name holds no NUL byte on PostgreSQL");
+    }
+  } else {
+    store_delete_schedule(b, name, n); /* the name is checked: it cannot fail */
+  }
   lua_settop(L, 1);
   return 1;
 }

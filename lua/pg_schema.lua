@@ -56,7 +56,7 @@ M.migrations = {
     [[CREATE TABLE sluice.counters (
       name text COLLATE "C" PRIMARY KEY,
       value bigint NOT NULL)]],
-    [[INSERT INTO sluice.counters (name, value) VALUES ('events', 0), ('sends', 0)]],
+    [[INSERT INTO sluice.counters (name, value) VALUES ('events', 0), ('events_ts', 0), ('sends', 0)]],
 
     -- runs and the indexes of the listings (newest first: scanned backwards)
     [[CREATE TABLE sluice.runs (
@@ -127,7 +127,7 @@ M.migrations = {
     [[CREATE TABLE sluice.api_keys (
       id text COLLATE "C" PRIMARY KEY,
       record json NOT NULL, -- {name, namespace, role, hash, created_at}
-      last_used_us bigint)]], -- the key_used mark, apart so a request does not rewrite the record
+      last_used text)]], -- the key's last use (a time text), apart from the record
     [[CREATE TABLE sluice.namespaces (
       name text COLLATE "C" PRIMARY KEY,
       record json NOT NULL)]],

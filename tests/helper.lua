@@ -146,6 +146,26 @@ function H.sluice(args, opts)
 end
 
 --- Runs fn inside a fresh task and waits for it (in-host specs).
+--- The backend the store specs run on: "lmdb", or "postgres" when ctest
+--- runs them once more under the label postgres (SLUICE_TEST_BACKEND).
+H.backend = os.getenv("SLUICE_TEST_BACKEND") == "postgres" and "postgres" or "lmdb"
+
+--- What to give store.open for a fresh store of H.backend: a temporary
+--- directory, or the URL of a throwaway PostgreSQL (tests/pg_helper.lua)
+--- with the schema migrated. Call it inside H.task (PostgreSQL starts as a
+--- child process, without blocking the loop).
+function H.store_target()
+  if H.backend ~= "postgres" then return H.tmpdir() end
+  local P = require "pg_helper"
+  local inst = P.start()
+  H.pg_instance = inst
+  local pg = require "sluice._pg"
+  local c = assert(pg.connect(inst.url))
+  assert(require("sluice.pg_schema").migrate(c))
+  c:close()
+  return inst.url
+end
+
 function H.task(fn, ...)
   local ok, res = sched.go({}, fn, ...):await()
   if not ok then error(res, 0) end

@@ -8,7 +8,9 @@ local store = require "sluice._store"
 local keys = require "sluice.keys"
 local quota = require "sluice.quota"
 
-assert(store.open(H.tmpdir()))
+local target
+H.task(function() target = H.store_target() end)
+assert(store.open(target))
 
 describe("sluice._store records", function()
   it("stores, pages and deletes schedule records", function()
@@ -41,7 +43,7 @@ describe("sluice._store records", function()
       assert.is_string(text, rec)
       assert.is_true(keys.any())
       assert.are.equal("ops", keys.verify(text).name)
-      assert.is_nil(keys.verify(text:sub(1, -2) .. "0"))
+      assert.is_nil(keys.verify(text:sub(1, -2) .. (text:sub(-1) == "0" and "1" or "0")))
       assert.is_nil(keys.add("ops", "acme", "admin"))
       local list = keys.list()
       assert.are.equal(1, #list)
@@ -59,7 +61,10 @@ describe("sluice._store records", function()
     end)
   end)
 
-  it("reads a record that does not decode as an error, which the callers raise", function()
+  -- damaged records are written by key (LMDB); PostgreSQL's json columns
+  -- refuse text that is not JSON
+  local lmdb_it = H.backend == "lmdb" and it or pending
+  lmdb_it("reads a record that does not decode as an error, which the callers raise", function()
     H.task(function()
       -- written by key, as a damaged store would hold it
       assert(raw.commit({ "schedules", "bad", "{not json", "api_keys", "0123456789ab", "[1,",

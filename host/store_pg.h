@@ -1,0 +1,138 @@
+/* store_pg.h: the PostgreSQL backend of store.h's record operations (issue
+ * 15), over one pg.h connection on the loop, in the schema of
+ * lua/pg_schema.lua (`sluice store migrate`). Each operation here is the
+ * store.h operation of the same name (store_X -> pgstore_X) with the same
+ * arguments, records and guarantees, except:
+ *
+ * - Reads complete through a callback: done(cookie, status, err) runs on the
+ *   loop thread once out is filled (status 0) or the read failed, later than
+ *   the call returns, except for a read refused before anything is sent
+ *   (STORE_EINVAL: a bad limit, a NUL in a name), whose done runs at once. Strings of the query and out must stay valid until then.
+ *   Each read is one SQL statement, so it sees one snapshot.
+ * - Positions of events and sends are allocated inside the commit, not by
+ *   the caller (several hosts write one store): pgstore_append_event and
+ *   pgstore_put_send take no position, and the commit's done gets the first
+ *   position of the batch's events and of its sends. Ids become visible in
+ *   position order: the counter row lock (lua/pg_schema.lua says why) is
+ *   held by the appending transaction until it commits, and the appends go
+ *   last in their batch so that the lock is held for as short as possible.
+ * - Event times are kept not decreasing with positions across hosts: the
+ *   batch's first time is max(the caller's, the last time allocated + 1).
+ * - trim_events reads what to remove (a read, through done) and adds the
+ *   removal to the batch; the trim marks move with GREATEST inside the
+ *   commit, so trimming batches from several hosts do not lose a mark.
+ * - Names and keys cannot hold NUL bytes (PostgreSQL text): STORE_EINVAL.
+ *
+ * Statuses are store.h's; messages say "PostgreSQL" and carry the SQLSTATE
+ * (pg.h). A connection lost with a commit in flight fails that batch with
+ * STORE_EIO (it may or may not have committed: pg.h). */
+#ifndef SLUICE_STORE_PG_H
+#define SLUICE_STORE_PG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "store.h"
+
+typedef struct pgstore pgstore;
+typedef struct pgstore_batch pgstore_batch;
+
+typedef void (*pgstore_done_fn)(void *cookie, int status, const char *err);
+
+/* Starts connecting to url (postgres://...) on loop; returns at once.
+ * STORE_EINVAL with err if url does not parse. The first read or commit
+ * fails with STORE_EBADSTORE if the schema is not the one migrations
+ * produce (the check is sent first, on open). */
+int pgstore_open(pgstore **out, uv_loop_t *loop, const char *url, char *err, size_t errsz);
+/* Fails what is in flight (STORE_EIO "closed") and closes. */
+void pgstore_close(pgstore *s);
+/* The URL without its password (for messages). */
+const char *pgstore_name(const pgstore *s);
+
+pgstore_batch *pgstore_batch_new(void);
+void pgstore_batch_free(pgstore_batch *b); /* only one never committed */
+size_t pgstore_batch_count(const pgstore_batch *b);
+
+/* What a commit allocated: the first position of the batch's events (0 if
+ * it had none) and of its sends. */
+typedef struct {
+  uint64_t first_event, first_send;
+  size_t events, sends;
+} pgstore_commit_info;
+typedef void (*pgstore_commit_fn)(void *cookie, int status, const char *err,
+                                  const pgstore_commit_info *info);
+/* Queues b (owned from here) for group commit; done runs once. -1 if the
+ * store is closing (b freed, done not called). */
+int pgstore_commit(pgstore *s, pgstore_batch *b, pgstore_commit_fn done, void *cookie);
+
+/* ---- events ---- */
+int pgstore_append_event(pgstore_batch *b, int64_t ts_us, const char *type, size_t typen,
+                         const char *stream, size_t streamn, const char *data, size_t datan,
+                         char *err, size_t errsz);
+void pgstore_read_events(pgstore *s, const store_event_query *q, store_events *out,
+                         pgstore_done_fn done, void *cookie);
+void pgstore_events_last(pgstore *s, uint64_t *seq, int64_t *ts_us, pgstore_done_fn done,
+                         void *cookie);
+void pgstore_events_after_time(pgstore *s, int64_t ts_us, uint64_t *after, pgstore_done_fn done,
+                               void *cookie);
+void pgstore_events_trimmed(pgstore *s, const char *stream, size_t streamn, int exact,
+                            uint64_t after, int *trimmed, pgstore_done_fn done, void *cookie);
+void pgstore_stream_keys(pgstore *s, const char *prefix, size_t plen, const char *after,
+                         size_t alen, size_t limit, store_keys *out, pgstore_done_fn done,
+                         void *cookie);
+/* The results (n, last, more) are set when done runs with 0, and b holds
+ * the removal then. b must stay uncommitted until done. */
+typedef struct {
+  size_t n;
+  uint64_t last;
+  int more;
+} pgstore_trim_result;
+void pgstore_trim_events(pgstore *s, pgstore_batch *b, const store_trim_query *q,
+                         pgstore_trim_result *out, pgstore_done_fn done, void *cookie);
+
+/* ---- sends ---- */
+void pgstore_put_send(pgstore_batch *b, const char *json, size_t jsonn);
+void pgstore_sends(pgstore *s, uint64_t after, size_t limit, store_rows *out,
+                   pgstore_done_fn done, void *cookie);
+void pgstore_sends_last(pgstore *s, uint64_t *seq, pgstore_done_fn done, void *cookie);
+void pgstore_set_dispatch_cursor(pgstore_batch *b, uint64_t seq);
+void pgstore_dispatch_cursor(pgstore *s, uint64_t *seq, pgstore_done_fn done, void *cookie);
+
+/* ---- consumers ---- */
+int pgstore_put_consumer(pgstore_batch *b, const char *name, size_t namen, const char *json,
+                         size_t jsonn);
+void pgstore_get_consumer(pgstore *s, const char *name, size_t namen, store_rows *out,
+                          int *found, pgstore_done_fn done, void *cookie);
+void pgstore_consumers(pgstore *s, store_rows *out, pgstore_done_fn done, void *cookie);
+
+/* ---- schedules ---- */
+int pgstore_put_schedule(pgstore_batch *b, const char *name, size_t nlen, const char *rec,
+                         size_t rlen);
+int pgstore_delete_schedule(pgstore_batch *b, const char *name, size_t nlen);
+void pgstore_get_schedule(pgstore *s, const char *name, size_t nlen, sbuf *rec, int *found,
+                          pgstore_done_fn done, void *cookie);
+void pgstore_list_schedules(pgstore *s, const char *after, size_t alen, size_t limit,
+                            store_named_rows *out, pgstore_done_fn done, void *cookie);
+
+/* ---- API keys, namespaces, quota counters ---- */
+int pgstore_add_key(pgstore_batch *b, const char *id, size_t idlen, const char *rec, size_t rlen);
+int pgstore_revoke_key(pgstore_batch *b, const char *id, size_t idlen);
+int pgstore_touch_key(pgstore_batch *b, const char *id, size_t idlen, const char *when,
+                      size_t wlen);
+void pgstore_get_key(pgstore *s, const char *id, size_t idlen, sbuf *rec, int *found,
+                     pgstore_done_fn done, void *cookie);
+void pgstore_key_count(pgstore *s, int64_t *n, pgstore_done_fn done, void *cookie);
+void pgstore_list_keys(pgstore *s, store_named_rows *out, pgstore_done_fn done, void *cookie);
+int pgstore_put_namespace(pgstore_batch *b, const char *ns, size_t nslen, const char *rec,
+                          size_t rlen);
+void pgstore_get_namespace(pgstore *s, const char *ns, size_t nslen, sbuf *rec, int *found,
+                           pgstore_done_fn done, void *cookie);
+void pgstore_list_namespaces(pgstore *s, store_named_rows *out, pgstore_done_fn done,
+                             void *cookie);
+int pgstore_count_run(pgstore_batch *b, const char *ns, size_t nslen, const char *day,
+                      size_t dlen);
+void pgstore_quota_used(pgstore *s, const char *ns, size_t nslen, const char *day, size_t dlen,
+                        int64_t *n, pgstore_done_fn done, void *cookie);
+
+#endif
