@@ -24,6 +24,18 @@ describe("sluice store migrate", function()
     return names
   end
 
+  it("is the one command that takes a PostgreSQL store until runs are on it, and the others say so", function()
+    local url = inst:database("m0")
+    for _, args in ipairs({ { "runs", "--store", url }, { "serve", "--no-http", "--store", url } }) do
+      local code, _, err = H.sluice(args)
+      assert.are.equal(2, code, err)
+      assert.matches("does not run on a PostgreSQL store yet: .*runs and steps are not", err)
+    end
+    local code, _, err = H.sluice({ "run", "pipelines/daily_etl.lua" }, { env = { "SLUICE_STORE=" .. url } })
+    assert.are.equal(2, code, err)
+    assert.matches("use %-%-store DIR", err)
+  end)
+
   it("creates the schema, and a second run does nothing", function()
     local url = inst:database("m1")
     local code, out, err = H.sluice({ "store", "migrate", "--store", url })
