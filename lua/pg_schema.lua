@@ -36,7 +36,9 @@
 --- transactions appending events are serialised across hosts; group commit
 --- (pg.c) makes that one lock hold per group of batches, taken by the
 --- group's first append and released by its commit, so appends belong late
---- in a batch. sends use counters('sends') the same way.
+--- in a batch. sends use counters('sends') the same way. counters('events_ts')
+--- is the last event time allocated (us): a batch's times start after it,
+--- so times never decrease with ids whatever the hosts' clocks say.
 local M = {}
 
 --- Is s a PostgreSQL connection URL (the --store values that select this backend)?
