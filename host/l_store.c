@@ -28,6 +28,7 @@ static struct {
   int readonly;
   pgstore *pg; /* instead of st and w: a PostgreSQL store */
   char *url;
+  int quiet; /* shutting down: completions resume no coroutine */
 } H;
 
 typedef struct {
@@ -54,9 +55,11 @@ int l_store_fail(lua_State *L, int status, const char *msg) {
   return modules_fail(L, store_status_code(status), msg);
 }
 
-void l_store_shutdown(void) {
+/* Closes the store; what is in flight on PostgreSQL fails (EIO), and its
+ * coroutines get that failure unless the host is shutting down. */
+static void close_store(void) {
   if (H.pg) {
-    pgstore_close(H.pg); /* fails what is in flight: their coroutines get EIO */
+    pgstore_close(H.pg);
     H.pg = NULL;
     free(H.url);
     H.url = NULL;
@@ -69,6 +72,12 @@ void l_store_shutdown(void) {
     store_close(H.st);
     H.st = NULL;
   }
+}
+
+void l_store_shutdown(void) {
+  H.quiet = 1;
+  close_store();
+  H.quiet = 0;
 }
 
 /* open(dir [, readonly]) -> true | nil, "CODE: message", "CODE". Reopening
@@ -86,7 +95,7 @@ static int l_open(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  l_store_shutdown();
+  close_store();
   char err[512];
   if (is_url(dir)) {
     /* connects in the background: the first operation waits for it */
@@ -125,7 +134,7 @@ static int l_remote(lua_State *L) {
 
 static int l_close(lua_State *L) {
   (void)L;
-  l_store_shutdown();
+  close_store();
   return 0;
 }
 
@@ -255,6 +264,10 @@ static void pg_commit_done(void *cookie, int status, const char *errmsg,
   lua_State *L = vm_of(co)->L;
   int ref = wt->ref;
   free(wt);
+  if (H.quiet) {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    return;
+  }
   if (lua_status(co) != LUA_YIELD) {
     fprintf(stderr, "sluice: a coroutine waiting for a commit was resumed elsewhere; "
                     "result dropped\n");
@@ -340,7 +353,9 @@ void l_store_pgread_done(void *cookie, int status, const char *err) {
   int co_ref = r->co_ref, ud_ref = r->ud_ref;
   r->co_ref = r->ud_ref = LUA_NOREF;
   if (co_ref != LUA_NOREF) { /* waiting in l_store_await */
-    if (lua_status(co) == LUA_YIELD) {
+    if (H.quiet) {
+      /* shutting down: nothing is resumed any more */
+    } else if (lua_status(co) == LUA_YIELD) {
       vm_resume(co, NULL, 0);
     } else {
       fprintf(stderr, "sluice: a coroutine waiting for a store read was resumed elsewhere; "

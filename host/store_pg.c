@@ -20,6 +20,7 @@
 #include "sbuf.h"
 
 #define SCHEMA_VERSION 1 /* lua/pg_schema.lua's M.latest */
+#define SCHEMA_TEXT "1"
 
 struct pgstore {
   pg *conn;
@@ -112,9 +113,9 @@ static void check_done(void *cookie, int status, const char *errmsg, const pg_ba
   s->checked = 1;
   char msg[600];
   const PGresult *r = status == 0 ? pg_batch_result(b, 0) : NULL;
-  if (status != 0) {
-    return; /* the connection's failure: each operation reports its own */
-  }
+  /* 42P01: no table schema_version, i.e. no schema (version 0); any other
+   * failure is the connection's, which each operation reports itself */
+  if (status != 0 && strcmp(pg_batch_sqlstate(b), "42P01") != 0) return;
   int v = r && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) ? atoi(PQgetvalue(r, 0, 0)) : 0;
   if (v == SCHEMA_VERSION) return;
   if (v > SCHEMA_VERSION) {
@@ -151,8 +152,7 @@ int pgstore_open(pgstore **out, uv_loop_t *loop, const char *url, char *err, siz
   }
   /* first in the pipeline: its answer comes before any other's */
   pg_batch *b = pg_batch_new();
-  add(b, "SELECT CASE WHEN to_regclass('sluice.schema_version') IS NULL THEN 0 "
-         "ELSE (SELECT version FROM sluice.schema_version) END", NULL);
+  add(b, "SELECT version FROM sluice.schema_version", NULL);
   pg_read(s->conn, b, check_done, s);
   *out = s;
   return 0;
@@ -245,6 +245,10 @@ int pgstore_commit(pgstore *s, pgstore_batch *b, pgstore_commit_fn done, void *c
   c->info.sends = b->nsends;
   pg_batch *pb = b->pb;
   params p;
+  /* a schema this binary does not know fails the batch before it commits
+   * (22012; the check sent on open says why, in failed()) */
+  add(pb, "SELECT 1 / (CASE WHEN version = " SCHEMA_TEXT " THEN 1 ELSE 0 END) "
+          "FROM sluice.schema_version", NULL);
   if (b->nsends) {
     p.n = 0;
     p_i64(&p, (int64_t)b->nsends);
