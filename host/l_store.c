@@ -310,7 +310,7 @@ static int submit_pg(lua_State *L, pgstore_batch *b) {
 static int pgread_gc(lua_State *L) {
   l_pgread *r = luaL_checkudata(L, 1, PGREAD_MT);
   store_events_free(&r->ev);
-  store_rows_free(&r->rows);
+  store_blob_rows_free(&r->rows);
   store_keys_free(&r->keys);
   store_named_rows_free(&r->named);
   sbuf_free(&r->rec);
@@ -325,7 +325,7 @@ l_pgread *l_store_pgread(lua_State *L) {
   l_pgread *r = lua_newuserdatauv(L, sizeof *r, 0);
   memset(r, 0, sizeof *r);
   r->ev = (store_events)STORE_EVENTS_INIT;
-  r->rows = (store_rows)STORE_ROWS_INIT;
+  r->rows = (store_blob_rows)STORE_BLOB_ROWS_INIT;
   r->keys = (store_keys)STORE_KEYS_INIT;
   r->named = (store_named_rows)STORE_NAMED_ROWS_INIT;
   r->rec = (sbuf)SBUF_INIT;

@@ -49,7 +49,7 @@ struct l_pgread {
   l_pgread_push push;
   const char *what; /* a static name of the record read, for messages */
   store_events ev;
-  store_rows rows;
+  store_blob_rows rows;
   store_keys keys;
   store_named_rows named;
   sbuf rec;

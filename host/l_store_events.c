@@ -492,7 +492,7 @@ static int push_pg_sends(lua_State *L, l_pgread *r) {
   if (r->status) return l_store_pgfail(L, r);
   box *x = new_box(L);
   x->rows = r->rows; /* the box frees them if pushing raises */
-  r->rows = (store_rows)STORE_ROWS_INIT;
+  r->rows = (store_blob_rows)STORE_BLOB_ROWS_INIT;
   return push_rows(L, x, 1);
 }
 
@@ -500,7 +500,7 @@ static int push_pg_consumers(lua_State *L, l_pgread *r) {
   if (r->status) return l_store_pgfail(L, r);
   box *x = new_box(L);
   x->rows = r->rows;
-  r->rows = (store_rows)STORE_ROWS_INIT;
+  r->rows = (store_blob_rows)STORE_BLOB_ROWS_INIT;
   return push_rows(L, x, 0);
 }
 

@@ -661,7 +661,7 @@ void pgstore_put_send(pgstore_batch *b, const char *json, size_t jsonn) {
 static int parse_rows(rd *r, const PGresult *res, char *err, size_t errsz) {
   (void)err;
   (void)errsz;
-  store_rows *o = r->out;
+  store_blob_rows *o = r->out;
   int n = PQntuples(res), by_seq = r->after == 1;
   for (int i = 0; i < n; i++) {
     o->rows = grow(o->rows, &o->cap, o->n + 1, sizeof *o->rows);
@@ -683,7 +683,7 @@ static int parse_rows(rd *r, const PGresult *res, char *err, size_t errsz) {
   return 0;
 }
 
-void pgstore_sends(pgstore *s, uint64_t after, size_t limit, store_rows *out,
+void pgstore_sends(pgstore *s, uint64_t after, size_t limit, store_blob_rows *out,
                    pgstore_done_fn done, void *cookie) {
   out->n = 0;
   out->blen = 0;
@@ -816,7 +816,7 @@ static void list_named(pgstore *s, const char *sql, params *p, store_named_rows 
   send_read(r, sql, p);
 }
 
-/* consumers: their rows are store_rows */
+/* consumers: their rows are store_blob_rows */
 int pgstore_put_consumer(pgstore_batch *b, const char *name, size_t namen, const char *json,
                          size_t jsonn) {
   if (namen == 0 || has_nul(name, namen)) return STORE_EINVAL;
@@ -829,7 +829,7 @@ int pgstore_put_consumer(pgstore_batch *b, const char *name, size_t namen, const
   return 0;
 }
 
-void pgstore_get_consumer(pgstore *s, const char *name, size_t namen, store_rows *out,
+void pgstore_get_consumer(pgstore *s, const char *name, size_t namen, store_blob_rows *out,
                           int *found, pgstore_done_fn done, void *cookie) {
   out->n = 0;
   out->blen = 0;
@@ -843,7 +843,7 @@ void pgstore_get_consumer(pgstore *s, const char *name, size_t namen, store_rows
   send_read(r, "SELECT name, record FROM sluice.consumers WHERE name = $1::text", &p);
 }
 
-void pgstore_consumers(pgstore *s, store_rows *out, pgstore_done_fn done, void *cookie) {
+void pgstore_consumers(pgstore *s, store_blob_rows *out, pgstore_done_fn done, void *cookie) {
   out->n = 0;
   out->blen = 0;
   rd *r = new_rd(s, parse_rows, done, cookie);

@@ -93,7 +93,7 @@ void pgstore_trim_events(pgstore *s, pgstore_batch *b, const store_trim_query *q
 
 /* ---- sends ---- */
 void pgstore_put_send(pgstore_batch *b, const char *json, size_t jsonn);
-void pgstore_sends(pgstore *s, uint64_t after, size_t limit, store_rows *out,
+void pgstore_sends(pgstore *s, uint64_t after, size_t limit, store_blob_rows *out,
                    pgstore_done_fn done, void *cookie);
 void pgstore_sends_last(pgstore *s, uint64_t *seq, pgstore_done_fn done, void *cookie);
 void pgstore_set_dispatch_cursor(pgstore_batch *b, uint64_t seq);
@@ -102,9 +102,9 @@ void pgstore_dispatch_cursor(pgstore *s, uint64_t *seq, pgstore_done_fn done, vo
 /* ---- consumers ---- */
 int pgstore_put_consumer(pgstore_batch *b, const char *name, size_t namen, const char *json,
                          size_t jsonn);
-void pgstore_get_consumer(pgstore *s, const char *name, size_t namen, store_rows *out,
+void pgstore_get_consumer(pgstore *s, const char *name, size_t namen, store_blob_rows *out,
                           int *found, pgstore_done_fn done, void *cookie);
-void pgstore_consumers(pgstore *s, store_rows *out, pgstore_done_fn done, void *cookie);
+void pgstore_consumers(pgstore *s, store_blob_rows *out, pgstore_done_fn done, void *cookie);
 
 /* ---- schedules ---- */
 int pgstore_put_schedule(pgstore_batch *b, const char *name, size_t nlen, const char *rec,
