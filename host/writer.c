@@ -8,6 +8,20 @@
  * wakes the loop with uv_async_send; the async callback runs each batch's done
  * callback in submission order on the loop thread.
  *
+ * Why an acknowledgement means the batch is on disk. LMDB (default flags, no
+ * MDB_WRITEMAP: its map is read-only, pages go through pwrite/writev) commits
+ * in two ordered steps: it writes the transaction's pages and fdatasyncs
+ * them, then writes the meta page that makes them the current state through
+ * a descriptor opened O_DSYNC (the write returns once it is on disk). The
+ * done callbacks run only after mdb_txn_commit returned 0, so after both. A
+ * power cut before that leaves the meta page of the previous transaction,
+ * naming only pages already flushed, so the store is intact and holds every
+ * batch acknowledged before. tests/c/test_powercut.c cuts the files back to
+ * what was flushed (plus any subset of what was not) and checks that. Two
+ * flushes per group: MDB_NOMETASYNC with acknowledgements held back to the
+ * next flush was measured, and why it does not bring the ack to one flush is
+ * in bench/RESULTS.md (issue 14).
+ *
  * Failures: MDB_MAP_FULL aborts, grows the map (store_grow) and retries the
  * group. A batch whose own operation fails (a key LMDB refuses) fails alone
  * and the rest of the group is retried without it. Any other failure of the
