@@ -99,7 +99,10 @@ static void die(const char *fmt, ...) {
   abort();
 }
 
-__attribute__((constructor)) static void init(void) {
+/* Also called from each wrapper: a sanitizer runtime's own start-up may call
+ * open or write before this library's constructor ran. */
+static void init(void) {
+  if (real_fdatasync) return;
   real_open = dlsym(RTLD_NEXT, "open");
   real_open64 = dlsym(RTLD_NEXT, "open64");
   real_close = dlsym(RTLD_NEXT, "close");
@@ -118,6 +121,8 @@ __attribute__((constructor)) static void init(void) {
       !real_fsync || !real_fdatasync || !real_mmap || !real_ftruncate)
     die("powercut shim: a libc function is missing");
 }
+
+__attribute__((constructor)) static void init_at_load(void) { init(); }
 
 static const char *dir_of_interest(void) {
   const char *d = getenv("POWERCUT_DIR");
@@ -224,6 +229,7 @@ static int do_open(int (*fn)(const char *, int, ...), const char *path, int flag
 }
 
 int open(const char *path, int flags, ...) {
+  init();
   mode_t mode = 0;
   if (flags & (O_CREAT | O_TMPFILE)) {
     va_list ap;
@@ -235,6 +241,7 @@ int open(const char *path, int flags, ...) {
 }
 
 int open64(const char *path, int flags, ...) {
+  init();
   mode_t mode = 0;
   if (flags & (O_CREAT | O_TMPFILE)) {
     va_list ap;
@@ -246,6 +253,7 @@ int open64(const char *path, int flags, ...) {
 }
 
 int close(int fd) {
+  init();
   pthread_mutex_lock(&mu);
   if (fd >= 0 && fd < MAXFD) fd_file[fd] = 0;
   int rc = real_close(fd);
@@ -254,6 +262,7 @@ int close(int fd) {
 }
 
 ssize_t write(int fd, const void *buf, size_t n) {
+  init();
   if (!watched_fd(fd)) return real_write(fd, buf, n);
   pthread_mutex_lock(&mu);
   off_t off = lseek(fd, 0, SEEK_CUR);
@@ -276,14 +285,17 @@ static ssize_t do_pwrite(ssize_t (*fn)(int, const void *, size_t, off_t), int fd
 }
 
 ssize_t pwrite(int fd, const void *buf, size_t n, off_t off) {
+  init();
   return do_pwrite(real_pwrite, fd, buf, n, off);
 }
 
 ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off) {
+  init();
   return do_pwrite(real_pwrite64 ? real_pwrite64 : real_pwrite, fd, buf, n, off);
 }
 
 ssize_t writev(int fd, const struct iovec *iov, int cnt) {
+  init();
   if (!watched_fd(fd)) return real_writev(fd, iov, cnt);
   pthread_mutex_lock(&mu);
   off_t off = lseek(fd, 0, SEEK_CUR);
@@ -295,6 +307,7 @@ ssize_t writev(int fd, const struct iovec *iov, int cnt) {
 }
 
 ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off) {
+  init();
   if (!watched_fd(fd)) return real_pwritev(fd, iov, cnt, off);
   pthread_mutex_lock(&mu);
   ssize_t w = real_pwritev(fd, iov, cnt, off);
@@ -314,8 +327,15 @@ static int do_sync(int (*fn)(int), int fd) {
   return rc;
 }
 
-int fsync(int fd) { return do_sync(real_fsync, fd); }
-int fdatasync(int fd) { return do_sync(real_fdatasync, fd); }
+int fsync(int fd) {
+  init();
+  return do_sync(real_fsync, fd);
+}
+
+int fdatasync(int fd) {
+  init();
+  return do_sync(real_fdatasync, fd);
+}
 
 static void check_map(int prot, int flags, int fd) {
   watched *f = watched_fd(fd);
@@ -326,22 +346,26 @@ static void check_map(int prot, int flags, int fd) {
 }
 
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
+  init();
   check_map(prot, flags, fd);
   return real_mmap(addr, len, prot, flags, fd, off);
 }
 
 void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
+  init();
   check_map(prot, flags, fd);
   return (real_mmap64 ? real_mmap64 : real_mmap)(addr, len, prot, flags, fd, off);
 }
 
 int ftruncate(int fd, off_t len) {
+  init();
   watched *f = watched_fd(fd);
   if (f) die("powercut shim: ftruncate of %s is not modelled", f->name);
   return real_ftruncate(fd, len);
 }
 
 int fallocate(int fd, int mode, off_t off, off_t len) {
+  init();
   watched *f = watched_fd(fd);
   if (f) die("powercut shim: fallocate of %s is not modelled", f->name);
   return real_fallocate(fd, mode, off, len);

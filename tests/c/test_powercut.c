@@ -20,6 +20,7 @@
  * the flushed bytes only (checked by hand when this test was written). */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -242,7 +243,7 @@ static void cut_once(int round, unsigned *seed) {
     fprintf(stderr, "POWERCUT_SHIM must name powercut_shim.so (ctest sets it)\n");
     return;
   }
-  char dir[256], out[256];
+  char dir[200], out[256];
   snprintf(dir, sizeof dir, "%s", path(""));
   snprintf(dir + strlen(dir), sizeof dir - strlen(dir), "st%d", round);
   snprintf(out, sizeof out, "%s-out", dir);
@@ -269,7 +270,9 @@ static void cut_once(int round, unsigned *seed) {
   memset(acked, 0, sizeof acked);
   unsigned n = 0, i;
   int killed = 0;
-  while (read(fds[0], &i, sizeof i) == (ssize_t)sizeof i) {
+  /* bounded: a child that stops acknowledging for 60 s is killed, and fails */
+  struct pollfd pfd = {fds[0], POLLIN, 0};
+  while (poll(&pfd, 1, 60000) == 1 && read(fds[0], &i, sizeof i) == (ssize_t)sizeof i) {
     if (i < MAXN) acked[i] = 1;
     if (++n >= target && !killed) {
       kill(pid, SIGKILL);
@@ -277,6 +280,7 @@ static void cut_once(int round, unsigned *seed) {
     }
   }
   close(fds[0]);
+  if (!killed) kill(pid, SIGKILL);
   int status = 0;
   CHECK(waitpid(pid, &status, 0) == pid);
   CHECK(killed && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
