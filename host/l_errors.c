@@ -64,9 +64,33 @@ static int l_internal_sources(lua_State *L) {
   return 1;
 }
 
+/* where(internal, level) -> "short_src:line" of the first frame at or
+ * above level (1: the caller of where's caller) that is Lua code whose
+ * source is not a key of the table internal, or nothing. debug.getinfo made
+ * a table per frame walked: every schedule of a file that defines 100,000
+ * asks where it is defined. */
+static int l_where(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int level = (int)luaL_checkinteger(L, 2) + 1;
+  lua_Debug ar;
+  while (lua_getstack(L, level++, &ar)) {
+    if (!lua_getinfo(L, "Sl", &ar)) break;
+    if (strcmp(ar.what, "C") == 0) continue;
+    lua_getfield(L, 1, ar.source);
+    int own = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (own) continue;
+    lua_pushfstring(L, "%s:%d", ar.short_src, ar.currentline);
+    return 1;
+  }
+  return 0;
+}
+
 int luaopen_sluice__errors(lua_State *L) {
-  static const luaL_Reg fns[] = {
-      {"entry", l_entry}, {"internal_sources", l_internal_sources}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"entry", l_entry},
+                                 {"internal_sources", l_internal_sources},
+                                 {"where", l_where},
+                                 {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;
 }

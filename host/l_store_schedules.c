@@ -1,5 +1,6 @@
 /* l_store_schedules.c: "sluice._store" operations on schedule records (store.h):
  *   store.schedule(name)              -> record | nil   (| nil, "CODE: msg", "CODE")
+ *                                        (record.name: the name it is stored under)
  *   store.schedules([after [, limit]]) -> {record, ...}, the last name when
  *                                        limit rows came (the next page's after)
  *   b:put_schedule(name, record)      -> b   (record: a table, encoded once)
@@ -17,17 +18,27 @@ static const char *check_name(lua_State *L, int idx, size_t *len) {
   return s;
 }
 
+/* a record read as the nret values on top: its name is the key it is
+ * stored under (argument 1), the record leaves it out */
+static int named(lua_State *L, int nret) {
+  if (nret == 1 && lua_istable(L, -1)) {
+    lua_pushvalue(L, 1);
+    lua_setfield(L, -2, "name");
+  }
+  return nret;
+}
+
 static int push_schedule(lua_State *L, l_pgread *r) {
   char what[256];
   size_t n;
   const char *name = lua_tolstring(L, 1, &n);
   snprintf(what, sizeof what, "schedule %.*s", (int)(n > 200 ? 200 : n), name);
-  return l_store_push_record(L, r->status, r->err, r->found, &r->rec, what);
+  return named(L, l_store_push_record(L, r->status, r->err, r->found, &r->rec, what));
 }
 
 /* the rows of a page, and the next page's after when limit rows came */
 static int push_page(lua_State *L, const store_named_rows *rows, lua_Integer limit) {
-  int nret = l_store_push_rows(L, rows, "schedule", NULL, NULL);
+  int nret = l_store_push_rows(L, rows, "schedule", "name", NULL);
   if (nret != 1) return nret;
   if (limit > 0 && rows->n == (size_t)limit) {
     const store_named_row *last = &rows->rows[rows->n - 1];
@@ -56,7 +67,9 @@ static int l_schedule(lua_State *L) {
   int found = 0;
   int st = store_get_schedule(l_store_get(L), name, n, rec, &found, err, sizeof err);
   snprintf(what, sizeof what, "schedule %s", name);
-  return l_store_push_record(L, st, err, found, rec, what);
+  int nret = l_store_push_record(L, st, err, found, rec, what);
+  sbuf_free(rec); /* now, not at the collector's pace */
+  return named(L, nret);
 }
 
 static int l_schedules(lua_State *L) {
@@ -75,7 +88,11 @@ static int l_schedules(lua_State *L) {
   char err[512];
   int st = store_list_schedules(l_store_get(L), after, alen, (size_t)limit, rows, err, sizeof err);
   if (st) return l_store_fail(L, st, err);
-  return push_page(L, rows, limit);
+  int nret = push_page(L, rows, limit);
+  /* now, not when the collector gets to the userdata: a pass over 100,000
+   * records held every page in C until then */
+  store_named_rows_free(rows);
+  return nret;
 }
 
 static int l_put_schedule(lua_State *L) {

@@ -13,6 +13,7 @@ static const luaL_Reg modules[] = {
     {"sluice._ids", luaopen_sluice__ids},
     {"sluice._vm", luaopen_sluice__vm},
     {"sluice._cron", luaopen_sluice__cron},
+    {"sluice._fireq", luaopen_sluice__fireq},
     {"sluice._lock", luaopen_sluice__lock},
     {"sluice._errors", luaopen_sluice__errors},
     {"sluice._guard", luaopen_sluice__guard},

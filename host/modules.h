@@ -51,6 +51,7 @@ int luaopen_sluice__clock(lua_State *L);    /* l_clock.c */
 int luaopen_sluice__ids(lua_State *L);      /* l_ids.c */
 int luaopen_sluice__vm(lua_State *L);       /* l_vm.c */
 int luaopen_sluice__cron(lua_State *L);     /* l_cron.c */
+int luaopen_sluice__fireq(lua_State *L);    /* l_fireq.c, under lua/scheduler.lua */
 int luaopen_sluice__lock(lua_State *L);     /* l_lock.c */
 int luaopen_sluice__errors(lua_State *L);   /* l_errors.c, under lua/errors.lua */
 int luaopen_sluice__guard(lua_State *L);    /* l_guard.c (guard.h) */

@@ -106,8 +106,8 @@ local groups = { "sluice.api.ops", "sluice.api.events", "sluice.api.runs", "slui
   "sluice.api.web" }
 for _, g in ipairs(groups) do require(g) end
 
---- Starts the API inside serve: indexes the runs of an older store, loads
---- the schedules created over the API, listens. `launch` is serve's way to
+--- Starts the API inside serve: indexes the runs of an older store,
+--- listens. `launch` is serve's way to
 --- start a run. Returns a handle {stop = fn, addresses = {...}}, or nil,
 --- message.
 function M.start(opts, launch)
@@ -116,7 +116,8 @@ function M.start(opts, launch)
   M.ctx = ctx
   local n = require("sluice.engine").index_runs()
   if n > 0 then http.log("run listings: indexed the %d runs the store had", n) end
-  require("sluice.api.schedules").load_stored()
+  -- the schedules created over the API: registered by the scheduler's pass
+  -- over the stored records (api.schedules.adopt), one pass for both
   if not h.enabled then
     http.log("http: off (--no-http)")
     return { stop = function() end, ready = function() ctx.ready = true end, addresses = {}, ctx = ctx }

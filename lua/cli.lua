@@ -811,6 +811,8 @@ end
 function M.list_schedules()
   local list, err = require("sluice._store").schedules()
   if not list then error("reading the schedules: " .. err, 0) end
+  local every = require "sluice.every"
+  for _, rec in ipairs(list) do every.record_defaults(rec) end
   return list
 end
 

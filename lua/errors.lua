@@ -64,8 +64,7 @@ end
 --- "file:line" of the first frame of user code that led to the caller, or
 --- nil when no user code is on the stack.
 function M.where()
-  local info = user_frame(2)
-  return info and ("%s:%d"):format(info.short_src, info.currentline)
+  return C.where(internal, 1)
 end
 
 -- e (a string) with the position of the first frame of user code at or

@@ -129,9 +129,36 @@ function M.next_fires(spec, after, tz, n)
   return out
 end
 
---- A stored schedule record back to a spec.
+local units_s = { s = 1, m = 60, h = 3600, d = 86400 }
+
+--- A stored schedule record back to a spec: from its kind and fields
+--- (records written before they were lean), else from its canonical text.
 function M.spec_of(rec)
-  return setmetatable({ kind = rec.kind, expr = rec.expr, step_s = rec.step_s, days = rec.days, at_s = rec.at_s }, Spec)
+  if rec.kind then
+    return setmetatable({ kind = rec.kind, expr = rec.expr, step_s = rec.step_s, days = rec.days, at_s = rec.at_s }, Spec)
+  end
+  local text = tostring(rec.spec)
+  local days, h, m = text:match("^every (%d+)d at (%d%d):(%d%d)$")
+  if days then
+    return setmetatable({ kind = "days", days = tonumber(days), at_s = tonumber(h) * 3600 + tonumber(m) * 60 }, Spec)
+  end
+  local n, unit = text:match("^every (%d+)([smhd])$")
+  if n then return interval_spec(tonumber(n) * units_s[unit]) end
+  return setmetatable({ kind = "cron", expr = text }, Spec)
+end
+
+--- The fields a schedule's stored record leaves out when they have their
+--- default (the scheduler writes what differs only), put back in place:
+--- readers of the store (`sluice schedules`, the REPL) see every field.
+function M.record_defaults(rec)
+  local spec = M.spec_of(rec)
+  rec.kind, rec.expr, rec.step_s, rec.days, rec.at_s = spec.kind, spec.expr, spec.step_s, spec.days, spec.at_s
+  if rec.catch_up == nil then rec.catch_up = "latest" end
+  if rec.overlap == nil then rec.overlap = "skip" end
+  if rec.jitter_ms == nil then rec.jitter_ms = 0 end
+  if rec.runs == nil then rec.runs = 0 end
+  if rec.enabled == nil then rec.enabled = true end
+  return rec
 end
 
 local policies = {
@@ -162,6 +189,14 @@ local function check_opts(what, opts, level)
   if opts.jitter ~= nil then duration.ms(opts.jitter, what .. " jitter") end
 end
 
+--- A schedule's definition holds the options given; the defaults of the
+--- others are behind this metatable (read as fields, not seen by pairs):
+--- 100,000 definitions of four fields each instead of ten.
+local Schedule = { __index = { catch_up = "latest", overlap = "skip", jitter_ms = 0 } }
+M.Schedule = Schedule
+local last_site
+local NO_OPTS = {}
+
 -- a schedule's runs are named "<schedule>@<time>" (20 characters) and run
 -- ids are at most 200 printable characters
 local MAX_NAME = 200 - 21
@@ -180,9 +215,12 @@ Spec.__call = entry(function(self, target, input, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error(("every %q: options must be a table, got %s"):format(self:canonical(), type(opts)), 2)
   end
-  local merged = {}
-  for k, v in pairs(self.opts or {}) do merged[k] = v end
-  for k, v in pairs(opts or {}) do merged[k] = v end
+  local merged = opts or NO_OPTS -- read only
+  if self.opts then
+    merged = {}
+    for k, v in pairs(self.opts) do merged[k] = v end
+    for k, v in pairs(opts or {}) do merged[k] = v end
+  end
   local canonical = self:canonical()
   local what = ("every %q"):format(canonical)
   check_opts(what, merged, 3)
@@ -217,12 +255,13 @@ Spec.__call = entry(function(self, target, input, opts)
       or ("pipeline '%s' is scheduled on %q twice: remove one, or name one {name = \"...\"}"):format(pname, canonical)
     error(("schedule '%s' is defined twice, at %s and at %s: %s"):format(name, prev.site, site, why), 2)
   end
-  local sched = {
-    name = name, pipeline = pname, spec = self, input = input, tz = merged.tz,
-    catch_up = merged.catch_up or "latest", overlap = merged.overlap or "skip",
-    jitter_ms = merged.jitter and duration.ms(merged.jitter) or 0,
-    site = site,
-  }
+  if site == last_site then site = last_site else last_site = site end -- one string for a loop's
+  local sched = setmetatable({ name = name, pipeline = pname, spec = self, site = site }, Schedule)
+  if input ~= nil then sched.input = input end
+  if merged.tz then sched.tz = merged.tz end
+  if merged.catch_up then sched.catch_up = merged.catch_up end
+  if merged.overlap then sched.overlap = merged.overlap end
+  if merged.jitter then sched.jitter_ms = duration.ms(merged.jitter) end
   set.schedules[name] = sched
   set.schedule_order[#set.schedule_order + 1] = name
   return sched
@@ -261,11 +300,23 @@ local weekdays = {
   sunday = 0, monday = 1, tuesday = 2, wednesday = 3, thursday = 4, friday = 5, saturday = 6,
 }
 
+local cron_specs = setmetatable({}, { __mode = "v" }) -- expression text -> its spec, while used
+
 local cron = entry(function(expr, opts)
   if type(expr) ~= "string" then
     error(("every.cron: expected a cron expression string, got %s"):format(type(expr)), 2)
   end
   check_builder_opts(("every.cron(%q)"):format(expr), opts)
+  if opts == nil then
+    -- one spec for an expression: specs are not changed once made, and a
+    -- file that defines thousands of schedules shares them
+    local s = cron_specs[expr]
+    if not s then
+      s = cron_spec(expr, 3)
+      cron_specs[expr] = s
+    end
+    return s
+  end
   local s = cron_spec(expr, 3)
   s.opts = opts
   return s

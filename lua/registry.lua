@@ -181,20 +181,24 @@ local function diff_kind(kind, old, new)
   local k = kinds[kind]
   local d = { added = {}, removed = {}, changed = {}, kept = {} }
   local before, count = {}, {}
-  -- keys made unique by occurrence (two retention rules of one pattern)
-  local function keyed(set, list)
+  -- keys made unique by occurrence (two retention rules of one pattern), in
+  -- a list of their own: no table per definition (a file may define 100,000)
+  local function keyed(list)
     local out, n = {}, {}
-    for _, def in ipairs(list) do
+    for i, def in ipairs(list) do
       local key = k.key(def)
-      n[key] = (n[key] or 0) + 1
-      if n[key] > 1 then key = key .. "#" .. n[key] end
-      out[#out + 1] = { key, def }
+      local seen = n[key]
+      n[key] = (seen or 0) + 1
+      if seen then key = key .. "#" .. (seen + 1) end
+      out[i] = key
     end
     return out
   end
-  for _, e in ipairs(keyed(old, k.list(old))) do before[e[1]] = e[2] end
-  for _, e in ipairs(keyed(new, k.list(new))) do
-    local key, def = e[1], e[2]
+  local old_list, new_list = k.list(old), k.list(new)
+  local old_keys = keyed(old_list)
+  for i, key in ipairs(old_keys) do before[key] = old_list[i] end
+  for i, key in ipairs(keyed(new_list)) do
+    local def = new_list[i]
     local prev = before[key]
     if not prev then
       d.added[#d.added + 1] = def
@@ -205,8 +209,8 @@ local function diff_kind(kind, old, new)
       if k.fp(old, prev) == k.fp(new, def) then d.kept[#d.kept + 1] = pair else d.changed[#d.changed + 1] = pair end
     end
   end
-  for _, e in ipairs(keyed(old, k.list(old))) do
-    if before[e[1]] then d.removed[#d.removed + 1] = e[2] end
+  for i, key in ipairs(old_keys) do
+    if before[key] then d.removed[#d.removed + 1] = old_list[i] end
   end
   return d
 end

@@ -222,7 +222,7 @@ function M.run(opts)
       return on_end() -- this fire already has its run (resumed above if unfinished)
     end
     launch(p, s.input, id, { extra = extra, fields = { schedule = s.name, namespace = s.namespace } }, on_end)
-  end)
+  end, require("sluice.api.schedules").adopt)
   log("%d schedules armed in %.1fms", armed, (clock.hrtime() - t_sched) / 1e6)
   api.ready()
 

@@ -149,8 +149,26 @@ local function diff(kind, a, b)
   return d
 end
 
---- Registers the schedules created over the API that the store holds
---- (before scheduler.start, which then arms them like the others).
+--- Registers the schedule created over the API whose stored record is rec
+--- (the scheduler's pass over the records at start offers each one); a
+--- record of another source, or of a name defined in code, is left alone.
+--- Returns whether it registered one.
+function M.adopt(rec)
+  if type(rec) ~= "table" or rec.source ~= "api" then return false end
+  if every.defined[rec.name] then
+    http.log("schedule %s in the store (created over the API) is also defined in code; the code's is used", rec.name)
+    return false
+  end
+  every.record_defaults(rec)
+  register(api_schedule({
+    name = rec.name, pipeline = rec.pipeline, spec = every.spec_of(rec), spec_text = rec.spec_text,
+    input = rec.input, tz = rec.tz, catch_up = rec.catch_up, overlap = rec.overlap, namespace = rec.namespace,
+  }))
+  return true
+end
+
+--- Registers every schedule created over the API that the store holds
+--- (M.adopt of each record); returns how many.
 function M.load_stored()
   local n = 0
   local after
@@ -159,17 +177,7 @@ function M.load_stored()
     if not page then error("loading the schedules created over the API: " .. last, 0) end
     after = last
     for _, rec in ipairs(page) do
-      if type(rec) == "table" and rec.source == "api" then
-        if every.defined[rec.name] then
-          http.log("schedule %s in the store (created over the API) is also defined in code; the code's is used", rec.name)
-        else
-          register(api_schedule({
-            name = rec.name, pipeline = rec.pipeline, spec = every.spec_of(rec), spec_text = rec.spec_text,
-            input = rec.input, tz = rec.tz, catch_up = rec.catch_up, overlap = rec.overlap, namespace = rec.namespace,
-          }))
-          n = n + 1
-        end
-      end
+      if M.adopt(rec) then n = n + 1 end
     end
   until not after
   return n
@@ -236,7 +244,7 @@ http.route("PUT", "/schedules/{name...}", function(req)
     http.fail(400, "invalid_field", "enabled must be true or false", { field = "enabled" })
   end
   if spec_change then
-    local new = {}
+    local new = setmetatable({}, getmetatable(s)) -- the defaults of a definition (every.Schedule)
     for k, v in pairs(s) do new[k] = v end
     if body.cron ~= nil or body.every ~= nil then new.spec, new.spec_text = spec_from(body) end
     if body.tz ~= nil then

@@ -1,0 +1,52 @@
+-- fireq_spec.lua: the scheduler's fire state in C (sluice._fireq): one slot
+-- per name, and the heap gives the earliest next fire first (lowest id on a
+-- tie) as slots move, leave and come back, against a sorted list.
+local fireq = require "sluice._fireq"
+
+describe("sluice._fireq", function()
+  it("keeps one slot per name with its state", function()
+    local q = fireq.new()
+    local a, b = q:id("a"), q:id("b")
+    assert.are.same({ 1, 2, 1 }, { a, b, q:id("a") })
+    assert.are.equal(b, q:find("b"))
+    assert.is_nil(q:find("c"))
+    assert.are.equal("b", q:name(b))
+    assert.are.same({ nil, nil, 0, 0, true }, { q:state(a) })
+    q:set_next(a, 100); q:set_last(a, 40); q:set_runs(a, 3); q:set_enabled(a, false)
+    assert.are.equal(2, q:add_active(a, 2))
+    assert.are.same({ 100, 40, 3, 2, false }, { q:state(a) })
+    q:set_last(a, nil)
+    assert.is_nil((select(2, q:state(a))))
+    assert.has_error(function() q:state(3) end)
+  end)
+
+  it("gives the earliest next fire first, lowest id on a tie, as slots move", function()
+    local q = fireq.new()
+    local want = {} -- id -> next fire
+    math.randomseed(7)
+    for i = 1, 2000 do
+      local id = q:id("s" .. math.random(1, 500))
+      local r = math.random()
+      if r < 0.2 then
+        q:set_next(id, nil); want[id] = nil
+      else
+        local t = math.random(1, 50)
+        q:set_next(id, t); want[id] = t
+      end
+      if i % 100 == 0 then
+        -- drain a copy of the expectation in order, checking top each time
+        local order = {}
+        for k, t in pairs(want) do order[#order + 1] = { t, k } end
+        table.sort(order, function(x, y) if x[1] ~= y[1] then return x[1] < y[1] end return x[2] < y[2] end)
+        for _, e in ipairs(order) do
+          local t, top = q:top()
+          assert.are.same(e, { t, top })
+          q:set_next(top, nil)
+        end
+        assert.is_nil(q:top())
+        for _, e in ipairs(order) do q:set_next(e[2], e[1]) end
+      end
+    end
+    assert.is_true(q:count() <= 500) -- one slot per name
+  end)
+end)
