@@ -22,7 +22,10 @@
  *   message that names what failed to err.
  *
  * Commit: the LMDB backend's is the writer (writer.h: writer_submit with a
- * done(cookie, status, errmsg) callback on the loop thread). */
+ * done(cookie, status, errmsg) callback on the loop thread). Reads: LMDB's
+ * complete before the call returns; a remote backend's complete through a
+ * done callback on the loop thread (store_pg.h declares each operation so,
+ * and the Lua binding suspends the calling coroutine until it runs). */
 #ifndef SLUICE_STORE_H
 #define SLUICE_STORE_H
 
