@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sbuf.h"
 #include "store.h"
 #include "store_lmdb.h"
 #include "writer.h"
@@ -30,22 +31,9 @@ static void seterr(char *err, size_t errsz, const char *fmt, ...) {
   va_end(ap);
 }
 
-static void *grow(void *p, size_t *cap, size_t need, size_t size) {
-  if (need <= *cap) return p;
-  size_t c = *cap ? *cap : 16;
-  while (c < need) c *= 2;
-  p = realloc(p, c * size);
-  if (!p) {
-    fprintf(stderr, "sluice: out of memory\n");
-    abort();
-  }
-  *cap = c;
-  return p;
-}
-
 /* appends n bytes to a row set's bytes; returns their offset */
 static size_t keep(char **bytes, size_t *blen, size_t *bcap, const void *p, size_t n) {
-  *bytes = grow(*bytes, bcap, *blen + n + 1, 1);
+  *bytes = sbuf_grow_array(*bytes, bcap, *blen + n + 1, 1);
   size_t off = *blen;
   if (n) memcpy(*bytes + off, p, n);
   *blen += n;
@@ -167,7 +155,7 @@ void store_events_free(store_events *e) {
 
 /* adds a row; its strings are offsets into bytes until fix_rows */
 static void add_row(store_events *out, uint64_t seq, const event_rec *e) {
-  out->rows = grow(out->rows, &out->cap, out->n + 1, sizeof *out->rows);
+  out->rows = sbuf_grow_array(out->rows, &out->cap, out->n + 1, sizeof *out->rows);
   store_event *r = &out->rows[out->n++];
   r->seq = seq;
   r->ts_us = e->ts;
@@ -262,7 +250,7 @@ static int on_index(void *ud, const void *key, size_t klen, const void *val, siz
   (void)vlen;
   index_scan *is = ud;
   if (klen != is->plen + 8) return STORE_EBADSTORE;
-  is->seqs = grow(is->seqs, &is->cap, is->n + 1, sizeof *is->seqs);
+  is->seqs = sbuf_grow_array(is->seqs, &is->cap, is->n + 1, sizeof *is->seqs);
   is->seqs[is->n++] = sbuf_read_be64((const char *)key + is->plen);
   return is->limit && is->n >= is->limit ? 1 : 0;
 }
@@ -322,15 +310,15 @@ int store_read_events(store *s, const store_event_query *q, store_events *out, c
   }
   /* room for a page of ~100-byte events up front */
   size_t want = q->limit < 1024 ? q->limit : 1024;
-  out->rows = grow(out->rows, &out->cap, want, sizeof *out->rows);
-  out->bytes = grow(out->bytes, &out->bcap, want * 160, 1);
+  out->rows = sbuf_grow_array(out->rows, &out->cap, want, sizeof *out->rows);
+  out->bytes = sbuf_grow_array(out->bytes, &out->bcap, want * 160, 1);
   int st;
   if (!q->exact) {
     log_scan ls = {q->stream, q->streamn, 0, q->limit, 0, 0, 0, 0, out, 0};
     st = scan_log(s, &ls, err, errsz);
   } else {
     index_scan is = {0, q->limit, NULL, 0, 0};
-    is.seqs = grow(NULL, &is.cap, want, sizeof *is.seqs);
+    is.seqs = sbuf_grow_array(NULL, &is.cap, want, sizeof *is.seqs);
     st = scan_index(s, q->stream, q->streamn, q->after, &is, err, errsz);
     if (st == 0 && is.n > 0) {
       out->last = is.seqs[is.n - 1];
@@ -523,7 +511,7 @@ int store_stream_keys(store *s, const char *prefix, size_t plen, const char *aft
       seterr(err, errsz, "reading the stream index in store %s: a malformed entry", store_dir(s));
     }
     if (st || key.len == 0) break;
-    out->keys = grow(out->keys, &out->cap, out->n + 1, sizeof *out->keys);
+    out->keys = sbuf_grow_array(out->keys, &out->cap, out->n + 1, sizeof *out->keys);
     out->keys[out->n].key =
         (const char *)(uintptr_t)keep(&out->bytes, &out->blen, &out->bcap, key.data, key.len);
     out->keys[out->n++].len = key.len;
@@ -633,7 +621,7 @@ static int on_row(void *ud, const void *key, size_t klen, const void *val, size_
   rows_scan *rs = ud;
   store_blob_rows *o = rs->out;
   if (rs->by_seq && klen != 8) return STORE_EBADSTORE;
-  o->rows = grow(o->rows, &o->cap, o->n + 1, sizeof *o->rows);
+  o->rows = sbuf_grow_array(o->rows, &o->cap, o->n + 1, sizeof *o->rows);
   store_row *r = &o->rows[o->n++];
   r->seq = rs->by_seq ? sbuf_read_be64(key) : 0;
   r->namen = rs->by_seq ? 0 : klen;
@@ -727,7 +715,7 @@ int store_get_consumer(store *s, const char *name, size_t namen, store_blob_rows
   out->blen = 0;
   int st = store_get(s, DB_CONSUMERS, name, namen, &v, found, err, errsz);
   if (st == 0 && *found) {
-    out->rows = grow(out->rows, &out->cap, 1, sizeof *out->rows);
+    out->rows = sbuf_grow_array(out->rows, &out->cap, 1, sizeof *out->rows);
     size_t no = keep(&out->bytes, &out->blen, &out->bcap, name, namen);
     size_t jo = keep(&out->bytes, &out->blen, &out->bcap, v.data, v.len);
     out->rows[0] = (store_row){0, out->bytes + no, out->bytes + jo, namen, v.len};

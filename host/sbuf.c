@@ -83,3 +83,16 @@ void sbuf_free(sbuf *b) {
   b->data = NULL;
   b->len = b->cap = 0;
 }
+
+void *sbuf_grow_array(void *p, size_t *cap, size_t need, size_t size) {
+  if (need <= *cap) return p;
+  size_t c = *cap ? *cap : 16;
+  while (c < need) c *= 2;
+  p = realloc(p, c * size);
+  if (!p) {
+    fprintf(stderr, "sluice: out of memory\n");
+    abort();
+  }
+  *cap = c;
+  return p;
+}

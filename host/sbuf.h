@@ -24,6 +24,9 @@ void sbuf_add_be64(sbuf *b, uint64_t v);
 void sbuf_add_be32(sbuf *b, uint32_t v);
 uint64_t sbuf_read_be64(const void *p);
 uint32_t sbuf_read_be32(const void *p);
+/* An array p of *cap elements of size bytes, grown (doubling, from 16) to
+ * hold need; returns it, *cap updated. Aborts without memory, as above. */
+void *sbuf_grow_array(void *p, size_t *cap, size_t need, size_t size);
 void sbuf_reset(sbuf *b);
 void sbuf_free(sbuf *b);
 

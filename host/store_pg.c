@@ -48,21 +48,8 @@ static void *xalloc(size_t n) {
   return p;
 }
 
-static void *grow(void *p, size_t *cap, size_t need, size_t size) {
-  if (need <= *cap) return p;
-  size_t c = *cap ? *cap : 16;
-  while (c < need) c *= 2;
-  p = realloc(p, c * size);
-  if (!p) {
-    fprintf(stderr, "sluice: out of memory\n");
-    abort();
-  }
-  *cap = c;
-  return p;
-}
-
 static size_t keep(char **bytes, size_t *blen, size_t *bcap, const void *p, size_t n) {
-  *bytes = grow(*bytes, bcap, *blen + n + 1, 1);
+  *bytes = sbuf_grow_array(*bytes, bcap, *blen + n + 1, 1);
   size_t off = *blen;
   if (n) memcpy(*bytes + off, p, n);
   *blen += n;
@@ -410,7 +397,7 @@ static int parse_events(rd *r, const PGresult *res, char *err, size_t errsz) {
       top = u64(res, i, 1);
       continue;
     }
-    o->rows = grow(o->rows, &o->cap, o->n + 1, sizeof *o->rows);
+    o->rows = sbuf_grow_array(o->rows, &o->cap, o->n + 1, sizeof *o->rows);
     store_event *e = &o->rows[o->n++];
     e->seq = u64(res, i, 1);
     e->ts_us = i64(res, i, 4);
@@ -526,7 +513,7 @@ static int parse_keys(rd *r, const PGresult *res, char *err, size_t errsz) {
   for (int i = 0; i < n; i++) {
     size_t len;
     const char *k = val(res, i, 0, &len);
-    o->keys = grow(o->keys, &o->cap, o->n + 1, sizeof *o->keys);
+    o->keys = sbuf_grow_array(o->keys, &o->cap, o->n + 1, sizeof *o->keys);
     o->keys[o->n].key = (const char *)(uintptr_t)keep(&o->bytes, &o->blen, &o->bcap, k, len);
     o->keys[o->n++].len = len;
   }
@@ -664,7 +651,7 @@ static int parse_rows(rd *r, const PGresult *res, char *err, size_t errsz) {
   store_blob_rows *o = r->out;
   int n = PQntuples(res), by_seq = r->after == 1;
   for (int i = 0; i < n; i++) {
-    o->rows = grow(o->rows, &o->cap, o->n + 1, sizeof *o->rows);
+    o->rows = sbuf_grow_array(o->rows, &o->cap, o->n + 1, sizeof *o->rows);
     store_row *row = &o->rows[o->n++];
     size_t nn, jn;
     const char *name = val(res, i, 0, &nn);
@@ -778,7 +765,7 @@ static int parse_named(rd *r, const PGresult *res, char *err, size_t errsz) {
   o->n = 0;
   sbuf_reset(&o->buf);
   for (int i = 0; i < n; i++) {
-    o->rows = grow(o->rows, &o->cap, o->n + 1, sizeof *o->rows);
+    o->rows = sbuf_grow_array(o->rows, &o->cap, o->n + 1, sizeof *o->rows);
     store_named_row *row = &o->rows[o->n++];
     size_t nn, rn, en = 0;
     const char *name = val(res, i, 0, &nn), *rec = val(res, i, 1, &rn);
