@@ -38,9 +38,8 @@ typedef struct {
 
 store *l_store_get(lua_State *L) {
   if (H.pg) {
-    luaL_error(L, "this operation of the store is not on PostgreSQL yet (issue 15: runs, steps, "
-                  "run logs and idempotency keys come with the runs records layer); use an LMDB "
-                  "store (--store DIR) meanwhile");
+    luaL_error(L, "this operation reads or writes LMDB's databases by key, which a PostgreSQL "
+                  "store does not have: use an LMDB store (--store DIR) for it");
   }
   if (!H.st) luaL_error(L, "sluice._store: no store is open");
   return H.st;
@@ -314,6 +313,10 @@ static int pgread_gc(lua_State *L) {
   store_keys_free(&r->keys);
   store_named_rows_free(&r->named);
   sbuf_free(&r->rec);
+  store_rows_free(&r->runs);
+  store_steps_free(&r->steps);
+  free(r->ids);
+  r->ids = NULL;
   return 0;
 }
 
@@ -329,6 +332,8 @@ l_pgread *l_store_pgread(lua_State *L) {
   r->keys = (store_keys)STORE_KEYS_INIT;
   r->named = (store_named_rows)STORE_NAMED_ROWS_INIT;
   r->rec = (sbuf)SBUF_INIT;
+  r->runs = (store_rows)STORE_ROWS_INIT;
+  r->steps = (store_steps)STORE_STEPS_INIT;
   r->co_ref = r->ud_ref = LUA_NOREF;
   if (luaL_newmetatable(L, PGREAD_MT)) {
     lua_pushcfunction(L, pgread_gc);

@@ -29,7 +29,8 @@
  * postgres:// URL), else NULL: each operation then takes the PostgreSQL
  * path (store_pg.h, reads yield) or the LMDB one (store.h, reads return at
  * once), so the LMDB path costs one test. l_store_get raises on a
- * PostgreSQL store: an operation that reaches it has no PostgreSQL path. */
+ * PostgreSQL store: an operation that reaches it has no PostgreSQL path
+ * (sluice._store_raw's, which are LMDB's by design). */
 pgstore *l_store_pg(lua_State *L);
 
 /* The PostgreSQL batch at idx, or NULL when it is an LMDB batch (then
@@ -58,6 +59,9 @@ struct l_pgread {
   int flag, found;
   pgstore_trim_result trim;
   store_trim_query tq;
+  store_rows runs; /* runs, steps, run logs (l_store_runs.c) */
+  store_steps steps;
+  int64_t *ids;
 };
 
 /* Pushes a new read (a userdata freeing its outputs by __gc, anchored until

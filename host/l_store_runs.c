@@ -1,6 +1,10 @@
 /* l_store_runs.c: "sluice._store" operations on runs with their indexes,
  * steps, run logs and idempotency keys (store.h). Calls store.h only.
  *
+ * Each operation takes the PostgreSQL path (store_pg.h: a read yields the
+ * calling coroutine until it completes) when the store is one, else the
+ * LMDB one (store.h): the Lua side calls the same functions on both.
+ *
  * Module functions (reads return nil, "CODE: message", "CODE" on failure):
  *   get_run(id) -> record | nil
  *   runs{namespace=, pipeline=, status=, before=, since_us=, limit=}
@@ -94,6 +98,12 @@ static void note_status(lua_State *L, int idx, int status_idx) {
   lua_pop(L, 1);
 }
 
+/* The open store, for messages: its directory or its URL. */
+static const char *store_name(lua_State *L) {
+  pgstore *pg = l_store_pg(L);
+  return pg ? pgstore_name(pg) : store_dir(l_store_get(L));
+}
+
 /* Decodes the run record JSON and pushes it (noted as read), or pushes a
  * message naming the run and returns -1. */
 static int push_run(lua_State *L, const char *json, size_t n, const char *id, size_t idn) {
@@ -109,7 +119,7 @@ static int push_run(lua_State *L, const char *json, size_t n, const char *id, si
     lua_pushliteral(L, "the record of run ");
     lua_pushlstring(L, id, idn);
     lua_pushfstring(L, " in %s is corrupt (%s): the store was damaged or written by another program",
-                    store_dir(l_store_get(L)), err);
+                    store_name(L), err);
     lua_concat(L, 3);
     return -1;
   }
@@ -119,26 +129,43 @@ static int push_run(lua_State *L, const char *json, size_t n, const char *id, si
   return 0;
 }
 
-/* get_run(id) -> record | nil */
-static int l_get_run(lua_State *L) {
-  const char *id = luaL_checkstring(L, 1);
-  store *s = l_store_get(L);
-  holder *h = holder_new(L);
-  int found = 0;
-  char err[512];
-  int rc = store_get_run(s, id, &h->buf, &found, err, sizeof err);
+/* the record of run id (argument 1) read into buf */
+static int push_got_run(lua_State *L, int rc, const char *err, int found, const sbuf *buf) {
   if (rc) return l_store_fail(L, rc, err);
   if (!found) {
     lua_pushnil(L);
     return 1;
   }
+  size_t idn;
+  const char *id = lua_tolstring(L, 1, &idn);
   int top = lua_gettop(L);
-  if (push_run(L, h->buf.data, h->buf.len, id, strlen(id)) != 0) {
+  if (push_run(L, buf->data, buf->len, id, idn) != 0) {
     const char *msg = lua_tostring(L, -1);
     lua_settop(L, top);
     return l_store_fail(L, STORE_EBADSTORE, msg ? msg : "corrupt run record");
   }
   return 1;
+}
+
+static int push_pg_run(lua_State *L, l_pgread *r) {
+  return push_got_run(L, r->status, r->err, r->found, &r->rec);
+}
+
+/* get_run(id) -> record | nil */
+static int l_get_run(lua_State *L) {
+  const char *id = luaL_checkstring(L, 1);
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_get_run(pg, id, &r->rec, &r->found, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_run);
+  }
+  store *s = l_store_get(L);
+  holder *h = holder_new(L);
+  int found = 0;
+  char err[512];
+  int rc = store_get_run(s, id, &h->buf, &found, err, sizeof err);
+  return push_got_run(L, rc, err, found, &h->buf);
 }
 
 static const char *opt_field(lua_State *L, int t, const char *k) {
@@ -150,6 +177,13 @@ static const char *opt_field(lua_State *L, int t, const char *k) {
   }
   lua_pop(L, 1); /* the string stays alive: it is in the table */
   return v;
+}
+
+static int push_runs_page(lua_State *L, const store_rows *rows, const sbuf *next);
+
+static int push_pg_runs(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  return push_runs_page(L, &r->runs, &r->rec);
 }
 
 /* runs{...} -> runs, next | nil, skipped */
@@ -164,26 +198,38 @@ static int l_runs(lua_State *L) {
   luaL_argcheck(L, limit >= 1, 1, "limit must be at least 1");
   f.limit = (size_t)limit;
   lua_pop(L, 2);
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    /* f's strings are fields of the options table: alive while it waits */
+    l_pgread *r = l_store_pgread(L);
+    pgstore_list_runs(pg, &f, &r->runs, &r->rec, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_runs);
+  }
   store *s = l_store_get(L);
   holder *h = holder_new(L);
   char err[512];
   int rc = store_list_runs(s, &f, &h->rows, &h->buf, err, sizeof err);
   if (rc) return l_store_fail(L, rc, err);
-  lua_createtable(L, (int)h->rows.n, 0);
+  return push_runs_page(L, &h->rows, &h->buf);
+}
+
+/* a page of runs: runs, next | nil, skipped */
+static int push_runs_page(lua_State *L, const store_rows *rows, const sbuf *next) {
+  lua_createtable(L, (int)rows->n, 0);
   int out = lua_gettop(L);
   lua_newtable(L);
   int skipped = lua_gettop(L);
   lua_Integer n = 0, ns = 0;
-  for (size_t i = 0; i < h->rows.n; i++) {
-    if (push_run(L, h->rows.buf.data + h->rows.off[i], h->rows.len[i], h->rows.buf.data + h->rows.name_off[i], h->rows.name_len[i]) != 0) {
+  for (size_t i = 0; i < rows->n; i++) {
+    if (push_run(L, rows->buf.data + rows->off[i], rows->len[i], rows->buf.data + rows->name_off[i], rows->name_len[i]) != 0) {
       lua_rawseti(L, skipped, ++ns);
       continue;
     }
     lua_rawseti(L, out, ++n);
   }
   lua_pushvalue(L, out);
-  if (h->buf.len) {
-    lua_pushlstring(L, h->buf.data, h->buf.len);
+  if (next->len) {
+    lua_pushlstring(L, next->data, next->len);
   } else {
     lua_pushnil(L);
   }
@@ -201,17 +247,12 @@ static int by_created(lua_State *L) {
 
 /* unfinished_runs() -> records, oldest first (runs waiting on a concurrency
  * key keep their turn) */
-static int l_unfinished_runs(lua_State *L) {
-  store *s = l_store_get(L);
-  holder *h = holder_new(L);
-  char err[512];
-  int rc = store_active_runs(s, &h->rows, err, sizeof err);
-  if (rc) return l_store_fail(L, rc, err);
-  lua_createtable(L, (int)h->rows.n, 0);
+static int push_unfinished(lua_State *L, store_rows *rows) {
+  lua_createtable(L, (int)rows->n, 0);
   int out = lua_gettop(L);
   lua_Integer n = 0;
-  for (size_t i = 0; i < h->rows.n; i++) {
-    if (push_run(L, h->rows.buf.data + h->rows.off[i], h->rows.len[i], h->rows.buf.data + h->rows.name_off[i], h->rows.name_len[i]) != 0) {
+  for (size_t i = 0; i < rows->n; i++) {
+    if (push_run(L, rows->buf.data + rows->off[i], rows->len[i], rows->buf.data + rows->name_off[i], rows->name_len[i]) != 0) {
       const char *msg = lua_tostring(L, -1);
       return l_store_fail(L, STORE_EBADSTORE, msg ? msg : "corrupt run record");
     }
@@ -224,7 +265,7 @@ static int l_unfinished_runs(lua_State *L) {
     }
     lua_rawseti(L, out, ++n);
   }
-  holder_free(h);
+  store_rows_free(rows);
   lua_getglobal(L, "table");
   lua_getfield(L, -1, "sort");
   lua_pushvalue(L, out);
@@ -232,6 +273,26 @@ static int l_unfinished_runs(lua_State *L) {
   lua_call(L, 2, 0);
   lua_pushvalue(L, out);
   return 1;
+}
+
+static int push_pg_unfinished(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  return push_unfinished(L, &r->runs);
+}
+
+static int l_unfinished_runs(lua_State *L) {
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_active_runs(pg, &r->runs, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_unfinished);
+  }
+  store *s = l_store_get(L);
+  holder *h = holder_new(L);
+  char err[512];
+  int rc = store_active_runs(s, &h->rows, err, sizeof err);
+  if (rc) return l_store_fail(L, rc, err);
+  return push_unfinished(L, &h->rows);
 }
 
 typedef struct {
@@ -258,7 +319,8 @@ static const char *rec_string(lua_State *L, int t, const char *k) {
 
 /* b:put_run(rec [, {new=true}]) -> b */
 static int l_put_run(lua_State *L) {
-  store_batch *b = l_store_check_batch(L, 1);
+  pgstore_batch *pb = l_store_pg_batch(L, 1);
+  store_batch *b = pb ? NULL : l_store_check_batch(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   int is_new = 0;
   if (!lua_isnoneornil(L, 3)) {
@@ -284,7 +346,8 @@ static int l_put_run(lua_State *L) {
   if (!is_new && !prev) prev = NULL;
   fill_ctx c = {L, 2, CODEC_RECORD, "run"};
   char err[512];
-  int rc = store_put_run(b, &r, is_new, prev, fill_lua, &c, err, sizeof err);
+  int rc = pb ? pgstore_put_run(pb, &r, is_new, prev, fill_lua, &c, err, sizeof err)
+              : store_put_run(b, &r, is_new, prev, fill_lua, &c, err, sizeof err);
   if (rc) return luaL_error(L, "put_run: %s", err);
   const char *status = r.status ? r.status : "pending";
   int changed = is_new || !prev || strcmp(prev, status) != 0;
@@ -315,7 +378,8 @@ static int l_set_run_observer(lua_State *L) {
 
 /* runs_indexed() -> true if the listings of an older store were filled */
 static int l_runs_indexed(lua_State *L) {
-  lua_pushboolean(L, store_runs_indexed(l_store_get(L)));
+  /* PostgreSQL: the listings are indexes of the runs table, always there */
+  lua_pushboolean(L, l_store_pg(L) ? 1 : store_runs_indexed(l_store_get(L)));
   return 1;
 }
 
@@ -324,6 +388,11 @@ static int l_runs_indexed(lua_State *L) {
  * last id read, nil once all are done (b then marks the store). Records
  * that do not decode, or lack an id or a pipeline, are left out. */
 static int l_index_runs(lua_State *L) {
+  if (l_store_pg_batch(L, 1)) { /* nothing to fill: every run is in the indexes */
+    lua_pushnil(L);
+    lua_pushinteger(L, 0);
+    return 2;
+  }
   store_batch *b = l_store_check_batch(L, 1);
   const char *after = luaL_optstring(L, 2, NULL);
   lua_Integer max = luaL_optinteger(L, 3, 1000);
@@ -365,22 +434,15 @@ static int l_index_runs(lua_State *L) {
 
 /* ---- steps ------------------------------------------------------------- */
 
-/* load_steps(run) -> done, order, n */
-static int l_load_steps(lua_State *L) {
-  size_t rn;
-  const char *run = luaL_checklstring(L, 1, &rn);
-  store *s = l_store_get(L);
-  holder *h = holder_new(L);
-  char err[512];
-  int rc = store_load_steps(s, run, rn, &h->steps, err, sizeof err);
-  if (rc) return l_store_fail(L, rc, err);
-  lua_createtable(L, 0, (int)h->steps.n);
+/* done, order, n of the steps read */
+static int push_replay(lua_State *L, store_steps *steps) {
+  lua_createtable(L, 0, (int)steps->n);
   int done = lua_gettop(L);
   lua_newtable(L);
   int order = lua_gettop(L);
   lua_Integer n = 0;
-  for (size_t i = 0; i < h->steps.n; i++) {
-    const store_step *st = &h->steps.v[i];
+  for (size_t i = 0; i < steps->n; i++) {
+    const store_step *st = &steps->v[i];
     if (st->status == STORE_STEP_RUNNING) continue; /* in flight when written */
     lua_pushlstring(L, st->id, st->id_len);
     lua_pushvalue(L, -1);
@@ -405,9 +467,32 @@ static int l_load_steps(lua_State *L) {
     lua_pop(L, 2);
     n++;
   }
-  holder_free(h);
+  store_steps_free(steps);
   lua_pushinteger(L, n);
   return 3;
+}
+
+static int push_pg_replay(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  return push_replay(L, &r->steps);
+}
+
+/* load_steps(run) -> done, order, n */
+static int l_load_steps(lua_State *L) {
+  size_t rn;
+  const char *run = luaL_checklstring(L, 1, &rn);
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_load_steps(pg, run, rn, &r->steps, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_replay);
+  }
+  store *s = l_store_get(L);
+  holder *h = holder_new(L);
+  char err[512];
+  int rc = store_load_steps(s, run, rn, &h->steps, err, sizeof err);
+  if (rc) return l_store_fail(L, rc, err);
+  return push_replay(L, &h->steps);
 }
 
 /* Pushes the step as a table; with `value` the decoded payload goes there,
@@ -451,19 +536,13 @@ static int cmp_started(const void *a, const void *b) {
   return c ? c : (x->id_len > y->id_len) - (x->id_len < y->id_len);
 }
 
-/* get_steps(run) -> steps in the order they started */
-static int l_get_steps(lua_State *L) {
-  size_t rn;
-  const char *run = luaL_checklstring(L, 1, &rn);
-  store *s = l_store_get(L);
-  holder *h = holder_new(L);
-  char err[512];
-  int rc = store_load_steps(s, run, rn, &h->steps, err, sizeof err);
-  if (rc) return l_store_fail(L, rc, err);
-  if (h->steps.n > 1) qsort(h->steps.v, h->steps.n, sizeof *h->steps.v, cmp_started);
-  lua_createtable(L, (int)h->steps.n, 0);
-  for (size_t i = 0; i < h->steps.n; i++) {
-    if (push_step(L, run, &h->steps.v[i], NULL) != 0) {
+/* the steps read of run (argument 1) in the order they started */
+static int push_steps(lua_State *L, store_steps *steps) {
+  const char *run = lua_tostring(L, 1);
+  if (steps->n > 1) qsort(steps->v, steps->n, sizeof *steps->v, cmp_started);
+  lua_createtable(L, (int)steps->n, 0);
+  for (size_t i = 0; i < steps->n; i++) {
+    if (push_step(L, run, &steps->v[i], NULL) != 0) {
       const char *msg = lua_tostring(L, -1);
       return l_store_fail(L, STORE_EBADSTORE, msg);
     }
@@ -472,30 +551,70 @@ static int l_get_steps(lua_State *L) {
   return 1;
 }
 
-/* get_step(run, id) -> step with its value | nil */
-static int l_get_step(lua_State *L) {
-  size_t rn, idn;
+static int push_pg_steps(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  return push_steps(L, &r->steps);
+}
+
+/* get_steps(run) -> steps in the order they started */
+static int l_get_steps(lua_State *L) {
+  size_t rn;
   const char *run = luaL_checklstring(L, 1, &rn);
-  const char *id = luaL_checklstring(L, 2, &idn);
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_load_steps(pg, run, rn, &r->steps, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_steps);
+  }
   store *s = l_store_get(L);
   holder *h = holder_new(L);
   char err[512];
-  int rc = store_get_step(s, run, rn, id, idn, &h->steps, err, sizeof err);
+  int rc = store_load_steps(s, run, rn, &h->steps, err, sizeof err);
   if (rc) return l_store_fail(L, rc, err);
-  if (h->steps.n == 0) {
+  return push_steps(L, &h->steps);
+}
+
+/* the step read (none: nil) of run (argument 1), with its value */
+static int push_one_step(lua_State *L, const store_steps *steps) {
+  if (steps->n == 0) {
     lua_pushnil(L);
     return 1;
   }
-  if (push_step(L, run, &h->steps.v[0], "value") != 0) {
+  if (push_step(L, lua_tostring(L, 1), &steps->v[0], "value") != 0) {
     return l_store_fail(L, STORE_EBADSTORE, lua_tostring(L, -1));
   }
   return 1;
 }
 
+static int push_pg_step(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  return push_one_step(L, &r->steps);
+}
+
+/* get_step(run, id) -> step with its value | nil */
+static int l_get_step(lua_State *L) {
+  size_t rn, idn;
+  const char *run = luaL_checklstring(L, 1, &rn);
+  const char *id = luaL_checklstring(L, 2, &idn);
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_get_steps(pg, run, rn, &id, &idn, 1, &r->steps, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_step);
+  }
+  store *s = l_store_get(L);
+  holder *h = holder_new(L);
+  char err[512];
+  int rc = store_get_step(s, run, rn, id, idn, &h->steps, err, sizeof err);
+  if (rc) return l_store_fail(L, rc, err);
+  return push_one_step(L, &h->steps);
+}
+
 /* b:put_step(run, branch, pos, id, status, attempts, t0_us, dur_us [, value])
  * -> b | nil, "EINVAL: message", "EINVAL" (value cannot be stored) */
 static int l_put_step(lua_State *L) {
-  store_batch *b = l_store_check_batch(L, 1);
+  pgstore_batch *pb = l_store_pg_batch(L, 1);
+  store_batch *b = pb ? NULL : l_store_check_batch(L, 1);
   size_t rn;
   const char *run = luaL_checklstring(L, 2, &rn);
   store_step st;
@@ -515,7 +634,8 @@ static int l_put_step(lua_State *L) {
   int has_value = !lua_isnoneornil(L, 10);
   fill_ctx c = {L, 10, 0, st.status == STORE_STEP_COMPLETED ? "result" : "error"};
   char err[512];
-  int rc = store_put_step(b, run, rn, &st, has_value ? fill_lua : NULL, &c, err, sizeof err);
+  int rc = pb ? pgstore_put_step(pb, run, rn, &st, has_value ? fill_lua : NULL, &c, err, sizeof err)
+              : store_put_step(b, run, rn, &st, has_value ? fill_lua : NULL, &c, err, sizeof err);
   if (rc) return l_store_fail(L, rc, err);
   lua_settop(L, 1);
   return 1;
@@ -530,7 +650,67 @@ static int fill_bytes(void *ud, sbuf *out, char *err, size_t errsz) {
 
 /* b:copy_steps(from_run, to_run, ids) -> b: the records of those steps of
  * from_run, as they are, under to_run (a rerun reusing them) */
+static int cmp_id(const void *key, const void *elem) {
+  const store_step *x = key, *y = elem;
+  size_t n = x->id_len < y->id_len ? x->id_len : y->id_len;
+  int c = memcmp(x->id, y->id, n);
+  return c ? c : (x->id_len > y->id_len) - (x->id_len < y->id_len);
+}
+
+/* PostgreSQL: the steps of from_run were read at once (in id order); put
+ * each one asked for under to_run, in the batch (argument 1, still open) */
+static int push_pg_copied(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  pgstore_batch *pb = l_store_pg_batch(L, 1);
+  if (!pb) return luaL_argerror(L, 1, "the batch changed backend while copying steps");
+  size_t tn;
+  const char *from = lua_tostring(L, 2), *to = lua_tolstring(L, 3, &tn);
+  char err[512];
+  lua_Integer n = luaL_len(L, 4);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 4, i);
+    store_step key;
+    key.id = luaL_checklstring(L, -1, &key.id_len);
+    const store_step *st = bsearch(&key, r->steps.v, r->steps.n, sizeof *r->steps.v, cmp_id);
+    if (!st) return luaL_error(L, "copy_steps: run %s has no step '%s'", from, key.id);
+    int rc = pgstore_put_step(pb, to, tn, st, st->has_payload ? fill_bytes : NULL, (void *)st,
+                              err, sizeof err);
+    if (rc) return l_store_fail(L, rc, err);
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* b:copy_steps on PostgreSQL: one read of the steps asked for */
+static int copy_steps_pg(lua_State *L, pgstore *pg) {
+  size_t fn;
+  const char *from = lua_tolstring(L, 2, &fn);
+  lua_Integer n = luaL_len(L, 4);
+  if (n == 0) {
+    lua_settop(L, 1);
+    return 1;
+  }
+  const char **ids = lua_newuserdatauv(L, (size_t)n * (sizeof *ids + sizeof(size_t)), 0);
+  size_t *lens = (size_t *)(ids + n);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 4, i);
+    ids[i - 1] = luaL_checklstring(L, -1, &lens[i - 1]); /* alive: the table holds it */
+    lua_pop(L, 1);
+  }
+  l_pgread *r = l_store_pgread(L);
+  pgstore_get_steps(pg, from, fn, ids, lens, (size_t)n, &r->steps, l_store_pgread_done, r);
+  return l_store_await(L, r, push_pg_copied);
+}
+
 static int l_copy_steps(lua_State *L) {
+  pgstore_batch *pb = l_store_pg_batch(L, 1);
+  if (pb) {
+    luaL_checkstring(L, 2);
+    luaL_checkstring(L, 3);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    return copy_steps_pg(L, l_store_pg(L));
+  }
   store_batch *b = l_store_check_batch(L, 1);
   size_t fn, tn;
   const char *from = luaL_checklstring(L, 2, &fn);
@@ -561,13 +741,15 @@ static int l_copy_steps(lua_State *L) {
 
 /* b:put_log(run, us, seq, line_json) -> b */
 static int l_put_log(lua_State *L) {
-  store_batch *b = l_store_check_batch(L, 1);
+  pgstore_batch *pb = l_store_pg_batch(L, 1);
+  store_batch *b = pb ? NULL : l_store_check_batch(L, 1);
   size_t rn, ln;
   const char *run = luaL_checklstring(L, 2, &rn);
   lua_Integer us = luaL_checkinteger(L, 3), seq = luaL_checkinteger(L, 4);
   const char *line = luaL_checklstring(L, 5, &ln);
   char err[256];
-  if (store_put_log(b, run, rn, us, (uint32_t)seq, line, ln, err, sizeof err) != 0)
+  if ((pb ? pgstore_put_log(pb, run, rn, us, (uint32_t)seq, line, ln, err, sizeof err)
+         : store_put_log(b, run, rn, us, (uint32_t)seq, line, ln, err, sizeof err)) != 0)
     return luaL_error(L, "put_log: %s", err);
   lua_settop(L, 1);
   return 1;
@@ -575,32 +757,34 @@ static int l_put_log(lua_State *L) {
 
 /* b:del_log(run, us, seq) -> b */
 static int l_del_log(lua_State *L) {
-  store_batch *b = l_store_check_batch(L, 1);
+  pgstore_batch *pb = l_store_pg_batch(L, 1);
+  store_batch *b = pb ? NULL : l_store_check_batch(L, 1);
   size_t rn;
   const char *run = luaL_checklstring(L, 2, &rn);
-  store_del_log(b, run, rn, luaL_checkinteger(L, 3), (uint32_t)luaL_checkinteger(L, 4));
+  lua_Integer us = luaL_checkinteger(L, 3), seq = luaL_checkinteger(L, 4);
+  if (pb) {
+    pgstore_del_log(pb, run, rn, us, (uint32_t)seq);
+  } else {
+    store_del_log(b, run, rn, us, (uint32_t)seq);
+  }
   lua_settop(L, 1);
   return 1;
 }
 
-static int read_logs(lua_State *L, int ids) {
-  size_t rn;
-  const char *run = luaL_checklstring(L, 1, &rn);
-  store *s = l_store_get(L);
-  holder *h = holder_new(L);
+/* the lines of run (argument 1) read: decoded, or their (us, seq) pairs */
+static int push_logs(lua_State *L, const store_rows *rows, const int64_t *ids) {
+  const char *run = lua_tostring(L, 1);
   char err[512];
-  int rc = store_read_logs(s, run, rn, &h->rows, ids ? &h->ids : NULL, err, sizeof err);
-  if (rc) return l_store_fail(L, rc, err);
-  lua_createtable(L, (int)h->rows.n * (ids ? 2 : 1), 0);
-  for (size_t i = 0; i < h->rows.n; i++) {
+  lua_createtable(L, (int)rows->n * (ids ? 2 : 1), 0);
+  for (size_t i = 0; i < rows->n; i++) {
     if (ids) {
-      lua_pushinteger(L, h->ids[2 * i]);
+      lua_pushinteger(L, ids[2 * i]);
       lua_rawseti(L, -2, (lua_Integer)(2 * i + 1));
-      lua_pushinteger(L, h->ids[2 * i + 1]);
+      lua_pushinteger(L, ids[2 * i + 1]);
       lua_rawseti(L, -2, (lua_Integer)(2 * i + 2));
       continue;
     }
-    if (codec_decode_ex(L, h->rows.buf.data + h->rows.off[i], h->rows.len[i], CODEC_RECORD, err,
+    if (codec_decode_ex(L, rows->buf.data + rows->off[i], rows->len[i], CODEC_RECORD, err,
                         sizeof err) != 0) {
       return l_store_fail(L, STORE_EBADSTORE,
                           lua_pushfstring(L, "a log line of run %s does not decode: %s", run, err));
@@ -608,6 +792,32 @@ static int read_logs(lua_State *L, int ids) {
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   return 1;
+}
+
+static int push_pg_lines(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  return push_logs(L, &r->runs, NULL);
+}
+static int push_pg_log_ids(lua_State *L, l_pgread *r) {
+  if (r->status) return l_store_pgfail(L, r);
+  return push_logs(L, &r->runs, r->ids);
+}
+
+static int read_logs(lua_State *L, int ids) {
+  size_t rn;
+  const char *run = luaL_checklstring(L, 1, &rn);
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_read_logs(pg, run, rn, &r->runs, ids ? &r->ids : NULL, l_store_pgread_done, r);
+    return l_store_await(L, r, ids ? push_pg_log_ids : push_pg_lines);
+  }
+  store *s = l_store_get(L);
+  holder *h = holder_new(L);
+  char err[512];
+  int rc = store_read_logs(s, run, rn, &h->rows, ids ? &h->ids : NULL, err, sizeof err);
+  if (rc) return l_store_fail(L, rc, err);
+  return push_logs(L, &h->rows, ids ? h->ids : NULL);
 }
 
 /* read_logs(run) -> decoded lines, oldest first */
@@ -618,33 +828,49 @@ static int l_log_ids(lua_State *L) { return read_logs(L, 1); }
 /* ---- idempotency keys -------------------------------------------------- */
 
 /* get_idempotency(ns, pipeline, key) -> run id | nil */
-static int l_get_idempotency(lua_State *L) {
-  const char *ns = luaL_checkstring(L, 1), *pipeline = luaL_checkstring(L, 2);
-  size_t kn;
-  const char *key = luaL_checklstring(L, 3, &kn);
-  store *s = l_store_get(L);
-  holder *h = holder_new(L);
-  int found = 0;
-  char err[512];
-  int rc = store_get_idempotency(s, ns, pipeline, key, kn, &h->buf, &found, err, sizeof err);
+static int push_run_id(lua_State *L, int rc, const char *err, int found, const sbuf *buf) {
   if (rc) return l_store_fail(L, rc, err);
   if (found) {
-    lua_pushlstring(L, h->buf.data ? h->buf.data : "", h->buf.len);
+    lua_pushlstring(L, buf->data ? buf->data : "", buf->len);
   } else {
     lua_pushnil(L);
   }
   return 1;
 }
 
+static int push_pg_run_id(lua_State *L, l_pgread *r) {
+  return push_run_id(L, r->status, r->err, r->found, &r->rec);
+}
+
+static int l_get_idempotency(lua_State *L) {
+  const char *ns = luaL_checkstring(L, 1), *pipeline = luaL_checkstring(L, 2);
+  size_t kn;
+  const char *key = luaL_checklstring(L, 3, &kn);
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *r = l_store_pgread(L);
+    pgstore_get_idempotency(pg, ns, pipeline, key, kn, &r->rec, &r->found, l_store_pgread_done, r);
+    return l_store_await(L, r, push_pg_run_id);
+  }
+  store *s = l_store_get(L);
+  holder *h = holder_new(L);
+  int found = 0;
+  char err[512];
+  int rc = store_get_idempotency(s, ns, pipeline, key, kn, &h->buf, &found, err, sizeof err);
+  return push_run_id(L, rc, err, found, &h->buf);
+}
+
 /* b:put_idempotency(ns, pipeline, key, run_id) -> b */
 static int l_put_idempotency(lua_State *L) {
-  store_batch *b = l_store_check_batch(L, 1);
+  pgstore_batch *pb = l_store_pg_batch(L, 1);
+  store_batch *b = pb ? NULL : l_store_check_batch(L, 1);
   const char *ns = luaL_checkstring(L, 2), *pipeline = luaL_checkstring(L, 3);
   size_t kn;
   const char *key = luaL_checklstring(L, 4, &kn);
   const char *run = luaL_checkstring(L, 5);
   char err[256];
-  if (store_put_idempotency(b, ns, pipeline, key, kn, run, err, sizeof err) != 0)
+  if ((pb ? pgstore_put_idempotency(pb, ns, pipeline, key, kn, run, err, sizeof err)
+         : store_put_idempotency(b, ns, pipeline, key, kn, run, err, sizeof err)) != 0)
     return luaL_error(L, "put_idempotency: %s", err);
   lua_settop(L, 1);
   return 1;

@@ -160,31 +160,6 @@ static int db_error(store *s, int db, int rc, char *err, size_t errsz) {
   return store_status(rc);
 }
 
-static void hex(sbuf *out, const char *p, size_t n) {
-  static const char d[] = "0123456789abcdef";
-  for (size_t i = 0; i < n; i++) {
-    sbuf_addc(out, d[(unsigned char)p[i] >> 4]);
-    sbuf_addc(out, d[(unsigned char)p[i] & 15]);
-  }
-}
-
-static int unhex(sbuf *out, const char *s) {
-  size_t n = strlen(s);
-  if (n < 18 || n % 2) return -1;
-  for (size_t i = 0; i < n; i += 2) {
-    int v = 0;
-    for (int j = 0; j < 2; j++) {
-      char c = s[i + j];
-      int x = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-      if (x < 0) return -1;
-      v = v * 16 + x;
-    }
-    sbuf_addc(out, (char)v);
-  }
-  return 0;
-}
-
 static int sfx_cmp(const char *a, size_t an, const char *b, size_t bn) {
   int c = memcmp(a, b, an < bn ? an : bn);
   return c ? c : (an > bn) - (an < bn);
@@ -316,7 +291,7 @@ int store_list_runs(store *s, const store_run_filter *f, store_rows *rows, sbuf 
   sbuf_reset(next);
   size_t limit = f->limit ? f->limit : 1;
   sbuf cursor = SBUF_INIT;
-  if (f->before && unhex(&cursor, f->before) != 0) {
+  if (f->before && (strlen(f->before) < 18 || sbuf_add_unhex(&cursor, f->before, strlen(f->before)) != 0)) {
     sbuf_free(&cursor);
     return seterr(err, errsz, "before must be a cursor returned as next by an earlier page");
   }
@@ -404,9 +379,9 @@ int store_list_runs(store *s, const store_run_filter *f, store_rows *rows, sbuf 
     }
     if (rc == 0) {
       if (out < n && out == limit) {
-        hex(next, all[out - 1].p, all[out - 1].n);
+        sbuf_add_hex(next, all[out - 1].p, all[out - 1].n);
       } else if (bound) {
-        hex(next, bound->data, bound->len);
+        sbuf_add_hex(next, bound->data, bound->len);
       }
     }
     free(all);

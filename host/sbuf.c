@@ -73,6 +73,32 @@ uint32_t sbuf_read_be32(const void *p) {
   return v;
 }
 
+void sbuf_add_hex(sbuf *b, const void *p, size_t n) {
+  static const char d[] = "0123456789abcdef";
+  const unsigned char *q = p;
+  sbuf_reserve(b, 2 * n);
+  for (size_t i = 0; i < n; i++) {
+    b->data[b->len++] = d[q[i] >> 4];
+    b->data[b->len++] = d[q[i] & 15];
+  }
+  b->data[b->len] = '\0';
+}
+
+static int hexval(char c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+int sbuf_add_unhex(sbuf *b, const char *s, size_t n) {
+  if (n % 2) return -1;
+  for (size_t i = 0; i < n; i++)
+    if (hexval(s[i]) < 0) return -1;
+  sbuf_reserve(b, n / 2);
+  for (size_t i = 0; i < n; i += 2) b->data[b->len++] = (char)(hexval(s[i]) * 16 + hexval(s[i + 1]));
+  b->data[b->len] = '\0';
+  return 0;
+}
+
 void sbuf_reset(sbuf *b) {
   b->len = 0;
   if (b->data) b->data[0] = '\0';

@@ -24,6 +24,10 @@ void sbuf_add_be64(sbuf *b, uint64_t v);
 void sbuf_add_be32(sbuf *b, uint32_t v);
 uint64_t sbuf_read_be64(const void *p);
 uint32_t sbuf_read_be32(const void *p);
+/* n bytes as lowercase hex, and hex text (either case) back to its bytes:
+ * 0, or -1 (out unchanged) for an odd length or a character not hex */
+void sbuf_add_hex(sbuf *b, const void *p, size_t n);
+int sbuf_add_unhex(sbuf *b, const char *s, size_t n);
 /* An array p of *cap elements of size bytes, grown (doubling, from 16) to
  * hold need; returns it, *cap updated. Aborts without memory, as above. */
 void *sbuf_grow_array(void *p, size_t *cap, size_t need, size_t size);

@@ -18,80 +18,10 @@
 
 #include "pg.h"
 #include "sbuf.h"
+#include "store_pg_int.h"
 
 #define SCHEMA_VERSION 1 /* lua/pg_schema.lua's M.latest */
 #define SCHEMA_TEXT "1"
-
-struct pgstore {
-  pg *conn;
-  char name[256];
-  int checked; /* the schema check answered */
-  char *bad;   /* why the schema cannot be used (NULL: it can) */
-};
-
-struct pgstore_batch {
-  pg_batch *pb;
-  size_t ops;
-  sbuf appends; /* events: le64 ts, then (u32 length, bytes) x 3: type, stream, data */
-  size_t events;
-  int64_t first_ts;
-  sbuf sends; /* (u32 length, JSON) per send */
-  size_t nsends;
-};
-
-static void *xalloc(size_t n) {
-  void *p = calloc(1, n);
-  if (!p) {
-    fprintf(stderr, "sluice: out of memory\n");
-    abort();
-  }
-  return p;
-}
-
-static size_t keep(char **bytes, size_t *blen, size_t *bcap, const void *p, size_t n) {
-  *bytes = sbuf_grow_array(*bytes, bcap, *blen + n + 1, 1);
-  size_t off = *blen;
-  if (n) memcpy(*bytes + off, p, n);
-  *blen += n;
-  (*bytes)[*blen] = '\0';
-  return off;
-}
-
-/* ---- parameters --------------------------------------------------------- */
-
-#define MAXP 8
-typedef struct {
-  const char *v[MAXP];
-  int len[MAXP], fmt[MAXP];
-  char num[MAXP][32];
-  int n;
-} params;
-
-static void p_str(params *p, const char *s, size_t n) {
-  p->v[p->n] = s ? s : "";
-  p->len[p->n] = (int)n;
-  p->fmt[p->n++] = 1;
-}
-static void p_i64(params *p, int64_t x) {
-  snprintf(p->num[p->n], sizeof p->num[0], "%" PRId64, x);
-  p->v[p->n] = p->num[p->n];
-  p->len[p->n] = 0;
-  p->fmt[p->n++] = 0;
-}
-static void p_text(params *p, const char *s, size_t n) { /* a short value sent as text */
-  snprintf(p->num[p->n], sizeof p->num[0], "%.*s", (int)n, s);
-  p->v[p->n] = p->num[p->n];
-  p->len[p->n] = 0;
-  p->fmt[p->n++] = 0;
-}
-static void add(pg_batch *b, const char *sql, params *p) {
-  pg_batch_add(b, sql, p ? p->n : 0, p ? p->v : NULL, p ? p->len : NULL, p ? p->fmt : NULL);
-}
-
-static int has_nul(const char *s, size_t n) { return n && memchr(s, '\0', n) != NULL; }
-static int bad_name(const char *s, size_t n) {
-  return n == 0 || n > STORE_NAME_MAX || has_nul(s, n);
-}
 
 /* ---- the store ---------------------------------------------------------- */
 
@@ -294,25 +224,6 @@ int pgstore_commit(pgstore *s, pgstore_batch *b, pgstore_commit_fn done, void *c
 
 /* ---- reads -------------------------------------------------------------- */
 
-typedef struct rd rd;
-/* copies the rows of r's statement into the caller's structs: 0 or a status */
-typedef int (*parse_fn)(rd *r, const PGresult *res, char *err, size_t errsz);
-struct rd {
-  pgstore *s;
-  pgstore_done_fn done;
-  void *cookie;
-  parse_fn parse;
-  void *out, *out2;
-  int *found;
-  uint64_t after;
-  size_t limit;
-  /* trimming */
-  pgstore_batch *tb;
-  const store_trim_query *tq;
-  char *stream; /* a copy of the trim query's key */
-  size_t streamn;
-};
-
 static void read_done(void *cookie, int status, const char *errmsg, const pg_batch *b) {
   rd *r = cookie;
   char err[600] = "";
@@ -331,7 +242,7 @@ static void read_done(void *cookie, int status, const char *errmsg, const pg_bat
   free(r);
 }
 
-static rd *new_rd(pgstore *s, parse_fn parse, pgstore_done_fn done, void *cookie) {
+rd *pgs_new_rd(pgstore *s, parse_fn parse, pgstore_done_fn done, void *cookie) {
   rd *r = xalloc(sizeof *r);
   r->s = s;
   r->parse = parse;
@@ -340,7 +251,7 @@ static rd *new_rd(pgstore *s, parse_fn parse, pgstore_done_fn done, void *cookie
   return r;
 }
 
-static void send_read(rd *r, const char *sql, params *p) {
+void pgs_send_read(rd *r, const char *sql, params *p) {
   pg_batch *b = pg_batch_new();
   add(b, sql, p);
   if (pg_read(r->s->conn, b, read_done, r) != 0) {
@@ -349,23 +260,6 @@ static void send_read(rd *r, const char *sql, params *p) {
     free(r->stream);
     free(r);
   }
-}
-
-static const char *val(const PGresult *res, int row, int col, size_t *n) {
-  *n = (size_t)PQgetlength(res, row, col);
-  return PQgetvalue(res, row, col);
-}
-static uint64_t u64(const PGresult *res, int row, int col) {
-  return PQgetisnull(res, row, col) ? 0 : strtoull(PQgetvalue(res, row, col), NULL, 10);
-}
-static int64_t i64(const PGresult *res, int row, int col) {
-  return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
-}
-
-/* a read refused before anything is sent (a value PostgreSQL cannot hold,
- * a bad limit): done runs at once, before the read returns */
-static void refuse(pgstore_done_fn done, void *cookie, const char *msg) {
-  done(cookie, STORE_EINVAL, msg);
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -432,7 +326,7 @@ void pgstore_read_events(pgstore *s, const store_event_query *q, store_events *o
   out->last = q->after;
   if (q->limit == 0) return refuse(done, cookie, "reading events: the limit must be positive");
   if (has_nul(q->stream, q->streamn)) return refuse(done, cookie, "a stream key holds no NUL");
-  rd *r = new_rd(s, parse_events, done, cookie);
+  rd *r = pgs_new_rd(s, parse_events, done, cookie);
   r->out = out;
   r->limit = q->limit;
   params p = {.n = 0};
@@ -441,12 +335,12 @@ void pgstore_read_events(pgstore *s, const store_event_query *q, store_events *o
   p_i64(&p, (int64_t)q->limit);
   if (q->exact) {
     /* one key through its index; the last position examined is its last event */
-    send_read(r, "SELECT 0, seq, type, stream, ts_us, data FROM sluice.events "
+    pgs_send_read(r, "SELECT 0, seq, type, stream, ts_us, data FROM sluice.events "
                  "WHERE stream = $2::text AND seq > $1::bigint ORDER BY seq LIMIT $3::bigint", &p);
   } else {
     /* the log in order; a short page examined the log to its end, in the
      * same snapshot (one statement) */
-    send_read(r, "SELECT * FROM (SELECT 0 AS k, seq, type, stream, ts_us, data::text "
+    pgs_send_read(r, "SELECT * FROM (SELECT 0 AS k, seq, type, stream, ts_us, data::text "
                  "FROM sluice.events WHERE seq > $1::bigint AND starts_with(stream, $2::text) "
                  "ORDER BY seq LIMIT $3::bigint) e UNION ALL "
                  "SELECT 1, max(seq), NULL, NULL, NULL, NULL FROM sluice.events", &p);
@@ -463,22 +357,22 @@ static int parse_last(rd *r, const PGresult *res, char *err, size_t errsz) {
 
 void pgstore_events_last(pgstore *s, uint64_t *seq, int64_t *ts_us, pgstore_done_fn done,
                          void *cookie) {
-  rd *r = new_rd(s, parse_last, done, cookie);
+  rd *r = pgs_new_rd(s, parse_last, done, cookie);
   r->out = seq;
   r->out2 = ts_us;
-  send_read(r, "SELECT (SELECT value FROM sluice.counters WHERE name = 'events'), "
+  pgs_send_read(r, "SELECT (SELECT value FROM sluice.counters WHERE name = 'events'), "
                "(SELECT ts_us FROM sluice.events ORDER BY seq DESC LIMIT 1)", NULL);
 }
 
 void pgstore_events_after_time(pgstore *s, int64_t ts_us, uint64_t *after, pgstore_done_fn done,
                                void *cookie) {
-  rd *r = new_rd(s, parse_last, done, cookie);
+  rd *r = pgs_new_rd(s, parse_last, done, cookie);
   r->out = after;
   params p = {.n = 0};
   p_i64(&p, ts_us);
   /* times do not decrease with positions: the first event at or after the
    * time, else the end of the log */
-  send_read(r, "SELECT coalesce((SELECT seq FROM sluice.events WHERE ts_us >= $1::bigint "
+  pgs_send_read(r, "SELECT coalesce((SELECT seq FROM sluice.events WHERE ts_us >= $1::bigint "
                "ORDER BY ts_us, seq LIMIT 1) - 1, (SELECT max(seq) FROM sluice.events), 0)", &p);
 }
 
@@ -493,12 +387,12 @@ void pgstore_events_trimmed(pgstore *s, const char *stream, size_t streamn, int 
                             uint64_t after, int *trimmed, pgstore_done_fn done, void *cookie) {
   *trimmed = 0;
   if (has_nul(stream, streamn)) return refuse(done, cookie, "a stream key holds no NUL");
-  rd *r = new_rd(s, parse_bool, done, cookie);
+  rd *r = pgs_new_rd(s, parse_bool, done, cookie);
   r->out = trimmed;
   params p = {.n = 0};
   p_str(&p, stream, streamn);
   p_i64(&p, (int64_t)after);
-  send_read(r, exact ? "SELECT EXISTS (SELECT 1 FROM sluice.stream_trims WHERE stream = $1::text "
+  pgs_send_read(r, exact ? "SELECT EXISTS (SELECT 1 FROM sluice.stream_trims WHERE stream = $1::text "
                        "AND horizon > $2::bigint)"
                      : "SELECT EXISTS (SELECT 1 FROM sluice.stream_trims WHERE "
                        "starts_with(stream, $1::text) AND horizon > $2::bigint)",
@@ -529,13 +423,13 @@ void pgstore_stream_keys(pgstore *s, const char *prefix, size_t plen, const char
   if (has_nul(prefix, plen) || has_nul(after, alen)) {
     return refuse(done, cookie, "a stream key holds no NUL");
   }
-  rd *r = new_rd(s, parse_keys, done, cookie);
+  rd *r = pgs_new_rd(s, parse_keys, done, cookie);
   r->out = out;
   params p = {.n = 0};
   p_str(&p, prefix, plen);
   p_str(&p, after, alen);
   p_i64(&p, (int64_t)limit);
-  send_read(r, "SELECT DISTINCT stream FROM sluice.events WHERE starts_with(stream, $1::text) "
+  pgs_send_read(r, "SELECT DISTINCT stream FROM sluice.events WHERE starts_with(stream, $1::text) "
                "AND stream > $2::text ORDER BY stream LIMIT $3::bigint", &p);
 }
 
@@ -614,7 +508,7 @@ void pgstore_trim_events(pgstore *s, pgstore_batch *b, const store_trim_query *q
                   "trimming events: give a positive limit and a time, or a count of one key");
   }
   if (has_nul(q->stream, q->streamn)) return refuse(done, cookie, "a stream key holds no NUL");
-  rd *r = new_rd(s, q->before_us > 0 ? parse_trim_time : parse_trim_keep, done, cookie);
+  rd *r = pgs_new_rd(s, q->before_us > 0 ? parse_trim_time : parse_trim_keep, done, cookie);
   r->out = out;
   r->tb = b;
   r->tq = q;
@@ -626,13 +520,13 @@ void pgstore_trim_events(pgstore *s, pgstore_batch *b, const store_trim_query *q
   if (q->before_us > 0) {
     p_i64(&p, (int64_t)q->after);
     p_i64(&p, (int64_t)q->limit);
-    send_read(r, "SELECT seq, stream, ts_us FROM sluice.events WHERE seq > $1::bigint "
+    pgs_send_read(r, "SELECT seq, stream, ts_us FROM sluice.events WHERE seq > $1::bigint "
                  "ORDER BY seq LIMIT $2::bigint", &p);
   } else {
     p_str(&p, q->stream, q->streamn);
     p_i64(&p, q->keep);
     p_i64(&p, (int64_t)q->limit + 1);
-    send_read(r, "SELECT seq FROM (SELECT seq FROM sluice.events WHERE stream = $1::text "
+    pgs_send_read(r, "SELECT seq FROM (SELECT seq FROM sluice.events WHERE stream = $1::text "
                  "ORDER BY seq DESC OFFSET $2::bigint) x ORDER BY seq LIMIT $3::bigint", &p);
   }
 }
@@ -675,20 +569,20 @@ void pgstore_sends(pgstore *s, uint64_t after, size_t limit, store_blob_rows *ou
   out->n = 0;
   out->blen = 0;
   if (limit == 0) return refuse(done, cookie, "reading sends: the limit must be positive");
-  rd *r = new_rd(s, parse_rows, done, cookie);
+  rd *r = pgs_new_rd(s, parse_rows, done, cookie);
   r->out = out;
   r->after = 1; /* by position */
   params p = {.n = 0};
   p_i64(&p, (int64_t)after);
   p_i64(&p, (int64_t)limit);
-  send_read(r, "SELECT seq, record FROM sluice.sends WHERE seq > $1::bigint ORDER BY seq "
+  pgs_send_read(r, "SELECT seq, record FROM sluice.sends WHERE seq > $1::bigint ORDER BY seq "
                "LIMIT $2::bigint", &p);
 }
 
 void pgstore_sends_last(pgstore *s, uint64_t *seq, pgstore_done_fn done, void *cookie) {
-  rd *r = new_rd(s, parse_last, done, cookie);
+  rd *r = pgs_new_rd(s, parse_last, done, cookie);
   r->out = seq;
-  send_read(r, "SELECT value FROM sluice.counters WHERE name = 'sends'", NULL);
+  pgs_send_read(r, "SELECT value FROM sluice.counters WHERE name = 'sends'", NULL);
 }
 
 void pgstore_set_dispatch_cursor(pgstore_batch *b, uint64_t seq) {
@@ -700,9 +594,9 @@ void pgstore_set_dispatch_cursor(pgstore_batch *b, uint64_t seq) {
 }
 
 void pgstore_dispatch_cursor(pgstore *s, uint64_t *seq, pgstore_done_fn done, void *cookie) {
-  rd *r = new_rd(s, parse_last, done, cookie);
+  rd *r = pgs_new_rd(s, parse_last, done, cookie);
   r->out = seq;
-  send_read(r, "SELECT after FROM sluice.cursors WHERE name = 'dispatch'", NULL);
+  pgs_send_read(r, "SELECT after FROM sluice.cursors WHERE name = 'dispatch'", NULL);
 }
 
 /* ---- records by name: consumers, schedules, keys, namespaces ------------ */
@@ -727,7 +621,7 @@ static int del_named(pgstore_batch *b, const char *sql, const char *name, size_t
   return 0;
 }
 
-static int parse_record(rd *r, const PGresult *res, char *err, size_t errsz) {
+int pgs_parse_record(rd *r, const PGresult *res, char *err, size_t errsz) {
   (void)err;
   (void)errsz;
   sbuf *o = r->out;
@@ -748,12 +642,12 @@ static void get_named(pgstore *s, const char *sql, const char *name, size_t n, s
     sbuf_reset(rec);
     return refuse(done, cookie, "a name holds no NUL byte on PostgreSQL");
   }
-  rd *r = new_rd(s, parse_record, done, cookie);
+  rd *r = pgs_new_rd(s, pgs_parse_record, done, cookie);
   r->out = rec;
   r->found = found;
   params p = {.n = 0};
   p_str(&p, name, n);
-  send_read(r, sql, &p);
+  pgs_send_read(r, sql, &p);
 }
 
 /* rows: name, record [, extra] */
@@ -798,9 +692,9 @@ static int parse_named(rd *r, const PGresult *res, char *err, size_t errsz) {
 static void list_named(pgstore *s, const char *sql, params *p, store_named_rows *out,
                        pgstore_done_fn done, void *cookie) {
   out->n = 0;
-  rd *r = new_rd(s, parse_named, done, cookie);
+  rd *r = pgs_new_rd(s, parse_named, done, cookie);
   r->out = out;
-  send_read(r, sql, p);
+  pgs_send_read(r, sql, p);
 }
 
 /* consumers: their rows are store_blob_rows */
@@ -822,20 +716,20 @@ void pgstore_get_consumer(pgstore *s, const char *name, size_t namen, store_blob
   out->blen = 0;
   *found = 0;
   if (has_nul(name, namen)) return refuse(done, cookie, "a consumer name holds no NUL");
-  rd *r = new_rd(s, parse_rows, done, cookie);
+  rd *r = pgs_new_rd(s, parse_rows, done, cookie);
   r->out = out;
   r->found = found;
   params p = {.n = 0};
   p_str(&p, name, namen);
-  send_read(r, "SELECT name, record FROM sluice.consumers WHERE name = $1::text", &p);
+  pgs_send_read(r, "SELECT name, record FROM sluice.consumers WHERE name = $1::text", &p);
 }
 
 void pgstore_consumers(pgstore *s, store_blob_rows *out, pgstore_done_fn done, void *cookie) {
   out->n = 0;
   out->blen = 0;
-  rd *r = new_rd(s, parse_rows, done, cookie);
+  rd *r = pgs_new_rd(s, parse_rows, done, cookie);
   r->out = out;
-  send_read(r, "SELECT name, record FROM sluice.consumers ORDER BY name", NULL);
+  pgs_send_read(r, "SELECT name, record FROM sluice.consumers ORDER BY name", NULL);
 }
 
 /* schedules */
@@ -897,9 +791,9 @@ static int parse_count(rd *r, const PGresult *res, char *err, size_t errsz) {
 }
 
 void pgstore_key_count(pgstore *s, int64_t *n, pgstore_done_fn done, void *cookie) {
-  rd *r = new_rd(s, parse_count, done, cookie);
+  rd *r = pgs_new_rd(s, parse_count, done, cookie);
   r->out = n;
-  send_read(r, "SELECT count(*) FROM sluice.api_keys", NULL);
+  pgs_send_read(r, "SELECT count(*) FROM sluice.api_keys", NULL);
 }
 
 void pgstore_list_keys(pgstore *s, store_named_rows *out, pgstore_done_fn done, void *cookie) {
@@ -955,10 +849,10 @@ void pgstore_quota_used(pgstore *s, const char *ns, size_t nslen, const char *da
   if (bad_name(ns, nslen) || bad_day(day, dlen)) {
     return done(cookie, STORE_EINVAL, "a day is YYYY-MM-DD (UTC)");
   }
-  rd *r = new_rd(s, parse_count, done, cookie);
+  rd *r = pgs_new_rd(s, parse_count, done, cookie);
   r->out = n;
   params p = {.n = 0};
   p_str(&p, ns, nslen);
   p_text(&p, day, dlen);
-  send_read(r, "SELECT runs FROM sluice.quotas WHERE namespace = $1::text AND day = $2::date", &p);
+  pgs_send_read(r, "SELECT runs FROM sluice.quotas WHERE namespace = $1::text AND day = $2::date", &p);
 }

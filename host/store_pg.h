@@ -66,6 +66,48 @@ typedef void (*pgstore_commit_fn)(void *cookie, int status, const char *err,
  * store is closing (b freed, done not called). */
 int pgstore_commit(pgstore *s, pgstore_batch *b, pgstore_commit_fn done, void *cookie);
 
+/* ---- runs, steps, run logs, idempotency keys (store_pg_runs.c) ----
+ * As store.h's, except:
+ * - A run is one row and its listings are indexes on its columns: put_run
+ *   moves every listing with the record whatever is_new and prev_status say
+ *   (they are checked as on LMDB), and nothing is ever to backfill, so
+ *   store_read_runs, store_put_run_listings and store_mark_runs_indexed have
+ *   no version here (store_runs_indexed is always true).
+ * - list_runs reads an index holding every filter (pipeline and status
+ *   together too), so a page is short only at the end: no cap on entries
+ *   examined. Order, filters and cursors are LMDB's (a cursor is the same
+ *   text on both backends).
+ * - put_idempotency is an insert: a key taken already (by another host
+ *   meanwhile) fails the batch with STORE_EINVAL (SQLSTATE 23505), so one
+ *   key never names two runs.
+ * - get_steps is get_step for n ids at once (one statement), in id order.
+ * - Names, step ids, branches and log lines cannot hold NUL: STORE_EINVAL. */
+int pgstore_put_run(pgstore_batch *b, const store_run *r, int is_new, const char *prev_status,
+                    store_fill_fn fill, void *ud, char *err, size_t errsz);
+void pgstore_get_run(pgstore *s, const char *id, sbuf *out, int *found, pgstore_done_fn done,
+                     void *cookie);
+void pgstore_list_runs(pgstore *s, const store_run_filter *f, store_rows *rows, sbuf *next,
+                       pgstore_done_fn done, void *cookie);
+void pgstore_active_runs(pgstore *s, store_rows *rows, pgstore_done_fn done, void *cookie);
+int pgstore_put_idempotency(pgstore_batch *b, const char *ns, const char *pipeline,
+                            const char *key, size_t klen, const char *run_id, char *err,
+                            size_t errsz);
+void pgstore_get_idempotency(pgstore *s, const char *ns, const char *pipeline, const char *key,
+                             size_t klen, sbuf *run_id, int *found, pgstore_done_fn done,
+                             void *cookie);
+int pgstore_put_step(pgstore_batch *b, const char *run, size_t run_len, const store_step *st,
+                     store_fill_fn fill, void *ud, char *err, size_t errsz);
+void pgstore_load_steps(pgstore *s, const char *run, size_t run_len, store_steps *out,
+                        pgstore_done_fn done, void *cookie);
+void pgstore_get_steps(pgstore *s, const char *run, size_t run_len, const char *const *ids,
+                       const size_t *id_lens, size_t n, store_steps *out, pgstore_done_fn done,
+                       void *cookie);
+int pgstore_put_log(pgstore_batch *b, const char *run, size_t run_len, int64_t us, uint32_t seq,
+                    const void *json, size_t len, char *err, size_t errsz);
+void pgstore_del_log(pgstore_batch *b, const char *run, size_t run_len, int64_t us, uint32_t seq);
+void pgstore_read_logs(pgstore *s, const char *run, size_t run_len, store_rows *rows,
+                       int64_t **ids, pgstore_done_fn done, void *cookie);
+
 /* ---- events ---- */
 int pgstore_append_event(pgstore_batch *b, int64_t ts_us, const char *type, size_t typen,
                          const char *stream, size_t streamn, const char *data, size_t datan,

@@ -60,7 +60,9 @@ M.migrations = {
       value bigint NOT NULL)]],
     [[INSERT INTO sluice.counters (name, value) VALUES ('events', 0), ('events_ts', 0), ('sends', 0)]],
 
-    -- runs and the indexes of the listings (newest first: scanned backwards)
+    -- runs and the indexes of the listings (host/store_pg_runs.c): a run is
+    -- one row, its listings (newest first: read backwards) are indexes on its
+    -- columns, so they move with the row in its own commit
     [[CREATE TABLE sluice.runs (
       id text COLLATE "C" PRIMARY KEY,
       namespace text COLLATE "C" NOT NULL DEFAULT 'default',
@@ -73,24 +75,25 @@ M.migrations = {
     [[CREATE INDEX runs_by_ns ON sluice.runs (namespace, created_at_us, id)]],
     [[CREATE INDEX runs_by_pipeline ON sluice.runs (namespace, pipeline, created_at_us, id)]],
     [[CREATE INDEX runs_by_status ON sluice.runs (namespace, status, created_at_us, id)]],
-    [[CREATE INDEX runs_active ON sluice.runs (created_at_us, id) WHERE active]],
+    [[CREATE INDEX runs_by_pipeline_status ON sluice.runs (namespace, pipeline, status, created_at_us, id)]],
+    [[CREATE INDEX runs_active ON sluice.runs (id) WHERE active]],
 
-    -- one row per step (l_steps.c's record: the header fields as columns)
+    -- one row per step (store.h's store_step: the header fields as columns)
     [[CREATE TABLE sluice.steps (
       run_id text COLLATE "C" NOT NULL,
       step_id text COLLATE "C" NOT NULL,
-      status smallint NOT NULL, -- 1 completed, 2 failed, 3 running
-      attempts integer NOT NULL,
-      position integer NOT NULL,
-      branch text COLLATE "C" NOT NULL DEFAULT '',
+      status smallint NOT NULL, -- 1 completed, 2 failed, 3 running (in flight)
+      attempts bigint NOT NULL,
+      position bigint NOT NULL, -- in its branch: the replay's order
+      branch text COLLATE "C" NOT NULL,
       started_at_us bigint NOT NULL,
       duration_us bigint NOT NULL,
-      payload json, -- the result, or the error of a failed step
+      payload json, -- the result (NULL: the step returned nil), or the error of a failed step
       PRIMARY KEY (run_id, step_id))]],
     [[CREATE TABLE sluice.logs (
       run_id text COLLATE "C" NOT NULL,
       at_us bigint NOT NULL,
-      seq integer NOT NULL,
+      seq bigint NOT NULL, -- orders the lines of one microsecond
       line json NOT NULL,
       PRIMARY KEY (run_id, at_us, seq))]],
     [[CREATE TABLE sluice.idempotency (
