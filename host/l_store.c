@@ -171,11 +171,19 @@ static void set_count(lua_State *L, const char *name, uint64_t v) {
 }
 
 /* stats() -> {commits, batches, ops, grows, batch_hist, batch_hist_bounds,
- * commit_hist, commit_hist_bounds (us), commit_us_sum, map_bytes} */
+ * commit_hist, commit_hist_bounds (us), commit_us_sum, map_bytes}; on
+ * PostgreSQL commits and batches are the connection's, with reads, lost and
+ * unknown (pgstore_stats) */
 static int l_stats(lua_State *L) {
   writer_stats s;
   memset(&s, 0, sizeof s);
   if (H.w) writer_get_stats(H.w, &s);
+  pgstore_stats ps = {0, 0, 0, 0, 0};
+  if (H.pg) {
+    pgstore_get_stats(H.pg, &ps);
+    s.commits = ps.commits;
+    s.batches = ps.batches;
+  }
   lua_createtable(L, 0, 10);
   push_hist(L, s.batch_hist, writer_batch_bounds, "batch_hist");
   push_hist(L, s.commit_hist, writer_commit_bounds_us, "commit_hist");
@@ -186,6 +194,11 @@ static int l_stats(lua_State *L) {
   set_count(L, "batches", s.batches);
   set_count(L, "ops", s.ops);
   set_count(L, "grows", s.grows);
+  if (H.pg) {
+    set_count(L, "reads", ps.reads);
+    set_count(L, "lost", ps.lost);
+    set_count(L, "unknown", ps.unknown);
+  }
   return 1;
 }
 

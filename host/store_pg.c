@@ -84,6 +84,12 @@ void pgstore_close(pgstore *s) {
 
 const char *pgstore_name(const pgstore *s) { return s->name; }
 
+void pgstore_get_stats(const pgstore *s, pgstore_stats *out) {
+  pg_stats ps;
+  pg_get_stats(s->conn, &ps);
+  *out = (pgstore_stats){ps.commits, ps.batches, ps.reads, ps.lost, ps.unknown};
+}
+
 /* the failure of a finished pg.h batch, in store.h's terms */
 static int failed(pgstore *s, int status, const char *errmsg, char *err, size_t errsz) {
   if (s->bad) {

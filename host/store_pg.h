@@ -49,6 +49,13 @@ int pgstore_open(pgstore **out, uv_loop_t *loop, const char *url, char *err, siz
 void pgstore_close(pgstore *s);
 /* The URL without its password (for messages). */
 const char *pgstore_name(const pgstore *s);
+/* What the connection did so far (pg.h's pg_stats): write transactions
+ * and the batches they committed (group commit: fewer of the first), reads,
+ * connections lost, batches failed with their outcome unknown. */
+typedef struct {
+  uint64_t commits, batches, reads, lost, unknown;
+} pgstore_stats;
+void pgstore_get_stats(const pgstore *s, pgstore_stats *out);
 
 pgstore_batch *pgstore_batch_new(void);
 void pgstore_batch_free(pgstore_batch *b); /* only one never committed */

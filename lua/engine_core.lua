@@ -31,12 +31,26 @@ StepError.__index = StepError
 StepError.__tostring = function(e) return e.message end
 M.StepError = StepError
 
---- The error that ends a run stopped for `reason` ("cancelled" or
---- "timeout"), wherever the run stands; its final status comes from
---- run.stop whatever user code does with the error.
+--- The error that ends a run stopped for `reason` ("cancelled", "timeout",
+--- or "lost": M.store_lost), wherever the run stands; its final status comes
+--- from run.stop whatever user code does with the error.
+local STOP_CODES = { cancelled = "ECANCELLED", lost = "EIO" }
 function M.stop_error(reason, message)
-  return setmetatable({ code = reason == "cancelled" and "ECANCELLED" or "ETIMEOUT", message = message,
+  return setmetatable({ code = STOP_CODES[reason] or "ETIMEOUT", message = message,
     stopped = reason }, StepError)
+end
+
+--- Whether a store failure of a run (its code) leaves the run to execute
+--- again rather than fail: on a remote store (PostgreSQL), EIO is a
+--- connection lost before a commit was confirmed (it may or may not have
+--- committed) or no connection at all. The run then stops where it stands,
+--- as if its host had died there: no final record, and it executes again in
+--- this process from what the store holds (engine_runs.lua), so a step whose
+--- record did not commit runs again and one whose record did is replayed
+--- (at-least-once at the step boundary; an emit and its step record are one
+--- commit, so the event is there once either way).
+function M.store_lost(code)
+  return code == "EIO" and require("sluice._store").remote()
 end
 
 -- runs executing in this process: id -> {run=, waiters={}}

@@ -20,8 +20,35 @@ local active = M.active
 
 local function load_steps(run)
   local raw, order, code = store.load_steps(run.id)
-  if not raw then store_error("loading the steps of run " .. run.id, order, code) end
+  if not raw then return nil, order, code end
   run.raw, run.order = raw, order
+  return true
+end
+
+-- After the store lost a commit of run id (M.store_lost): executes it again
+-- from what the store holds, once the store answers (a read waits for the
+-- connection), retrying while it does not; waiters of the lost execution
+-- get the result. A host that is stopping leaves the run as it is: it
+-- resumes at the next start.
+local function execute_again(p, input, id, opts, waiters, why)
+  local delay = 100
+  local res
+  while true do
+    if M.stopping then
+      for _, w in ipairs(waiters) do w(nil) end
+      store_error(("run %s: %s; the host is stopping: it resumes at the next start"):format(id, why), "EIO", "EIO")
+    end
+    io.stderr:write(("sluice: run %s: %s; executing it again from its stored steps\n"):format(id, why))
+    sched.sleep_ms(delay)
+    res = table.pack(pcall(M.execute, p, input, id, opts))
+    local e = res[2]
+    if res[1] or not (type(e) == "table" and M.store_lost(e.code)) then break end
+    why = tostring(e.message)
+    delay = math.min(delay * 2, 5000)
+  end
+  for _, w in ipairs(waiters) do w(res[1] and res[2] or nil) end
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
 end
 
 -- concurrency keys: key -> {count=, queue={}}
@@ -85,6 +112,7 @@ end
 ---  with the run's completion (not called when it fails; must not raise)}
 function M.execute(p, input, id, opts)
   opts = opts or {}
+  local given = input -- as the caller gave it: an execution again starts from it
   local existing
   if id then
     local ok, err = check_run_id(id)
@@ -140,11 +168,13 @@ function M.execute(p, input, id, opts)
   }
   local entry = { run = run, waiters = {} }
   active[id] = entry
-  local function release(result)
+  -- lost: the store lost a commit; the waiters wait for the execution again
+  local function release(result, lost)
     active[id] = nil
     if run.guard then run.guard:release() end
     if run.slot then run.slot.release() end
     if run.deadline_timer and not run.deadline_timer:is_closing() then run.deadline_timer:close() end
+    if lost then return execute_again(p, given, id, opts, entry.waiters, lost) end
     for _, w in ipairs(entry.waiters) do w(result) end
   end
 
@@ -173,11 +203,15 @@ function M.execute(p, input, id, opts)
   local b = store.batch():put_run(rec, { new = not existing })
   if opts.extra then opts.extra(b) end
   local ok, msg, code = b:commit()
+  if ok and existing then
+    ok, msg, code = load_steps(run)
+    if not ok then msg = "loading the steps: " .. tostring(msg) end
+  end
   if not ok then
+    if M.store_lost(code) then return release(nil, ("starting it: %s"):format(msg)) end
     release(nil)
     store_error("starting run " .. id, msg, code)
   end
-  if existing then load_steps(run) end
 
   -- the run's timeout counts from its creation, across restarts
   if rec.deadline_us then
@@ -204,6 +238,9 @@ function M.execute(p, input, id, opts)
     run.stop = { reason = "timeout", message = ("run timed out after %s"):format(popts.timeout) }
   end
   if run.fatal then run_ok, run_res = false, run.fatal end
+  -- the store lost a commit: no final record (what it holds may be ahead of
+  -- what this execution knows); the run executes again from it
+  if run.stop and run.stop.reason == "lost" then return release(nil, run.stop.message) end
   if run.stop then run_ok, run_res = false, M.stop_error(run.stop.reason, run.stop.message) end
   local done = clock.now()
   rec.finished_at = clock.iso(done)
@@ -225,10 +262,21 @@ function M.execute(p, input, id, opts)
     rec.error = { code = e.code, message = e.message or tostring(e), step = e.step, traceback = e.traceback,
       reason = run.stop and run.stop.reason or e.reason }
   end
-  local fin = store.batch():put_run(rec)
-  -- what the caller commits with the completion (a consumer's checkpoint)
-  if rec.status == "completed" and opts.finish then opts.finish(rec, fin) end
-  ok, msg, code = fin:commit()
+  -- the final record, again while the store loses it (the same record:
+  -- writing it twice is writing it once)
+  local delay = 100
+  repeat
+    local fin = store.batch():put_run(rec)
+    -- what the caller commits with the completion (a consumer's checkpoint)
+    if rec.status == "completed" and opts.finish then opts.finish(rec, fin) end
+    ok, msg, code = fin:commit()
+    local again = not ok and M.store_lost(code) and not M.stopping
+    if again then
+      io.stderr:write(("sluice: run %s: finishing it: %s; writing its final record again\n"):format(id, msg))
+      sched.sleep_ms(delay)
+      delay = math.min(delay * 2, 5000)
+    end
+  until not again
   release(rec)
   if not ok then store_error("finishing run " .. id, msg, code) end
   rec.replayed, rec.executed = run.replayed, run.executed

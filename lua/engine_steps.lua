@@ -205,11 +205,22 @@ local function step_failure(run, id, cause, attempts)
   }, StepError)
 end
 
+--- Raises the store failure of a write (or read) the run needs; one that
+--- lost its outcome (M.store_lost) stops the whole run first, as "lost".
+function M.run_store_error(run, what, msg, code)
+  if M.store_lost(code) then
+    M.stop_run(run, "lost", ("%s: %s"):format(what, tostring(msg)))
+    stopped(run)
+  end
+  store_error(what, msg, code)
+end
+
 local function commit_step(run, b, id)
   -- the lines the step logged commit with its record (stdlib/sluice/log.lua)
-  logs.add(b, run, id)
-  local ok, msg, code = b:commit()
-  if not ok then store_error(("step '%s': storing its result"):format(id), msg, code) end
+  local ok, msg, code = logs.add(b, run, id)
+  if not ok then M.run_store_error(run, ("step '%s': reading the logs of run %s"):format(id, run.id), msg, code) end
+  ok, msg, code = b:commit()
+  if not ok then M.run_store_error(run, ("step '%s': storing its result"):format(id), msg, code) end
 end
 
 -- Steps in flight, for `sluice status` in another process. Writing a record
@@ -444,7 +455,7 @@ function M.memo(kind, produce, level)
   if not put then error(("%s: %s"):format(kind, without_code(eerr)), level) end
   if add then add(b) end
   local ok, msg, code = b:commit()
-  if not ok then store_error(("%s: storing it"):format(kind), msg, code) end
+  if not ok then M.run_store_error(run, ("%s: storing it"):format(kind), msg, code) end
   run.executed = run.executed + 1
   return value, false
 end
@@ -454,7 +465,7 @@ function M.set_status(run, status)
   if run.record.status == status then return end
   run.record.status = status
   local ok, msg, code = store.batch():put_run(run.record):commit()
-  if not ok then store_error("run " .. run.id .. ": setting status " .. status, msg, code) end
+  if not ok then M.run_store_error(run, "run " .. run.id .. ": setting status " .. status, msg, code) end
 end
 
 --- sleep(duration): durable. The wake time is stored the first time; after
@@ -505,7 +516,10 @@ function M.stop_run(run, reason, message)
     end
   end
   for _, f in pairs(run.interrupts) do f() end
-  for child in pairs(run.children) do M.cancel(child) end
+  -- a run lost by the store executes again, and finds its children as they are
+  if reason ~= "lost" then
+    for child in pairs(run.children) do M.cancel(child) end
+  end
   if run.main then run.main:settle(false, err) end
 end
 

@@ -201,22 +201,23 @@ end
 
 --- For the engine: adds to the store batch b the lines logged by step_id
 --- of run (and the deletion of the oldest lines past MAX_PER_RUN), so they
---- commit with the step's record.
+--- commit with the step's record. Returns true, or nil, message, code when
+--- the run's stored lines cannot be read.
 ---@param b userdata a sluice._store batch
 ---@param run table the engine's run
 ---@param step_id string
 function M.add(b, run, step_id)
   local pending = run.log_pending
   local list = pending and pending[step_id]
-  if not list then return end
-  pending[step_id] = nil
+  if not list then return true end
   local ids = run.log_ids -- us, seq, us, seq, ... of the stored lines, oldest first
   if not ids then
-    local err
-    ids, err = store.log_ids(run.id)
-    if not ids then error(("step '%s': reading the logs of run %s: %s"):format(step_id, run.id, err), 0) end
+    local err, code
+    ids, err, code = store.log_ids(run.id)
+    if not ids then return nil, err, code end
     run.log_ids = ids
   end
+  pending[step_id] = nil
   for _, l in ipairs(list) do
     b:put_log(run.id, l[1], l[2], l[3])
     ids[#ids + 1], ids[#ids + 2] = l[1], l[2]
@@ -227,6 +228,7 @@ function M.add(b, run, step_id)
     table.move(ids, 2 * drop + 1, #ids, 1)
     for i = #ids, #ids - 2 * drop + 1, -1 do ids[i] = nil end
   end
+  return true
 end
 
 --- The stored lines of a run, oldest first: {time, level, msg, step,
