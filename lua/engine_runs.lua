@@ -25,32 +25,6 @@ local function load_steps(run)
   return true
 end
 
--- After the store lost a commit of run id (M.store_lost): executes it again
--- from what the store holds, once the store answers (a read waits for the
--- connection), retrying while it does not; waiters of the lost execution
--- get the result. A host that is stopping leaves the run as it is: it
--- resumes at the next start.
-local function execute_again(p, input, id, opts, waiters, why)
-  local delay = 100
-  local res
-  while true do
-    if M.stopping then
-      for _, w in ipairs(waiters) do w(nil) end
-      store_error(("run %s: %s; the host is stopping: it resumes at the next start"):format(id, why), "EIO", "EIO")
-    end
-    io.stderr:write(("sluice: run %s: %s; executing it again from its stored steps\n"):format(id, why))
-    sched.sleep_ms(delay)
-    res = table.pack(pcall(M.execute, p, input, id, opts))
-    local e = res[2]
-    if res[1] or not (type(e) == "table" and M.store_lost(e.code)) then break end
-    why = tostring(e.message)
-    delay = math.min(delay * 2, 5000)
-  end
-  for _, w in ipairs(waiters) do w(res[1] and res[2] or nil) end
-  if not res[1] then error(res[2], 0) end
-  return table.unpack(res, 2, res.n)
-end
-
 -- concurrency keys: key -> {count=, queue={}}
 local slots = {}
 
@@ -98,21 +72,13 @@ local function check_run_id(id)
   return id
 end
 
---- Executes (or resumes) a run of pipeline p and waits for it to end.
---- Must be called from a coroutine the host can resume.
---- Returns the final run record, or nil, message, "usage" when the request
---- itself is wrong (a run id of another pipeline, say).
----@param p table pipeline handle
----@param input any
----@param id string?
----@param opts table? {extra = function(b) adding other record types' writes
----  to the sluice._store batch of the run's start (a schedule's record),
----  fields = {k = v} stored in a new run record (schedule, trigger),
----  finish = function(rec, b) adding records to the store batch b committed
----  with the run's completion (not called when it fails; must not raise)}
-function M.execute(p, input, id, opts)
+-- One execution of M.execute; returns LOST, why, the run's id when the
+-- store lost a commit or a read of it (M.store_lost), having left the run
+-- as it is.
+-- waiters: of this run's executions so far, to get its final record.
+local LOST = {}
+local function execute_once(p, input, id, opts, waiters)
   opts = opts or {}
-  local given = input -- as the caller gave it: an execution again starts from it
   local existing
   if id then
     local ok, err = check_run_id(id)
@@ -121,6 +87,8 @@ function M.execute(p, input, id, opts)
     -- run it twice (a child resumed by serve and by its parent's call)
     local a = active[id]
     if a then
+      table.move(waiters, 1, #waiters, #a.waiters + 1, a.waiters) -- they wait for it too
+      for i = #waiters, 1, -1 do waiters[i] = nil end
       local me = coroutine.running()
       a.waiters[#a.waiters + 1] = function(rec) sched.wake(me, rec) end
       return sched.wait()
@@ -166,22 +134,26 @@ function M.execute(p, input, id, opts)
     id = id, pipeline = p, record = rec, raw = {}, order = {}, seen = {}, site_fns = {},
     replayed = 0, executed = 0, interrupts = {}, children = {},
   }
-  local entry = { run = run, waiters = {} }
+  local entry = { run = run, waiters = waiters }
   active[id] = entry
-  -- lost: the store lost a commit; the waiters wait for the execution again
+  -- lost: why the store lost a commit; the waiters wait for the execution again
   local function release(result, lost)
     active[id] = nil
     if run.guard then run.guard:release() end
     if run.slot then run.slot.release() end
     if run.deadline_timer and not run.deadline_timer:is_closing() then run.deadline_timer:close() end
-    if lost then return execute_again(p, given, id, opts, entry.waiters, lost) end
-    for _, w in ipairs(entry.waiters) do w(result) end
+    if lost then return LOST, lost, id end
+    for i, w in ipairs(waiters) do
+      waiters[i] = nil
+      w(result)
+    end
   end
 
   -- a concurrency key over its limit: wait in "pending", first come first served
   if rec.concurrency_key then
     local ok, err = pcall(acquire_slot, run, rec.concurrency_key, popts.concurrency.limit or 1, not existing, now)
     if not ok then
+      if type(err) == "table" and err.store and M.store_lost(err.code) then return release(nil, err.message) end
       release(nil)
       error(err, 0)
     end
@@ -241,6 +213,10 @@ function M.execute(p, input, id, opts)
   -- the store lost a commit: no final record (what it holds may be ahead of
   -- what this execution knows); the run executes again from it
   if run.stop and run.stop.reason == "lost" then return release(nil, run.stop.message) end
+  -- so did a read the run needed (a child's record, say): the same
+  if not run_ok and not run.stop and type(run_res) == "table" and run_res.store and M.store_lost(run_res.code) then
+    return release(nil, tostring(run_res.message))
+  end
   if run.stop then run_ok, run_res = false, M.stop_error(run.stop.reason, run.stop.message) end
   local done = clock.now()
   rec.finished_at = clock.iso(done)
@@ -281,6 +257,50 @@ function M.execute(p, input, id, opts)
   if not ok then store_error("finishing run " .. id, msg, code) end
   rec.replayed, rec.executed = run.replayed, run.executed
   return rec
+end
+
+--- Executes (or resumes) a run of pipeline p and waits for it to end.
+--- Must be called from a coroutine the host can resume.
+--- Returns the final run record, or nil, message, "usage" when the request
+--- itself is wrong (a run id of another pipeline, say).
+--- When the store loses a commit or a read of the run (M.store_lost), the
+--- run executes again from what the store holds, once it answers (a read
+--- waits for the connection), while it does not; a host that is stopping
+--- leaves the run as it is instead (it resumes at the next start).
+---@param p table pipeline handle
+---@param input any
+---@param id string?
+---@param opts table? {extra = function(b) adding other record types' writes
+---  to the sluice._store batch of the run's start (a schedule's record),
+---  fields = {k = v} stored in a new run record (schedule, trigger),
+---  finish = function(rec, b) adding records to the store batch b committed
+---  with the run's completion (not called when it fails; must not raise)}
+function M.execute(p, input, id, opts)
+  local waiters = {}
+  local res = table.pack(execute_once(p, input, id, opts, waiters))
+  local delay, why = 100, res[2]
+  id = id or res[3] -- of a new run: the id it was given
+  while res[1] == LOST do
+    if M.stopping then
+      for _, w in ipairs(waiters) do w(nil) end
+      store_error(("run %s: %s; the host is stopping: the run resumes at the next start"):format(id, why),
+        "EIO", "EIO")
+    end
+    io.stderr:write(("sluice: run %s: %s; executing it again from its stored steps\n"):format(id, why))
+    sched.sleep_ms(delay)
+    delay = math.min(delay * 2, 5000)
+    local ok, e = pcall(function() res = table.pack(execute_once(p, input, id, opts, waiters)) end)
+    if ok then
+      why = res[2]
+    elseif type(e) == "table" and e.store and M.store_lost(e.code) then
+      res, why = { LOST, n = 1 }, tostring(e.message) -- the store does not answer yet
+    else
+      for _, w in ipairs(waiters) do w(nil) end
+      error(e, 0)
+    end
+  end
+  for _, w in ipairs(waiters) do w(res[1]) end -- of an execution that ended early (usage)
+  return table.unpack(res, 1, res.n)
 end
 
 --- Records a run that could not start (its pipeline is unknown, say) as

@@ -168,9 +168,9 @@ end
 
 --- Raises the error of a failed store operation: "<what>: <CODE>: <msg>"
 --- (msg is the store's "CODE: message") with code = the store's code (EIO,
---- EFULL...).
+--- EFULL...) and store = true (the engine tells a store's EIO from a user's).
 function M.store(what, msg, code)
-  error(M.new(code and tostring(code) or "ESTORE", ("%s: %s"):format(what, tostring(msg))), 0)
+  error(M.new(code and tostring(code) or "ESTORE", ("%s: %s"):format(what, tostring(msg)), { store = true }), 0)
 end
 
 --- An error as users read it: its message (once), then the frames of its

@@ -190,4 +190,47 @@ describe("runs on PostgreSQL", function()
     assert.is_true(store.stats().lost >= 1)
     c:close()
   end)
+
+  it("execute a run again when a read it needs fails for the lost connection, instead of failing it", function()
+    local url, c = fresh_db("lostread")
+    assert(store.open(url))
+    local ran, go = { a = 0, child = 0 }, false
+    local child = pipeline("lr-child", function() step("c", function() ran.child = ran.child + 1 return 1 end) return 5 end)
+    local p = pipeline("lr-parent", function()
+      step("a", function()
+        ran.a = ran.a + 1
+        H.wait_until(function() return go end, "the test to lock the runs", 20000, 5)
+        return 1
+      end)
+      return call(child, nil) + 1
+    end)
+    local rec
+    H.task(function()
+      local watch = assert(pgc.connect(url))
+      local run = sched.go({}, function() return engine.execute(p, nil, "lr-1") end)
+      H.wait_until(function() return ran.a == 1 end, "step a to start", 20000, 5)
+      -- reads of runs wait for this lock: call's read of its child's record
+      -- is in flight when the connection is cut
+      assert(c:exec("BEGIN"))
+      assert(c:exec("LOCK TABLE sluice.runs IN ACCESS EXCLUSIVE MODE"))
+      go = true
+      local pid
+      H.wait_until(function()
+        local rows = assert(watch:query("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' " ..
+          "AND query LIKE '%FROM sluice.runs%'"))
+        pid = rows[1] and rows[1].pid
+        return pid ~= nil
+      end, "a read of runs to wait for the lock", 20000, 20)
+      assert(watch:query("SELECT pg_terminate_backend($1)", pid))
+      assert(c:exec("COMMIT"))
+      watch:close()
+      local ok, res = run:await()
+      assert(ok, res)
+      rec = res
+    end)
+    assert.are.equal("completed", rec.status)
+    assert.are.equal(6, rec.result)
+    assert.are.same({ a = 1, child = 1 }, ran) -- step a had committed: replayed
+    c:close()
+  end)
 end)
