@@ -7,7 +7,9 @@
  *
  * Parameters go in binary format for text and JSON (their binary form is
  * their bytes, so no copy to NUL-terminate) and as decimal text for numbers
- * and days. Results come back as text. */
+ * and days. Results come back as text. The structs and helpers the
+ * backend's files share are in store_pg_int.h; runs, steps, run logs and
+ * idempotency keys are in store_pg_runs.c. */
 #include "store_pg.h"
 
 #include <inttypes.h>
