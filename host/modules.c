@@ -9,6 +9,7 @@ static const luaL_Reg modules[] = {
     {"sluice._codec", luaopen_sluice__codec},
     {"sluice._store", luaopen_sluice__store},
     {"sluice._store_raw", luaopen_sluice__store_raw}, /* tests and benchmarks */
+    {"sluice._store_tools", luaopen_sluice__store_tools}, /* sluice store copy, check */
     {"sluice._clock", luaopen_sluice__clock},
     {"sluice._ids", luaopen_sluice__ids},
     {"sluice._vm", luaopen_sluice__vm},

@@ -47,6 +47,7 @@ int luaopen_sluice_json(lua_State *L);      /* l_json.c, wrapped by stdlib/sluic
 int luaopen_sluice__codec(lua_State *L);    /* l_json.c, for sluice's own Lua code */
 int luaopen_sluice__store(lua_State *L);    /* l_store.c (l_store.h) */
 int luaopen_sluice__store_raw(lua_State *L); /* l_store_raw.c: by key, for tests */
+int luaopen_sluice__store_tools(lua_State *L); /* l_store_tools.c: store copy and check */
 int luaopen_sluice__clock(lua_State *L);    /* l_clock.c */
 int luaopen_sluice__ids(lua_State *L);      /* l_ids.c */
 int luaopen_sluice__vm(lua_State *L);       /* l_vm.c */

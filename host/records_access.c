@@ -15,7 +15,7 @@
 
 #include "writer.h"
 
-#define USED_PREFIX "key_used"
+#define USED_PREFIX META_KEY_USED
 #define COUNT_KEY "api_keys"
 
 static int bad_name(const char *name, size_t nlen) {
@@ -192,5 +192,25 @@ int store_quota_used(store *s, const char *ns, size_t nslen, const char *day, si
   }
   sbuf_free(&k);
   sbuf_free(&v);
+  return rc;
+}
+
+/* ---- for store copy ------------------------------------------------------ */
+
+int store_list_quotas(store *s, const char *after, size_t alen, size_t limit,
+                      store_named_rows *out, char *err, size_t errsz) {
+  return store_page(s, DB_QUOTAS, "", 0, after, alen, limit, out, err, errsz);
+}
+
+int store_put_quota(store_batch *b, const char *ns, size_t nslen, const char *day, size_t dlen,
+                    int64_t n) {
+  sbuf k = SBUF_INIT;
+  int rc = n < 0 ? STORE_EINVAL : quota_key(&k, ns, nslen, day, dlen);
+  if (rc == 0) {
+    char num[32];
+    int len = snprintf(num, sizeof num, "%lld", (long long)n);
+    wbatch_put(b, DB_QUOTAS, k.data, k.len, num, (size_t)len);
+  }
+  sbuf_free(&k);
   return rc;
 }

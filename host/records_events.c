@@ -20,7 +20,7 @@
 
 #define TRIMMED_TO "events_trimmed_to"
 #define DISPATCHED "sends_dispatched"
-#define TRIM_MARK "trim" /* then "\0" stream */
+#define TRIM_MARK META_TRIM_MARK /* then "\0" stream */
 
 static void seterr(char *err, size_t errsz, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -728,4 +728,71 @@ int store_get_consumer(store *s, const char *name, size_t namen, store_blob_rows
 int store_consumers(store *s, store_blob_rows *out, char *err, size_t errsz) {
   rows_scan rs = {out, 0, 0};
   return scan_rows(s, DB_CONSUMERS, "consumers", NULL, 0, &rs, err, errsz);
+}
+
+/* ---- for store copy and store check ---------------------------------------------- */
+
+int store_list_trim_marks(store *s, const char *after, size_t alen, size_t limit,
+                          store_named_rows *out, char *err, size_t errsz) {
+  return store_page(s, DB_META, TRIM_MARK, sizeof TRIM_MARK, after, alen, limit, out, err, errsz);
+}
+
+int store_put_trim_mark(store_batch *b, const char *stream, size_t streamn, uint64_t seq) {
+  if (bad_name(stream, streamn)) return STORE_EINVAL;
+  sbuf k = SBUF_INIT;
+  add_mark(b, &k, stream, streamn, seq);
+  sbuf_free(&k);
+  return 0;
+}
+
+void store_set_events_taken(store_batch *b, uint64_t seq) {
+  /* store_events_last is the greater of the newest event and this */
+  put_meta_u64(b, TRIMMED_TO, sizeof TRIMMED_TO - 1, seq);
+}
+
+int store_stream_index_page(store *s, const char *after, size_t alen, size_t limit,
+                            store_named_rows *out, char *err, size_t errsz) {
+  return store_page(s, DB_STREAMS, "", 0, after, alen, limit, out, err, errsz);
+}
+
+int store_stream_entry_parse(const char *key, size_t klen, const char **stream, size_t *streamn,
+                             uint64_t *seq) {
+  if (klen < 10 || key[klen - 9] != '\0' || memchr(key, '\0', klen - 9)) return -1;
+  *stream = key;
+  *streamn = klen - 9;
+  *seq = sbuf_read_be64(key + klen - 8);
+  return 0;
+}
+
+int store_probe_event(store *s, uint64_t seq, const char *stream, size_t streamn,
+                      store_event_probe *out, char *err, size_t errsz) {
+  memset(out, 0, sizeof *out);
+  MDB_dbi events = store_dbi(s, DB_EVENTS), index = store_dbi(s, DB_STREAMS);
+  if (!events || !index) return 0;
+  MDB_txn *txn;
+  int st = store_read_begin(s, &txn, err, errsz);
+  if (st) return st;
+  sbuf k = SBUF_INIT;
+  sbuf_add_be64(&k, seq);
+  MDB_val key = {k.len, k.data}, v;
+  int rc = mdb_get(txn, events, &key, &v);
+  if (rc == 0) {
+    out->found = 1;
+    event_rec e;
+    out->same_stream = parse_event(v.mv_data, v.mv_size, &e) == 0 && e.streamn == streamn &&
+                       memcmp(e.stream, stream, streamn) == 0;
+  }
+  if (rc == 0 || rc == MDB_NOTFOUND) {
+    index_key(&k, stream, streamn, seq);
+    key = (MDB_val){k.len, k.data};
+    rc = mdb_get(txn, index, &key, &v);
+    out->indexed = rc == 0;
+  }
+  store_read_end(s, txn);
+  sbuf_free(&k);
+  if (rc && rc != MDB_NOTFOUND) {
+    seterr(err, errsz, "reading events in store %s: %s", store_dir(s), mdb_strerror(rc));
+    return store_status(rc);
+  }
+  return 0;
 }

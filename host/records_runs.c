@@ -520,3 +520,115 @@ int store_get_idempotency(store *s, const char *ns, const char *pipeline, const 
   sbuf_free(&k);
   return rc;
 }
+
+/* ---- for store copy and store check ------------------------------------ */
+
+const char *const store_listing_names[STORE_LISTINGS] = {"runs_by_time", "runs_by_ns",
+                                                          "runs_by_pipeline", "runs_by_status",
+                                                          "active_runs"};
+static const int LISTING_DB[STORE_LISTINGS] = {DB_RUNS_BY_TIME, DB_RUNS_BY_NS, DB_RUNS_BY_PIPELINE,
+                                               DB_RUNS_BY_STATUS, DB_ACTIVE};
+
+int store_list_idempotency(store *s, const char *after, size_t alen, size_t limit,
+                           store_named_rows *out, char *err, size_t errsz) {
+  return store_page(s, DB_IDEMPOTENCY, "", 0, after, alen, limit, out, err, errsz);
+}
+
+int store_run_listing_page(store *s, int listing, const char *after, size_t alen, size_t limit,
+                           store_named_rows *out, char *err, size_t errsz) {
+  if (listing < 0 || listing >= STORE_LISTINGS) return seterr(err, errsz, "no listing %d", listing);
+  return store_page(s, LISTING_DB[listing], "", 0, after, alen, limit, out, err, errsz);
+}
+
+/* the part of p (n bytes) before its first NUL into dst: its length, or -1 */
+static long field_at(const char *p, size_t n, char *dst) {
+  const char *z = memchr(p, '\0', n);
+  size_t len = z ? (size_t)(z - p) : n;
+  if (!z || len == 0 || len > FIELD_MAX) return -1;
+  memcpy(dst, p, len);
+  dst[len] = '\0';
+  return (long)len;
+}
+
+int store_run_entry_parse(int listing, const char *key, size_t klen, store_run_fields *out) {
+  memset(out, 0, sizeof *out);
+  size_t at = 0;
+  if (listing == STORE_LISTING_ACTIVE) {
+    if (klen == 0 || klen > FIELD_MAX || memchr(key, '\0', klen)) return -1;
+    memcpy(out->id, key, klen);
+    return 0;
+  }
+  if (listing != STORE_LISTING_TIME) {
+    long n = field_at(key, klen, out->ns);
+    if (n < 0) return -1;
+    at = (size_t)n + 1;
+  }
+  if (listing == STORE_LISTING_PIPELINE || listing == STORE_LISTING_STATUS) {
+    char *mid = listing == STORE_LISTING_PIPELINE ? out->pipeline : out->status;
+    long n = field_at(key + at, klen - at, mid);
+    if (n < 0) return -1;
+    at += (size_t)n + 1;
+  }
+  if (klen < at + 9) return -1;
+  size_t idn = klen - at - 8;
+  if (idn > FIELD_MAX || memchr(key + at + 8, '\0', idn)) return -1;
+  out->created_us = (int64_t)sbuf_read_be64(key + at);
+  memcpy(out->id, key + at + 8, idn);
+  out->id[idn] = '\0';
+  return 0;
+}
+
+/* does db hold key k (within txn)? 1, 0, or a negative status with err */
+static int holds(store *s, MDB_txn *txn, int db, const void *k, size_t kn, char *err,
+                 size_t errsz) {
+  MDB_dbi dbi = store_dbi(s, db);
+  if (!dbi) return 0;
+  MDB_val key = {kn, (void *)k}, v;
+  int rc = mdb_get(txn, dbi, &key, &v);
+  if (rc == MDB_NOTFOUND) return 0;
+  return rc ? db_error(s, db, rc, err, errsz) : 1;
+}
+
+int store_probe_run(store *s, const char *id, int listing, const char *entry, size_t elen,
+                    store_run_fields_fn fields, void *ud, store_run_probe *out, char *err,
+                    size_t errsz) {
+  memset(out, 0, sizeof *out);
+  MDB_txn *txn;
+  int rc = store_read_begin(s, &txn, err, errsz);
+  if (rc) return rc;
+  size_t idn = strlen(id);
+  MDB_dbi runs = store_dbi(s, DB_RUNS);
+  MDB_val key = {idn, (void *)id}, v;
+  int g = runs ? mdb_get(txn, runs, &key, &v) : MDB_NOTFOUND;
+  if (g && g != MDB_NOTFOUND) rc = db_error(s, DB_RUNS, g, err, errsz);
+  out->found = g == 0;
+  if (out->found) {
+    out->decoded = fields(ud, v.mv_data, v.mv_size, &out->f, out->why, sizeof out->why) == 0;
+  }
+  if (rc == 0 && out->decoded) {
+    store_run r = {out->f.id, out->f.pipeline, out->f.ns, out->f.status, out->f.created_us};
+    sbuf k = SBUF_INIT;
+    for (int l = 0; l < STORE_LISTINGS && rc == 0; l++) {
+      if (l == STORE_LISTING_TIME) {
+        sbuf_reset(&k);
+        put_suffix(&k, &r);
+      } else if (l == STORE_LISTING_ACTIVE) {
+        sbuf_reset(&k);
+        sbuf_add(&k, id, idn);
+      } else {
+        listing_key(&k, &r, l == STORE_LISTING_NS ? NULL : l == STORE_LISTING_PIPELINE ? r.pipeline : r.status);
+      }
+      int h = holds(s, txn, LISTING_DB[l], k.data, k.len, err, errsz);
+      if (h < 0) rc = h;
+      out->listed[l] = h == 1;
+    }
+    sbuf_free(&k);
+  }
+  if (rc == 0 && listing >= 0 && listing < STORE_LISTINGS) {
+    int h = holds(s, txn, LISTING_DB[listing], entry, elen, err, errsz);
+    if (h < 0) rc = h;
+    out->entry = h == 1;
+  }
+  store_read_end(s, txn);
+  return rc;
+}

@@ -482,6 +482,131 @@ int store_count_run(store_batch *b, const char *ns, size_t nslen, const char *da
 int store_quota_used(store *s, const char *ns, size_t nslen, const char *day, size_t dlen,
                      int64_t *n, char *err, size_t errsz);
 
+/* ---- tools: what store copy and store check read and write ---- */
+
+/* The operations below serve `sluice store copy` (store_copy.h) and
+ * `sluice store check` (store_check.h), not the engine: listings of the
+ * records no engine read lists, writes that put a value the engine only
+ * ever moves step by step (a quota's count, a trim mark, the last position
+ * taken), and the census and probes of a check. */
+
+/* Record types, as the census counts them and the tools name them. */
+enum {
+  STORE_K_RUNS,
+  STORE_K_STEPS,
+  STORE_K_LOGS,
+  STORE_K_IDEMPOTENCY,
+  STORE_K_EVENTS,
+  STORE_K_TRIMS, /* per-key trim marks */
+  STORE_K_SENDS,
+  STORE_K_CONSUMERS,
+  STORE_K_SCHEDULES,
+  STORE_K_KEYS,
+  STORE_K_KEY_USES, /* API keys' last-use marks */
+  STORE_K_NAMESPACES,
+  STORE_K_QUOTAS,
+  STORE_KINDS
+};
+/* "runs", "steps", "logs", "idempotency", "events", "trims", "sends",
+ * "consumers", "schedules", "keys", "key_uses", "namespaces", "quotas" */
+extern const char *const store_kind_names[STORE_KINDS];
+
+/* How many records of each type a store holds (exactly, in one snapshot on
+ * LMDB; one statement on PostgreSQL), and its positions: the last event
+ * position taken and the newest event's time (store_events_last), the last
+ * send position (store_sends_last) and the dispatch cursor. */
+typedef struct {
+  int64_t n[STORE_KINDS];
+  uint64_t events_last, sends_last, dispatched;
+  int64_t events_ts;
+} store_census;
+int store_census_of(store *s, store_census *out, char *err, size_t errsz);
+
+/* Listings in pages, in byte order of the row names, each row named as
+ * below; `after` (alen 0: from the first) is the name of the last row of
+ * the page before; at most limit (> 0) rows.
+ * - quota counters: name namespace "\0" day (YYYY-MM-DD), rec the count
+ *   (decimal);
+ * - trim marks: name the stream key, rec the highest position trimmed of
+ *   it (decimal);
+ * - idempotency keys: name namespace "\0" pipeline "\0" key, rec the run id. */
+int store_list_quotas(store *s, const char *after, size_t alen, size_t limit,
+                      store_named_rows *out, char *err, size_t errsz);
+int store_list_trim_marks(store *s, const char *after, size_t alen, size_t limit,
+                          store_named_rows *out, char *err, size_t errsz);
+int store_list_idempotency(store *s, const char *after, size_t alen, size_t limit,
+                           store_named_rows *out, char *err, size_t errsz);
+
+/* Writes of a copy into an empty store: the day's count set to n; a key's
+ * trim mark set to seq; the positions up to seq taken (store_events_last
+ * reports at least seq afterwards, though no event after the newest is
+ * stored). STORE_EINVAL for a bad name or day. */
+int store_put_quota(store_batch *b, const char *ns, size_t nslen, const char *day, size_t dlen,
+                    int64_t n);
+int store_put_trim_mark(store_batch *b, const char *stream, size_t streamn, uint64_t seq);
+void store_set_events_taken(store_batch *b, uint64_t seq);
+
+/* The fields of a run record that its listings are made of, read from its
+ * JSON by the caller (the codec is Lua's: store.h's backends do not parse
+ * records), or -1 with err for a record that does not decode. */
+typedef struct {
+  char id[201], pipeline[201], ns[201], status[201];
+  int64_t created_us;
+} store_run_fields;
+typedef int (*store_run_fields_fn)(void *ud, const char *json, size_t n, store_run_fields *out,
+                                   char *err, size_t errsz);
+
+/* The entries of the runs' listings, for a check (LMDB: these are the
+ * index databases; PostgreSQL's listings are SQL indexes of the runs table,
+ * which cannot disagree with it). A page of at most limit entries of
+ * listing (STORE_LISTING_*) after the entry `after`, named by the entry
+ * (rec empty): store_run_entry_parse reads one. */
+enum {
+  STORE_LISTING_TIME,     /* the history: created_us, id */
+  STORE_LISTING_NS,       /* ns, created_us, id */
+  STORE_LISTING_PIPELINE, /* ns, pipeline, created_us, id */
+  STORE_LISTING_STATUS,   /* ns, status, created_us, id */
+  STORE_LISTING_ACTIVE,   /* id */
+  STORE_LISTINGS
+};
+extern const char *const store_listing_names[STORE_LISTINGS];
+int store_run_listing_page(store *s, int listing, const char *after, size_t alen, size_t limit,
+                           store_named_rows *out, char *err, size_t errsz);
+/* The fields of an entry of listing (those it has; the others are left
+ * empty, created_us 0): 0, or -1 if it is malformed. */
+int store_run_entry_parse(int listing, const char *key, size_t klen, store_run_fields *out);
+
+/* One run, in one snapshot: whether its record exists (found), its fields
+ * (fields() of the record: decoded, else why in why), whether the entry of
+ * its fields is in each listing (listed[], with the status entry of its own
+ * status; active when present), and whether the entry `entry` of listing
+ * (listing -1: none) is there still. */
+typedef struct {
+  int found, decoded, entry;
+  int listed[STORE_LISTINGS];
+  store_run_fields f;
+  char why[256];
+} store_run_probe;
+int store_probe_run(store *s, const char *id, int listing, const char *entry, size_t elen,
+                    store_run_fields_fn fields, void *ud, store_run_probe *out, char *err,
+                    size_t errsz);
+
+/* The stream index of events in pages (as the listings above): entries
+ * named by the entry; store_stream_entry_parse reads one (the stream key
+ * points into key). */
+int store_stream_index_page(store *s, const char *after, size_t alen, size_t limit,
+                            store_named_rows *out, char *err, size_t errsz);
+int store_stream_entry_parse(const char *key, size_t klen, const char **stream, size_t *streamn,
+                             uint64_t *seq);
+/* The event at seq and the index entry (stream, seq), in one snapshot:
+ * whether the event is stored (found), under stream (same_stream), and
+ * whether the entry exists (indexed). */
+typedef struct {
+  int found, same_stream, indexed;
+} store_event_probe;
+int store_probe_event(store *s, uint64_t seq, const char *stream, size_t streamn,
+                      store_event_probe *out, char *err, size_t errsz);
+
 /* ---- meta: small named values of the store ---- */
 
 #endif

@@ -76,6 +76,10 @@ enum {
 
 #define STORE_FORMAT_VERSION 1
 
+/* prefixes of meta's per-name marks (each followed by "\0" and the name) */
+#define META_TRIM_MARK "trim"
+#define META_KEY_USED "key_used"
+
 MDB_env *store_env(store *s);
 MDB_dbi store_dbi(const store *s, int db);
 const char *store_db_name(int db);
@@ -136,5 +140,12 @@ void named_rows_reset(store_named_rows *r);
 void named_rows_add(store_named_rows *r, const void *name, size_t nlen, const void *rec,
                     size_t rlen, const void *extra, size_t elen);
 void named_rows_done(store_named_rows *r);
+
+/* A page of db's entries whose key starts with prefix, after the key
+ * prefix+after (alen 0: from the first), at most limit, into out (reset
+ * first; store_rows.c): each row named by its key without the prefix, rec
+ * its value. For the listings of store.h's tools section. */
+int store_page(store *s, int db, const void *prefix, size_t plen, const char *after, size_t alen,
+               size_t limit, store_named_rows *out, char *err, size_t errsz);
 
 #endif

@@ -184,4 +184,34 @@ int pgstore_count_run(pgstore_batch *b, const char *ns, size_t nslen, const char
 void pgstore_quota_used(pgstore *s, const char *ns, size_t nslen, const char *day, size_t dlen,
                         int64_t *n, pgstore_done_fn done, void *cookie);
 
+/* ---- store copy and store check (store.h's tools section) ----
+ * The census, the listings and the writes of store.h's tools section, and
+ * what a copy into an empty store needs beyond them: events and sends at
+ * the positions they had (the normal append allocates them in the commit),
+ * then the counters set past them (events: the last position taken;
+ * events_ts: the newest time; sends), so that appends go on after the
+ * copied positions. A copy writes a store no host uses: nothing else
+ * allocates positions meanwhile. check reads what can disagree on
+ * PostgreSQL (its listings are SQL indexes of the runs table, kept by the
+ * server): run columns against the run's JSON record, counters against the
+ * highest positions and times stored, steps, logs and idempotency keys of
+ * runs that do not exist; each problem a row named by the record, rec what
+ * is wrong (at most 100 of each kind). */
+void pgstore_census(pgstore *s, store_census *out, pgstore_done_fn done, void *cookie);
+void pgstore_list_quotas(pgstore *s, const char *after, size_t alen, size_t limit,
+                         store_named_rows *out, pgstore_done_fn done, void *cookie);
+void pgstore_list_trim_marks(pgstore *s, const char *after, size_t alen, size_t limit,
+                             store_named_rows *out, pgstore_done_fn done, void *cookie);
+void pgstore_list_idempotency(pgstore *s, const char *after, size_t alen, size_t limit,
+                              store_named_rows *out, pgstore_done_fn done, void *cookie);
+int pgstore_put_quota(pgstore_batch *b, const char *ns, size_t nslen, const char *day,
+                      size_t dlen, int64_t n);
+int pgstore_put_trim_mark(pgstore_batch *b, const char *stream, size_t streamn, uint64_t seq);
+int pgstore_put_event_at(pgstore_batch *b, uint64_t seq, int64_t ts_us, const char *type,
+                         size_t typen, const char *stream, size_t streamn, const char *data,
+                         size_t datan, char *err, size_t errsz);
+int pgstore_put_send_at(pgstore_batch *b, uint64_t seq, const char *json, size_t jsonn);
+void pgstore_set_counters(pgstore_batch *b, uint64_t events, int64_t events_ts, uint64_t sends);
+void pgstore_check(pgstore *s, store_named_rows *out, pgstore_done_fn done, void *cookie);
+
 #endif

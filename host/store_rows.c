@@ -3,6 +3,7 @@
  * builder the records_*.c files fill them with inside a read. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "store_lmdb.h"
 
@@ -55,4 +56,31 @@ void named_rows_done(store_named_rows *r) {
     row->rec = r->buf.data + (uintptr_t)row->rec;
     if (row->extra) row->extra = r->buf.data + (uintptr_t)row->extra;
   }
+}
+
+typedef struct {
+  store_named_rows *out;
+  const char *from; /* prefix + after: skipped, the page starts after it */
+  size_t flen, plen, limit;
+} page_ctx;
+
+static int page_cb(void *ud, const void *k, size_t kn, const void *v, size_t vn) {
+  page_ctx *c = ud;
+  if (c->flen > c->plen && kn == c->flen && memcmp(k, c->from, kn) == 0) return 0;
+  named_rows_add(c->out, (const char *)k + c->plen, kn - c->plen, v, vn, NULL, 0);
+  return c->out->n >= c->limit;
+}
+
+int store_page(store *s, int db, const void *prefix, size_t plen, const char *after, size_t alen,
+               size_t limit, store_named_rows *out, char *err, size_t errsz) {
+  named_rows_reset(out);
+  sbuf from = SBUF_INIT;
+  sbuf_add(&from, prefix, plen);
+  sbuf_add(&from, after, alen);
+  page_ctx c = {out, from.data, from.len, plen, limit ? limit : 1};
+  int rc = store_scan_from(s, db, prefix, plen, alen ? from.data : NULL, alen ? from.len : 0, 0,
+                           page_cb, &c, err, errsz);
+  sbuf_free(&from);
+  named_rows_done(out);
+  return rc < 0 ? rc : 0;
 }
