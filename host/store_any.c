@@ -49,9 +49,6 @@ static void now(int rc, const char *err, store_any_fn done, void *cookie) {
   done(cookie, rc, rc ? err : NULL);
 }
 
-#define NOT_ON_PG                                                                      \
-  "runs, steps and run logs are not on PostgreSQL yet (issue 15: the runs records layer)"
-
 void store_any_census(store_any *a, store_census *out, store_any_fn done, void *cookie) {
   if (a->pg) return pgstore_census(a->pg, out, done, cookie);
   char err[512];
@@ -119,21 +116,21 @@ void store_any_events(store_any *a, uint64_t after, size_t limit, store_events *
 
 void store_any_runs(store_any *a, const char *after, size_t limit, store_rows *out,
                     store_any_fn done, void *cookie) {
-  if (a->pg) return done(cookie, STORE_EINVAL, NOT_ON_PG);
+  if (a->pg) return pgstore_run_records(a->pg, after, limit, out, done, cookie);
   char err[512];
   now(store_read_runs(a->st, after, limit, out, err, sizeof err), err, done, cookie);
 }
 
 void store_any_steps(store_any *a, const char *run, size_t run_len, store_steps *out,
                      store_any_fn done, void *cookie) {
-  if (a->pg) return done(cookie, STORE_EINVAL, NOT_ON_PG);
+  if (a->pg) return pgstore_load_steps(a->pg, run, run_len, out, done, cookie);
   char err[512];
   now(store_load_steps(a->st, run, run_len, out, err, sizeof err), err, done, cookie);
 }
 
 void store_any_logs(store_any *a, const char *run, size_t run_len, store_rows *rows, int64_t **ids,
                     store_any_fn done, void *cookie) {
-  if (a->pg) return done(cookie, STORE_EINVAL, NOT_ON_PG);
+  if (a->pg) return pgstore_read_logs(a->pg, run, run_len, rows, ids, done, cookie);
   char err[512];
   now(store_read_logs(a->st, run, run_len, rows, ids, err, sizeof err), err, done, cookie);
 }

@@ -4,11 +4,7 @@
  * they write, each completing through one callback shape: at once on LMDB
  * (done runs before the call returns), later on PostgreSQL. The tools are
  * written once over it; each operation here is the store.h operation of the
- * same name, or its pgstore_ twin.
- *
- * Runs, steps and run logs have no PostgreSQL operations yet (issue 15, the
- * runs records layer): their reads on PostgreSQL fail with STORE_EINVAL
- * saying so, and their puts with STORE_EINVAL. */
+ * same name, or its pgstore_ twin (run records by id: pgstore_run_records). */
 #ifndef SLUICE_STORE_ANY_H
 #define SLUICE_STORE_ANY_H
 

@@ -134,6 +134,10 @@ static void read_page(check *c, int kind) {
   case STORE_K_EVENTS:
     return store_any_events(&c->a, c->after_seq, limit, &c->ev, read_done, c);
   case STORE_K_RUNS:
+    if (c->a.pg) { /* with the columns its listings index */
+      return pgstore_run_columns(c->a.pg, c->after.len ? c->after.data : NULL, limit, &c->named,
+                                 read_done, c);
+    }
     store_rows_free(&c->runs);
     return store_any_runs(&c->a, c->after.len ? c->after.data : NULL, limit, &c->runs, read_done,
                           c);
@@ -146,7 +150,7 @@ static void read_page(check *c, int kind) {
 static size_t page_rows(const check *c, int kind) {
   if (kind == STORE_K_CONSUMERS || kind == STORE_K_SENDS) return c->blobs.n;
   if (kind == STORE_K_EVENTS) return c->ev.n;
-  if (kind == STORE_K_RUNS) return c->runs.n;
+  if (kind == STORE_K_RUNS && !c->a.pg) return c->runs.n;
   return c->named.n;
 }
 
@@ -161,7 +165,7 @@ static int next_page(check *c, int kind) {
     c->after_seq = c->blobs.rows[n - 1].seq;
   } else if (kind == STORE_K_EVENTS) {
     c->after_seq = c->ev.last;
-  } else if (kind == STORE_K_RUNS) {
+  } else if (kind == STORE_K_RUNS && !c->a.pg) {
     sbuf_add(&c->after, c->runs.buf.data + c->runs.name_off[n - 1], c->runs.name_len[n - 1]);
   } else {
     sbuf_add(&c->after, c->named.rows[n - 1].name, c->named.rows[n - 1].name_len);
@@ -270,12 +274,49 @@ static void check_run_listed(check *c, const char *id) {
   }
 }
 
+/* PostgreSQL: the columns of run row (pgstore_run_columns) against the
+ * fields of its record */
+static void check_run_columns(check *c, const char *what, const store_named_row *row,
+                              const store_run_fields *f) {
+  const char *col[5];
+  size_t len[5];
+  const char *p = row->extra;
+  for (int i = 0; i < 5; i++) { /* the parts are C strings: NUL after each */
+    col[i] = p;
+    len[i] = strlen(p);
+    p += len[i] + 1;
+  }
+  char diff[600] = "";
+  size_t at = 0;
+  const char *names[3] = {"namespace", "pipeline", "status"};
+  const char *want[3] = {f->ns, f->pipeline, f->status};
+  for (int i = 0; i < 3; i++) {
+    if (strcmp(col[i], want[i]) == 0) continue;
+    at += (size_t)snprintf(diff + at, sizeof diff - at, "%s%s %s (the record says %s)",
+                           at ? ", " : "", names[i], col[i], want[i]);
+  }
+  int active = strcmp(col[3], "t") == 0;
+  if (active == store_run_status_final(f->status) && at < sizeof diff) {
+    at += (size_t)snprintf(diff + at, sizeof diff - at, "%sactive %s (the record's status is %s)",
+                           at ? ", " : "", active ? "true" : "false", f->status);
+  }
+  if (strtoll(col[4], NULL, 10) != f->created_us && at < sizeof diff) {
+    at += (size_t)snprintf(diff + at, sizeof diff - at,
+                           "%screated_at_us %s (the record says %" PRId64 ")", at ? ", " : "",
+                           col[4], f->created_us);
+  }
+  if (at) problem(c, what, "its columns, which its listings index, disagree with its record: %s", diff);
+}
+
 static void check_run(check *c) {
+  const store_named_row *prow = c->a.pg ? &c->named.rows[c->row] : NULL;
   const store_rows *rr = &c->runs;
-  const char *json = rr->buf.data + rr->off[c->row];
-  size_t jn = rr->len[c->row];
+  const char *json = prow ? prow->rec : rr->buf.data + rr->off[c->row];
+  size_t jn = prow ? prow->rec_len : rr->len[c->row];
+  const char *rid = prow ? prow->name : rr->buf.data + rr->name_off[c->row];
+  size_t ridn = prow ? prow->name_len : rr->name_len[c->row];
   char id[256], what[300];
-  shown(rr->buf.data + rr->name_off[c->row], rr->name_len[c->row], id, sizeof id);
+  shown(rid, ridn, id, sizeof id);
   snprintf(what, sizeof what, "run %s", id);
   if (c->sub == 0) {
     store_run_fields f;
@@ -284,15 +325,16 @@ static void check_run(check *c) {
       problem(c, what, "its record does not decode: %s", why);
     } else if (strcmp(f.id, id) != 0) {
       problem(c, what, "its record says it is run %s", f.id);
-    } else if (c->a.st) {
+    } else if (prow) {
+      check_run_columns(c, what, prow, &f);
+    } else {
       check_run_listed(c, id);
       if (c->r.status) return;
     }
     c->sub = 1;
     c->waiting = 1;
     store_steps_free(&c->steps);
-    return store_any_steps(&c->a, rr->buf.data + rr->name_off[c->row], rr->name_len[c->row],
-                           &c->steps, read_done, c);
+    return store_any_steps(&c->a, rid, ridn, &c->steps, read_done, c);
   }
   int failed = c->read_status;
   c->read_status = 0;
@@ -313,8 +355,7 @@ static void check_run(check *c) {
     store_rows_free(&c->logs);
     free(c->log_ids);
     c->log_ids = NULL;
-    return store_any_logs(&c->a, rr->buf.data + rr->name_off[c->row], rr->name_len[c->row],
-                          &c->logs, &c->log_ids, read_done, c);
+    return store_any_logs(&c->a, rid, ridn, &c->logs, &c->log_ids, read_done, c);
   }
   if (failed) problem(c, what, "its log lines do not read: %s", c->read_err);
   for (size_t i = 0; !failed && i < c->logs.n; i++) {
@@ -365,10 +406,6 @@ static void kinds_step(check *c) {
     return;
   }
   int kind = KINDS[c->ki];
-  if (kind == STORE_K_RUNS && c->a.pg && c->r.census.n[STORE_K_RUNS] == 0) {
-    c->ki++; /* no runs on PostgreSQL yet: nothing to read */
-    return;
-  }
   if (!c->have_page) {
     c->have_page = 1;
     c->row = 0;

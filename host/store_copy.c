@@ -54,6 +54,7 @@ typedef struct {
 } copy;
 
 static void pump(copy *c);
+static size_t page_rows(const copy *c, int kind);
 
 static void fail(copy *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void fail(copy *c, int status, const char *fmt, ...) {
@@ -103,8 +104,6 @@ static int fill_slice(void *ud, sbuf *out, char *err, size_t errsz) {
   sbuf_add(out, s->p, s->n);
   return 0;
 }
-
-#define NOT_ON_PG "runs, steps, run logs and idempotency keys are not on PostgreSQL yet"
 
 static int put_named(copy *c, int kind, const store_named_row *row, char *err, size_t errsz) {
   store_batch *b = c->b.b;
@@ -162,14 +161,11 @@ static int put_named(copy *c, int kind, const store_named_row *row, char *err, s
       snprintf(err, errsz, "an idempotency key that is not a namespace, a pipeline and a key");
       return STORE_EBADSTORE;
     }
-    if (pb) {
-      snprintf(err, errsz, NOT_ON_PG);
-      return STORE_EINVAL;
-    }
     /* rows' parts are C strings (store_named_rows): name, then after each NUL */
     const char *key = z2 + 1;
     size_t klen = row->name_len - (size_t)(key - row->name);
-    return store_put_idempotency(b, row->name, z1 + 1, key, klen, row->rec, err, errsz);
+    return pb ? pgstore_put_idempotency(pb, row->name, z1 + 1, key, klen, row->rec, err, errsz)
+              : store_put_idempotency(b, row->name, z1 + 1, key, klen, row->rec, err, errsz);
   }
   default:
     rc = STORE_EINVAL;
@@ -178,15 +174,34 @@ static int put_named(copy *c, int kind, const store_named_row *row, char *err, s
   return rc;
 }
 
-static int put_event(copy *c, const store_event *e, char *err, size_t errsz) {
+static void saw_event(copy *c, const store_event *e) {
   if (e->seq > c->max_seq) c->max_seq = e->seq;
   if (e->ts_us > c->max_ts) c->max_ts = e->ts_us;
-  if (c->b.pb) {
-    return pgstore_put_event_at(c->b.pb, e->seq, e->ts_us, e->type, e->typen, e->stream,
-                                e->streamn, e->data, e->datan, err, errsz);
-  }
+  c->bytes += e->datan;
+}
+
+static int put_event(copy *c, const store_event *e, char *err, size_t errsz) {
+  saw_event(c, e);
   return store_append_event(c->b.b, e->seq, e->ts_us, e->type, e->typen, e->stream, e->streamn,
                             e->data, e->datan, err, errsz);
+}
+
+/* PostgreSQL: the rest of a page of events or sends in one statement */
+static void put_page_pg(copy *c, int kind) {
+  size_t n = page_rows(c, kind) - c->row;
+  char err[512] = "";
+  int rc;
+  if (kind == STORE_K_EVENTS) {
+    for (size_t i = c->row; i < c->row + n; i++) saw_event(c, &c->ev.rows[i]);
+    rc = pgstore_put_events_at(c->b.pb, c->ev.rows + c->row, n, err, sizeof err);
+  } else {
+    for (size_t i = c->row; i < c->row + n; i++) c->bytes += c->blobs.rows[i].jsonn;
+    rc = pgstore_put_sends_at(c->b.pb, c->blobs.rows + c->row, n);
+    if (rc) snprintf(err, sizeof err, "a send without a position");
+  }
+  if (rc) return fail(c, rc, "copying %s: %s", kind_name(kind), err);
+  c->r.copied[kind] += (int64_t)n;
+  c->row += n;
 }
 
 static int put_blob(copy *c, int kind, const store_row *row, char *err, size_t errsz) {
@@ -197,8 +212,6 @@ static int put_blob(copy *c, int kind, const store_row *row, char *err, size_t e
     } else {
       store_put_consumer(c->b.b, row->name, row->namen, row->json, row->jsonn);
     }
-  } else if (c->b.pb) {
-    rc = pgstore_put_send_at(c->b.pb, row->seq, row->json, row->jsonn);
   } else {
     store_put_send(c->b.b, row->seq, row->json, row->jsonn);
   }
@@ -213,10 +226,6 @@ static int put_run(copy *c, char *err, size_t errsz) {
   size_t jn = rr->len[c->row];
   const char *id = rr->buf.data + rr->name_off[c->row];
   size_t idn = rr->name_len[c->row];
-  if (c->b.pb) {
-    snprintf(err, errsz, NOT_ON_PG);
-    return STORE_EINVAL;
-  }
   store_run_fields f;
   char why[256];
   if (c->o.run_fields(c->o.ud, json, jn, &f, why, sizeof why) != 0) {
@@ -225,15 +234,23 @@ static int put_run(copy *c, char *err, size_t errsz) {
   }
   store_run r = {f.id, f.pipeline, f.ns, f.status, f.created_us};
   slice s = {json, jn};
-  int rc = store_put_run(c->b.b, &r, 1, NULL, fill_slice, &s, err, errsz);
+  store_batch *b = c->b.b;
+  pgstore_batch *pb = c->b.pb;
+  int rc = pb ? pgstore_put_run(pb, &r, 1, NULL, fill_slice, &s, err, errsz)
+              : store_put_run(b, &r, 1, NULL, fill_slice, &s, err, errsz);
   for (size_t i = 0; rc == 0 && i < c->steps.n; i++) {
     const store_step *st = &c->steps.v[i];
     slice p = {st->payload, st->payload_len};
-    rc = store_put_step(c->b.b, id, idn, st, st->has_payload ? fill_slice : NULL, &p, err, errsz);
+    store_fill_fn fill = st->has_payload ? fill_slice : NULL;
+    rc = pb ? pgstore_put_step(pb, id, idn, st, fill, &p, err, errsz)
+            : store_put_step(b, id, idn, st, fill, &p, err, errsz);
   }
   for (size_t i = 0; rc == 0 && i < c->logs.n; i++) {
-    rc = store_put_log(c->b.b, id, idn, c->log_ids[2 * i], (uint32_t)c->log_ids[2 * i + 1],
-                       c->logs.buf.data + c->logs.off[i], c->logs.len[i], err, errsz);
+    int64_t us = c->log_ids[2 * i];
+    uint32_t seq = (uint32_t)c->log_ids[2 * i + 1];
+    const char *line = c->logs.buf.data + c->logs.off[i];
+    rc = pb ? pgstore_put_log(pb, id, idn, us, seq, line, c->logs.len[i], err, errsz)
+            : store_put_log(b, id, idn, us, seq, line, c->logs.len[i], err, errsz);
   }
   if (rc == 0) {
     c->r.copied[STORE_K_STEPS] += (int64_t)c->steps.n;
@@ -336,6 +353,7 @@ static void row_name(const copy *c, int kind, char *out, size_t n) {
 static void copy_row(copy *c, int kind) {
   char err[1024] = "";
   int rc = 0;
+  if (c->b.pb && (kind == STORE_K_EVENTS || kind == STORE_K_SENDS)) return put_page_pg(c, kind);
   if (kind == STORE_K_RUNS && c->sub < 2) {
     const char *id = c->runs.buf.data + c->runs.name_off[c->row];
     size_t idn = c->runs.name_len[c->row];
@@ -359,7 +377,6 @@ static void copy_row(copy *c, int kind) {
     break;
   case STORE_K_EVENTS:
     rc = put_event(c, &c->ev.rows[c->row], err, sizeof err);
-    c->bytes += c->ev.rows[c->row].datan;
     break;
   case STORE_K_RUNS:
     rc = put_run(c, err, sizeof err);
@@ -399,10 +416,6 @@ static void kinds_step(copy *c) {
     return;
   }
   int kind = KINDS[c->ki];
-  if (kind == STORE_K_RUNS && c->src.pg && c->r.src.n[STORE_K_RUNS] == 0) {
-    c->ki++; /* no runs on PostgreSQL yet: nothing to read */
-    return;
-  }
   if (!c->have_page) {
     c->have_page = 1;
     c->row = 0;
@@ -452,11 +465,6 @@ static void check_empty(copy *c) {
          "the destination %s is not empty (%s): copy into an empty store (a new directory, or "
          "a database with nothing but the schema of sluice store migrate)",
          c->dst.name, what);
-  } else if (c->dst.pg && c->r.src.n[STORE_K_RUNS] + c->r.src.n[STORE_K_IDEMPOTENCY] > 0) {
-    fail(c, STORE_EINVAL,
-         "the source %s holds %" PRId64 " runs and %" PRId64 " idempotency keys, and " NOT_ON_PG
-         " (issue 15): nothing was copied",
-         c->src.name, c->r.src.n[STORE_K_RUNS], c->r.src.n[STORE_K_IDEMPOTENCY]);
   }
   if (c->r.status) c->r.refused = 1;
 }

@@ -459,6 +459,13 @@ static void add_mark(pgstore_batch *b, const char *stream, size_t n, uint64_t se
   b->ops++;
 }
 
+/* for store copy (store_pg_tools.c): a key's mark as it was */
+int pgstore_put_trim_mark(pgstore_batch *b, const char *stream, size_t streamn, uint64_t seq) {
+  if (streamn == 0 || has_nul(stream, streamn)) return STORE_EINVAL;
+  add_mark(b, stream, streamn, seq);
+  return 0;
+}
+
 /* by time: rows seq, stream, ts_us of the log after `after` (as LMDB's
  * scan: stop at the first at or after before_us, examine at most limit) */
 static int parse_trim_time(rd *r, const PGresult *res, char *err, size_t errsz) {
@@ -851,161 +858,7 @@ int pgstore_count_run(pgstore_batch *b, const char *ns, size_t nslen, const char
   return 0;
 }
 
-void pgstore_quota_used(pgstore *s, const char *ns, size_t nslen, const char *day, size_t dlen,
-                        int64_t *n, pgstore_done_fn done, void *cookie) {
-  *n = 0;
-  if (bad_name(ns, nslen) || bad_day(day, dlen)) {
-    return done(cookie, STORE_EINVAL, "a day is YYYY-MM-DD (UTC)");
-  }
-  rd *r = pgs_new_rd(s, parse_count, done, cookie);
-  r->out = n;
-  params p = {.n = 0};
-  p_str(&p, ns, nslen);
-  p_text(&p, day, dlen);
-  pgs_send_read(r, "SELECT runs FROM sluice.quotas WHERE namespace = $1::text AND day = $2::date", &p);
-}
-
-/* ---- store copy and store check ----------------------------------------- */
-
-static int parse_census(rd *r, const PGresult *res, char *err, size_t errsz) {
-  store_census *o = r->out;
-  memset(o, 0, sizeof *o);
-  if (PQntuples(res) != 1 || PQnfields(res) != STORE_KINDS + 4) {
-    snprintf(err, errsz, "PostgreSQL store %s: the census returned no row", r->s->name);
-    return STORE_EIO;
-  }
-  for (int k = 0; k < STORE_KINDS; k++) o->n[k] = i64(res, 0, k);
-  o->events_last = u64(res, 0, STORE_KINDS);
-  o->events_ts = i64(res, 0, STORE_KINDS + 1);
-  o->sends_last = u64(res, 0, STORE_KINDS + 2);
-  o->dispatched = u64(res, 0, STORE_KINDS + 3);
-  return 0;
-}
-
-void pgstore_census(pgstore *s, store_census *out, pgstore_done_fn done, void *cookie) {
-  rd *r = new_rd(s, parse_census, done, cookie);
-  r->out = out;
-  /* the columns in store.h's STORE_K_* order, then the positions */
-  send_read(r, "SELECT (SELECT count(*) FROM sluice.runs), (SELECT count(*) FROM sluice.steps), "
-               "(SELECT count(*) FROM sluice.logs), (SELECT count(*) FROM sluice.idempotency), "
-               "(SELECT count(*) FROM sluice.events), (SELECT count(*) FROM sluice.stream_trims), "
-               "(SELECT count(*) FROM sluice.sends), (SELECT count(*) FROM sluice.consumers), "
-               "(SELECT count(*) FROM sluice.schedules), (SELECT count(*) FROM sluice.api_keys), "
-               "(SELECT count(*) FROM sluice.api_keys WHERE last_used IS NOT NULL), "
-               "(SELECT count(*) FROM sluice.namespaces), (SELECT count(*) FROM sluice.quotas), "
-               "(SELECT value FROM sluice.counters WHERE name = 'events'), "
-               "(SELECT ts_us FROM sluice.events ORDER BY seq DESC LIMIT 1), "
-               "(SELECT value FROM sluice.counters WHERE name = 'sends'), "
-               "(SELECT after FROM sluice.cursors WHERE name = 'dispatch')", NULL);
-}
-
-/* rows: the name's parts (joined with NUL bytes, as store.h names these
- * rows), then the record */
-static int parse_joined(rd *r, const PGresult *res, char *err, size_t errsz) {
-  (void)err;
-  (void)errsz;
-  store_named_rows *o = r->out;
-  int n = PQntuples(res), cols = PQnfields(res);
-  o->n = 0;
-  sbuf_reset(&o->buf);
-  sbuf name = SBUF_INIT;
-  for (int i = 0; i < n; i++) {
-    sbuf_reset(&name);
-    for (int c = 0; c + 1 < cols; c++) {
-      size_t len;
-      const char *v = val(res, i, c, &len);
-      if (c) sbuf_addc(&name, '\0');
-      sbuf_add(&name, v, len);
-    }
-    size_t rn;
-    const char *rec = val(res, i, cols - 1, &rn);
-    o->rows = sbuf_grow_array(o->rows, &o->cap, o->n + 1, sizeof *o->rows);
-    store_named_row *row = &o->rows[o->n++];
-    row->name = (const char *)(uintptr_t)keep(&o->buf.data, &o->buf.len, &o->buf.cap, name.data,
-                                              name.len);
-    o->buf.len++;
-    row->name_len = name.len;
-    row->rec = (const char *)(uintptr_t)keep(&o->buf.data, &o->buf.len, &o->buf.cap, rec, rn);
-    o->buf.len++;
-    row->rec_len = rn;
-    row->extra = NULL;
-    row->extra_len = 0;
-  }
-  sbuf_free(&name);
-  for (size_t i = 0; i < o->n; i++) {
-    o->rows[i].name = o->buf.data + (uintptr_t)o->rows[i].name;
-    o->rows[i].rec = o->buf.data + (uintptr_t)o->rows[i].rec;
-  }
-  return 0;
-}
-
-/* splits the name of a row of parse_joined into its parts (at most max):
- * their number */
-static int split_name(const char *name, size_t n, const char **part, size_t *len, int max) {
-  int k = 0;
-  while (k < max) {
-    const char *z = k + 1 < max ? memchr(name, '\0', n) : NULL;
-    part[k] = name;
-    len[k] = z ? (size_t)(z - name) : n;
-    k++;
-    if (!z) break;
-    n -= len[k - 1] + 1;
-    name = z + 1;
-  }
-  return k;
-}
-
-static void list_joined(pgstore *s, const char *first, const char *paged, int parts,
-                        const char *after, size_t alen, size_t limit, store_named_rows *out,
-                        pgstore_done_fn done, void *cookie) {
-  out->n = 0;
-  if (limit == 0) return refuse(done, cookie, "a listing's limit must be positive");
-  params p = {.n = 0};
-  if (alen) {
-    const char *part[3];
-    size_t len[3];
-    if (split_name(after, alen, part, len, parts) != parts) {
-      return refuse(done, cookie, "a listing's after is not the name of one of its rows");
-    }
-    for (int i = 0; i < parts; i++) {
-      if (has_nul(part[i], len[i])) return refuse(done, cookie, "a name holds no NUL byte");
-      p_str(&p, part[i], len[i]);
-    }
-  }
-  p_i64(&p, (int64_t)limit);
-  rd *r = new_rd(s, parse_joined, done, cookie);
-  r->out = out;
-  send_read(r, alen ? paged : first, &p);
-}
-
-void pgstore_list_quotas(pgstore *s, const char *after, size_t alen, size_t limit,
-                         store_named_rows *out, pgstore_done_fn done, void *cookie) {
-  list_joined(s, "SELECT namespace, to_char(day, 'YYYY-MM-DD'), runs FROM sluice.quotas "
-                 "ORDER BY namespace, day LIMIT $1::bigint",
-              "SELECT namespace, to_char(day, 'YYYY-MM-DD'), runs FROM sluice.quotas "
-              "WHERE (namespace, day) > ($1::text, $2::text::date) ORDER BY namespace, day "
-              "LIMIT $3::bigint",
-              2, after, alen, limit, out, done, cookie);
-}
-
-void pgstore_list_trim_marks(pgstore *s, const char *after, size_t alen, size_t limit,
-                             store_named_rows *out, pgstore_done_fn done, void *cookie) {
-  list_joined(s, "SELECT stream, horizon FROM sluice.stream_trims ORDER BY stream LIMIT $1::bigint",
-              "SELECT stream, horizon FROM sluice.stream_trims WHERE stream > $1::text "
-              "ORDER BY stream LIMIT $2::bigint",
-              1, after, alen, limit, out, done, cookie);
-}
-
-void pgstore_list_idempotency(pgstore *s, const char *after, size_t alen, size_t limit,
-                              store_named_rows *out, pgstore_done_fn done, void *cookie) {
-  list_joined(s, "SELECT namespace, pipeline, key, run_id FROM sluice.idempotency "
-                 "ORDER BY namespace, pipeline, key LIMIT $1::bigint",
-              "SELECT namespace, pipeline, key, run_id FROM sluice.idempotency "
-              "WHERE (namespace, pipeline, key) > ($1::text, $2::text, $3::text) "
-              "ORDER BY namespace, pipeline, key LIMIT $4::bigint",
-              3, after, alen, limit, out, done, cookie);
-}
-
+/* for store copy (store_pg_tools.c): the day's count as it was */
 int pgstore_put_quota(pgstore_batch *b, const char *ns, size_t nslen, const char *day,
                       size_t dlen, int64_t n) {
   if (bad_name(ns, nslen) || bad_day(day, dlen) || n < 0) return STORE_EINVAL;
@@ -1019,103 +872,16 @@ int pgstore_put_quota(pgstore_batch *b, const char *ns, size_t nslen, const char
   return 0;
 }
 
-int pgstore_put_trim_mark(pgstore_batch *b, const char *stream, size_t streamn, uint64_t seq) {
-  if (streamn == 0 || has_nul(stream, streamn)) return STORE_EINVAL;
-  add_mark(b, stream, streamn, seq);
-  return 0;
-}
-
-int pgstore_put_event_at(pgstore_batch *b, uint64_t seq, int64_t ts_us, const char *type,
-                         size_t typen, const char *stream, size_t streamn, const char *data,
-                         size_t datan, char *err, size_t errsz) {
-  int st = store_event_check(type, typen, stream, streamn, err, errsz);
-  if (st) return st;
+void pgstore_quota_used(pgstore *s, const char *ns, size_t nslen, const char *day, size_t dlen,
+                        int64_t *n, pgstore_done_fn done, void *cookie) {
+  *n = 0;
+  if (bad_name(ns, nslen) || bad_day(day, dlen)) {
+    return done(cookie, STORE_EINVAL, "a day is YYYY-MM-DD (UTC)");
+  }
+  rd *r = pgs_new_rd(s, parse_count, done, cookie);
+  r->out = n;
   params p = {.n = 0};
-  p_i64(&p, (int64_t)seq);
-  p_str(&p, stream, streamn);
-  p_str(&p, type, typen);
-  p_i64(&p, ts_us);
-  p_str(&p, data, datan);
-  add(b->pb, "INSERT INTO sluice.events (seq, stream, type, ts_us, data) VALUES ($1::bigint, "
-             "$2::text, $3::text, $4::bigint, $5::text::json)", &p);
-  b->ops++;
-  return 0;
-}
-
-int pgstore_put_send_at(pgstore_batch *b, uint64_t seq, const char *json, size_t jsonn) {
-  if (seq == 0) return STORE_EINVAL;
-  params p = {.n = 0};
-  p_i64(&p, (int64_t)seq);
-  p_str(&p, json, jsonn);
-  add(b->pb, "INSERT INTO sluice.sends (seq, record) VALUES ($1::bigint, $2::text::json)", &p);
-  b->ops++;
-  return 0;
-}
-
-void pgstore_set_counters(pgstore_batch *b, uint64_t events, int64_t events_ts, uint64_t sends) {
-  params p = {.n = 0};
-  p_i64(&p, (int64_t)events);
-  p_i64(&p, events_ts);
-  p_i64(&p, (int64_t)sends);
-  add(b->pb, "UPDATE sluice.counters SET value = GREATEST(value, CASE name WHEN 'events' THEN "
-             "$1::bigint WHEN 'events_ts' THEN $2::bigint ELSE $3::bigint END) "
-             "WHERE name IN ('events', 'events_ts', 'sends')", &p);
-  b->ops++;
-}
-
-/* One statement: each kind of problem a SELECT of (what, message), at most
- * 100 rows each. A run's columns are what its listings index: they must be
- * the fields of its record (as the engine put it: a missing namespace is
- * "default", a missing status "pending"), and active must follow status. */
-#define RUN_DIFFERS(col, expr) "CASE WHEN " expr " IS DISTINCT FROM " col " THEN '" col "' END"
-static const char CHECK_SQL[] =
-    "(SELECT 'run ' || id, 'its columns disagree with its record: ' || concat_ws(', ', "
-    RUN_DIFFERS("id", "r.record->>'id'") ", "
-    RUN_DIFFERS("namespace", "coalesce(r.record->>'namespace', 'default')") ", "
-    RUN_DIFFERS("pipeline", "r.record->>'pipeline'") ", "
-    RUN_DIFFERS("status", "coalesce(r.record->>'status', 'pending')") ", "
-    "CASE WHEN coalesce(r.record->>'created_us', '0') IS DISTINCT FROM created_at_us::text "
-    "THEN 'created_at_us' END, "
-    "CASE WHEN active IS DISTINCT FROM (status NOT IN ('completed', 'failed', 'cancelled')) "
-    "THEN 'active' END) "
-    "FROM sluice.runs r WHERE json_typeof(r.record) <> 'object' "
-    "OR r.record->>'id' IS DISTINCT FROM id "
-    "OR coalesce(r.record->>'namespace', 'default') IS DISTINCT FROM namespace "
-    "OR r.record->>'pipeline' IS DISTINCT FROM pipeline "
-    "OR coalesce(r.record->>'status', 'pending') IS DISTINCT FROM status "
-    "OR coalesce(r.record->>'created_us', '0') IS DISTINCT FROM created_at_us::text "
-    "OR active IS DISTINCT FROM (status NOT IN ('completed', 'failed', 'cancelled')) "
-    "ORDER BY id LIMIT 100) "
-    "UNION ALL (SELECT 'counter ' || n.name, 'missing (sluice store migrate creates it)' "
-    "FROM (VALUES ('events'), ('events_ts'), ('sends')) n(name) "
-    "WHERE NOT EXISTS (SELECT 1 FROM sluice.counters c WHERE c.name = n.name)) "
-    "UNION ALL (SELECT 'counter events', 'is ' || c.value || ', below the highest event "
-    "position stored, ' || m.seq FROM sluice.counters c, (SELECT max(seq) seq FROM sluice.events) m "
-    "WHERE c.name = 'events' AND c.value < m.seq) "
-    "UNION ALL (SELECT 'counter events', 'is ' || c.value || ', below the highest position "
-    "trimmed, ' || m.h FROM sluice.counters c, (SELECT max(horizon) h FROM sluice.stream_trims) m "
-    "WHERE c.name = 'events' AND c.value < m.h) "
-    "UNION ALL (SELECT 'counter events_ts', 'is ' || c.value || ', before the newest event time "
-    "stored, ' || m.ts FROM sluice.counters c, (SELECT max(ts_us) ts FROM sluice.events) m "
-    "WHERE c.name = 'events_ts' AND c.value < m.ts) "
-    "UNION ALL (SELECT 'counter sends', 'is ' || c.value || ', below the highest send position "
-    "stored, ' || m.seq FROM sluice.counters c, (SELECT max(seq) seq FROM sluice.sends) m "
-    "WHERE c.name = 'sends' AND c.value < m.seq) "
-    "UNION ALL (SELECT 'dispatch cursor', 'is ' || d.after || ', past the last send position, ' "
-    "|| c.value FROM sluice.cursors d, sluice.counters c WHERE d.name = 'dispatch' "
-    "AND c.name = 'sends' AND d.after > c.value) "
-    "UNION ALL (SELECT 'steps of run ' || s.run_id, 'the run has no record' FROM "
-    "(SELECT DISTINCT run_id FROM sluice.steps x WHERE NOT EXISTS "
-    "(SELECT 1 FROM sluice.runs r WHERE r.id = x.run_id)) s ORDER BY 1 LIMIT 100) "
-    "UNION ALL (SELECT 'logs of run ' || s.run_id, 'the run has no record' FROM "
-    "(SELECT DISTINCT run_id FROM sluice.logs x WHERE NOT EXISTS "
-    "(SELECT 1 FROM sluice.runs r WHERE r.id = x.run_id)) s ORDER BY 1 LIMIT 100) "
-    "UNION ALL (SELECT 'idempotency key ' || i.namespace || '/' || i.pipeline || '/' || i.key, "
-    "'names run ' || i.run_id || ', which has no record' FROM sluice.idempotency i WHERE NOT "
-    "EXISTS (SELECT 1 FROM sluice.runs r WHERE r.id = i.run_id) ORDER BY 1 LIMIT 100)";
-
-void pgstore_check(pgstore *s, store_named_rows *out, pgstore_done_fn done, void *cookie) {
-  rd *r = new_rd(s, parse_joined, done, cookie);
-  r->out = out;
-  send_read(r, CHECK_SQL, NULL);
+  p_str(&p, ns, nslen);
+  p_text(&p, day, dlen);
+  pgs_send_read(r, "SELECT runs FROM sluice.quotas WHERE namespace = $1::text AND day = $2::date", &p);
 }

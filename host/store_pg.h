@@ -184,7 +184,7 @@ int pgstore_count_run(pgstore_batch *b, const char *ns, size_t nslen, const char
 void pgstore_quota_used(pgstore *s, const char *ns, size_t nslen, const char *day, size_t dlen,
                         int64_t *n, pgstore_done_fn done, void *cookie);
 
-/* ---- store copy and store check (store.h's tools section) ----
+/* ---- store copy and store check (store.h's tools section; store_pg_tools.c) ----
  * The census, the listings and the writes of store.h's tools section, and
  * what a copy into an empty store needs beyond them: events and sends at
  * the positions they had (the normal append allocates them in the commit),
@@ -193,10 +193,11 @@ void pgstore_quota_used(pgstore *s, const char *ns, size_t nslen, const char *da
  * copied positions. A copy writes a store no host uses: nothing else
  * allocates positions meanwhile. check reads what can disagree on
  * PostgreSQL (its listings are SQL indexes of the runs table, kept by the
- * server): run columns against the run's JSON record, counters against the
- * highest positions and times stored, steps, logs and idempotency keys of
- * runs that do not exist; each problem a row named by the record, rec what
- * is wrong (at most 100 of each kind). */
+ * server): the counters' rows and the events' time counter against the
+ * newest time stored, steps, logs and idempotency keys of runs that do not
+ * exist; each problem a row named by the record, rec what is wrong (at most
+ * 100 of each kind). The run columns the listings index are checked
+ * against the records by the caller (pgstore_run_columns). */
 void pgstore_census(pgstore *s, store_census *out, pgstore_done_fn done, void *cookie);
 void pgstore_list_quotas(pgstore *s, const char *after, size_t alen, size_t limit,
                          store_named_rows *out, pgstore_done_fn done, void *cookie);
@@ -207,11 +208,21 @@ void pgstore_list_idempotency(pgstore *s, const char *after, size_t alen, size_t
 int pgstore_put_quota(pgstore_batch *b, const char *ns, size_t nslen, const char *day,
                       size_t dlen, int64_t n);
 int pgstore_put_trim_mark(pgstore_batch *b, const char *stream, size_t streamn, uint64_t seq);
-int pgstore_put_event_at(pgstore_batch *b, uint64_t seq, int64_t ts_us, const char *type,
-                         size_t typen, const char *stream, size_t streamn, const char *data,
-                         size_t datan, char *err, size_t errsz);
-int pgstore_put_send_at(pgstore_batch *b, uint64_t seq, const char *json, size_t jsonn);
+/* n events (or sends) at their positions, in one statement */
+int pgstore_put_events_at(pgstore_batch *b, const store_event *ev, size_t n, char *err,
+                          size_t errsz);
+int pgstore_put_sends_at(pgstore_batch *b, const store_row *rows, size_t n);
 void pgstore_set_counters(pgstore_batch *b, uint64_t events, int64_t events_ts, uint64_t sends);
 void pgstore_check(pgstore *s, store_named_rows *out, pgstore_done_fn done, void *cookie);
+/* Run records in id order after the id `after` (NULL: from the first), at
+ * most max, named by their id: what store_read_runs gives on LMDB, for the
+ * tools' pages (not an index backfill: PostgreSQL's listings need none). */
+void pgstore_run_records(pgstore *s, const char *after, size_t max, store_rows *rows,
+                         pgstore_done_fn done, void *cookie);
+/* The same pages with the run's columns, which its listings index: rows
+ * named by the id, rec the record, extra namespace "\0" pipeline "\0"
+ * status "\0" active ("t" or "f") "\0" created_at_us (decimal). */
+void pgstore_run_columns(pgstore *s, const char *after, size_t max, store_named_rows *out,
+                         pgstore_done_fn done, void *cookie);
 
 #endif
