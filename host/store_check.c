@@ -594,6 +594,16 @@ static void show_progress(check *c) {
 
 static void step(check *c) {
   show_progress(c);
+  if (c->read_status && (c->state == S_KINDS || c->state == S_POSITIONS) && !c->have_page) {
+    /* the census before or after: a damaged record it reads (the newest
+     * event, say) is a finding; the walk goes on (and names it again) */
+    problem(c, "census", "%s", c->read_err);
+    c->read_status = 0;
+    if (c->state == S_POSITIONS) {
+      c->state = S_END;
+      return;
+    }
+  }
   switch (c->state) {
   case S_CENSUS:
     c->state = S_KINDS;

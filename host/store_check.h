@@ -13,7 +13,9 @@
  * by pipeline, by its status (and active iff not final), and every entry
  * of those listings names a run whose record says what the entry says;
  * every event has its entry in the stream index and every entry names an
- * event of that stream; every idempotency key names a run that exists.
+ * event of that stream; every idempotency key names a run that exists. (A
+ * store from before the listings by field, which sluice serve builds at
+ * its next start, has only its history and active runs checked.)
  * Each finding is confirmed in one snapshot (store.h's probes), so a store
  * that a serve writes meanwhile is not reported for a record it moved
  * between two pages.
