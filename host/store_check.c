@@ -594,6 +594,10 @@ static void show_progress(check *c) {
 
 static void step(check *c) {
   show_progress(c);
+  if (c->read_status && c->state == S_KINDS && c->ki == 0 && !c->have_page && c->a.pg) {
+    /* on PostgreSQL that is the schema (or the connection), not a record */
+    return fail(c, c->read_status, "%s", c->read_err);
+  }
   if (c->read_status && (c->state == S_KINDS || c->state == S_POSITIONS) && !c->have_page) {
     /* the census before or after: a damaged record it reads (the newest
      * event, say) is a finding; the walk goes on (and names it again) */

@@ -12,8 +12,8 @@
 
 #include "store_any.h"
 
-/* the order of the copy: runs after the events (a fire's run follows its
- * schedule), idempotency keys after their runs */
+/* the order of the copy (nobody reads the destination before the end, so
+ * any order would do: this one puts idempotency keys after their runs) */
 static const int KINDS[] = {STORE_K_NAMESPACES, STORE_K_KEYS,   STORE_K_QUOTAS,
                             STORE_K_SCHEDULES,  STORE_K_CONSUMERS, STORE_K_SENDS,
                             STORE_K_EVENTS,     STORE_K_TRIMS,  STORE_K_RUNS,
@@ -25,7 +25,6 @@ static const int KINDS[] = {STORE_K_NAMESPACES, STORE_K_KEYS,   STORE_K_QUOTAS,
 enum { S_CENSUS_SRC, S_CENSUS_DST, S_EMPTY, S_KINDS, S_POSITIONS, S_FLUSH, S_VERIFY, S_COMPARE, S_END };
 
 typedef struct {
-  uv_loop_t *loop;
   store_any src, dst;
   store_copy_opts o;
   store_copy_done_fn done;
@@ -33,7 +32,7 @@ typedef struct {
   store_copy_result r;
   int state, waiting, pumping;
   /* the kind being copied, its page and where the next page starts */
-  size_t ki, row, nrows;
+  size_t ki, row;
   int have_page, sub;
   sbuf after;
   uint64_t after_seq;
@@ -48,6 +47,7 @@ typedef struct {
   /* the batch being built */
   store_any_batch b;
   size_t bytes;
+  int committed; /* a batch of the copy committed: the destination holds part of it */
   uint64_t max_seq, max_trim; /* the highest event position and trim mark copied */
   int64_t max_ts;
   uint64_t t0, shown;
@@ -65,13 +65,6 @@ static void fail(copy *c, int status, const char *fmt, ...) {
   va_end(ap);
   c->r.status = status ? status : STORE_EIO;
   c->state = S_END;
-}
-
-/* the destination holds part of the source from the first commit on */
-static int written(const copy *c) {
-  for (size_t k = 0; k < STORE_KINDS; k++)
-    if (c->r.copied[k]) return 1;
-  return 0;
 }
 
 static const char *kind_name(int kind) { return store_kind_names[kind]; }
@@ -396,10 +389,17 @@ static void copy_row(copy *c, int kind) {
   c->row++;
 }
 
+static void committed(void *cookie, int status, const char *err) {
+  copy *c = cookie;
+  /* a commit that failed with EIO may have committed (a lost connection) */
+  if (status == 0 || status == STORE_EIO) c->committed = 1;
+  op_done(cookie, status, err);
+}
+
 static void commit(copy *c) {
   c->waiting = 1;
   c->bytes = 0;
-  if (store_any_commit(&c->dst, &c->b, op_done, c) != 0) {
+  if (store_any_commit(&c->dst, &c->b, committed, c) != 0) {
     c->waiting = 0;
     fail(c, STORE_EIO, "the destination %s is closing", c->dst.name);
   }
@@ -567,10 +567,13 @@ static void step(copy *c) {
 }
 
 static void finish(copy *c) {
+  /* a census that did not read (a PostgreSQL store without the schema, say):
+   * nothing was written either */
+  if (c->r.status && c->ki == 0 && !c->have_page && !c->committed) c->r.refused = 1;
   store_any_batch_free(&c->b);
   store_any_close(&c->src);
   store_any_close(&c->dst);
-  if (c->r.status && !c->r.refused && written(c)) {
+  if (c->r.status && !c->r.refused && c->committed) {
     size_t n = strlen(c->r.err);
     snprintf(c->r.err + n, sizeof c->r.err - n,
              "; the destination holds part of the source now: empty it before copying again");
@@ -612,7 +615,6 @@ int store_copy(uv_loop_t *loop, const char *from, const char *to, const store_co
     free(c);
     return rc;
   }
-  c->loop = loop;
   c->o = *o;
   c->done = done;
   c->cookie = cookie;

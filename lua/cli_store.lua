@@ -55,9 +55,11 @@ PostgreSQL store (SRC or DST) where a sluice serve host is alive (its
 heartbeat in sluice.hosts has not expired). The copy holds an LMDB
 store's writer lock while it runs.
 
-SRC is read in pages of --page records (default 1000) and DST written in
-commits of at most --batch writes (default 2000): memory stays bounded, and
-a line on stderr says how far it got every second or so. At the end the
+SRC is read in pages of --page records (default 1000; less for records of
+megabytes) and DST written in commits of at most --batch writes (default
+2000) or about 8 MB: memory holds a page, one run's steps and logs and one
+commit, whatever the size of the store. A line on stderr says how far it
+got every second or so. At the end the
 records of each type are counted in DST and compared with SRC and with what
 was copied; the summary says each count and whether all agree.
 

@@ -220,6 +220,11 @@ describe("sluice store copy", function()
     code, _, err = copy(url, back)
     assert.are.equal(2, code)
     assert.matches("the destination .*back is not empty", err)
+    -- a source database without the schema: nothing to copy from, and said so
+    local bare = inst:database("bare")
+    code, _, err = copy(bare, H.tmpdir() .. "/none")
+    assert.are.equal(2, code)
+    assert.matches("has no schema sluice .*run sluice store migrate", err)
   end)
 
   it("refuses a source in use: an LMDB store a serve holds, a PostgreSQL store with a live host", function()
@@ -257,7 +262,8 @@ local raw = require "sluice._store_raw"
 assert(storage.open(arg[1]))
 assert(raw.commit({ "schedules", "bad\0name", "{}" }))]])
     assert.are.equal(0, (H.sluice({ f, copied })))
-    local code, out, err = copy(copied, inst:database("copy5"))
+    -- one write per commit: what comes before the schedules is committed
+    local code, out, err = copy(copied, inst:database("copy5"), { "--batch", "1" })
     assert.are.equal(1, code, out)
     assert.matches("copying schedules 'bad\\0name': the destination refuses it", err)
     assert.matches("the destination holds part of the source now: empty it before copying again", err)
