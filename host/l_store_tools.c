@@ -17,6 +17,7 @@
  * thread of their own for that (protected: a failure is a finding, never a
  * raise on the loop). */
 #include <lauxlib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,7 +141,12 @@ static void op_finish(op *o, int nres) {
   o->nres = nres;
   if (!yielded) return; /* done before the call returned: it returns them */
   free(o);
-  vm_resume(co, NULL, nres);
+  if (lua_status(co) == LUA_YIELD) {
+    vm_resume(co, NULL, nres);
+  } else { /* resumed by somebody else meanwhile: nothing to hand it to */
+    fprintf(stderr, "sluice: a coroutine waiting for a store tool was resumed elsewhere; "
+                    "result dropped\n");
+  }
   luaL_unref(vm_of(co)->L, LUA_REGISTRYINDEX, ref);
 }
 
