@@ -9,7 +9,8 @@
  * their bytes, so no copy to NUL-terminate) and as decimal text for numbers
  * and days. Results come back as text. The structs and helpers the
  * backend's files share are in store_pg_int.h; runs, steps, run logs and
- * idempotency keys are in store_pg_runs.c. */
+ * idempotency keys are in store_pg_runs.c; what store copy and store check
+ * need beyond store.h in store_pg_tools.c. */
 #include "store_pg.h"
 
 #include <inttypes.h>

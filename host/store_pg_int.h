@@ -1,5 +1,5 @@
 /* store_pg_int.h: what the files of the PostgreSQL backend (store_pg.c,
- * store_pg_runs.c) share, and nothing else includes: the store and batch
+ * store_pg_runs.c, store_pg_tools.c) share, and nothing else includes: the store and batch
  * structs, statement parameters, and the read machinery (one statement
  * whose rows a parse callback copies into the caller's store.h structs,
  * then the caller's done runs). The interface is store_pg.h. */
