@@ -16,6 +16,8 @@
  *   b:trim_events{stream= | prefix=, after=, before_us=, keep=, limit=} -> n, last, more
  *   b:put_send(seq, {name=, data=, ts=}) -> id
  *   b:set_dispatch_cursor(seq)             b:put_consumer(name, state)
+ *   b:step_positions(run_id, step_id, "events" | "send")   PostgreSQL only:
+ *       the step put in b gets the positions the commit allocates (store_pg.h)
  * Reads fail with nil, "CODE: message", "CODE"; a value that cannot be
  * stored raises with what is wrong (the caller names the event). */
 #include <lauxlib.h>
@@ -547,6 +549,28 @@ static int l_put_send(lua_State *L) {
   return 1;
 }
 
+/* b:step_positions(run_id, step_id, "events" | "send") -> b: on a
+ * PostgreSQL batch, the step (put in b before) records the ids of b's
+ * events, or {seq = b's send}, as the commit allocates them. An LMDB batch
+ * has no use for it: its positions are the caller's, known before. */
+static int l_step_positions(lua_State *L) {
+  pgstore_batch *pb = l_store_pg_batch(L, 1);
+  size_t rn, sn;
+  const char *run = luaL_checklstring(L, 2, &rn);
+  const char *step = luaL_checklstring(L, 3, &sn);
+  static const char *const kinds[] = {"events", "send", NULL};
+  int kind = luaL_checkoption(L, 4, NULL, kinds) == 0 ? PGSTORE_EVENT_IDS : PGSTORE_FIRST_SEND;
+  if (!pb) {
+    return luaL_error(L, "step_positions is for a PostgreSQL batch: on LMDB the caller allocates "
+                         "positions and records them itself");
+  }
+  if (pgstore_step_positions(pb, run, rn, step, sn, kind) != 0) {
+    return luaL_error(L, "step_positions: a run or step id holds a NUL byte");
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
 /* pushes the decoded JSON records of rows: sends get seq and id fields */
 static int push_rows(lua_State *L, box *x, int sends) {
   char err[512];
@@ -759,6 +783,7 @@ void l_store_events(lua_State *L, int module_idx, int methods_idx) {
                                      {"put_send", l_put_send},
                                      {"set_dispatch_cursor", l_set_dispatch_cursor},
                                      {"put_consumer", l_put_consumer},
+                                     {"step_positions", l_step_positions},
                                      {NULL, NULL}};
   lua_pushvalue(L, module_idx);
   luaL_setfuncs(L, fns, 0);

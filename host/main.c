@@ -59,7 +59,8 @@ static const char usage[] =
     "                          the next fire times of a cron expression, in UTC\n"
     "  FILE.lua [ARGS...]      run a Lua script inside the host (like the lua executable)\n"
     "\n"
-    "Every command takes --help. The default store is ./.sluice.\n";
+    "Every command takes --help. The default store is ./.sluice; --store\n"
+    "postgres://USER@HOST:PORT/DB (or SLUICE_STORE) selects PostgreSQL.\n";
 
 /* The vm lives as long as the process: os.exit from a script leaves it
  * reachable, not leaked. */

@@ -110,6 +110,7 @@ pgstore_batch *pgstore_batch_new(void) {
   b->pb = pg_batch_new();
   b->appends = (sbuf)SBUF_INIT;
   b->sends = (sbuf)SBUF_INIT;
+  b->steps = (sbuf)SBUF_INIT;
   return b;
 }
 
@@ -118,6 +119,7 @@ void pgstore_batch_free(pgstore_batch *b) {
   if (b->pb) pg_batch_free(b->pb);
   sbuf_free(&b->appends);
   sbuf_free(&b->sends);
+  sbuf_free(&b->steps);
   free(b);
 }
 
@@ -221,6 +223,30 @@ int pgstore_commit(pgstore *s, pgstore_batch *b, pgstore_commit_fn done, void *c
               "$4::text::json FROM sluice.counters e, sluice.counters t "
               "WHERE e.name = 'events' AND t.name = 'events_ts'", &p);
     }
+  }
+  /* after the appends: the counters hold this batch's last positions now
+   * (its statements run together, and the counter rows are locked by it) */
+  const char *q = b->steps.data;
+  for (size_t i = 0; i < b->nsteps; i++) {
+    int kind = (unsigned char)*q++;
+    const char *run, *step;
+    size_t rn, sn;
+    q = get_part(q, &run, &rn);
+    q = get_part(q, &step, &sn);
+    p.n = 0;
+    p_str(&p, run, rn);
+    p_str(&p, step, sn);
+    p_i64(&p, (int64_t)(kind == PGSTORE_EVENT_IDS ? b->events : b->nsends));
+    /* 1 / 0 (22012) when the step's row is missing: the batch fails */
+    add(pb, kind == PGSTORE_EVENT_IDS
+                ? "WITH u AS (UPDATE sluice.steps SET payload = (SELECT json_agg(lpad(to_hex(x), 16, "
+                  "'0') ORDER BY x) FROM generate_series(c.value - $3::bigint + 1, c.value) x) "
+                  "FROM sluice.counters c WHERE c.name = 'events' AND run_id = $1::text AND "
+                  "step_id = $2::text RETURNING 1) SELECT 1 / count(*) FROM u"
+                : "WITH u AS (UPDATE sluice.steps SET payload = json_build_object('seq', c.value - "
+                  "$3::bigint + 1) FROM sluice.counters c WHERE c.name = 'sends' AND run_id = "
+                  "$1::text AND step_id = $2::text RETURNING 1) SELECT 1 / count(*) FROM u",
+        &p);
   }
   b->pb = NULL;
   pgstore_batch_free(b);
@@ -613,6 +639,22 @@ void pgstore_dispatch_cursor(pgstore *s, uint64_t *seq, pgstore_done_fn done, vo
   rd *r = pgs_new_rd(s, parse_last, done, cookie);
   r->out = seq;
   pgs_send_read(r, "SELECT after FROM sluice.cursors WHERE name = 'dispatch'", NULL);
+}
+
+/* ---- the record of a step that appended or sent ------------------------- */
+
+int pgstore_step_positions(pgstore_batch *b, const char *run_id, size_t rn, const char *step_id,
+                           size_t sn, int kind) {
+  if (has_nul(run_id, rn) || has_nul(step_id, sn) ||
+      (kind != PGSTORE_EVENT_IDS && kind != PGSTORE_FIRST_SEND)) {
+    return STORE_EINVAL;
+  }
+  unsigned char k = (unsigned char)kind;
+  sbuf_add(&b->steps, &k, 1);
+  put_part(&b->steps, run_id, rn);
+  put_part(&b->steps, step_id, sn);
+  b->nsteps++;
+  return 0;
 }
 
 /* ---- records by name: consumers, schedules, keys, namespaces ------------ */

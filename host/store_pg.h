@@ -148,6 +148,19 @@ void pgstore_sends_last(pgstore *s, uint64_t *seq, pgstore_done_fn done, void *c
 void pgstore_set_dispatch_cursor(pgstore_batch *b, uint64_t seq);
 void pgstore_dispatch_cursor(pgstore *s, uint64_t *seq, pgstore_done_fn done, void *cookie);
 
+/* ---- the record of a step that appended or sent ---- */
+/* The step (run_id, step_id), put earlier in b (its row exists when the
+ * commit reaches this), gets as its result what the commit allocated, in
+ * the same transaction: PGSTORE_EVENT_IDS the list of the ids (16 hex
+ * digits) of b's events, PGSTORE_FIRST_SEND {"seq": the position of b's
+ * first send}. These are the results `emit` and `send` record inside a run
+ * on LMDB, where the caller knows the positions before the commit; here
+ * replay finds the committed ones. The commit fails (STORE_EINVAL) if the
+ * step's row is not there. STORE_EINVAL for a NUL in an id. */
+enum { PGSTORE_EVENT_IDS = 1, PGSTORE_FIRST_SEND = 2 };
+int pgstore_step_positions(pgstore_batch *b, const char *run_id, size_t rn, const char *step_id,
+                           size_t sn, int kind);
+
 /* ---- consumers ---- */
 int pgstore_put_consumer(pgstore_batch *b, const char *name, size_t namen, const char *json,
                          size_t jsonn);

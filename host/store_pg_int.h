@@ -30,6 +30,8 @@ struct pgstore_batch {
   int64_t first_ts;
   sbuf sends; /* (u32 length, JSON) per send */
   size_t nsends;
+  sbuf steps; /* pgstore_step_positions: (u8 kind, (u32 length, bytes) x 2: run, step) per step */
+  size_t nsteps;
 };
 
 static inline void *xalloc(size_t n) {

@@ -112,7 +112,7 @@ for _, g in ipairs(groups) do require(g) end
 --- message.
 function M.start(opts, launch)
   local h = opts.http or M.options({})
-  local ctx = { launch = launch, opts = h, store = opts.store, started_us = clock.now(), ready = false }
+  local ctx = { launch = launch, opts = h, store = require("sluice._store").dir() or opts.store, started_us = clock.now(), ready = false }
   M.ctx = ctx
   local n = require("sluice.engine").index_runs()
   if n > 0 then http.log("run listings: indexed the %d runs the store had", n) end

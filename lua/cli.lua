@@ -40,7 +40,7 @@ local function errf(fmt, ...) io.stderr:write("sluice: ", fmt:format(...), "\n")
 
 local USAGE = {
   run = [[
-usage: sluice run FILE [--pipeline NAME] [--input JSON] [--id RUN_ID] [--store DIR] [--debug]
+usage: sluice run FILE [--pipeline NAME] [--input JSON] [--id RUN_ID] [--store DIR|URL] [--debug]
                  [--step-timeout DURATION]
                  [--env ENV] [--namespace NS]
 
@@ -55,7 +55,13 @@ same --id and finished steps return their stored result without running.
   --id RUN_ID      the run id; of an unfinished run: resume it; of a
                    completed run: print its stored result, run nothing (an
                    existing run keeps its stored input)
-  --store DIR      the store (default ./.sluice; DIR's parent must exist)
+  --store DIR|URL  the store (default $SLUICE_STORE, else ./.sluice; DIR's parent
+                   must exist): a directory (LMDB) or postgres://USER@HOST:PORT/DB
+                   (PostgreSQL, after sluice store migrate)
+  --state-dir DIR  with a PostgreSQL store: where this host keeps its writer
+                   lock and control socket (default $SLUICE_STATE_DIR, else
+                   $XDG_RUNTIME_DIR/sluice/<hash of the URL>, else
+                   /tmp/sluice-<uid>/<hash>); every command taking --store takes it
   --debug          keep sluice's own frames in tracebacks (also SLUICE_DEBUG=1)
   --step-timeout DURATION
                    the timeout of steps that set none (default: none; with a
@@ -72,7 +78,7 @@ the next start). While it runs here, sluice cancel reaches it.
 Exit: 0 completed, 1 the pipeline failed, 2 bad usage or bad input.
 ]],
   runs = [[
-usage: sluice runs [--pipeline NAME] [--status S] [--limit N] [--store DIR] [--json]
+usage: sluice runs [--pipeline NAME] [--status S] [--limit N] [--store DIR|URL] [--json]
 
 Lists runs, newest first. Works while another sluice process writes the store.
 
@@ -86,12 +92,13 @@ DURATION is the time since the run was created (to its end, or so far);
 status RUN_ID also shows its last attempt's.
 ]],
   serve = [[
-usage: sluice serve [DIR] [--store DIR] [--grace DURATION] [--step-timeout DURATION] [--debug] [--listen HOST:PORT]... [--no-http]
+usage: sluice serve [DIR] [--store DIR|URL] [--grace DURATION] [--step-timeout DURATION] [--debug] [--listen HOST:PORT]... [--no-http]
                     [--log-format logfmt|json] [--env ENV]
 
 The long-lived host: loads every .lua file under DIR (default pipelines/),
 resumes the unfinished runs of the store, fires the schedules defined with
-`every`, answers <store>/control.sock (run, cancel, rerun, trigger, reload),
+`every`, answers <store>/control.sock (run, cancel, rerun, trigger, reload;
+on PostgreSQL in --state-dir, see sluice run --help),
 and logs one line per run start and end on stderr. A file under DIR that
 changes, appears or goes is reloaded (one log line each; on an error its
 old version stays); SIGHUP or `sluice reload` reloads every file. SIGINT or
@@ -120,14 +127,14 @@ Log lines:
   --env ENV            {{env}} in templates (default: $SLUICE_ENV, else dev)
 ]],
   schedules = [[
-usage: sluice schedules [--store DIR] [--json]
+usage: sluice schedules [--store DIR|URL] [--json]
 
 Lists the schedules in the store: name, canonical spec (a cron expression or
 a fixed interval), time zone, catch-up and overlap policies, next and last
 fire, runs started, enabled. --json adds the next 5 fire times of each.
 ]],
   events = [[
-usage: sluice events STREAM [--after ID | --from POS] [--limit N] [--follow] [--store DIR] [--json]
+usage: sluice events STREAM [--after ID | --from POS] [--limit N] [--follow] [--store DIR|URL] [--json]
 
 Prints the events of a stream key, or of every key with a prefix (orders:*),
 in append order: id, time, type, stream, data. POS is TRIM_HORIZON (the
@@ -141,13 +148,13 @@ events while keys under it do gets a hint on stderr (no events under key
 Lines) as they arrive.
 ]],
   consumers = [[
-usage: sluice consumers [--store DIR] [--json]
+usage: sluice consumers [--store DIR|URL] [--json]
 
 Lists stream consumers: name, stream pattern, checkpoint (the last event
 handled) and lag (events after it).
 ]],
   cancel = [[
-usage: sluice cancel RUN_ID [--wait DURATION] [--store DIR]
+usage: sluice cancel RUN_ID [--wait DURATION] [--store DIR|URL]
 
 Cancels a run: it stops at its next step boundary, sleep or wait; finished
 steps stay; its status becomes "cancelled"; its child runs are cancelled too.
@@ -158,7 +165,7 @@ it ended. Exit: 0 cancelled or cancel registered, 1 the run ended otherwise
 or its process died first, 2 no such run or it had ended.
 ]],
   rerun = [[
-usage: sluice rerun RUN_ID --from STEP_ID [--id NEW_ID] [--store DIR]
+usage: sluice rerun RUN_ID --from STEP_ID [--id NEW_ID] [--store DIR|URL]
 
 Re-runs a run from a step: a new run of the same pipeline (loaded from the
 file recorded in the run) and input that reuses the stored results of every
@@ -166,7 +173,7 @@ step that started before STEP_ID and executes the rest. Prints the result
 as JSON like `sluice run`. When sluice serve owns the store, serve runs it.
 ]],
   trigger = [[
-usage: sluice trigger SCHEDULE [--input JSON] [--wait] [--store DIR]
+usage: sluice trigger SCHEDULE [--input JSON] [--wait] [--store DIR|URL]
 
 Starts a run of a schedule now, in the sluice serve that owns the store
 (over its control socket), outside the schedule's overlap policy. The run's
@@ -175,7 +182,7 @@ the schedule's input; --wait waits for the run's end and prints its result
 as JSON like `sluice run` (exit 1 if it failed).
 ]],
   reload = [[
-usage: sluice reload [--store DIR] [--json]
+usage: sluice reload [--store DIR|URL] [--json]
 
 Makes the sluice serve that owns the store load every pipeline file of its
 directory again (as SIGHUP does), changed or not, and prints one line per
@@ -199,7 +206,7 @@ Writes the LuaCATS stubs of the pipeline API and the sluice.* modules
 add DIR to "workspace.library" in your .luarc.json.
 ]],
   status = [[
-usage: sluice status RUN_ID [--logs] [--store DIR] [--json]
+usage: sluice status RUN_ID [--logs] [--store DIR|URL] [--json]
 
 Shows one run: pipeline, status, times, the source hash of its file, its
 error, and each step with its status, attempts, duration and result size.
@@ -249,29 +256,38 @@ local function parse(args, spec)
   return opts, pos
 end
 
--- The store a command names: --store, $SLUICE_STORE, ./.sluice. A
--- PostgreSQL URL is refused, saying why, until runs are on that backend.
+-- The store a command names (--store, $SLUICE_STORE, ./.sluice: a
+-- directory, or a postgres:// URL) and the directory of this host's files
+-- of it, the writer lock and control socket (sluice.state_dir): store,
+-- state dir; or nil and why.
 local function store_of(opts)
-  local dir = opts.store or os.getenv("SLUICE_STORE") or ".sluice"
-  if require("sluice.pg_schema").is_url(dir) then
-    return nil, "this command does not run on a PostgreSQL store yet: its events, sends, "
-      .. "consumers, schedules, keys and quotas are there, runs and steps are not (issue 15); "
-      .. "use --store DIR (LMDB). sluice store migrate --store URL prepares the database"
-  end
-  return dir
+  local target = opts.store or os.getenv("SLUICE_STORE") or ".sluice"
+  local state, why = require("sluice.state_dir").of(target, opts["state-dir"])
+  if not state then return nil, why end
+  return target, state
 end
 
+local store_target, state_dir -- what open_store opened, and its state dir
+
+-- Opens the store a command names. A PostgreSQL store is asked for its
+-- schema at once: one not migrated (or newer than this sluice) is refused
+-- here, saying what to do, before the command does anything.
 local function open_store(opts, readonly)
-  local dir, why = store_of(opts)
-  if not dir then
+  local target, why = store_of(opts)
+  if not target then
     errf("%s", why)
     return false
   end
-  local ok, msg = store.open(dir, readonly)
+  local ok, msg = store.open(target, readonly)
+  if ok then
+    msg = require("sluice.pg_schema").unusable(store)
+    ok = msg == nil
+  end
   if not ok then
     errf("%s", msg)
     return false
   end
+  store_target, state_dir = target, why
   return true
 end
 
@@ -284,6 +300,7 @@ end
 -- The start of every command: parse its options, answer --help. Returns
 -- opts, positional, or nil and the exit code to return.
 local function begin(cmd, args, spec)
+  if spec.store then spec["state-dir"] = "value" end
   local opts, pos = parse(args, spec)
   if not opts then return nil, usage_error(cmd, pos) end
   if opts.help then
@@ -299,7 +316,14 @@ end
 -- work). Returns "mine", "free" or a control client; or nil after printing
 -- why (exit 2).
 local function find_writer(take, serve_only)
-  local w, err, code = control.find_writer(store.dir(), {
+  if take then
+    local ok, why = require("sluice.state_dir").ensure(store_target, state_dir)
+    if not ok then
+      errf("%s", why)
+      return nil
+    end
+  end
+  local w, err, code = control.find_writer(state_dir, {
     take = take and "run" or nil, roles = serve_only and { serve = true } or nil,
     notice = function(msg) errf("%s", msg) end,
   })
@@ -471,12 +495,12 @@ function M.run(args)
   if not open_store(opts, false) then return 2 end
   if opts.id and not check_existing(opts.id, opts.input and input) then return 2 end
   local events = require "sluice.events"
-  local sent_before = events.last_seq()
+  local sent_before = events.sent_count()
   local rec, code = run_or_hand_over(p, input, opts.id or ids.new_id(),
     opts.namespace and { fields = { namespace = opts.namespace } })
   if not rec then return code end
   -- sends of this process (a run handed to serve sends there)
-  local sent = events.last_seq() - sent_before
+  local sent = events.sent_count() - sent_before
   if sent > 0 then
     io.stderr:write(("sluice: %d event%s sent; their handlers run when 'sluice serve' starts\n"):format(
       sent, sent > 1 and "s" or ""))
@@ -501,7 +525,7 @@ end
 -- Executes run id of p here, listening on the control socket meanwhile so
 -- that sluice cancel reaches it. Returns the record, or nil and 2.
 local function run_here(p, input, id, exec_opts)
-  local listening, lerr = control.listen(store.dir(), { role = "run", run_id = id })
+  local listening, lerr = control.listen(state_dir, { role = "run", run_id = id })
   if not listening then errf("warning: %s: this run cannot be cancelled from another process", lerr) end
   local rec, err = engine.execute(p, input, id, exec_opts)
   if listening then control.close(("sluice run of %s ended"):format(id)) end
@@ -791,13 +815,13 @@ function M.serve(args)
     if not ok then return usage_error("serve", v) end
     grace_ms = v
   end
-  local store_dir, why = store_of(opts)
+  local store_dir, state = store_of(opts)
   if not store_dir then
-    errf("%s", why)
+    errf("%s", state)
     return 2
   end
   local ok, err = require("sluice.serve").run({
-    dir = pos[1] or "pipelines", grace_ms = grace_ms, http = http_opts, store = store_dir,
+    dir = pos[1] or "pipelines", grace_ms = grace_ms, http = http_opts, store = store_dir, state = state,
   })
   if not ok then
     errf("%s", err)
@@ -1128,7 +1152,7 @@ function M.namespaces(args) return require("sluice.cli_keys").namespaces(args) e
 function M.store(args) return require("sluice.cli_store").store(args) end
 
 USAGE.repl = [[
-usage: sluice repl [--store DIR] [-e CHUNK] [--json] [--eval-timeout DURATION]
+usage: sluice repl [--store DIR|URL] [-e CHUNK] [--json] [--eval-timeout DURATION]
 
 Evaluates Lua inside the process that owns the store (sluice serve, or a
 foreground sluice run), over its control socket: help() lists the helpers
@@ -1141,7 +1165,7 @@ the inspection helpers alone are offered, evaluated here (said at start).
   --json                 values as JSON (one value, or an array of several)
   --eval-timeout D       stop an evaluation that runs Lua for longer than D
                          without waiting (default 5s); the host keeps serving
-  --store DIR            the store (default ./.sluice)
+  --store DIR|URL        the store (default ./.sluice; sluice run --help says more)
 
 With stdin not a terminal (sluice repl < script.lua) the whole input is one
 chunk. Interactively: line editing and history (~/.sluice_history), Tab
@@ -1164,13 +1188,13 @@ function M.repl(args)
     if not ok then return usage_error("repl", v) end
     timeout_ms = v
   end
-  local store_dir, why = store_of(opts)
+  local store_dir, state = store_of(opts)
   if not store_dir then
-    errf("%s", why)
+    errf("%s", state)
     return 2
   end
   return require("sluice.repl").main({
-    store = store_dir,
+    store = store_dir, state = state,
     chunk = opts.eval, json = opts.json, timeout_ms = timeout_ms,
   })
 end

@@ -12,9 +12,9 @@ local function out(...) io.stdout:write(...) end
 local function errf(fmt, ...) io.stderr:write("sluice: ", fmt:format(...), "\n") end
 
 cli.USAGE.keys = [[
-usage: sluice keys add NAME [--namespace NS] [--role admin|runner|reader] [--store DIR]
-       sluice keys list [--store DIR] [--json]
-       sluice keys revoke NAME [--store DIR]
+usage: sluice keys add NAME [--namespace NS] [--role admin|runner|reader] [--store DIR|URL]
+       sluice keys list [--store DIR|URL] [--json]
+       sluice keys revoke NAME [--store DIR|URL]
 
 API keys of the HTTP API. Once a key exists, every route but /health and
 /ready needs one (X-API-Key: KEY or Authorization: Bearer KEY). add prints
@@ -26,8 +26,8 @@ key's runs, stream keys and schedules. Works while sluice serve runs.
 
 cli.USAGE.namespaces = [[
 usage: sluice namespaces set NS [--runs-per-day N] [--concurrent-runs N]
-                                [--events-per-second N] [--status active|trial|suspended] [--store DIR]
-       sluice namespaces list [--store DIR] [--json]
+                                [--events-per-second N] [--status active|trial|suspended] [--store DIR|URL]
+       sluice namespaces list [--store DIR|URL] [--json]
 
 Namespaces (organisations) of the HTTP API and their quotas; 0 removes a
 limit. Over a limit the API answers 429 with Retry-After; a suspended

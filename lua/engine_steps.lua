@@ -427,7 +427,12 @@ end
 --- to store and, optionally, a function add(b) that adds more records to the
 --- store batch b committed with the step record (an emitted event and the
 --- record that it was emitted commit together, so replay never emits
---- twice). Later, the stored value is returned. Returns value, replayed.
+--- twice); add(b, run_id, step_id) may name the step's record. On
+--- PostgreSQL, where the commit allocates the positions of events and sends,
+--- produce's third value committed(first_event, first_send) gives the value
+--- once they are known (the record gets them in the same commit:
+--- b:step_positions). Later, the stored value is returned. Returns value,
+--- replayed.
 function M.memo(kind, produce, level)
   level = (level or 1) + 1
   local br = current_branch(kind, level)
@@ -449,13 +454,14 @@ function M.memo(kind, produce, level)
   end
   if M.stopping then park() end
   local started = clock.now()
-  local value, add = produce()
+  local value, add, committed = produce()
   local b = store.batch()
   local put, eerr = b:put_step(run.id, br.name, pos, id, "completed", 1, started, clock.now() - started, value)
   if not put then error(("%s: %s"):format(kind, without_code(eerr)), level) end
-  if add then add(b) end
+  if add then add(b, run.id, id) end
   local ok, msg, code = b:commit()
   if not ok then M.run_store_error(run, ("%s: storing it"):format(kind), msg, code) end
+  if committed then value = committed(msg, code) end -- true, first event, first send
   run.executed = run.executed + 1
   return value, false
 end

@@ -31,11 +31,18 @@ local function load_seq()
   next_seq = must("send", store.sends_last()) + 1
 end
 
---- The sequence of the last event sent (0 if none).
+--- The sequence of the last event sent (0 if none). On PostgreSQL, where
+--- the commit allocates positions (other hosts send too), a read.
 function M.last_seq()
+  if store.remote() then return (must("send", store.sends_last())) end
   load_seq()
   return next_seq - 1
 end
+
+local sent_here = 0 -- sends committed by this process (replays not counted)
+
+--- How many events this process has sent.
+function M.sent_count() return sent_here end
 
 local function matches(pattern, name)
   if pattern:sub(-1) == "*" then return name:sub(1, #pattern - 1) == pattern:sub(1, -2) end
@@ -48,39 +55,44 @@ local sent_listeners = {} -- f(seq, event) after each durable send
 --- like a step: replay does not send again.
 function M.send(name, data)
   if type(name) ~= "string" or name == "" then error("send: the event name must be a non-empty string", 2) end
-  -- the send at the next position, and what adds it to a batch; an
-  -- unstorable value raises before a position is taken
+  -- the send's record {seq=}, what adds it to a batch b (inside a run, the
+  -- step run_id/step_id records it) and, on PostgreSQL, what makes the
+  -- record of the position the commit allocated; an unstorable value
+  -- raises before a position is taken
+  local ev = { name = name, data = data, ts = clock.iso(clock.now()) }
   local function produce()
-    load_seq()
-    local seq = next_seq
-    local ev = { name = name, data = data, ts = clock.iso(clock.now()) }
+    local remote = store.remote()
+    if not remote then load_seq() end
+    local seq = remote and 0 or next_seq
     local check = store.batch()
     local ok, err = pcall(check.put_send, check, seq, ev)
     if not ok then error(("send %q: the event cannot be stored: %s"):format(name, err), 4) end
+    if remote then
+      return { seq = 0 }, function(b, run_id, step_id)
+        b:put_send(0, ev)
+        if run_id then b:step_positions(run_id, step_id, "send") end
+      end, function(_, first_send) return { seq = first_send } end
+    end
     next_seq = seq + 1
-    return { seq = seq, ev = ev }, function(b) b:put_send(seq, ev) end
+    return { seq = seq }, function(b) b:put_send(seq, ev) end
   end
   local sent
   if sched.context() and sched.context().run then
     local replayed
-    local ev
-    sent, replayed = engine.memo("send", function()
-      local v, add = produce()
-      ev = v.ev
-      return { seq = v.seq }, add
-    end, 2)
+    sent, replayed = engine.memo("send", produce, 2)
     if replayed then return id_of(sent.seq) end
-    sent.ev = ev
   else
     registry.forbid_at_load("send", 2)
-    local add
-    sent, add = produce()
+    local add, committed
+    sent, add, committed = produce()
     local b = store.batch()
     add(b)
-    local ok, msg = b:commit()
+    local ok, msg, first_send = b:commit()
     if not ok then error(("send %q: %s"):format(name, msg), 2) end
+    if committed then sent = committed(msg, first_send) end
   end
-  for _, f in ipairs(sent_listeners) do f(sent.seq, sent.ev) end
+  sent_here = sent_here + 1
+  for _, f in ipairs(sent_listeners) do f(sent.seq, ev) end
   return id_of(sent.seq)
 end
 
@@ -187,7 +199,12 @@ function M.run_dispatcher(launch, log)
     elseif #sends == 0 then
       failures = 0
       waiting = true
-      sched.wait()
+      require("sluice.stream").idle(function()
+        if waiting then
+          waiting = false
+          sched.wake(me)
+        end
+      end)
     else
       local b, ids = store.batch(), {}
       local last, derr = cursor, nil

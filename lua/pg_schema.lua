@@ -229,6 +229,17 @@ function M.migrate(c)
   return from, v
 end
 
+--- Nil when the store just opened (sluice._store) can be used, else why not:
+--- on PostgreSQL one read, which a database without this binary's schema
+--- fails saying to run sluice store migrate (or to upgrade sluice), and a
+--- server that cannot be reached fails too. Before a command does anything.
+function M.unusable(store)
+  if not store.remote() then return nil end
+  local last, msg = store.sends_last()
+  if last ~= nil then return nil end
+  return (tostring(msg):gsub("^%u+: ", ""))
+end
+
 --- Nil if the schema is the one this binary knows, else why not (a store
 --- backend refuses to start on it).
 function M.check(c)

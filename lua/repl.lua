@@ -35,10 +35,12 @@ end
 ---------------------------------------------------------------------------
 -- the two targets of evaluation: a live host, or this process (offline)
 
--- Connects to the store's writer. Returns a target {live=, client=,
--- holder=, session=, note=}, or nil and why not (exit 2).
+local state_dir -- the store's writer lock and control socket (sluice.state_dir)
+
+-- Connects to the writer of store dir (a directory or a URL). Returns a
+-- target {live=, client=, holder=, session=, note=}, or nil and why not (exit 2).
 local function connect(dir, quiet)
-  local w, err, code = control.find_writer(dir, {
+  local w, err, code = control.find_writer(state_dir, {
     wait_ms = 5000,
     notice = not quiet and function(msg) errf("%s", msg) end or nil,
   })
@@ -51,6 +53,7 @@ local function connect(dir, quiet)
 end
 
 local function banner(t, dir)
+  dir = require("sluice.state_dir").public_url(dir)
   if t.live then
     return ("sluice repl: connected to sluice %s (pid %d) on %s; code runs inside it.\n"
       .. "help() lists the helpers; Ctrl-C interrupts, Ctrl-D leaves.\n"):format(t.holder.role, t.holder.pid, dir)
@@ -305,11 +308,13 @@ end
 
 ---------------------------------------------------------------------------
 
---- Runs sluice repl. opts: {store = dir, chunk = -e text, json = bool,
---- timeout_ms = of an evaluation}. Returns the exit code.
+--- Runs sluice repl. opts: {store = dir or URL, state = its state dir,
+--- chunk = -e text, json = bool, timeout_ms = of an evaluation}. Returns
+--- the exit code.
 function M.main(opts)
   local dir = opts.store
-  if not uv.fs_stat(dir) then
+  state_dir = opts.state or dir
+  if not require("sluice.pg_schema").is_url(dir) and not uv.fs_stat(dir) then
     -- what opening it says (no store there)
     local _, msg = store.open(dir, true)
     errf("%s", msg or ("no store at " .. dir))

@@ -78,8 +78,10 @@ local LOCK_WAIT_MS = 30000
 
 -- Takes the writer lock as serve. A sluice run holding it is waited for
 -- (bounded, said in the log): serve and run started together both work.
-local function take_lock(store)
-  local path = store .. "/writer.lock"
+local function take_lock(store, state)
+  local dok, derr = require("sluice.state_dir").ensure(store, state)
+  if not dok then return nil, derr end
+  local path = state .. "/writer.lock"
   local t0 = clock.hrtime()
   local said = false
   while true do
@@ -100,11 +102,14 @@ local function take_lock(store)
   end
 end
 
----@param opts table {dir=, store=, grace_ms=}
+---@param opts table {dir=, store=, state= (its state dir: sluice.state_dir), grace_ms=}
 function M.run(opts)
+  opts.state = opts.state or opts.store
   local ok, err = storage.open(opts.store)
   if not ok then return nil, err end
-  ok, err = take_lock(opts.store)
+  err = require("sluice.pg_schema").unusable(storage)
+  if err then return nil, err end
+  ok, err = take_lock(opts.store, opts.state)
   if not ok then return nil, err end
 
   -- hot reload: watched before it is read, so that no change is missed
@@ -114,10 +119,11 @@ function M.run(opts)
   if not loaded then return nil, nfiles end
   log("serving %s: %d of %d files loaded, %d pipelines, %d schedules, store %s (pid %d)",
     opts.dir, loaded, nfiles, (function() local n = 0; for _ in pairs(engine.pipelines) do n = n + 1 end; return n end)(),
-    #every.order, opts.store, uv.os_getpid())
+    #every.order, storage.remote() and ("%s, state dir %s"):format(storage.dir(), opts.state) or opts.store,
+    uv.os_getpid())
 
   -- the control socket: requests of other sluice processes
-  local lok, lerr = control.listen(opts.store, {
+  local lok, lerr = control.listen(opts.state, {
     role = "serve", dir = opts.dir, execute = execute,
     start = function(p, input, id, exec_opts) launch(p, input, id, exec_opts) end,
     -- a pipeline of a file written a moment ago: loaded now, not after the debounce

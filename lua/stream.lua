@@ -6,8 +6,11 @@
 --- An event is {id, type, stream, ts, data}. Ids are 16 hex digits of the
 --- log position, so they sort in append order as strings. The store keeps
 --- the log and an index per stream key (sluice._store: read_events,
---- append_events). One process writes a store at a time (sluice serve and
---- sluice run take the store's lock), so the next position is kept in memory.
+--- append_events). On LMDB one process writes a store at a time (sluice
+--- serve and sluice run take the store's lock), so the next position is kept
+--- in memory. On PostgreSQL several hosts append: the commit allocates the
+--- positions (and keeps times from decreasing) and returns the first, so an
+--- id is known once its event is committed; nothing here counts.
 local clock = require "sluice._clock"
 local json = require "sluice._codec" -- store records: exact
 local store = require "sluice._store"
@@ -41,8 +44,9 @@ local function load_seq()
   next_seq, last_ts = last + 1, ts
 end
 
---- The id of the last event appended, or nil.
+--- The position of the last event appended (0 if none).
 function M.last_seq()
+  if store.remote() then return (must("the stream", store.events_last())) end
   load_seq()
   return next_seq - 1
 end
@@ -92,22 +96,40 @@ end
 
 -- Commits the events; inside a run as a memoized internal step whose record
 -- commits with them, so replay does not emit again. Returns their ids.
+-- On PostgreSQL: the events and, inside a run, the record of the step
+-- that gets their ids in the same commit; and the ids from the first position.
+local function remote_emit(list, what)
+  local n, ts = #list, clock.now()
+  return false, function(b, run_id, step_id)
+    append(b, list, 0, ts, what)
+    if run_id then b:step_positions(run_id, step_id, "events") end
+  end, function(first) return ids_from(first, n) end
+end
+
 local function emit_list(list, what)
   local n = #list
   local ids
   if sched.context() and sched.context().run then
     ids = engine.memo("emit", function()
+      if store.remote() then return remote_emit(list, what) end
       local first, ts = reserve(n)
       return ids_from(first, n), function(b) append(b, list, first, ts, what) end
     end, 3)
   else
     registry.forbid_at_load(what, 3)
-    local first, ts = reserve(n)
     local b = store.batch()
-    append(b, list, first, ts, what)
-    local ok, msg = b:commit()
-    if not ok then error(("%s: %s"):format(what, msg), 3) end
-    ids = ids_from(first, n)
+    local first, ts, committed
+    if store.remote() then
+      local add
+      _, add, committed = remote_emit(list, what)
+      add(b)
+    else
+      first, ts = reserve(n)
+      append(b, list, first, ts, what)
+    end
+    local ok, res = b:commit() -- on PostgreSQL: true, the first position
+    if not ok then error(("%s: %s"):format(what, res), 3) end
+    ids = committed and committed(res) or ids_from(first, n)
   end
   appended()
   return ids
@@ -299,7 +321,7 @@ function M.run_consumer(c, log)
     local events = M.read({ stream = c.pattern, after = state.after, limit = c.batch }, true)
     if #events == 0 then
       waiting = true
-      sched.wait()
+      M.idle(wake)
     else
       local first = events[1].id
       local moved -- the new state, when the checkpoint committed with the run
@@ -340,6 +362,22 @@ function M.run_consumer(c, log)
   for i, f in ipairs(listeners) do
     if f == wake then table.remove(listeners, i) break end
   end
+end
+
+--- How often a loop with nothing to do looks again on PostgreSQL, where
+--- other processes' appends wake nobody here (ms).
+M.poll_ms = 1000
+
+--- Waits for wake() (the task's own, which ends the wait once); on
+--- PostgreSQL it is called after M.poll_ms at the latest.
+function M.idle(wake)
+  local t
+  if store.remote() then
+    t = require("luv").new_timer()
+    t:start(M.poll_ms, 0, wake)
+  end
+  sched.wait()
+  if t then t:close() end
 end
 
 -- consumers running in this process (sluice serve): name -> {c=, after = {fn}}

@@ -24,16 +24,22 @@ describe("sluice store migrate", function()
     return names
   end
 
-  it("is the one command that takes a PostgreSQL store until runs are on it, and the others say so", function()
+  it("is what every other command asks for on a database without the schema, before doing anything", function()
     local url = inst:database("m0")
-    for _, args in ipairs({ { "runs", "--store", url }, { "serve", "--no-http", "--store", url } }) do
+    local state = H.tmpdir()
+    for _, args in ipairs({ { "runs", "--store", url }, { "serve", "--no-http", "--store", url, "--state-dir", state },
+      { "events", "orders", "--store", url }, { "keys", "list", "--store", url } }) do
       local code, _, err = H.sluice(args)
       assert.are.equal(2, code, err)
-      assert.matches("does not run on a PostgreSQL store yet: .*runs and steps are not", err)
+      assert.matches("has no schema sluice %(this sluice needs version %d+%): run sluice store migrate", err)
     end
-    local code, _, err = H.sluice({ "run", "pipelines/daily_etl.lua" }, { env = { "SLUICE_STORE=" .. url } })
+    local code, out, err = H.sluice({ "run", "pipelines/daily_etl.lua" },
+      { env = { "SLUICE_STORE=" .. url, "SLUICE_STATE_DIR=" .. state } })
     assert.are.equal(2, code, err)
-    assert.matches("use %-%-store DIR", err)
+    assert.are.equal("", out)
+    assert.matches("run sluice store migrate", err)
+    -- nothing was written: still no schema
+    assert.are.same({}, tables(url))
   end)
 
   it("makes the store refuse reads and writes on a database without the schema, saying to migrate", function()
@@ -93,6 +99,13 @@ describe("sluice store migrate", function()
     assert.are.equal("", out)
     assert.matches(("schema is at version %d, newer than this sluice knows %%(%d%%): upgrade sluice")
       :format(schema.latest + 1, schema.latest), err)
+    for _, args in ipairs({ { "run", "pipelines/daily_etl.lua", "--store", url, "--state-dir", H.tmpdir() },
+      { "serve", "--no-http", "--store", url, "--state-dir", H.tmpdir() }, { "status", "x", "--store", url } }) do
+      code, out, err = H.sluice(args)
+      assert.are.equal(2, code, err)
+      assert.are.equal("", out)
+      assert.matches("has schema version %d+, newer than this sluice knows %(%d+%): upgrade sluice", err)
+    end
   end)
 
   it("says a store with no schema needs migrate", function()
