@@ -47,7 +47,8 @@ local function connect(dir, quiet)
   if w and w ~= "free" then return { live = true, client = w, holder = w.holder } end
   if not w and code ~= "ETIMEDOUT" then return nil, err end
   local ok, msg = store.open(dir, true)
-  if not ok then return nil, msg end
+  if ok then msg = require("sluice.pg_schema").unusable(store) end
+  if not ok or msg then return nil, msg end
   return { live = false, session = eval.session({ live = false }),
     note = not w and ("%s; inspecting the store read-only instead"):format(err) or nil }
 end

@@ -27,6 +27,7 @@ function H.cleanup()
     if not p.exited then uv.kill(p.pid, "sigkill") end
   end
   spawned = {}
+  if H.drop_databases then H.drop_databases() end
   for _, d in ipairs(tmpdirs) do os.execute("rm -rf '" .. d .. "'") end
   tmpdirs = {}
 end
@@ -106,6 +107,7 @@ function H.spawn(args, opts)
   local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
   local proc = { out = {}, err = {}, done = false }
   local env = opts.env
+  if not opts.bin then args, env = H._on_backend(args, env) end
   local handle, pid = uv.spawn(opts.bin or H.bin, {
     args = args, stdio = { nil, stdout, stderr }, cwd = opts.cwd, env = env,
   }, function(code, signal)
@@ -145,27 +147,143 @@ function H.sluice(args, opts)
   return code, out, err
 end
 
---- Runs fn inside a fresh task and waits for it (in-host specs).
---- The backend the store specs run on: "lmdb", or "postgres" when ctest
---- runs them once more under the label postgres (SLUICE_TEST_BACKEND).
+---------------------------------------------------------------------------
+-- the backend: every spec runs on LMDB, and once more on PostgreSQL (ctest
+-- label pgsuite: SLUICE_TEST_BACKEND=postgres). There a store a spec names by
+-- a directory is a fresh database of the suite's one server (started by the
+-- pgsuite_start fixture, SLUICE_TEST_PG_DIR; else this spec starts its own),
+-- copied from a template that `sluice store migrate` prepared, and the
+-- directory is that store's state dir (writer lock, control socket), so a
+-- spec's checks of those still hold.
+
 H.backend = os.getenv("SLUICE_TEST_BACKEND") == "postgres" and "postgres" or "lmdb"
 
---- What to give store.open for a fresh store of H.backend: a temporary
---- directory, or the URL of a throwaway PostgreSQL (tests/pg_helper.lua)
---- with the schema migrated. Call it inside H.task (PostgreSQL starts as a
---- child process, without blocking the loop).
-function H.store_target()
-  if H.backend ~= "postgres" then return H.tmpdir() end
-  local P = require "pg_helper"
-  local inst = P.start()
-  H.pg_instance = inst
-  local pg = require "sluice._pg"
-  local c = assert(pg.connect(inst.url))
-  assert(require("sluice.pg_schema").migrate(c))
-  c:close()
-  return inst.url
+local pg_server -- {url = of its postgres database, template = name | nil, inst = pg_helper's}
+local pg_stores, pg_dbs = {}, {} -- store path -> URL; the databases this process made
+local pg_admin -- a connection to the server's postgres database
+
+local function url_of(db) return (pg_server.url:gsub("^postgresql:///[^?]*", "postgresql:///" .. db)) end
+
+local function server()
+  if pg_server then return pg_server end
+  local dir = os.getenv("SLUICE_TEST_PG_DIR")
+  if dir then
+    local f = assert(io.open(dir .. "/url"), "no " .. dir .. "/url: did the pgsuite_start fixture run?")
+    pg_server = { url = f:read("l"), template = "sluice_template" }
+    f:close()
+  else
+    local inst = require("pg_helper").start()
+    pg_server = { url = inst.url, inst = inst }
+    H.pg_instance = inst
+  end
+  return pg_server
 end
 
+-- A fresh database with the schema migrated: its URL. Yields (a task, or
+-- the spec's own coroutine).
+local function new_database()
+  local srv = server()
+  local pg = require "sluice._pg"
+  pg_admin = pg_admin or assert(pg.connect(srv.url))
+  local name = ("t%d_%d"):format(uv.os_getpid(), #pg_dbs + 1)
+  if srv.template then
+    assert(pg_admin:exec(('CREATE DATABASE "%s" TEMPLATE "%s" STRATEGY FILE_COPY'):format(name, srv.template)))
+  else
+    assert(pg_admin:exec(('CREATE DATABASE "%s"'):format(name)))
+  end
+  pg_dbs[#pg_dbs + 1] = name
+  local url = url_of(name)
+  if not srv.template then
+    local c = assert(pg.connect(url))
+    assert(require("sluice.pg_schema").migrate(c))
+    c:close()
+  end
+  return url
+end
+
+--- What to give store.open (or --store) for the store at path (a fresh
+--- temporary directory if nil) on H.backend: the path, or on PostgreSQL the
+--- URL of the database that stands for it (made and migrated on the first
+--- call for path). Inside a task or a spec's body (it may wait for the server).
+function H.store_target(path)
+  path = path or H.tmpdir()
+  if H.backend ~= "postgres" then return path end
+  if not pg_stores[path] then pg_stores[path] = new_database() end
+  return pg_stores[path]
+end
+
+local function is_url(s) return type(s) == "string" and s:find("^postgres") ~= nil end
+
+-- On PostgreSQL: args and env of a spawn with each --store DIR and
+-- SLUICE_STORE=DIR turned into the database that stands for DIR, with DIR
+-- as --state-dir / SLUICE_STATE_DIR (unless the spec gives one).
+local function on_backend(args, env)
+  if H.backend ~= "postgres" then return args, env end
+  local out, state, given = {}, nil, false
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local v = a == "--store" and args[i + 1] or a:match("^%-%-store=(.*)$")
+    if a == "--state-dir" or a:find("^%-%-state%-dir=") then given = true end
+    if v and not is_url(v) then
+      out[#out + 1] = "--store"
+      out[#out + 1] = H.store_target(v)
+      state = v
+      i = i + (a == "--store" and 2 or 1)
+    else
+      out[#out + 1] = a
+      i = i + 1
+    end
+  end
+  if state and not given then
+    out[#out + 1] = "--state-dir"
+    out[#out + 1] = state
+  end
+  if env then
+    local e, dir, has_state = {}, nil, false
+    for j, kv in ipairs(env) do
+      local v = kv:match("^SLUICE_STORE=(.*)$")
+      if v and not is_url(v) then
+        e[j], dir = "SLUICE_STORE=" .. H.store_target(v), v
+      else
+        e[j] = kv
+      end
+      has_state = has_state or kv:find("^SLUICE_STATE_DIR=") ~= nil
+    end
+    if dir and not has_state then e[#e + 1] = "SLUICE_STATE_DIR=" .. dir end
+    env = e
+  end
+  return out, env
+end
+H._on_backend = on_backend
+
+--- `it`, or on PostgreSQL a pending test naming why it is about LMDB
+--- itself (raw records, file corruption, the store directory's layout).
+function H.lmdb_it(reason)
+  if H.backend ~= "postgres" then return it end
+  return function(name) pending(("%s [LMDB only: %s]"):format(name, reason)) end
+end
+
+--- At the top of a spec that is about LMDB itself: on PostgreSQL it says so
+--- and exits 77 (ctest reports the test skipped, SKIP_RETURN_CODE).
+function H.lmdb_only(reason)
+  if H.backend ~= "postgres" then return end
+  io.stdout:write(("skipped on PostgreSQL: %s\n"):format(reason))
+  io.stdout:flush()
+  os.exit(77)
+end
+
+-- the databases of this spec go when it exits (blocking is fine then)
+function H.drop_databases()
+  if #pg_dbs == 0 or not pg_server then return end
+  local psql = (os.getenv("SLUICE_PG_BIN") or "/usr/lib/postgresql/15/bin") .. "/psql"
+  local sql = {}
+  for i, name in ipairs(pg_dbs) do sql[i] = ('DROP DATABASE IF EXISTS "%s" WITH (FORCE);'):format(name) end
+  os.execute(("'%s' -q -X '%s' -c '%s' >/dev/null 2>&1"):format(psql, pg_server.url, table.concat(sql, " ")))
+  pg_dbs = {}
+end
+
+--- Runs fn inside a fresh task and waits for it (in-host specs).
 function H.task(fn, ...)
   local ok, res = sched.go({}, fn, ...):await()
   if not ok then error(res, 0) end

@@ -38,7 +38,7 @@ case "$cmd" in
         --locale=C >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
     fi
     # small: several suites may run at once on a small machine
-    ctl -o "-k $dir -c listen_addresses= -p $port -c shared_buffers=16MB -c max_connections=40 -c fsync=on" \
+    ctl -o "-k $dir -c listen_addresses= -p $port -c shared_buffers=16MB -c max_connections=${SLUICE_PG_MAX_CONNECTIONS:-40} -c fsync=${SLUICE_PG_FSYNC:-on}" \
       start >/dev/null || { tail -20 "$dir/server.log" >&2; exit 1; }
     url
     ;;
