@@ -178,11 +178,15 @@ static int l_stats(lua_State *L) {
   writer_stats s;
   memset(&s, 0, sizeof s);
   if (H.w) writer_get_stats(H.w, &s);
-  pgstore_stats ps = {0, 0, 0, 0, 0};
-  if (H.pg) {
+  pgstore_stats ps;
+  memset(&ps, 0, sizeof ps);
+  if (H.pg) { /* its group commits, counted as the writer's */
     pgstore_get_stats(H.pg, &ps);
     s.commits = ps.commits;
     s.batches = ps.batches;
+    s.commit_us_sum = ps.commit_us_sum;
+    memcpy(s.batch_hist, ps.batch_hist, sizeof s.batch_hist);
+    memcpy(s.commit_hist, ps.commit_hist, sizeof s.commit_hist);
   }
   lua_createtable(L, 0, 10);
   push_hist(L, s.batch_hist, writer_batch_bounds, "batch_hist");

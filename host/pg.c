@@ -28,6 +28,9 @@
 #include <string.h>
 
 #include "sbuf.h"
+#include "writer.h" /* the histograms' bounds, as the LMDB writer's */
+
+_Static_assert(PG_HIST == WRITER_HIST, "pg_stats' histograms are writer.h's");
 
 enum { ST_BACKOFF, ST_CONNECTING, ST_READY, ST_CLOSED };
 
@@ -67,6 +70,7 @@ typedef struct unit {
   size_t cur_i;
   int write;
   pg_batch *bad; /* the batch whose statement failed first; NULL: the commit */
+  uint64_t sent_ns; /* uv_hrtime when sent */
   char *errmsg;
   char sqlstate[6];
 } unit;
@@ -516,6 +520,7 @@ static void pump(pg *p) {
     unit *u = xalloc(sizeof *u);
     u->write = 1;
     u->head = first;
+    u->sent_ns = uv_hrtime();
     push_unit(p, u); /* before sending: a failure below is an unknown outcome */
     p->write_in_flight = 1;
     if (send_unit(p, u) != 0) {
@@ -596,7 +601,14 @@ static void finish_unit(pg *p) {
   if (u->write) p->write_in_flight = 0;
   pg_batch *done_h = NULL, *done_t = NULL, *b = u->head;
   if (!u->errmsg) {
-    if (u->write) p->stats.commits++;
+    if (u->write) {
+      uint64_t n = 0, us = (uv_hrtime() - u->sent_ns) / 1000;
+      for (pg_batch *x = b; x; x = x->next) n++;
+      p->stats.commits++;
+      p->stats.commit_us_sum += us;
+      writer_hist_add(p->stats.batch_hist, writer_batch_bounds, n);
+      writer_hist_add(p->stats.commit_hist, writer_commit_bounds_us, us);
+    }
     while (b) {
       pg_batch *next = b->next;
       b->status = 0;

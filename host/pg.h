@@ -54,6 +54,8 @@
 typedef struct pg pg;
 typedef struct pg_batch pg_batch;
 
+#define PG_HIST 12 /* writer.h's WRITER_HIST */
+
 typedef struct {
   uint32_t backoff_min_ms;     /* first delay before reconnecting (default 50) */
   uint32_t backoff_max_ms;     /* longest delay (default 5000) */
@@ -112,6 +114,9 @@ typedef struct {
   uint64_t lost;       /* connections lost */
   uint64_t unknown;    /* batches failed with their commit outcome unknown */
   int connected;
+  /* the write transactions as writer.h's histograms count them (bounds
+   * there): batches in each, sent to committed in us */
+  uint64_t batch_hist[PG_HIST], commit_hist[PG_HIST], commit_us_sum;
 } pg_stats;
 void pg_get_stats(const pg *p, pg_stats *out);
 

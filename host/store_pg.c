@@ -90,7 +90,11 @@ const char *pgstore_name(const pgstore *s) { return s->name; }
 void pgstore_get_stats(const pgstore *s, pgstore_stats *out) {
   pg_stats ps;
   pg_get_stats(s->conn, &ps);
-  *out = (pgstore_stats){ps.commits, ps.batches, ps.reads, ps.lost, ps.unknown};
+  *out = (pgstore_stats){ps.commits, ps.batches, ps.reads, ps.lost, ps.unknown, {0}, {0},
+                         ps.commit_us_sum};
+  _Static_assert(PGSTORE_HIST == PG_HIST, "the histograms of pg.h");
+  memcpy(out->batch_hist, ps.batch_hist, sizeof out->batch_hist);
+  memcpy(out->commit_hist, ps.commit_hist, sizeof out->commit_hist);
 }
 
 /* the failure of a finished pg.h batch, in store.h's terms */

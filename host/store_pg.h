@@ -51,9 +51,13 @@ void pgstore_close(pgstore *s);
 const char *pgstore_name(const pgstore *s);
 /* What the connection did so far (pg.h's pg_stats): write transactions
  * and the batches they committed (group commit: fewer of the first), reads,
- * connections lost, batches failed with their outcome unknown. */
+ * connections lost, batches failed with their outcome unknown; and the
+ * write transactions as writer.h's histograms count them (its bounds):
+ * batches in each, sent to committed in us. */
+#define PGSTORE_HIST 12 /* writer.h's WRITER_HIST */
 typedef struct {
   uint64_t commits, batches, reads, lost, unknown;
+  uint64_t batch_hist[PGSTORE_HIST], commit_hist[PGSTORE_HIST], commit_us_sum;
 } pgstore_stats;
 void pgstore_get_stats(const pgstore *s, pgstore_stats *out);
 

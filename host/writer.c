@@ -291,7 +291,7 @@ const uint64_t writer_batch_bounds[WRITER_HIST - 1] = {1, 2, 4, 8, 16, 32, 64, 1
 const uint64_t writer_commit_bounds_us[WRITER_HIST - 1] = {100,   250,   500,   1000,  2500,  5000,
                                                            10000, 25000, 50000, 100000, 250000};
 
-static void hist_add(uint64_t *hist, const uint64_t *bounds, uint64_t v) {
+void writer_hist_add(uint64_t *hist, const uint64_t *bounds, uint64_t v) {
   int i = 0;
   while (i < WRITER_HIST - 1 && v > bounds[i]) i++;
   hist[i]++;
@@ -331,8 +331,8 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
     st->batches += nb;
     st->ops += nops;
     st->commit_us_sum += us;
-    hist_add(st->batch_hist, writer_batch_bounds, nb);
-    hist_add(st->commit_hist, writer_commit_bounds_us, us);
+    writer_hist_add(st->batch_hist, writer_batch_bounds, nb);
+    writer_hist_add(st->commit_hist, writer_commit_bounds_us, us);
   }
   return rc;
 }

@@ -62,6 +62,8 @@ void writer_stop(writer *w);
 #define WRITER_HIST 12
 extern const uint64_t writer_batch_bounds[WRITER_HIST - 1];     /* batches per commit */
 extern const uint64_t writer_commit_bounds_us[WRITER_HIST - 1]; /* begin to durable, us */
+/* Counts v in the bucket of hist it falls in (PostgreSQL's group commits too: pg.c). */
+void writer_hist_add(uint64_t *hist, const uint64_t *bounds, uint64_t v);
 
 typedef struct {
   uint64_t commits; /* transactions committed */

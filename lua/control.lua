@@ -455,8 +455,12 @@ end
 function H.cancel(req)
   local id = need(req, "id", "string")
   local e = engine()
+  local a = e.active[id]
   local ok, why = e.cancel(id)
   if not ok then fail(e.get_run(id) and "EINVAL" or "ENOTFOUND", why) end
+  -- executing here: the answer goes now, from its record in memory (a read
+  -- of a PostgreSQL store waits, and the run's end would close the socket first)
+  if a then return { live = true, status = a.run.record.status } end
   local r = e.get_run(id)
   return { live = e.active[id] ~= nil, status = r and r.status }
 end

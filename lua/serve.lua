@@ -224,10 +224,19 @@ function M.run(opts)
       log("schedule %s: pipeline '%s' is not defined; fire skipped", s.name, s.pipeline)
       return on_end()
     end
-    if engine.get_run(id) then
-      return on_end() -- this fire already has its run (resumed above if unfinished)
-    end
-    launch(p, s.input, id, { extra = extra, fields = { schedule = s.name, namespace = s.namespace } }, on_end)
+    -- a task: the scheduler fires from its timer, and a read of a
+    -- PostgreSQL store waits
+    sched.spawn({}, function()
+      if engine.get_run(id) then
+        return on_end() -- this fire already has its run (resumed above if unfinished)
+      end
+      launch(p, s.input, id, { extra = extra, fields = { schedule = s.name, namespace = s.namespace } }, on_end)
+    end, function(ok2, e)
+      if not ok2 then
+        log("schedule %s: fire %s not started: %s", s.name, id, errors.describe(e))
+        on_end()
+      end
+    end)
   end, require("sluice.api.schedules").adopt)
   log("%d schedules armed in %.1fms", armed, (clock.hrtime() - t_sched) / 1e6)
   api.ready()

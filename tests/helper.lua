@@ -107,7 +107,7 @@ function H.spawn(args, opts)
   local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
   local proc = { out = {}, err = {}, done = false }
   local env = opts.env
-  if not opts.bin then args, env = H._on_backend(args, env) end
+  args, env = H._on_backend(args, env)
   local handle, pid = uv.spawn(opts.bin or H.bin, {
     args = args, stdio = { nil, stdout, stderr }, cwd = opts.cwd, env = env,
   }, function(code, signal)
@@ -260,8 +260,9 @@ H._on_backend = on_backend
 --- `it`, or on PostgreSQL a pending test naming why it is about LMDB
 --- itself (raw records, file corruption, the store directory's layout).
 function H.lmdb_it(reason)
-  if H.backend ~= "postgres" then return it end
-  return function(name) pending(("%s [LMDB only: %s]"):format(name, reason)) end
+  local busted = require "busted" -- the spec's it and pending (not globals)
+  if H.backend ~= "postgres" then return busted.it end
+  return function(name) busted.pending(("%s [LMDB only: %s]"):format(name, reason)) end
 end
 
 --- At the top of a spec that is about LMDB itself: on PostgreSQL it says so

@@ -65,7 +65,7 @@ on("ping", function(data) return data end)]])
 end)
 
 describe("the store", function()
-  it("is created only where its parent exists", function()
+  H.lmdb_it("the store directory and its files")("is created only where its parent exists", function()
     local dir = H.tmpdir()
     local f = H.write(dir .. "/p.lua", "pipeline('p', function() return 1 end)")
     local code, _, err = H.sluice({ "run", f, "--store", dir .. "/no/such/st" })
@@ -76,7 +76,7 @@ describe("the store", function()
     assert.are.equal(0, code)
   end)
 
-  it("that cannot be read is reported as a permission problem, not as missing", function()
+  H.lmdb_it("the store directory's permissions")("that cannot be read is reported as a permission problem, not as missing", function()
     local dir = H.tmpdir()
     local store = dir .. "/st"
     local f = H.write(dir .. "/p.lua", "pipeline('p', function() return 1 end)")
@@ -102,7 +102,7 @@ describe("the store", function()
     assert(uv.fs_chmod(store, tonumber("755", 8)))
   end)
 
-  it("with a corrupt run record names it, lists the others and refuses to resume it", function()
+  H.lmdb_it("plants raw LMDB records (sluice._store_raw)")("with a corrupt run record names it, lists the others and refuses to resume it", function()
     local dir = H.tmpdir()
     local store = dir .. "/st"
     local f = H.write(dir .. "/p.lua", "pipeline('p', function(i) return i end)")

@@ -87,7 +87,7 @@ pipeline("beta", function() return 2 end)]])
     assert.matches("%-%-input is not valid JSON: line 1, column %d+", err)
   end)
 
-  it("exits 2 when the store is not an LMDB environment", function()
+  H.lmdb_it("LMDB files in the store directory")("exits 2 when the store is not an LMDB environment", function()
     local f = pipeline_file(dir, "p.lua", "pipeline('p', function() return 1 end)")
     os.execute("mkdir -p '" .. store .. "'")
     H.write(store .. "/data.mdb", string.rep("not lmdb ", 1000))

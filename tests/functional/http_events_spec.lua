@@ -27,7 +27,7 @@ describe("events over HTTP", function()
       local st, _, hd, doc = HH.get(serve.url .. "/health")
       assert.are.equal(200, st)
       assert.are.equal("ok", doc.status)
-      assert.are.equal(store, doc.store)
+      assert.are.equal(H.store_target(store), doc.store) -- its URL on PostgreSQL
       assert.are.equal("number", type(doc.uptime_s))
       assert.truthy(hd["x-request-id"])
       H.wait_until(function() return (HH.get(serve.url .. "/ready")) == 200 end, "ready", 10000, 20)
