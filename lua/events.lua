@@ -242,6 +242,30 @@ sent_listeners[#sent_listeners + 1] = function(seq, ev)
   end
 end
 
+--- A timer that reads the sends after position `after` every stream.poll_ms
+--- and gives each to test(seq, send) until one is taken (true); close it.
+function M.poll_sends(after, test)
+  local t, busy = require("luv").new_timer(), false
+  local ms = require("sluice.stream").poll_ms
+  t:start(ms, ms, function()
+    if busy then return end
+    busy = true
+    sched.spawn({}, function()
+      -- a read that failed is tried again at the next tick (the dispatcher
+      -- reports a store that keeps failing)
+      local sends = store.sends({ after = after, limit = 1024 }) or {}
+      for _, ev in ipairs(sends) do
+        after = ev.seq
+        if test(ev.seq, ev) then break end
+      end
+    end, function(ok, e)
+      busy = false
+      if not ok then io.stderr:write("sluice: wait_for: ", require("sluice.errors").describe(e), "\n") end
+    end)
+  end)
+  return t
+end
+
 local function match_fn(name, match)
   if match == nil then return function() return true end end
   if type(match) == "function" then return match end
@@ -291,7 +315,7 @@ function M.wait_for(name, opts)
     end
     local run = engine.current_branch("wait_for").run
     local got
-    local entry
+    local entry, poll
     local left_ms = w.deadline_us and math.max(0, (w.deadline_us - clock.now()) / 1000) or nil
     engine.set_status(run, "waiting")
     local interrupted = engine.interruptible_wait(run, left_ms, function(finish)
@@ -304,7 +328,12 @@ function M.wait_for(name, opts)
         end,
       }
       waiters[#waiters + 1] = entry
+      -- on PostgreSQL another process's send wakes nobody here, nor does one
+      -- of this process committed while the reads and the status write
+      -- above waited: the sends after the scan are read every poll_ms
+      if store.remote() then poll = M.poll_sends(after, entry.test) end
     end)
+    if poll then poll:close() end
     for i, x in ipairs(waiters) do
       if x == entry then table.remove(waiters, i) break end
     end

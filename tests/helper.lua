@@ -208,8 +208,19 @@ end
 function H.store_target(path)
   path = path or H.tmpdir()
   if H.backend ~= "postgres" then return path end
-  if not pg_stores[path] then pg_stores[path] = new_database() end
+  if not pg_stores[path] then
+    local url = new_database()
+    pg_stores[path], pg_stores[url] = url, path
+  end
   return pg_stores[path]
+end
+
+--- The directory of store target's writer lock and control socket (what
+--- sluice.state_dir gives sluice): an LMDB store's own; on PostgreSQL the
+--- directory the URL stands for (H.store_target).
+function H.state_dir(target)
+  if H.backend ~= "postgres" then return target end
+  return assert(pg_stores[target], "not a store of H.store_target")
 end
 
 local function is_url(s) return type(s) == "string" and s:find("^postgres") ~= nil end

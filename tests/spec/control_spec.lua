@@ -7,7 +7,7 @@ local engine = require "sluice.engine"
 local sched = require "sluice.sched"
 local uv = require "luv"
 
-assert(store.open(H.tmpdir()))
+assert(store.open(H.store_target()))
 
 
 -- starts engine.execute in a task; returns a function that waits for its record

@@ -7,7 +7,7 @@ local engine = require "sluice.engine"
 local json = require "sluice.json"
 local uv = require "luv"
 
-local store = H.tmpdir()
+local store = H.store_target()
 assert(storage.open(store))
 
 local n = 0

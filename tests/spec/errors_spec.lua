@@ -8,7 +8,7 @@ local engine = require "sluice.engine"
 local every_mod = require "sluice.every"
 local errors = require "sluice.errors"
 
-local store = H.tmpdir()
+local store = H.store_target()
 assert(storage.open(store))
 
 local n = 0

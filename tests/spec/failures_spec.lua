@@ -44,7 +44,7 @@ describe("C module failures", function()
     assert.are.equal("run", (lock.holder(path)))
   end)
 
-  it("a scan by key (sluice._store_raw) returns the keys and values it read, after the read ended", function()
+  H.lmdb_it("LMDB's databases by key")("a scan by key (sluice._store_raw) returns the keys and values it read, after the read ended", function()
     local dir = H.tmpdir()
     assert(storage.open(dir))
     assert.is_true(H.task(function()

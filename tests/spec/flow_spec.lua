@@ -10,7 +10,7 @@ local flow = require "sluice.flow"
 local json = require "sluice.json"
 local uv = require "luv"
 
-local store = H.tmpdir()
+local store = H.store_target()
 assert(storage.open(store))
 
 local n = 0

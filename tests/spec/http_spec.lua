@@ -19,7 +19,7 @@ H.wait_until(function() return table.concat(server.out):find("\n") end, "the tes
 local port = assert(tonumber(table.concat(server.out):match("^(%d+)")))
 local base = "http://127.0.0.1:" .. port
 
-local store = H.tmpdir()
+local store = H.store_target()
 assert(storage.open(store))
 
 -- a port nothing listens on: bound, then closed

@@ -7,7 +7,7 @@ local json = require "sluice.json"
 local engine = require "sluice.engine"
 local log = require "sluice.log"
 
-assert(store.open(H.tmpdir()))
+assert(store.open(H.store_target()))
 log.set_level("warn") -- keep the spec's output short; stored lines obey the level too
 
 describe("sluice.log", function()

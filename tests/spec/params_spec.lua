@@ -5,7 +5,7 @@ local H = require "helper"
 local store = require "sluice._store"
 local engine = require "sluice.engine"
 
-assert(store.open(H.tmpdir()))
+assert(store.open(H.store_target()))
 
 local billing = pipeline("billing", function(input) return input end, { params = {
   date = { type = "string", default = "{{yesterday}}" },

@@ -10,8 +10,8 @@ local control = require "sluice.control"
 local sock = require "sluice._control"
 local sched = require "sluice.sched"
 
-local store = H.tmpdir()
-assert(storage.open(store))
+local store = H.state_dir(H.store_target()) -- where the socket is
+assert(storage.open(H.store_target(store)))
 
 describe("the control protocol", function()
   after_each(function() H.task(control.close, "the spec ended") end)

@@ -10,7 +10,7 @@ local every = require "sluice.every"
 local events = require "sluice.events"
 local stream = require "sluice.stream"
 
-local store = H.tmpdir()
+local store = H.store_target()
 assert(storage.open(store))
 local dir = H.tmpdir()
 

@@ -13,7 +13,7 @@ local pretty = require "sluice.pretty"
 local json = require "sluice.json"
 local uv = require "luv"
 
-assert(store.open(H.tmpdir()))
+assert(store.open(H.store_target()))
 
 local function ms_since(t0) return (uv.hrtime() - t0) / 1e6 end
 

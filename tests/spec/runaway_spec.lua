@@ -10,7 +10,7 @@ local sched = require "sluice.sched"
 local guard = require "sluice._guard"
 local uv = require "luv"
 
-assert(store.open(H.tmpdir()))
+assert(store.open(H.store_target()))
 
 local n = 0
 local function define(fn, opts)

@@ -7,7 +7,7 @@ local store = require "sluice._store"
 local scheduler = require "sluice.scheduler"
 local uv = require "luv"
 
-assert(store.open(H.tmpdir()))
+assert(store.open(H.store_target()))
 
 local function stored(name) return assert(require("sluice._store").schedule(name)) end
 

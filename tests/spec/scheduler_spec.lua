@@ -6,7 +6,7 @@ local storage = require "sluice._store"
 local registry = require "sluice.registry"
 local scheduler = require "sluice.scheduler"
 
-local store = H.tmpdir()
+local store = H.store_target()
 assert(storage.open(store))
 local dir = H.tmpdir()
 

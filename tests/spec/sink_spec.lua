@@ -10,7 +10,7 @@ local engine = require "sluice.engine"
 local sink = require "sluice.sink"
 local fs = require "sluice.fs"
 
-assert(store.open(H.tmpdir()))
+assert(store.open(H.store_target()))
 local dir = H.tmpdir()
 
 local function lines(path)

@@ -10,7 +10,7 @@ local engine = require "sluice.engine"
 local sched = require "sluice.sched"
 local uv = require "luv"
 
-assert(store.open(H.tmpdir()))
+assert(store.open(H.store_target()))
 
 -- runs fns concurrently as tasks and waits for all
 local function together(fns)
@@ -294,7 +294,7 @@ describe("the event dispatcher", function()
   local events = require "sluice.events"
   local store = require "sluice._store"
 
-  it("reports a send it cannot read and retries, instead of waiting for sends forever", function()
+  H.lmdb_it("plants a raw LMDB record")("reports a send it cannot read and retries, instead of waiting for sends forever", function()
     -- a send whose key is not a position: the store is corrupt there
     local b = store.batch()
     raw.ops(b, { "sends", "bad", "{}" })

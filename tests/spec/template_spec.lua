@@ -3,14 +3,13 @@
 -- zones, caller variables, recursion through tables, errors naming the
 -- variable and where it was found.
 local H = require "helper"
-local raw = require "sluice._store_raw"
 local clock = require "sluice._clock"
 local store = require "sluice._store"
 local json = require "sluice.json"
 local engine = require "sluice.engine"
 local template = require "sluice.template"
 
-assert(store.open(H.tmpdir()))
+assert(store.open(H.store_target()))
 
 -- 2026-03-01T01:30:00Z: the day before is in February, New York is still on the 28th
 local T = 1772328600 * 1000000
@@ -89,7 +88,7 @@ describe("sluice.template", function()
     -- a run created on 2026-03-01 that failed: resuming it today renders its day
     local rec = { id = "old", pipeline = "tpl", created_us = T, created_at = clock.iso(T), attempt = 1,
       status = "failed" }
-    assert(raw.commit({ "runs", "old", json.encode(rec), "runs_by_time", string.pack(">I8", T) .. "old", "" }))
+    assert(require("sluice._store").batch():put_run(rec, { new = true }):commit())
     local r = engine.execute(p, nil, "old")
     assert.are.equal("failed", r.status)
     fail = false
