@@ -276,15 +276,6 @@ function H.lmdb_it(reason)
   return function(name) busted.pending(("%s [LMDB only: %s]"):format(name, reason)) end
 end
 
---- At the top of a spec that is about LMDB itself: on PostgreSQL it says so
---- and exits 77 (ctest reports the test skipped, SKIP_RETURN_CODE).
-function H.lmdb_only(reason)
-  if H.backend ~= "postgres" then return end
-  io.stdout:write(("skipped on PostgreSQL: %s\n"):format(reason))
-  io.stdout:flush()
-  os.exit(77)
-end
-
 -- the databases of this spec go when it exits (blocking is fine then)
 function H.drop_databases()
   if #pg_dbs == 0 or not pg_server then return end
