@@ -302,6 +302,8 @@ function M.find_writer(dir, opts)
       if code ~= "EBUSY" then return nil, msg, code end
     else
       role, pid, msg = lock.holder(lock_path)
+      -- no directory (a PostgreSQL store's state dir nobody made yet): no holder
+      if role == nil and msg == "ENOENT" and not uv.fs_stat(dir) then return "free" end
       if role == nil then return nil, pid, msg end
       if not role then return "free" end
       msg = ("EBUSY: %s is held by another sluice process (sluice %s, pid %d)"):format(lock_path, role, pid)
