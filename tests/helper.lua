@@ -201,6 +201,10 @@ local function new_database()
   return url
 end
 
+--- The URL of a fresh database with the schema migrated, on the suite's
+--- server (or this spec's own), whatever H.backend is.
+H.pg_database = new_database
+
 --- What to give store.open (or --store) for the store at path (a fresh
 --- temporary directory if nil) on H.backend: the path, or on PostgreSQL the
 --- URL of the database that stands for it (made and migrated on the first

@@ -1,28 +1,17 @@
 -- host_spec.lua: sluice run and sluice serve on a PostgreSQL store, as real
--- processes against a real PostgreSQL 15 started for this spec. The ids
+-- processes against a real PostgreSQL 15 (the suite's server under ctest). The ids
 -- emit and send return are the ones the commit allocated, and a run
 -- killed with SIGKILL replays them (never emitting again) while another
 -- process emits at the same time; serve's consumer, on() handlers and
 -- wait_for see what other processes commit; the state dir (writer lock,
 -- control socket) defaults to one per URL that any working directory finds.
 local H = require "helper"
-local P = require "pg_helper"
 local json = require "sluice.json"
 local uv = require "luv"
 
 describe("a PostgreSQL store", function()
-  local inst, n_db = nil, 0
-  setup(function() inst = P.start() end)
-  teardown(function() if inst then inst:stop() end end)
-
-  -- a fresh migrated database
-  local function database()
-    n_db = n_db + 1
-    local url = inst:database("host" .. n_db)
-    local code, _, err = H.sluice({ "store", "migrate", "--store", url })
-    assert.are.equal(0, code, err)
-    return url
-  end
+  -- a fresh migrated database (of the suite's server under ctest)
+  local database = H.pg_database
 
   local function sluice_json(args)
     local code, out, err = H.sluice(args)
