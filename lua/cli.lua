@@ -273,9 +273,9 @@ local store_target, state_dir -- what open_store opened, and its state dir
 -- schema at once: one not migrated (or newer than this sluice) is refused
 -- here, saying what to do, before the command does anything.
 local function open_store(opts, readonly)
-  local target, why = store_of(opts)
+  local target, state = store_of(opts)
   if not target then
-    errf("%s", why)
+    errf("%s", state)
     return false
   end
   local ok, msg = store.open(target, readonly)
@@ -287,7 +287,7 @@ local function open_store(opts, readonly)
     errf("%s", msg)
     return false
   end
-  store_target, state_dir = target, why
+  store_target, state_dir = target, state
   return true
 end
 
