@@ -1,8 +1,9 @@
--- store_check_spec.lua: `sluice store check` on an LMDB store made by real
+-- store_check_spec.lua: `sluice store check` on a store made by real
 -- sluice processes (runs with steps and logs, a failed run, events in two
 -- stream keys): it passes on the good store, and names each record and
 -- index entry that a stray writer planted or removed (through
--- sluice._store_raw, in a process of its own), and nothing else.
+-- sluice._store_raw, in a process of its own), and nothing else (those on
+-- LMDB only: tests/pg/store_copy_spec.lua damages a PostgreSQL store).
 local H = require "helper"
 
 local APP = [[
@@ -59,10 +60,11 @@ describe("sluice store check", function()
     assert.are.equal(0, code, err)
     assert.are.equal(1, #lines, table.concat(lines, "\n"))
     -- 3 runs, 7 steps (an emit is one), 2 log lines, 2 events
-    assert.matches("^store .*st: 14 records checked, no problems$", lines[1])
+    local name = H.store_target(store):gsub("%p", "%%%0") -- its URL on PostgreSQL
+    assert.matches("^store " .. name .. ": 14 records checked, no problems$", lines[1])
   end)
 
-  it("names every record and index entry planted or removed, and exits 1", function()
+  H.lmdb_it("plants raw LMDB records (sluice._store_raw)")("names every record and index entry planted or removed, and exits 1", function()
     local dir = H.tmpdir()
     local store = make_store(dir)
     poke(dir, store, [[
@@ -107,7 +109,7 @@ assert(raw.commit({
     assert.matches("^store .*st: %d+ records checked, 7 problems$", lines[#lines])
   end)
 
-  it("names a step record and a log line that do not decode", function()
+  H.lmdb_it("plants raw LMDB records (sluice._store_raw)")("names a step record and a log line that do not decode", function()
     local dir = H.tmpdir()
     local store = make_store(dir)
     poke(dir, store, [[
