@@ -55,6 +55,8 @@ static const char usage[] =
     "                          every record of a store into an empty one (LMDB <-> PostgreSQL)\n"
     "  store check [--store S]\n"
     "                          whether a store's indexes agree with its records\n"
+    "  hosts [--store postgres://...] [--json]\n"
+    "                          the serve hosts sharing a PostgreSQL store, with their leases\n"
     "  cron next \"EXPR\" [--from ISO8601] [-n N] [--tz ZONE]\n"
     "                          the next fire times of a cron expression, in UTC\n"
     "  FILE.lua [ARGS...]      run a Lua script inside the host (like the lua executable)\n"
@@ -69,7 +71,8 @@ static vm V;
 static int lua_commands(char **argv) {
   static const char *const names[] = {"run",    "runs",   "status",    "serve",
                                       "schedules", "events", "consumers", "cancel",
-                                      "rerun", "trigger", "reload", "keys", "namespaces", "repl", "pipelines", "types", "store", NULL};
+                                      "rerun", "trigger", "reload", "keys", "namespaces", "repl", "pipelines", "types", "store",
+                                      "hosts", NULL};
   for (int i = 0; names[i]; i++) {
     if (strcmp(argv[1], names[i]) == 0) return 1;
   }

@@ -27,6 +27,7 @@ static const luaL_Reg modules[] = {
     {"sluice._web", luaopen_sluice__web},
     {"sluice._edit", luaopen_sluice__edit},
     {"sluice._pg", luaopen_sluice__pg}, /* l_pg.c: PostgreSQL (specs, sluice store migrate) */
+    {"sluice._hosts", luaopen_sluice__hosts}, /* l_store_hosts.c: several hosts on PostgreSQL */
     {NULL, NULL},
 };
 

@@ -65,6 +65,7 @@ int luaopen_sluice__crypto(lua_State *L);   /* l_crypto.c */
 int luaopen_sluice__web(lua_State *L);      /* l_web.c */
 int luaopen_sluice__edit(lua_State *L);     /* l_edit.c */
 int luaopen_sluice__pg(lua_State *L);       /* l_pg.c: PostgreSQL (pg.h) */
+int luaopen_sluice__hosts(lua_State *L);    /* l_store_hosts.c: hosts and leases (store_pg.h) */
 
 /* Shutdown hooks (modules_shutdown calls them in this order). */
 void control_close_all(void);        /* l_control.c: every control handle Lua left open */

@@ -71,6 +71,8 @@ typedef struct unit {
   int write;
   pg_batch *bad; /* the batch whose statement failed first; NULL: the commit */
   uint64_t sent_ns; /* uv_hrtime when sent */
+  size_t prelude_left; /* statements of the prelude whose results come first */
+  int prelude_failed;  /* then every batch fails with the prelude's error */
   char *errmsg;
   char sqlstate[6];
 } unit;
@@ -107,6 +109,7 @@ struct pg {
   uint32_t attempts;     /* failed connection attempts in a row */
   uint64_t down_since;   /* loop time (ms) the connection went down */
   uint64_t rand;
+  pg_batch *prelude; /* sent first in each write transaction (pg_set_prelude) */
   char last_err[512];
   pg_stats stats;
 };
@@ -451,7 +454,9 @@ static int send_stmt(pg *p, const pg_batch *b, const stmt *s) {
     f[i] = h.format;
     q += (h.len < 0 ? 0 : h.len) + 1;
   }
-  int ok = PQsendQueryParams(p->conn, b->buf.data + s->sql, s->nparams, NULL, v, l, f, 0);
+  int np = s->nparams; /* no parameters: no arrays (gcc sees them unset then) */
+  int ok = PQsendQueryParams(p->conn, b->buf.data + s->sql, np, NULL, np ? v : NULL,
+                             np ? l : NULL, np ? f : NULL, 0);
   if (v != small_v) {
     free(v);
     free(l);
@@ -462,6 +467,12 @@ static int send_stmt(pg *p, const pg_batch *b, const stmt *s) {
 
 /* Sends the batches of u and a Sync; 0, or -1 if libpq refused. */
 static int send_unit(pg *p, unit *u) {
+  if (u->write && p->prelude) {
+    for (size_t i = 0; i < p->prelude->n; i++) {
+      if (!send_stmt(p, p->prelude, &p->prelude->st[i])) return -1;
+    }
+    u->prelude_left = p->prelude->n;
+  }
   for (pg_batch *b = u->head; b; b = b->next) {
     b->res = xalloc(sizeof *b->res * (b->n ? b->n : 1));
     for (size_t i = 0; i < b->n; i++) {
@@ -620,6 +631,15 @@ static void finish_unit(pg *p) {
       append(&done_h, &done_t, b);
       b = next;
     }
+  } else if (u->prelude_failed) {
+    /* the transaction's own condition failed: no batch of it can commit */
+    int status = pg_status_of_sqlstate(u->sqlstate);
+    while (b) {
+      pg_batch *next = b->next;
+      set_failed(b, status, u->sqlstate, xstrdup(u->errmsg));
+      append(&done_h, &done_t, b);
+      b = next;
+    }
   } else if (!u->write || !b->next) {
     set_failed(b, pg_status_of_sqlstate(u->sqlstate), u->sqlstate, xstrdup(u->errmsg));
     append(&done_h, &done_t, b);
@@ -653,6 +673,10 @@ static void process(pg *p) {
     unit *u = p->u_head;
     PGresult *r = PQgetResult(p->conn);
     if (!r) {
+      if (u->prelude_left) { /* the end of a prelude statement's results */
+        u->prelude_left--;
+        continue;
+      }
       if (!u->cur) break; /* nothing more until input comes */
       /* the end of the current statement's results */
       if (++u->cur_i >= u->cur->n) {
@@ -666,6 +690,15 @@ static void process(pg *p) {
     if (st == PGRES_PIPELINE_SYNC) {
       PQclear(r);
       finish_unit(p);
+      continue;
+    }
+    if (u->prelude_left) {
+      if (st == PGRES_FATAL_ERROR) {
+        note_error(u, r);
+        u->bad = NULL;
+        u->prelude_failed = 1;
+      }
+      PQclear(r);
       continue;
     }
     if (st == PGRES_FATAL_ERROR) note_error(u, r);
@@ -849,7 +882,18 @@ void pg_close(pg *p) {
     }
   }
   call_waiters(p, STORE_EIO, "the PostgreSQL connection was closed");
+  pg_batch_free(p->prelude);
+  p->prelude = NULL;
   call_all(h);
+}
+
+void pg_set_prelude(pg *p, pg_batch *b) {
+  if (p->state == ST_CLOSED) {
+    pg_batch_free(b);
+    return;
+  }
+  pg_batch_free(p->prelude);
+  p->prelude = b;
 }
 
 static int queue(pg *p, pg_batch *b, pg_done_fn done, void *cookie, int read) {

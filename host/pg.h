@@ -106,6 +106,14 @@ const char *pg_batch_sqlstate(const pg_batch *b);
 int pg_submit(pg *p, pg_batch *b, pg_done_fn done, void *cookie);
 int pg_read(pg *p, pg_batch *b, pg_done_fn done, void *cookie);
 
+/* Every write transaction sent from now on starts with b's statements
+ * (owned from here; NULL: none), e.g. a condition the whole transaction
+ * depends on. Their results are not seen; if one fails, every batch of
+ * that transaction fails with its error (none is sent again). Write
+ * transactions already sent keep what they had. For the fence of a
+ * registered host (store_pg.h, "hosts and leases"). */
+void pg_set_prelude(pg *p, pg_batch *b);
+
 typedef struct {
   uint64_t commits;    /* write transactions committed */
   uint64_t batches;    /* write batches committed */

@@ -107,6 +107,10 @@ static int failed(pgstore *s, int status, const char *errmsg, char *err, size_t 
   return status;
 }
 
+int pgs_failed(pgstore *s, int status, const char *errmsg, char *err, size_t errsz) {
+  return failed(s, status, errmsg, err, errsz);
+}
+
 /* ---- batches ------------------------------------------------------------ */
 
 pgstore_batch *pgstore_batch_new(void) {

@@ -242,4 +242,68 @@ void pgstore_run_records(pgstore *s, const char *after, size_t max, store_rows *
 void pgstore_run_columns(pgstore *s, const char *after, size_t max, store_named_rows *out,
                          pgstore_done_fn done, void *cookie);
 
+/* ---- hosts and leases (store_pg_hosts.c; lua/hosts.lua) ----
+ * Several `sluice serve` on one database share its runs. A host registers
+ * a row in sluice.hosts (an id unique per process start) that lives while
+ * its expires_at, set from the server's clock, is in the future; the
+ * heartbeat moves it on (one statement for the host and so all its
+ * leases). A lease (kind, name) -> host says who does a piece of work: a
+ * run ('run', run id), a consumer's batches ('consumer', name), the `on`
+ * dispatcher ('dispatch', "*"), the schedules ('schedules', "*"). A host
+ * once expired never comes back (its renewal fails): its leases are freed
+ * by another host's claim pass (the reap) under a row lock on the dead host
+ * that each of its own write transactions holds too, through the fence, so
+ * a dead host's commit either precedes the takeover or is refused.
+ *
+ * Reads and the renewal complete through done like the reads above; the
+ * others are write transactions (grouped, fenced once the fence is set).
+ * JSON results go into out as one text: see each operation. */
+typedef struct {
+  const char *id, *name; /* NUL-terminated, no NUL inside */
+  int pid;
+  uint32_t lease_ms;
+  const char *info; /* a JSON object, or NULL */
+  size_t infon;
+} pgstore_host;
+
+/* Inserts the host's row, alive for lease_ms from the server's now(). */
+void pgstore_host_register(pgstore *s, const pgstore_host *h, pgstore_done_fn done, void *cookie);
+/* Moves the host's expiry to now() + lease_ms: *alive 1, or 0 when it had
+ * expired already (or was never registered): it must stop, others may have
+ * its work. */
+void pgstore_host_renew(pgstore *s, const char *id, uint32_t lease_ms, int *alive,
+                        pgstore_done_fn done, void *cookie);
+/* Deletes the host's row and with it its leases (a clean exit). */
+void pgstore_host_deregister(pgstore *s, const char *id, pgstore_done_fn done, void *cookie);
+/* From now on every write transaction of s (every commit and the
+ * operations here) begins with sluice.fence(id): refused once the host
+ * expired. NULL: none. Set it once registered. */
+void pgstore_host_fence(pgstore *s, const char *id);
+/* Frees the leases of expired hosts (skipping a host whose commit is in
+ * flight: the next pass gets it), forgets hosts expired for more than an
+ * hour, then leases to host id up to limit active runs that have no lease,
+ * of the pipelines named in pipelines (a JSON array of strings), oldest
+ * first, FOR UPDATE SKIP LOCKED: two hosts never claim one run. out: a
+ * JSON array of {id, pipeline, schedule} of the runs claimed. */
+void pgstore_claim_runs(pgstore *s, const char *id, const char *pipelines, size_t pn,
+                        size_t limit, sbuf *out, pgstore_done_fn done, void *cookie);
+/* The active runs leased to host id: out as pgstore_claim_runs's (to
+ * resume those a claim whose outcome was unknown took). */
+void pgstore_host_runs(pgstore *s, const char *id, sbuf *out, pgstore_done_fn done,
+                       void *cookie);
+/* Takes lease (kind, name) for host id unless another host holds it:
+ * holder gets the holder's id afterwards (id itself: taken or held
+ * already). A lease of an expired host stays its own until reaped. */
+void pgstore_take_lease(pgstore *s, const char *id, const char *kind, const char *name,
+                        size_t namen, sbuf *holder, pgstore_done_fn done, void *cookie);
+/* Gives up host id's leases of kind named in names (a JSON array). */
+void pgstore_release_leases(pgstore *s, const char *id, const char *kind, const char *names,
+                            size_t nn, pgstore_done_fn done, void *cookie);
+/* The hosts alive, and those expired in the last recent_s seconds: out a
+ * JSON array of {id, name, pid, alive, started_s, heartbeat_s, expires_s
+ * (seconds ago / from now on the server's clock), info, leases: {kind:
+ * count}, named: ["kind name", ...] (the leases that are not runs)}. */
+void pgstore_list_hosts(pgstore *s, uint32_t recent_s, sbuf *out, pgstore_done_fn done,
+                        void *cookie);
+
 #endif

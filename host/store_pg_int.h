@@ -1,5 +1,6 @@
 /* store_pg_int.h: what the files of the PostgreSQL backend (store_pg.c,
- * store_pg_runs.c, store_pg_tools.c) share, and nothing else includes: the store and batch
+ * store_pg_runs.c, store_pg_tools.c, store_pg_hosts.c) share, and nothing else includes:
+ * the store and batch
  * structs, statement parameters, and the read machinery (one statement
  * whose rows a parse callback copies into the caller's store.h structs,
  * then the caller's done runs). The interface is store_pg.h. */
@@ -110,6 +111,10 @@ struct rd {
   char *stream; /* a copy of the trim query's key (or what else a parse needs) */
   size_t streamn;
 };
+
+/* A finished pg.h batch's failure in store.h's terms (a schema this binary
+ * does not know first): status, with err set when not 0. */
+int pgs_failed(pgstore *s, int status, const char *errmsg, char *err, size_t errsz);
 
 /* A read of s whose rows parse copies out; then done(cookie, status, err). */
 rd *pgs_new_rd(pgstore *s, parse_fn parse, pgstore_done_fn done, void *cookie);

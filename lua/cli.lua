@@ -93,7 +93,7 @@ status RUN_ID also shows its last attempt's.
 ]],
   serve = [[
 usage: sluice serve [DIR] [--store DIR|URL] [--grace DURATION] [--step-timeout DURATION] [--debug] [--listen HOST:PORT]... [--no-http]
-                    [--log-format logfmt|json] [--env ENV]
+                    [--log-format logfmt|json] [--env ENV] [--lease DURATION]
 
 The long-lived host: loads every .lua file under DIR (default pipelines/),
 resumes the unfinished runs of the store, fires the schedules defined with
@@ -111,6 +111,12 @@ store refuses to start; runs, status and schedules keep working beside it.
 --step-timeout DURATION is the timeout of steps that set none (default:
 none: such a step may run for ever, and one that never yields blocks the
 host). A timeout also stops a step that never yields.
+
+Several hosts (README.md, "Several hosts"): any number of serve processes
+with --store postgres://... share its runs. --lease DURATION (default
+$SLUICE_LEASE, else 30s): how long a host that stops renewing (killed, cut
+off) keeps its runs before the others take them; it renews every third of
+it. `sluice hosts` lists them.
 
 HTTP API (README.md, "HTTP API"):
   --listen HOST:PORT   listen there (default 127.0.0.1:8787; port 0 picks a free
@@ -793,7 +799,7 @@ end
 
 function M.serve(args)
   local spec = { store = "value", grace = "value", debug = "bool", ["step-timeout"] = "value",
-    ["log-format"] = "value", env = "value" }
+    ["log-format"] = "value", env = "value", lease = "value" }
   local api = require "sluice.api"
   for k, v in pairs(api.cli_options) do spec[k] = v end
   local opts, pos = begin("serve", args, spec)
@@ -820,8 +826,15 @@ function M.serve(args)
     errf("%s", state)
     return 2
   end
+  local lok, lease_ms = pcall(require("sluice.hosts").lease_ms, opts.lease)
+  if not lok then return usage_error("serve", (tostring(lease_ms):gsub("^[^\n]-:%d+: ", ""))) end
+  if opts.lease and not require("sluice.pg_schema").is_url(store_dir) then
+    return usage_error("serve", "--lease applies to a PostgreSQL store shared by several hosts; "
+      .. store_dir .. " is LMDB, which has one host")
+  end
   local ok, err = require("sluice.serve").run({
     dir = pos[1] or "pipelines", grace_ms = grace_ms, http = http_opts, store = store_dir, state = state,
+    lease_ms = lease_ms,
   })
   if not ok then
     errf("%s", err)
@@ -1150,6 +1163,7 @@ M.USAGE, M.begin, M.open_store, M.usage_error, M.table_print = USAGE, begin, ope
 function M.keys(args) return require("sluice.cli_keys").keys(args) end
 function M.namespaces(args) return require("sluice.cli_keys").namespaces(args) end
 function M.store(args) return require("sluice.cli_store").store(args) end
+function M.hosts(args) return require("sluice.cli_hosts").hosts(args) end
 
 USAGE.repl = [[
 usage: sluice repl [--store DIR|URL] [-e CHUNK] [--json] [--eval-timeout DURATION]

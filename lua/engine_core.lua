@@ -20,6 +20,13 @@ M.on_idle = nil
 --- after each executed step.
 M.on_step = nil
 
+--- Set by a host that shares its store with other hosts (lua/hosts.lua):
+--- take(id) before a run executes here (waits while another host holds
+--- the run; true when it waited), ended(id, record | nil) when it ended
+--- here; hold(kind, name, stopped) and release(kind, name) for the leases
+--- of the singletons (a consumer's batches). nil: the store has one host.
+M.leases = nil
+
 --- The timeout (ms) of steps that set none (serve/run --step-timeout); nil:
 --- such steps run unbounded.
 M.step_timeout_ms = nil

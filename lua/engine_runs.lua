@@ -80,27 +80,43 @@ local LOST = {}
 local function execute_once(p, input, id, opts, waiters)
   opts = opts or {}
   local existing
+  -- executing in this process already: wait for that execution, never
+  -- run it twice (a child resumed by serve and by its parent's call)
+  local function join(a)
+    table.move(waiters, 1, #waiters, #a.waiters + 1, a.waiters) -- they wait for it too
+    for i = #waiters, 1, -1 do waiters[i] = nil end
+    local me = coroutine.running()
+    a.waiters[#a.waiters + 1] = function(rec) sched.wake(me, rec) end
+    return sched.wait()
+  end
   if id then
     local ok, err = check_run_id(id)
     if not ok then return nil, err, "usage" end
-    -- executing in this process already: wait for that execution, never
-    -- run it twice (a child resumed by serve and by its parent's call)
-    local a = active[id]
-    if a then
-      table.move(waiters, 1, #waiters, #a.waiters + 1, a.waiters) -- they wait for it too
-      for i = #waiters, 1, -1 do waiters[i] = nil end
-      local me = coroutine.running()
-      a.waiters[#a.waiters + 1] = function(rec) sched.wake(me, rec) end
-      return sched.wait()
-    end
+    if active[id] then return join(active[id]) end
     existing = M.get_run(id)
   end
+  local function ended(r) return r.status == "completed" or r.status == "cancelled" end
   if existing then
     if existing.pipeline ~= p.name then
       return nil, ("run %s belongs to pipeline '%s', not '%s'"):format(id, existing.pipeline, p.name), "usage"
     end
-    if existing.status == "completed" or existing.status == "cancelled" then return existing end
+    if ended(existing) then return existing end
   end
+  -- several hosts: the run executes where its lease is; one that had to
+  -- wait for it reads the run again (it went on elsewhere meanwhile)
+  if M.leases then
+    id = id or idgen.new_id()
+    if M.leases.take(id) then
+      existing = M.get_run(id)
+      if existing and ended(existing) then
+        M.leases.ended(id, existing)
+        return existing
+      end
+    end
+  end
+  -- the reads above may have yielded (PostgreSQL): another task of this
+  -- process may have started the run meanwhile
+  if id and active[id] then return join(active[id]) end
   local now = clock.now()
   id = id or idgen.new_id()
   if not existing and p.params then
@@ -139,6 +155,7 @@ local function execute_once(p, input, id, opts, waiters)
   -- lost: why the store lost a commit; the waiters wait for the execution again
   local function release(result, lost)
     active[id] = nil
+    if M.leases then M.leases.ended(id, result) end
     if run.guard then run.guard:release() end
     if run.slot then run.slot.release() end
     if run.deadline_timer and not run.deadline_timer:is_closing() then run.deadline_timer:close() end

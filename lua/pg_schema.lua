@@ -142,23 +142,41 @@ M.migrations = {
       runs bigint NOT NULL,
       PRIMARY KEY (namespace, day))]],
 
-    -- several hosts, one queue: a host is alive while expires_at is in the
-    -- future (renewed by its heartbeat); it owns what its leases name
+    -- several hosts, one queue (lua/hosts.lua, host/store_pg_hosts.c): a
+    -- host is alive while expires_at is in the future (its heartbeat moves
+    -- it: one statement renews all its leases); it owns what its leases
+    -- name. A host once expired never renews (the renewal requires
+    -- expires_at > now()): its leases are freed by whichever host reaps it,
+    -- under a row lock on the host that the dead host's own commits also
+    -- take (sluice.fence), so a commit of the dead host is either before
+    -- the takeover or refused.
     [[CREATE TABLE sluice.hosts (
-      id text COLLATE "C" PRIMARY KEY,
-      name text NOT NULL,
+      id text COLLATE "C" PRIMARY KEY, -- unique per process start
+      name text NOT NULL, -- the machine's host name
       pid integer,
       started_at timestamptz NOT NULL DEFAULT now(),
       heartbeat_at timestamptz NOT NULL DEFAULT now(),
       expires_at timestamptz NOT NULL,
-      info json)]],
+      info json)]], -- {lease_ms, version, dir}
     [[CREATE TABLE sluice.leases (
       kind text COLLATE "C" NOT NULL, -- 'run', 'consumer', 'dispatch', 'schedules'
       name text COLLATE "C" NOT NULL,
       host_id text COLLATE "C" NOT NULL REFERENCES sluice.hosts (id) ON DELETE CASCADE,
       acquired_at timestamptz NOT NULL DEFAULT now(),
       PRIMARY KEY (kind, name))]],
-    [[CREATE INDEX leases_by_host ON sluice.leases (host_id)]],
+    [[CREATE INDEX leases_by_host ON sluice.leases (host_id, kind)]],
+    -- the first statement of every write transaction of a registered host
+    -- (pg.h's prelude): refuses the transaction once the host has expired,
+    -- and holds a KEY SHARE lock on its row until the commit, which the
+    -- reaper's FOR UPDATE waits for (or skips)
+    [[CREATE FUNCTION sluice.fence(host text) RETURNS void LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM 1 FROM sluice.hosts WHERE id = host AND expires_at > now() FOR KEY SHARE;
+        IF NOT FOUND THEN
+          RAISE EXCEPTION 'sluice host % is not registered any more: its lease expired (no heartbeat in time), so other hosts may have taken its work', host
+            USING ERRCODE = 'SLU02';
+        END IF;
+      END $$]],
   },
 }
 

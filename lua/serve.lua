@@ -20,6 +20,7 @@ local stream = require "sluice.stream"
 local errors = require "sluice.errors"
 local control = require "sluice.control"
 local reload = require "sluice.reload"
+local hosts = require "sluice.hosts"
 local uv = require "luv"
 
 local M = {}
@@ -102,7 +103,7 @@ local function take_lock(store, state)
   end
 end
 
----@param opts table {dir=, store=, state= (its state dir: sluice.state_dir), grace_ms=}
+---@param opts table {dir=, store=, state= (its state dir: sluice.state_dir), grace_ms=, lease_ms=}
 function M.run(opts)
   opts.state = opts.state or opts.store
   local ok, err = storage.open(opts.store)
@@ -122,6 +123,27 @@ function M.run(opts)
     #every.order, storage.remote() and ("%s, state dir %s"):format(storage.dir(), opts.state) or opts.store,
     uv.os_getpid())
 
+  -- several hosts on a PostgreSQL store (lua/hosts.lua): registered before
+  -- anything can start a run; its claim passes resume the runs nobody
+  -- holds, this host's unfinished ones among them
+  local lost, finish_now
+  local host_id, herr = hosts.start({
+    lease_ms = opts.lease_ms, log = log, info = { dir = opts.dir },
+    launch = function(r)
+      local ended = r.schedule and scheduler.track(r.schedule)
+      launch(engine.pipelines[r.pipeline], nil, r.id, nil, function() if ended then ended() end end)
+    end,
+    on_lost = function(msg)
+      lost = msg
+      engine.stopping = true
+      if finish_now then finish_now(msg) end
+    end,
+  })
+  if herr then return nil, herr end
+  if host_id then
+    log("host %s: lease %.1fs, sharing %s with the other hosts", host_id, hosts.lease / 1000, storage.dir())
+  end
+
   -- the control socket: requests of other sluice processes
   local lok, lerr = control.listen(opts.state, {
     role = "serve", dir = opts.dir, execute = execute,
@@ -139,7 +161,7 @@ function M.run(opts)
   local api, aerr = require("sluice.api").start(opts, launch)
   if not api then return nil, aerr end
 
-  for _, r in ipairs(engine.unfinished_runs()) do
+  for _, r in ipairs(host_id and {} or engine.unfinished_runs()) do
     local p = engine.pipelines[r.pipeline]
     if p then
       local ended = r.schedule and scheduler.track(r.schedule)
@@ -149,8 +171,12 @@ function M.run(opts)
     end
   end
 
-  -- events sent with send(): each matching on() handler gets a run
-  sched.spawn({}, events.run_dispatcher, function(ok2, e)
+  -- events sent with send(): each matching on() handler gets a run (one
+  -- host dispatches at a time; another takes over when it goes)
+  sched.spawn({}, function(...)
+    if host_id and not hosts.hold("dispatch", "*") then return end
+    return events.run_dispatcher(...)
+  end, function(ok2, e)
     if not ok2 then log("event dispatcher stopped: %s", errors.describe(e)) end
   end, function(p, id) launch(p, nil, id) end, log)
   -- stream consumers, and those reloads add
@@ -181,6 +207,7 @@ function M.run(opts)
     if why then log("%s", why) end
     sched.wake(me)
   end
+  finish_now = finish
   local stopped_by
   local function stop(signame)
     if engine.stopping then
@@ -191,6 +218,7 @@ function M.run(opts)
     control.stop_taking_work(("serve is stopping (%s): it takes no new runs"):format(signame))
     reload.stop()
     scheduler.stop()
+    hosts.stop()
     trim_timer:close()
     if events.dispatcher then events.dispatcher.stop() end
     stream.stop_consumers()
@@ -217,28 +245,36 @@ function M.run(opts)
     h:start(name, function() action(name:upper()) end)
     signals[#signals + 1] = h
   end
-  local t_sched = clock.hrtime()
-  local armed = scheduler.start(function(s, id, extra, on_end)
-    local p = engine.pipelines[s.pipeline]
-    if not p then
-      log("schedule %s: pipeline '%s' is not defined; fire skipped", s.name, s.pipeline)
-      return on_end()
-    end
-    -- a task: the scheduler fires from its timer, and a read of a
-    -- PostgreSQL store waits
-    sched.spawn({}, function()
-      if engine.get_run(id) then
-        return on_end() -- this fire already has its run (resumed above if unfinished)
+  local function arm_schedules()
+    local t_sched = clock.hrtime()
+    local armed = scheduler.start(function(s, id, extra, on_end)
+      local p = engine.pipelines[s.pipeline]
+      if not p then
+        log("schedule %s: pipeline '%s' is not defined; fire skipped", s.name, s.pipeline)
+        return on_end()
       end
-      launch(p, s.input, id, { extra = extra, fields = { schedule = s.name, namespace = s.namespace } }, on_end)
-    end, function(ok2, e)
-      if not ok2 then
-        log("schedule %s: fire %s not started: %s", s.name, id, errors.describe(e))
-        on_end()
-      end
-    end)
-  end, require("sluice.api.schedules").adopt)
-  log("%d schedules armed in %.1fms", armed, (clock.hrtime() - t_sched) / 1e6)
+      -- a task: the scheduler fires from its timer, and a read of a
+      -- PostgreSQL store waits
+      sched.spawn({}, function()
+        if engine.get_run(id) then
+          return on_end() -- this fire already has its run (resumed above if unfinished)
+        end
+        launch(p, s.input, id, { extra = extra, fields = { schedule = s.name, namespace = s.namespace } }, on_end)
+      end, function(ok2, e)
+        if not ok2 then
+          log("schedule %s: fire %s not started: %s", s.name, id, errors.describe(e))
+          on_end()
+        end
+      end)
+    end, require("sluice.api.schedules").adopt)
+    log("%d schedules armed in %.1fms", armed, (clock.hrtime() - t_sched) / 1e6)
+  end
+  if not host_id then
+    arm_schedules()
+  else -- one host fires the schedules at a time
+    sched.spawn({}, function() if hosts.hold("schedules", "*") and not engine.stopping then arm_schedules() end end,
+      function(ok2, e) if not ok2 then log("schedules: %s", errors.describe(e)) end end)
+  end
   api.ready()
 
   sched.wait()
@@ -247,6 +283,10 @@ function M.run(opts)
   -- clients waiting on runs cut off here learn it now, and may take them over
   control.close(("serve stopped (%s)"):format(stopped_by or "?"))
   if grace_timer then grace_timer:close() end
+  if lost then return nil, lost end
+  -- its leases go with it: the other hosts claim its cut-off runs now
+  local dok, derr = hosts.deregister()
+  if not dok then log("%s", derr) end
   return true
 end
 

@@ -309,6 +309,9 @@ function M.run_consumer(c, log)
   end
   c.stopped = false
   c.stop = function() c.stopped = true; wake() end -- from here on, even while the state is stored
+  -- several hosts: one of them runs the consumer's batches at a time
+  local leases = engine.leases
+  if leases and not leases.hold("consumer", c.name, function() return c.stopped end) then return end
   local state = must("consumer " .. c.name, store.consumer(c.name))
   if not state or state.pattern ~= c.pattern then
     state = { name = c.name, pattern = c.pattern, after = c.from == "LATEST" and id_of(M.last_seq()) or nil,
@@ -362,6 +365,7 @@ function M.run_consumer(c, log)
   for i, f in ipairs(listeners) do
     if f == wake then table.remove(listeners, i) break end
   end
+  if leases then leases.release("consumer", c.name) end
 end
 
 --- How often a loop with nothing to do looks again on PostgreSQL, where

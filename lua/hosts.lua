@@ -1,0 +1,286 @@
+--- sluice.hosts: several `sluice serve` processes sharing one PostgreSQL
+--- store and one queue of runs (issue 15). Absent on an LMDB store: one
+--- host per store there (its lock file), nothing to share.
+---
+--- A host registers itself (sluice.hosts: an id per process start, the
+--- machine's name, the pid) and renews its registration every third of the
+--- lease duration (--lease, $SLUICE_LEASE, default 30s); it owns what its
+--- leases name, for as long as it renews in time. The expiry is the
+--- server's clock (host/store_pg_hosts.c). A host executes a run only while
+--- it holds the run's lease: it takes it before the run starts (a run it
+--- creates, one resumed, one another host gave up), or claims runs that
+--- nobody holds in its claim pass (each poll tick: FOR UPDATE SKIP LOCKED,
+--- so two hosts never claim one), and gives it up when the run ends. A host
+--- that dies (SIGKILL, a lost machine) stops renewing; once its lease
+--- expired, the next claim pass of any host frees its leases and the runs
+--- are claimed and resumed elsewhere, replaying their stored steps. A host
+--- that finds its own registration expired (it could not renew for a whole
+--- lease: PostgreSQL out of reach, the process stalled) stops at once: its
+--- work may be elsewhere now, and every write it would still make is
+--- refused by the fence (each of its write transactions checks that it is
+--- alive, holding a lock that the takeover waits for).
+---
+--- The singletons have a lease each, held for as long as the host lives:
+--- 'dispatch' (one host dispatches sends to `on` handlers: one cursor over
+--- one log, moved in the commit that creates the handlers' runs, so a
+--- single dispatcher is both simplest and exact), 'schedules' (one host
+--- fires every schedule: a fire, the record that moves the schedule past
+--- it and the overlap policy's view of the runs in flight stay on one
+--- host) and 'consumer' per consumer name (its batches, one at a time).
+--- The others wait, retrying each poll tick, and take over when the holder
+--- goes.
+local ids = require "sluice._ids"
+local store = require "sluice._store"
+local H = require "sluice._hosts"
+local engine = require "sluice.engine"
+local errors = require "sluice.errors"
+local sched = require "sluice.sched"
+local uv = require "luv"
+
+local M = {}
+
+M.DEFAULT_LEASE_MS = 30000
+M.CLAIM_MAX = 64 -- runs claimed in one pass: a dead host's runs spread over the others
+
+--- The lease duration in ms: the --lease value, else $SLUICE_LEASE, else
+--- 30s. Raises with a message naming where a bad value came from.
+function M.lease_ms(option)
+  local v, what = option, "--lease"
+  if v == nil then v, what = os.getenv("SLUICE_LEASE"), "SLUICE_LEASE" end
+  if v == nil or v == "" then return M.DEFAULT_LEASE_MS end
+  local ms = require("sluice.duration").ms(v, what)
+  if ms < 1000 then error(("%s: a lease must last at least 1s, got %s"):format(what, v), 0) end
+  return math.floor(ms)
+end
+
+local S -- this host while registered: {id=, lease_ms=, poll_ms=, log=, ...}
+local held = {} -- run id -> true: leases this host holds on runs
+M.active = false -- registered (a PostgreSQL store, between start and deregister)
+
+-- Sleeps ms (not durable); stop() cuts it short.
+local function nap(ms)
+  local me = coroutine.running()
+  local t = uv.new_timer()
+  S.naps[me] = t
+  t:start(math.max(1, math.floor(ms)), 0, function()
+    t:close()
+    S.naps[me] = nil
+    sched.wake(me)
+  end)
+  sched.wait()
+end
+
+-- A host that stopped (or expired) never takes anything again: its
+-- waiters stay suspended until the process exits.
+local function parked()
+  if S.stopped then sched.wait() end
+end
+
+local FINAL = { completed = true, failed = true, cancelled = true }
+
+local function flush_releases()
+  if S.flushing or #S.release_q == 0 then return end
+  S.flushing = true
+  sched.spawn({}, function()
+    while #S.release_q > 0 and not S.gone do
+      local names = S.release_q
+      S.release_q = {}
+      -- a lease left on a finished run is harmless (claims take active
+      -- runs only) and goes with this host's row at exit
+      local ok, err = H.release(S.id, "run", names)
+      if not ok then S.log("releasing the leases of %d ended run(s): %s", #names, err) end
+    end
+  end, function(ok, e)
+    S.flushing = false
+    if not ok then S.log("releasing run leases: %s", errors.describe(e)) end
+  end)
+end
+
+--- Waits until this host holds lease (kind, name); true once it does,
+--- false when the host stops or stopped() says so first. Says once in the
+--- log which host has it meanwhile.
+function M.hold(kind, name, stopped)
+  local said
+  while not S.stopped and not (stopped and stopped()) do
+    local holder, err, code = H.take(S.id, kind, name)
+    if holder == S.id then
+      if said then S.log("%s %s: taken over (host %s had it)", kind, name, said) end
+      return true
+    end
+    if holder and holder ~= said then
+      S.log("%s %s: host %s has it; this host takes over if that one stops", kind, name, holder)
+      said = holder
+    elseif not holder and code ~= "EIO" then
+      errors.store(("%s %s: taking its lease"):format(kind, name), err, code)
+    end
+    nap(S.poll_ms)
+  end
+  return false
+end
+
+--- Gives up lease (kind, name) (a consumer removed by a reload).
+function M.release(kind, name)
+  if not S or S.gone then return end
+  local ok, err = H.release(S.id, kind, { name })
+  if not ok then S.log("%s %s: releasing its lease: %s", kind, name, err) end
+end
+
+-- engine.leases.take: the run's lease, before it executes here. Returns
+-- true when it had to wait (another host held it: the run may have moved
+-- on meanwhile).
+local function take_run(id)
+  if held[id] then return false end
+  local waited = false
+  while true do
+    parked()
+    local holder, err, code = H.take(S.id, "run", id)
+    if holder == S.id then
+      held[id] = true
+      return waited
+    end
+    -- another host holds it (it runs there: wait for its end or its
+    -- death); a connection lost is retried; anything else is the run's error
+    if not holder and code ~= "EIO" then errors.store("run " .. id .. ": taking its lease", err, code) end
+    waited = true
+    nap(S.poll_ms)
+  end
+end
+
+-- engine.leases.ended: a run that executed here ended (rec: its record,
+-- nil when it did not reach an end: cut off, or its store failed).
+local function run_ended(id, rec)
+  if not held[id] or not (rec and FINAL[rec.status]) then return end
+  held[id] = nil
+  S.release_q[#S.release_q + 1] = id
+  flush_releases()
+end
+
+local function pipeline_names()
+  local names = {}
+  for name in pairs(engine.pipelines) do names[#names + 1] = name end
+  table.sort(names)
+  return names
+end
+
+-- One claim pass: frees the leases of dead hosts, claims runs nobody
+-- holds and launches them. After a claim whose outcome is unknown (the
+-- connection went), the runs leased here are read back, so none stays
+-- leased without executing.
+local function claim_pass()
+  local runs, err, code = H.claim(S.id, pipeline_names(), M.CLAIM_MAX)
+  if not runs then
+    if code == "EIO" then S.resync = true end
+    if not S.said_claim then S.log("claiming runs: %s; trying again each %dms", err, S.poll_ms) end
+    S.said_claim = true
+    return
+  end
+  S.said_claim = false
+  if S.resync then
+    local mine = H.runs(S.id)
+    if mine then
+      S.resync = false
+      for _, r in ipairs(mine) do
+        if not engine.active[r.id] then runs[#runs + 1] = r end
+      end
+    end
+  end
+  for _, r in ipairs(runs) do
+    held[r.id] = true
+    S.launch(r)
+  end
+  return #runs
+end
+
+local function heartbeat()
+  local every = math.max(100, S.lease_ms // 3)
+  local trouble -- since when renewing fails (loop ms), nil while it works
+  while not S.stopped do
+    nap(every)
+    if S.stopped then break end
+    local alive, err = H.renew(S.id, S.lease_ms)
+    if alive then
+      if trouble then S.log("lease renewed again after %.1fs without", (uv.now() - trouble) / 1000) end
+      trouble = nil
+    elseif alive == false then
+      M.stop()
+      S.gone = true
+      S.on_lost(("this host's registration %s expired: no heartbeat reached PostgreSQL within its "
+        .. "lease (%.1fs); other hosts may run its work now, so it stops"):format(S.id, S.lease_ms / 1000))
+      return
+    else
+      if not trouble then
+        trouble = uv.now()
+        S.log("renewing this host's lease: %s; retrying every %.1fs (lease %.1fs)", err, every / 1000, S.lease_ms / 1000)
+      end
+    end
+  end
+end
+
+local function work()
+  while not S.stopped do
+    claim_pass()
+    nap(S.poll_ms)
+  end
+end
+
+--- Registers this process as a host of the PostgreSQL store open (does
+--- nothing and returns nil on LMDB) and starts its heartbeat and claim
+--- passes. opts: {lease_ms=, poll_ms= (default: a second, or less for a
+--- short lease), log = printf-style, launch = function({id=, pipeline=,
+--- schedule=}) for each run claimed, on_lost = function(message) when the
+--- registration expired, info = a table stored with the host}. Returns
+--- the host id, or nil and why not.
+function M.start(opts)
+  if not store.remote() then return nil end
+  local lease_ms = opts.lease_ms or M.lease_ms()
+  local hostname = uv.os_gethostname() or "?"
+  local pid = math.tointeger(uv.os_getpid())
+  local id = ("%s:%d:%s"):format(hostname, pid, ids.new_id():sub(-6):lower())
+  local info = { lease_ms = lease_ms }
+  for k, v in pairs(opts.info or {}) do info[k] = v end
+  local ok, err = H.register({ id = id, name = hostname, pid = pid, lease_ms = lease_ms, info = info })
+  if not ok then return nil, ("registering this host in %s: %s"):format(store.dir(), err) end
+  H.fence(id)
+  S = {
+    id = id, lease_ms = lease_ms, poll_ms = opts.poll_ms or math.min(1000, lease_ms // 3),
+    log = opts.log or function() end, launch = opts.launch or function() end,
+    on_lost = opts.on_lost or function(msg) error(msg, 0) end,
+    naps = {}, release_q = {},
+  }
+  M.id, M.active = id, true
+  engine.leases = { take = take_run, ended = run_ended, hold = M.hold, release = M.release }
+  local function report(what)
+    return function(ok2, e) if not ok2 then S.log("%s stopped: %s", what, errors.describe(e)) end end
+  end
+  sched.spawn({}, heartbeat, report("the heartbeat"))
+  sched.spawn({}, work, report("the claim passes"))
+  return id
+end
+
+--- Stops the heartbeat, the claim passes and every wait for a lease (the
+--- host is shutting down); the registration stays until deregister().
+function M.stop()
+  if not S or S.stopped then return end
+  S.stopped = true
+  for co, t in pairs(S.naps) do
+    if not t:is_closing() then t:close() end
+    S.naps[co] = nil
+    sched.wake(co)
+  end
+end
+
+--- Deletes this host's registration and with it its leases: other hosts
+--- claim its unfinished runs at their next pass. The last thing a host
+--- does: its writes are refused from here on.
+function M.deregister()
+  if not S or S.gone then return true end
+  M.stop()
+  S.gone = true
+  engine.leases = nil
+  M.active = false
+  local ok, err = H.deregister(S.id)
+  if not ok then return nil, ("deregistering host %s: %s"):format(S.id, err) end
+  return true
+end
+
+return M
