@@ -102,10 +102,11 @@ void pgstore_host_fence(pgstore *s, const char *id) {
   pg_set_prelude(s->conn, b);
 }
 
-/* the runs of a claim, as JSON: {id, pipeline, schedule} oldest first */
-#define RUN_JSON                                                                          \
-  "coalesce(json_agg(json_build_object('id', r.id, 'pipeline', r.pipeline, 'schedule', " \
-  "r.record->>'schedule') ORDER BY r.created_at_us, r.id), '[]')"
+/* the runs of a claim, as JSON: {id, pipeline, schedule (if any)} oldest first */
+#define RUN_JSON                                                                     \
+  "coalesce(json_agg(json_strip_nulls(json_build_object('id', r.id, 'pipeline', "    \
+  "r.pipeline, 'schedule', r.record->>'schedule')) ORDER BY r.created_at_us, r.id), " \
+  "'[]')"
 
 void pgstore_claim_runs(pgstore *s, const char *id, const char *pipelines, size_t pn,
                         size_t limit, sbuf *out, pgstore_done_fn done, void *cookie) {

@@ -531,10 +531,25 @@ end
 -- Executes run id of p here, listening on the control socket meanwhile so
 -- that sluice cancel reaches it. Returns the record, or nil and 2.
 local function run_here(p, input, id, exec_opts)
+  -- a PostgreSQL store may have serve hosts: this process is a host too
+  -- while it runs, holding the run's lease (lua/hosts.lua)
+  local hosts = require "sluice.hosts"
+  local host, herr = hosts.start({ claim = false, info = { command = "run" }, on_lost = function(msg)
+    errf("%s", msg)
+    os.exit(3)
+  end })
+  if herr then
+    errf("%s", herr)
+    return nil, 2
+  end
   local listening, lerr = control.listen(state_dir, { role = "run", run_id = id })
   if not listening then errf("warning: %s: this run cannot be cancelled from another process", lerr) end
   local rec, err = engine.execute(p, input, id, exec_opts)
   if listening then control.close(("sluice run of %s ended"):format(id)) end
+  if host then
+    local dok, derr = hosts.deregister()
+    if not dok then errf("warning: %s", derr) end
+  end
   if not rec then
     errf("%s", err)
     return nil, 2

@@ -56,6 +56,7 @@ end
 local S -- this host while registered: {id=, lease_ms=, poll_ms=, log=, ...}
 local held = {} -- run id -> true: leases this host holds on runs
 M.active = false -- registered (a PostgreSQL store, between start and deregister)
+M.id, M.lease = nil, nil -- this host's id and lease duration (ms) once registered
 
 -- Sleeps ms (not durable); stop() cuts it short.
 local function nap(ms)
@@ -218,7 +219,8 @@ end
 
 local function work()
   while not S.stopped do
-    claim_pass()
+    local ok, e = pcall(claim_pass)
+    if not ok then S.log("claiming runs: %s", errors.describe(e)) end
     nap(S.poll_ms)
   end
 end
@@ -227,9 +229,10 @@ end
 --- nothing and returns nil on LMDB) and starts its heartbeat and claim
 --- passes. opts: {lease_ms=, poll_ms= (default: a second, or less for a
 --- short lease), log = printf-style, launch = function({id=, pipeline=,
---- schedule=}) for each run claimed, on_lost = function(message) when the
---- registration expired, info = a table stored with the host}. Returns
---- the host id, or nil and why not.
+--- schedule=}) for each run claimed, claim = false for a host that only
+--- executes the runs it is given (sluice run), on_lost = function(message)
+--- when the registration expired, info = a table stored with the host}.
+--- Returns the host id, or nil and why not.
 function M.start(opts)
   if not store.remote() then return nil end
   local lease_ms = opts.lease_ms or M.lease_ms()
@@ -247,13 +250,13 @@ function M.start(opts)
     on_lost = opts.on_lost or function(msg) error(msg, 0) end,
     naps = {}, release_q = {},
   }
-  M.id, M.active = id, true
+  M.id, M.active, M.lease = id, true, lease_ms
   engine.leases = { take = take_run, ended = run_ended, hold = M.hold, release = M.release }
   local function report(what)
     return function(ok2, e) if not ok2 then S.log("%s stopped: %s", what, errors.describe(e)) end end
   end
   sched.spawn({}, heartbeat, report("the heartbeat"))
-  sched.spawn({}, work, report("the claim passes"))
+  if opts.claim ~= false then sched.spawn({}, work, report("the claim passes")) end
   return id
 end
 
