@@ -400,7 +400,18 @@ function M.start_consumer(c, log)
   local r = { c = c, after = {} }
   running[c.name] = r
   sched.spawn({}, function()
-    if not r.stopped then return M.run_consumer(c, log) end -- stopped before its task began
+    local delay = 500
+    while not r.stopped do -- (stopped before its task began: nothing to do)
+      local ok, e = xpcall(M.run_consumer, sched.traceback, c, log)
+      if ok or r.stopped then return end
+      -- the store lost a read or a commit (PostgreSQL's connection): the
+      -- loop starts again from its stored checkpoint
+      if not (type(e) == "table" and e.store and engine.store_lost(e.code)) then error(e, 0) end
+      local why = tostring(e.message):gsub("\n.*", "")
+      log("consumer %s: %s; starting again in %.1fs", c.name, why, delay / 1000)
+      sched.sleep_ms(delay)
+      delay = math.min(delay * 2, 10000)
+    end
   end, function(ok, e)
     running[c.name] = nil
     if not ok then log("consumer %s stopped: %s", c.name, require("sluice.errors").describe(e)) end

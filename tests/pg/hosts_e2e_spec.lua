@@ -325,7 +325,15 @@ for n in range(1, int(sys.argv[2]) + 1):
       local n = 0
       for _, e in ipairs(executions(log)) do if e.step == "consumed" then n = n + 1 end end
       return n >= RUNS + #ext
-    end, "the consumer to consume every event", 60000, 200)
+    end, function()
+      local t = {}
+      for i, h in ipairs(hosts) do
+        for line in table.concat(h.err):gmatch("[^\n]*consum[^\n]*") do
+          if not line:find("pipeline=consume") then t[#t + 1] = i .. ": " .. line end
+        end
+      end
+      return "the consumer to consume every event: " .. table.concat(t, "\n")
+    end, 60000, 200)
     for _, h in ipairs({ a, b, d }) do
       h:kill("sigterm")
       local code, _, _, err = h:wait(30000)
