@@ -5,6 +5,7 @@
  *   h.register{id=, name=, pid=, lease_ms=, info=table} -> true
  *   h.renew(id, lease_ms)          -> alive (false: expired, stop)
  *   h.deregister(id)               -> true
+ *   h.expire(id)                   -> true (a host known dead: its leases free at the next reap)
  *   h.fence(id | nil)              every write transaction checks id is alive
  *   h.claim(id, {pipeline, ...}, limit) -> {{id=, pipeline=, schedule=}, ...}
  *   h.runs(id)                     -> the same, of the active runs id holds
@@ -120,6 +121,14 @@ static int l_deregister(lua_State *L) {
   return l_store_await(L, r, push_ok);
 }
 
+static int l_expire(lua_State *L) {
+  pgstore *s = pg_of(L);
+  const char *id = check_id(L, 1);
+  l_pgread *r = l_store_pgread(L);
+  pgstore_host_expire(s, id, l_store_pgread_done, r);
+  return l_store_await(L, r, push_ok);
+}
+
 static int l_fence(lua_State *L) {
   pgstore *s = pg_of(L);
   pgstore_host_fence(s, lua_isnoneornil(L, 1) ? NULL : check_id(L, 1));
@@ -189,7 +198,8 @@ static int l_list(lua_State *L) {
 
 int luaopen_sluice__hosts(lua_State *L) {
   static const luaL_Reg fns[] = {{"register", l_register}, {"renew", l_renew},
-                                 {"deregister", l_deregister}, {"fence", l_fence},
+                                 {"deregister", l_deregister}, {"expire", l_expire},
+                                 {"fence", l_fence},
                                  {"claim", l_claim}, {"runs", l_runs},
                                  {"take", l_take}, {"release", l_release},
                                  {"list", l_list}, {NULL, NULL}};

@@ -275,6 +275,9 @@ void pgstore_host_renew(pgstore *s, const char *id, uint32_t lease_ms, int *aliv
                         pgstore_done_fn done, void *cookie);
 /* Deletes the host's row and with it its leases (a clean exit). */
 void pgstore_host_deregister(pgstore *s, const char *id, pgstore_done_fn done, void *cookie);
+/* Ends host id's lease now (a host known dead: the previous one of a
+ * state dir whose lock the caller holds): the next reap frees its leases. */
+void pgstore_host_expire(pgstore *s, const char *id, pgstore_done_fn done, void *cookie);
 /* From now on every write transaction of s (every commit and the
  * operations here) begins with sluice.fence(id): refused once the host
  * expired. NULL: none. Set it once registered. */
@@ -293,7 +296,8 @@ void pgstore_host_runs(pgstore *s, const char *id, sbuf *out, pgstore_done_fn do
                        void *cookie);
 /* Takes lease (kind, name) for host id unless another host holds it:
  * holder gets the holder's id afterwards (id itself: taken or held
- * already). A lease of an expired host stays its own until reaped. */
+ * already). Reaps first, as a claim does: a lease of an expired host is
+ * free. */
 void pgstore_take_lease(pgstore *s, const char *id, const char *kind, const char *name,
                         size_t namen, sbuf *holder, pgstore_done_fn done, void *cookie);
 /* Gives up host id's leases of kind named in names (a JSON array). */

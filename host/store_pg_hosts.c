@@ -91,6 +91,15 @@ void pgstore_host_deregister(pgstore *s, const char *id, pgstore_done_fn done, v
   send_op(s, b, 0, 0, NULL, NULL, done, cookie);
 }
 
+void pgstore_host_expire(pgstore *s, const char *id, pgstore_done_fn done, void *cookie) {
+  pg_batch *b = pg_batch_new();
+  params p = {.n = 0};
+  p_cstr(&p, id);
+  add(b, "UPDATE sluice.hosts SET expires_at = now() - interval '1 millisecond' "
+         "WHERE id = $1::text AND expires_at >= now()", &p);
+  send_op(s, b, 0, 0, NULL, NULL, done, cookie);
+}
+
 void pgstore_host_fence(pgstore *s, const char *id) {
   pg_batch *b = NULL;
   if (id) {
@@ -108,15 +117,20 @@ void pgstore_host_fence(pgstore *s, const char *id) {
   "r.pipeline, 'schedule', r.record->>'schedule')) ORDER BY r.created_at_us, r.id), " \
   "'[]')"
 
-void pgstore_claim_runs(pgstore *s, const char *id, const char *pipelines, size_t pn,
-                        size_t limit, sbuf *out, pgstore_done_fn done, void *cookie) {
-  pg_batch *b = pg_batch_new();
-  /* the reap: FOR UPDATE waits for no dead host's commit in flight (its
-   * fence holds KEY SHARE on its row): the next pass gets that one */
+/* The reap: frees the leases of expired hosts. FOR UPDATE waits for no
+ * dead host's commit in flight (its fence holds KEY SHARE on its row): the
+ * next reap gets that one. */
+static void add_reap(pg_batch *b) {
   add(b, "WITH dead AS (SELECT h.id FROM sluice.hosts h WHERE h.expires_at < now() "
          "AND EXISTS (SELECT 1 FROM sluice.leases l WHERE l.host_id = h.id) "
          "FOR UPDATE OF h SKIP LOCKED) "
          "DELETE FROM sluice.leases l USING dead WHERE l.host_id = dead.id", NULL);
+}
+
+void pgstore_claim_runs(pgstore *s, const char *id, const char *pipelines, size_t pn,
+                        size_t limit, sbuf *out, pgstore_done_fn done, void *cookie) {
+  pg_batch *b = pg_batch_new();
+  add_reap(b);
   add(b, "DELETE FROM sluice.hosts WHERE id IN (SELECT id FROM sluice.hosts "
          "WHERE expires_at < now() - interval '1 hour' FOR UPDATE SKIP LOCKED)", NULL);
   params p = {.n = 0};
@@ -152,6 +166,7 @@ void pgstore_take_lease(pgstore *s, const char *id, const char *kind, const char
     return;
   }
   pg_batch *b = pg_batch_new();
+  add_reap(b); /* a host that claims nothing (sluice run) takes a dead host's lease too */
   params p = {.n = 0};
   p_cstr(&p, id);
   p_cstr(&p, kind);
@@ -162,7 +177,7 @@ void pgstore_take_lease(pgstore *s, const char *id, const char *kind, const char
   p_cstr(&q, kind);
   p_str(&q, name, namen);
   add(b, "SELECT host_id FROM sluice.leases WHERE kind = $1::text AND name = $2::text", &q);
-  send_op(s, b, 0, 1, holder, NULL, done, cookie);
+  send_op(s, b, 0, 2, holder, NULL, done, cookie);
 }
 
 void pgstore_release_leases(pgstore *s, const char *id, const char *kind, const char *names,

@@ -534,10 +534,13 @@ local function run_here(p, input, id, exec_opts)
   -- a PostgreSQL store may have serve hosts: this process is a host too
   -- while it runs, holding the run's lease (lua/hosts.lua)
   local hosts = require "sluice.hosts"
-  local host, herr = hosts.start({ claim = false, info = { command = "run" }, on_lost = function(msg)
-    errf("%s", msg)
-    os.exit(3)
-  end })
+  local host, herr = hosts.start({
+    claim = false, info = { command = "run" }, state = state_dir,
+    on_lost = function(msg)
+      errf("%s", msg)
+      os.exit(3)
+    end,
+  })
   if herr then
     errf("%s", herr)
     return nil, 2

@@ -149,11 +149,15 @@ end
 
 -- engine.leases.ended: a run that executed here ended (rec: its record,
 -- nil when it did not reach an end: cut off, or its store failed).
-local function run_ended(id, rec)
-  if not held[id] or not (rec and FINAL[rec.status]) then return end
+-- gives the lease of run id back (one statement for those queued)
+local function give_back(id)
   held[id] = nil
   S.release_q[#S.release_q + 1] = id
   flush_releases()
+end
+
+local function run_ended(id, rec)
+  if held[id] and rec and FINAL[rec.status] then give_back(id) end
 end
 
 local function pipeline_names()
@@ -187,7 +191,11 @@ local function claim_pass()
   end
   for _, r in ipairs(runs) do
     held[r.id] = true
-    S.launch(r)
+    if engine.pipelines[r.pipeline] then
+      S.launch(r)
+    else -- removed by a reload since the claim read the names: back to the queue
+      give_back(r.id)
+    end
   end
   return #runs
 end
@@ -225,14 +233,37 @@ local function work()
   end
 end
 
+-- The host id the state dir remembers (false: none), after making it
+-- remember id; or nil and why not.
+local function previous_host(state, id)
+  local path = state .. "/host"
+  local f = io.open(path)
+  local prev = f and f:read("l")
+  if f then f:close() end
+  local tmp = path .. ".tmp"
+  local w, err = io.open(tmp, "w")
+  local ok = w and w:write(id, "\n")
+  ok = ok and w:close()
+  if ok then ok, err = os.rename(tmp, path) end
+  if not ok then return nil, ("remembering this host in %s: %s"):format(path, tostring(err)) end
+  return prev ~= nil and prev ~= "" and prev ~= id and prev
+end
+
 --- Registers this process as a host of the PostgreSQL store open (does
 --- nothing and returns nil on LMDB) and starts its heartbeat and claim
 --- passes. opts: {lease_ms=, poll_ms= (default: a second, or less for a
 --- short lease), log = printf-style, launch = function({id=, pipeline=,
 --- schedule=}) for each run claimed, claim = false for a host that only
 --- executes the runs it is given (sluice run), on_lost = function(message)
---- when the registration expired, info = a table stored with the host}.
---- Returns the host id, or nil and why not.
+--- when the registration expired, info = a table stored with the host,
+--- state = the state dir whose writer lock the caller holds}. Returns the
+--- host id, or nil and why not.
+---
+--- The state dir remembers the host that last used it: holding its lock,
+--- this process knows that host is gone (killed, or exited), so it ends
+--- that host's lease at once instead of letting its runs wait for the
+--- expiry: a serve restarted on the same machine resumes its runs as soon
+--- as on LMDB.
 function M.start(opts)
   if not store.remote() then return nil end
   local lease_ms = opts.lease_ms or M.lease_ms()
@@ -241,9 +272,18 @@ function M.start(opts)
   local id = ("%s:%d:%s"):format(hostname, pid, ids.new_id():sub(-6):lower())
   local info = { lease_ms = lease_ms }
   for k, v in pairs(opts.info or {}) do info[k] = v end
+  local prev, perr = false, nil
+  if opts.state then
+    prev, perr = previous_host(opts.state, id)
+    if prev == nil then return nil, perr end
+  end
   local ok, err = H.register({ id = id, name = hostname, pid = pid, lease_ms = lease_ms, info = info })
   if not ok then return nil, ("registering this host in %s: %s"):format(store.dir(), err) end
   H.fence(id)
+  if prev then
+    ok, err = H.expire(prev)
+    if not ok then return nil, ("ending the lease of host %s (this state dir's last): %s"):format(prev, err) end
+  end
   S = {
     id = id, lease_ms = lease_ms, poll_ms = opts.poll_ms or math.min(1000, lease_ms // 3),
     log = opts.log or function() end, launch = opts.launch or function() end,

@@ -128,7 +128,7 @@ function M.run(opts)
   -- holds, this host's unfinished ones among them
   local lost, finish_now
   local host_id, herr = hosts.start({
-    lease_ms = opts.lease_ms, log = log, info = { dir = opts.dir },
+    lease_ms = opts.lease_ms, log = log, info = { dir = opts.dir }, state = opts.state,
     launch = function(r)
       local ended = r.schedule and scheduler.track(r.schedule)
       launch(engine.pipelines[r.pipeline], nil, r.id, nil, function() if ended then ended() end end)
@@ -161,6 +161,7 @@ function M.run(opts)
   local api, aerr = require("sluice.api").start(opts, launch)
   if not api then return nil, aerr end
 
+  -- (with several hosts the claim passes resume them: those nobody holds)
   for _, r in ipairs(host_id and {} or engine.unfinished_runs()) do
     local p = engine.pipelines[r.pipeline]
     if p then
@@ -177,7 +178,10 @@ function M.run(opts)
     if host_id and not hosts.hold("dispatch", "*") then return end
     return events.run_dispatcher(...)
   end, function(ok2, e)
-    if not ok2 then log("event dispatcher stopped: %s", errors.describe(e)) end
+    if not ok2 then
+      log("event dispatcher stopped: %s", errors.describe(e))
+      if host_id then hosts.release("dispatch", "*") end -- another host may do better
+    end
   end, function(p, id) launch(p, nil, id) end, log)
   -- stream consumers, and those reloads add
   for _, name in ipairs(stream.consumer_order) do stream.start_consumer(stream.consumers[name], log) end
@@ -208,6 +212,7 @@ function M.run(opts)
     sched.wake(me)
   end
   finish_now = finish
+  if lost then finish(lost) end -- expired while starting
   local stopped_by
   local function stop(signame)
     if engine.stopping then

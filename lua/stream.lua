@@ -414,7 +414,10 @@ function M.start_consumer(c, log)
     end
   end, function(ok, e)
     running[c.name] = nil
-    if not ok then log("consumer %s stopped: %s", c.name, require("sluice.errors").describe(e)) end
+    if not ok then
+      log("consumer %s stopped: %s", c.name, require("sluice.errors").describe(e))
+      if engine.leases then engine.leases.release("consumer", c.name) end -- another host may do better
+    end
     for _, f in ipairs(r.after) do f() end
   end)
 end

@@ -39,8 +39,12 @@ describe("several hosts on one PostgreSQL store", function()
     procs = {}
   end)
 
+  local client_for
   local function client(mode, ...)
-    local p = H.spawn({ H.root .. "/tests/pg/lease_client.lua", url, tostring(LEASE_MS), mode, ... })
+    return client_for(LEASE_MS, mode, ...)
+  end
+  function client_for(lease_ms, mode, ...)
+    local p = H.spawn({ H.root .. "/tests/pg/lease_client.lua", url, tostring(lease_ms), mode, ... })
     procs[#procs + 1] = p
     H.wait_until(function() return table.concat(p.out):find("registered ") end,
       function() return "a client to register: " .. table.concat(p.err) .. table.concat(p.out) end, 30000)
@@ -115,6 +119,24 @@ describe("several hosts on one PostgreSQL store", function()
     assert.are.equal(0, count("sluice.leases l, sluice.hosts h WHERE h.id = $1 AND l.host_id = $2 "
       .. "AND l.acquired_at < h.expires_at", a.id, b.id))
     assert.are.equal(0, count("sluice.leases WHERE host_id = $1", a.id))
+  end)
+
+  it("hands a killed host's runs to the next host of its state dir at once, without waiting for the expiry", function()
+    local state = H.tmpdir()
+    local a = client_for(20000, "claim", state)
+    add_runs(1, 10)
+    H.wait_until(function() return #printed(a, "claimed") == 10 end, "host a to claim the 10 runs", 30000)
+    local expiry = assert(c:query("SELECT expires_at::text AS t FROM sluice.hosts WHERE id = $1", a.id))[1].t
+    a:kill("sigkill")
+    a:wait(10000)
+    -- the state dir's lock proves a is gone: b, its successor there, ends a's lease
+    local b = client_for(20000, "claim", state)
+    H.wait_until(function() return #printed(b, "claimed") == 10 end, "host b to take a's 10 runs", 15000)
+    assert.are.equal(0, count("sluice.leases WHERE host_id = $2 AND acquired_at >= $1::timestamptz", expiry, b.id))
+    -- a host of another state dir ends nobody's lease
+    local d = client_for(20000, "claim", H.tmpdir())
+    assert.are.equal(1, count("sluice.hosts WHERE id = $1 AND expires_at > now()", b.id))
+    assert.are.equal(0, #printed(d, "claimed"))
   end)
 
   it("refuses every write of a stalled host once another took its leases over, and stops it", function()

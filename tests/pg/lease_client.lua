@@ -2,7 +2,8 @@
 -- the lease layer (lua/hosts.lua) without serve:
 --   sluice tests/pg/lease_client.lua URL LEASE_MS MODE [ARGS]
 -- registers a host on the PostgreSQL store URL and, by MODE:
---   claim            claims runs of pipeline "p" and prints "claimed ID" for each
+--   claim [STATE]    claims runs of pipeline "p" and prints "claimed ID" for
+--                    each; STATE: the state dir the host remembers itself in
 --   hold KIND NAME   prints "holding KIND NAME" once it holds that lease
 --   write            commits a schedule record "w-<pid>" with n = 1, 2, ...
 --                    every 20 ms and prints "wrote N" or "refused N: why"
@@ -24,7 +25,7 @@ assert(store.open(url))
 engine.pipeline("p", function() end)
 
 local id = assert(hosts.start({
-  lease_ms = math.tointeger(tonumber(lease_ms)),
+  lease_ms = math.tointeger(tonumber(lease_ms)), state = mode == "claim" and a1 or nil,
   log = function(fmt, ...) io.stderr:write(fmt:format(...), "\n") end,
   launch = function(r) if mode == "claim" then say("claimed %s", r.id) end end,
   on_lost = function(msg)
