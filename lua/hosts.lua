@@ -147,8 +147,6 @@ local function take_run(id)
   end
 end
 
--- engine.leases.ended: a run that executed here ended (rec: its record,
--- nil when it did not reach an end: cut off, or its store failed).
 -- gives the lease of run id back (one statement for those queued)
 local function give_back(id)
   held[id] = nil
@@ -156,6 +154,8 @@ local function give_back(id)
   flush_releases()
 end
 
+-- engine.leases.ended: a run that executed here ended (rec: its record,
+-- nil when it did not reach an end: cut off, or its store failed).
 local function run_ended(id, rec)
   if held[id] and rec and FINAL[rec.status] then give_back(id) end
 end
@@ -219,7 +219,8 @@ local function heartbeat()
     else
       if not trouble then
         trouble = uv.now()
-        S.log("renewing this host's lease: %s; retrying every %.1fs (lease %.1fs)", err, every / 1000, S.lease_ms / 1000)
+        S.log("renewing this host's lease: %s; retrying every %.1fs (lease %.1fs)", err, every / 1000,
+          S.lease_ms / 1000)
       end
     end
   end

@@ -145,6 +145,11 @@ function M.run(opts)
   end
 
   -- the control socket: requests of other sluice processes
+  -- a start that fails from here gives its leases back
+  local function failed(e)
+    hosts.deregister()
+    return nil, e
+  end
   local lok, lerr = control.listen(opts.state, {
     role = "serve", dir = opts.dir, execute = execute,
     start = function(p, input, id, exec_opts) launch(p, input, id, exec_opts) end,
@@ -155,11 +160,11 @@ function M.run(opts)
     end,
     reload = reload.all,
   })
-  if not lok then return nil, lerr end
+  if not lok then return failed(lerr) end
 
   -- the HTTP API (lua/api.lua): before the schedules, which include those created over it
   local api, aerr = require("sluice.api").start(opts, launch)
-  if not api then return nil, aerr end
+  if not api then return failed(aerr) end
 
   -- (with several hosts the claim passes resume them: those nobody holds)
   for _, r in ipairs(host_id and {} or engine.unfinished_runs()) do

@@ -17,8 +17,10 @@ local json = require "sluice.json"
 
 local RUNS = 300
 
--- The pipelines: "job" (4 steps with durable sleeps between, a send and an
--- emit), a schedule every second, an on() handler and a consumer.
+-- The pipelines: "job" (4 steps with durable sleeps between; after the
+-- second it waits for the event "go", so that the test strikes when every
+-- run is in the middle; then a send and an emit), "go" (sends it), a
+-- schedule every second, an on() handler and a consumer.
 local function pipeline_file(log)
   return ([[
 local LOG = %q
@@ -27,16 +29,28 @@ local function mark(what)
   f:write(math.tointeger(require("luv").os_getpid()), " ", what, "\n")
   f:close()
 end
+-- a wait inside a step (not durable): a kill or a restart lands in it
+local function pause_ms(ms)
+  local co, t = coroutine.running(), require("luv").new_timer()
+  t:start(ms, 0, function() t:close(); coroutine.resume(co) end)
+  coroutine.yield()
+end
 pipeline("job", function(input)
   local id = ctx().run_id
   for i = 1, 4 do
-    step("s" .. i, function() mark(id .. " s" .. i) return i end)
+    step("s" .. i, function()
+      mark(id .. " s" .. i)
+      if i > 2 then pause_ms(200) end
+      return i
+    end)
     sleep("300ms")
+    if i == 2 then wait_for("go") end
   end
   send("ping", { n = input.n })
   emit("done", "jobs:" .. input.n, { n = input.n })
   return input.n * 2
 end)
+pipeline("go", function() send("go", {}) return true end)
 pipeline("slow", function()
   local id = ctx().run_id
   for i = 1, 3 do
@@ -149,6 +163,28 @@ for n in range(1, int(sys.argv[2]) + 1):
     return count("sluice.runs WHERE pipeline = 'job' AND status = 'completed'")
   end
 
+  -- Waits until every run waits for "go" (each host executed some), sends
+  -- it, and waits until `host` (nil: any) executed `n` steps after it.
+  local function release_the_runs(list, host, n)
+    H.wait_until(function() return count("sluice.runs WHERE pipeline = 'job' AND status = 'waiting'") == RUNS end,
+      function() return count("sluice.runs WHERE pipeline = 'job' AND status = 'waiting'") .. " runs waiting" end,
+      180000, 200)
+    local per_host = {}
+    for _, e in ipairs(executions(log)) do per_host[e.pid] = true end
+    for _, h in ipairs(list) do assert.is_true(per_host[h.pid], "host " .. h.host_id .. " executed nothing") end
+    local code, _, err = H.sluice({ "run", dir .. "/pipes/p.lua", "--pipeline", "go", "--store", url,
+      "--state-dir", dir .. "/go" }, { timeout = 60000 })
+    assert.are.equal(0, code, err)
+    local function after_go()
+      local k = 0
+      for _, e in ipairs(executions(log)) do
+        if (e.step == "s3" or e.step == "s4") and (not host or e.pid == host.pid) then k = k + 1 end
+      end
+      return k
+    end
+    H.wait_until(function() return after_go() >= n end, "steps after go", 60000, 5)
+  end
+
   -- The guarantees, from the executions logged and the store. dead: the
   -- pid of a host that was killed (its step in flight may run again
   -- elsewhere), or nil (then a step runs again only after a commit whose
@@ -238,15 +274,11 @@ for n in range(1, int(sys.argv[2]) + 1):
     assert.is_truthy(victim)
     local ids = post_runs({ a, b, d })
     local ext = post_events(a, 5)
-    -- in the middle: every host has executed steps, some runs are done, most are not
-    H.wait_until(function() return completed() >= 1 end, "a first run to complete", 60000)
-    local per_host = {}
-    for _, e in ipairs(executions(log)) do per_host[e.pid] = true end
-    for _, h in ipairs({ a, b, d }) do assert.is_true(per_host[h.pid], "host " .. h.host_id .. " executed nothing") end
-    local at_kill = completed()
+    -- in the middle: every run is past its second step, the victim's are executing their third
+    release_the_runs({ a, b, d }, victim, 5)
     victim:kill("sigkill")
     victim:wait(20000)
-    assert.is_true(at_kill < RUNS, "every run had completed before the kill")
+    assert.is_true(completed() < RUNS, "every run had completed before the kill")
     for _, id in ipairs(post_events(a == victim and b or a, 5)) do ext[#ext + 1] = id end
     H.wait_until(function() return completed() == RUNS end,
       function() return completed() .. " of " .. RUNS .. " runs completed" end, 180000, 200)
@@ -311,7 +343,7 @@ for n in range(1, int(sys.argv[2]) + 1):
     local a, b, d = serve(1, "30s"), serve(2, "30s"), serve(3, "30s")
     local ids = post_runs({ a, b, d })
     local ext = post_events(b, 5)
-    H.wait_until(function() return completed() >= 1 end, "a first run to complete", 60000)
+    release_the_runs({ a, b, d }, nil, 30)
     c:close()
     inst:restart()
     c = assert(pg.connect(url))
