@@ -38,6 +38,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "wal.h"
+
 #define STORE_MAXDBS 32      /* room for databases added later */
 #define STORE_MAXREADERS 512 /* coroutines holding short read txns at once */
 #define STORE_INITIAL_MAP ((size_t)256 << 20)
@@ -50,6 +52,7 @@ struct store {
   int readonly;
   pthread_rwlock_t lock;
   char *dir;
+  wal *wal; /* read-write: the write-ahead log (wal.c) */
 };
 
 /* How many transactions this thread holds under the shared lock: a thread
@@ -126,6 +129,7 @@ const char *store_db_name(int db) {
 }
 
 const char *store_dir(const store *s) { return s->dir; }
+wal *store_wal(store *s) { return s->wal; }
 MDB_env *store_env(store *s) { return s->env; }
 
 /* A database missing from a read-only store has handle 0 (LMDB's free-page
@@ -208,7 +212,8 @@ static int dir_has_foreign_files(const char *dir) {
      * (data.mdb appears between our stat of it and this scan) */
     if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
         !strcmp(e->d_name, "lock.mdb") || !strcmp(e->d_name, "data.mdb") ||
-        !strcmp(e->d_name, "writer.lock") || !strncmp(e->d_name, "control.sock", 12))
+        !strcmp(e->d_name, "writer.lock") || !strncmp(e->d_name, "control.sock", 12) ||
+        !strcmp(e->d_name, WAL_FILE) || !strncmp(e->d_name, WAL_FILE ".tmp.", 8))
       continue;
     found = 1;
     break;
@@ -335,7 +340,8 @@ static int check_format(store *s, MDB_txn *txn, int *have, char *err, size_t err
 /* Opens what exists with a read transaction first (no writer lock taken, so
  * opening never waits for another process's commit); only a new or old store
  * needs the write transaction that creates databases and the format key. */
-static int open_dbs(store *s, char *err, size_t errsz) {
+static int open_dbs(store *s, int *wrote, char *err, size_t errsz) {
+  *wrote = 0;
   MDB_txn *txn;
   int rc = txn_begin_locked(s, MDB_RDONLY, &txn);
   if (rc) return open_error(rc, s->dir, "reading", err, errsz);
@@ -395,6 +401,7 @@ static int open_dbs(store *s, char *err, size_t errsz) {
   }
   unlock_shared(s);
   if (rc) return open_error(rc, s->dir, "writing", err, errsz);
+  *wrote = 1;
   for (int i = 0; i < DB_COUNT; i++) s->present[i] = 1;
   s->missing = 0;
   return 0;
@@ -538,7 +545,37 @@ int store_open(store **out, const char *dir, int flags, char *err, size_t errsz)
       return status;
     }
   }
-  /* default flags are the durable ones: fsync on every commit */
+  /* The log first (wal.c): a read-write open holds its lock through
+   * recovery; a read-only open of a store that needs recovering after a
+   * restart has a read-write open do it first. */
+  int recover = 0;
+  if (ro && have_data) {
+    int st2 = wal_check(dir, &recover, err, errsz);
+    if (st2 == 0 && recover) {
+      store *rw = NULL;
+      st2 = store_open(&rw, dir, 0, err, errsz);
+      store_close(rw);
+      if (st2 == STORE_EACCES) {
+        seterr(err, errsz,
+               "store %s must be recovered after the machine restarted, which needs write "
+               "access: open it once as a user who may write it (sluice serve or run)",
+               dir);
+      }
+      recover = 0;
+    }
+    if (st2) {
+      store_close(s);
+      return st2;
+    }
+  } else if (!ro) {
+    int st2 = wal_open(&s->wal, dir, &recover, err, errsz);
+    if (st2) {
+      store_close(s);
+      return st2;
+    }
+  }
+  /* default flags are the durable ones (fsync on every commit), until
+   * wal_attach turns to the log's */
   rc = mdb_env_open(s->env, dir, MDB_NOTLS | (ro ? MDB_RDONLY : 0), 0644);
   if (rc && ro && data_is_empty(dir)) {
     /* another process is creating the store right now (LMDB, finding no
@@ -553,7 +590,9 @@ int store_open(store **out, const char *dir, int flags, char *err, size_t errsz)
     return status;
   }
   int status = ro ? 0 : set_initial_mapsize(s, err, errsz);
-  if (status == 0) status = open_dbs(s, err, errsz);
+  int wrote = 0;
+  if (status == 0) status = open_dbs(s, &wrote, err, errsz);
+  if (status == 0 && !ro) status = wal_attach(&s->wal, s, recover, wrote, err, errsz);
   if (status) {
     store_close(s);
     return status;
@@ -564,6 +603,7 @@ int store_open(store **out, const char *dir, int flags, char *err, size_t errsz)
 
 void store_close(store *s) {
   if (!s) return;
+  wal_close(s->wal); /* its pin first: a transaction of the environment */
   if (s->env) mdb_env_close(s->env);
   pthread_rwlock_destroy(&s->lock);
   free(s->dir);

@@ -35,6 +35,8 @@
  *   quotas       namespace "\0" YYYY-MM-DD -> runs started that UTC day
  *                (decimal, moved by the writer's counter add: wbatch_add)
  *   idempotency  namespace "\0" pipeline "\0" Idempotency-Key -> run_id
+ *   meta         "wal_tail" -> native u64 seq, u64 offset: where the log's next
+ *                record goes (wal.c; put in the transaction of each record)
  *   logs         run_id "\0" be64(us) be32(seq) -> JSON log line (records_steps.c:
  *                lines logged inside steps, committed with the step's record)
  *
@@ -81,6 +83,8 @@ enum {
 #define META_KEY_USED "key_used"
 
 MDB_env *store_env(store *s);
+/* The write-ahead log of a read-write store (NULL when read-only). */
+struct wal *store_wal(store *s);
 MDB_dbi store_dbi(const store *s, int db);
 const char *store_db_name(int db);
 

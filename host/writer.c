@@ -45,6 +45,7 @@
 #include <time.h>
 
 #include "sbuf.h"
+#include "wal.h"
 
 enum { OP_PUT = 1, OP_DEL = 2, OP_ADD = 3 }; /* OP_ADD's value: an int64_t delta */
 
@@ -74,6 +75,7 @@ struct writer {
   uv_loop_t *loop;
   uv_async_t async;
   pthread_t thread;
+  sbuf ops; /* writer thread: a group's operations, for its log record */
 
   pthread_mutex_t mu;
   pthread_cond_t cond;
@@ -246,8 +248,12 @@ static void fail_batch(writer *w, wbatch *b, int rc, const failure *f) {
   b->errmsg = error_message(w, rc, f);
 }
 
-static int apply_batch(MDB_txn *txn, store *s, wbatch *b, failure *f) {
-  const char *p = b->buf.data, *end = p + b->buf.len;
+/* Applies the operations in [ops, ops+len) (a batch's buffer, or a log
+ * record: batches' buffers one after the other). On failure *fdb and *fklen
+ * say which operation. */
+static int apply_ops(MDB_txn *txn, store *s, const char *ops, size_t len, int *fdb,
+                     size_t *fklen) {
+  const char *p = ops, *end = p + len;
   while (p < end) {
     rec_hdr h;
     memcpy(&h, p, sizeof h);
@@ -269,13 +275,24 @@ static int apply_batch(MDB_txn *txn, store *s, wbatch *b, failure *f) {
       if (rc == MDB_NOTFOUND) rc = 0; /* deleting what is not there is done */
     }
     if (rc) {
-      f->bad = b;
-      f->db = (int)h.db;
-      f->klen = h.klen;
+      *fdb = (int)h.db;
+      *fklen = h.klen;
       return rc;
     }
   }
   return 0;
+}
+
+int store_apply_ops(MDB_txn *txn, store *s, const void *ops, size_t len) {
+  int db;
+  size_t klen;
+  return apply_ops(txn, s, ops, len, &db, &klen);
+}
+
+static int apply_batch(MDB_txn *txn, store *s, wbatch *b, failure *f) {
+  int rc = apply_ops(txn, s, b->buf.data, b->buf.len, &f->db, &f->klen);
+  if (rc) f->bad = b;
+  return rc;
 }
 
 /* LMDB reports a short write as EIO, and that is how a full disk usually
@@ -312,7 +329,18 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
   MDB_txn *txn;
   int rc = store_write_begin(w->s, &txn);
   if (rc) return rc;
+  wal *l = store_wal(w->s);
+  size_t need = 0;
+  for (wbatch *b = first; b != end; b = b->next)
+    if (!b->failed) need += b->buf.len;
+  if (l) rc = wal_prepare(l, w->s, txn, need);
+  if (rc) {
+    store_write_end(w->s, txn, 0);
+    return rc;
+  }
   uint64_t nb = 0, nops = 0;
+  wbatch *lone = NULL;
+  sbuf_reset(&w->ops);
   for (wbatch *b = first; b != end; b = b->next) {
     if (b->failed) continue;
     rc = apply_batch(txn, w->s, b, f);
@@ -320,10 +348,26 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
       store_write_end(w->s, txn, 0);
       return rc;
     }
+    /* the group's record: the batches' buffers one after the other (a lone
+     * batch's buffer as it is, without a copy) */
+    if (nb == 1) sbuf_add(&w->ops, lone->buf.data, lone->buf.len);
+    if (nb >= 1) sbuf_add(&w->ops, b->buf.data, b->buf.len);
+    if (nb == 0) lone = b;
     nb++;
     nops += b->count;
   }
+  int logged = 0;
+  if (l && nb > 0) {
+    rc = nb == 1 ? wal_append(l, w->s, txn, lone->buf.data, lone->buf.len)
+                 : wal_append(l, w->s, txn, w->ops.data, w->ops.len);
+    if (rc) {
+      store_write_end(w->s, txn, 0);
+      return rc;
+    }
+    logged = 1;
+  }
   rc = store_write_end(w->s, txn, 1);
+  if (rc && logged) wal_cancel(l);
   if (rc == EIO && disk_nearly_full(store_dir(w->s))) rc = ENOSPC;
   if (rc == 0) {
     uint64_t us = mono_us() - t0;
@@ -444,6 +488,12 @@ static void *writer_main(void *arg) {
     pthread_mutex_lock(&w->mu);
   }
   pthread_mutex_unlock(&w->mu);
+  /* everything is durable in the log already; a checkpoint leaves a
+   * restart nothing to replay */
+  wal *l = store_wal(w->s);
+  int rc = l ? wal_checkpoint_now(l, w->s) : 0;
+  if (rc) fprintf(stderr, "sluice: checkpointing %s at exit: %s (its log keeps every write)\n",
+                  store_dir(w->s), mdb_strerror(rc));
   return NULL;
 }
 
@@ -483,6 +533,7 @@ static void on_close(uv_handle_t *h) {
   writer *w = h->data;
   pthread_mutex_destroy(&w->mu);
   pthread_cond_destroy(&w->cond);
+  sbuf_free(&w->ops);
   free(w);
 }
 

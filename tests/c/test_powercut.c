@@ -260,6 +260,10 @@ static void cut_once(int round, unsigned *seed) {
     setenv("LD_PRELOAD", shim, 1);
     setenv("POWERCUT_DIR", dir, 1);
     setenv("POWERCUT_OUT", out, 1);
+    /* a small log: checkpoints and wraps happen many times a round */
+    setenv("SLUICE_WAL_SIZE", "262144", 1);
+    setenv("SLUICE_WAL_CKPT", "65536", 1);
+    setenv("SLUICE_BOOT_ID", "before-the-cut", 1);
     /* an ASan build: the shim comes before the ASan runtime */
     setenv("ASAN_OPTIONS", "verify_asan_link_order=0:detect_leaks=0", 1);
     execl("/proc/self/exe", "test_powercut", "child", dir, fd, (char *)NULL);
@@ -293,6 +297,7 @@ static void cut_once(int round, unsigned *seed) {
     snprintf(img, sizeof img, "%s-img%d", dir, k);
     CHECK(mkdir(img, 0755) == 0);
     rebuild(dir, out, img, "data.mdb", pcts[k], seed);
+    rebuild(dir, out, img, "wal", pcts[k], seed);
     check_image(img, acked, n);
   }
 }
@@ -306,6 +311,8 @@ static void test_powercut(void) {
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "child") == 0) return child(argv[2], atoi(argv[3]));
   if (unit_tmpdir("powercut") != 0) return 1;
+  /* the images are opened "after a restart": recovery runs */
+  setenv("SLUICE_BOOT_ID", "after-the-cut", 1);
   RUN(test_powercut);
   unit_rmtree();
   return UNIT_DONE();

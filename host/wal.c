@@ -1,0 +1,824 @@
+/* wal.c: the write-ahead log in front of LMDB (issue 14): one cheap flush per
+ * group commit.
+ *
+ * Why an acknowledgement means durable. The writer (writer.c) commits a
+ * group in one LMDB write transaction W. Before W commits, the group's
+ * operations are appended to STORE/wal as one record (sequence number,
+ * length, CRC-32C) and the log is flushed with one fdatasync; LMDB then
+ * commits with MDB_NOSYNC (pages and meta written to the page cache, no
+ * flush), and only then are the batches called back. So every acknowledged
+ * batch is in a flushed log record, and so is every batch a reader can see
+ * (a reader sees only committed LMDB transactions). The log space is
+ * written with zeros ahead of use, so its fdatasync changes no file size or
+ * block map and costs a rewrite-in-place (bench/RESULTS.md, issue 14).
+ *
+ * What a power cut can leave of an MDB_NOSYNC file is anything: a meta page
+ * naming pages that never reached the disk. So recovery never trusts LMDB's
+ * state after the last checkpoint. A checkpoint, made under LMDB's write
+ * lock (no commit can run meanwhile, in any process): opens a read
+ * transaction on the newest committed state C (the "pin"), copies data.mdb's
+ * two meta pages (C's and its predecessor's), flushes data.mdb
+ * (mdb_env_sync: C's pages and metas are on disk), then writes a header slot
+ * of the log holding those meta pages, the log position where records after
+ * C begin, and the boot id, and flushes the log. The pin is kept until this
+ * process's next checkpoint is on disk: LMDB never reuses a page that a
+ * reader's snapshot can reach (mdb_page_alloc takes only pages freed before
+ * the oldest reader's transaction), so C's pages stay as flushed however many
+ * MDB_NOSYNC commits follow. Recovery, run at open when the machine restarted
+ * since the header was written (its boot id differs: without a restart the
+ * page cache holds every committed page, so LMDB is exactly its last commit):
+ * writes the saved meta pages back into data.mdb before LMDB opens it, which
+ * makes C current again, intact; then applies the log's records from the
+ * header's position in sequence, stopping at the first that is missing, torn
+ * (CRC) or from an older pass over the space (sequence), and checkpoints.
+ * Every acknowledged group was flushed in a record after C, in order, so it
+ * is replayed; an unacknowledged one may or may not be (store.h allows both);
+ * each record is a whole group or nothing.
+ *
+ * Several processes write one store (`sluice keys add` beside `serve`). They
+ * all go through the writer and this log, serialized by LMDB's write lock:
+ * the log's tail is a record of the store itself (meta "wal_tail", put in W),
+ * so the next writer in any process appends after it. A process may commit
+ * with MDB_NOSYNC only while the log's newest checkpoint is its own and its
+ * pin is held (wal_prepare reads the header in W and checkpoints first when
+ * it is not), so the checkpoint recovery would restore is always pinned by a
+ * live process whenever anyone commits. Every open takes the log's lock
+ * (an OFD lock on STORE/wal) around the check of the boot id, and a
+ * read-write open holds it through recovery, so no process reads a store
+ * that still needs recovering.
+ *
+ * Layout: two header slots of 2 KiB at 0 and 2048 (the newer valid one by
+ * header sequence counts: a torn write of one leaves the other), records
+ * from 4096 up to the capacity, then back to 4096 after a checkpoint that
+ * moves the header's position there (the wrap). Integers are native-endian.
+ *
+ * Sizes (tests set them small with SLUICE_WAL_SIZE / SLUICE_WAL_CKPT, bytes):
+ * capacity 64 MiB, a checkpoint after 8 MiB of log or 32 MiB of new LMDB
+ * pages (the pin keeps pages from being reused until the next one).
+ * SLUICE_BOOT_ID replaces the boot id (tests that build power-cut images). */
+#include "wal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "sbuf.h"
+#include "store_lmdb.h"
+
+#define SLOT 2048
+#define FIRST 4096
+#define META_BYTES 512
+#define REC_MAGIC 0x52574c53u /* "SLWR" */
+#define DEFAULT_CAPACITY ((uint64_t)64 << 20)
+#define DEFAULT_CKPT_BYTES ((uint64_t)8 << 20)
+#define CKPT_PAGE_BYTES ((uint64_t)32 << 20)
+#define MIN_CHUNK ((uint64_t)256 << 10)
+#define MAX_CHUNK ((uint64_t)4 << 20)
+/* LMDB 0.9 meta page: a 16-byte page header, then MDB_meta, whose magic is
+ * at 0 and txnid at 128 (so 144 in the page; checked at each checkpoint) */
+#define LMDB_META_MAGIC_AT 16
+#define LMDB_META_TXNID_AT 144
+#define LMDB_MAGIC 0xBEEFC0DEu
+
+typedef struct {
+  char magic[8]; /* "SLUICEWL" */
+  uint32_t version;
+  uint32_t psize;    /* data.mdb's page size */
+  uint64_t hseq;     /* header sequence: the higher valid slot is current */
+  uint64_t owner;    /* token of the store handle that checkpointed */
+  uint64_t txnid;    /* the checkpoint's LMDB transaction */
+  uint64_t capacity; /* records end before this offset */
+  uint64_t seq;      /* the first record after the checkpoint has this seq */
+  uint64_t off;      /* ... and starts here */
+  char boot[48];
+  unsigned char meta[2][META_BYTES]; /* data.mdb's pages 0 and 1, first bytes */
+  uint32_t crc;
+} hdr;
+_Static_assert(sizeof(hdr) <= SLOT, "a header slot holds the header");
+
+typedef struct {
+  uint32_t magic;
+  uint32_t crc; /* CRC-32C of seq, len and the payload */
+  uint64_t seq;
+  uint64_t len;
+} rec_hdr;
+
+struct wal {
+  int fd;
+  int locked;
+  char *dir;
+  uint64_t token;
+  MDB_txn *pin;       /* read transaction on this handle's newest checkpoint */
+  uint64_t pin_hseq;  /* that checkpoint's header sequence */
+  size_t pin_lastpg;  /* LMDB's last page then */
+  hdr cur;            /* the newest header, as last read */
+  uint64_t at_seq, at_off; /* where the group's record goes (wal_prepare) */
+  uint64_t rec_off;   /* the last record written (wal_cancel) */
+  uint64_t alloc_end; /* the file's bytes (zeros ahead of the tail) */
+  uint64_t capacity_default, ckpt_bytes;
+};
+
+/* ---- CRC-32C ---------------------------------------------------------- */
+
+static uint32_t crc_table[8][256];
+
+static void crc_init(void) {
+  if (crc_table[0][1]) return;
+  for (uint32_t i = 0; i < 256; i++) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+    crc_table[0][i] = c;
+  }
+  for (int t = 1; t < 8; t++)
+    for (int i = 0; i < 256; i++)
+      crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const unsigned char *p,
+                                                          size_t n) {
+  uint64_t c64 = c;
+  while (n >= 8) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    c64 = __builtin_ia32_crc32di(c64, v);
+    p += 8;
+    n -= 8;
+  }
+  c = (uint32_t)c64;
+  while (n--) c = __builtin_ia32_crc32qi(c, *p++);
+  return c;
+}
+#endif
+
+static uint32_t crc_sw(uint32_t c, const unsigned char *p, size_t n) {
+  while (n >= 8) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    v ^= c;
+    c = crc_table[7][v & 0xff] ^ crc_table[6][(v >> 8) & 0xff] ^ crc_table[5][(v >> 16) & 0xff] ^
+        crc_table[4][(v >> 24) & 0xff] ^ crc_table[3][(v >> 32) & 0xff] ^
+        crc_table[2][(v >> 40) & 0xff] ^ crc_table[1][(v >> 48) & 0xff] ^ crc_table[0][v >> 56];
+    p += 8;
+    n -= 8;
+  }
+  while (n--) c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xff];
+  return c;
+}
+
+/* Continues a CRC-32C (start with 0). */
+static uint32_t crc32c(uint32_t crc, const void *data, size_t n) {
+  uint32_t c = ~crc;
+#if defined(__x86_64__)
+  static int hw = -1;
+  if (hw < 0) hw = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+  if (hw) return ~crc_hw(c, data, n);
+#endif
+  crc_init();
+  return ~crc_sw(c, data, n);
+}
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static char *join(const char *dir, const char *name) {
+  size_t a = strlen(dir), b = strlen(name);
+  char *p = malloc(a + b + 2);
+  if (!p) abort();
+  memcpy(p, dir, a);
+  p[a] = '/';
+  memcpy(p + a + 1, name, b + 1);
+  return p;
+}
+
+static uint64_t env_bytes(const char *name, uint64_t dflt) {
+  const char *v = getenv(name);
+  if (!v || !*v) return dflt;
+  char *end;
+  unsigned long long n = strtoull(v, &end, 10);
+  return *end == '\0' && n >= 8192 ? (uint64_t)n : dflt;
+}
+
+static void boot_id(char out[48]) {
+  memset(out, 0, 48);
+  const char *e = getenv("SLUICE_BOOT_ID");
+  if (e && *e) {
+    snprintf(out, 48, "%s", e);
+    return;
+  }
+  int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ssize_t n = read(fd, out, 47);
+    close(fd);
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\0')) out[--n] = '\0';
+    if (n > 0) return;
+  }
+  /* no boot id: every open counts as after a restart (recovery is then a
+   * replay of what is already there, correct but slower) */
+  snprintf(out, 48, "unknown-%ld", (long)getpid());
+}
+
+static int pwrite_all(int fd, const void *p, size_t n, uint64_t off) {
+  const char *c = p;
+  while (n > 0) {
+    ssize_t w = pwrite(fd, c, n, (off_t)off);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (w == 0) return EIO;
+    c += w;
+    n -= (size_t)w;
+    off += (uint64_t)w;
+  }
+  return 0;
+}
+
+static int pread_all(int fd, void *p, size_t n, uint64_t off, size_t *got) {
+  char *c = p;
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = pread(fd, c + done, n - done, (off_t)(off + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (r == 0) break;
+    done += (size_t)r;
+  }
+  *got = done;
+  return 0;
+}
+
+/* The log's lock (an OFD lock: per open file, so closing another descriptor
+ * of the file in this process does not drop it). */
+static int lock_fd(int fd, int type) {
+  struct flock fl = {0};
+  fl.l_type = (short)type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = 0;
+  fl.l_len = 1;
+  while (fcntl(fd, F_OFD_SETLKW, &fl) != 0) {
+    if (errno != EINTR) return errno;
+  }
+  return 0;
+}
+
+static void seterr(char *err, size_t errsz, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errsz, const char *fmt, ...) {
+  if (!err || !errsz) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errsz, fmt, ap);
+  va_end(ap);
+}
+
+/* ---- the header ------------------------------------------------------- */
+
+static uint32_t hdr_crc(const hdr *h) { return crc32c(0, h, offsetof(hdr, crc)); }
+
+static int slot_valid(const hdr *h) {
+  return memcmp(h->magic, "SLUICEWL", 8) == 0 && h->version == 1 && h->crc == hdr_crc(h) &&
+         h->off >= FIRST && h->off <= h->capacity && h->psize >= 512 &&
+         h->psize <= META_BYTES * 128;
+}
+
+/* Reads the newest valid header slot. Returns 0, EBADMSG if neither slot is
+ * valid, or errno. */
+static int read_header(int fd, hdr *out) {
+  static __thread union {
+    hdr h;
+    char b[SLOT];
+  } s[2];
+  size_t got;
+  int rc = pread_all(fd, s, sizeof s, 0, &got);
+  if (rc) return rc;
+  if (got < sizeof s) memset((char *)s + got, 0, sizeof s - got);
+  int a = slot_valid(&s[0].h), b = slot_valid(&s[1].h);
+  if (!a && !b) return EBADMSG;
+  *out = a && (!b || s[0].h.hseq > s[1].h.hseq) ? s[0].h : s[1].h;
+  return 0;
+}
+
+static int write_header(int fd, hdr *h) {
+  h->crc = hdr_crc(h);
+  int rc = pwrite_all(fd, h, sizeof *h, (h->hseq % 2) * SLOT);
+  if (rc == 0 && fdatasync(fd) != 0) rc = errno;
+  return rc;
+}
+
+/* ---- the tail: a record of the store ---------------------------------- */
+
+#define TAIL_KEY "wal_tail"
+
+/* Where the next record goes: the store's tail record, except right after a
+ * checkpoint (no record since: same sequence), where the header's position
+ * counts (it moves back to FIRST when the log wraps). */
+static int get_tail(store *s, MDB_txn *txn, const hdr *h, uint64_t *seq, uint64_t *off) {
+  MDB_val k = {sizeof TAIL_KEY - 1, TAIL_KEY}, v;
+  int rc = mdb_get(txn, store_dbi(s, DB_META), &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    *seq = h->seq;
+    *off = h->off;
+    return 0;
+  }
+  if (rc) return rc;
+  if (v.mv_size != 16) return MDB_CORRUPTED;
+  memcpy(seq, v.mv_data, 8);
+  memcpy(off, (char *)v.mv_data + 8, 8);
+  if (*seq < h->seq) return MDB_CORRUPTED; /* the store is older than the log's checkpoint */
+  if (*seq == h->seq) *off = h->off;
+  return 0;
+}
+
+static int put_tail(store *s, MDB_txn *txn, uint64_t seq, uint64_t off) {
+  char b[16];
+  memcpy(b, &seq, 8);
+  memcpy(b + 8, &off, 8);
+  MDB_val k = {sizeof TAIL_KEY - 1, TAIL_KEY}, v = {16, b};
+  return mdb_put(txn, store_dbi(s, DB_META), &k, &v, 0);
+}
+
+/* ---- checkpoints ------------------------------------------------------ */
+
+static uint64_t meta_u64(const unsigned char *m, size_t at) {
+  uint64_t v;
+  memcpy(&v, m + at, 8);
+  return v;
+}
+
+static size_t last_pgno(store *s) {
+  MDB_envinfo info;
+  mdb_env_info(store_env(s), &info);
+  return info.me_last_pgno;
+}
+
+/* Makes the newest committed state a checkpoint (see the top). txn: the
+ * caller's write transaction (held so no commit runs meanwhile, in any
+ * process), with nothing applied yet. wrap: the records after it start
+ * back at FIRST, in a log of at least FIRST + need bytes. h: the newest
+ * header (the new one is written over the other slot). */
+static int checkpoint(wal *l, store *s, MDB_txn *txn, const hdr *h, int wrap, size_t need) {
+  MDB_env *env = store_env(s);
+  MDB_txn *pin;
+  /* outside the store's rwlock: the pin reads nothing, and changing the map
+   * size only needs no write transaction (mdb_env_set_mapsize) */
+  int rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &pin);
+  if (rc) return rc;
+  uint64_t txnid = mdb_txn_id(pin);
+  hdr n;
+  memset(&n, 0, sizeof n);
+  memcpy(n.magic, "SLUICEWL", 8);
+  n.version = 1;
+  MDB_stat st;
+  mdb_env_stat(env, &st);
+  n.psize = st.ms_psize;
+  mdb_filehandle_t dfd;
+  rc = mdb_env_get_fd(env, &dfd);
+  size_t got = 0;
+  for (int i = 0; i < 2 && rc == 0; i++) {
+    rc = pread_all(dfd, n.meta[i], META_BYTES, (uint64_t)i * n.psize, &got);
+    if (rc == 0 && got != META_BYTES) rc = EIO;
+  }
+  if (rc == 0) {
+    /* one meta page is the pinned transaction's: else LMDB's layout is not
+     * what this file assumes, and restoring it would be wrong */
+    uint32_t m0, m1;
+    memcpy(&m0, n.meta[0] + LMDB_META_MAGIC_AT, 4);
+    memcpy(&m1, n.meta[1] + LMDB_META_MAGIC_AT, 4);
+    uint64_t t0 = meta_u64(n.meta[0], LMDB_META_TXNID_AT),
+             t1 = meta_u64(n.meta[1], LMDB_META_TXNID_AT);
+    if (m0 != LMDB_MAGIC || m1 != LMDB_MAGIC || (t0 > t1 ? t0 : t1) != txnid) {
+      fprintf(stderr,
+              "sluice: data.mdb's meta pages (txn %llu, %llu) do not match LMDB's last "
+              "transaction %llu: this LMDB is not the 0.9 format wal.c knows\n",
+              (unsigned long long)t0, (unsigned long long)t1, (unsigned long long)txnid);
+      rc = MDB_INCOMPATIBLE;
+    }
+  }
+  uint64_t seq = 0, off = 0;
+  if (rc == 0) rc = get_tail(s, txn, h, &seq, &off);
+  n.capacity = h->capacity > l->capacity_default ? h->capacity : l->capacity_default;
+  if (rc == 0 && wrap) {
+    off = FIRST;
+    uint64_t want = FIRST + ((sizeof(rec_hdr) + need + MIN_CHUNK - 1) / MIN_CHUNK) * MIN_CHUNK;
+    if (want > n.capacity) n.capacity = want;
+  }
+  if (rc == 0) rc = mdb_env_sync(env, 1);
+  if (rc == 0) {
+    n.hseq = h->hseq + 1;
+    n.owner = l->token;
+    n.txnid = txnid;
+    n.seq = seq;
+    n.off = off;
+    boot_id(n.boot);
+    rc = write_header(l->fd, &n);
+  }
+  if (rc) {
+    mdb_txn_abort(pin);
+    return rc;
+  }
+  if (l->pin) mdb_txn_abort(l->pin);
+  l->pin = pin;
+  l->pin_hseq = n.hseq;
+  l->pin_lastpg = last_pgno(s);
+  l->cur = n;
+  return 0;
+}
+
+int wal_prepare(wal *l, store *s, MDB_txn *txn, size_t need) {
+  int rc = read_header(l->fd, &l->cur);
+  if (rc) return rc == EBADMSG ? MDB_CORRUPTED : rc;
+  uint64_t seq, off;
+  rc = get_tail(s, txn, &l->cur, &seq, &off);
+  if (rc) return rc;
+  int mine = l->pin && l->cur.hseq == l->pin_hseq && l->cur.owner == l->token;
+  uint64_t since = seq > l->cur.seq ? off - l->cur.off : 0;
+  uint64_t psize = l->cur.psize ? l->cur.psize : 4096;
+  size_t lp = last_pgno(s);
+  int due = !mine || since >= l->ckpt_bytes ||
+            (lp > l->pin_lastpg && (uint64_t)(lp - l->pin_lastpg) * psize >= CKPT_PAGE_BYTES);
+  int wrap = off + sizeof(rec_hdr) + need > l->cur.capacity;
+  if (due || wrap) {
+    hdr h = l->cur;
+    rc = checkpoint(l, s, txn, &h, wrap, need);
+    if (rc) return rc;
+    rc = get_tail(s, txn, &l->cur, &seq, &off);
+    if (rc) return rc;
+  }
+  l->at_seq = seq;
+  l->at_off = off;
+  return 0;
+}
+
+/* Writes zeros ahead so that the record's range exists before its flush. */
+static int ensure_space(wal *l, uint64_t end) {
+  if (end <= l->alloc_end) return 0;
+  struct stat st;
+  if (fstat(l->fd, &st) != 0) return errno;
+  if ((uint64_t)st.st_size > l->alloc_end) l->alloc_end = (uint64_t)st.st_size;
+  if (end <= l->alloc_end) return 0;
+  uint64_t chunk = l->alloc_end < MIN_CHUNK ? MIN_CHUNK : l->alloc_end > MAX_CHUNK ? MAX_CHUNK
+                                                                                  : l->alloc_end;
+  uint64_t to = end + chunk;
+  if (to > l->cur.capacity) to = l->cur.capacity > end ? l->cur.capacity : end;
+  static const char zeros[1 << 16];
+  for (uint64_t at = l->alloc_end; at < to;) {
+    size_t n = to - at < sizeof zeros ? (size_t)(to - at) : sizeof zeros;
+    int rc = pwrite_all(l->fd, zeros, n, at);
+    if (rc) return rc;
+    at += n;
+  }
+  l->alloc_end = to;
+  return 0;
+}
+
+int wal_append(wal *l, store *s, MDB_txn *txn, const void *payload, size_t len) {
+  uint64_t off = l->at_off, seq = l->at_seq, end = off + sizeof(rec_hdr) + len;
+  if (end > l->cur.capacity) return EINVAL; /* wal_prepare made room for need */
+  /* the tail first: a put that fails leaves no record behind */
+  int rc = put_tail(s, txn, seq + 1, end);
+  if (rc) return rc;
+  rc = ensure_space(l, end);
+  if (rc) return rc;
+  rec_hdr r = {REC_MAGIC, 0, seq, len};
+  uint32_t c = crc32c(0, &r.seq, 16);
+  r.crc = crc32c(c, payload, len);
+  struct iovec iov[2] = {{&r, sizeof r}, {(void *)payload, len}};
+  size_t total = sizeof r + len, done = 0;
+  while (done < total) {
+    ssize_t w = pwritev(l->fd, iov, 2, (off_t)(off + done));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      rc = w < 0 ? errno : EIO;
+      break;
+    }
+    done += (size_t)w;
+    if (done < total) {
+      /* short write: go on with the rest as one plain write */
+      sbuf rest = SBUF_INIT;
+      if (done < sizeof r) sbuf_add(&rest, (char *)&r + done, sizeof r - done);
+      size_t pdone = done > sizeof r ? done - sizeof r : 0;
+      sbuf_add(&rest, (const char *)payload + pdone, len - pdone);
+      rc = pwrite_all(l->fd, rest.data, rest.len, off + done);
+      sbuf_free(&rest);
+      done = total;
+    }
+  }
+  l->rec_off = off;
+  if (rc == 0 && fdatasync(l->fd) != 0) rc = errno;
+  if (rc) wal_cancel(l);
+  return rc;
+}
+
+void wal_cancel(wal *l) {
+  static const char zeros[sizeof(rec_hdr)];
+  if (pwrite_all(l->fd, zeros, sizeof zeros, l->rec_off) == 0 && fdatasync(l->fd) == 0) return;
+  /* a record that could not be retracted would be replayed after a power
+   * cut, though its batches were reported failed */
+  fprintf(stderr,
+          "sluice: cannot retract a log record in %s/" WAL_FILE " (%s): stopping so that a "
+          "failed write is never replayed; check the disk\n",
+          l->dir, strerror(errno));
+  abort();
+}
+
+int wal_checkpoint_now(wal *l, store *s) {
+  MDB_txn *txn;
+  int rc = store_write_begin(s, &txn);
+  if (rc) return rc;
+  rc = read_header(l->fd, &l->cur);
+  if (rc == EBADMSG) rc = MDB_CORRUPTED;
+  if (rc == 0) {
+    hdr h = l->cur;
+    rc = checkpoint(l, s, txn, &h, 0, 0);
+  }
+  store_write_end(s, txn, 0);
+  return rc;
+}
+
+/* ---- opening ---------------------------------------------------------- */
+
+static wal *wal_new(const char *dir) {
+  wal *l = calloc(1, sizeof *l);
+  if (!l) abort();
+  l->fd = -1;
+  l->dir = strdup(dir);
+  if (!l->dir) abort();
+  if (getrandom(&l->token, sizeof l->token, 0) != (ssize_t)sizeof l->token)
+    l->token = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)l;
+  l->capacity_default = env_bytes("SLUICE_WAL_SIZE", DEFAULT_CAPACITY);
+  l->ckpt_bytes = env_bytes("SLUICE_WAL_CKPT", DEFAULT_CKPT_BYTES);
+  return l;
+}
+
+static int status_of(int e) {
+  if (e == EBADMSG || e == MDB_CORRUPTED || e == MDB_INCOMPATIBLE) return STORE_EBADSTORE;
+  return store_status(e);
+}
+
+int wal_check(const char *dir, int *recover, char *err, size_t errsz) {
+  *recover = 0;
+  char *p = join(dir, WAL_FILE);
+  int fd = open(p, O_RDONLY | O_CLOEXEC);
+  free(p);
+  if (fd < 0) {
+    if (errno == ENOENT) return 0;
+    seterr(err, errsz, "store %s: opening its log: %s", dir, strerror(errno));
+    return store_status(errno);
+  }
+  hdr h;
+  int rc = lock_fd(fd, F_RDLCK);
+  if (rc == 0) rc = read_header(fd, &h);
+  close(fd);
+  if (rc) {
+    seterr(err, errsz, "store %s: its log %s/" WAL_FILE " is unreadable (%s)", dir, dir,
+           rc == EBADMSG ? "no valid header" : strerror(rc));
+    return status_of(rc);
+  }
+  char boot[48];
+  boot_id(boot);
+  *recover = strncmp(boot, h.boot, sizeof boot) != 0;
+  return 0;
+}
+
+/* Puts the checkpoint's meta pages back: LMDB will open at that state. */
+static int restore_metas(const char *dir, const hdr *h) {
+  char *p = join(dir, "data.mdb");
+  int fd = open(p, O_RDWR | O_CLOEXEC);
+  free(p);
+  if (fd < 0) return errno;
+  int rc = 0;
+  for (int i = 0; i < 2 && rc == 0; i++)
+    rc = pwrite_all(fd, h->meta[i], META_BYTES, (uint64_t)i * h->psize);
+  if (rc == 0 && fdatasync(fd) != 0) rc = errno;
+  close(fd);
+  return rc;
+}
+
+int wal_open(wal **out, const char *dir, int *recover, char *err, size_t errsz) {
+  *out = NULL;
+  *recover = 0;
+  char *p = join(dir, WAL_FILE);
+  int fd = open(p, O_RDWR | O_CLOEXEC);
+  free(p);
+  if (fd < 0) {
+    if (errno == ENOENT) return 0;
+    int e = errno;
+    if (store_status(e) == STORE_EACCES) {
+      seterr(err, errsz,
+             "store %s is read-only (%s): fix its permissions or pass --store with a "
+             "writable directory",
+             dir, strerror(e));
+    } else {
+      seterr(err, errsz, "store %s: opening its log for writing: %s", dir, strerror(e));
+    }
+    return store_status(e);
+  }
+  wal *l = wal_new(dir);
+  l->fd = fd;
+  int rc = lock_fd(fd, F_WRLCK);
+  if (rc == 0) l->locked = 1;
+  if (rc == 0) rc = read_header(fd, &l->cur);
+  if (rc) {
+    seterr(err, errsz, "store %s: its log %s/" WAL_FILE " is unreadable (%s)", dir, dir,
+           rc == EBADMSG ? "no valid header" : strerror(rc));
+    wal_close(l);
+    return status_of(rc);
+  }
+  char boot[48];
+  boot_id(boot);
+  if (strncmp(boot, l->cur.boot, sizeof boot) != 0) {
+    rc = restore_metas(dir, &l->cur);
+    if (rc) {
+      seterr(err, errsz, "store %s: recovering after a restart (restoring data.mdb's last "
+             "checkpoint): %s", dir, strerror(rc));
+      wal_close(l);
+      return store_status(rc);
+    }
+    *recover = 1;
+  }
+  struct stat st;
+  if (fstat(fd, &st) == 0) l->alloc_end = (uint64_t)st.st_size;
+  *out = l;
+  return 0;
+}
+
+/* Creates the log of a store that has none, its header a checkpoint of the
+ * current state (durable: without a log every commit was LMDB's durable
+ * one). Built as a temporary file and linked into place, so a crash leaves
+ * either no log or a whole one; another process may have made it first. */
+static int create_log(wal *l, store *s) {
+  MDB_txn *txn;
+  int rc = store_write_begin(s, &txn);
+  if (rc) return rc;
+  char *path = join(l->dir, WAL_FILE);
+  char name[64];
+  snprintf(name, sizeof name, WAL_FILE ".tmp.%ld", (long)getpid());
+  char *tmp = join(l->dir, name);
+  hdr h;
+  memset(&h, 0, sizeof h);
+  h.capacity = l->capacity_default;
+  h.seq = 1;
+  h.off = FIRST;
+  int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) rc = errno;
+  if (rc == 0) {
+    static const char zeros[1 << 16];
+    for (uint64_t at = 0; at < FIRST + MIN_CHUNK && rc == 0; at += sizeof zeros)
+      rc = pwrite_all(fd, zeros, sizeof zeros, at);
+    l->alloc_end = FIRST + MIN_CHUNK;
+  }
+  if (rc == 0) {
+    l->fd = fd;
+    rc = checkpoint(l, s, txn, &h, 0, 0); /* writes hseq 1, flushes */
+    l->fd = -1;
+  }
+  int linked = 0;
+  if (rc == 0) {
+    if (link(tmp, path) == 0) {
+      linked = 1;
+    } else if (errno != EEXIST) {
+      rc = errno;
+    }
+  }
+  if (fd >= 0) {
+    unlink(tmp);
+    close(fd);
+  }
+  if (rc == 0 && linked) {
+    int dfd = open(l->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) != 0) rc = errno;
+    if (dfd >= 0) close(dfd);
+  }
+  if (rc == 0) {
+    l->fd = open(path, O_RDWR | O_CLOEXEC);
+    if (l->fd < 0) rc = errno;
+    struct stat st;
+    if (rc == 0 && fstat(l->fd, &st) == 0) l->alloc_end = (uint64_t)st.st_size;
+  }
+  if (!linked && l->pin) {
+    /* someone else's log: this pin is no checkpoint of it */
+    mdb_txn_abort(l->pin);
+    l->pin = NULL;
+  }
+  store_write_end(s, txn, 0);
+  free(path);
+  free(tmp);
+  return rc;
+}
+
+/* Applies the log's records after the restored checkpoint, then
+ * checkpoints (the header gets this boot's id). */
+static int replay(wal *l, store *s, uint64_t *applied) {
+  sbuf buf = SBUF_INIT;
+  int rc = 0;
+  for (int grows = 0;; grows++) {
+    *applied = 0;
+    MDB_txn *txn;
+    rc = store_write_begin(s, &txn);
+    if (rc) break;
+    uint64_t seq, off;
+    rc = get_tail(s, txn, &l->cur, &seq, &off);
+    while (rc == 0) {
+      rec_hdr r;
+      size_t got;
+      if (off + sizeof r > l->cur.capacity) break;
+      rc = pread_all(l->fd, &r, sizeof r, off, &got);
+      if (rc || got < sizeof r || r.magic != REC_MAGIC || r.seq != seq ||
+          r.len > l->cur.capacity - off - sizeof r)
+        break;
+      sbuf_reset(&buf);
+      sbuf_reserve(&buf, r.len);
+      rc = pread_all(l->fd, buf.data, r.len, off + sizeof r, &got);
+      if (rc || got < r.len) break;
+      uint32_t c = crc32c(0, &r.seq, 16);
+      if (crc32c(c, buf.data, r.len) != r.crc) break; /* torn: the end */
+      rc = store_apply_ops(txn, s, buf.data, r.len);
+      if (rc) break;
+      seq++;
+      off += sizeof r + r.len;
+      (*applied)++;
+    }
+    if (rc == 0) rc = put_tail(s, txn, seq, off);
+    if (rc == MDB_MAP_FULL && grows < 48) {
+      store_write_end(s, txn, 0);
+      char err[256];
+      rc = store_grow(s, err, sizeof err);
+      if (rc) {
+        rc = ENOSPC;
+        break;
+      }
+      continue;
+    }
+    if (rc) {
+      store_write_end(s, txn, 0);
+      break;
+    }
+    rc = store_write_end(s, txn, 1);
+    break;
+  }
+  sbuf_free(&buf);
+  return rc;
+}
+
+int wal_attach(wal **lp, store *s, int recover, int wrote, char *err, size_t errsz) {
+  const char *dir = store_dir(s);
+  MDB_env *env = store_env(s);
+  int rc = 0, dead = 0;
+  /* pins of processes that died pin nothing anyone needs: whoever commits
+   * next checkpoints first */
+  mdb_reader_check(env, &dead);
+  rc = mdb_env_set_flags(env, MDB_NOSYNC, 1);
+  if (rc == 0 && !*lp) {
+    wal *l = wal_new(dir);
+    rc = create_log(l, s);
+    if (rc) {
+      wal_close(l);
+      seterr(err, errsz, "store %s: creating its log %s/" WAL_FILE ": %s", dir, dir,
+             mdb_strerror(rc));
+      mdb_env_set_flags(env, MDB_NOSYNC, 0);
+      return status_of(rc);
+    }
+    *lp = l;
+    return 0;
+  }
+  wal *l = *lp;
+  if (rc == 0 && recover) {
+    uint64_t n = 0;
+    rc = replay(l, s, &n);
+    if (rc == 0) rc = wal_checkpoint_now(l, s);
+    if (rc) {
+      seterr(err, errsz, "store %s: recovering after a restart (replaying its log): %s", dir,
+             mdb_strerror(rc));
+    }
+  } else if (rc == 0 && wrote) {
+    rc = wal_checkpoint_now(l, s);
+    if (rc) seterr(err, errsz, "store %s: checkpointing its log: %s", dir, mdb_strerror(rc));
+  } else if (rc) {
+    seterr(err, errsz, "store %s: %s", dir, mdb_strerror(rc));
+  }
+  if (l->locked) {
+    lock_fd(l->fd, F_UNLCK);
+    l->locked = 0;
+  }
+  if (rc) mdb_env_set_flags(env, MDB_NOSYNC, 0);
+  return rc ? status_of(rc) : 0;
+}
+
+void wal_close(wal *l) {
+  if (!l) return;
+  if (l->pin) mdb_txn_abort(l->pin);
+  if (l->fd >= 0) close(l->fd); /* drops the lock with it */
+  free(l->dir);
+  free(l);
+}
