@@ -53,13 +53,17 @@
  * moves the header's position there (the wrap). Integers are native-endian.
  *
  * Sizes (tests set them small with SLUICE_WAL_SIZE / SLUICE_WAL_CKPT, bytes):
- * capacity 64 MiB, a checkpoint after 8 MiB of log or 32 MiB of new LMDB
- * pages (the pin keeps pages from being reused until the next one).
+ * capacity 64 MiB, a checkpoint after 8 MiB of log or 16 MiB of new LMDB
+ * pages (the pin keeps pages from being reused until the next one): in the
+ * background (ckpt_main), unless the log must wrap or the checkpoint is not
+ * this process's.
  * SLUICE_BOOT_ID replaces the boot id (tests that build power-cut images). */
 #include "wal.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -80,7 +84,7 @@
 #define REC_MAGIC 0x52574c53u /* "SLWR" */
 #define DEFAULT_CAPACITY ((uint64_t)64 << 20)
 #define DEFAULT_CKPT_BYTES ((uint64_t)8 << 20)
-#define CKPT_PAGE_BYTES ((uint64_t)32 << 20)
+#define CKPT_PAGE_BYTES ((uint64_t)16 << 20)
 #define MIN_CHUNK ((uint64_t)256 << 10)
 #define MAX_CHUNK ((uint64_t)4 << 20)
 /* LMDB 0.9 meta page: a 16-byte page header, then MDB_meta, whose magic is
@@ -125,6 +129,13 @@ struct wal {
   uint64_t rec_off;   /* the last record written (wal_cancel) */
   uint64_t alloc_end; /* the file's bytes (zeros ahead of the tail) */
   uint64_t capacity_default, ckpt_bytes;
+  /* the checkpoint thread; bg_busy (a checkpoint of it in flight) is read
+   * and written only under LMDB's write lock, the rest under mu */
+  store *s;
+  pthread_t bg;
+  int bg_started, bg_busy, kicked, quit;
+  pthread_mutex_t mu;
+  pthread_cond_t cond;
 };
 
 /* ---- CRC-32C ---------------------------------------------------------- */
@@ -362,41 +373,52 @@ static size_t last_pgno(store *s) {
   return info.me_last_pgno;
 }
 
-/* Makes the newest committed state a checkpoint (see the top). txn: the
- * caller's write transaction (held so no commit runs meanwhile, in any
- * process), with nothing applied yet. wrap: the records after it start
- * back at FIRST, in a log of at least FIRST + need bytes. h: the newest
- * header (the new one is written over the other slot). */
-static int checkpoint(wal *l, store *s, MDB_txn *txn, const hdr *h, int wrap, size_t need) {
-  MDB_env *env = store_env(s);
+/* A checkpoint in three steps (see the top): capture (under the write
+ * lock: the pin and the meta pages of the newest committed state), flush of
+ * data.mdb (no lock needed: commits that follow touch no page of the pin's
+ * snapshot, and their meta pages are not the copies taken), publish (under
+ * the write lock: the header, if no other checkpoint was published since the
+ * capture). */
+typedef struct {
   MDB_txn *pin;
+  hdr n;          /* the header to publish, but for hseq and crc */
+  uint64_t after; /* the header sequence it follows */
+  size_t lastpg;
+} capture;
+
+/* txn: a write transaction with nothing applied yet. h: the newest header.
+ * wrap: the records after it start back at FIRST, in a log of at least
+ * FIRST + need bytes. */
+static int ckpt_capture(wal *l, store *s, MDB_txn *txn, const hdr *h, int wrap, size_t need,
+                        capture *c) {
+  MDB_env *env = store_env(s);
+  memset(c, 0, sizeof *c);
   /* outside the store's rwlock: the pin reads nothing, and changing the map
    * size only needs no write transaction (mdb_env_set_mapsize) */
-  int rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &pin);
+  int rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &c->pin);
   if (rc) return rc;
-  uint64_t txnid = mdb_txn_id(pin);
-  hdr n;
-  memset(&n, 0, sizeof n);
-  memcpy(n.magic, "SLUICEWL", 8);
-  n.version = 1;
+  uint64_t txnid = mdb_txn_id(c->pin);
+  hdr *n = &c->n;
+  memcpy(n->magic, "SLUICEWL", 8);
+  n->version = 1;
   MDB_stat st;
   mdb_env_stat(env, &st);
-  n.psize = st.ms_psize;
+  n->psize = st.ms_psize;
   mdb_filehandle_t dfd;
   rc = mdb_env_get_fd(env, &dfd);
   size_t got = 0;
   for (int i = 0; i < 2 && rc == 0; i++) {
-    rc = pread_all(dfd, n.meta[i], META_BYTES, (uint64_t)i * n.psize, &got);
+    rc = pread_all(dfd, n->meta[i], META_BYTES, (uint64_t)i * n->psize, &got);
     if (rc == 0 && got != META_BYTES) rc = EIO;
   }
   if (rc == 0) {
     /* one meta page is the pinned transaction's: else LMDB's layout is not
      * what this file assumes, and restoring it would be wrong */
     uint32_t m0, m1;
-    memcpy(&m0, n.meta[0] + LMDB_META_MAGIC_AT, 4);
-    memcpy(&m1, n.meta[1] + LMDB_META_MAGIC_AT, 4);
-    uint64_t t0 = meta_u64(n.meta[0], LMDB_META_TXNID_AT),
-             t1 = meta_u64(n.meta[1], LMDB_META_TXNID_AT);
+    memcpy(&m0, n->meta[0] + LMDB_META_MAGIC_AT, 4);
+    memcpy(&m1, n->meta[1] + LMDB_META_MAGIC_AT, 4);
+    uint64_t t0 = meta_u64(n->meta[0], LMDB_META_TXNID_AT),
+             t1 = meta_u64(n->meta[1], LMDB_META_TXNID_AT);
     if (m0 != LMDB_MAGIC || m1 != LMDB_MAGIC || (t0 > t1 ? t0 : t1) != txnid) {
       fprintf(stderr,
               "sluice: data.mdb's meta pages (txn %llu, %llu) do not match LMDB's last "
@@ -407,32 +429,137 @@ static int checkpoint(wal *l, store *s, MDB_txn *txn, const hdr *h, int wrap, si
   }
   uint64_t seq = 0, off = 0;
   if (rc == 0) rc = get_tail(s, txn, h, &seq, &off);
-  n.capacity = h->capacity > l->capacity_default ? h->capacity : l->capacity_default;
+  n->capacity = h->capacity > l->capacity_default ? h->capacity : l->capacity_default;
   if (rc == 0 && wrap) {
     off = FIRST;
     uint64_t want = FIRST + ((sizeof(rec_hdr) + need + MIN_CHUNK - 1) / MIN_CHUNK) * MIN_CHUNK;
-    if (want > n.capacity) n.capacity = want;
-  }
-  if (rc == 0) rc = mdb_env_sync(env, 1);
-  if (rc == 0) {
-    n.hseq = h->hseq + 1;
-    n.owner = l->token;
-    n.txnid = txnid;
-    n.seq = seq;
-    n.off = off;
-    boot_id(n.boot);
-    rc = write_header(l->fd, &n);
+    if (want > n->capacity) n->capacity = want;
   }
   if (rc) {
-    mdb_txn_abort(pin);
+    mdb_txn_abort(c->pin);
+    c->pin = NULL;
     return rc;
   }
-  if (l->pin) mdb_txn_abort(l->pin);
-  l->pin = pin;
-  l->pin_hseq = n.hseq;
-  l->pin_lastpg = last_pgno(s);
-  l->cur = n;
+  n->owner = l->token;
+  n->txnid = txnid;
+  n->seq = seq;
+  n->off = off;
+  boot_id(n->boot);
+  c->after = h->hseq;
+  c->lastpg = last_pgno(s);
   return 0;
+}
+
+/* Under the write lock, after data.mdb's flush: h is the newest header now.
+ * *published 0: another checkpoint came first, this one is dropped. */
+static int ckpt_publish(wal *l, capture *c, const hdr *h, int *published) {
+  *published = 0;
+  int rc = 0;
+  if (h->hseq == c->after) {
+    c->n.hseq = h->hseq + 1;
+    rc = write_header(l->fd, &c->n);
+    if (rc == 0) {
+      if (l->pin) mdb_txn_abort(l->pin);
+      l->pin = c->pin;
+      l->pin_hseq = c->n.hseq;
+      l->pin_lastpg = c->lastpg;
+      l->cur = c->n;
+      c->pin = NULL;
+      *published = 1;
+    }
+  }
+  if (c->pin) mdb_txn_abort(c->pin);
+  c->pin = NULL;
+  return rc;
+}
+
+/* All three steps under the caller's write transaction txn. */
+static int checkpoint(wal *l, store *s, MDB_txn *txn, const hdr *h, int wrap, size_t need) {
+  capture c;
+  int rc = ckpt_capture(l, s, txn, h, wrap, need, &c);
+  if (rc) return rc;
+  rc = mdb_env_sync(store_env(s), 1);
+  int published;
+  if (rc == 0) return ckpt_publish(l, &c, h, &published);
+  mdb_txn_abort(c.pin);
+  return rc;
+}
+
+/* ---- the checkpoint thread: a checkpoint that is due but not needed yet
+ * flushes data.mdb while the writer goes on committing ---- */
+
+static void *ckpt_main(void *arg) {
+  wal *l = arg;
+  pthread_mutex_lock(&l->mu);
+  for (;;) {
+    while (!l->kicked && !l->quit) pthread_cond_wait(&l->cond, &l->mu);
+    if (l->quit) break;
+    l->kicked = 0;
+    pthread_mutex_unlock(&l->mu);
+    store *s = l->s;
+    MDB_txn *txn;
+    capture c = {0};
+    int rc = store_write_begin(s, &txn);
+    if (rc == 0) {
+      hdr h;
+      rc = read_header(l->fd, &h);
+      if (rc == 0) rc = ckpt_capture(l, s, txn, &h, 0, 0, &c);
+      store_write_end(s, txn, 0);
+    }
+    if (rc == 0) rc = mdb_env_sync(store_env(s), 1);
+    if (rc == 0) rc = store_write_begin(s, &txn);
+    if (rc == 0) {
+      hdr h;
+      int published;
+      rc = read_header(l->fd, &h);
+      if (rc == 0) rc = ckpt_publish(l, &c, &h, &published);
+      l->bg_busy = 0; /* under the write lock, as wal_prepare reads it */
+      store_write_end(s, txn, 0);
+    }
+    if (c.pin) mdb_txn_abort(c.pin);
+    if (rc) {
+      /* the writer checkpoints itself when this one is missing */
+      fprintf(stderr, "sluice: checkpointing %s: %s\n", store_dir(s), mdb_strerror(rc));
+      if (store_write_begin(s, &txn) == 0) {
+        l->bg_busy = 0;
+        store_write_end(s, txn, 0);
+      }
+    }
+    pthread_mutex_lock(&l->mu);
+  }
+  pthread_mutex_unlock(&l->mu);
+  return NULL;
+}
+
+/* Writer thread, under the write lock. Returns 0, or a code when the thread
+ * cannot start (the caller checkpoints itself). */
+static int ckpt_kick(wal *l, store *s) {
+  if (!l->bg_started) {
+    l->s = s;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&l->bg, NULL, ckpt_main, l);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) return rc;
+    l->bg_started = 1;
+  }
+  l->bg_busy = 1;
+  pthread_mutex_lock(&l->mu);
+  l->kicked = 1;
+  pthread_mutex_unlock(&l->mu);
+  pthread_cond_signal(&l->cond);
+  return 0;
+}
+
+static void ckpt_stop(wal *l) {
+  if (!l->bg_started) return;
+  pthread_mutex_lock(&l->mu);
+  l->quit = 1;
+  pthread_mutex_unlock(&l->mu);
+  pthread_cond_signal(&l->cond);
+  pthread_join(l->bg, NULL);
+  l->bg_started = 0;
 }
 
 int wal_prepare(wal *l, store *s, MDB_txn *txn, size_t need) {
@@ -445,10 +572,13 @@ int wal_prepare(wal *l, store *s, MDB_txn *txn, size_t need) {
   uint64_t since = seq > l->cur.seq ? off - l->cur.off : 0;
   uint64_t psize = l->cur.psize ? l->cur.psize : 4096;
   size_t lp = last_pgno(s);
-  int due = !mine || since >= l->ckpt_bytes ||
+  int due = since >= l->ckpt_bytes ||
             (lp > l->pin_lastpg && (uint64_t)(lp - l->pin_lastpg) * psize >= CKPT_PAGE_BYTES);
   int wrap = off + sizeof(rec_hdr) + need > l->cur.capacity;
-  if (due || wrap) {
+  /* not ours, or the log is full: now; due: in the background, while the
+   * current one (ours, pinned) still covers every commit */
+  if (mine && due && !wrap && !l->bg_busy && ckpt_kick(l, s) == 0) due = 0;
+  if (!mine || wrap || (due && !l->bg_busy) || since >= 2 * l->ckpt_bytes) {
     hdr h = l->cur;
     rc = checkpoint(l, s, txn, &h, wrap, need);
     if (rc) return rc;
@@ -558,6 +688,8 @@ static wal *wal_new(const char *dir) {
     l->token = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)l;
   l->capacity_default = env_bytes("SLUICE_WAL_SIZE", DEFAULT_CAPACITY);
   l->ckpt_bytes = env_bytes("SLUICE_WAL_CKPT", DEFAULT_CKPT_BYTES);
+  pthread_mutex_init(&l->mu, NULL);
+  pthread_cond_init(&l->cond, NULL);
   return l;
 }
 
@@ -817,6 +949,9 @@ int wal_attach(wal **lp, store *s, int recover, int wrote, char *err, size_t err
 
 void wal_close(wal *l) {
   if (!l) return;
+  ckpt_stop(l);
+  pthread_mutex_destroy(&l->mu);
+  pthread_cond_destroy(&l->cond);
   if (l->pin) mdb_txn_abort(l->pin);
   if (l->fd >= 0) close(l->fd); /* drops the lock with it */
   free(l->dir);
