@@ -38,11 +38,13 @@
  * Several processes write one store (`sluice keys add` beside `serve`). They
  * all go through the writer and this log, serialized by LMDB's write lock:
  * the log's tail is a record of the store itself (meta "wal_tail", put in W),
- * so the next writer in any process appends after it. A process may commit
- * with MDB_NOSYNC only while the log's newest checkpoint is its own and its
- * pin is held (wal_prepare reads the header in W and checkpoints first when
- * it is not), so the checkpoint recovery would restore is always pinned by a
- * live process whenever anyone commits. Every open takes the log's lock
+ * so the next writer in any process appends after it. A process commits
+ * only while it holds a pin (its first group checkpoints first): a pin is a
+ * snapshot no newer than the newest checkpoint's (checkpoints are published
+ * in order, each of a newer state than the one before), and LMDB reuses no
+ * page that a snapshot at or after its oldest reader can reach, so the
+ * checkpoint recovery would restore is intact whoever made it and whether or
+ * not its maker still runs. Every open takes the log's lock
  * (an OFD lock on STORE/wal) around the check of the boot id, and a
  * read-write open holds it through recovery, so no process reads a store
  * that still needs recovering.
@@ -122,7 +124,6 @@ struct wal {
   char *dir;
   uint64_t token;
   MDB_txn *pin;       /* read transaction on this handle's newest checkpoint */
-  uint64_t pin_hseq;  /* that checkpoint's header sequence */
   size_t pin_lastpg;  /* LMDB's last page then */
   hdr cur;            /* the newest header, as last read */
   uint64_t at_seq, at_off; /* where the group's record goes (wal_prepare) */
@@ -461,7 +462,6 @@ static int ckpt_publish(wal *l, capture *c, const hdr *h, int *published) {
     if (rc == 0) {
       if (l->pin) mdb_txn_abort(l->pin);
       l->pin = c->pin;
-      l->pin_hseq = c->n.hseq;
       l->pin_lastpg = c->lastpg;
       l->cur = c->n;
       c->pin = NULL;
@@ -568,7 +568,8 @@ int wal_prepare(wal *l, store *s, MDB_txn *txn, size_t need) {
   uint64_t seq, off;
   rc = get_tail(s, txn, &l->cur, &seq, &off);
   if (rc) return rc;
-  int mine = l->pin && l->cur.hseq == l->pin_hseq && l->cur.owner == l->token;
+  /* our pin protects the newest checkpoint, whoever made it: see the top */
+  int mine = l->pin != NULL;
   uint64_t since = seq > l->cur.seq ? off - l->cur.off : 0;
   uint64_t psize = l->cur.psize ? l->cur.psize : 4096;
   size_t lp = last_pgno(s);

@@ -34,8 +34,14 @@
  * before fdatasync returns). The process is told only after the real call
  * and the record, so nothing it acknowledged depends on a record not made.
  *
+ * Several processes may write the same files (each under the shim, with the
+ * same POWERCUT_OUT): the page cache is one, so a flush by any of them makes
+ * every write recorded before it durable. The two files are shared: the
+ * first process to watch a file copies it, each write and its record, and
+ * each flush, run under an flock of OUT/NAME.lock.
+ *
  * Env: POWERCUT_DIR (the store directory, absolute), POWERCUT_OUT (where the
- * two files per watched file go). Without them the shim does nothing. */
+ * files per watched file go). Without them the shim does nothing. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -48,6 +54,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -62,6 +69,7 @@ typedef struct {
   int rfd;       /* the real file, read-only: the bytes to copy */
   int durable;   /* OUT/name.durable */
   int pending;   /* OUT/name.pending */
+  int lock;      /* OUT/name.lock: flock, for several processes */
 } watched;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -176,18 +184,31 @@ static void maybe_watch(const char *path, int fd) {
   snprintf(f->name, sizeof f->name, "%s", name);
   f->rfd = real_open(path, O_RDONLY | O_CLOEXEC);
   char p[4096];
+  snprintf(p, sizeof p, "%s/%s.lock", getenv("POWERCUT_OUT"), name);
+  f->lock = real_open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (f->lock < 0 || flock(f->lock, LOCK_EX) != 0)
+    die("powercut shim: locking %s: %s", p, strerror(errno));
   snprintf(p, sizeof p, "%s/%s.durable", getenv("POWERCUT_OUT"), name);
-  f->durable = real_open(p, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  f->durable = real_open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  int first = f->durable >= 0;
+  if (!first && errno == EEXIST) f->durable = real_open(p, O_RDWR | O_CLOEXEC);
   snprintf(p, sizeof p, "%s/%s.pending", getenv("POWERCUT_OUT"), name);
-  f->pending = real_open(p, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+  f->pending = real_open(p, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (f->rfd < 0 || f->durable < 0 || f->pending < 0)
     die("powercut shim: opening %s: %s", p, strerror(errno));
-  /* what is there when first opened is durable: a new store, or one closed
-   * cleanly (the test starts from those) */
-  copy_all(f->rfd, f->durable);
+  /* what is there when first opened by any process is durable: a new
+   * store, or one closed cleanly (the test starts from those) */
+  if (first) copy_all(f->rfd, f->durable);
+  flock(f->lock, LOCK_UN);
   nfiles++;
   fd_file[fd] = (signed char)nfiles;
 }
+
+/* The cross-process half of the lock (mu is the threads' half). */
+static void xlock(watched *f) {
+  if (flock(f->lock, LOCK_EX) != 0) die("powercut shim: flock: %s", strerror(errno));
+}
+static void xunlock(watched *f) { flock(f->lock, LOCK_UN); }
 
 static watched *watched_fd(int fd) {
   if (fd < 0 || fd >= MAXFD || !fd_file[fd]) return NULL;
@@ -265,10 +286,12 @@ ssize_t write(int fd, const void *buf, size_t n) {
   init();
   if (!watched_fd(fd)) return real_write(fd, buf, n);
   pthread_mutex_lock(&mu);
+  watched *f = watched_fd(fd);
+  if (f) xlock(f);
   off_t off = lseek(fd, 0, SEEK_CUR);
   ssize_t w = real_write(fd, buf, n);
-  watched *f = watched_fd(fd);
   if (f && off >= 0) record(fd, f, off, w);
+  if (f) xunlock(f);
   pthread_mutex_unlock(&mu);
   return w;
 }
@@ -277,9 +300,11 @@ static ssize_t do_pwrite(ssize_t (*fn)(int, const void *, size_t, off_t), int fd
                          const void *buf, size_t n, off_t off) {
   if (!watched_fd(fd)) return fn(fd, buf, n, off);
   pthread_mutex_lock(&mu);
-  ssize_t w = fn(fd, buf, n, off);
   watched *f = watched_fd(fd);
+  if (f) xlock(f);
+  ssize_t w = fn(fd, buf, n, off);
   if (f) record(fd, f, off, w);
+  if (f) xunlock(f);
   pthread_mutex_unlock(&mu);
   return w;
 }
@@ -298,10 +323,12 @@ ssize_t writev(int fd, const struct iovec *iov, int cnt) {
   init();
   if (!watched_fd(fd)) return real_writev(fd, iov, cnt);
   pthread_mutex_lock(&mu);
+  watched *f = watched_fd(fd);
+  if (f) xlock(f);
   off_t off = lseek(fd, 0, SEEK_CUR);
   ssize_t w = real_writev(fd, iov, cnt);
-  watched *f = watched_fd(fd);
   if (f && off >= 0) record(fd, f, off, w);
+  if (f) xunlock(f);
   pthread_mutex_unlock(&mu);
   return w;
 }
@@ -310,9 +337,11 @@ ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off) {
   init();
   if (!watched_fd(fd)) return real_pwritev(fd, iov, cnt, off);
   pthread_mutex_lock(&mu);
-  ssize_t w = real_pwritev(fd, iov, cnt, off);
   watched *f = watched_fd(fd);
+  if (f) xlock(f);
+  ssize_t w = real_pwritev(fd, iov, cnt, off);
   if (f) record(fd, f, off, w);
+  if (f) xunlock(f);
   pthread_mutex_unlock(&mu);
   return w;
 }
@@ -320,9 +349,11 @@ ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off) {
 static int do_sync(int (*fn)(int), int fd) {
   if (!watched_fd(fd)) return fn(fd);
   pthread_mutex_lock(&mu);
-  int rc = fn(fd);
   watched *f = watched_fd(fd);
+  if (f) xlock(f);
+  int rc = fn(fd);
   if (rc == 0 && f) flushed(f);
+  if (f) xunlock(f);
   pthread_mutex_unlock(&mu);
   return rc;
 }

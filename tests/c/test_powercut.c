@@ -1,23 +1,28 @@
 /* test_powercut.c: a power cut loses nothing the writer acknowledged, and
- * leaves a store LMDB can open, read and write (writer.c's durability claim).
+ * leaves a store LMDB can open, read and write (wal.c's durability claim).
  *
- * A child process (this program again, under LD_PRELOAD=powercut_shim.so,
- * whose header gives the model and why it is faithful) writes batches
- * through a real writer into a real store, with 1, 8, 64 and 200 batches in
- * flight in turn (the idle flush and the pipelined flush), each batch a small
- * or a 20 kB value plus a second record in another database, and reports
- * each acknowledged batch on a pipe after its done callback. The parent
- * kills it with SIGKILL after a random number of acknowledgements, then
- * builds the files a power cut at that moment could leave: each watched file
- * as of its last flush, plus none, all, or a random half of the 512-byte
- * sectors written since. In every such store: every acknowledged batch is
- * there with both records and the right values, every stored batch has both
- * of its records (atomic), a scan of both databases reads without error, and
- * a new write commits.
+ * Two processes (this program again, under LD_PRELOAD=powercut_shim.so,
+ * whose header gives the model and why it is faithful) write batches
+ * through real writers into one real store, both creating it at once: the
+ * first with 1, 8, 64 and 200 batches in flight in turn (the idle flush and
+ * the pipelined flush), the second as `sluice keys add` beside a serve
+ * (opens, writes 3 batches, closes, again and again). Each batch is a small
+ * or a 20 kB value plus a second record in another database; each process
+ * reports its acknowledged batches on a pipe after the done callback. The
+ * log is small (256 KiB, a checkpoint every 64 KiB), so checkpoints, wraps
+ * and hand-overs between the processes happen many times a round. The
+ * parent kills both with SIGKILL after a random number of
+ * acknowledgements, then builds the files a power cut at that moment could
+ * leave: data.mdb and the log each as of its last flush, plus none, all, or
+ * a random half (or tenth) of the 512-byte sectors written since. Each such
+ * store is opened "after a restart" (another boot id: recovery runs), and:
+ * every acknowledged batch is there with both records and the right values,
+ * every stored batch has both of its records (atomic), a scan of both
+ * databases reads without error, and a new write commits.
  *
- * Fails without the held acknowledgements: a writer that calls a batch back
- * when its MDB_NOMETASYNC commit returns loses the last group in the image of
- * the flushed bytes only (checked by hand when this test was written). */
+ * Fails without recovery's replay of the log, without its restoring of the
+ * checkpoint's meta pages, and when checkpoints hold no pin (each checked by
+ * hand when this test was written). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -36,6 +41,7 @@
 #include "writer.h"
 
 #define MAXN 200000
+#define SECOND 150000 /* the second process's batches are numbered from here */
 #define SECTOR 512
 
 static void key_of(char *k, unsigned i) { snprintf(k, 32, "pc%08u", i); }
@@ -113,6 +119,51 @@ static int child(const char *dir, int ack_fd) {
   child_fill();
   uv_run(&loop, UV_RUN_DEFAULT);
   return 4; /* not reached: killed while writing */
+}
+
+/* The second process: as `sluice keys add` beside a running serve, over and
+ * over: opens the store, writes 3 batches one at a time, closes it (its
+ * writer's last checkpoint, its pin gone), waits 2 ms. */
+static void once_done(void *cookie, int status, const char *errmsg) {
+  if (status) {
+    fprintf(stderr, "child2: a batch failed: %s\n", errmsg);
+    _exit(5);
+  }
+  *(int *)cookie = 1;
+}
+
+static int child2(const char *dir, int ack_fd) {
+  static char v[20000];
+  for (unsigned i = SECOND; i < MAXN;) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    store *s;
+    writer *w;
+    char err[512];
+    if (store_open(&s, dir, 0, err, sizeof err) || writer_start(&w, s, &loop, err, sizeof err)) {
+      fprintf(stderr, "child2: %s\n", err);
+      return 2;
+    }
+    for (int k = 0; k < 3; k++, i++) {
+      char key[32], r[32];
+      key_of(key, i);
+      size_t n = value_of(v, i);
+      int rn = snprintf(r, sizeof r, "r%u", i);
+      wbatch *b = wbatch_new();
+      wbatch_put(b, DB_STEPS, key, strlen(key), v, n);
+      wbatch_put(b, DB_RUNS, key, strlen(key), r, (size_t)rn);
+      int done = 0;
+      if (writer_submit(w, b, once_done, &done)) return 8;
+      while (!done) uv_run(&loop, UV_RUN_ONCE);
+      if (write(ack_fd, &i, sizeof i) != (ssize_t)sizeof i) return 6;
+    }
+    writer_stop(w);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    store_close(s);
+    usleep(2000);
+  }
+  return 7;
 }
 
 /* ---- the parent: cut, rebuild, check ---------------------------------- */
@@ -250,46 +301,59 @@ static void cut_once(int round, unsigned *seed) {
   CHECK(mkdir(out, 0755) == 0);
   unsigned target = 200 + rand_r(seed) % 3000;
 
+  /* two writing processes on one store, started together (both create it) */
   int fds[2];
   CHECK(pipe(fds) == 0);
-  pid_t pid = fork();
-  if (pid == 0) {
-    close(fds[0]);
-    char fd[16];
-    snprintf(fd, sizeof fd, "%d", fds[1]);
-    setenv("LD_PRELOAD", shim, 1);
-    setenv("POWERCUT_DIR", dir, 1);
-    setenv("POWERCUT_OUT", out, 1);
-    /* a small log: checkpoints and wraps happen many times a round */
-    setenv("SLUICE_WAL_SIZE", "262144", 1);
-    setenv("SLUICE_WAL_CKPT", "65536", 1);
-    setenv("SLUICE_BOOT_ID", "before-the-cut", 1);
-    /* an ASan build: the shim comes before the ASan runtime */
-    setenv("ASAN_OPTIONS", "verify_asan_link_order=0:detect_leaks=0", 1);
-    execl("/proc/self/exe", "test_powercut", "child", dir, fd, (char *)NULL);
-    _exit(9);
+  pid_t pids[2];
+  for (int c = 0; c < 2; c++) {
+    pids[c] = fork();
+    if (pids[c] == 0) {
+      close(fds[0]);
+      char fd[16];
+      snprintf(fd, sizeof fd, "%d", fds[1]);
+      setenv("LD_PRELOAD", shim, 1);
+      setenv("POWERCUT_DIR", dir, 1);
+      setenv("POWERCUT_OUT", out, 1);
+      /* a small log: checkpoints and wraps happen many times a round */
+      setenv("SLUICE_WAL_SIZE", "262144", 1);
+      setenv("SLUICE_WAL_CKPT", "65536", 1);
+      setenv("SLUICE_BOOT_ID", "before-the-cut", 1);
+      /* an ASan build: the shim comes before the ASan runtime */
+      setenv("ASAN_OPTIONS", "verify_asan_link_order=0:detect_leaks=0", 1);
+      execl("/proc/self/exe", "test_powercut", c ? "child2" : "child", dir, fd, (char *)NULL);
+      _exit(9);
+    }
   }
   close(fds[1]);
   static unsigned char acked[MAXN];
   memset(acked, 0, sizeof acked);
-  unsigned n = 0, i;
+  unsigned n = 0, n2 = 0, i;
   int killed = 0;
-  /* bounded: a child that stops acknowledging for 60 s is killed, and fails */
+  /* bounded: children that stop acknowledging for 60 s are killed, and fail */
   struct pollfd pfd = {fds[0], POLLIN, 0};
   while (poll(&pfd, 1, 60000) == 1 && read(fds[0], &i, sizeof i) == (ssize_t)sizeof i) {
     if (i < MAXN) acked[i] = 1;
+    n2 += i >= SECOND;
     if (++n >= target && !killed) {
-      kill(pid, SIGKILL);
+      kill(pids[0], SIGKILL);
+      kill(pids[1], SIGKILL);
       killed = 1;
     }
   }
   close(fds[0]);
-  if (!killed) kill(pid, SIGKILL);
-  int status = 0;
-  CHECK(waitpid(pid, &status, 0) == pid);
-  CHECK(killed && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  if (!killed) {
+    kill(pids[0], SIGKILL);
+    kill(pids[1], SIGKILL);
+  }
+  for (int c = 0; c < 2; c++) {
+    int status = 0;
+    CHECK(waitpid(pids[c], &status, 0) == pids[c]);
+    CHECK(killed && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  }
   if (!killed) return;
-  printf("  round %d: cut after %u acknowledged batches\n", round, n);
+  CHECK(n2 > 0); /* the second process wrote too */
+  printf("  round %d: cut after %u acknowledged batches (%u of the second process)\n", round, n,
+         n2);
 
   static const int pcts[] = {0, 100, 50, 50, 10};
   for (int k = 0; k < 5; k++) {
@@ -310,6 +374,7 @@ static void test_powercut(void) {
 
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "child") == 0) return child(argv[2], atoi(argv[3]));
+  if (argc == 4 && strcmp(argv[1], "child2") == 0) return child2(argv[2], atoi(argv[3]));
   if (unit_tmpdir("powercut") != 0) return 1;
   /* the images are opened "after a restart": recovery runs */
   setenv("SLUICE_BOOT_ID", "after-the-cut", 1);
