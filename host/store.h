@@ -22,10 +22,12 @@
  *   message that names what failed to err.
  *
  * Commit: the LMDB backend's is the writer (writer.h: writer_submit with a
- * done(cookie, status, errmsg) callback on the loop thread). Reads: LMDB's
- * complete before the call returns; a remote backend's complete through a
- * done callback on the loop thread (store_pg.h declares each operation so,
- * and the Lua binding suspends the calling coroutine until it runs). */
+ * done(cookie, status, errmsg) callback on the loop thread), durable through
+ * its write-ahead log (wal.c says why an acknowledged batch survives a power
+ * cut). Reads: LMDB's complete before the call returns; a remote backend's
+ * complete through a done callback on the loop thread (store_pg.h declares
+ * each operation so, and the Lua binding suspends the calling coroutine until
+ * it runs). */
 #ifndef SLUICE_STORE_H
 #define SLUICE_STORE_H
 

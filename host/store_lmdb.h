@@ -1,7 +1,8 @@
 /* store_lmdb.h: the LMDB implementation of the store (store.h), for its own
  * files only: store_lmdb.c (the environment: opens and checks it, names the
  * databases, hands out read transactions, grows the map), writer.c (the one
- * writer, group commit) and records_*.c (the key layouts and record formats
+ * writer, group commit), wal.c (the write-ahead log that makes a commit
+ * durable with one flush) and records_*.c (the key layouts and record formats
  * of store.h's operations). Nothing outside them includes this header or
  * knows a key byte (DESIGN §5).
  *

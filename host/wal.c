@@ -219,23 +219,32 @@ static uint64_t env_bytes(const char *name, uint64_t dflt) {
   return *end == '\0' && n >= 8192 ? (uint64_t)n : dflt;
 }
 
-static void boot_id(char out[48]) {
+static void seterr(char *err, size_t errsz, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The id of this boot of the machine: a power cut changes it. Without one
+ * a restart cannot be told from a running store (recovering one that other
+ * processes have open would undo their commits), so opening fails: EIO. */
+static int boot_id(char out[48]) {
   memset(out, 0, 48);
   const char *e = getenv("SLUICE_BOOT_ID");
   if (e && *e) {
     snprintf(out, 48, "%s", e);
-    return;
+    return 0;
   }
   int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    ssize_t n = read(fd, out, 47);
-    close(fd);
-    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\0')) out[--n] = '\0';
-    if (n > 0) return;
-  }
-  /* no boot id: every open counts as after a restart (recovery is then a
-   * replay of what is already there, correct but slower) */
-  snprintf(out, 48, "unknown-%ld", (long)getpid());
+  if (fd < 0) return errno ? errno : EIO;
+  ssize_t n = read(fd, out, 47);
+  close(fd);
+  while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\0')) out[--n] = '\0';
+  return n > 0 ? 0 : EIO;
+}
+
+static void boot_error(const char *dir, int rc, char *err, size_t errsz) {
+  seterr(err, errsz,
+         "store %s: cannot read the machine's boot id (/proc/sys/kernel/random/boot_id: %s), "
+         "which tells a restart after a power cut from a running store: mount /proc",
+         dir, strerror(rc));
 }
 
 static int pwrite_all(int fd, const void *p, size_t n, uint64_t off) {
@@ -284,8 +293,6 @@ static int lock_fd(int fd, int type) {
   return 0;
 }
 
-static void seterr(char *err, size_t errsz, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 static void seterr(char *err, size_t errsz, const char *fmt, ...) {
   if (!err || !errsz) return;
   va_list ap;
@@ -445,7 +452,12 @@ static int ckpt_capture(wal *l, store *s, MDB_txn *txn, const hdr *h, int wrap, 
   n->txnid = txnid;
   n->seq = seq;
   n->off = off;
-  boot_id(n->boot);
+  rc = boot_id(n->boot);
+  if (rc) {
+    mdb_txn_abort(c->pin);
+    c->pin = NULL;
+    return rc;
+  }
   c->after = h->hseq;
   c->lastpg = last_pgno(s);
   return 0;
@@ -719,7 +731,11 @@ int wal_check(const char *dir, int *recover, char *err, size_t errsz) {
     return status_of(rc);
   }
   char boot[48];
-  boot_id(boot);
+  rc = boot_id(boot);
+  if (rc) {
+    boot_error(dir, rc, err, errsz);
+    return STORE_EIO;
+  }
   *recover = strncmp(boot, h.boot, sizeof boot) != 0;
   return 0;
 }
@@ -769,7 +785,12 @@ int wal_open(wal **out, const char *dir, int *recover, char *err, size_t errsz) 
     return status_of(rc);
   }
   char boot[48];
-  boot_id(boot);
+  rc = boot_id(boot);
+  if (rc) {
+    boot_error(dir, rc, err, errsz);
+    wal_close(l);
+    return STORE_EIO;
+  }
   if (strncmp(boot, l->cur.boot, sizeof boot) != 0) {
     rc = restore_metas(dir, &l->cur);
     if (rc) {

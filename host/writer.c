@@ -2,25 +2,21 @@
  *
  * The loop thread queues batches (writer_submit: a mutex, a list append and
  * at most one condvar signal; no I/O). One writer thread takes the whole
- * queue at once, applies it in one LMDB write transaction and commits it with
- * the durable default flags (fsync), so the batches that queued up during one
- * fsync share the next one. It then hands the group back on a done list and
+ * queue at once and applies it in one LMDB write transaction; before that
+ * transaction commits, the group's operations go to the write-ahead log as
+ * one record and the log is flushed (wal.c: one fdatasync per group); LMDB
+ * then commits with MDB_NOSYNC. So the batches that queued up during one
+ * flush share the next one. It then hands the group back on a done list and
  * wakes the loop with uv_async_send; the async callback runs each batch's done
  * callback in submission order on the loop thread.
  *
- * Why an acknowledgement means the batch is on disk. LMDB (default flags, no
- * MDB_WRITEMAP: its map is read-only, pages go through pwrite/writev) commits
- * in two ordered steps: it writes the transaction's pages and fdatasyncs
- * them, then writes the meta page that makes them the current state through
- * a descriptor opened O_DSYNC (the write returns once it is on disk). The
- * done callbacks run only after mdb_txn_commit returned 0, so after both. A
- * power cut before that leaves the meta page of the previous transaction,
- * naming only pages already flushed, so the store is intact and holds every
- * batch acknowledged before. tests/c/test_powercut.c cuts the files back to
- * what was flushed (plus any subset of what was not) and checks that. Two
- * flushes per group: MDB_NOMETASYNC with acknowledgements held back to the
- * next flush was measured, and why it does not bring the ack to one flush is
- * in bench/RESULTS.md (issue 14).
+ * Why an acknowledgement means the batch is on disk: the done callbacks run
+ * only after the group's log record was flushed and its transaction
+ * committed; wal.c's header says why a flushed record survives a power cut
+ * and how recovery puts it back (tests/c/test_powercut.c cuts the files
+ * back to what was flushed, plus any subset of what was not, and checks).
+ * A commit that fails after its record was written retracts the record
+ * (wal_cancel), so a batch called back with an error is never replayed.
  *
  * Failures: MDB_MAP_FULL aborts, grows the map (store_grow) and retries the
  * group. A batch whose own operation fails (a key LMDB refuses) fails alone

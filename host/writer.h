@@ -2,8 +2,9 @@
  *
  * The loop thread builds a batch of puts/deletes and submits it; a writer
  * thread takes everything queued, applies it in one LMDB write transaction
- * and commits it (fsync on, the default flags); then it wakes the loop
- * (uv_async_send) and each batch's done callback runs on the loop thread.
+ * and commits it after one flush of the write-ahead log (wal.c); then it
+ * wakes the loop (uv_async_send) and each batch's done callback runs on the
+ * loop thread.
  * A batch is atomic: all its operations commit together or none does. If a
  * group transaction fails, its batches are retried one per transaction so
  * one bad batch (a key too long, say) fails alone. MDB_MAP_FULL grows the map
