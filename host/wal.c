@@ -266,6 +266,7 @@ static int pwrite_all(int fd, const void *p, size_t n, uint64_t off) {
 static int pread_all(int fd, void *p, size_t n, uint64_t off, size_t *got) {
   char *c = p;
   size_t done = 0;
+  *got = 0;
   while (done < n) {
     ssize_t r = pread(fd, c + done, n - done, (off_t)(off + done));
     if (r < 0) {

@@ -483,11 +483,12 @@ static void *writer_main(void *arg) {
     uv_async_send(&w->async); /* coalesces: one wakeup may cover many groups */
     pthread_mutex_lock(&w->mu);
   }
+  uint64_t commits = w->stats.commits;
   pthread_mutex_unlock(&w->mu);
   /* everything is durable in the log already; a checkpoint leaves a
-   * restart nothing to replay */
+   * restart nothing to replay (of this writer's commits: none, none) */
   wal *l = store_wal(w->s);
-  int rc = l ? wal_checkpoint_now(l, w->s) : 0;
+  int rc = l && commits > 0 ? wal_checkpoint_now(l, w->s) : 0;
   if (rc) fprintf(stderr, "sluice: checkpointing %s at exit: %s (its log keeps every write)\n",
                   store_dir(w->s), mdb_strerror(rc));
   return NULL;
