@@ -14,13 +14,15 @@
  *
  * What a power cut can leave of an MDB_NOSYNC file is anything: a meta page
  * naming pages that never reached the disk. So recovery never trusts LMDB's
- * state after the last checkpoint. A checkpoint, made under LMDB's write
- * lock (no commit can run meanwhile, in any process): opens a read
- * transaction on the newest committed state C (the "pin"), copies data.mdb's
- * two meta pages (C's and its predecessor's), flushes data.mdb
- * (mdb_env_sync: C's pages and metas are on disk), then writes a header slot
- * of the log holding those meta pages, the log position where records after
- * C begin, and the boot id, and flushes the log. The pin is kept until this
+ * state after the last checkpoint. A checkpoint: under LMDB's write lock (no
+ * commit runs meanwhile, in any process), opens a read transaction on the
+ * newest committed state C (the "pin") and copies data.mdb's two meta pages
+ * (C's and its predecessor's); then flushes data.mdb (mdb_env_sync: C's
+ * pages and metas, written before, are on disk; commits may go on meanwhile,
+ * they write no page of C and the meta copies are taken); then, under the
+ * lock again and only if no other checkpoint was published since, writes a
+ * header slot of the log holding those meta pages, the log position where
+ * records after C begin, and the boot id, and flushes the log. The pin is kept until this
  * process's next checkpoint is on disk: LMDB never reuses a page that a
  * reader's snapshot can reach (mdb_page_alloc takes only pages freed before
  * the oldest reader's transaction), so C's pages stay as flushed however many
@@ -56,10 +58,12 @@
  *
  * Sizes (tests set them small with SLUICE_WAL_SIZE / SLUICE_WAL_CKPT, bytes):
  * capacity 64 MiB, a checkpoint after 8 MiB of log or 16 MiB of new LMDB
- * pages (the pin keeps pages from being reused until the next one): in the
- * background (ckpt_main), unless the log must wrap or the checkpoint is not
- * this process's.
- * SLUICE_BOOT_ID replaces the boot id (tests that build power-cut images). */
+ * pages (the pin keeps pages from being reused until the next one): on a
+ * thread of their own (ckpt_main), unless the log must wrap or this process
+ * holds no pin yet (then in the group's transaction). No boot id
+ * (/proc/sys/kernel/random/boot_id) fails the open: a restart could not be
+ * told from a running store. SLUICE_BOOT_ID replaces it (tests that build
+ * power-cut images). */
 #include "wal.h"
 
 #include <errno.h>
