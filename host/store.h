@@ -22,9 +22,24 @@
  *   message that names what failed to err.
  *
  * Commit: the LMDB backend's is the writer (writer.h: writer_submit with a
- * done(cookie, status, errmsg) callback on the loop thread), durable through
- * its write-ahead log (wal.c says why an acknowledged batch survives a power
- * cut). Reads: LMDB's complete before the call returns; a remote backend's
+ * done(cookie, status, errmsg) callback on the loop thread). Why status 0
+ * there means on disk: the writer appends the group's operations to the
+ * store's write-ahead log (STORE/wal) as one checksummed record and
+ * fdatasyncs it before LMDB commits the group (MDB_NOSYNC: into the page
+ * cache only) and before any callback runs. A power cut may leave data.mdb's
+ * newest pages and meta page in any state, so recovery does not trust them:
+ * a checkpoint flushes data.mdb and saves its meta pages in the log's
+ * header while a read transaction pins that state (LMDB reuses no page a
+ * reader can reach, so it stays on disk as flushed); the first open after a
+ * restart (the machine's boot id changed) writes those meta pages back and
+ * replays the records after the checkpoint in order, up to the first torn
+ * one, and every acknowledged group comes before that. A commit that fails
+ * after its record was flushed retracts the record, so a batch reported
+ * failed never reappears. wal.c has the rest (several processes, the log's
+ * wrap, LMDB's version); tests/c/test_powercut.c checks it on images of what
+ * a power cut can leave.
+ *
+ * Reads: LMDB's complete before the call returns; a remote backend's
  * complete through a done callback on the loop thread (store_pg.h declares
  * each operation so, and the Lua binding suspends the calling coroutine until
  * it runs). */

@@ -22,8 +22,9 @@
  * they write no page of C and the meta copies are taken); then, under the
  * lock again and only if no other checkpoint was published since, writes a
  * header slot of the log holding those meta pages, the log position where
- * records after C begin, and the boot id, and flushes the log. The pin is kept until this
- * process's next checkpoint is on disk: LMDB never reuses a page that a
+ * records after C begin, and the boot id, and flushes the log. The pin is
+ * kept until this process's next checkpoint is on disk: LMDB never reuses
+ * a page that a
  * reader's snapshot can reach (mdb_page_alloc takes only pages freed before
  * the oldest reader's transaction), so C's pages stay as flushed however many
  * MDB_NOSYNC commits follow. Recovery, run at open when the machine restarted
@@ -55,15 +56,31 @@
  * header sequence counts: a torn write of one leaves the other), records
  * from 4096 up to the capacity, then back to 4096 after a checkpoint that
  * moves the header's position there (the wrap). Integers are native-endian.
+ * A new log is 68 KiB; the checkpoint thread writes zeros ahead of the tail
+ * (a chunk that doubles up to 4 MiB) and flushes them before the writer
+ * gets there, so a store that writes little keeps a small log and a
+ * group's flush finds its blocks allocated. Zeros are written only beyond
+ * the file's end, under a lock on the log's byte 1 (between processes) and
+ * a mutex (between threads), so they never overwrite a record.
  *
  * Sizes (tests set them small with SLUICE_WAL_SIZE / SLUICE_WAL_CKPT, bytes):
- * capacity 64 MiB, a checkpoint after 8 MiB of log or 16 MiB of new LMDB
- * pages (the pin keeps pages from being reused until the next one): on a
- * thread of their own (ckpt_main), unless the log must wrap or this process
- * holds no pin yet (then in the group's transaction). No boot id
- * (/proc/sys/kernel/random/boot_id) fails the open: a restart could not be
- * told from a running store. SLUICE_BOOT_ID replaces it (tests that build
- * power-cut images). */
+ * capacity 64 MiB; a checkpoint after 8 MiB of log, or once the pages LMDB
+ * freed since the pin (counted from its freelist) reach half the store's
+ * data, within 4 and 32 MiB: the pin keeps them from reuse until the next
+ * checkpoint, so data.mdb settles about two such amounts above its data.
+ * Checkpoints run on a thread of their own (ckpt_main), unless the log must
+ * wrap, this process holds no pin yet, or the thread falls far behind (then
+ * in the group's transaction). No boot id (/proc/sys/kernel/random/boot_id)
+ * fails the open: a restart could not be told from a running store.
+ * SLUICE_BOOT_ID replaces it (tests that build power-cut images).
+ *
+ * LMDB version: recovery writes back LMDB 0.9's meta pages (a 16-byte page
+ * header, then MDB_meta: magic at 0, txnid at 128) and checkpoints read its
+ * freelist records (database 0: txnid -> page count, pages). Every
+ * read-write open checks mdb_version() is 0.9.x and refuses any other LMDB
+ * with a message (1.0 changes the file format); each checkpoint also checks
+ * the copied meta pages carry LMDB's magic and the pinned txnid. Written
+ * against and tested with 0.9.24 (Debian 12). */
 #include "wal.h"
 
 #include <errno.h>
@@ -90,8 +107,7 @@
 #define REC_MAGIC 0x52574c53u /* "SLWR" */
 #define DEFAULT_CAPACITY ((uint64_t)64 << 20)
 #define DEFAULT_CKPT_BYTES ((uint64_t)8 << 20)
-#define CKPT_PAGE_BYTES ((uint64_t)16 << 20)
-#define MIN_CHUNK ((uint64_t)256 << 10)
+#define MIN_CHUNK ((uint64_t)64 << 10)
 #define MAX_CHUNK ((uint64_t)4 << 20)
 /* LMDB 0.9 meta page: a 16-byte page header, then MDB_meta, whose magic is
  * at 0 and txnid at 128 (so 144 in the page; checked at each checkpoint) */
@@ -128,17 +144,25 @@ struct wal {
   char *dir;
   uint64_t token;
   MDB_txn *pin;       /* read transaction on this handle's newest checkpoint */
-  size_t pin_lastpg;  /* LMDB's last page then */
   hdr cur;            /* the newest header, as last read */
   uint64_t at_seq, at_off; /* where the group's record goes (wal_prepare) */
   uint64_t rec_off;   /* the last record written (wal_cancel) */
-  uint64_t alloc_end; /* the file's bytes (zeros ahead of the tail) */
   uint64_t capacity_default, ckpt_bytes;
+  /* LMDB's freelist, read by the writer thread under the write lock (as
+   * are the pin's fields): pages freed by the transactions up to
+   * freed_txn, that count when the pin was taken, and the bytes of them
+   * after which a checkpoint is due */
+  uint64_t freed, freed_txn, pin_freed, freed_limit;
+  /* the log's zero-filled length (__atomic: the writer reads it without
+   * fill_mu); zeros are written under fill_mu and the log's fill lock */
+  uint64_t alloc_end;
+  pthread_mutex_t fill_mu;
   /* the checkpoint thread; bg_busy (a checkpoint of it in flight) is read
    * and written only under LMDB's write lock, the rest under mu */
   store *s;
   pthread_t bg;
   int bg_started, bg_busy, kicked, quit;
+  uint64_t fill_to; /* a fill the writer asked for (0: none) */
   pthread_mutex_t mu;
   pthread_cond_t cond;
 };
@@ -284,13 +308,18 @@ static int pread_all(int fd, void *p, size_t n, uint64_t off, size_t *got) {
   return 0;
 }
 
-/* The log's lock (an OFD lock: per open file, so closing another descriptor
- * of the file in this process does not drop it). */
-static int lock_fd(int fd, int type) {
+/* The log's locks (OFD locks: per open file, so closing another descriptor
+ * of the file in this process does not drop them): byte 0 around the boot
+ * id's check and recovery (LOCK_OPEN), byte 1 while zeros are written ahead
+ * of the records (LOCK_FILL: between processes; fill_mu between threads,
+ * which share the descriptor). */
+enum { LOCK_OPEN = 0, LOCK_FILL = 1 };
+
+static int lock_byte(int fd, int type, int byte) {
   struct flock fl = {0};
   fl.l_type = (short)type;
   fl.l_whence = SEEK_SET;
-  fl.l_start = 0;
+  fl.l_start = byte;
   fl.l_len = 1;
   while (fcntl(fd, F_OFD_SETLKW, &fl) != 0) {
     if (errno != EINTR) return errno;
@@ -380,10 +409,52 @@ static uint64_t meta_u64(const unsigned char *m, size_t at) {
   return v;
 }
 
-static size_t last_pgno(store *s) {
-  MDB_envinfo info;
-  mdb_env_info(store_env(s), &info);
-  return info.me_last_pgno;
+/* Writer thread, under the write lock: adds to l->freed the pages that
+ * the transactions committed since the last call freed, from LMDB's
+ * freelist (its database 0: a record per transaction, keyed by its id, the
+ * page count first; LMDB 0.9's layout, as mdb_stat -f reads it). They are
+ * what the pin keeps from being reused: the data.mdb growth a checkpoint
+ * ends. A freelist LMDB cannot read is left uncounted (the log's size still
+ * brings checkpoints). */
+static void count_freed(wal *l, store *s) {
+  if (l->freed_txn == 0) l->freed_txn = l->cur.txnid; /* older frees: before any pin */
+  MDB_txn *rt;
+  if (store_read_begin(s, &rt, NULL, 0) != 0) return;
+  MDB_cursor *c;
+  if (mdb_cursor_open(rt, 0, &c) == 0) {
+    size_t from = (size_t)l->freed_txn + 1;
+    MDB_val k = {sizeof from, &from}, v;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (rc == 0 && k.mv_size == sizeof(size_t) && v.mv_size >= sizeof(size_t)) {
+      size_t id, n;
+      memcpy(&id, k.mv_data, sizeof id);
+      memcpy(&n, v.mv_data, sizeof n);
+      l->freed += n;
+      l->freed_txn = id;
+      rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+  }
+  store_read_end(s, rt);
+}
+
+/* Pages freed since the pin that make a checkpoint due: half the store's
+ * data, within [ckpt_bytes / 2, 4 * ckpt_bytes] (4 to 32 MiB by default).
+ * data.mdb then settles about two such amounts above its data (the pages
+ * freed in one cycle are reused in the next), a small store stays small,
+ * and a large one is not flushed more often than its size needs. */
+static uint64_t freed_limit(wal *l, store *s, MDB_txn *txn) {
+  MDB_stat st;
+  uint64_t pages = 0, psize = 4096;
+  for (int i = -2; i < DB_COUNT; i++) {
+    /* LMDB's own two (its freelist and the names of the others), then ours */
+    MDB_dbi d = i < 0 ? (MDB_dbi)(i + 2) : store_dbi(s, i);
+    if ((i >= 0 && d < 2) || mdb_stat(txn, d, &st) != 0) continue;
+    pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
+    psize = st.ms_psize;
+  }
+  uint64_t v = pages * psize / 2, lo = l->ckpt_bytes / 2, hi = 4 * l->ckpt_bytes;
+  return v < lo ? lo : v > hi ? hi : v;
 }
 
 /* A checkpoint in three steps (see the top): capture (under the write
@@ -396,7 +467,8 @@ typedef struct {
   MDB_txn *pin;
   hdr n;          /* the header to publish, but for hseq and crc */
   uint64_t after; /* the header sequence it follows */
-  size_t lastpg;
+  uint64_t freed; /* wal.freed then */
+  uint64_t freed_limit;
 } capture;
 
 /* txn: a write transaction with nothing applied yet. h: the newest header.
@@ -464,7 +536,8 @@ static int ckpt_capture(wal *l, store *s, MDB_txn *txn, const hdr *h, int wrap, 
     return rc;
   }
   c->after = h->hseq;
-  c->lastpg = last_pgno(s);
+  c->freed = l->freed;
+  c->freed_limit = freed_limit(l, s, txn);
   return 0;
 }
 
@@ -479,7 +552,8 @@ static int ckpt_publish(wal *l, capture *c, const hdr *h, int *published) {
     if (rc == 0) {
       if (l->pin) mdb_txn_abort(l->pin);
       l->pin = c->pin;
-      l->pin_lastpg = c->lastpg;
+      l->pin_freed = c->freed;
+      l->freed_limit = c->freed_limit;
       l->cur = c->n;
       c->pin = NULL;
       *published = 1;
@@ -502,18 +576,98 @@ static int checkpoint(wal *l, store *s, MDB_txn *txn, const hdr *h, int wrap, si
   return rc;
 }
 
+/* ---- zeros ahead of the records ----------------------------------------- */
+
+/* How far ahead of a log of len bytes zeros are written: doubling up to
+ * MAX_CHUNK, so a store that writes little keeps a small log. */
+static uint64_t chunk_for(uint64_t len) {
+  return len < MIN_CHUNK ? MIN_CHUNK : len > MAX_CHUNK ? MAX_CHUNK : len;
+}
+
+/* Writes zeros from at to to, one page per write: the page cache then holds
+ * the log in pages of their own. One write of 64 KiB makes a 64 KiB folio
+ * (Linux 6's large folios), and each record written into it after a flush
+ * dirties the whole folio again: /proc/self/io counted 68 KiB written per
+ * 3 KB record against 7 KiB (ext4 wrote back only the dirty blocks, but a
+ * filesystem without per-block dirty state writes the folio). Returns 0 or
+ * errno. */
+static int write_zeros(int fd, uint64_t at, uint64_t to) {
+  static const char zeros[4096];
+  while (at < to) {
+    size_t n = sizeof zeros - at % sizeof zeros;
+    if (n > to - at) n = (size_t)(to - at);
+    int rc = pwrite_all(fd, zeros, n, at);
+    if (rc) return rc;
+    at += n;
+  }
+  return 0;
+}
+
+/* Writes zeros from the log's end (of any process) up to to, and with
+ * flush fdatasyncs them. Records are written only below the file's end, so
+ * zeros written only beyond it, under the fill lock, never overwrite one. */
+static int fill(wal *l, uint64_t to, int flush) {
+  pthread_mutex_lock(&l->fill_mu);
+  int rc = lock_byte(l->fd, F_WRLCK, LOCK_FILL);
+  if (rc) {
+    pthread_mutex_unlock(&l->fill_mu);
+    return rc;
+  }
+  struct stat st;
+  uint64_t at = 0, from = 0;
+  if (fstat(l->fd, &st) != 0) {
+    rc = errno;
+  } else {
+    at = from = (uint64_t)st.st_size;
+  }
+  if (rc == 0 && at < to) {
+    rc = write_zeros(l->fd, at, to);
+    if (rc == 0) at = to;
+  }
+  lock_byte(l->fd, F_UNLCK, LOCK_FILL);
+  if (rc == 0 && flush && at > from && fdatasync(l->fd) != 0) rc = errno;
+  if (rc == 0 && at > __atomic_load_n(&l->alloc_end, __ATOMIC_ACQUIRE))
+    __atomic_store_n(&l->alloc_end, at, __ATOMIC_RELEASE);
+  pthread_mutex_unlock(&l->fill_mu);
+  return rc;
+}
+
+/* Writer thread, in wal_append: the record's range must exist before its
+ * flush. The checkpoint thread normally wrote it already (fill_ahead). */
+static int ensure_space(wal *l, uint64_t end) {
+  if (end <= __atomic_load_n(&l->alloc_end, __ATOMIC_ACQUIRE)) return 0;
+  uint64_t to = end + chunk_for(end);
+  if (to > l->cur.capacity) to = l->cur.capacity > end ? l->cur.capacity : end;
+  return fill(l, to, 0); /* the group's own flush makes them durable */
+}
+
 /* ---- the checkpoint thread: a checkpoint that is due but not needed yet
- * flushes data.mdb while the writer goes on committing ---- */
+ * flushes data.mdb while the writer goes on committing; zeros ahead of the
+ * log's tail are written and flushed there too, so that a group's flush
+ * rewrites blocks in place and changes no file size ---- */
 
 static void *ckpt_main(void *arg) {
   wal *l = arg;
   pthread_mutex_lock(&l->mu);
   for (;;) {
-    while (!l->kicked && !l->quit) pthread_cond_wait(&l->cond, &l->mu);
+    while (!l->kicked && !l->fill_to && !l->quit) pthread_cond_wait(&l->cond, &l->mu);
     if (l->quit) break;
+    uint64_t to = l->fill_to;
+    int kicked = l->kicked;
+    l->fill_to = 0;
     l->kicked = 0;
     pthread_mutex_unlock(&l->mu);
     store *s = l->s;
+    if (to) {
+      int frc = fill(l, to, 1);
+      /* the writer writes its zeros itself then */
+      if (frc) fprintf(stderr, "sluice: writing ahead in %s/" WAL_FILE ": %s\n", l->dir,
+                       strerror(frc));
+    }
+    if (!kicked) {
+      pthread_mutex_lock(&l->mu);
+      continue;
+    }
     MDB_txn *txn;
     capture c = {0};
     int rc = store_write_begin(s, &txn);
@@ -548,19 +702,24 @@ static void *ckpt_main(void *arg) {
   return NULL;
 }
 
+/* Writer thread. Returns 0 or pthread_create's code. */
+static int bg_start(wal *l, store *s) {
+  if (l->bg_started) return 0;
+  l->s = s;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = pthread_create(&l->bg, NULL, ckpt_main, l);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc == 0) l->bg_started = 1;
+  return rc;
+}
+
 /* Writer thread, under the write lock. Returns 0, or a code when the thread
  * cannot start (the caller checkpoints itself). */
 static int ckpt_kick(wal *l, store *s) {
-  if (!l->bg_started) {
-    l->s = s;
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&l->bg, NULL, ckpt_main, l);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc) return rc;
-    l->bg_started = 1;
-  }
+  int rc = bg_start(l, s);
+  if (rc) return rc;
   l->bg_busy = 1;
   pthread_mutex_lock(&l->mu);
   l->kicked = 1;
@@ -579,6 +738,20 @@ static void ckpt_stop(wal *l) {
   l->bg_started = 0;
 }
 
+/* Writer thread: asks the checkpoint thread for zeros ahead of end once
+ * less than half a chunk of them is left. */
+static void fill_ahead(wal *l, store *s, uint64_t end) {
+  uint64_t have = __atomic_load_n(&l->alloc_end, __ATOMIC_ACQUIRE);
+  uint64_t chunk = chunk_for(have);
+  if (end > l->cur.capacity || have >= l->cur.capacity || end + chunk / 2 <= have) return;
+  uint64_t to = have + chunk < l->cur.capacity ? have + chunk : l->cur.capacity;
+  if (bg_start(l, s) != 0) return; /* ensure_space writes them */
+  pthread_mutex_lock(&l->mu);
+  if (to > l->fill_to) l->fill_to = to;
+  pthread_mutex_unlock(&l->mu);
+  pthread_cond_signal(&l->cond);
+}
+
 int wal_prepare(wal *l, store *s, MDB_txn *txn, size_t need) {
   int rc = read_header(l->fd, &l->cur);
   if (rc) return rc == EBADMSG ? MDB_CORRUPTED : rc;
@@ -589,14 +762,16 @@ int wal_prepare(wal *l, store *s, MDB_txn *txn, size_t need) {
   int mine = l->pin != NULL;
   uint64_t since = seq > l->cur.seq ? off - l->cur.off : 0;
   uint64_t psize = l->cur.psize ? l->cur.psize : 4096;
-  size_t lp = last_pgno(s);
-  int due = since >= l->ckpt_bytes ||
-            (lp > l->pin_lastpg && (uint64_t)(lp - l->pin_lastpg) * psize >= CKPT_PAGE_BYTES);
+  count_freed(l, s);
+  uint64_t freed = (l->freed - l->pin_freed) * psize;
+  int due = since >= l->ckpt_bytes || freed >= l->freed_limit;
+  /* the background checkpoint falls behind: the writer waits for one */
+  int behind = since >= 2 * l->ckpt_bytes || freed >= 4 * l->freed_limit;
   int wrap = off + sizeof(rec_hdr) + need > l->cur.capacity;
   /* not ours, or the log is full: now; due: in the background, while the
    * current one (ours, pinned) still covers every commit */
   if (mine && due && !wrap && !l->bg_busy && ckpt_kick(l, s) == 0) due = 0;
-  if (!mine || wrap || (due && !l->bg_busy) || since >= 2 * l->ckpt_bytes) {
+  if (!mine || wrap || (due && !l->bg_busy) || behind) {
     hdr h = l->cur;
     rc = checkpoint(l, s, txn, &h, wrap, need);
     if (rc) return rc;
@@ -605,28 +780,7 @@ int wal_prepare(wal *l, store *s, MDB_txn *txn, size_t need) {
   }
   l->at_seq = seq;
   l->at_off = off;
-  return 0;
-}
-
-/* Writes zeros ahead so that the record's range exists before its flush. */
-static int ensure_space(wal *l, uint64_t end) {
-  if (end <= l->alloc_end) return 0;
-  struct stat st;
-  if (fstat(l->fd, &st) != 0) return errno;
-  if ((uint64_t)st.st_size > l->alloc_end) l->alloc_end = (uint64_t)st.st_size;
-  if (end <= l->alloc_end) return 0;
-  uint64_t chunk = l->alloc_end < MIN_CHUNK ? MIN_CHUNK : l->alloc_end > MAX_CHUNK ? MAX_CHUNK
-                                                                                  : l->alloc_end;
-  uint64_t to = end + chunk;
-  if (to > l->cur.capacity) to = l->cur.capacity > end ? l->cur.capacity : end;
-  static const char zeros[1 << 16];
-  for (uint64_t at = l->alloc_end; at < to;) {
-    size_t n = to - at < sizeof zeros ? (size_t)(to - at) : sizeof zeros;
-    int rc = pwrite_all(l->fd, zeros, n, at);
-    if (rc) return rc;
-    at += n;
-  }
-  l->alloc_end = to;
+  fill_ahead(l, s, off + sizeof(rec_hdr) + need);
   return 0;
 }
 
@@ -706,7 +860,9 @@ static wal *wal_new(const char *dir) {
     l->token = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)l;
   l->capacity_default = env_bytes("SLUICE_WAL_SIZE", DEFAULT_CAPACITY);
   l->ckpt_bytes = env_bytes("SLUICE_WAL_CKPT", DEFAULT_CKPT_BYTES);
+  l->freed_limit = l->ckpt_bytes / 2;
   pthread_mutex_init(&l->mu, NULL);
+  pthread_mutex_init(&l->fill_mu, NULL);
   pthread_cond_init(&l->cond, NULL);
   return l;
 }
@@ -727,7 +883,7 @@ int wal_check(const char *dir, int *recover, char *err, size_t errsz) {
     return store_status(errno);
   }
   hdr h;
-  int rc = lock_fd(fd, F_RDLCK);
+  int rc = lock_byte(fd, F_RDLCK, LOCK_OPEN);
   if (rc == 0) rc = read_header(fd, &h);
   close(fd);
   if (rc) {
@@ -759,9 +915,25 @@ static int restore_metas(const char *dir, const hdr *h) {
   return rc;
 }
 
+/* Recovery writes LMDB 0.9's meta pages back, and checkpoints read its
+ * freelist: another LMDB's layout (1.0 changes the file format) would be
+ * misread. Refused with EIO. */
+static int lmdb_known(const char *dir, char *err, size_t errsz) {
+  int major, minor, patch;
+  const char *v = mdb_version(&major, &minor, &patch);
+  if (major == 0 && minor == 9) return 0;
+  seterr(err, errsz,
+         "store %s: this sluice runs with %s, but its write-ahead log (host/wal.c) knows only "
+         "LMDB 0.9's meta page layout: run it with liblmdb 0.9 (Debian 12's liblmdb0)",
+         dir, v ? v : "an unknown LMDB");
+  return STORE_EIO;
+}
+
 int wal_open(wal **out, const char *dir, int *recover, char *err, size_t errsz) {
   *out = NULL;
   *recover = 0;
+  int known = lmdb_known(dir, err, errsz);
+  if (known) return known;
   char *p = join(dir, WAL_FILE);
   int fd = open(p, O_RDWR | O_CLOEXEC);
   free(p);
@@ -780,7 +952,7 @@ int wal_open(wal **out, const char *dir, int *recover, char *err, size_t errsz) 
   }
   wal *l = wal_new(dir);
   l->fd = fd;
-  int rc = lock_fd(fd, F_WRLCK);
+  int rc = lock_byte(fd, F_WRLCK, LOCK_OPEN);
   if (rc == 0) l->locked = 1;
   if (rc == 0) rc = read_header(fd, &l->cur);
   if (rc) {
@@ -829,13 +1001,18 @@ static int create_log(wal *l, store *s) {
   h.capacity = l->capacity_default;
   h.seq = 1;
   h.off = FIRST;
-  int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) rc = errno;
+  /* a store whose log went missing (data.mdb copied alone) still has the
+   * tail of it: the new log's records go on from its sequence but at FIRST
+   * (recovery finds them either way; the old offset could be 60 MiB in,
+   * all of it zeros to write first) */
+  uint64_t tseq, toff;
+  rc = get_tail(s, txn, &h, &tseq, &toff);
+  if (rc == 0) h.seq = tseq;
+  int fd = rc ? -1 : open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (rc == 0 && fd < 0) rc = errno;
   if (rc == 0) {
-    static const char zeros[1 << 16];
-    for (uint64_t at = 0; at < FIRST + MIN_CHUNK && rc == 0; at += sizeof zeros)
-      rc = pwrite_all(fd, zeros, sizeof zeros, at);
-    l->alloc_end = FIRST + MIN_CHUNK;
+    /* a small start: the checkpoint thread writes more ahead as it is used */
+    rc = write_zeros(fd, 0, FIRST + MIN_CHUNK);
   }
   if (rc == 0) {
     l->fd = fd;
@@ -967,7 +1144,7 @@ int wal_attach(wal **lp, store *s, int recover, int wrote, char *err, size_t err
     seterr(err, errsz, "store %s: %s", dir, mdb_strerror(rc));
   }
   if (l->locked) {
-    lock_fd(l->fd, F_UNLCK);
+    lock_byte(l->fd, F_UNLCK, LOCK_OPEN);
     l->locked = 0;
   }
   if (rc) mdb_env_set_flags(env, MDB_NOSYNC, 0);
@@ -978,6 +1155,7 @@ void wal_close(wal *l) {
   if (!l) return;
   ckpt_stop(l);
   pthread_mutex_destroy(&l->mu);
+  pthread_mutex_destroy(&l->fill_mu);
   pthread_cond_destroy(&l->cond);
   if (l->pin) mdb_txn_abort(l->pin);
   if (l->fd >= 0) close(l->fd); /* drops the lock with it */
