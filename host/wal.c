@@ -53,9 +53,14 @@
  * that still needs recovering.
  *
  * Layout: two header slots of 2 KiB at 0 and 2048 (the newer valid one by
- * header sequence counts: a torn write of one leaves the other), records
- * from 4096 up to the capacity, then back to 4096 after a checkpoint that
- * moves the header's position there (the wrap). Integers are native-endian.
+ * header sequence counts: a torn write of one leaves the other), then the
+ * records, a ring from 4096 (FIRST) to the capacity. A record that would
+ * not leave room for one more header before the capacity goes to FIRST, and
+ * a wrap mark (a header with its own sequence number and no payload) at its
+ * place tells recovery to go on there; neither is flushed without the
+ * other. Records never overwrite those after the newest checkpoint: when
+ * the ring is full, the group checkpoints first and starts again at FIRST.
+ * Integers are native-endian.
  * A new log is 68 KiB; the checkpoint thread writes zeros ahead of the tail
  * (a chunk that doubles up to 4 MiB) and flushes them before the writer
  * gets there, so a store that writes little keeps a small log and a
@@ -64,12 +69,12 @@
  * a mutex (between threads), so they never overwrite a record.
  *
  * Sizes (tests set them small with SLUICE_WAL_SIZE / SLUICE_WAL_CKPT, bytes):
- * capacity 64 MiB; a checkpoint after 8 MiB of log, or once the pages LMDB
+ * capacity 32 MiB; a checkpoint after 8 MiB of log, or once the pages LMDB
  * freed since the pin (counted from its freelist) reach half the store's
  * data, within 4 and 32 MiB: the pin keeps them from reuse until the next
  * checkpoint, so data.mdb settles about two such amounts above its data.
- * Checkpoints run on a thread of their own (ckpt_main), unless the log must
- * wrap, this process holds no pin yet, or the thread falls far behind (then
+ * Checkpoints run on a thread of their own (ckpt_main), unless the ring is
+ * full, this process holds no pin yet, or the thread falls far behind (then
  * in the group's transaction). No boot id (/proc/sys/kernel/random/boot_id)
  * fails the open: a restart could not be told from a running store.
  * SLUICE_BOOT_ID replaces it (tests that build power-cut images).
@@ -105,7 +110,8 @@
 #define FIRST 4096
 #define META_BYTES 512
 #define REC_MAGIC 0x52574c53u /* "SLWR" */
-#define DEFAULT_CAPACITY ((uint64_t)64 << 20)
+#define WRAP_MAGIC 0x50574c53u /* "SLWP": the next record is at FIRST */
+#define DEFAULT_CAPACITY ((uint64_t)32 << 20)
 #define DEFAULT_CKPT_BYTES ((uint64_t)8 << 20)
 #define MIN_CHUNK ((uint64_t)64 << 10)
 #define MAX_CHUNK ((uint64_t)4 << 20)
@@ -146,6 +152,7 @@ struct wal {
   MDB_txn *pin;       /* read transaction on this handle's newest checkpoint */
   hdr cur;            /* the newest header, as last read */
   uint64_t at_seq, at_off; /* where the group's record goes (wal_prepare) */
+  uint64_t wrap_at;   /* ... and where a wrap mark goes before it (0: none) */
   uint64_t rec_off;   /* the last record written (wal_cancel) */
   uint64_t capacity_default, ckpt_bytes;
   /* LMDB's freelist, read by the writer thread under the write lock (as
@@ -517,7 +524,9 @@ static int ckpt_capture(wal *l, store *s, MDB_txn *txn, const hdr *h, int wrap, 
   n->capacity = h->capacity > l->capacity_default ? h->capacity : l->capacity_default;
   if (rc == 0 && wrap) {
     off = FIRST;
-    uint64_t want = FIRST + ((sizeof(rec_hdr) + need + MIN_CHUNK - 1) / MIN_CHUNK) * MIN_CHUNK;
+    /* the record and a wrap mark after it */
+    uint64_t want =
+        FIRST + ((2 * sizeof(rec_hdr) + need + MIN_CHUNK - 1) / MIN_CHUNK) * MIN_CHUNK;
     if (want > n->capacity) n->capacity = want;
   }
   if (rc) {
@@ -755,43 +764,61 @@ static void fill_ahead(wal *l, store *s, uint64_t end) {
 int wal_prepare(wal *l, store *s, MDB_txn *txn, size_t need) {
   int rc = read_header(l->fd, &l->cur);
   if (rc) return rc == EBADMSG ? MDB_CORRUPTED : rc;
-  uint64_t seq, off;
-  rc = get_tail(s, txn, &l->cur, &seq, &off);
-  if (rc) return rc;
-  /* our pin protects the newest checkpoint, whoever made it: see the top */
-  int mine = l->pin != NULL;
-  uint64_t since = seq > l->cur.seq ? off - l->cur.off : 0;
-  uint64_t psize = l->cur.psize ? l->cur.psize : 4096;
+  uint64_t psize = l->cur.psize ? l->cur.psize : 4096, rec = sizeof(rec_hdr) + need;
   count_freed(l, s);
-  uint64_t freed = (l->freed - l->pin_freed) * psize;
-  int due = since >= l->ckpt_bytes || freed >= l->freed_limit;
-  /* the background checkpoint falls behind: the writer waits for one */
-  int behind = since >= 2 * l->ckpt_bytes || freed >= 4 * l->freed_limit;
-  int wrap = off + sizeof(rec_hdr) + need > l->cur.capacity;
-  /* not ours, or the log is full: now; due: in the background, while the
-   * current one (ours, pinned) still covers every commit */
-  if (mine && due && !wrap && !l->bg_busy && ckpt_kick(l, s) == 0) due = 0;
-  if (!mine || wrap || (due && !l->bg_busy) || behind) {
-    hdr h = l->cur;
-    rc = checkpoint(l, s, txn, &h, wrap, need);
-    if (rc) return rc;
+  uint64_t seq, off, at;
+  int mark;
+  for (int pass = 0;; pass++) {
     rc = get_tail(s, txn, &l->cur, &seq, &off);
+    if (rc) return rc;
+    /* the records after the checkpoint: [ho, off), or once they wrapped
+     * [ho, capacity) and [FIRST, off) */
+    uint64_t ho = l->cur.off, cap = l->cur.capacity;
+    int live = seq > l->cur.seq, wrapped = live && off < ho;
+    uint64_t since = !live ? 0 : wrapped ? (cap - ho) + (off - FIRST) : off - ho;
+    /* a record leaves room after it for a wrap mark; one that does not fit
+     * goes to FIRST, after a mark at off (recovery follows it), but never
+     * onto the records after the checkpoint: then the log is full, and a
+     * checkpoint that starts it again at FIRST comes first */
+    mark = !wrapped && off + rec + sizeof(rec_hdr) > cap;
+    at = mark ? FIRST : off;
+    int full = (wrapped || mark) && at + rec + sizeof(rec_hdr) >= ho;
+    /* our pin protects the newest checkpoint, whoever made it: see the top */
+    int mine = l->pin != NULL;
+    uint64_t freed = (l->freed - l->pin_freed) * psize;
+    int due = since >= l->ckpt_bytes || freed >= l->freed_limit;
+    /* the background checkpoint falls behind: the writer waits for one */
+    int behind = since >= 2 * l->ckpt_bytes || freed >= 4 * l->freed_limit;
+    /* not ours, or the log is full: now; due: in the background, while the
+     * current one (ours, pinned) still covers every commit */
+    if (mine && due && !full && !l->bg_busy && ckpt_kick(l, s) == 0) due = 0;
+    if (!(!mine || full || (due && !l->bg_busy) || behind) || pass == 2) break;
+    hdr h = l->cur;
+    rc = checkpoint(l, s, txn, &h, full, need);
     if (rc) return rc;
   }
   l->at_seq = seq;
-  l->at_off = off;
-  fill_ahead(l, s, off + sizeof(rec_hdr) + need);
+  l->at_off = at;
+  l->wrap_at = mark ? off : 0;
+  fill_ahead(l, s, at + rec + sizeof(rec_hdr));
   return 0;
 }
 
 int wal_append(wal *l, store *s, MDB_txn *txn, const void *payload, size_t len) {
-  uint64_t off = l->at_off, seq = l->at_seq, end = off + sizeof(rec_hdr) + len;
+  uint64_t off = l->at_off, seq = l->at_seq + (l->wrap_at != 0), end = off + sizeof(rec_hdr) + len;
   if (end > l->cur.capacity) return EINVAL; /* wal_prepare made room for need */
   /* the tail first: a put that fails leaves no record behind */
   int rc = put_tail(s, txn, seq + 1, end);
   if (rc) return rc;
   rc = ensure_space(l, end);
   if (rc) return rc;
+  if (l->wrap_at) {
+    /* flushed with the record: a cut before leaves neither acknowledged */
+    rec_hdr m = {WRAP_MAGIC, 0, l->at_seq, 0};
+    m.crc = crc32c(0, &m.seq, 16);
+    rc = pwrite_all(l->fd, &m, sizeof m, l->wrap_at);
+    if (rc) return rc;
+  }
   rec_hdr r = {REC_MAGIC, 0, seq, len};
   uint32_t c = crc32c(0, &r.seq, 16);
   r.crc = crc32c(c, payload, len);
@@ -1070,6 +1097,12 @@ static int replay(wal *l, store *s, uint64_t *applied) {
       size_t got;
       if (off + sizeof r > l->cur.capacity) break;
       rc = pread_all(l->fd, &r, sizeof r, off, &got);
+      if (rc == 0 && got == sizeof r && r.magic == WRAP_MAGIC && r.seq == seq && r.len == 0 &&
+          r.crc == crc32c(0, &r.seq, 16)) {
+        off = FIRST; /* the next record is at the start */
+        seq++;
+        continue;
+      }
       if (rc || got < sizeof r || r.magic != REC_MAGIC || r.seq != seq ||
           r.len > l->cur.capacity - off - sizeof r)
         break;

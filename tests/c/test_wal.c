@@ -4,6 +4,8 @@
  *   or writes one;
  * - a store whose log went missing (data.mdb copied alone, say) gets a new
  *   one its records can be recovered from;
+ * - the log is a ring: records go on at its start after a wrap mark that
+ *   recovery follows;
  * - a group whose LMDB commit fails after its log record was flushed is
  *   never replayed (wal_cancel): its batches were reported failed;
  * - data.mdb stays within a few checkpoints' worth of freed pages of its
@@ -275,6 +277,62 @@ static void test_data_file_bounded(void) {
   CHECK(data1 <= data0 + (24 << 20));
 }
 
+/* A process writes `first` records of 1 KB into a 256 KiB log, closes (a
+ * checkpoint there, near the middle), writes `then` more and dies without
+ * closing; after a restart all of them must be there. */
+static void wrap_round(const char *dir, int first, int then) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    /* no checkpoints but at open, at close and when the ring is full */
+    setenv("SLUICE_WAL_SIZE", "262144", 1);
+    setenv("SLUICE_WAL_CKPT", "1073741824", 1);
+    uv_loop_init(&loop);
+    store *s;
+    writer *w;
+    char key[32], val[1000];
+    memset(val, 'w', sizeof val - 1);
+    val[sizeof val - 1] = '\0';
+    for (int i = 0, part = 0; part < 2; part++) {
+      if (open_rw(dir, &s, &w)) _exit(2);
+      for (int n = part ? first + then : first; i < n; i++) {
+        snprintf(key, sizeof key, "w%04d", i);
+        if (put1(w, key, val) != 1) _exit(3);
+      }
+      if (part == 0) close_rw(s, w);
+    }
+    _exit(0); /* as if killed: LMDB's last commits are in the page cache only */
+  }
+  int status = 0;
+  CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(size_of(dir, "wal") <= 262144);
+  restart(dir); /* a boot id of its own: recovery runs */
+  store *s;
+  char err[512];
+  CHECK(store_open(&s, dir, STORE_READONLY, err, sizeof err) == 0);
+  unsigned lost = 0;
+  sbuf v = SBUF_INIT;
+  for (int i = 0; i < first + then; i++) {
+    char key[32];
+    snprintf(key, sizeof key, "w%04d", i);
+    int found = 0;
+    CHECK(store_get(s, DB_STEPS, key, strlen(key), &v, &found, err, sizeof err) == 0);
+    lost += !found || v.len != 999;
+  }
+  sbuf_free(&v);
+  store_close(s);
+  CHECK(lost == 0);
+}
+
+/* The log is a ring: a record that does not fit before its end goes to its
+ * start after a wrap mark, which recovery follows (120 + 200 records: the
+ * process dies after the mark, with the checkpoint before it); when the
+ * ring is full (up to the checkpoint's records) the group checkpoints and
+ * starts again at the start (120 + 330). */
+static void test_log_wraps(void) {
+  wrap_round(path("wrap-mark"), 120, 200);
+  wrap_round(path("wrap-full"), 120, 330);
+}
+
 /* Recovery writes LMDB 0.9's meta pages back: another LMDB is refused. */
 static void test_other_lmdb_refused(void) {
   const char *dir = path("version");
@@ -301,6 +359,7 @@ int main(void) {
   RUN(test_missing_log);
   RUN(test_failed_commit_not_replayed);
   RUN(test_data_file_bounded);
+  RUN(test_log_wraps);
   RUN(test_other_lmdb_refused);
   CHECK(uv_loop_close(&loop) == 0);
   unit_rmtree();
