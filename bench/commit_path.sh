@@ -6,6 +6,8 @@
 # (bench/floor/lmdb_groupcommit.c, KEYS=runs, 64 writers, 3 s), every repetition.
 # A B Redis floor, REPS times; on a loaded machine only ratios inside the session count.
 #
+# Needs Redis (bench only, so not in scripts/packages.txt, which is what CI installs):
+#   apt-get install -y redis-server redis-tools libhiredis-dev
 # Env: BASE_BIN, NEW_BIN (sluice binaries, required), QUIET_MAX (s per gate, default 5
 # here), TMPDIR. Output: bench/out/commit-session-<stamp>.jsonl (every JSON line, sluice
 # lines tagged base-repN / new-repN) and the Redis session's own file beside it.
@@ -59,6 +61,7 @@ for rep in $(seq 1 "$REPS"); do
   done
   log "redis appendfsync always, repetition $rep"
   SLUICE_BIN=$NEW_BIN SKIP_SLUICE=1 SKIP_FLOOR=1 SKIP_XRANGE=1 TIERS=always \
+    REDIS_SHAPES="1x1 64x1 1000x1" \
     QUIET_MAX=5 "$BENCH_DIR/stream_redis.sh" 1 2>&1 | grep -v '^ *gate' | tail -3 >&2
   ls -t "$OUT"/stream-session-*.jsonl | head -1 | xargs grep -h '"redis.xadd"' | tee -a "$SESSION_OUT" | cut -c1-160
   log "floor, repetition $rep"

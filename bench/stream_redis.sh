@@ -21,7 +21,8 @@
 # bench/run_all.sh does, unless SLUICE_BIN names one.
 # Env: REDIS_PORT (default 16391), QUIET_MAX, QUIET_BUDGET, TMPDIR, SKIP_REDIS=1,
 # SKIP_SLUICE=1, SKIP_FLOOR=1, SKIP_XRANGE=1, TIERS="always everysec off" (none: no XADD),
-# SLUICE_SHAPES="emit1 emit64 emit1000 many1 many5 read".
+# SLUICE_SHAPES="emit1 emit64 emit1000 many1 many5 read",
+# REDIS_SHAPES="1x1 64x1 1000x1 1x1000 50x100" (clients x pipeline).
 # Output: bench/out/stream-session-<stamp>.jsonl (every JSON line of the session;
 # sluice lines also go to bench/out/stream.jsonl), then the tables
 # (bench/stream_summarize.py) into bench/out/stream-summary-<stamp>.md.
@@ -120,9 +121,8 @@ print(json.dumps({"bench": "redis.xadd", "session": os.environ["BENCH_SESSION"],
 }
 redis_bench() { # PERSIST
   local p=$1 shape c P n
-  for shape in "1 1" "64 1" "1000 1" "1 1000" "50 100"; do
-    set -- $shape
-    c=$1; P=$2
+  for shape in ${REDIS_SHAPES:-1x1 64x1 1000x1 1x1000 50x100}; do
+    c=${shape%x*}; P=${shape#*x}
     case "$p/$c/$P" in
       always/1/1) n=20000 ;;
       */1/1)      n=150000 ;;
