@@ -36,8 +36,9 @@
  *   quotas       namespace "\0" YYYY-MM-DD -> runs started that UTC day
  *                (decimal, moved by the writer's counter add: wbatch_add)
  *   idempotency  namespace "\0" pipeline "\0" Idempotency-Key -> run_id
- *   meta         "wal_tail" -> native u64 seq, u64 offset: where the log's next
- *                record goes (wal.c; put in the transaction of each record)
+ *   (main)       LMDB's own database of the names above also holds
+ *                "\0sluice.wal_tail" -> native u64 seq, u64 offset: where the
+ *                log's next record goes (wal.c; put in each record's transaction)
  *   logs         run_id "\0" be64(us) be32(seq) -> JSON log line (records_steps.c:
  *                lines logged inside steps, committed with the step's record)
  *

@@ -40,8 +40,9 @@
  *
  * Several processes write one store (`sluice keys add` beside `serve`). They
  * all go through the writer and this log, serialized by LMDB's write lock:
- * the log's tail is a record of the store itself (meta "wal_tail", put in W),
- * so the next writer in any process appends after it. A process commits
+ * the log's tail is a record of the store itself (a key of LMDB's main
+ * database, put in W), so the next writer in any process appends after
+ * it. A process commits
  * only while it holds a pin (its first group checkpoints first): a pin is a
  * snapshot no newer than the newest checkpoint's (checkpoints are published
  * in order, each of a newer state than the one before), and LMDB reuses no
@@ -378,14 +379,26 @@ static int write_header(int fd, hdr *h) {
 
 /* ---- the tail: a record of the store ---------------------------------- */
 
-#define TAIL_KEY "wal_tail"
+/* In LMDB's main database, beside the named databases' records: every
+ * commit rewrites its page anyway (a named database's root moves), so the
+ * tail costs no page of its own, where a key of the meta database cost one
+ * page per commit (a tenth of a one-event commit's). The leading NUL keeps
+ * it from ever naming a database (mdb_stat -a skips such keys). */
+#define TAIL_KEY "\0sluice.wal_tail"
+
+static MDB_dbi main_dbi(MDB_txn *txn) {
+  MDB_dbi d = 1; /* MAIN_DBI, which mdb_dbi_open returns for no name */
+  mdb_dbi_open(txn, NULL, 0, &d);
+  return d;
+}
 
 /* Where the next record goes: the store's tail record, except right after a
  * checkpoint (no record since: same sequence), where the header's position
  * counts (it moves back to FIRST when the log wraps). */
 static int get_tail(store *s, MDB_txn *txn, const hdr *h, uint64_t *seq, uint64_t *off) {
   MDB_val k = {sizeof TAIL_KEY - 1, TAIL_KEY}, v;
-  int rc = mdb_get(txn, store_dbi(s, DB_META), &k, &v);
+  (void)s;
+  int rc = mdb_get(txn, main_dbi(txn), &k, &v);
   if (rc == MDB_NOTFOUND) {
     *seq = h->seq;
     *off = h->off;
@@ -405,7 +418,8 @@ static int put_tail(store *s, MDB_txn *txn, uint64_t seq, uint64_t off) {
   memcpy(b, &seq, 8);
   memcpy(b + 8, &off, 8);
   MDB_val k = {sizeof TAIL_KEY - 1, TAIL_KEY}, v = {16, b};
-  return mdb_put(txn, store_dbi(s, DB_META), &k, &v, 0);
+  (void)s;
+  return mdb_put(txn, main_dbi(txn), &k, &v, 0);
 }
 
 /* ---- checkpoints ------------------------------------------------------ */
