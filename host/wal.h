@@ -40,9 +40,11 @@ int wal_attach(wal **l, store *s, int recover, int wrote, char *err, size_t errs
 void wal_close(wal *l);
 
 /* Writer thread, in the group's write transaction txn, before its batches
- * are applied (need: their bytes): checkpoints first when this process does
- * not hold the newest checkpoint, or when one is due, or when the log must
- * wrap. */
+ * are applied (need: their bytes): decides where the record goes (after a
+ * wrap mark at the ring's start if it does not fit before the end), asks the
+ * checkpoint thread for a checkpoint that is due and for zeros ahead, and
+ * checkpoints in txn first when this process holds no pin, the ring is full
+ * or the checkpoint thread fell far behind. */
 int wal_prepare(wal *l, store *s, MDB_txn *txn, size_t need);
 
 /* Writer thread, after the group's batches are applied in txn: appends
