@@ -1026,12 +1026,14 @@ static size_t unescape(const char *s, size_t n, char *dst) {
   return (size_t)(d - dst);
 }
 
-/* Pushes the string at P->p as is (keys are mapped later). */
-static int plua_string(parser *P) {
+/* Pushes the string at P->p as is (keys are mapped later); *escaped (if
+ * not NULL) tells whether it had escapes: only then can it start with NUL. */
+static int plua_string_ex(parser *P, int *escaped) {
   const char *body = NULL; /* set by lex_string on success */
   size_t n = 0;
   int esc = 0;
   if (lex_string(P, &body, &n, &esc) != 0) return -1;
+  if (escaped) *escaped = esc;
   if (!esc) {
     lua_pushlstring(P->L, body, n);
   } else {
@@ -1041,6 +1043,8 @@ static int plua_string(parser *P) {
   }
   return 0;
 }
+
+static int plua_string(parser *P) { return plua_string_ex(P, NULL); }
 
 typedef struct {
   int is_int;
@@ -1137,28 +1141,70 @@ static int next_item(parser *P, char close) {
 
 static int plua_value(parser *P);
 
+/* Decoded members wait on the stack (values, or key/value pairs) until
+ * their container closes, up to BATCH of them, so that its table is made
+ * at its size: a table grown one key at a time rehashes at 1, 2, 4, 8, ...
+ * entries, most of the cost of decoding a small object. Past BATCH the
+ * table is made for twice as many and grows as usual. The container's stack
+ * slot holds nil until then. */
+#define BATCH 16
+
+/* the n values above slot t into the array at t, as items last - n + 1 ..
+ * last (popped) */
+static void flush_items(lua_State *L, int t, int n, lua_Integer last) {
+  for (int i = 0; i < n; i++) lua_rawseti(L, t, last - i);
+}
+
+/* the n key/value pairs above slot t into the table at t in order (a
+ * repeated key keeps its last value), popped */
+static void flush_pairs(lua_State *L, int t, int n) {
+  for (int i = 0; i < n; i++) {
+    lua_pushvalue(L, t + 1 + 2 * i);
+    lua_pushvalue(L, t + 2 + 2 * i);
+    lua_rawset(L, t);
+  }
+  lua_settop(L, t);
+}
+
 static int plua_array(parser *P) {
   lua_State *L = P->L;
   const char *open = P->p++;
   if (++P->depth > P->max_depth)
     return perr(P, open, "nesting deeper than %d", P->max_depth);
-  if (!lua_checkstack(L, 6)) return perr(P, open, "out of memory (Lua stack)");
-  lua_createtable(L, 0, 0);
+  if (!lua_checkstack(L, BATCH + 8)) return perr(P, open, "out of memory (Lua stack)");
+  lua_pushnil(L);
+  int t = lua_gettop(L), made = 0, n = 0;
   skip_ws(P);
-  lua_Integer n = 0;
+  lua_Integer total = 0;
   if (P->p < P->end && *P->p == ']') {
     P->p++;
+    lua_createtable(L, 0, 0);
     push_array_mt(L);
     lua_setmetatable(L, -2);
+    lua_replace(L, t);
   } else {
     for (;;) {
       if (plua_value(P) != 0) return -1;
-      lua_rawseti(L, -2, ++n);
+      total++;
+      if (++n == BATCH) {
+        if (!made) {
+          lua_createtable(L, 2 * BATCH, 0);
+          lua_replace(L, t);
+          made = 1;
+        }
+        flush_items(L, t, n, total);
+        n = 0;
+      }
       skip_ws(P);
       int r = next_item(P, ']');
       if (r < 0) return -1;
       if (r == 1) break;
     }
+    if (!made) {
+      lua_createtable(L, n, 0);
+      lua_replace(L, t);
+    }
+    flush_items(L, t, n, total);
   }
   P->depth--;
   return 0;
@@ -1169,11 +1215,14 @@ static int plua_object(parser *P) {
   const char *open = P->p++;
   if (++P->depth > P->max_depth)
     return perr(P, open, "nesting deeper than %d", P->max_depth);
-  if (!lua_checkstack(L, 6)) return perr(P, open, "out of memory (Lua stack)");
-  lua_createtable(L, 0, 0);
+  if (!lua_checkstack(L, 2 * BATCH + 8)) return perr(P, open, "out of memory (Lua stack)");
+  lua_pushnil(L);
+  int t = lua_gettop(L), made = 0, n = 0;
   skip_ws(P);
   if (P->p < P->end && *P->p == '}') {
     P->p++;
+    lua_createtable(L, 0, 0);
+    lua_replace(L, t);
     P->depth--;
     return 0;
   }
@@ -1181,9 +1230,10 @@ static int plua_object(parser *P) {
     if (P->p >= P->end) return unexpected(P);
     if (*P->p != '"') return perr(P, P->p, "string or '}' expected");
     const char *kat = P->p;
-    if (plua_string(P) != 0) return -1;
-    size_t kl;
-    const char *k = lua_tolstring(L, -1, &kl);
+    int kesc;
+    if (plua_string_ex(P, &kesc) != 0) return -1;
+    size_t kl = 0;
+    const char *k = kesc ? lua_tolstring(L, -1, &kl) : NULL;
     char tag = 0;
     if (kl && k[0] == '\0') {
       if (first && is_value_tag(k, kl)) {
@@ -1224,11 +1274,24 @@ static int plua_object(parser *P) {
       lua_pushlstring(L, &tag, 1); /* not alone: the key loses its NUL */
       lua_replace(L, -3);
     }
-    lua_rawset(L, -3);
+    if (++n == BATCH) {
+      if (!made) {
+        lua_createtable(L, 0, 2 * BATCH);
+        lua_replace(L, t);
+        made = 1;
+      }
+      flush_pairs(L, t, n);
+      n = 0;
+    }
     int r = next_item(P, '}');
     if (r < 0) return -1;
     if (r == 1) break;
   }
+  if (!made) {
+    lua_createtable(L, 0, n);
+    lua_replace(L, t);
+  }
+  flush_pairs(L, t, n);
   P->depth--;
   return 0;
 }

@@ -429,6 +429,32 @@ static void test_keys(void) {
   lua_getfield(L, -1, "a");
   CHECK(lua_tointeger(L, -1) == 2);
   lua_pop(L, 2);
+  /* members wait on the stack in batches of 16 before the table is made:
+   * sizes around the batch, a repeated key across batches, nulls, nesting */
+  for (int n = 0; n <= 50; n++) {
+    char chunk[600];
+    snprintf(chunk, sizeof chunk,
+             "local n = %d local o, a = {}, {} for i = 1, n do o['k' .. i] = {i, {x = i}} "
+             "a[i] = i %% 7 == 0 and json.null or {i} end "
+             "return {o = n > 0 and o or nil, a = n > 0 and a or json.array({})}",
+             n);
+    push(L, chunk);
+    roundtrip(L);
+  }
+  CHECK(DEC(L, "{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"g\":7,\"h\":8,\"i\":9,"
+               "\"j\":10,\"k\":11,\"l\":12,\"m\":13,\"n\":14,\"o\":15,\"p\":16,\"q\":17,\"a\":18}") == 0);
+  lua_getfield(L, -1, "a");
+  CHECK(lua_tointeger(L, -1) == 18);
+  lua_getfield(L, -2, "q");
+  CHECK(lua_tointeger(L, -1) == 17);
+  lua_pop(L, 3);
+  CHECK(DEC(L, "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,null,19]") == 0);
+  CHECK(luaL_len(L, -1) == 19);
+  lua_rawgeti(L, -1, 17);
+  CHECK(lua_tointeger(L, -1) == 17);
+  lua_rawgeti(L, -2, 19);
+  CHECK(lua_tointeger(L, -1) == 19);
+  lua_pop(L, 3);
   lua_close(L);
 }
 
