@@ -583,6 +583,7 @@ int luaopen_sluice__store(lua_State *L) {
   l_store_events(L, module_idx, methods_idx);
   l_store_schedules(L, module_idx, methods_idx);
   l_store_access(L, module_idx, methods_idx);
+  l_store_replay(L, module_idx);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1); /* the metatable */
   return 1;

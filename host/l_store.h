@@ -140,6 +140,7 @@ void l_store_runs(lua_State *L, int module_idx, int methods_idx);      /* runs, 
 void l_store_events(lua_State *L, int module_idx, int methods_idx);    /* events, sends, consumers */
 void l_store_schedules(lua_State *L, int module_idx, int methods_idx); /* schedules */
 void l_store_access(lua_State *L, int module_idx, int methods_idx);    /* keys, namespaces, quotas */
+void l_store_replay(lua_State *L, int module_idx);                      /* a run's steps for its replay */
 
 int luaopen_sluice__store(lua_State *L);
 

@@ -18,10 +18,11 @@ local StepError = M.StepError
 local store_error = errors.store
 local active = M.active
 
+-- the stored steps of a run that resumes, for its replay (engine_steps)
 local function load_steps(run)
-  local raw, order, code = store.load_steps(run.id)
-  if not raw then return nil, order, code end
-  run.raw, run.order = raw, order
+  local rs, msg, code = store.replay_steps(run.id)
+  if not rs then return nil, msg, code end
+  run.replay = rs
   return true
 end
 
@@ -147,7 +148,7 @@ local function execute_once(p, input, id, opts, waiters)
 
   rec.host = liveness.self() -- which process runs it: readers tell a killed one
   local run = {
-    id = id, pipeline = p, record = rec, raw = {}, order = {}, seen = {}, site_fns = {},
+    id = id, pipeline = p, record = rec, seen = {}, site_fns = {},
     replayed = 0, executed = 0, interrupts = {}, children = {},
   }
   local entry = { run = run, waiters = waiters }

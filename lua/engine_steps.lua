@@ -12,7 +12,6 @@
 --- loudly instead of handing a stored result to the wrong step.
 local clock = require "sluice._clock"
 local store = require "sluice._store"
-local codec = require "sluice._codec"
 local sched = require "sluice.sched"
 local duration = require "sluice.duration"
 local errors = require "sluice.errors"
@@ -24,6 +23,9 @@ local worker = require "sluice.step_worker"
 local uv = require "luv"
 local M = require "sluice.engine_core"
 
+local type, find, running = type, string.find, coroutine.running
+local contexts = sched.contexts -- coroutine -> branch context: sched.context() without its call
+local take = store.replay_take  -- rs:take without the method lookup
 local StepError = M.StepError
 local store_error = errors.store
 local call_step, abandon, Timeout = worker.call_step, worker.abandon, worker.Timeout
@@ -65,15 +67,15 @@ end
 -- Step ids are unique within a run. Where each executed step was called
 -- from is kept as one integer per id, function index * 2^24 + line (the
 -- functions in a per-run list, usually one or two), turned into "file:line"
--- only for the error; a replayed step keeps only `true`: looking up its call
--- site would cost more than the rest of its replay, and the error then says
--- the first use was a replayed step.
+-- only for the error; a replayed step's second use is told by its record
+-- (rs:take: "twice"): looking up its call site would cost more than the
+-- rest of its replay, and the error then says the first use was a replayed
+-- step.
 local function check_unique(run, id, level)
   local first = run.seen[id]
   if first then
     local info = caller_of(level + 1)
-    local where = first == true and "a replayed step"
-      or site_text(run.site_fns[first >> 24], first & 0xffffff)
+    local where = site_text(run.site_fns[first >> 24], first & 0xffffff)
     error(("step id '%s' is used twice in run %s: at %s and at %s; step ids must be unique within a run")
       :format(id, run.id, where, site_text(info.func, info.currentline)), level + 1)
   end
@@ -90,56 +92,39 @@ local function note_site(run, id, level)
   run.seen[id] = (i << 24) | (info.currentline & 0xffffff)
 end
 
--- The replay check of a step-like call at (br, pos) with this id: returns
--- the stored record if there is one; fails the run (run.fatal) if the
--- recorded history has another id here or this id elsewhere.
-local function recorded_at(run, id)
-  for branch, list in pairs(run.order) do
-    for pos, sid in pairs(list) do
-      if sid == id then return { branch = branch, pos = pos } end
-    end
-  end
-  return { branch = "", pos = 0 }
-end
-
--- A stored step's outcome for the replay (run.raw[id], from
--- store.load_steps: the JSON of its result, true when it returned nil,
--- false when it failed): completed, value.
-local function replay_result(id, raw)
-  if raw == false then return false end
-  if raw == true then return true, nil end
-  local v, err = codec.try_decode(raw)
-  if err then error(("corrupt result of step '%s': %s"):format(id, err), 0) end
-  return true, v
-end
-
 -- A record operation's message without its code ("EINVAL: result.f: ...").
 local function without_code(msg) return (tostring(msg):gsub("^%u+: ", "")) end
 
-local function recorded(run, br, pos, id, level)
-  local recorded_here = run.order[br.name]
-  recorded_here = recorded_here and recorded_here[pos]
-  local raw = run.raw[id]
-  if recorded_here and recorded_here ~= id then
+-- The replay of a step-like call at (br, pos) with this id takes its
+-- record from the run's stored steps (run.replay: sluice._store
+-- replay_steps, rs:take, called inline by step and memo): true and the
+-- stored result when the step completed before; nil or false when it is to
+-- run (not recorded, or recorded failed); else what refuses the replay,
+-- raised here: a recorded history with another id here or this id
+-- elsewhere fails the run (run.fatal); an id whose record was replayed
+-- already is used twice.
+local function refuse_replay(run, br, pos, id, r, a, b, level)
+  if r == "twice" then
+    local info = caller_of(level + 1)
+    error(("step id '%s' is used twice in run %s: at a replayed step and at %s; step ids must be unique within a run")
+      :format(id, run.id, site_text(info.func, info.currentline)), level + 1)
+  end
+  if r == "corrupt" then error(("corrupt result of step '%s': %s"):format(id, a), 0) end
+  if r == "here" then
     run.fatal = errors.new("EDIVERGED", (
       "run %s diverged from its recorded history: at position %d of branch %s the recorded step is '%s' " ..
       "but the code now calls step '%s' (the pipeline changed, or code between steps is not deterministic); " ..
       "resume it with the code that started it, or start a new run"):format(
-        run.id, pos, branch_label(br.name), recorded_here, id), { step = id }, StepError)
-    error(run.fatal, level + 1)
-  end
-  if raw ~= nil and not recorded_here then
-    local rec = recorded_at(run, id)
+        run.id, pos, branch_label(br.name), a, id), { step = id }, StepError)
+  else -- "elsewhere"
     run.fatal = errors.new("EDIVERGED", (
       "run %s diverged from its recorded history: step '%s' was recorded at position %d of branch %s " ..
       "but the code now calls it at position %d of branch %s; resume it with the code that started it, " ..
-      "or start a new run"):format(run.id, id, rec.pos, branch_label(rec.branch), pos, branch_label(br.name)),
+      "or start a new run"):format(run.id, id, b, branch_label(a), pos, branch_label(br.name)),
       { step = id }, StepError)
-    error(run.fatal, level + 1)
   end
-  return raw
+  error(run.fatal, level + 1)
 end
-
 
 -- the branch of the running coroutine, or a clear error naming the caller
 -- (`what`, e.g. "map") raised at `level` above this function's caller
@@ -286,11 +271,11 @@ end
 
 --- step(id, [opts,] fn, ...): durable, memoized per (run, id).
 function M.step(id, a, b, ...)
-  local br = sched.context()
+  local br = contexts[running()]
   if not br or not br.run or br.abandoned then
     current_branch(("step(%q)"):format(tostring(id)), 2) -- raises the right error
   end
-  if type(id) ~= "string" or id == "" or #id > MAX_STEP_ID or id:find("\0", 1, true) then
+  if type(id) ~= "string" or id == "" or #id > MAX_STEP_ID or find(id, "\0", 1, true) then
     error(M.bad_step_id("step", id), 2)
   end
   local opts, fn
@@ -311,20 +296,17 @@ function M.step(id, a, b, ...)
   if run.stop then stopped(run) end
   br.pos = br.pos + 1
   local pos = br.pos
-  check_unique(run, id, 2)
+  if run.seen[id] then check_unique(run, id, 2) end
 
   -- replay: the history recorded for this branch position must match
-  local raw = recorded(run, br, pos, id, 2)
-  if raw ~= nil then
-    local completed, value = replay_result(id, raw)
-    if completed then
-      -- the record is not needed again (a second use of the id is caught
-      -- by seen): let it go, so a long replay does not hold every result
-      run.raw[id] = nil
-      run.seen[id] = true
+  local rs = run.replay
+  if rs then
+    local r, a2, b2 = take(rs, id, br.name, pos)
+    if r == true then
       run.replayed = run.replayed + 1
-      return value
+      return a2
     end
+    if r then refuse_replay(run, br, pos, id, r, a2, b2, 2) end
   end
   note_site(run, id, 2)
 
@@ -444,13 +426,14 @@ function M.memo(kind, produce, level)
   br.pos = br.pos + 1
   local pos = br.pos
   local id = kind .. "@" .. (br.name == "" and "" or br.name .. "/") .. pos
-  local raw = recorded(run, br, pos, id, level)
-  if raw ~= nil then
-    local completed, value = replay_result(id, raw)
-    if completed then
+  local rs = run.replay
+  if rs then
+    local r, a, b = take(rs, id, br.name, pos)
+    if r == true then
       run.replayed = run.replayed + 1
-      return value, true
+      return a, true
     end
+    if r then refuse_replay(run, br, pos, id, r, a, b, level) end
   end
   if M.stopping then park() end
   local started = clock.now()

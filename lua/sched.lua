@@ -14,6 +14,10 @@ local waiting = setmetatable({}, { __mode = "k" })  -- coroutine -> token
 local queue, head, tail = {}, 1, 0
 local draining = false
 
+--- The contexts by coroutine (read only: the engine's hot path reads it
+--- without calling context).
+M.contexts = contexts
+
 --- The context of the running coroutine, or nil outside a task.
 function M.context(co)
   return contexts[co or coroutine.running()]

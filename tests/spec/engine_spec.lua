@@ -331,4 +331,61 @@ describe("replay", function()
     assert.matches("run diverge diverged from its recorded history: at position 2 of branch main the recorded step is 'two' but the code now calls step 'three'",
       rec.error.message)
   end)
+
+  it("fails a run that calls a recorded step from another branch", function()
+    local moved = false
+    local p = define(function()
+      step("one", function() return 1 end)
+      if moved then
+        parallel(function() return step("two", function() return 2 end) end)
+      else
+        step("two", function() return 2 end)
+        error("stop after the steps")
+      end
+    end)
+    assert.are.equal("failed", engine.execute(p, nil, "diverge-branch").status)
+    moved = true
+    local rec = engine.execute(p, nil, "diverge-branch")
+    assert.are.equal("failed", rec.status)
+    assert.are.equal("EDIVERGED", rec.error.code)
+    assert.matches("run diverge%-branch diverged from its recorded history: step 'two' was recorded at position 2 of branch main but the code now calls it at position 1 of branch 2%.1",
+      rec.error.message)
+  end)
+
+  it("names a replayed step's id used again as used twice", function()
+    local again = false
+    local p = define(function()
+      local a = step("once", function() return { v = 1 } end)
+      if not again then error("stop after the step") end
+      return step("once", function() return 2 end) + a.v
+    end)
+    assert.are.equal("failed", engine.execute(p, nil, "dup-replayed").status)
+    again = true
+    local rec = engine.execute(p, nil, "dup-replayed")
+    assert.are.equal("failed", rec.status)
+    assert.matches("step id 'once' is used twice in run dup%-replayed: at a replayed step and at .*engine_spec.lua:%d+",
+      rec.error.message)
+  end)
+
+  it("replays stored results and runs again a step that failed", function()
+    local calls, fail = { a = 0, b = 0, c = 0 }, true
+    local p = define(function()
+      local a = step("a", function() calls.a = calls.a + 1; return { n = 1, list = { 1, 2, 3 } } end)
+      local b = step("b", function() calls.b = calls.b + 1; return nil end)
+      local c = step("c", function()
+        calls.c = calls.c + 1
+        if fail then error("not yet") end
+        return "c"
+      end)
+      return { a = a, b = b == nil, c = c }
+    end)
+    assert.are.equal("failed", engine.execute(p, nil, "replay-mixed").status)
+    fail = false
+    local rec = engine.execute(p, nil, "replay-mixed")
+    assert.are.equal("completed", rec.status)
+    assert.are.same({ a = { n = 1, list = { 1, 2, 3 } }, b = true, c = "c" }, rec.result)
+    assert.are.same({ a = 1, b = 1, c = 2 }, calls)
+    assert.are.equal(2, rec.replayed)
+    assert.are.equal(1, rec.executed)
+  end)
 end)
