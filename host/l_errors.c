@@ -27,23 +27,35 @@ static int entry_k(lua_State *L, int status, lua_KContext ctx) {
   return lua_gettop(L) - 1;
 }
 
-/* upvalues: 1 the Lua function, 2 the message handler */
+/* upvalues: 1 the Lua function, 2 the message handler, and maybe 3 a
+ * function of fixed arity called instead for at most upvalue 4 arguments:
+ * a vararg Lua function copies its frame at each call, which the engine's
+ * step (called 10,000 times by a replay) would pay for nothing */
 static int entry_call(lua_State *L) {
   int nargs = lua_gettop(L);
   luaL_checkstack(L, 2, "calling a sluice function");
   lua_pushvalue(L, lua_upvalueindex(2));
   lua_insert(L, 1);
-  lua_pushvalue(L, lua_upvalueindex(1));
+  int fast = !lua_isnone(L, lua_upvalueindex(3)) && nargs <= lua_tointeger(L, lua_upvalueindex(4));
+  lua_pushvalue(L, lua_upvalueindex(fast ? 3 : 1));
   lua_insert(L, 2);
   return entry_k(L, lua_pcallk(L, nargs, LUA_MULTRET, 1, 0, entry_k), 0);
 }
 
-/* entry(fn, handler) -> a C function calling fn(...) under handler */
+/* entry(fn, handler [, fast, nfast]) -> a C function calling fn(...)
+ * under handler (fast(...) when given at most nfast arguments) */
 static int l_entry(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  lua_settop(L, 2);
-  lua_pushcclosure(L, entry_call, 2);
+  if (lua_isnoneornil(L, 3)) {
+    lua_settop(L, 2);
+    lua_pushcclosure(L, entry_call, 2);
+    return 1;
+  }
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  luaL_checkinteger(L, 4);
+  lua_settop(L, 4);
+  lua_pushcclosure(L, entry_call, 4);
   return 1;
 }
 

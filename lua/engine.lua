@@ -27,7 +27,7 @@ function M.install(env)
   env = env or _G
   local entry = errors.entry
   env.pipeline = entry(M.pipeline)
-  env.step = entry(M.step)
+  env.step = errors.entry(M.step, M.step3, 3)
   env.parallel = entry(M.parallel)
   env.ctx = entry(M.ctx)
   env.sleep = entry(M.sleep)

@@ -269,8 +269,12 @@ local function check_step_opts(id, opts)
   step_options.check(("step '%s'"):format(id), opts)
 end
 
---- step(id, [opts,] fn, ...): durable, memoized per (run, id).
-function M.step(id, a, b, ...)
+-- step(id, [opts,] fn, ...) with the arguments after b packed in extra
+-- (nil: none): a function of fixed arity, as a vararg one copies its frame
+-- at each call (M.step3 is the global step's way in for up to three
+-- arguments). Called in tail position, so the caller's frame is the one
+-- caller_of finds at the levels below.
+local function do_step(id, a, b, extra)
   local br = contexts[running()]
   if not br or not br.run or br.abandoned then
     current_branch(("step(%q)"):format(tostring(id)), 2) -- raises the right error
@@ -314,9 +318,11 @@ function M.step(id, a, b, ...)
   if M.stopping then park() end
   local args = NO_ARGS
   if opts then
-    if select("#", ...) > 0 then args = table.pack(...) end
-  elseif b ~= nil or select("#", ...) > 0 then
-    args = table.pack(b, ...)
+    if extra then args = extra end
+  elseif extra then
+    args = table.pack(b, table.unpack(extra, 1, extra.n))
+  elseif b ~= nil then
+    args = { n = 1, b }
   end
   local max_attempts = 1 + (opts and opts.retries or 0)
   local timeout_ms = opts and opts.timeout and duration.ms(opts.timeout) or M.step_timeout_ms
@@ -378,6 +384,17 @@ function M.step(id, a, b, ...)
       park()
     end
   end
+end
+
+--- step(id, [opts,] fn, ...): durable, memoized per (run, id).
+function M.step(id, a, b, ...)
+  if select("#", ...) == 0 then return do_step(id, a, b) end
+  return do_step(id, a, b, table.pack(...))
+end
+
+--- M.step for a call of at most three arguments (errors.entry's fast path).
+function M.step3(id, a, b)
+  return do_step(id, a, b)
 end
 
 --- Waits up to ms (nil: until woken) unless the run is stopped meanwhile;

@@ -106,8 +106,11 @@ function M.relocate(e)
   return e
 end
 
---- fn wrapped as an entry point of the pipeline API (see above).
-function M.entry(fn)
+--- fn wrapped as an entry point of the pipeline API (see above); with
+--- fast, a function of fixed arity called instead of fn (a vararg one)
+--- when the call has at most nfast arguments.
+function M.entry(fn, fast, nfast)
+  if fast then return C.entry(fn, M.relocate, fast, nfast) end
   return C.entry(fn, M.relocate)
 end
 
