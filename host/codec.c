@@ -924,6 +924,23 @@ static const unsigned char plain_class[256] = {
 #undef C16
 };
 
+/* The first byte at or after p (before end) that is not plain_class:
+ * eight at a time while they are plain ASCII (no '"', '\\', control byte
+ * or byte >= 0x80 in a word), then one at a time. */
+static const unsigned char *skip_plain(const unsigned char *p, const unsigned char *end) {
+  const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+  while (end - p >= 8) {
+    uint64_t x;
+    memcpy(&x, p, 8);
+    uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+    uint64_t stop = ((q - ones) & ~q) | ((b - ones) & ~b) | ((x - ones * 0x20) & ~x) | x;
+    if (stop & high) break;
+    p += 8;
+  }
+  while (p < end && plain_class[*p]) p++;
+  return p;
+}
+
 /* Validates the string at P->p (a '"'): its raw body is [*body, *body+*n).
  * Leaves P->p after the closing quote. */
 static int lex_string(parser *P, const char **body, size_t *n, int *escaped) {
@@ -932,7 +949,7 @@ static int lex_string(parser *P, const char **body, size_t *n, int *escaped) {
   const unsigned char *end = (const unsigned char *)P->end;
   int esc = 0;
   for (;;) {
-    while (p < end && plain_class[*p]) p++;
+    p = skip_plain(p, end);
     if (p >= end) return perr(P, open, "premature end of input in string");
     unsigned c = *p;
     if (c == '"') break;

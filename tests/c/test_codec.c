@@ -605,6 +605,30 @@ static void test_decode_errors(void) {
   DEC_ERROR(L, "\"\\ud800\"", "line 1, column 2 (byte 1): invalid Unicode '\\uD800' (lone high surrogate)");
   DEC_ERROR(L, "\"\\udc00\"", "line 1, column 2 (byte 1): invalid Unicode '\\uDC00' (lone low surrogate)");
   DEC_ERROR(L, "\"\\u0000\"\x00", "line 1, column 9 (byte 8): end of input expected");
+  /* strings are scanned eight bytes at a time: whatever needs attention is
+   * found at every offset in a word (and past the end of the last word) */
+  for (int k = 0; k < 20; k++) {
+    char s[64], want[128];
+    static const char *const bad[] = {"\x01", "\xff", "\x1f"};
+    static const char *const why[] = {"control character 0x01 in string", "invalid UTF-8 byte 0xff",
+                                      "control character 0x1f in string"};
+    for (int j = 0; j < 3; j++) {
+      int n = snprintf(s, sizeof s, "\"%.*s%sb\"", k, "aaaaaaaaaaaaaaaaaaaa", bad[j]);
+      snprintf(want, sizeof want, "line 1, column %d (byte %d): %s", k + 2, k + 1, why[j]);
+      check_dec_error(L, s, (size_t)n, want);
+    }
+    static const char *const good[] = {"\\n", "\\\"", "\\\\", "\xc3\xa9", "\x7f", " "};
+    static const char *const value[] = {"\n", "\"", "\\", "\xc3\xa9", "\x7f", " "};
+    for (int j = 0; j < 6; j++) {
+      int n = snprintf(s, sizeof s, "\"%.*s%sbcdefghij\"", k, "aaaaaaaaaaaaaaaaaaaa", good[j]);
+      CHECK(dec(L, s, (size_t)n) == 0);
+      snprintf(want, sizeof want, "%.*s%sbcdefghij", k, "aaaaaaaaaaaaaaaaaaaa", value[j]);
+      CHECK_STR(lua_tostring(L, -1), want);
+      lua_pop(L, 1);
+    }
+    int n = snprintf(s, sizeof s, "\"%.*s", k, "aaaaaaaaaaaaaaaaaaaa");
+    check_dec_error(L, s, (size_t)n, "line 1, column 1 (byte 0): premature end of input in string");
+  }
   /* malformed tags: position of the tag object */
   DEC_ERROR(L, "[{\"\\u0000b\":\"!!!!\"}]",
             "line 1, column 2 (byte 1): malformed tag \"\\u0000b\": invalid base64");
