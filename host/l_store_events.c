@@ -169,23 +169,22 @@ static void push_cached(lua_State *L, const page_cache *c, int last, const char 
   *prevn = n;
 }
 
-static void set_field(lua_State *L, const page_cache *c, int key) {
-  lua_pushvalue(L, c->base + key);
-  lua_insert(L, -2);
-  lua_rawset(L, -3);
-}
-
-/* Pushes {id, type, stream, ts, data}. */
+/* Pushes {id, type, stream, ts, data}: each field's name, then its value,
+ * then rawset (no stack rotation). */
 static int push_event(lua_State *L, page_cache *c, const store_event *e, char *err, size_t errsz) {
   lua_createtable(L, 0, 5);
   char id[STORE_EVENT_ID_LEN];
   hex_id(e->seq, id);
+  lua_pushvalue(L, c->base + K_ID);
   lua_pushlstring(L, id, STORE_EVENT_ID_LEN);
-  set_field(L, c, K_ID);
+  lua_rawset(L, -3);
+  lua_pushvalue(L, c->base + K_TYPE);
   push_cached(L, c, LAST_TYPE, &c->type, &c->typen, e->type, e->typen);
-  set_field(L, c, K_TYPE);
+  lua_rawset(L, -3);
+  lua_pushvalue(L, c->base + K_STREAM);
   push_cached(L, c, LAST_STREAM, &c->stream, &c->streamn, e->stream, e->streamn);
-  set_field(L, c, K_STREAM);
+  lua_rawset(L, -3);
+  lua_pushvalue(L, c->base + K_TS);
   int64_t ms = e->ts_us / 1000;
   if (ms == c->ts_ms) {
     lua_pushvalue(L, c->base + LAST_TS);
@@ -205,7 +204,7 @@ static int push_event(lua_State *L, page_cache *c, const store_event *e, char *e
     lua_replace(L, c->base + LAST_TS);
     c->ts_ms = ms;
   }
-  set_field(L, c, K_TS);
+  lua_rawset(L, -3);
   lua_pushvalue(L, c->base + K_DATA);
   if (codec_decode(L, e->data, e->datan, err, errsz) != 0) {
     lua_pop(L, 2);
