@@ -1340,6 +1340,95 @@ static int plua_value(parser *P) {
   }
 }
 
+/* Skips the JSON value at P->p, validating it as plua_value would, without
+ * making a Lua value. */
+static int skip_value(parser *P) {
+  if (P->p >= P->end) return unexpected(P);
+  const char *open = P->p;
+  char c = *P->p;
+  if (c == '"') {
+    const char *body;
+    size_t n;
+    int esc;
+    return lex_string(P, &body, &n, &esc);
+  }
+  if (c == '-' || (c >= '0' && c <= '9')) {
+    number num = {0, 0, 0};
+    return lex_number(P, &num);
+  }
+  if (c != '{' && c != '[') return lex_literal(P) ? 0 : unexpected(P);
+  if (++P->depth > P->max_depth) return perr(P, open, "nesting deeper than %d", P->max_depth);
+  char close = c == '{' ? '}' : ']';
+  P->p++;
+  skip_ws(P);
+  if (P->p < P->end && *P->p == close) {
+    P->p++;
+  } else {
+    for (;;) {
+      if (close == '}') {
+        if (P->p >= P->end) return unexpected(P);
+        if (*P->p != '"') return perr(P, P->p, "string or '}' expected");
+        if (skip_value(P) != 0) return -1;
+        skip_ws(P);
+        if (P->p >= P->end) return unexpected(P);
+        if (*P->p != ':') return perr(P, P->p, "':' expected");
+        P->p++;
+        skip_ws(P);
+      }
+      if (skip_value(P) != 0) return -1;
+      skip_ws(P);
+      int r = next_item(P, close);
+      if (r < 0) return -1;
+      if (r == 1) break;
+    }
+  }
+  P->depth--;
+  return 0;
+}
+
+int codec_members(const char *s, size_t n, const char *const *names, codec_span *spans, char *err,
+                  size_t errsz) {
+  parser P = {s, s, s + n, NULL, 1, err, errsz, CODEC_RECORD_DEPTH}; /* the object is level 1 */
+  size_t count = 0;
+  while (names[count]) spans[count++] = (codec_span){NULL, 0};
+  skip_ws(&P);
+  if (P.p >= P.end || *P.p != '{') return perr(&P, P.p, "an object expected");
+  P.p++;
+  skip_ws(&P);
+  if (P.p < P.end && *P.p == '}') {
+    P.p++;
+  } else {
+    for (;;) {
+      if (P.p >= P.end) return unexpected(&P);
+      if (*P.p != '"') return perr(&P, P.p, "string or '}' expected");
+      const char *key;
+      size_t kn;
+      int esc;
+      if (lex_string(&P, &key, &kn, &esc) != 0) return -1;
+      skip_ws(&P);
+      if (P.p >= P.end) return unexpected(&P);
+      if (*P.p != ':') return perr(&P, P.p, "':' expected");
+      P.p++;
+      skip_ws(&P);
+      const char *v = P.p;
+      if (skip_value(&P) != 0) return -1;
+      /* a key with escapes is none of names (plain ASCII field names) */
+      for (size_t i = 0; !esc && i < count; i++) {
+        if (strlen(names[i]) == kn && memcmp(names[i], key, kn) == 0) {
+          spans[i] = (codec_span){v, (size_t)(P.p - v)};
+        }
+      }
+      skip_ws(&P);
+      int r = next_item(&P, '}');
+      if (r < 0) return -1;
+      if (r == 1) break;
+    }
+  }
+  skip_ws(&P);
+  if (P.p != P.end) return perr(&P, P.p, "end of input expected");
+  return 0;
+}
+
 int codec_decode(lua_State *L, const char *s, size_t n, char *err, size_t errsz) {
   return codec_decode_ex(L, s, n, 0, err, errsz);
 }

@@ -90,6 +90,19 @@ void codec_encode_string(sbuf *out, const char *s, size_t n);
  * wrong: "line 1, column 7 (byte 6): ..." and nothing pushed. */
 int codec_decode(lua_State *L, const char *s, size_t n, char *err, size_t errsz);
 
+/* Where the values of some members of the JSON object s[0..n) are,
+ * without decoding it: spans[i] is the text of the value under names[i]
+ * (names ends with NULL; p NULL when absent; the last one when repeated).
+ * The whole text is validated as codec_decode would (nesting up to
+ * CODEC_RECORD_DEPTH); a member's value is decoded on its own with
+ * codec_decode(L, span.p, span.n, ...). Returns 0, or -1 with err. */
+typedef struct {
+  const char *p;
+  size_t n;
+} codec_span;
+int codec_members(const char *s, size_t n, const char *const *names, codec_span *spans, char *err,
+                  size_t errsz);
+
 /* codec_decode with flags: CODEC_RECORD allows CODEC_RECORD_DEPTH. */
 int codec_decode_ex(lua_State *L, const char *s, size_t n, int flags, char *err, size_t errsz);
 

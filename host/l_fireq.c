@@ -13,6 +13,7 @@
  *                (times in Unix seconds, nil when none)
  *   q:set_next(id, t | nil)   (moves the slot in the heap; nil takes it out)
  *   q:set_last(id, t | nil)   q:set_runs(id, n)   q:set_enabled(id, bool)
+ *   q:arm(id, next_at | nil, last_at | nil, runs, enabled)   (all of a slot's state at once)
  *   q:add_active(id, delta) -> active
  *   q:top() -> next_at, id | nil   (the earliest fire; lowest id first)
  * Misuse (an unknown id) raises. */
@@ -52,7 +53,15 @@ static uint32_t hash(const char *s, size_t n) {
   return h;
 }
 
-static fireq *check_q(lua_State *L) { return luaL_checkudata(L, 1, FIREQ_MT); }
+/* The methods have the metatable as upvalue 1: luaL_checkudata would look
+ * its name up in the registry at each of the calls arming 100,000 slots. */
+static fireq *check_q(lua_State *L) {
+  if (!lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1))) {
+    luaL_typeerror(L, 1, FIREQ_MT);
+  }
+  lua_pop(L, 1);
+  return lua_touserdata(L, 1);
+}
 
 static slot *check_slot(lua_State *L, fireq *q, int arg, uint32_t *id) {
   lua_Integer i = luaL_checkinteger(L, arg);
@@ -159,7 +168,7 @@ static int l_new(lua_State *L) {
 }
 
 static int q_gc(lua_State *L) {
-  fireq *q = check_q(L);
+  fireq *q = luaL_checkudata(L, 1, FIREQ_MT);
   free(q->names);
   free(q->slots);
   free(q->index);
@@ -261,6 +270,27 @@ static int q_set_next(lua_State *L) {
   return 0;
 }
 
+/* q:arm(id, next_at | nil, last_at | nil, runs, enabled): the state of a
+ * slot armed at start, in one call (set_runs, set_last, set_enabled, then
+ * set_next) */
+static int q_arm(lua_State *L) {
+  fireq *q = check_q(L);
+  uint32_t id;
+  slot *s = check_slot(L, q, 2, &id);
+  int64_t t = opt_time(L, 3), last = opt_time(L, 4);
+  int64_t runs = (int64_t)luaL_checkinteger(L, 5);
+  s->last_at = last;
+  s->runs = runs;
+  s->enabled = (uint8_t)lua_toboolean(L, 6);
+  if (s->heap_pos) heap_remove(q, id);
+  s->next_at = t;
+  if (t != NONE) {
+    heap_place(q, q->heap_n++, id);
+    sift_up(q, q->heap_n - 1);
+  }
+  return 0;
+}
+
 static int q_set_last(lua_State *L) {
   fireq *q = check_q(L);
   uint32_t id;
@@ -311,8 +341,16 @@ int luaopen_sluice__fireq(lua_State *L) {
                                      {"set_enabled", q_set_enabled},
                                      {"add_active", q_add_active},
                                      {"top", q_top},
+                                     {"arm", q_arm},
                                      {NULL, NULL}};
-  modules_class(L, FIREQ_MT, methods, q_gc, 0);
+  luaL_newmetatable(L, FIREQ_MT);
+  lua_newtable(L);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, methods, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, q_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
   static const luaL_Reg fns[] = {{"new", l_new}, {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;

@@ -540,11 +540,13 @@ int l_store_push_rows(lua_State *L, const store_named_rows *rows, const char *wh
   lua_createtable(L, rows->n < INT32_MAX ? (int)rows->n : 0, 0);
   for (size_t i = 0; i < rows->n; i++) {
     const store_named_row *row = &rows->rows[i];
-    char name[128], err[512];
-    snprintf(name, sizeof name, "%s %.*s", what, (int)(row->name_len < 80 ? row->name_len : 80),
-             row->name);
-    int st = l_store_decode(L, row->rec, row->rec_len, name, err, sizeof err);
-    if (st) return l_store_fail(L, st, err);
+    char err[512], why[256];
+    if (codec_decode_ex(L, row->rec, row->rec_len, CODEC_RECORD, why, sizeof why) != 0) {
+      /* the record's name is formatted only then: not once per row read */
+      snprintf(err, sizeof err, "%s %.*s: its stored record does not decode: %s", what,
+               (int)(row->name_len < 80 ? row->name_len : 80), row->name, why);
+      return l_store_fail(L, STORE_EBADSTORE, err);
+    }
     if (name_field && lua_istable(L, -1)) {
       lua_pushlstring(L, row->name, row->name_len);
       lua_setfield(L, -2, name_field);

@@ -39,12 +39,18 @@ M.log = log
 -- the stored record of slot id (sluice._store encodes it): what differs
 -- from the defaults only (every.record_defaults puts them back), so that
 -- 100,000 records stay small on disk and in the page cache
-local function record(id)
+local REC_FIELDS = { "pipeline", "spec", "next_at", "enabled", "last_at", "runs", "tz", "catch_up", "overlap",
+  "jitter_ms", "source", "namespace", "spec_text", "input" }
+-- (into: a table to fill instead of a new one, emptied first: storing
+-- 100,000 records at start makes no table each)
+local function record(id, into)
   local d = defs[id]
   local next_at, last_at, runs, _, enabled = q:state(id)
-  local rec = {
-    pipeline = d.pipeline, spec = d.spec:canonical(), next_at = next_at and clock.utc(next_at), enabled = enabled,
-  }
+  local rec = into or {}
+  if into then
+    for i = 1, #REC_FIELDS do into[REC_FIELDS[i]] = nil end
+  end
+  rec.pipeline, rec.spec, rec.next_at, rec.enabled = d.pipeline, d.spec:canonical(), next_at and clock.utc(next_at), enabled
   if last_at then rec.last_at = clock.utc(last_at) end
   if runs > 0 then rec.runs = runs end
   if d.tz then rec.tz = d.tz end
@@ -160,26 +166,20 @@ arm = function()
 end
 
 -- Arms slot id, whose def is new to this process (at start, or added by a
--- reload), from its stored record `stored` (nil: none): catches up the
--- fires missed while no host fired it, or computes its first fire (then
--- it is added to fresh, whose records the caller stores).
-local function arm_slot(id, stored, now, fresh)
+-- reload), from its stored state (stored false: it has no record; else
+-- spec, the canonical text the record has, next_at and last_at in Unix
+-- seconds or nil, runs, enabled): catches up the fires missed while no
+-- host fired it, or computes its first fire (then it is added to fresh,
+-- whose records the caller stores).
+local function arm_slot(id, stored, spec, next_at, last_at, runs, enabled, now, fresh)
   local def = defs[id]
-  local spec_changed = stored and stored.spec ~= def.spec:canonical()
-  local last_at
-  if stored then
-    q:set_runs(id, stored.runs or 0)
-    last_at = stored.last_at and clock.parse_time(stored.last_at)
-    q:set_last(id, last_at)
-    q:set_enabled(id, stored.enabled ~= false)
-  else
-    q:set_runs(id, 0)
-    q:set_last(id, nil)
-    q:set_enabled(id, true)
+  if not stored then
+    runs, last_at, enabled = 0, nil, true
+  elseif spec ~= def.spec:canonical() then
+    next_at = nil -- the spec changed: re-armed from now
   end
-  local enabled = not stored or stored.enabled ~= false
-  local next_at = (stored and not spec_changed and stored.next_at) and clock.parse_time(stored.next_at)
   if next_at and next_at <= now and def.catch_up ~= "none" and enabled then
+    q:arm(id, nil, last_at, runs, enabled)
     -- fires missed while the host was down
     local missed = {}
     local t = next_at
@@ -193,11 +193,18 @@ local function arm_slot(id, stored, now, fresh)
     q:set_next(id, t)
     for _, mt in ipairs(missed) do fire(id, mt, true) end
   elseif next_at and next_at > now then
-    q:set_next(id, next_at)
+    q:arm(id, next_at, last_at, runs, enabled)
   else
-    q:set_next(id, next_after(id, math.max(now, last_at or now)))
+    q:arm(id, next_after(id, math.max(now, last_at or now)), last_at, runs, enabled)
     fresh[#fresh + 1] = id
   end
+end
+
+-- arm_slot from a stored record (nil: none)
+local function arm_record(id, rec, now, fresh)
+  if not rec then return arm_slot(id, false, nil, nil, nil, 0, true, now, fresh) end
+  arm_slot(id, true, rec.spec, rec.next_at and clock.parse_time(rec.next_at), rec.last_at and clock.parse_time(rec.last_at),
+    rec.runs or 0, rec.enabled ~= false, now, fresh)
 end
 
 -- the stored record of schedule name (nil: none), or raises
@@ -211,11 +218,12 @@ end
 -- commit so that 100,000 new schedules never hold all their records in
 -- memory at once
 local function save_all(list)
+  local rec = {} -- every record is encoded into the batch at once: one table for all
   for first = 1, #list, 1000 do
     local b = store.batch()
     for i = first, math.min(first + 999, #list) do
       local id = list[i]
-      if defs[id] then b:put_schedule(defs[id].name, record(id)) else b:delete_schedule(q:name(id)) end
+      if defs[id] then b:put_schedule(defs[id].name, record(id, rec)) else b:delete_schedule(q:name(id)) end
     end
     local ok, err = b:commit()
     if not ok then error("storing schedules: " .. tostring(err), 0) end
@@ -258,7 +266,7 @@ function M.apply(d)
   for _, s in ipairs(d.added) do
     local id = q:id(s.name)
     defs[id] = s
-    arm_slot(id, stored_record(s.name), now, dirty)
+    arm_record(id, stored_record(s.name), now, dirty)
   end
   arm()
   if #dirty > 0 then
@@ -281,38 +289,52 @@ function M.start(start_run, adopt)
   local now = now_s()
   local fresh = {}
   local n = 0
-  -- the stored records in one pass, a page at a time (a read each and no
-  -- record table kept), not one read per schedule
+  -- the stored states in one pass, a page at a time (a read each, seven
+  -- values a record in one list: no table per record), not one read per
+  -- schedule
   local after
+  local defined = every.defined
+  local page = {}
   repeat
-    local page, last = store.schedules(after, 1000)
-    if not page then error("reading the schedules: " .. tostring(last), 0) end
+    local count, last = store.schedule_states(after, 1000, page)
+    if not count then error("reading the schedules: " .. tostring(last), 0) end
     after = last
-    for _, rec in ipairs(page) do
-      if adopt and rec.source then adopt(rec) end
-      local def = every.defined[rec.name]
+    for k = 1, 7 * count, 7 do
+      local name = page[k]
+      if adopt and page[k + 6] then
+        local rec = stored_record(name) -- the HTTP API's schedule: its whole record
+        if rec then adopt(rec) end
+      end
+      local def = defined[name]
       if def then
-        local id = q:id(rec.name)
+        local id = q:id(name)
         if not defs[id] then
           defs[id] = def
-          arm_slot(id, rec, now, fresh)
+          arm_slot(id, true, page[k + 1], page[k + 2] or nil, page[k + 3] or nil, page[k + 4], page[k + 5], now, fresh)
           n = n + 1
         end
       end
     end
-    collectgarbage("step", 256) -- this page's records are garbage: do not let them pile up
   until not after
   for _, name in ipairs(every.order) do
     local id = q:id(name)
     if not defs[id] then
-      defs[id] = every.defined[name]
-      arm_slot(id, nil, now, fresh)
+      defs[id] = defined[name]
+      arm_slot(id, false, nil, nil, nil, 0, true, now, fresh)
       n = n + 1
     end
   end
-  save_all(fresh)
   registry.subscribe(function(d) M.apply(d.schedules) end)
   arm()
+  -- the first fires of schedules new to the store are stored after arming,
+  -- in the background (as M.apply does): a fire meanwhile stores its own
+  -- record with its run, and a crash before they are stored only means
+  -- they are computed again at the next start, as they were here
+  if #fresh > 0 then
+    require("sluice.sched").spawn({}, save_all, function(ok, err)
+      if not ok then log("schedules: %s", err.message or tostring(err)) end
+    end, fresh)
+  end
   return n
 end
 

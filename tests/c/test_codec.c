@@ -803,7 +803,47 @@ static void test_locale(void) {
   lua_close(L);
 }
 
+/* codec_members: the spans of some members' values, the text validated */
+static void test_members(void) {
+  static const char *const names[] = {"a", "next_at", "n", "missing", NULL};
+  codec_span v[4];
+  const char *s = " {\"n\": -12.5e3, \"x\": {\"a\": [1, {\"next_at\": 1}]}, \"a\": \"q\\\"r\","
+                  " \"next_at\":\"2026-12-02T05:00:00Z\", \"\\u0061\": 9, \"n\": [true, null]} ";
+  CHECK(codec_members(s, strlen(s), names, v, err, sizeof err) == 0);
+  /* nested members are not top-level ones; a key with escapes is none of names */
+  CHECK(v[0].p && v[0].n == 6 && memcmp(v[0].p, "\"q\\\"r\"", 6) == 0);
+  CHECK(v[1].p && v[1].n == 22 && memcmp(v[1].p, "\"2026-12-02T05:00:00Z\"", 22) == 0);
+  /* repeated: the last one (as decoding keeps it) */
+  CHECK(v[2].p && v[2].n == 12 && memcmp(v[2].p, "[true, null]", 12) == 0);
+  CHECK(v[3].p == NULL);
+  lua_State *L = new_state();
+  CHECK(dec(L, v[0].p, v[0].n) == 0);
+  CHECK_STR(lua_tostring(L, -1), "q\"r");
+  lua_close(L);
+  CHECK(codec_members("{}", 2, names, v, err, sizeof err) == 0 && v[0].p == NULL);
+  /* the text is validated as decoding would */
+  const char *bad[] = {"[1]", "{\"a\":1", "{\"a\":[1,}", "{\"a\":1} x", "{\"a\":\"\x01\"}", "{a:1}"};
+  const char *why[] = {"line 1, column 1 (byte 0): an object expected",
+                       "line 1, column 7 (byte 6): premature end of input",
+                       "line 1, column 9 (byte 8): unexpected token",
+                       "line 1, column 9 (byte 8): end of input expected",
+                       "line 1, column 7 (byte 6): control character 0x01 in string",
+                       "line 1, column 2 (byte 1): string or '}' expected"};
+  for (int i = 0; i < 6; i++) {
+    CHECK(codec_members(bad[i], strlen(bad[i]), names, v, err, sizeof err) == -1);
+    CHECK_STR(err, why[i]);
+  }
+  char deep[3000];
+  int n = snprintf(deep, sizeof deep, "{\"a\":");
+  for (int i = 0; i < CODEC_RECORD_DEPTH + 1; i++) deep[n++] = '[';
+  for (int i = 0; i < CODEC_RECORD_DEPTH + 1; i++) deep[n++] = ']';
+  deep[n++] = '}';
+  CHECK(codec_members(deep, (size_t)n, names, v, err, sizeof err) == -1);
+  CHECK(strstr(err, "nesting deeper than") != NULL);
+}
+
 int main(void) {
+  RUN(test_members);
   RUN(test_integers);
   RUN(test_floats);
   RUN(test_nonfinite);

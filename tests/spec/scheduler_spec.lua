@@ -25,6 +25,19 @@ describe("the scheduler, across reloads", function()
   end)
   teardown(function() scheduler.stop() end)
 
+  it("stores the first fire of each schedule new to the store (after arming, in the background)", function()
+    local f = dir .. "/many.lua"
+    H.write(f, 'pipeline("m", function() end)\nfor i = 1, 2500 do every.cron(("%d * * * *"):format(i % 60))("m", nil, { name = "m" .. i }) end\n')
+    assert(registry.load(f))
+    H.wait_until(function() return storage.schedule("m2500") ~= nil end, "the records of 2,500 new schedules", 10000)
+    local rec = storage.schedule("m1")
+    assert.are.equal("1 * * * *", rec.spec)
+    assert.is_truthy(require("sluice._clock").parse_time(rec.next_at))
+    H.write(f, 'pipeline("m", function() end)\n')
+    assert(registry.load(f))
+    H.wait_until(function() return storage.schedule("m2500") == nil end, "their records gone", 10000)
+  end)
+
   it("re-arms a changed schedule without firing a recorded time again, and stops a removed one", function()
     local f = dir .. "/s.lua"
     local function version(tz)

@@ -36,6 +36,33 @@ describe("sluice._store records", function()
     end)
   end)
 
+  it("reads the states the scheduler arms from, a page at a time into one list", function()
+    H.task(function()
+      local t = function(iso) return require("sluice._clock").parse_time(iso) end
+      local b = store.batch()
+      b:put_schedule("st1", { pipeline = "p", spec = "0 5 * * *", next_at = "2026-12-02T05:00:00Z", enabled = true })
+      b:put_schedule("st2", { pipeline = "p", spec = "every 45s", next_at = "2026-12-02T05:00:45Z",
+        last_at = "2026-12-02T05:00:00Z", runs = 7, enabled = false, source = "api",
+        input = { deep = { 1, 2, { x = "y", ["next_at"] = "inside" } }, note = "\"quoted\" \0" } })
+      b:put_schedule("st3", { pipeline = "p", next_at = "not a time" })
+      assert.is_true(b:commit())
+      local list = {}
+      local n, after = store.schedule_states("st", 2, list)
+      assert.are.equal(2, n)
+      assert.are.equal("st2", after)
+      assert.are.same({ "st1", "0 5 * * *", t("2026-12-02T05:00:00Z"), false, 0, true, false,
+        "st2", "every 45s", t("2026-12-02T05:00:45Z"), t("2026-12-02T05:00:00Z"), 7, false, true }, list)
+      n, after = store.schedule_states(after, 2, list)
+      assert.are.equal(1, n)
+      assert.is_nil(after)
+      -- the list is reused: past 7 n it holds what the page before left
+      assert.are.same({ "st3", false, false, false, 0, true, false }, { table.unpack(list, 1, 7) })
+      local b2 = store.batch()
+      for i = 1, 3 do b2:delete_schedule("st" .. i) end
+      assert.is_true(b2:commit())
+    end)
+  end)
+
   it("frees listed rows and read pages when they are collected (each kind of row its own)", function()
     -- a schedules page and a stream page were once freed by each other's
     -- collector (one metatable name): serve with 100,000 schedules crashed
@@ -94,6 +121,10 @@ describe("sluice._store records", function()
       v, msg, code = store.schedule("bad")
       assert.is_nil(v)
       assert.are.equal("EBADSTORE", code)
+      v, msg, code = store.schedule_states(nil, 0, {})
+      assert.is_nil(v)
+      assert.are.equal("EBADSTORE", code)
+      assert.matches("^EBADSTORE: schedule bad: its stored record does not decode", msg)
       assert.has_error(function() require("sluice.api.schedules").load_stored() end)
       assert.has_error(function() keys.list() end)
       assert.has_error(function() keys.verify("sk_0123456789ab_00") end)
