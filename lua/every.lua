@@ -167,7 +167,17 @@ local policies = {
 }
 local known_opts = { tz = true, catch_up = true, overlap = true, jitter = true, name = true }
 
-local function check_opts(what, opts, level)
+-- (what: the "every ..." text of messages; with canonical instead, it is
+-- made from it only when there is something to check: 100,000 definitions
+-- given a name and no other option format nothing)
+local function check_opts(what, opts, level, canonical)
+  if canonical then
+    local k = next(opts)
+    if k == nil or (k == "name" and next(opts, k) == nil and type(opts.name) == "string" and opts.name ~= "") then
+      return
+    end
+    what = ("every %q"):format(canonical)
+  end
   if opts.name ~= nil and (type(opts.name) ~= "string" or opts.name == "") then
     error(("%s: name must be a non-empty string, got %s"):format(what, type(opts.name)), level)
   end
@@ -210,8 +220,22 @@ local MAX_NAME = 200 - 21
 --- name) is an error naming both definitions. A spec that can never fire
 --- is an error; so is a pipeline that no loaded file defines, found by the
 --- registry's validation once every file is considered.
+-- The first fire of spec in tz after the second now_s, remembered for the
+-- last second asked (a file defining 100,000 schedules shares specs: one
+-- cron computation per spec, not per schedule).
+local firsts = setmetatable({}, { __mode = "k" }) -- spec -> {now_s, tz, first, err}
+local function first_fire(spec, now_s, tz)
+  local f = firsts[spec]
+  if f and f[1] == now_s and f[2] == tz then return f[3], f[4] end
+  local first, err = M.next_fire(spec, now_s, tz)
+  firsts[spec] = { now_s, tz, first, err }
+  return first, err
+end
+
+local engine -- sluice.engine, required at the first definition (it requires this module)
+
 Spec.__call = entry(function(self, target, input, opts)
-  local engine = require "sluice.engine"
+  engine = engine or require "sluice.engine"
   if opts ~= nil and type(opts) ~= "table" then
     error(("every %q: options must be a table, got %s"):format(self:canonical(), type(opts)), 2)
   end
@@ -222,11 +246,11 @@ Spec.__call = entry(function(self, target, input, opts)
     for k, v in pairs(opts or {}) do merged[k] = v end
   end
   local canonical = self:canonical()
-  local what = ("every %q"):format(canonical)
-  check_opts(what, merged, 3)
-  local first, ferr = M.next_fire(self, clock.now() // 1000000, merged.tz)
-  if ferr then error(("%s: %s"):format(what, ferr), 2) end
-  if not first then
+  check_opts(nil, merged, 3, canonical)
+  local first, ferr = first_fire(self, clock.now() // 1000000, merged.tz)
+  if ferr or not first then
+    local what = ("every %q"):format(canonical)
+    if ferr then error(("%s: %s"):format(what, ferr), 2) end
     error(("%s never fires%s: no date matches it"):format(what, merged.tz and (" in " .. merged.tz) or ""), 2)
   end
   local pname, anonymous
@@ -240,12 +264,12 @@ Spec.__call = entry(function(self, target, input, opts)
   elseif type(target) == "string" and target ~= "" then
     pname = target
   else
-    error(what .. ": expected a pipeline, a pipeline name or a function to schedule", 2)
+    error(("every %q: expected a pipeline, a pipeline name or a function to schedule"):format(canonical), 2)
   end
   local name = merged.name or (anonymous and pname) or (pname .. "@" .. canonical)
   if #name > MAX_NAME or name:find("[%z\1-\31\127]") then
-    error(("%s: the schedule name %q must be 1 to %d printable characters (its runs are named " ..
-      "<schedule>@<time>)%s"):format(what, name, MAX_NAME, merged.name and "" or ": give it a shorter {name = ...}"), 2)
+    error(("every %q: the schedule name %q must be 1 to %d printable characters (its runs are named " ..
+      "<schedule>@<time>)%s"):format(canonical, name, MAX_NAME, merged.name and "" or ": give it a shorter {name = ...}"), 2)
   end
   local site = errors.where() or "?"
   local set = registry.target()

@@ -196,6 +196,11 @@ local function diff_kind(kind, old, new)
     return out
   end
   local old_list, new_list = k.list(old), k.list(new)
+  if #old_list == 0 then
+    -- a first load: everything is added (no keys made: a file may define 100,000)
+    for i = 1, #new_list do d.added[i] = new_list[i] end
+    return d
+  end
   local old_keys = keyed(old_list)
   for i, key in ipairs(old_keys) do before[key] = old_list[i] end
   for i, key in ipairs(keyed(new_list)) do
