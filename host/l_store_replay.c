@@ -15,7 +15,8 @@
  *     "twice"               this id's record was already taken (a step id used twice)
  *     "corrupt", message    the stored result does not decode
  *
- * The records (one read of the run's key range: store_load_steps) stay in C
+ * The records (one read of the run's steps: store_load_steps, or
+ * pgstore_load_steps on PostgreSQL, where the call waits) stay in C
  * behind two open-addressing hashes, by id and by (branch, position). Once
  * every record was taken, their results are freed: what is left (ids and
  * places) still tells a second use of an id. Records of steps in flight
@@ -34,7 +35,8 @@ typedef struct {
   uint32_t id, idn, branch, branchn; /* offsets and lengths in names */
   uint32_t pos;
   unsigned char status, has_payload, taken;
-  size_t payload, payloadn; /* offset and length in the records' buffer */
+  const char *payload; /* in the records read (st), alive until they are freed */
+  size_t payloadn;
 } rec;
 
 typedef struct {
@@ -132,7 +134,7 @@ static int build(replay *r) {
     e->status = (unsigned char)s->status;
     e->has_payload = s->has_payload != 0;
     e->taken = 0;
-    e->payload = (size_t)(s->payload - r->st.buf.data);
+    e->payload = s->payload;
     e->payloadn = s->payload_len;
     r->n++;
     /* ids are unique (the record's key); two records at one place: the
@@ -206,7 +208,7 @@ static int l_take(lua_State *L) {
     lua_pushnil(L);
   } else {
     char err[512];
-    if (codec_decode(L, r->st.buf.data + e->payload, e->payloadn, err, sizeof err) != 0) {
+    if (codec_decode(L, e->payload, e->payloadn, err, sizeof err) != 0) {
       lua_pushliteral(L, "corrupt");
       lua_pushstring(L, err);
       return 2;
@@ -216,27 +218,51 @@ static int l_take(lua_State *L) {
   return 2;
 }
 
-/* replay_steps(run) -> rs */
-static int l_replay_steps(lua_State *L) {
-  size_t rn;
-  const char *run = luaL_checklstring(L, 1, &rn);
-  store *s = l_store_get(L);
+static replay *new_replay(lua_State *L) {
   replay *r = lua_newuserdatauv(L, sizeof *r, 0);
   memset(r, 0, sizeof *r);
   r->st = (store_steps)STORE_STEPS_INIT;
   luaL_setmetatable(L, REPLAY_MT);
+  return r;
+}
+
+/* the replay set on top (its records read into r->st) made ready */
+static int ready(lua_State *L, replay *r) {
+  if (build(r) != 0) {
+    replay_free(r);
+    return luaL_error(L, "out of memory loading the steps of a run for its replay");
+  }
+  if (r->n == 0) store_steps_free(&r->st);
+  return 1;
+}
+
+static int push_pg_replay(lua_State *L, l_pgread *rd) {
+  if (rd->status) return l_store_pgfail(L, rd);
+  replay *r = new_replay(L);
+  r->st = rd->steps; /* owned by the replay set from here */
+  rd->steps = (store_steps)STORE_STEPS_INIT;
+  return ready(L, r);
+}
+
+/* replay_steps(run) -> rs */
+static int l_replay_steps(lua_State *L) {
+  size_t rn;
+  const char *run = luaL_checklstring(L, 1, &rn);
+  pgstore *pg = l_store_pg(L);
+  if (pg) {
+    l_pgread *rd = l_store_pgread(L);
+    pgstore_load_steps(pg, run, rn, &rd->steps, l_store_pgread_done, rd);
+    return l_store_await(L, rd, push_pg_replay);
+  }
+  store *s = l_store_get(L);
+  replay *r = new_replay(L);
   char err[512];
   int rc = store_load_steps(s, run, rn, &r->st, err, sizeof err);
   if (rc) {
     replay_free(r);
     return l_store_fail(L, rc, err);
   }
-  if (build(r) != 0) {
-    replay_free(r);
-    return luaL_error(L, "out of memory loading the steps of run %s", run);
-  }
-  if (r->n == 0) store_steps_free(&r->st);
-  return 1;
+  return ready(L, r);
 }
 
 void l_store_replay(lua_State *L, int module_idx) {
