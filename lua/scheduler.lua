@@ -332,7 +332,9 @@ function M.start(start_run, adopt)
   -- they are computed again at the next start, as they were here
   if #fresh > 0 then
     require("sluice.sched").spawn({}, save_all, function(ok, err)
-      if not ok then log("schedules: %s", err.message or tostring(err)) end
+      -- stopped meanwhile: the writer refuses what is left; the next start
+      -- computes those first fires again
+      if not ok and not stopped then log("schedules: %s", type(err) == "table" and err.message or tostring(err)) end
     end, fresh)
   end
   return n
