@@ -55,8 +55,6 @@ void store_any_census(store_any *a, store_census *out, store_any_fn done, void *
   now(store_census_of(a->st, out, err, sizeof err), err, done, cookie);
 }
 
-int store_any_paged(int kind) { return kind != STORE_K_NAMESPACES && kind != STORE_K_KEYS; }
-
 void store_any_named(store_any *a, int kind, const char *after, size_t alen, size_t limit,
                      store_named_rows *out, store_any_fn done, void *cookie) {
   char err[512];
@@ -187,4 +185,82 @@ int store_any_commit(store_any *a, store_any_batch *b, store_any_fn done, void *
     return 0;
   }
   return writer_submit(a->w, take.b, done, cookie);
+}
+
+/* ---- a walk through one kind's records ------------------------------------ */
+
+void store_any_pages_init(store_any_pages *p) {
+  memset(p, 0, sizeof *p);
+  p->after = (sbuf)SBUF_INIT;
+  p->named = (store_named_rows)STORE_NAMED_ROWS_INIT;
+  p->blobs = (store_blob_rows)STORE_BLOB_ROWS_INIT;
+  p->ev = (store_events)STORE_EVENTS_INIT;
+  p->runs = (store_rows)STORE_ROWS_INIT;
+}
+
+void store_any_pages_free(store_any_pages *p) {
+  sbuf_free(&p->after);
+  store_named_rows_free(&p->named);
+  store_blob_rows_free(&p->blobs);
+  store_events_free(&p->ev);
+  store_rows_free(&p->runs);
+}
+
+void store_any_pages_start(store_any_pages *p, int kind) {
+  p->kind = kind;
+  sbuf_reset(&p->after);
+  p->after_seq = 0;
+}
+
+void store_any_pages_read(store_any *a, store_any_pages *p, size_t limit, store_any_fn done,
+                          void *cookie) {
+  const char *after = p->after.len ? p->after.data : NULL;
+  switch (p->kind) {
+  case STORE_K_CONSUMERS:
+    return store_any_consumers(a, &p->blobs, done, cookie);
+  case STORE_K_SENDS:
+    return store_any_sends(a, p->after_seq, limit, &p->blobs, done, cookie);
+  case STORE_K_EVENTS:
+    return store_any_events(a, p->after_seq, limit, &p->ev, done, cookie);
+  case STORE_K_RUNS:
+    if (p->run_columns) return pgstore_run_columns(a->pg, after, limit, &p->named, done, cookie);
+    store_rows_free(&p->runs);
+    return store_any_runs(a, after, limit, &p->runs, done, cookie);
+  default:
+    return store_any_named(a, p->kind, p->after.data, p->after.len, limit, &p->named, done,
+                           cookie);
+  }
+}
+
+size_t store_any_pages_rows(const store_any_pages *p) {
+  switch (p->kind) {
+  case STORE_K_CONSUMERS:
+  case STORE_K_SENDS:
+    return p->blobs.n;
+  case STORE_K_EVENTS:
+    return p->ev.n;
+  case STORE_K_RUNS:
+    return p->run_columns ? p->named.n : p->runs.n;
+  default:
+    return p->named.n;
+  }
+}
+
+int store_any_pages_next(store_any_pages *p, size_t limit) {
+  size_t n = store_any_pages_rows(p);
+  /* consumers, namespaces and keys come in one read */
+  if (p->kind == STORE_K_CONSUMERS || p->kind == STORE_K_NAMESPACES || p->kind == STORE_K_KEYS)
+    return 0;
+  if (n < limit) return 0;
+  sbuf_reset(&p->after);
+  if (p->kind == STORE_K_SENDS) {
+    p->after_seq = p->blobs.rows[n - 1].seq;
+  } else if (p->kind == STORE_K_EVENTS) {
+    p->after_seq = p->ev.last;
+  } else if (p->kind == STORE_K_RUNS && !p->run_columns) {
+    sbuf_add(&p->after, p->runs.buf.data + p->runs.name_off[n - 1], p->runs.name_len[n - 1]);
+  } else {
+    sbuf_add(&p->after, p->named.rows[n - 1].name, p->named.rows[n - 1].name_len);
+  }
+  return 1;
 }

@@ -47,8 +47,6 @@ void store_any_census(store_any *a, store_census *out, store_any_fn done, void *
  * names their rows). */
 void store_any_named(store_any *a, int kind, const char *after, size_t alen, size_t limit,
                      store_named_rows *out, store_any_fn done, void *cookie);
-/* 1 if store_any_named pages kind (else one read returns all of it). */
-int store_any_paged(int kind);
 void store_any_consumers(store_any *a, store_blob_rows *out, store_any_fn done, void *cookie);
 void store_any_sends(store_any *a, uint64_t after, size_t limit, store_blob_rows *out,
                      store_any_fn done, void *cookie);
@@ -62,6 +60,35 @@ void store_any_steps(store_any *a, const char *run, size_t run_len, store_steps 
                      store_any_fn done, void *cookie);
 void store_any_logs(store_any *a, const char *run, size_t run_len, store_rows *rows, int64_t **ids,
                     store_any_fn done, void *cookie);
+
+/* ---- a walk through one kind's records, page by page ---- */
+/* What store copy and store check go through: the page read last of one
+ * kind and where the next starts. Pages of runs are store_rows (run records
+ * by id), or with run_columns on PostgreSQL named rows whose extra holds the
+ * columns the runs' listings index (pgstore_run_columns; set run_columns
+ * only on PostgreSQL). */
+typedef struct {
+  int kind;
+  int run_columns;
+  sbuf after;         /* the next page starts after this name, or */
+  uint64_t after_seq; /* after this position (sends, events) */
+  store_named_rows named; /* the page, in the one of these its kind uses */
+  store_blob_rows blobs;
+  store_events ev;
+  store_rows runs;
+} store_any_pages;
+void store_any_pages_init(store_any_pages *p);
+void store_any_pages_free(store_any_pages *p);
+/* the walk of kind, from its first record (-1: none, the page's place
+ * forgotten) */
+void store_any_pages_start(store_any_pages *p, int kind);
+/* reads the page of at most limit rows where the walk stands */
+void store_any_pages_read(store_any *a, store_any_pages *p, size_t limit, store_any_fn done,
+                          void *cookie);
+size_t store_any_pages_rows(const store_any_pages *p);
+/* moves on to the page after the one read (limit as read); 0 if that one
+ * was the last */
+int store_any_pages_next(store_any_pages *p, size_t limit);
 
 /* ---- writes ---- */
 typedef struct {

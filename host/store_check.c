@@ -31,12 +31,7 @@ typedef struct {
   size_t ki, row, listing;
   int have_page, sub, stop_kind;
   int indexed; /* LMDB: the runs' listings by field exist (listings_exist) */
-  sbuf after;
-  uint64_t after_seq;
-  store_named_rows named;
-  store_blob_rows blobs;
-  store_events ev;
-  store_rows runs;
+  store_any_pages pages; /* the kind being walked: its page */
   store_steps steps;
   store_rows logs;
   int64_t *log_ids;
@@ -123,55 +118,6 @@ static int number(const char *p, size_t n, uint64_t *v) {
 /* ---- records ---------------------------------------------------------------- */
 
 static size_t page_size(const check *c) { return c->o.page ? c->o.page : 1000; }
-
-static void read_page(check *c, int kind) {
-  size_t limit = page_size(c);
-  switch (kind) {
-  case STORE_K_CONSUMERS:
-    return store_any_consumers(&c->a, &c->blobs, read_done, c);
-  case STORE_K_SENDS:
-    return store_any_sends(&c->a, c->after_seq, limit, &c->blobs, read_done, c);
-  case STORE_K_EVENTS:
-    return store_any_events(&c->a, c->after_seq, limit, &c->ev, read_done, c);
-  case STORE_K_RUNS:
-    if (c->a.pg) { /* with the columns its listings index */
-      return pgstore_run_columns(c->a.pg, c->after.len ? c->after.data : NULL, limit, &c->named,
-                                 read_done, c);
-    }
-    store_rows_free(&c->runs);
-    return store_any_runs(&c->a, c->after.len ? c->after.data : NULL, limit, &c->runs, read_done,
-                          c);
-  default:
-    return store_any_named(&c->a, kind, c->after.data, c->after.len, limit, &c->named, read_done,
-                           c);
-  }
-}
-
-static size_t page_rows(const check *c, int kind) {
-  if (kind == STORE_K_CONSUMERS || kind == STORE_K_SENDS) return c->blobs.n;
-  if (kind == STORE_K_EVENTS) return c->ev.n;
-  if (kind == STORE_K_RUNS && !c->a.pg) return c->runs.n;
-  return c->named.n;
-}
-
-static int next_page(check *c, int kind) {
-  size_t n = page_rows(c, kind);
-  if (kind == STORE_K_CONSUMERS || n < page_size(c)) return 0;
-  if (kind != STORE_K_SENDS && kind != STORE_K_EVENTS && kind != STORE_K_RUNS &&
-      !store_any_paged(kind))
-    return 0;
-  sbuf_reset(&c->after);
-  if (kind == STORE_K_SENDS) {
-    c->after_seq = c->blobs.rows[n - 1].seq;
-  } else if (kind == STORE_K_EVENTS) {
-    c->after_seq = c->ev.last;
-  } else if (kind == STORE_K_RUNS && !c->a.pg) {
-    sbuf_add(&c->after, c->runs.buf.data + c->runs.name_off[n - 1], c->runs.name_len[n - 1]);
-  } else {
-    sbuf_add(&c->after, c->named.rows[n - 1].name, c->named.rows[n - 1].name_len);
-  }
-  return 1;
-}
 
 static void check_named(check *c, int kind, const store_named_row *row) {
   char name[300];
@@ -309,8 +255,8 @@ static void check_run_columns(check *c, const char *what, const store_named_row 
 }
 
 static void check_run(check *c) {
-  const store_named_row *prow = c->a.pg ? &c->named.rows[c->row] : NULL;
-  const store_rows *rr = &c->runs;
+  const store_named_row *prow = c->a.pg ? &c->pages.named.rows[c->row] : NULL;
+  const store_rows *rr = &c->pages.runs;
   const char *json = prow ? prow->rec : rr->buf.data + rr->off[c->row];
   size_t jn = prow ? prow->rec_len : rr->len[c->row];
   const char *rid = prow ? prow->name : rr->buf.data + rr->name_off[c->row];
@@ -375,22 +321,22 @@ static void check_row(check *c, int kind) {
   char name[300];
   switch (kind) {
   case STORE_K_CONSUMERS: {
-    const store_row *row = &c->blobs.rows[c->row];
+    const store_row *row = &c->pages.blobs.rows[c->row];
     decodes(c, row->json, row->jsonn, "consumer", shown(row->name, row->namen, name, sizeof name));
     break;
   }
   case STORE_K_SENDS: {
-    const store_row *row = &c->blobs.rows[c->row];
+    const store_row *row = &c->pages.blobs.rows[c->row];
     store_event_id(row->seq, name);
     decodes(c, row->json, row->jsonn, "send", name);
     if (row->seq > c->max_send) c->max_send = row->seq;
     break;
   }
   case STORE_K_EVENTS:
-    check_event(c, &c->ev.rows[c->row]);
+    check_event(c, &c->pages.ev.rows[c->row]);
     break;
   default: {
-    const store_named_row *row = &c->named.rows[c->row];
+    const store_named_row *row = &c->pages.named.rows[c->row];
     check_named(c, kind, row);
     if (kind == STORE_K_KEYS && row->extra) c->r.checked[STORE_K_KEY_USES]++;
   }
@@ -411,7 +357,7 @@ static void kinds_step(check *c) {
     c->row = 0;
     c->sub = 0;
     c->waiting = 1;
-    return read_page(c, kind);
+    return store_any_pages_read(&c->a, &c->pages, page_size(c), read_done, c);
   }
   if (c->read_status) {
     /* a page that does not read (a damaged record): found, and the walk of
@@ -419,16 +365,15 @@ static void kinds_step(check *c) {
     problem(c, store_kind_names[kind], "%s; the check of %s stops there", c->read_err,
             store_kind_names[kind]);
     c->read_status = 0;
-    c->row = page_rows(c, kind);
+    c->row = store_any_pages_rows(&c->pages);
     c->stop_kind = 1;
   }
-  if (c->row < page_rows(c, kind)) return check_row(c, kind);
+  if (c->row < store_any_pages_rows(&c->pages)) return check_row(c, kind);
   c->have_page = 0;
-  if (c->stop_kind || !next_page(c, kind)) {
-    c->ki++;
+  if (c->stop_kind || !store_any_pages_next(&c->pages, page_size(c))) {
     c->stop_kind = 0;
-    sbuf_reset(&c->after);
-    c->after_seq = 0;
+    c->ki++;
+    store_any_pages_start(&c->pages, c->ki < NKINDS ? KINDS[c->ki] : -1);
   }
 }
 
@@ -436,10 +381,11 @@ static void kinds_step(check *c) {
 
 static int read_index_page(check *c, int listing) {
   char err[512];
-  int rc = listing < 0 ? store_stream_index_page(c->a.st, c->after.data, c->after.len,
-                                                 page_size(c), &c->named, err, sizeof err)
-                       : store_run_listing_page(c->a.st, listing, c->after.data, c->after.len,
-                                                page_size(c), &c->named, err, sizeof err);
+  const sbuf *after = &c->pages.after;
+  int rc = listing < 0 ? store_stream_index_page(c->a.st, after->data, after->len, page_size(c),
+                                                 &c->pages.named, err, sizeof err)
+                       : store_run_listing_page(c->a.st, listing, after->data, after->len,
+                                                page_size(c), &c->pages.named, err, sizeof err);
   if (rc) fail(c, rc, "%s", err);
   return rc;
 }
@@ -512,15 +458,15 @@ static void index_step(check *c) {
                        listing == STORE_LISTING_STATUS) &&
       !c->indexed) {
     c->have_page = 0;
-    c->named.n = 0;
+    c->pages.named.n = 0;
     c->row = 0;
   } else if (!c->have_page) {
     if (read_index_page(c, listing)) return;
     c->have_page = 1;
     c->row = 0;
   }
-  if (c->row < c->named.n) {
-    const store_named_row *row = &c->named.rows[c->row++];
+  if (c->row < c->pages.named.n) {
+    const store_named_row *row = &c->pages.named.rows[c->row++];
     if (listing < 0) {
       check_stream_entry(c, row);
     } else {
@@ -528,14 +474,15 @@ static void index_step(check *c) {
     }
     return;
   }
-  int more = c->have_page && c->named.n >= page_size(c);
+  int more = c->have_page && c->pages.named.n >= page_size(c);
   c->have_page = 0;
   if (more) {
-    sbuf_reset(&c->after);
-    sbuf_add(&c->after, c->named.rows[c->named.n - 1].name, c->named.rows[c->named.n - 1].name_len);
+    sbuf_reset(&c->pages.after);
+    const store_named_row *last = &c->pages.named.rows[c->pages.named.n - 1];
+    sbuf_add(&c->pages.after, last->name, last->name_len);
     return;
   }
-  sbuf_reset(&c->after);
+  sbuf_reset(&c->pages.after);
   if (listing < 0) {
     c->state = S_LISTINGS;
     c->listing = 0;
@@ -552,7 +499,8 @@ static void pg_done(void *cookie, int status, const char *err) {
   if (status) {
     fail(c, status, "%s", err ? err : "the checks of the PostgreSQL store failed");
   } else {
-    for (size_t i = 0; i < c->named.n; i++) problem(c, c->named.rows[i].name, "%s", c->named.rows[i].rec);
+    const store_named_rows *found = &c->pages.named;
+    for (size_t i = 0; i < found->n; i++) problem(c, found->rows[i].name, "%s", found->rows[i].rec);
   }
   pump(c);
 }
@@ -622,7 +570,7 @@ static void step(check *c) {
     c->state = S_CENSUS_END;
     if (!c->a.pg) return;
     c->waiting = 1;
-    return pgstore_check(c->a.pg, &c->named, pg_done, c);
+    return pgstore_check(c->a.pg, &c->pages.named, pg_done, c);
   case S_CENSUS_END:
     c->state = S_POSITIONS;
     c->waiting = 1;
@@ -637,11 +585,7 @@ static void finish(check *c) {
   store_any_close(&c->a);
   c->done(c->cookie, &c->r);
   sbuf_free(&c->r.found);
-  sbuf_free(&c->after);
-  store_named_rows_free(&c->named);
-  store_blob_rows_free(&c->blobs);
-  store_events_free(&c->ev);
-  store_rows_free(&c->runs);
+  store_any_pages_free(&c->pages);
   store_steps_free(&c->steps);
   store_rows_free(&c->logs);
   free(c->log_ids);
@@ -683,11 +627,9 @@ int store_check(uv_loop_t *loop, const char *where, const store_check_opts *o,
   c->done = done;
   c->cookie = cookie;
   c->r.found = (sbuf)SBUF_INIT;
-  c->after = (sbuf)SBUF_INIT;
-  c->named = (store_named_rows)STORE_NAMED_ROWS_INIT;
-  c->blobs = (store_blob_rows)STORE_BLOB_ROWS_INIT;
-  c->ev = (store_events)STORE_EVENTS_INIT;
-  c->runs = (store_rows)STORE_ROWS_INIT;
+  store_any_pages_init(&c->pages);
+  store_any_pages_start(&c->pages, KINDS[0]);
+  c->pages.run_columns = c->a.pg != NULL; /* with the columns its listings index */
   c->steps = (store_steps)STORE_STEPS_INIT;
   c->logs = (store_rows)STORE_ROWS_INIT;
   c->last_ts = INT64_MIN;

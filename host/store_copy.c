@@ -34,12 +34,7 @@ typedef struct {
   /* the kind being copied, its page and where the next page starts */
   size_t ki, row;
   int have_page, sub;
-  sbuf after;
-  uint64_t after_seq;
-  store_named_rows named;
-  store_blob_rows blobs;
-  store_events ev;
-  store_rows runs;
+  store_any_pages pages; /* the kind being walked: its page */
   /* the run being copied: its steps and logs */
   store_steps steps;
   store_rows logs;
@@ -54,7 +49,6 @@ typedef struct {
 } copy;
 
 static void pump(copy *c);
-static size_t page_rows(const copy *c, int kind);
 
 static void fail(copy *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void fail(copy *c, int status, const char *fmt, ...) {
@@ -181,15 +175,15 @@ static int put_event(copy *c, const store_event *e, char *err, size_t errsz) {
 
 /* PostgreSQL: the rest of a page of events or sends in one statement */
 static void put_page_pg(copy *c, int kind) {
-  size_t n = page_rows(c, kind) - c->row;
+  size_t n = store_any_pages_rows(&c->pages) - c->row;
   char err[512] = "";
   int rc;
   if (kind == STORE_K_EVENTS) {
-    for (size_t i = c->row; i < c->row + n; i++) saw_event(c, &c->ev.rows[i]);
-    rc = pgstore_put_events_at(c->b.pb, c->ev.rows + c->row, n, err, sizeof err);
+    for (size_t i = c->row; i < c->row + n; i++) saw_event(c, &c->pages.ev.rows[i]);
+    rc = pgstore_put_events_at(c->b.pb, c->pages.ev.rows + c->row, n, err, sizeof err);
   } else {
-    for (size_t i = c->row; i < c->row + n; i++) c->bytes += c->blobs.rows[i].jsonn;
-    rc = pgstore_put_sends_at(c->b.pb, c->blobs.rows + c->row, n);
+    for (size_t i = c->row; i < c->row + n; i++) c->bytes += c->pages.blobs.rows[i].jsonn;
+    rc = pgstore_put_sends_at(c->b.pb, c->pages.blobs.rows + c->row, n);
     if (rc) snprintf(err, sizeof err, "a send without a position");
   }
   if (rc) return fail(c, rc, "copying %s: %s", kind_name(kind), err);
@@ -212,9 +206,9 @@ static int put_blob(copy *c, int kind, const store_row *row, char *err, size_t e
   return rc;
 }
 
-/* the run at c->runs row c->row with the steps and logs read for it */
+/* the run at c->pages.runs row c->row with the steps and logs read for it */
 static int put_run(copy *c, char *err, size_t errsz) {
-  const store_rows *rr = &c->runs;
+  const store_rows *rr = &c->pages.runs;
   const char *json = rr->buf.data + rr->off[c->row];
   size_t jn = rr->len[c->row];
   const char *id = rr->buf.data + rr->name_off[c->row];
@@ -257,79 +251,26 @@ static int put_run(copy *c, char *err, size_t errsz) {
 
 static size_t page_size(const copy *c) { return c->o.page ? c->o.page : 1000; }
 
-static void read_page(copy *c, int kind) {
-  size_t limit = page_size(c);
-  switch (kind) {
-  case STORE_K_CONSUMERS:
-    return store_any_consumers(&c->src, &c->blobs, op_done, c);
-  case STORE_K_SENDS:
-    return store_any_sends(&c->src, c->after_seq, limit, &c->blobs, op_done, c);
-  case STORE_K_EVENTS:
-    return store_any_events(&c->src, c->after_seq, limit, &c->ev, op_done, c);
-  case STORE_K_RUNS:
-    store_rows_free(&c->runs);
-    return store_any_runs(&c->src, c->after.len ? c->after.data : NULL, limit, &c->runs, op_done,
-                          c);
-  default:
-    return store_any_named(&c->src, kind, c->after.data, c->after.len, limit, &c->named, op_done,
-                           c);
-  }
-}
-
-static size_t page_rows(const copy *c, int kind) {
-  switch (kind) {
-  case STORE_K_CONSUMERS:
-  case STORE_K_SENDS:
-    return c->blobs.n;
-  case STORE_K_EVENTS:
-    return c->ev.n;
-  case STORE_K_RUNS:
-    return c->runs.n;
-  default:
-    return c->named.n;
-  }
-}
-
-/* where the page after this one starts; 0 if this one was the last */
-static int next_page(copy *c, int kind) {
-  size_t n = page_rows(c, kind);
-  if (kind == STORE_K_CONSUMERS || (kind != STORE_K_SENDS && kind != STORE_K_EVENTS &&
-                                    kind != STORE_K_RUNS && !store_any_paged(kind))) {
-    return 0;
-  }
-  if (n < page_size(c)) return 0;
-  sbuf_reset(&c->after);
-  if (kind == STORE_K_SENDS) {
-    c->after_seq = c->blobs.rows[n - 1].seq;
-  } else if (kind == STORE_K_EVENTS) {
-    c->after_seq = c->ev.last;
-  } else if (kind == STORE_K_RUNS) {
-    sbuf_add(&c->after, c->runs.buf.data + c->runs.name_off[n - 1], c->runs.name_len[n - 1]);
-  } else {
-    sbuf_add(&c->after, c->named.rows[n - 1].name, c->named.rows[n - 1].name_len);
-  }
-  return 1;
-}
-
 /* a row's name for messages */
 static void row_name(const copy *c, int kind, char *out, size_t n) {
   const char *p = "";
   size_t len = 0;
   switch (kind) {
   case STORE_K_CONSUMERS:
-    p = c->blobs.rows[c->row].name, len = c->blobs.rows[c->row].namen;
+    p = c->pages.blobs.rows[c->row].name, len = c->pages.blobs.rows[c->row].namen;
     break;
   case STORE_K_SENDS:
-    snprintf(out, n, " at %016" PRIx64, c->blobs.rows[c->row].seq);
+    snprintf(out, n, " at %016" PRIx64, c->pages.blobs.rows[c->row].seq);
     return;
   case STORE_K_EVENTS:
-    snprintf(out, n, " at %016" PRIx64, c->ev.rows[c->row].seq);
+    snprintf(out, n, " at %016" PRIx64, c->pages.ev.rows[c->row].seq);
     return;
   case STORE_K_RUNS:
-    p = c->runs.buf.data + c->runs.name_off[c->row], len = c->runs.name_len[c->row];
+    p = c->pages.runs.buf.data + c->pages.runs.name_off[c->row];
+    len = c->pages.runs.name_len[c->row];
     break;
   default:
-    p = c->named.rows[c->row].name, len = c->named.rows[c->row].name_len;
+    p = c->pages.named.rows[c->row].name, len = c->pages.named.rows[c->row].name_len;
   }
   char shown[128];
   size_t k = 0;
@@ -348,8 +289,8 @@ static void copy_row(copy *c, int kind) {
   int rc = 0;
   if (c->b.pb && (kind == STORE_K_EVENTS || kind == STORE_K_SENDS)) return put_page_pg(c, kind);
   if (kind == STORE_K_RUNS && c->sub < 2) {
-    const char *id = c->runs.buf.data + c->runs.name_off[c->row];
-    size_t idn = c->runs.name_len[c->row];
+    const char *id = c->pages.runs.buf.data + c->pages.runs.name_off[c->row];
+    size_t idn = c->pages.runs.name_len[c->row];
     c->waiting = 1;
     if (c->sub++ == 0) {
       store_steps_free(&c->steps);
@@ -365,19 +306,19 @@ static void copy_row(copy *c, int kind) {
   switch (kind) {
   case STORE_K_CONSUMERS:
   case STORE_K_SENDS:
-    rc = put_blob(c, kind, &c->blobs.rows[c->row], err, sizeof err);
-    c->bytes += c->blobs.rows[c->row].jsonn;
+    rc = put_blob(c, kind, &c->pages.blobs.rows[c->row], err, sizeof err);
+    c->bytes += c->pages.blobs.rows[c->row].jsonn;
     break;
   case STORE_K_EVENTS:
-    rc = put_event(c, &c->ev.rows[c->row], err, sizeof err);
+    rc = put_event(c, &c->pages.ev.rows[c->row], err, sizeof err);
     break;
   case STORE_K_RUNS:
     rc = put_run(c, err, sizeof err);
     c->sub = 0;
     break;
   default:
-    rc = put_named(c, kind, &c->named.rows[c->row], err, sizeof err);
-    c->bytes += c->named.rows[c->row].rec_len;
+    rc = put_named(c, kind, &c->pages.named.rows[c->row], err, sizeof err);
+    c->bytes += c->pages.named.rows[c->row].rec_len;
   }
   if (rc) {
     char name[160];
@@ -421,16 +362,15 @@ static void kinds_step(copy *c) {
     c->row = 0;
     c->sub = 0;
     c->waiting = 1;
-    read_page(c, kind);
+    store_any_pages_read(&c->src, &c->pages, page_size(c), op_done, c);
     return;
   }
   if (batch_full(c)) return commit(c);
-  if (c->row < page_rows(c, kind)) return copy_row(c, kind);
+  if (c->row < store_any_pages_rows(&c->pages)) return copy_row(c, kind);
   c->have_page = 0;
-  if (!next_page(c, kind)) {
+  if (!store_any_pages_next(&c->pages, page_size(c))) {
     c->ki++;
-    sbuf_reset(&c->after);
-    c->after_seq = 0;
+    store_any_pages_start(&c->pages, c->ki < NKINDS ? KINDS[c->ki] : -1);
   }
 }
 
@@ -579,11 +519,7 @@ static void finish(copy *c) {
              "; the destination holds part of the source now: empty it before copying again");
   }
   c->done(c->cookie, &c->r);
-  sbuf_free(&c->after);
-  store_named_rows_free(&c->named);
-  store_blob_rows_free(&c->blobs);
-  store_events_free(&c->ev);
-  store_rows_free(&c->runs);
+  store_any_pages_free(&c->pages);
   store_steps_free(&c->steps);
   store_rows_free(&c->logs);
   free(c->log_ids);
@@ -618,11 +554,8 @@ int store_copy(uv_loop_t *loop, const char *from, const char *to, const store_co
   c->o = *o;
   c->done = done;
   c->cookie = cookie;
-  c->after = (sbuf)SBUF_INIT;
-  c->named = (store_named_rows)STORE_NAMED_ROWS_INIT;
-  c->blobs = (store_blob_rows)STORE_BLOB_ROWS_INIT;
-  c->ev = (store_events)STORE_EVENTS_INIT;
-  c->runs = (store_rows)STORE_ROWS_INIT;
+  store_any_pages_init(&c->pages);
+  store_any_pages_start(&c->pages, KINDS[0]);
   c->steps = (store_steps)STORE_STEPS_INIT;
   c->logs = (store_rows)STORE_ROWS_INIT;
   c->b = store_any_batch_new(&c->dst);
