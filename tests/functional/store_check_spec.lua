@@ -45,8 +45,10 @@ local function created(id) return json.decode(assert(raw.get("runs", id))).creat
   assert.are.equal(0, code, err)
 end
 
-local function check(store)
-  local code, out, err = H.sluice({ "store", "check", "--store", store })
+local function check(store, extra)
+  local argv = { "store", "check", "--store", store }
+  for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+  local code, out, err = H.sluice(argv)
   local lines = {}
   for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
   return code, lines, err
@@ -61,6 +63,15 @@ describe("sluice store check", function()
     assert.are.equal(1, #lines, table.concat(lines, "\n"))
     -- 3 runs, 7 steps (an emit is one), 2 log lines, 2 events
     local name = H.store_target(store):gsub("%p", "%%%0") -- its URL on PostgreSQL
+    assert.matches("^store " .. name .. ": 14 records checked, no problems$", lines[1])
+  end)
+
+  it("checks every record when it reads them in pages of one", function()
+    local dir = H.tmpdir()
+    local store = make_store(dir)
+    local code, lines, err = check(store, { "--page", "1" })
+    assert.are.equal(0, code, err)
+    local name = H.store_target(store):gsub("%p", "%%%0")
     assert.matches("^store " .. name .. ": 14 records checked, no problems$", lines[1])
   end)
 
