@@ -56,9 +56,11 @@ class Serve:
         self.log = open(log_path, "ab")
         e = dict(os.environ)
         e.update(env or {})
+        # where this serve's lines start, taken before it can write one (a
+        # restarted serve appends to the log of the one before)
+        start = os.path.getsize(log_path)
         self.proc = subprocess.Popen([bin_path, "serve", pipelines, "--store", store, "--listen", "127.0.0.1:0"] + list(args),
                                      stdout=self.log, stderr=subprocess.STDOUT, env=e, cwd=os.path.dirname(pipelines))
-        start = os.path.getsize(log_path) if os.path.exists(log_path) else 0
 
         def addr():
             if self.proc.poll() is not None:

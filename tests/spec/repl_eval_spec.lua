@@ -88,10 +88,10 @@ describe("a REPL evaluation", function()
   end)
 
   it("stops Lua that never yields after its time, while the loop keeps serving", function()
-    local ticks = 0
+    local ticks, t0 = 0, uv.hrtime()
     local t = uv.new_timer()
-    t:start(10, 10, function() ticks = ticks + 1 end)
-    local t0 = uv.hrtime()
+    -- only the ticks while the chunk runs (its 300 ms less a margin) count
+    t:start(10, 10, function() if ms_since(t0) < 280 then ticks = ticks + 1 end end)
     local r = run("while true do end", { timeout_ms = 300 })
     local ms = ms_since(t0)
     t:close()
@@ -100,8 +100,10 @@ describe("a REPL evaluation", function()
     -- libuv's timers count whole milliseconds of a clock read at the loop's
     -- last turn: a 300 ms timer can fire up to 1 ms before 300 ms of hrtime
     assert.is_true(ms >= 298 and ms < 3000, ("stopped after %.1f ms"):format(ms))
-    -- preempted: timers ran during the runaway
-    assert.is_true(ticks >= 5, ("only %d timer ticks during the runaway"):format(ticks))
+    -- preempted: timers ran during the runaway (each turn of the loop runs a
+    -- repeating timer at most once; a loaded machine gives the process few
+    -- turns, none at all without the preemption)
+    assert.is_true(ticks >= 2, ("only %d timer ticks during the runaway"):format(ticks))
   end)
 
   it("cannot be kept running by pcall, nor by a coroutine it made", function()
