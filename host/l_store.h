@@ -24,6 +24,15 @@
 #include "store_pg.h"
 
 #define L_STORE_BATCH_MT "sluice.store_batch"
+#define L_STORE_REPLAY_MT "sluice.store_replay" /* store.replay_steps's sets */
+
+/* The replay set at rs (a userdata whose metatable is the one at mt, else
+ * it is not one) has under id a completed record at (br, pos) not yet
+ * taken: takes it, pushes its result (a fresh value) and returns 1.
+ * Otherwise returns 0 with nothing pushed or changed: rs:take tells what
+ * else is there (l_step.c: a replayed step's way in). */
+int l_store_replay_completed(lua_State *L, int rs, int mt, const char *id, size_t idn,
+                             const char *br, size_t brn, lua_Integer pos);
 
 /* The PostgreSQL store when the process's store is one (store.open of a
  * postgres:// URL), else NULL: each operation then takes the PostgreSQL

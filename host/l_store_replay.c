@@ -29,7 +29,7 @@
 #include "codec.h"
 #include "l_store.h"
 
-#define REPLAY_MT "sluice.store_replay"
+#define REPLAY_MT L_STORE_REPLAY_MT
 
 typedef struct {
   uint32_t id, idn, branch, branchn; /* offsets and lengths in names */
@@ -216,6 +216,28 @@ static int l_take(lua_State *L) {
   }
   took(r, e);
   return 2;
+}
+
+int l_store_replay_completed(lua_State *L, int rs, int mt, const char *id, size_t idn,
+                              const char *br, size_t brn, lua_Integer pos) {
+  if (!lua_getmetatable(L, rs)) return 0;
+  int ours = lua_rawequal(L, -1, mt);
+  lua_pop(L, 1);
+  if (!ours || pos < 0 || pos > UINT32_MAX) return 0;
+  replay *r = lua_touserdata(L, rs);
+  long i = find_id(r, id, idn);
+  if (i < 0) return 0;
+  rec *e = &r->v[i];
+  if (e->taken || e->status != STORE_STEP_COMPLETED || find_place(r, br, brn, (uint64_t)pos) != i)
+    return 0;
+  if (!e->has_payload) {
+    lua_pushnil(L);
+  } else {
+    char err[512];
+    if (codec_decode(L, e->payload, e->payloadn, err, sizeof err) != 0) return 0; /* rs:take says it */
+  }
+  took(r, e);
+  return 1;
 }
 
 static replay *new_replay(lua_State *L) {

@@ -367,6 +367,42 @@ describe("replay", function()
       rec.error.message)
   end)
 
+  it("replays in one C call with the Lua step's checks and errors at the user's line", function()
+    -- the global step is C (l_step.c); what its fast path does not take
+    -- goes to the Lua step, whose errors name this file
+    assert.are.equal("C", debug.getinfo(step, "S").what)
+    local mode, calls = "record", 0
+    local p = define(function(input)
+      local a = step("a", function(x) calls = calls + 1; return { x = x } end, input.x)
+      if mode == "record" then
+        local b = step("b", function() calls = calls + 1; return { list = { 1, 2 } } end)
+        b.list[1] = "changed" -- the stored result stays as it was
+        error("stop after the steps")
+      elseif mode == "not a function" then
+        step("b", "not a function")
+      elseif mode == "bad id" then
+        step("b\0", function() end)
+      end
+      local b = step("b", function() calls = calls + 1; return "run again" end)
+      local c = step("c", function() calls = calls + 1; return a.x end)
+      return { a = a, b = b, c = c }
+    end)
+    assert.are.equal("failed", engine.execute(p, { x = 7 }, "replay-fast").status)
+    mode = "not a function"
+    local rec = engine.execute(p, { x = 8 }, "replay-fast")
+    assert.matches("engine_spec.lua:%d+: step 'b': expected a function, got string", rec.error.message)
+    mode = "bad id"
+    rec = engine.execute(p, { x = 8 }, "replay-fast")
+    assert.matches("engine_spec.lua:%d+: step: the id \"b\\0\" must not contain NUL bytes", rec.error.message)
+    mode = "done"
+    rec = engine.execute(p, { x = 9 }, "replay-fast")
+    assert.are.equal("completed", rec.status)
+    assert.are.same({ a = { x = 7 }, b = { list = { 1, 2 } }, c = 7 }, rec.result)
+    assert.are.equal(2, rec.replayed)
+    assert.are.equal(1, rec.executed)
+    assert.are.equal(3, calls)
+  end)
+
   it("replays stored results and runs again a step that failed", function()
     local calls, fail = { a = 0, b = 0, c = 0 }, true
     local p = define(function()
