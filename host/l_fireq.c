@@ -13,7 +13,10 @@
  *                (times in Unix seconds, nil when none)
  *   q:set_next(id, t | nil)   (moves the slot in the heap; nil takes it out)
  *   q:set_last(id, t | nil)   q:set_runs(id, n)   q:set_enabled(id, bool)
- *   q:arm(id, next_at | nil, last_at | nil, runs, enabled)   (all of a slot's state at once)
+ *   q:arm(id, next_at | nil, last_at | nil, runs, enabled)   (all of a slot's state at once;
+ *                the slot is armed from then)
+ *   q:disarm(id)   q:armed(id) -> bool   (its definition went: out of the heap, not armed)
+ *   q:reserve(n)   (room for n slots, made at once)
  *   q:add_active(id, delta) -> active
  *   q:top() -> next_at, id | nil   (the earliest fire; lowest id first)
  * Misuse (an unknown id) raises. */
@@ -34,6 +37,7 @@ typedef struct {
   uint32_t name_off; /* the name is names[name_off .. + name_len] */
   uint16_t name_len;
   uint8_t enabled;
+  uint8_t armed; /* by q:arm, for a live definition, until q:disarm */
 } slot;
 
 typedef struct {
@@ -224,7 +228,7 @@ static int q_id(lua_State *L) {
   }
   memcpy(q->names + q->names_len, name, n);
   uint32_t id = ++q->n;
-  q->slots[id] = (slot){NONE, NONE, 0, 0, 0, (uint32_t)q->names_len, (uint16_t)n, 1};
+  q->slots[id] = (slot){NONE, NONE, 0, 0, 0, (uint32_t)q->names_len, (uint16_t)n, 1, 0};
   q->names_len += n;
   *lookup(q, name, n) = id;
   lua_pushinteger(L, id);
@@ -273,6 +277,45 @@ static int q_set_next(lua_State *L) {
 /* q:arm(id, next_at | nil, last_at | nil, runs, enabled): the state of a
  * slot armed at start, in one call (set_runs, set_last, set_enabled, then
  * set_next) */
+/* disarm(id): no longer armed (its definition went), out of the heap */
+static int q_disarm(lua_State *L) {
+  fireq *q = check_q(L);
+  uint32_t id;
+  slot *s = check_slot(L, q, 2, &id);
+  if (s->heap_pos) heap_remove(q, id);
+  s->next_at = NONE;
+  s->armed = 0;
+  return 0;
+}
+
+static int q_armed(lua_State *L) {
+  fireq *q = check_q(L);
+  uint32_t id;
+  lua_pushboolean(L, check_slot(L, q, 2, &id)->armed);
+  return 1;
+}
+
+/* reserve(n): room for n slots in all, made once (arming 100,000 at start
+ * grows nothing: doubling would leave up to twice the room) */
+static int q_reserve(lua_State *L) {
+  fireq *q = check_q(L);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  if (n < 0 || n >= UINT32_MAX / 4) return luaL_argerror(L, 2, "a count of schedules");
+  uint32_t want = (uint32_t)n + 1; /* slots[0] unused */
+  if (want > q->cap) {
+    slot *s = realloc(q->slots, want * sizeof *s);
+    if (s) q->slots = s;
+    uint32_t *h = s ? realloc(q->heap, want * sizeof *h) : NULL;
+    if (!s || !h) return luaL_error(L, "out of memory");
+    q->heap = h;
+    q->cap = want;
+  }
+  while (2 * want >= q->index_cap) {
+    if (grow_index(q) != 0) return luaL_error(L, "out of memory");
+  }
+  return 0;
+}
+
 static int q_arm(lua_State *L) {
   fireq *q = check_q(L);
   uint32_t id;
@@ -282,6 +325,7 @@ static int q_arm(lua_State *L) {
   s->last_at = last;
   s->runs = runs;
   s->enabled = (uint8_t)lua_toboolean(L, 6);
+  s->armed = 1;
   if (s->heap_pos) heap_remove(q, id);
   s->next_at = t;
   if (t != NONE) {
@@ -342,6 +386,9 @@ int luaopen_sluice__fireq(lua_State *L) {
                                      {"add_active", q_add_active},
                                      {"top", q_top},
                                      {"arm", q_arm},
+                                     {"disarm", q_disarm},
+                                     {"armed", q_armed},
+                                     {"reserve", q_reserve},
                                      {NULL, NULL}};
   luaL_newmetatable(L, FIREQ_MT);
   lua_newtable(L);

@@ -151,6 +151,7 @@ local kinds = {
   schedules = {
     -- a live file's set keeps its schedules as a list (compact, by swap)
     list = function(set) return set.compact and set.schedules or in_order(set, "schedule_order", "schedules") end,
+    fresh_list = true, -- but for a compact set, never the new side of a diff (a staged set)
     key = function(s) return s.name end,
     fp = function(set, s)
       return table.concat({ s.pipeline, timing_of(s), s.catch_up, s.overlap, tostring(s.jitter_ms),
@@ -197,8 +198,13 @@ local function diff_kind(kind, old, new)
   end
   local old_list, new_list = k.list(old), k.list(new)
   if #old_list == 0 then
-    -- a first load: everything is added (no keys made: a file may define 100,000)
-    for i = 1, #new_list do d.added[i] = new_list[i] end
+    -- a first load: everything is added (no keys made: a file may define
+    -- 100,000), in the list made for it when it is one of its own
+    if k.fresh_list then
+      d.added = new_list
+    else
+      for i = 1, #new_list do d.added[i] = new_list[i] end
+    end
     return d
   end
   local old_keys = keyed(old_list)
@@ -297,11 +303,22 @@ local function validate(sets)
         end
       end
     end
-    local claimed = { pipelines = {}, schedules = {}, consumers = {} }
+    local claimed = { pipelines = {}, consumers = {} }
     for kind, names in pairs(claimed) do
       for name, def in pairs(M.live[kind]) do
         if not going[def] then names[name] = def end
       end
+    end
+    -- schedules: the live ones that stay, then those of the sets accepted
+    -- so far, looked up in place (a file may define 100,000: no copy)
+    local accepted = {}
+    local function claimed_schedule(name)
+      for i = #accepted, 1, -1 do
+        local s = accepted[i].schedules[name]
+        if s then return s end
+      end
+      local s = M.live.schedules[name]
+      if s and not going[s] then return s end
     end
 
     local function where(def) return def.site or (owner[def] or "a definition outside any file") end
@@ -327,7 +344,7 @@ local function validate(sets)
         end
         if not err then
           for _, name in ipairs(set.schedule_order) do
-            local s, prev = set.schedules[name], claimed.schedules[name]
+            local s, prev = set.schedules[name], claimed_schedule(name)
             if prev then
               err = ("%s: schedule '%s' is defined twice, at %s and at %s: schedule names are unique; " ..
                 "remove one, or name one {name = \"...\"}"):format(s.site, name, s.site, where(prev))
@@ -339,7 +356,7 @@ local function validate(sets)
           failed[set], fresh = err, true
         else
           for n, p in pairs(set.pipelines) do claimed.pipelines[n] = p end
-          for n, s in pairs(set.schedules) do claimed.schedules[n] = s end
+          accepted[#accepted + 1] = set
           for n, c in pairs(set.consumers) do claimed.consumers[n] = c end
         end
       end

@@ -8,9 +8,9 @@
 --- heap (host/l_fireq.c) under one loop timer: O(log n) per fire however
 --- many schedules.
 ---
---- What fires is a slot per schedule name, holding the live definition
---- (defs[id], from every.lua through the registry) and the state of its
---- fires (next and last fire, runs in flight, queued fires). A reload swaps
+--- What fires is a slot per schedule name, armed while the name has a live
+--- definition (every.defined, from every.lua through the registry), and
+--- the state of its fires (next and last fire, runs in flight, queued fires). A reload swaps
 --- the definition: a changed spec re-arms from the later of now and the last
 --- fire, so a fire already recorded never fires again; a removed schedule's
 --- slot loses its definition and stops firing.
@@ -24,12 +24,19 @@ local uv = require "luv"
 local M = {}
 
 -- The fire state of every schedule name ever armed here is a slot of q
--- (host/l_fireq.c: next and last fire, runs, runs in flight, enabled, and
--- the heap of next fires), by id; the live definition of slot id is
--- defs[id] (nil: removed), and queued fires are queues[id] (rare, so
--- sparse). No Lua table per schedule: 100,000 schedules arm in a few MB.
+-- (host/l_fireq.c: next and last fire, runs, runs in flight, enabled,
+-- armed, and the heap of next fires), by id; the live definition of an
+-- armed slot is its name's in every.defined (def(id); none: removed), and
+-- queued fires are queues[id] (rare, so sparse). No Lua table per schedule,
+-- nor an entry in one: 100,000 schedules arm in a few MB.
 local q = fireq.new()
-local defs, queues = {}, {}
+local queues = {}
+local defined = every.defined
+
+-- the live definition of slot id, or nil
+local function live_def(id)
+  return q:armed(id) and defined[q:name(id)] or nil
+end
 
 local timer
 local stopped = false
@@ -43,8 +50,8 @@ local REC_FIELDS = { "pipeline", "spec", "next_at", "enabled", "last_at", "runs"
   "jitter_ms", "source", "namespace", "spec_text", "input" }
 -- (into: a table to fill instead of a new one, emptied first: storing
 -- 100,000 records at start makes no table each)
-local function record(id, into)
-  local d = defs[id]
+local function record(id, into, d)
+  d = d or live_def(id)
   local next_at, last_at, runs, _, enabled = q:state(id)
   local rec = into or {}
   if into then
@@ -65,11 +72,11 @@ local function record(id, into)
   return rec
 end
 
-local function next_after(id, t)
-  local def = defs[id]
-  local n, err = every.next_fire(def.spec, t, def.tz)
+local function next_after(id, t, d)
+  d = d or live_def(id)
+  local n, err = every.next_fire(d.spec, t, d.tz)
   if n == nil then
-    log("schedule %s: %s; it will not fire", def.name, err)
+    log("schedule %s: %s; it will not fire", d.name, err)
     return nil
   end
   return n or nil
@@ -81,7 +88,7 @@ local arm
 -- caught up queue behind each other whatever the overlap policy: they are
 -- what catch_up asked to run.
 local function fire(id, t, catching_up)
-  local def = defs[id]
+  local def = live_def(id)
   if not def then return end
   local _, _, _, active, enabled = q:state(id)
   if not enabled then return end
@@ -98,7 +105,7 @@ local function fire(id, t, catching_up)
   end
   local id_text = def.name .. "@" .. clock.utc(t)
   local function go()
-    local live = defs[id]
+    local live = live_def(id)
     if stopped or not live then return end -- removed by a reload meanwhile (jitter)
     q:add_active(id, 1)
     local _, last_at, runs = q:state(id)
@@ -171,8 +178,7 @@ end
 -- seconds or nil, runs, enabled): catches up the fires missed while no
 -- host fired it, or computes its first fire (then it is added to fresh,
 -- whose records the caller stores).
-local function arm_slot(id, stored, spec, next_at, last_at, runs, enabled, now, fresh)
-  local def = defs[id]
+local function arm_slot(id, def, stored, spec, next_at, last_at, runs, enabled, now, fresh)
   if not stored then
     runs, last_at, enabled = 0, nil, true
   elseif spec ~= def.spec:canonical() then
@@ -185,9 +191,9 @@ local function arm_slot(id, stored, spec, next_at, last_at, runs, enabled, now, 
     local t = next_at
     while t and t <= now and #missed < 10000 do
       missed[#missed + 1] = t
-      t = next_after(id, t)
+      t = next_after(id, t, def)
     end
-    if t and t <= now then t = next_after(id, now) end -- more than 10000 missed
+    if t and t <= now then t = next_after(id, now, def) end -- more than 10000 missed
     if def.catch_up == "latest" then missed = { missed[#missed] } end
     log("schedule %s: catching up %d missed fire(s) (catch_up = %s)", def.name, #missed, def.catch_up)
     q:set_next(id, t)
@@ -195,15 +201,15 @@ local function arm_slot(id, stored, spec, next_at, last_at, runs, enabled, now, 
   elseif next_at and next_at > now then
     q:arm(id, next_at, last_at, runs, enabled)
   else
-    q:arm(id, next_after(id, math.max(now, last_at or now)), last_at, runs, enabled)
+    q:arm(id, next_after(id, math.max(now, last_at or now), def), last_at, runs, enabled)
     fresh[#fresh + 1] = id
   end
 end
 
 -- arm_slot from a stored record (nil: none)
-local function arm_record(id, rec, now, fresh)
-  if not rec then return arm_slot(id, false, nil, nil, nil, 0, true, now, fresh) end
-  arm_slot(id, true, rec.spec, rec.next_at and clock.parse_time(rec.next_at), rec.last_at and clock.parse_time(rec.last_at),
+local function arm_record(id, def, rec, now, fresh)
+  if not rec then return arm_slot(id, def, false, nil, nil, nil, 0, true, now, fresh) end
+  arm_slot(id, def, true, rec.spec, rec.next_at and clock.parse_time(rec.next_at), rec.last_at and clock.parse_time(rec.last_at),
     rec.runs or 0, rec.enabled ~= false, now, fresh)
 end
 
@@ -223,7 +229,8 @@ local function save_all(list)
     local b = store.batch()
     for i = first, math.min(first + 999, #list) do
       local id = list[i]
-      if defs[id] then b:put_schedule(defs[id].name, record(id, rec)) else b:delete_schedule(q:name(id)) end
+      local d = live_def(id)
+      if d then b:put_schedule(d.name, record(id, rec, d)) else b:delete_schedule(q:name(id)) end
     end
     local ok, err = b:commit()
     if not ok then error("storing schedules: " .. tostring(err), 0) end
@@ -249,14 +256,13 @@ function M.apply(d)
   local dirty = {}
   for _, s in ipairs(d.removed) do
     local id = q:id(s.name)
-    defs[id], queues[id] = nil, nil
-    q:set_next(id, nil)
+    queues[id] = nil
+    q:disarm(id)
     dirty[#dirty + 1] = id
   end
-  for _, pair in ipairs(d.kept) do defs[q:id(pair.new.name)] = pair.new end
+  -- kept and changed ones are armed: every.defined has their new definition
   for _, pair in ipairs(d.changed) do
     local id = q:id(pair.new.name)
-    defs[id] = pair.new
     if registry.timing_changed(pair.old, pair.new) then
       local _, last_at = q:state(id)
       q:set_next(id, next_after(id, math.max(now, last_at or now)))
@@ -264,9 +270,7 @@ function M.apply(d)
     dirty[#dirty + 1] = id
   end
   for _, s in ipairs(d.added) do
-    local id = q:id(s.name)
-    defs[id] = s
-    arm_record(id, stored_record(s.name), now, dirty)
+    arm_record(q:id(s.name), s, stored_record(s.name), now, dirty)
   end
   arm()
   if #dirty > 0 then
@@ -293,8 +297,8 @@ function M.start(start_run, adopt)
   -- values a record in one list: no table per record), not one read per
   -- schedule
   local after
-  local defined = every.defined
   local page = {}
+  q:reserve(q:count() + #every.order)
   repeat
     local count, last = store.schedule_states(after, 1000, page)
     if not count then error("reading the schedules: " .. tostring(last), 0) end
@@ -308,9 +312,8 @@ function M.start(start_run, adopt)
       local def = defined[name]
       if def then
         local id = q:id(name)
-        if not defs[id] then
-          defs[id] = def
-          arm_slot(id, true, page[k + 1], page[k + 2] or nil, page[k + 3] or nil, page[k + 4], page[k + 5], now, fresh)
+        if not q:armed(id) then
+          arm_slot(id, def, true, page[k + 1], page[k + 2] or nil, page[k + 3] or nil, page[k + 4], page[k + 5], now, fresh)
           n = n + 1
         end
       end
@@ -318,9 +321,8 @@ function M.start(start_run, adopt)
   until not after
   for _, name in ipairs(every.order) do
     local id = q:id(name)
-    if not defs[id] then
-      defs[id] = defined[name]
-      arm_slot(id, false, nil, nil, nil, 0, true, now, fresh)
+    if not q:armed(id) then
+      arm_slot(id, defined[name], false, nil, nil, nil, 0, true, now, fresh)
       n = n + 1
     end
   end
@@ -344,9 +346,10 @@ end
 --- enabled, active}) once the scheduler armed it, else nil (a snapshot).
 function M.slot(name)
   local id = q:find(name)
-  if not (id and defs[id]) then return nil end
+  local def = id and live_def(id)
+  if not def then return nil end
   local next_at, last_at, runs, active, enabled = q:state(id)
-  return { name = name, def = defs[id], next_at = next_at, last_at = last_at, runs = runs, active = active,
+  return { name = name, def = def, next_at = next_at, last_at = last_at, runs = runs, active = active,
     enabled = enabled }
 end
 
@@ -359,7 +362,7 @@ end
 --- slot ({name, next_at, ...}), or nil and why not (the slot is as before).
 function M.save(name, enabled)
   local id = q:find(name)
-  if not (id and defs[id]) then return nil, ("no schedule '%s'"):format(name) end
+  if not (id and live_def(id)) then return nil, ("no schedule '%s'"):format(name) end
   local _, _, _, _, was = q:state(id)
   if enabled ~= nil then q:set_enabled(id, enabled) end
   local ok, err = store.batch():put_schedule(name, record(id)):commit()
