@@ -93,6 +93,29 @@ describe("every", function()
     assert.are.equal(anon.name, anon.pipeline)
   end)
 
+  it("gives each schedule of a loop its own name and options over what they share", function()
+    local p = pipeline("every_spec_loop", function() end)
+    local defs = {}
+    for i = 1, 3 do
+      defs[i] = every.cron("5 4 * * *")(p, i == 2 and { n = 2 } or nil,
+        { name = "loop" .. i, tz = i == 3 and "Europe/Berlin" or nil, overlap = i == 3 and "queue" or nil })
+    end
+    for i, d in ipairs(defs) do
+      assert.are.equal("loop" .. i, d.name)
+      assert.are.equal("every_spec_loop", d.pipeline)
+      assert.are.equal("5 4 * * *", d.spec:canonical())
+      assert.matches("every_spec.lua:%d+$", d.site)
+      assert.are.equal(d, every_mod.defined[d.name])
+    end
+    assert.are.same({ nil, { n = 2 }, nil }, { defs[1].input, defs[2].input, defs[3].input })
+    assert.are.same({ "skip", "skip", "queue" }, { defs[1].overlap, defs[2].overlap, defs[3].overlap })
+    assert.are.same({ "latest", 0 }, { defs[3].catch_up, defs[3].jitter_ms })
+    assert.is_nil(defs[1].tz)
+    assert.are.equal("Europe/Berlin", defs[3].tz)
+    -- the shared part is one table for the three (a loop of 100,000: one)
+    assert.are.equal(getmetatable(defs[1]), getmetatable(defs[2]))
+  end)
+
   it("is an error only for a real clash, naming both definitions", function()
     local p = pipeline("every_spec_clash", function() end)
     local first = debug.getinfo(1, "l").currentline + 1

@@ -29,6 +29,34 @@ describe("sluice._fireq", function()
     assert.has_error(function() q:arm(9, 1, nil, 0, true) end)
   end)
 
+  it("tells the armed slots, and keeps slots and names past the room reserved", function()
+    local q = fireq.new()
+    q:reserve(3)
+    local a, b = q:id("a"), q:id("b")
+    assert.is_false(q:armed(a))
+    q:arm(a, 10, nil, 0, true)
+    q:arm(b, 5, nil, 0, true)
+    assert.is_true(q:armed(a))
+    q:disarm(b) -- its definition went: out of the heap, its state kept
+    assert.is_false(q:armed(b))
+    assert.are.same({ 10, a }, { q:top() })
+    assert.are.same({ nil, nil, 0, 0, true }, { q:state(b) })
+    q:arm(b, 7, nil, 1, true)
+    assert.are.same({ 7, b }, { q:top() })
+    for i = 1, 1000 do q:arm(q:id("n" .. i), 100 + i, nil, 0, true) end
+    assert.are.equal(1002, q:count())
+    assert.are.equal("n1000", q:name(q:find("n1000")))
+    local order = {} -- every armed slot comes out of the heap in order
+    while q:top() do
+      local t, id = q:top()
+      order[#order + 1] = t
+      q:set_next(id, nil)
+    end
+    assert.are.equal(1002, #order)
+    assert.are.same({ 7, 10, 101, 1100 }, { order[1], order[2], order[3], order[1002] })
+    assert.has_error(function() q:reserve(-1) end)
+  end)
+
   it("gives the earliest next fire first, lowest id on a tie, as slots move", function()
     local q = fireq.new()
     local want = {} -- id -> next fire
