@@ -8,8 +8,13 @@
  *       not keep the process alive)
  *   embedded(prefix) -> {path = source} of the files compiled into the
  *       binary whose repository path starts with prefix ("types/"): what
- *       `sluice types DIR` writes out */
+ *       `sluice types DIR` writes out
+ *   trim(): a full collection, then the memory malloc keeps free given
+ *       back to the system (malloc_trim): after a load that left much
+ *       garbage (100,000 schedules), so that what follows is not counted
+ *       on top of pages freed but kept */
 #include <lauxlib.h>
+#include <malloc.h>
 #include <string.h>
 
 #include "embedded.h"
@@ -48,9 +53,18 @@ static int l_embedded(lua_State *L) {
   return 1;
 }
 
+static int l_trim(lua_State *L) {
+  lua_gc(L, LUA_GCCOLLECT);
+  malloc_trim(0);
+  return 0;
+}
+
 int luaopen_sluice__vm(lua_State *L) {
-  static const luaL_Reg fns[] = {
-      {"resume", l_resume}, {"stop", l_stop}, {"embedded", l_embedded}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"resume", l_resume},
+                                 {"stop", l_stop},
+                                 {"embedded", l_embedded},
+                                 {"trim", l_trim},
+                                 {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;
 }

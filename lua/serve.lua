@@ -120,7 +120,7 @@ function M.run(opts)
   if not loaded then return nil, nfiles end
   -- what loading left (a file defining 100,000 schedules: ~10 MB) is freed
   -- now, so that arming them reuses it instead of growing the process
-  collectgarbage()
+  require("sluice._vm").trim()
   log("serving %s: %d of %d files loaded, %d pipelines, %d schedules, store %s (pid %d)",
     opts.dir, loaded, nfiles, (function() local n = 0; for _ in pairs(engine.pipelines) do n = n + 1 end; return n end)(),
     #every.order, storage.remote() and ("%s, state dir %s"):format(storage.dir(), opts.state) or opts.store,
