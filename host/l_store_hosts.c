@@ -7,7 +7,7 @@
  *   h.deregister(id)               -> true
  *   h.expire(id)                   -> true (a host known dead: its leases free at the next reap)
  *   h.fence(id | nil)              every write transaction checks id is alive
- *   h.claim(id, {pipeline, ...}, limit) -> {{id=, pipeline=, schedule=}, ...}
+ *   h.claim(id, {pipeline, ...}, limit) -> {{id=, pipeline=, record=}, ...}
  *   h.runs(id)                     -> the same, of the active runs id holds
  *   h.take(id, kind, name)         -> the holder's id (id: taken, or held)
  *   h.release(id, kind, {name, ...}) -> true

@@ -111,11 +111,15 @@ void pgstore_host_fence(pgstore *s, const char *id) {
   pg_set_prelude(s->conn, b);
 }
 
-/* the runs of a claim, as JSON: {id, pipeline, schedule (if any)} oldest first */
-#define RUN_JSON                                                                     \
-  "coalesce(json_agg(json_strip_nulls(json_build_object('id', r.id, 'pipeline', "    \
-  "r.pipeline, 'schedule', r.record->>'schedule')) ORDER BY r.created_at_us, r.id), " \
-  "'[]')"
+/* the runs of a claim, as JSON: {id, pipeline, record} oldest first. The
+ * record goes whole, as stored: PostgreSQL's JSON operators (->>,
+ * json_strip_nulls) parse a document and refuse the \u0000 that a string
+ * holding NUL and the codec's tags put in it, which made one such run fail
+ * every claim pass; json_build_object and json_agg copy json values as
+ * text. lua/hosts.lua reads the schedule out of it. */
+#define RUN_JSON                                                                  \
+  "coalesce(json_agg(json_build_object('id', r.id, 'pipeline', r.pipeline, "       \
+  "'record', r.record) ORDER BY r.created_at_us, r.id), '[]')"
 
 /* The reap: frees the leases of expired hosts. FOR UPDATE waits for no
  * dead host's commit in flight (its fence holds KEY SHARE on its row): the

@@ -190,6 +190,10 @@ local function claim_pass()
     end
   end
   for _, r in ipairs(runs) do
+    -- the claim brings the whole record (store_pg_hosts.c: no JSON operator
+    -- on it in SQL); the launch needs its schedule only
+    r.schedule = type(r.record) == "table" and r.record.schedule or nil
+    r.record = nil
     held[r.id] = true
     if engine.pipelines[r.pipeline] then
       S.launch(r)

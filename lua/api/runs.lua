@@ -209,7 +209,18 @@ function M.create(req, p, input, opts)
   return id
 end
 
-local inflight = {} -- idempotency key -> run id, while its creation commits
+-- idempotency key -> the requests waiting, while a creation with it commits
+-- here: they answer with the run the store names once it has committed (or
+-- failed, the key then another host's), never with an id that may lose
+local inflight = {}
+
+local function settle(ikey)
+  while inflight[ikey] do
+    local me = coroutine.running()
+    table.insert(inflight[ikey], function() sched.wake(me) end)
+    sched.wait()
+  end
+end
 
 local function start_run(req, p)
   local wait_ms = wait_param(req)
@@ -218,24 +229,37 @@ local function start_run(req, p)
   if idem then
     if #idem > 200 then http.fail(400, "invalid_field", "Idempotency-Key must be at most 200 bytes", { field = "Idempotency-Key" }) end
     ikey = req.namespace .. "\0" .. p.name .. "\0" .. idem -- of inflight only
-    local id = inflight[ikey]
-    if not id then
-      local err
-      id, err = store.get_idempotency(req.namespace, p.name, idem)
+    repeat
+      settle(ikey)
+      local id, err = store.get_idempotency(req.namespace, p.name, idem)
       if err then error(("reading the Idempotency-Key: %s"):format(err), 0) end
-    end
-    if id then
-      local status, doc = answer(id, wait_ms, false)
-      return status == 202 and 202 or 200, doc
-    end
+      if id then
+        local status, doc = answer(id, wait_ms, false)
+        return status == 202 and 202 or 200, doc
+      end
+    until not inflight[ikey] -- (the read yields on PostgreSQL: another request may have begun)
   end
   local input = req:json("the input")
   if engine.stopping then http.fail(503, "stopping", "the server is shutting down; retry on the next start", { headers = "Retry-After: 5\r\n" }) end
   local id = ids.new_id()
-  if ikey then inflight[ikey] = id end
+  if ikey then inflight[ikey] = {} end
   local ok, err = pcall(M.create, req, p, input, { id = id, idempotency = idem })
-  if ikey then inflight[ikey] = nil end
+  if not ok and idem then
+    -- another host (on PostgreSQL) committed the key first: its run is the
+    -- answer, as it would have been had this request come a moment later
+    local other = store.get_idempotency(req.namespace, p.name, idem)
+    if other and other ~= id then id, ok = other, "theirs" end
+  end
+  if ikey then
+    local waiting = inflight[ikey]
+    inflight[ikey] = nil
+    for _, wake in ipairs(waiting) do wake() end
+  end
   if not ok then error(err, 0) end
+  if ok == "theirs" then
+    local status, doc = answer(id, wait_ms, false)
+    return status == 202 and 202 or 200, doc
+  end
   return answer(id, wait_ms, true)
 end
 

@@ -1,0 +1,149 @@
+-- hosts_gaps_spec.lua: what several `sluice serve` hosts on one PostgreSQL
+-- store must get right beyond sharing runs (issue 15), with real serve
+-- processes on a real PostgreSQL 15: a run whose record holds NUL (\u0000)
+-- is claimed like any other; one Idempotency-Key raced on two hosts is one
+-- run; a cancel through one host stops a run executing on another and
+-- stays; `sluice status` tells a live run by its host's lease; a schedule
+-- created over one host's API fires once, on the host holding the
+-- schedules.
+local H = require "helper"
+local HH = require "http_helper"
+local pg = require "sluice._pg"
+local json = require "sluice.json"
+
+local PIPES = [[
+local LOG = %q
+local function mark(what)
+  local f = assert(io.open(LOG, "a"))
+  f:write(math.tointeger(require("luv").os_getpid()), " ", what, "\n")
+  f:close()
+end
+pipeline("echo", function(input)
+  return step("e", function() return input.k .. "!" end)
+end)
+pipeline("long", function()
+  local id = ctx().run_id
+  for i = 1, 60 do
+    step("s" .. i, function() mark(id .. " s" .. i) return i end)
+    sleep("200ms")
+  end
+  return "long done"
+end)
+pipeline("forever", function() wait_for("never-sent") end)
+pipeline("tick", function()
+  step("tick", function() mark(ctx().run_id .. " tick") end)
+end)
+]]
+
+-- log lines as {pid=, run=, step=}, in file order
+local function executions(log)
+  local list = {}
+  for pid, run, st in (H.read(log) or ""):gmatch("(%d+) (%S+) (%S+)\n") do
+    list[#list + 1] = { pid = tonumber(pid), run = run, step = st }
+  end
+  return list
+end
+
+describe("several serve hosts on one PostgreSQL store", function()
+  local url, c, dir, log
+  local hosts = {}
+
+  before_each(function()
+    url = H.pg_database()
+    c = assert(pg.connect(url))
+    dir = H.tmpdir()
+    log = dir .. "/exec.log"
+    os.execute("mkdir -p " .. dir .. "/pipes")
+    H.write(dir .. "/pipes/p.lua", PIPES:format(log))
+    hosts = {}
+  end)
+  after_each(function()
+    for _, h in ipairs(hosts) do
+      h:kill("sigcont")
+      h:kill("sigkill")
+    end
+    for _, h in ipairs(hosts) do h:wait(20000) end
+    if c then c:close() end
+  end)
+
+  local function serve(i, lease)
+    local p = H.spawn({ "serve", dir .. "/pipes", "--store", url, "--state-dir", dir .. "/state" .. i,
+      "--listen", "127.0.0.1:0", "--lease", lease or "2s", "--grace", "1s" })
+    hosts[#hosts + 1] = p
+    H.wait_until(function()
+      local t = table.concat(p.err)
+      return p.exited or (t:find("listening on http://") and t:find("host %S+: lease"))
+    end, "serve " .. i .. " to start", 30000)
+    local t = table.concat(p.err)
+    assert(not p.exited, "serve exited: " .. t)
+    p.url = "http://" .. t:match("listening on http://([%d.]+:%d+)")
+    p.host_id = t:match("host (%S+): lease")
+    p.state = dir .. "/state" .. i
+    function p:log() return table.concat(self.err) end
+    return p
+  end
+
+  local function one(sql, ...)
+    return assert(c:query(sql, ...))[1]
+  end
+
+  local function status_json(id, state)
+    local code, out, err = H.sluice({ "status", id, "--json", "--store", url, "--state-dir", state })
+    assert.are.equal(0, code, err)
+    return json.decode(out)
+  end
+
+  it("claims and completes a run whose record holds NUL characters", function()
+    -- a pending run nobody holds, its input holding "\0" (stored as \u0000)
+    assert(c:exec([[INSERT INTO sluice.runs (id, pipeline, status, active, created_at_us, record)
+      VALUES ('nul-run', 'echo', 'pending', true, 1,
+        '{"id":"nul-run","pipeline":"echo","status":"pending","attempt":0,"created_us":1,"input":{"k":"a\u0000b"}}')]]))
+    serve(1)
+    H.wait_until(function() return one("SELECT status FROM sluice.runs WHERE id = 'nul-run'").status == "completed" end,
+      function() return "the run to complete: " .. hosts[1]:log() end, 30000, 50)
+    local doc = status_json("nul-run", dir .. "/cli")
+    assert.are.equal("a\0b!", doc.result)
+    assert.are.equal("a\0b", doc.input.k)
+  end)
+
+  it("gives one Idempotency-Key raced on two hosts one run, and every request its id", function()
+    local a, b = serve(1), serve(2)
+    local code, out, err = HH.python([[
+import json, sys, threading, urllib.request, urllib.error
+urls = json.loads(sys.argv[1])
+keys, per_key = 15, 8
+results = []
+lock = threading.Lock()
+def post(url, key, barrier):
+    req = urllib.request.Request(url + "/runs/echo", data=json.dumps({"k": key}).encode(),
+        headers={"Content-Type": "application/json", "Idempotency-Key": key}, method="POST")
+    barrier.wait()
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            res = (key, r.status, json.loads(r.read())["run_id"])
+    except urllib.error.HTTPError as e:
+        res = (key, e.code, e.read().decode())
+    with lock:
+        results.append(res)
+for k in range(keys):
+    key = "key-%d" % k
+    barrier = threading.Barrier(per_key)
+    ts = [threading.Thread(target=post, args=(urls[i % 2], key, barrier)) for i in range(per_key)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+for r in results: print(json.dumps(r))
+]], { json.encode({ a.url, b.url }) }, 120000)
+    assert.are.equal(0, code, err)
+    local by_key, n = {}, 0
+    for line in out:gmatch("[^\n]+") do
+      local key, status, id = table.unpack(json.decode(line))
+      n = n + 1
+      assert.is_true(status == 200 or status == 202, ("key %s: HTTP %s: %s"):format(key, status, id))
+      by_key[key] = by_key[key] or id
+      assert.are.equal(by_key[key], id, "key " .. key .. " named two runs: " .. out)
+    end
+    assert.are.equal(15 * 8, n)
+    assert.are.equal(15, one("SELECT count(*)::int AS n FROM sluice.runs WHERE pipeline = 'echo'").n)
+    assert.are.equal(15, one("SELECT count(*)::int AS n FROM sluice.idempotency").n)
+  end)
+end)
