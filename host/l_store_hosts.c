@@ -9,6 +9,8 @@
  *   h.fence(id | nil)              every write transaction checks id is alive
  *   h.claim(id, {pipeline, ...}, limit) -> {{id=, pipeline=, record=}, ...}
  *   h.runs(id)                     -> the same, of the active runs id holds
+ *   h.cancelled(id)                -> {run id, ...}: runs id holds that another host cancelled
+ *   h.run_hosts({run id, ...})     -> {[run id] = {host=, alive=}} of those leased
  *   h.take(id, kind, name)         -> the holder's id (id: taken, or held)
  *   h.release(id, kind, {name, ...}) -> true
  *   h.list(recent_s)               -> {{id=, name=, pid=, alive=, leases=, named=, ...}, ...}
@@ -161,6 +163,28 @@ static int l_runs(lua_State *L) {
   return l_store_await(L, r, push_json);
 }
 
+static int l_cancelled(lua_State *L) {
+  pgstore *s = pg_of(L);
+  const char *id = check_id(L, 1);
+  l_pgread *r = l_store_pgread(L);
+  r->what = "the cancelled runs of a host";
+  pgstore_host_cancelled(s, id, &r->rec, l_store_pgread_done, r);
+  return l_store_await(L, r, push_json);
+}
+
+static int l_run_hosts(lua_State *L) {
+  pgstore *s = pg_of(L);
+  sbuf *ids = names_json(L, 1);
+  if (!ids) {
+    lua_newtable(L);
+    return 1;
+  }
+  l_pgread *r = l_store_pgread(L);
+  r->what = "the hosts of runs";
+  pgstore_run_hosts(s, ids->data, ids->len, &r->rec, l_store_pgread_done, r);
+  return l_store_await(L, r, push_json);
+}
+
 static int l_take(lua_State *L) {
   pgstore *s = pg_of(L);
   const char *id = check_id(L, 1);
@@ -201,6 +225,7 @@ int luaopen_sluice__hosts(lua_State *L) {
                                  {"deregister", l_deregister}, {"expire", l_expire},
                                  {"fence", l_fence},
                                  {"claim", l_claim}, {"runs", l_runs},
+                                 {"cancelled", l_cancelled}, {"run_hosts", l_run_hosts},
                                  {"take", l_take}, {"release", l_release},
                                  {"list", l_list}, {NULL, NULL}};
   luaL_newlib(L, fns);

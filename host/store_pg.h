@@ -287,12 +287,21 @@ void pgstore_host_fence(pgstore *s, const char *id);
  * hour, then leases to host id up to limit active runs that have no lease,
  * of the pipelines named in pipelines (a JSON array of strings), oldest
  * first, FOR UPDATE SKIP LOCKED: two hosts never claim one run. out: a
- * JSON array of {id, pipeline, schedule} of the runs claimed. */
+ * JSON array of {id, pipeline, record} of the runs claimed. */
 void pgstore_claim_runs(pgstore *s, const char *id, const char *pipelines, size_t pn,
                         size_t limit, sbuf *out, pgstore_done_fn done, void *cookie);
 /* The active runs leased to host id: out as pgstore_claim_runs's (to
  * resume those a claim whose outcome was unknown took). */
 void pgstore_host_runs(pgstore *s, const char *id, sbuf *out, pgstore_done_fn done,
+                       void *cookie);
+/* The runs leased to host id that are cancelled (another host wrote the
+ * cancel): out a JSON array of their ids, for host id to stop them. */
+void pgstore_host_cancelled(pgstore *s, const char *id, sbuf *out, pgstore_done_fn done,
+                            void *cookie);
+/* Who executes the runs named in ids (a JSON array of strings): out a JSON
+ * object {run id: {host = holder's id, alive = its lease is unexpired}} of
+ * those leased, the expiry on the server's clock. */
+void pgstore_run_hosts(pgstore *s, const char *ids, size_t n, sbuf *out, pgstore_done_fn done,
                        void *cookie);
 /* Takes lease (kind, name) for host id unless another host holds it:
  * holder gets the holder's id afterwards (id itself: taken or held

@@ -163,6 +163,29 @@ void pgstore_host_runs(pgstore *s, const char *id, sbuf *out, pgstore_done_fn do
   send_op(s, b, 1, 0, out, NULL, done, cookie);
 }
 
+void pgstore_host_cancelled(pgstore *s, const char *id, sbuf *out, pgstore_done_fn done,
+                            void *cookie) {
+  pg_batch *b = pg_batch_new();
+  params p = {.n = 0};
+  p_cstr(&p, id);
+  add(b, "SELECT coalesce(json_agg(r.id), '[]') FROM sluice.leases l JOIN sluice.runs r "
+         "ON r.id = l.name WHERE l.kind = 'run' AND l.host_id = $1::text AND r.status = 'cancelled'",
+      &p);
+  send_op(s, b, 1, 0, out, NULL, done, cookie);
+}
+
+void pgstore_run_hosts(pgstore *s, const char *ids, size_t n, sbuf *out, pgstore_done_fn done,
+                       void *cookie) {
+  pg_batch *b = pg_batch_new();
+  params p = {.n = 0};
+  p_str(&p, ids, n);
+  add(b, "SELECT coalesce(json_object_agg(l.name, json_build_object('host', h.id, 'alive', "
+         "h.expires_at > now())), '{}') FROM sluice.leases l JOIN sluice.hosts h ON h.id = l.host_id "
+         "WHERE l.kind = 'run' AND l.name IN (SELECT json_array_elements_text($1::text::json))",
+      &p);
+  send_op(s, b, 1, 0, out, NULL, done, cookie);
+}
+
 void pgstore_take_lease(pgstore *s, const char *id, const char *kind, const char *name,
                         size_t namen, sbuf *holder, pgstore_done_fn done, void *cookie) {
   if (namen == 0 || memchr(name, '\0', namen)) {

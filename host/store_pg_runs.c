@@ -85,7 +85,11 @@ int pgstore_put_run(pgstore_batch *b, const store_run *r, int is_new, const char
              "record) VALUES ($1::text, $2::text, $3::text, $4::text, $5::boolean, $6::bigint, "
              "$7::text::json) ON CONFLICT (id) DO UPDATE SET namespace = EXCLUDED.namespace, "
              "pipeline = EXCLUDED.pipeline, status = EXCLUDED.status, active = EXCLUDED.active, "
-             "created_at_us = EXCLUDED.created_at_us, record = EXCLUDED.record", &p);
+             "created_at_us = EXCLUDED.created_at_us, record = EXCLUDED.record "
+             /* a cancel stays: another host cancels a run this one executes
+              * by writing its record; this host's writes until it stops the
+              * run (hosts.lua learns of it within a poll) leave it */
+             "WHERE sluice.runs.status <> 'cancelled' OR EXCLUDED.status = 'cancelled'", &p);
   b->ops++;
   sbuf_free(&rec);
   return 0;

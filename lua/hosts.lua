@@ -204,6 +204,22 @@ local function claim_pass()
   return #runs
 end
 
+-- The runs this host holds that another host cancelled (it wrote their
+-- records, which keep the cancel whatever this host writes meanwhile:
+-- host/store_pg_runs.c): stopped here, as a cancel on this host would.
+local function cancel_pass()
+  if next(held) == nil then return end
+  local list = H.cancelled(S.id)
+  if not list then return end -- the next tick asks again
+  for _, id in ipairs(list) do
+    if engine.active[id] then
+      engine.cancel(id) -- its end gives the lease back
+    else
+      give_back(id)
+    end
+  end
+end
+
 local function heartbeat()
   local every = math.max(100, S.lease_ms // 3)
   local trouble -- since when renewing fails (loop ms), nil while it works
@@ -230,10 +246,13 @@ local function heartbeat()
   end
 end
 
-local function work()
+local function work(claim)
   while not S.stopped do
-    local ok, e = pcall(claim_pass)
+    local ok, e = true, nil
+    if claim then ok, e = pcall(claim_pass) end
     if not ok then S.log("claiming runs: %s", errors.describe(e)) end
+    ok, e = pcall(cancel_pass)
+    if not ok then S.log("stopping runs cancelled elsewhere: %s", errors.describe(e)) end
     nap(S.poll_ms)
   end
 end
@@ -301,7 +320,7 @@ function M.start(opts)
     return function(ok2, e) if not ok2 then S.log("%s stopped: %s", what, errors.describe(e)) end end
   end
   sched.spawn({}, heartbeat, report("the heartbeat"))
-  if opts.claim ~= false then sched.spawn({}, work, report("the claim passes")) end
+  sched.spawn({}, work, report("the claim passes"), opts.claim ~= false)
   return id
 end
 

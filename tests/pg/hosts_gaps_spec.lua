@@ -146,4 +146,43 @@ for r in results: print(json.dumps(r))
     assert.are.equal(15, one("SELECT count(*)::int AS n FROM sluice.runs WHERE pipeline = 'echo'").n)
     assert.are.equal(15, one("SELECT count(*)::int AS n FROM sluice.idempotency").n)
   end)
+
+  -- the line a host logs when a run it executed ended: its status
+  local function ended_on(h, id)
+    return h:log():match("run " .. id:gsub("%p", "%%%0") .. " pipeline=%S+ (%a+) in ")
+  end
+
+  it("cancels, through one host, runs that another host executes, and the cancel stays", function()
+    local a, b = serve(1), serve(2)
+    local function start_on_b()
+      local status, _, _, doc = HH.post(b.url .. "/runs/long", {})
+      assert.are.equal(202, status)
+      local id = doc.run_id
+      H.wait_until(function()
+        for _, e in ipairs(executions(log)) do if e.run == id and e.step == "s2" then return true end end
+      end, "run " .. id .. " to execute its second step", 30000, 20)
+      assert.are.equal(b.host_id, one("SELECT host_id FROM sluice.leases WHERE kind = 'run' AND name = $1", id).host_id)
+      return id
+    end
+    local by_http, by_cli = start_on_b(), start_on_b()
+    local status = HH.post(a.url .. "/runs/" .. by_http .. "/cancel", {})
+    assert.are.equal(202, status)
+    local code, _, err = H.sluice({ "cancel", by_cli, "--store", url, "--state-dir", a.state })
+    assert.are.equal(0, code, err)
+    for _, id in ipairs({ by_http, by_cli }) do
+      -- b stops it (within its poll, at a step boundary or sooner), and what
+      -- b wrote meanwhile did not undo the cancel
+      H.wait_until(function() return ended_on(b, id) end, "host b to end run " .. id, 60000, 50)
+      assert.are.equal("cancelled", ended_on(b, id))
+      assert.are.equal("cancelled", one("SELECT status FROM sluice.runs WHERE id = $1", id).status)
+      local ran = 0
+      for _, e in ipairs(executions(log)) do if e.run == id then ran = ran + 1 end end
+      assert.is_true(ran < 60, id .. " ran every step")
+      H.wait_until(function()
+        return one("SELECT count(*)::int AS n FROM sluice.leases WHERE name = $1", id).n == 0
+      end, "host b to give the lease of " .. id .. " back", 20000, 50)
+      assert.is_nil(ended_on(a, id))
+      assert.are.equal("cancelled", status_json(id, dir .. "/cli").status)
+    end
+  end)
 end)
