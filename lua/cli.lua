@@ -677,7 +677,7 @@ local function run_summary(r)
     started_at = r.started_at, finished_at = r.finished_at, duration_ms = total,
     attempt_duration_ms = attempt,
     attempt = r.attempt, file = r.file, source_hash = r.source_hash,
-    host = r.host, host_alive = liveness.alive(r.host),
+    host = r.host, host_alive = (liveness.run_alive(r)), host_id = select(2, liveness.run_alive(r)),
     error = r.error and r.error.message, error_step = r.error and r.error.step,
   }
 end
@@ -720,6 +720,7 @@ function M.runs(args)
   if not open_store(opts, true) then return 2 end
   local list, skipped = engine.list_runs({ pipeline = opts.pipeline, status = opts.status, limit = limit })
   for _, msg in ipairs(skipped) do errf("skipped: %s", msg) end
+  liveness.prefetch(list) -- on PostgreSQL: who executes them, one query
   if opts.json then
     local runs = json.array({})
     for i, r in ipairs(list) do runs[i] = run_summary(r) end
@@ -762,7 +763,7 @@ function M.status(args)
   -- a "running" record is a step in flight (engine.lua publishes those that
   -- run 0.5 s or more); in a run that is over, or whose process is gone,
   -- one that was cut off
-  local gone = FINISHED[r.status] or liveness.alive(r.host) == false
+  local gone = FINISHED[r.status] or liveness.run_alive(r) == false
   for _, st in ipairs(steps) do
     if st.status == "running" then
       if gone then

@@ -3,7 +3,8 @@
 --- (sluice status, sluice runs) tells a live run from one whose process was
 --- killed: the pid must exist and be the same process, which its start time
 --- since boot (/proc/<pid>/stat) and the boot id tell apart from a later
---- process that got the same pid.
+--- process that got the same pid. On PostgreSQL, where a run may execute
+--- on another machine, it is the run's host lease instead (M.run_alive).
 local M = {}
 
 local function read(path)
@@ -49,11 +50,46 @@ function M.alive(h)
   return start_token(pid) == h.start
 end
 
+-- On PostgreSQL a run executes where its lease is, maybe on another
+-- machine, whose pids mean nothing here: whether that host lives is its
+-- registration's expiry on the database server's clock (lua/hosts.lua).
+-- run id -> {host=, alive=} | false (no lease), of the runs read so far.
+local leases = {}
+
+local function remote()
+  local store = require "sluice._store"
+  return store.remote()
+end
+
+--- Reads, in one query, who executes each of runs (a listing's) on a
+--- PostgreSQL store, for run_alive; nothing on LMDB. Raises when the
+--- store cannot say.
+function M.prefetch(runs)
+  if not remote() or #runs == 0 then return end
+  local ids = {}
+  for i, r in ipairs(runs) do ids[i] = r.id end
+  local got, err = require("sluice._hosts").run_hosts(ids)
+  if not got then error("reading which hosts execute the runs: " .. tostring(err), 0) end
+  for _, id in ipairs(ids) do leases[id] = got[id] or false end
+end
+
+--- Whether the host executing run r lives: on PostgreSQL its lease (a run
+--- nobody holds has no live host), elsewhere the process its record names
+--- (M.alive). The id of the host holding it (PostgreSQL) comes second.
+function M.run_alive(r)
+  if not remote() then return M.alive(r.host) end
+  if leases[r.id] == nil then M.prefetch({ r }) end
+  local l = leases[r.id]
+  if not l then return false end
+  return l.alive == true, l.host
+end
+
 --- A run's status for people: "running (no live host: resumes at next
 --- start)" when the process that ran it is gone.
 function M.status_text(r)
   local s = r.status
-  if (s == "running" or s == "sleeping" or s == "waiting" or s == "pending") and M.alive(r.host) == false then
+  if (s == "running" or s == "sleeping" or s == "waiting" or s == "pending") and M.run_alive(r) == false then
+    if remote() then return s .. " (no live host: resumes once a host claims it)" end
     return s .. " (no live host: resumes at next start)"
   end
   return s

@@ -393,7 +393,13 @@ http.route("GET", "/runs/{id...}", function(req)
     if of and visible_run(req, of) then return 200, { run_id = of, logs = require("sluice.log").read(of) } end
     no_run(id)
   end
-  return 200, with_steps(M.view(r), id)
+  local doc = with_steps(M.view(r), id)
+  if not FINISHED[r.status] then
+    -- whether the host executing it lives (on PostgreSQL: its lease, whichever machine it is on)
+    local alive, host = require("sluice.liveness").run_alive(r)
+    doc.host_alive, doc.host_id = or_null(alive), host
+  end
+  return 200, doc
 end)
 
 http.route("GET", "/runs", function(req)

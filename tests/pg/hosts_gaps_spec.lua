@@ -185,4 +185,43 @@ for r in results: print(json.dumps(r))
       assert.are.equal("cancelled", status_json(id, dir .. "/cli").status)
     end
   end)
+
+  it("tells a live run by its host's lease, not by a pid on this machine", function()
+    local a = serve(1)
+    local function start()
+      local status, _, _, doc = HH.post(a.url .. "/runs/forever", {})
+      assert.are.equal(202, status)
+      H.wait_until(function()
+        return one("SELECT count(*)::int AS n FROM sluice.runs r JOIN sluice.leases l ON l.name = r.id "
+          .. "WHERE r.id = $1 AND r.status = 'waiting'", doc.run_id).n == 1
+      end, "run " .. doc.run_id .. " to wait, leased", 30000, 20)
+      return doc.run_id
+    end
+    local elsewhere, here = start(), start()
+    -- as if the host ran on another machine: a pid that means nothing here
+    assert(c:exec(("UPDATE sluice.runs SET record = (record::jsonb || "
+      .. "'{\"host\": {\"pid\": 999999, \"start\": \"another-boot:1\"}}')::json WHERE id = '%s'"):format(elsewhere)))
+    local cli = dir .. "/cli"
+    local doc = status_json(elsewhere, cli)
+    assert.is_true(doc.host_alive)
+    assert.are.equal(a.host_id, doc.host_id)
+    local _, _, _, api = HH.get(a.url .. "/runs/" .. elsewhere)
+    assert.is_true(api.host_alive)
+    local code, out, err = H.sluice({ "runs", "--store", url, "--state-dir", cli })
+    assert.are.equal(0, code, err)
+    assert.is_nil(out:find("no live host"), out)
+    -- the host stalls (its process lives on): once its lease expired, nobody executes its runs
+    a:kill("sigstop")
+    H.wait_until(function()
+      return one("SELECT count(*)::int AS n FROM sluice.hosts WHERE id = $1 AND expires_at < now()", a.host_id).n == 1
+    end, "host a's lease to expire", 30000, 50)
+    for _, id in ipairs({ here, elsewhere }) do
+      doc = status_json(id, cli)
+      assert.is_false(doc.host_alive, id)
+    end
+    code, out, err = H.sluice({ "runs", "--store", url, "--state-dir", cli })
+    assert.are.equal(0, code, err)
+    local _, n = out:gsub("waiting %(no live host", "")
+    assert.are.equal(2, n, out)
+  end)
 end)
