@@ -11,6 +11,7 @@
  *   h.runs(id)                     -> the same, of the active runs id holds
  *   h.cancelled(id)                -> {run id, ...}: runs id holds that another host cancelled
  *   h.run_hosts({run id, ...})     -> {[run id] = {host=, alive=}} of those leased
+ *   h.api_schedules()              -> {{name=, record=}, ...}: the schedules created over HTTP
  *   h.take(id, kind, name)         -> the holder's id (id: taken, or held)
  *   h.release(id, kind, {name, ...}) -> true
  *   h.list(recent_s)               -> {{id=, name=, pid=, alive=, leases=, named=, ...}, ...}
@@ -185,6 +186,14 @@ static int l_run_hosts(lua_State *L) {
   return l_store_await(L, r, push_json);
 }
 
+static int l_api_schedules(lua_State *L) {
+  pgstore *s = pg_of(L);
+  l_pgread *r = l_store_pgread(L);
+  r->what = "the schedules created over the API";
+  pgstore_api_schedules(s, &r->rec, l_store_pgread_done, r);
+  return l_store_await(L, r, push_json);
+}
+
 static int l_take(lua_State *L) {
   pgstore *s = pg_of(L);
   const char *id = check_id(L, 1);
@@ -226,6 +235,7 @@ int luaopen_sluice__hosts(lua_State *L) {
                                  {"fence", l_fence},
                                  {"claim", l_claim}, {"runs", l_runs},
                                  {"cancelled", l_cancelled}, {"run_hosts", l_run_hosts},
+                                 {"api_schedules", l_api_schedules},
                                  {"take", l_take}, {"release", l_release},
                                  {"list", l_list}, {NULL, NULL}};
   luaL_newlib(L, fns);

@@ -23,8 +23,8 @@
 #include "sbuf.h"
 #include "store_pg_int.h"
 
-#define SCHEMA_VERSION 1 /* lua/pg_schema.lua's M.latest */
-#define SCHEMA_TEXT "1"
+#define SCHEMA_VERSION 2 /* lua/pg_schema.lua's M.latest */
+#define SCHEMA_TEXT "2"
 
 /* ---- the store ---------------------------------------------------------- */
 
@@ -801,8 +801,12 @@ void pgstore_consumers(pgstore *s, store_blob_rows *out, pgstore_done_fn done, v
 /* schedules */
 int pgstore_put_schedule(pgstore_batch *b, const char *name, size_t nlen, const char *rec,
                          size_t rlen) {
-  return put_named(b, "INSERT INTO sluice.schedules (name, record) VALUES ($1::text, "
-                      "$2::text::json) ON CONFLICT (name) DO UPDATE SET record = EXCLUDED.record",
+  /* api: created over the HTTP API (lua/pg_schema.lua, migration 2), from
+   * the text the codec wrote: no JSON operator, which \u0000 would fail */
+  return put_named(b, "INSERT INTO sluice.schedules (name, record, api) VALUES ($1::text, "
+                      "$2::text::json, strpos($2::text, '\"source\":\"api\"') > 0) "
+                      "ON CONFLICT (name) DO UPDATE SET record = EXCLUDED.record, "
+                      "api = EXCLUDED.api",
                    name, nlen, rec, rlen);
 }
 

@@ -298,6 +298,10 @@ void pgstore_host_runs(pgstore *s, const char *id, sbuf *out, pgstore_done_fn do
  * cancel): out a JSON array of their ids, for host id to stop them. */
 void pgstore_host_cancelled(pgstore *s, const char *id, sbuf *out, pgstore_done_fn done,
                             void *cookie);
+/* The schedules created over the HTTP API (and maybe a few others: the
+ * caller checks each record's source): out a JSON array of {name, record}
+ * by name. */
+void pgstore_api_schedules(pgstore *s, sbuf *out, pgstore_done_fn done, void *cookie);
 /* Who executes the runs named in ids (a JSON array of strings): out a JSON
  * object {run id: {host = holder's id, alive = its lease is unexpired}} of
  * those leased, the expiry on the server's clock. */

@@ -186,6 +186,14 @@ void pgstore_run_hosts(pgstore *s, const char *ids, size_t n, sbuf *out, pgstore
   send_op(s, b, 1, 0, out, NULL, done, cookie);
 }
 
+void pgstore_api_schedules(pgstore *s, sbuf *out, pgstore_done_fn done, void *cookie) {
+  pg_batch *b = pg_batch_new();
+  /* json_build_object copies the record as text: no parse (\u0000) */
+  add(b, "SELECT coalesce(json_agg(json_build_object('name', name, 'record', record) "
+         "ORDER BY name), '[]') FROM sluice.schedules WHERE api", NULL);
+  send_op(s, b, 1, 0, out, NULL, done, cookie);
+}
+
 void pgstore_take_lease(pgstore *s, const char *id, const char *kind, const char *name,
                         size_t namen, sbuf *holder, pgstore_done_fn done, void *cookie) {
   if (namen == 0 || memchr(name, '\0', namen)) {

@@ -57,6 +57,7 @@ local S -- this host while registered: {id=, lease_ms=, poll_ms=, log=, ...}
 local held = {} -- run id -> true: leases this host holds on runs
 M.active = false -- registered (a PostgreSQL store, between start and deregister)
 M.id, M.lease = nil, nil -- this host's id and lease duration (ms) once registered
+M.poll_ms = nil -- how often it looks at the store for others' work (ms), once registered
 
 -- Sleeps ms (not durable); stop() cuts it short.
 local function nap(ms)
@@ -314,7 +315,7 @@ function M.start(opts)
     on_lost = opts.on_lost or function(msg) error(msg, 0) end,
     naps = {}, release_q = {},
   }
-  M.id, M.active, M.lease = id, true, lease_ms
+  M.id, M.active, M.lease, M.poll_ms = id, true, lease_ms, S.poll_ms
   engine.leases = { take = take_run, ended = run_ended, hold = M.hold, release = M.release }
   local function report(what)
     return function(ok2, e) if not ok2 then S.log("%s stopped: %s", what, errors.describe(e)) end end

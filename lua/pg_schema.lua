@@ -11,7 +11,9 @@
 --- record type, with the indexes of the store's listings as btree indexes.
 --- Migration 1 follows store.h's record sections as they are being written
 --- (issue 9); until the PostgreSQL backend ships, no database holds it and
---- it may still change in place. Record bodies are `json` (kept as sent,
+--- it may still change in place. Later migrations are appended (2: which
+--- schedules were created over the HTTP API, which every host reads each
+--- second), never edited once merged: a store may hold them. Record bodies are `json` (kept as sent,
 --- byte for byte: the codec's "\u0000" tags are valid JSON that jsonb would
 --- refuse); the fields the listings and scans need are columns beside them.
 --- Text keys are COLLATE "C": byte order, as LMDB's, and a prefix is a range.
@@ -177,6 +179,18 @@ M.migrations = {
             USING ERRCODE = 'SLU02';
         END IF;
       END $$]],
+  },
+  -- 2: schedules created over the HTTP API, found without reading every
+  -- schedule: the hosts that do not fire schedules store them, and the one
+  -- that fires reads them each second (lua/api/schedules.lua). The flag is
+  -- computed from the record's text on each put (host/store_pg.c), not with
+  -- a JSON operator, which a record holding \u0000 would make fail; it may
+  -- flag more (an input holding that text), never less, and readers check
+  -- the record's own source.
+  {
+    [[ALTER TABLE sluice.schedules ADD COLUMN api boolean NOT NULL DEFAULT false]],
+    [[UPDATE sluice.schedules SET api = true WHERE strpos(record::text, '"source":"api"') > 0]],
+    [[CREATE INDEX schedules_api ON sluice.schedules (name) WHERE api]],
   },
 }
 

@@ -374,6 +374,43 @@ function M.save(name, enabled)
   return M.slot(name)
 end
 
+--- The record to store for definition d on a host that does not fire the
+--- schedules (several hosts share a PostgreSQL store and another holds
+--- their lease: lua/api/schedules.lua), over the stored record (nil: none):
+--- the fire state stays the stored one's (a changed spec drops its next
+--- fire: the firing host re-arms it), enabled (a boolean) pauses or resumes.
+function M.unarmed_record(d, stored, enabled)
+  local rec = { pipeline = d.pipeline, spec = d.spec:canonical() }
+  if stored then
+    if stored.spec == rec.spec then rec.next_at = stored.next_at end
+    rec.last_at, rec.runs = stored.last_at, stored.runs
+  end
+  if enabled == nil then enabled = not stored or stored.enabled ~= false end
+  rec.enabled = enabled
+  if d.tz then rec.tz = d.tz end
+  if d.catch_up ~= "latest" then rec.catch_up = d.catch_up end
+  if d.overlap ~= "skip" then rec.overlap = d.overlap end
+  if d.jitter_ms > 0 then rec.jitter_ms = d.jitter_ms end
+  if d.source then
+    rec.source, rec.namespace, rec.spec_text = d.source, d.namespace, d.spec_text
+    if d.source == "api" then rec.input = d.input end
+  end
+  return rec
+end
+
+--- Pauses (false) or resumes (true) schedule `name` here as another host
+--- stored it, without storing anything (lua/api/schedules.lua follows the
+--- store). Nothing when it is not armed here.
+function M.follow_enabled(name, enabled)
+  local id = q:find(name)
+  if not (id and defs[id]) then return end
+  local _, _, _, _, was = q:state(id)
+  if was ~= enabled then
+    q:set_enabled(id, enabled)
+    log("schedule %s: %s on another host", name, enabled and "resumed" or "paused")
+  end
+end
+
 --- Stops firing (the host is shutting down).
 function M.stop()
   stopped = true

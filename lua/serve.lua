@@ -168,6 +168,11 @@ function M.run(opts)
   -- the HTTP API (lua/api.lua): before the schedules, which include those created over it
   local api, aerr = require("sluice.api").start(opts, launch)
   if not api then return failed(aerr) end
+  if host_id then -- the schedules created over the API of any host
+    sched.spawn({}, require("sluice.api.schedules").follow, function(ok2, e)
+      if not ok2 then log("following the schedules created over the API: %s", errors.describe(e)) end
+    end, hosts.poll_ms, function() return engine.stopping end)
+  end
 
   -- (with several hosts the claim passes resume them: those nobody holds)
   for _, r in ipairs(host_id and {} or engine.unfinished_runs()) do
@@ -272,6 +277,8 @@ function M.run(opts)
         if engine.get_run(id) then
           return on_end() -- this fire already has its run (resumed above if unfinished)
         end
+        -- several hosts: another may have deleted or changed it since the last look
+        if host_id and s.source == "api" and not require("sluice.api.schedules").current(s) then return on_end() end
         launch(p, s.input, id, { extra = extra, fields = { schedule = s.name, namespace = s.namespace } }, on_end)
       end, function(ok2, e)
         if not ok2 then

@@ -113,12 +113,38 @@ local function check_started()
   end
 end
 
+-- Changes made here, for M.follow: a read of the store begun at tick t0
+-- may miss a change committed here at tick t0 or later (math.huge: one is
+-- committing), so it leaves that schedule as it is here
+local ticks, changed = 0, {}
+local function changing(name, fn, ...)
+  changed[name] = math.huge
+  local ok, err = pcall(fn, ...)
+  ticks = ticks + 1
+  changed[name] = ticks
+  if not ok then error(err, 0) end
+end
+
+local function save_here(name, enabled)
+  if scheduler.slot(name) then
+    local ok, err = scheduler.save(name, enabled)
+    if not ok then error(err, 0) end
+    return
+  end
+  -- not armed here: another host fires the schedules (several hosts on a
+  -- PostgreSQL store) and learns of this record within a second (M.follow)
+  local s = every.defined[name]
+  if not (s and require("sluice.hosts").active) then return end
+  local stored, rerr = store.schedule(name)
+  if rerr then error(("reading schedule %s: %s"):format(name, rerr), 0) end
+  local ok, err = store.batch():put_schedule(name, scheduler.unarmed_record(s, stored, enabled)):commit()
+  if not ok then error(("storing schedule %s: %s"):format(name, err), 0) end
+end
+
 -- stores the schedule's record (and pauses or resumes it if enabled is a
 -- boolean): the scheduler's one path, also the REPL's
 local function save(name, enabled)
-  if not scheduler.slot(name) then return end
-  local ok, err = scheduler.save(name, enabled)
-  if not ok then error(err, 0) end
+  changing(name, save_here, name, enabled)
 end
 
 -- definitions made here belong to no file: straight into the live tables
@@ -156,6 +182,7 @@ end
 function M.adopt(rec)
   if type(rec) ~= "table" or rec.source ~= "api" then return false end
   if every.defined[rec.name] then
+    if every.defined[rec.name].source == "api" then return false end -- registered already (M.follow)
     http.log("schedule %s in the store (created over the API) is also defined in code; the code's is used", rec.name)
     return false
   end
@@ -181,6 +208,115 @@ function M.load_stored()
     end
   until not after
   return n
+end
+
+-- the API schedule a stored record defines (every.record_defaults applied)
+local function from_record(rec)
+  return api_schedule({
+    name = rec.name, pipeline = rec.pipeline, spec = every.spec_of(rec), spec_text = rec.spec_text,
+    input = rec.input, tz = rec.tz, catch_up = rec.catch_up, overlap = rec.overlap, namespace = rec.namespace,
+  })
+end
+
+local codec = require "sluice._codec"
+local function enc(v) return v == nil and "" or (codec.try_encode(v, "input")) end
+
+local function same(a, b)
+  return a.pipeline == b.pipeline and a.spec:canonical() == b.spec:canonical() and a.tz == b.tz
+    and a.catch_up == b.catch_up and a.overlap == b.overlap and a.namespace == b.namespace
+    and a.spec_text == b.spec_text and enc(a.input) == enc(b.input)
+end
+
+-- Makes API schedule rec (a stored record, with its name) the one here:
+-- registered if new, its definition swapped if changed, paused or resumed
+-- as stored. The scheduler arms, re-arms or drops it if it fires here.
+local function follow_record(rec)
+  every.record_defaults(rec)
+  local s = every.defined[rec.name]
+  if not s then
+    if M.adopt(rec) then scheduler.apply(diff("added", every.defined[rec.name])) end
+  elseif s.source == "api" then
+    local new = from_record(rec)
+    if not same(s, new) then
+      every.defined[rec.name] = new
+      scheduler.apply(diff("changed", s, new))
+    end
+  else
+    return -- a schedule of the same name in code wins (M.adopt said so at start)
+  end
+  scheduler.follow_enabled(rec.name, rec.enabled ~= false)
+end
+
+local function follow_removed(name)
+  local s = every.defined[name]
+  if s and s.source == "api" then
+    unregister(name)
+    scheduler.apply(diff("removed", s))
+    http.log("schedule %s: deleted on another host", name)
+  end
+end
+
+--- Several hosts on a PostgreSQL store: follows the schedules created,
+--- changed or deleted over the API of any host, reading them from the
+--- store every poll_ms until stopped() (only they: the store flags them),
+--- so that every host lists them and the one firing schedules fires them
+--- (once: the fire's run id is unique). A change made here and committing
+--- meanwhile is not undone by a read that began before it.
+function M.follow(poll_ms, stopped)
+  local H = require "sluice._hosts"
+  local seen, said = {}, false -- seen: names read from the store
+  while not stopped() do
+    ticks = ticks + 1
+    local t0 = ticks
+    local list, err = H.api_schedules()
+    if not list then
+      if not said then http.log("reading the schedules created over the API: %s; retrying", err) end
+      said = true
+    else
+      said = false
+      local present = {}
+      for _, row in ipairs(list) do
+        local rec, name = row.record, row.name
+        if type(rec) == "table" and rec.source == "api" then
+          present[name] = true
+          if not (changed[name] and changed[name] >= t0) then
+            seen[name] = true
+            rec.name = name
+            local ok, e = pcall(follow_record, rec)
+            if not ok then http.log("schedule %s (stored by another host): %s", name, tostring(e)) end
+          end
+        end
+      end
+      for name in pairs(seen) do
+        if not present[name] and not (changed[name] and changed[name] >= t0) then
+          seen[name] = nil
+          local ok, e = pcall(follow_removed, name)
+          if not ok then http.log("schedule %s (deleted by another host): %s", name, tostring(e)) end
+        end
+      end
+    end
+    require("sluice.sched").sleep_ms(poll_ms)
+  end
+end
+
+--- Whether API schedule s is still as the store holds it, before the host
+--- firing schedules fires it (several hosts): if another host deleted or
+--- changed it since the last M.follow read, that is followed now and the
+--- fire is skipped (the changed schedule fires by its new definition).
+function M.current(s)
+  local rec, err = store.schedule(s.name)
+  if err then error(("schedule %s: reading its record: %s"):format(s.name, err), 0) end
+  if not rec or rec.source ~= "api" then
+    follow_removed(s.name)
+    return false
+  end
+  rec.name = s.name
+  every.record_defaults(rec)
+  if not same(s, from_record(rec)) or rec.enabled == false then
+    follow_record(rec)
+    return false
+  end
+  return true
 end
 
 http.route("GET", "/schedules", function(req)
@@ -267,8 +403,10 @@ http.route("DELETE", "/schedules/{name...}", function(req)
     http.fail(409, "defined_in_code", ("schedule '%s' is defined in code (%s): remove it from the file")
       :format(s.name, s.site or "its pipeline file"))
   end
-  local ok, msg = store.batch():delete_schedule(s.name):commit()
-  if not ok then error(("deleting schedule %s: %s"):format(s.name, msg), 0) end
+  changing(s.name, function()
+    local ok, msg = store.batch():delete_schedule(s.name):commit()
+    if not ok then error(("deleting schedule %s: %s"):format(s.name, msg), 0) end
+  end)
   unregister(s.name)
   scheduler.apply(diff("removed", s))
   return 200, { deleted = s.name }

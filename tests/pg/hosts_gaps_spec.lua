@@ -224,4 +224,63 @@ for r in results: print(json.dumps(r))
     local _, n = out:gsub("waiting %(no live host", "")
     assert.are.equal(2, n, out)
   end)
+
+  it("fires a schedule created, paused and deleted over another host's API, once, on the host holding the schedules", function()
+    local a, b = serve(1), serve(2)
+    local holder
+    H.wait_until(function()
+      holder = c:query("SELECT host_id FROM sluice.leases WHERE kind = 'schedules'")[1]
+      return holder ~= nil
+    end, "a host to hold the schedules", 30000, 20)
+    local firing, other = a, b
+    if holder.host_id == b.host_id then firing, other = b, a end
+    local function fires(name)
+      local list = {}
+      for _, e in ipairs(executions(log)) do
+        if e.step == "tick" and e.run:sub(1, #name + 1) == name .. "@" then
+          list[#list + 1] = e
+          assert.are.equal(firing.pid, e.pid, "fire " .. e.run .. " ran on the host not holding the schedules")
+        end
+      end
+      return list
+    end
+    local status, body = HH.post(other.url .. "/schedules", { name = "t1", pipeline = "tick", every = "1s", input = { n = 1 } })
+    assert.are.equal(201, status, body)
+    H.wait_until(function() return #fires("t1") >= 3 end,
+      function() return #fires("t1") .. " fires of t1: " .. firing:log() end, 30000, 50)
+    -- each fire once: one execution per fire's run id
+    local once = {}
+    for _, e in ipairs(fires("t1")) do
+      assert.is_nil(once[e.run], e.run .. " ran twice")
+      once[e.run] = true
+    end
+    -- every host lists it
+    local _, _, _, doc = HH.get(firing.url .. "/schedules")
+    local listed = {}
+    for _, sch in ipairs(doc.schedules) do listed[sch.name] = sch end
+    assert.is_truthy(listed.t1)
+    assert.are.equal("api", listed.t1.source)
+    -- paused over the other host: the firing host follows
+    status, body = HH.request("PUT", other.url .. "/schedules/t1", { body = json.encode({ enabled = false }) })
+    assert.are.equal(200, status, body)
+    H.wait_until(function() return firing:log():find("schedule t1: paused on another host", 1, true) end,
+      "the firing host to pause t1", 30000, 50)
+    status, body = HH.request("DELETE", other.url .. "/schedules/t1")
+    assert.are.equal(200, status, body)
+    H.wait_until(function() return firing:log():find("schedule t1: deleted on another host", 1, true) end,
+      "the firing host to drop t1", 30000, 50)
+    _, _, _, doc = HH.get(firing.url .. "/schedules")
+    for _, sch in ipairs(doc.schedules) do assert.are_not.equal("t1", sch.name) end
+    -- time goes on (t2 fires twice from the other host's API) and t1 fires no more
+    local paused_at = #fires("t1")
+    status, body = HH.post(other.url .. "/schedules", { name = "t2", pipeline = "tick", every = "1s" })
+    assert.are.equal(201, status, body)
+    H.wait_until(function() return #fires("t2") >= 2 end, "t2 to fire twice", 30000, 50)
+    local first_t2 = fires("t2")[1].run:match("@(.*)$")
+    for _, e in ipairs(fires("t1")) do
+      assert.is_true(e.run:match("@(.*)$") < first_t2, e.run .. " fired after t1 was deleted")
+    end
+    assert.is_true(#fires("t1") <= paused_at + 1)
+    assert.are.equal(0, one("SELECT count(*)::int AS n FROM sluice.schedules WHERE name = 't1'").n)
+  end)
 end)
