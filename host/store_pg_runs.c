@@ -5,6 +5,9 @@
  * A run is one row whose listings (by time, namespace, pipeline, status,
  * pipeline and status, active) are btree indexes on its columns: a put is
  * one upsert, and every listing moves with the row in the same commit. A
+ * cancelled record is overwritten only by another cancelled one: a cancel
+ * made through one host holds against the writes of the host executing the
+ * run until that host stops it (lua/hosts.lua). A
  * page of runs is one statement reading one index backwards from the
  * cursor; without a namespace but with a pipeline or a status it reads
  * each namespace's index and merges them (as LMDB does), the namespaces

@@ -20,6 +20,10 @@
 --- refused by the fence (each of its write transactions checks that it is
 --- alive, holding a lock that the takeover waits for).
 ---
+--- A run another host cancelled (it wrote the record: the store keeps the
+--- cancel whatever this host writes meanwhile) is stopped here at the next
+--- poll tick: each tick also asks which runs this host holds are cancelled.
+---
 --- The singletons have a lease each, held for as long as the host lives:
 --- 'dispatch' (one host dispatches sends to `on` handlers: one cursor over
 --- one log, moved in the commit that creates the handlers' runs, so a
