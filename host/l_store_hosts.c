@@ -12,6 +12,8 @@
  *   h.cancelled(id)                -> {run id, ...}: runs id holds that another host cancelled
  *   h.run_hosts({run id, ...})     -> {[run id] = {host=, alive=}} of those leased
  *   h.api_schedules()              -> {{name=, record=}, ...}: the schedules created over HTTP
+ *   h.hold_run(b, id, run)         -> b: the lease of new run `run`, in batch b (fails the
+ *                                     commit, "leased to another host", if another holds it)
  *   h.take(id, kind, name)         -> the holder's id (id: taken, or held)
  *   h.release(id, kind, {name, ...}) -> true
  *   h.list(recent_s)               -> {{id=, name=, pid=, alive=, leases=, named=, ...}, ...}
@@ -194,6 +196,17 @@ static int l_api_schedules(lua_State *L) {
   return l_store_await(L, r, push_json);
 }
 
+static int l_hold_run(lua_State *L) {
+  pgstore_batch *b = l_store_pg_batch(L, 1);
+  if (!b) luaL_argerror(L, 1, "a batch of a PostgreSQL store");
+  const char *id = check_id(L, 2);
+  size_t n;
+  const char *run = luaL_checklstring(L, 3, &n);
+  if (pgstore_hold_run(b, id, run, n) != 0) luaL_argerror(L, 3, "a run id without NUL bytes");
+  lua_settop(L, 1);
+  return 1;
+}
+
 static int l_take(lua_State *L) {
   pgstore *s = pg_of(L);
   const char *id = check_id(L, 1);
@@ -235,7 +248,7 @@ int luaopen_sluice__hosts(lua_State *L) {
                                  {"fence", l_fence},
                                  {"claim", l_claim}, {"runs", l_runs},
                                  {"cancelled", l_cancelled}, {"run_hosts", l_run_hosts},
-                                 {"api_schedules", l_api_schedules},
+                                 {"api_schedules", l_api_schedules}, {"hold_run", l_hold_run},
                                  {"take", l_take}, {"release", l_release},
                                  {"list", l_list}, {NULL, NULL}};
   luaL_newlib(L, fns);

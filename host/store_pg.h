@@ -298,6 +298,10 @@ void pgstore_host_runs(pgstore *s, const char *id, sbuf *out, pgstore_done_fn do
  * cancel): out a JSON array of their ids, for host id to stop them. */
 void pgstore_host_cancelled(pgstore *s, const char *id, sbuf *out, pgstore_done_fn done,
                             void *cookie);
+/* Adds to b the lease of new run `run` for host id (lua/pg_schema.lua's
+ * sluice.hold_run): b then fails, with "is leased to another host", when
+ * another host holds it. 0 or STORE_EINVAL (a run id holding NUL). */
+int pgstore_hold_run(pgstore_batch *b, const char *id, const char *run, size_t runn);
 /* The schedules created over the HTTP API (and maybe a few others: the
  * caller checks each record's source): out a JSON array of {name, record}
  * by name. */

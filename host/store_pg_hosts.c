@@ -186,6 +186,16 @@ void pgstore_run_hosts(pgstore *s, const char *ids, size_t n, sbuf *out, pgstore
   send_op(s, b, 1, 0, out, NULL, done, cookie);
 }
 
+int pgstore_hold_run(pgstore_batch *b, const char *id, const char *run, size_t runn) {
+  if (runn == 0 || memchr(run, '\0', runn)) return STORE_EINVAL;
+  params p = {.n = 0};
+  p_cstr(&p, id);
+  p_str(&p, run, runn);
+  add(b->pb, "SELECT sluice.hold_run($1::text, $2::text)", &p);
+  b->ops++;
+  return 0;
+}
+
 void pgstore_api_schedules(pgstore *s, sbuf *out, pgstore_done_fn done, void *cookie) {
   pg_batch *b = pg_batch_new();
   /* json_build_object copies the record as text: no parse (\u0000) */

@@ -40,7 +40,10 @@ local function acquire_slot(run, key, limit, fresh)
   if s.count >= limit then
     local rec = run.record
     rec.status = "pending"
-    local ok, msg, code = store.batch():put_run(rec, { new = fresh }):commit()
+    local b = store.batch():put_run(rec, { new = fresh })
+    if fresh and run.hold then run.hold(b) end
+    local ok, msg, code = b:commit()
+    if not ok and fresh and run.hold then M.leases.forget(run.id) end
     if not ok then store_error("queueing run " .. run.id, msg, code) end
     run.created = fresh
     local me = coroutine.running()
@@ -107,7 +110,10 @@ local function execute_once(p, input, id, opts, waiters)
   -- wait for it reads the run again (it went on elsewhere meanwhile)
   if M.leases then
     id = id or idgen.new_id()
-    if M.leases.take(id) then
+    -- a new run's lease is taken in the commit that creates it (run.hold);
+    -- after a commit that failed (another host created it meanwhile?) the
+    -- lease is waited for here first
+    if (existing or opts.again) and M.leases.take(id) then
       existing = M.get_run(id)
       if existing and ended(existing) then
         M.leases.ended(id, existing)
@@ -151,6 +157,9 @@ local function execute_once(p, input, id, opts, waiters)
     id = id, pipeline = p, record = rec, seen = {}, site_fns = {},
     replayed = 0, executed = 0, interrupts = {}, children = {},
   }
+  if not existing and M.leases then
+    run.hold = function(b) M.leases.hold_new(id, b) end
+  end
   local entry = { run = run, waiters = waiters }
   active[id] = entry
   -- lost: why the store lost a commit; the waiters wait for the execution again
@@ -192,7 +201,9 @@ local function execute_once(p, input, id, opts, waiters)
   rec.attempt = (rec.attempt or 0) + 1
   local b = store.batch():put_run(rec, { new = not existing })
   if opts.extra then opts.extra(b) end
+  if not existing and run.hold then run.hold(b) end
   local ok, msg, code = b:commit()
+  if not ok and not existing and run.hold then M.leases.forget(id) end
   if ok and existing then
     ok, msg, code = load_steps(run)
     if not ok then msg = "loading the steps: " .. tostring(msg) end
@@ -307,7 +318,8 @@ function M.execute(p, input, id, opts)
     io.stderr:write(("sluice: run %s: %s; executing it again from its stored steps\n"):format(id, why))
     sched.sleep_ms(delay)
     delay = math.min(delay * 2, 5000)
-    local ok, e = pcall(function() res = table.pack(execute_once(p, input, id, opts, waiters)) end)
+    local again = setmetatable({ again = true }, { __index = opts })
+    local ok, e = pcall(function() res = table.pack(execute_once(p, input, id, again, waiters)) end)
     if ok then
       why = res[2]
     elseif type(e) == "table" and e.store and M.store_lost(e.code) then

@@ -152,6 +152,19 @@ local function take_run(id)
   end
 end
 
+-- engine.leases.hold_new: the lease of run id, about to be created, in
+-- the batch b that creates it: one transaction, so no crash leaves a lease
+-- without its run or the run without its lease. Another host holding it
+-- fails the commit (as a commit lost: the engine executes the run again,
+-- then waiting for that host through take_run).
+local function hold_new(id, b)
+  held[id] = true
+  H.hold_run(b, S.id, id)
+end
+
+-- engine.leases.forget: the batch of hold_new did not commit
+local function forget(id) held[id] = nil end
+
 -- gives the lease of run id back (one statement for those queued)
 local function give_back(id)
   held[id] = nil
@@ -320,7 +333,8 @@ function M.start(opts)
     naps = {}, release_q = {},
   }
   M.id, M.active, M.lease, M.poll_ms = id, true, lease_ms, S.poll_ms
-  engine.leases = { take = take_run, ended = run_ended, hold = M.hold, release = M.release }
+  engine.leases = { take = take_run, ended = run_ended, hold = M.hold, release = M.release, hold_new = hold_new,
+    forget = forget }
   local function report(what)
     return function(ok2, e) if not ok2 then S.log("%s stopped: %s", what, errors.describe(e)) end end
   end

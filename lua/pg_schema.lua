@@ -13,7 +13,8 @@
 --- (issue 9); until the PostgreSQL backend ships, no database holds it and
 --- it may still change in place. Later migrations are appended (2: which
 --- schedules were created over the HTTP API, which every host reads each
---- second), never edited once merged: a store may hold them. Record bodies are `json` (kept as sent,
+--- second, and a new run's lease taken in its creating transaction), never
+--- edited once merged: a store may hold them. Record bodies are `json` (kept as sent,
 --- byte for byte: the codec's "\u0000" tags are valid JSON that jsonb would
 --- refuse); the fields the listings and scans need are columns beside them.
 --- Text keys are COLLATE "C": byte order, as LMDB's, and a prefix is a range.
@@ -191,6 +192,17 @@ M.migrations = {
     [[ALTER TABLE sluice.schedules ADD COLUMN api boolean NOT NULL DEFAULT false]],
     [[UPDATE sluice.schedules SET api = true WHERE strpos(record::text, '"source":"api"') > 0]],
     [[CREATE INDEX schedules_api ON sluice.schedules (name) WHERE api]],
+    -- a new run's lease, in the transaction that creates the run (so no
+    -- crash leaves a lease without its run, or the run without its
+    -- lease): refuses the transaction when another host holds it
+    [[CREATE FUNCTION sluice.hold_run(host text, run text) RETURNS void LANGUAGE plpgsql AS $$
+      BEGIN
+        INSERT INTO sluice.leases (kind, name, host_id) VALUES ('run', run, host) ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM sluice.leases WHERE kind = 'run' AND name = run AND host_id = host;
+        IF NOT FOUND THEN
+          RAISE EXCEPTION 'sluice run % is leased to another host', run USING ERRCODE = 'SLU03';
+        END IF;
+      END $$]],
   },
 }
 

@@ -194,14 +194,18 @@ function M.create(req, p, input, opts)
     count(b) -- the namespace's daily count, with the run it admits
     if opts.extra then opts.extra(b) end
     if opts.idempotency then b:put_idempotency(req.namespace, p.name, opts.idempotency, id) end
+    -- several hosts: this one executes it, leased in the commit that creates it
+    if engine.leases then engine.leases.hold_new(id, b) end
     return b
   end)
   if not built then
+    if engine.leases then engine.leases.forget(id) end
     release(false)
     error(b, 0)
   end
   local ok, msg = b:commit()
   if not ok then
+    if engine.leases then engine.leases.forget(id) end
     release(false)
     error(("creating run %s: %s"):format(id, msg), 0)
   end

@@ -283,4 +283,24 @@ for r in results: print(json.dumps(r))
     assert.is_true(#fires("t1") <= paused_at + 1)
     assert.are.equal(0, one("SELECT count(*)::int AS n FROM sluice.schedules WHERE name = 't1'").n)
   end)
+
+  it("takes a new run's lease in the commit that creates it: never a lease without its run", function()
+    local a = serve(1)
+    -- a creating commit that fails (as a crash there would cut it off)
+    assert(c:exec([[CREATE FUNCTION public.refuse_run() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = '23514'; END $$]]))
+    assert(c:exec([[CREATE TRIGGER refuse BEFORE INSERT ON sluice.runs FOR EACH ROW
+      WHEN (NEW.id LIKE 'doomed%') EXECUTE FUNCTION public.refuse_run()]]))
+    -- handed to serve (its control socket), which executes it
+    local code, _, err = H.sluice({ "run", dir .. "/pipes/p.lua", "--pipeline", "echo", "--id", "doomed-1",
+      "--input", '{"k": "x"}', "--store", url, "--state-dir", a.state }, { timeout = 30000 })
+    assert.are_not.equal(0, code)
+    assert.matches("refused by the test", err)
+    assert.are.equal(0, one("SELECT count(*)::int AS n FROM sluice.leases l WHERE l.kind = 'run' "
+      .. "AND NOT EXISTS (SELECT 1 FROM sluice.runs r WHERE r.id = l.name)").n)
+    -- and a run created over HTTP is leased once it exists: by the 202
+    local status, _, _, doc = HH.post(a.url .. "/runs/forever", {})
+    assert.are.equal(202, status)
+    assert.are.equal(a.host_id, one("SELECT host_id FROM sluice.leases WHERE kind = 'run' AND name = $1", doc.run_id).host_id)
+  end)
 end)
