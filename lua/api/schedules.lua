@@ -71,9 +71,11 @@ end
 
 --- The API's view of a schedule: its definition (every.defined) and the
 --- state of its fires (the scheduler's slot).
+local followed = {} -- name -> the fire state of an API schedule another host fires, as M.follow last read it
+
 function M.view(s)
   local spec = s.spec
-  local slot = scheduler.slot(s.name) or {}
+  local slot = scheduler.slot(s.name) or followed[s.name] or {}
   local enabled = slot.enabled ~= false
   local interval_ms = spec.kind == "interval" and spec.step_s * 1000 or spec.kind == "days" and spec.days * 86400000 or nil
   return {
@@ -135,6 +137,11 @@ local function save_here(name, enabled)
   -- PostgreSQL store) and learns of this record within a second (M.follow)
   local s = every.defined[name]
   if not (s and require("sluice.hosts").active) then return end
+  if s.source ~= "api" then
+    -- the firing host reads the records of API schedules only
+    http.fail(409, "not_firing_here", ("schedule '%s' is defined in code and fired by another host (the one "
+      .. "holding the schedules lease: see `sluice hosts`); pause or resume it through that host's API"):format(name))
+  end
   local stored, rerr = store.schedule(name)
   if rerr then error(("reading schedule %s: %s"):format(name, rerr), 0) end
   local ok, err = store.batch():put_schedule(name, scheduler.unarmed_record(s, stored, enabled)):commit()
@@ -279,6 +286,9 @@ function M.follow(poll_ms, stopped)
         local rec, name = row.record, row.name
         if type(rec) == "table" and rec.source == "api" then
           present[name] = true
+          followed[name] = { enabled = rec.enabled ~= false, runs = rec.runs or 0,
+            next_at = rec.next_at and clock.parse_time(rec.next_at) or nil,
+            last_at = rec.last_at and clock.parse_time(rec.last_at) or nil }
           if not (changed[name] and changed[name] >= t0) then
             seen[name] = true
             rec.name = name
@@ -289,7 +299,7 @@ function M.follow(poll_ms, stopped)
       end
       for name in pairs(seen) do
         if not present[name] and not (changed[name] and changed[name] >= t0) then
-          seen[name] = nil
+          seen[name], followed[name] = nil, nil
           local ok, e = pcall(follow_removed, name)
           if not ok then http.log("schedule %s (deleted by another host): %s", name, tostring(e)) end
         end

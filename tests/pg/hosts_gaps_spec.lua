@@ -265,6 +265,12 @@ for r in results: print(json.dumps(r))
     assert.are.equal(200, status, body)
     H.wait_until(function() return firing:log():find("schedule t1: paused on another host", 1, true) end,
       "the firing host to pause t1", 30000, 50)
+    for _, h in ipairs({ firing, other }) do
+      H.wait_until(function()
+        local _, _, _, d = HH.get(h.url .. "/schedules")
+        return d.schedules[1] and d.schedules[1].enabled == false
+      end, "GET /schedules to show t1 paused", 30000, 100)
+    end
     status, body = HH.request("DELETE", other.url .. "/schedules/t1")
     assert.are.equal(200, status, body)
     H.wait_until(function() return firing:log():find("schedule t1: deleted on another host", 1, true) end,
