@@ -58,6 +58,29 @@ describe("sluice store migrate", function()
     end)
   end)
 
+  it("upgrades a store at version 1 to 2: its schedules created over the API are flagged", function()
+    local url = inst:database("m12")
+    local c = assert(pg.connect(url))
+    local latest = schema.latest
+    schema.latest = 1 -- as the sluice that made version 1 would
+    local ok, from, to = pcall(schema.migrate, c)
+    schema.latest = latest
+    assert.is_true(ok, from)
+    assert.are.same({ 0, 1 }, { from, to })
+    assert(c:exec([[INSERT INTO sluice.schedules (name, record) VALUES
+      ('from-api', '{"pipeline":"p","source":"api","spec":"every 5s","input":{"k":"a\u0000b"}}'),
+      ('from-code', '{"pipeline":"p","spec":"every 5s"}')]]))
+    c:close()
+    local code, out, err = H.sluice({ "store", "migrate", "--store", url })
+    assert.are.equal(0, code, err)
+    assert.matches("schema sluice migrated from version 1 to " .. latest, out)
+    c = assert(pg.connect(url))
+    local rows = assert(c:query("SELECT name, api FROM sluice.schedules ORDER BY name"))
+    assert.are.same({ { name = "from-api", api = true }, { name = "from-code", api = false } }, rows)
+    assert.is_nil(schema.check(c))
+    c:close()
+  end)
+
   it("creates the schema, and a second run does nothing", function()
     local url = inst:database("m1")
     local code, out, err = H.sluice({ "store", "migrate", "--store", url })
