@@ -10,7 +10,7 @@
  *   h.claim(id, {pipeline, ...}, limit) -> {{id=, pipeline=, record=}, ...}
  *   h.runs(id)                     -> the same, of the active runs id holds
  *   h.cancelled(id)                -> {run id, ...}: runs id holds that another host cancelled
- *   h.run_hosts({run id, ...})     -> {[run id] = {host=, alive=}} of those leased
+ *   h.run_hosts({run id, ...})     -> {[run id] = {host=, alive=, machine=, pid=}} of those leased
  *   h.api_schedules()              -> {{name=, record=}, ...}: the schedules created over HTTP
  *   h.hold_run(b, id, run)         -> b: the lease of new run `run`, in batch b (fails the
  *                                     commit, "leased to another host", if another holds it)

@@ -307,8 +307,8 @@ int pgstore_hold_run(pgstore_batch *b, const char *id, const char *run, size_t r
  * by name. */
 void pgstore_api_schedules(pgstore *s, sbuf *out, pgstore_done_fn done, void *cookie);
 /* Who executes the runs named in ids (a JSON array of strings): out a JSON
- * object {run id: {host = holder's id, alive = its lease is unexpired}} of
- * those leased, the expiry on the server's clock. */
+ * object {run id: {host = holder's id, alive = its lease is unexpired,
+ * machine, pid}} of those leased, the expiry on the server's clock. */
 void pgstore_run_hosts(pgstore *s, const char *ids, size_t n, sbuf *out, pgstore_done_fn done,
                        void *cookie);
 /* Takes lease (kind, name) for host id unless another host holds it:

@@ -180,7 +180,8 @@ void pgstore_run_hosts(pgstore *s, const char *ids, size_t n, sbuf *out, pgstore
   params p = {.n = 0};
   p_str(&p, ids, n);
   add(b, "SELECT coalesce(json_object_agg(l.name, json_build_object('host', h.id, 'alive', "
-         "h.expires_at > now())), '{}') FROM sluice.leases l JOIN sluice.hosts h ON h.id = l.host_id "
+         "h.expires_at > now(), 'machine', h.name, 'pid', h.pid)), '{}') "
+         "FROM sluice.leases l JOIN sluice.hosts h ON h.id = l.host_id "
          "WHERE l.kind = 'run' AND l.name IN (SELECT json_array_elements_text($1::text::json))",
       &p);
   send_op(s, b, 1, 0, out, NULL, done, cookie);

@@ -81,7 +81,21 @@ function M.run_alive(r)
   if leases[r.id] == nil then M.prefetch({ r }) end
   local l = leases[r.id]
   if not l then return false end
-  return l.alive == true, l.host
+  if l.alive ~= true then return false, l.host end
+  -- a host on this machine that was killed is known dead before its lease
+  -- expires: its process is gone
+  if l.machine == require("luv").os_gethostname() and math.tointeger(l.pid) then
+    local h = type(r.host) == "table" and math.tointeger(r.host.pid) == math.tointeger(l.pid) and r.host
+      or { pid = math.tointeger(l.pid) }
+    local here
+    if h.start then
+      here = M.alive(h)
+    else
+      here = read(("/proc/%d/stat"):format(h.pid)) ~= nil or not read("/proc/self/stat")
+    end
+    if here == false then return false, l.host end
+  end
+  return true, l.host
 end
 
 --- A run's status for people: "running (no live host: resumes at next
@@ -89,7 +103,6 @@ end
 function M.status_text(r)
   local s = r.status
   if (s == "running" or s == "sleeping" or s == "waiting" or s == "pending") and M.run_alive(r) == false then
-    if remote() then return s .. " (no live host: resumes once a host claims it)" end
     return s .. " (no live host: resumes at next start)"
   end
   return s
