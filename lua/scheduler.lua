@@ -403,7 +403,7 @@ end
 --- store). Nothing when it is not armed here.
 function M.follow_enabled(name, enabled)
   local id = q:find(name)
-  if not (id and defs[id]) then return end
+  if not (id and live_def(id)) then return end
   local _, _, _, _, was = q:state(id)
   if was ~= enabled then
     q:set_enabled(id, enabled)
