@@ -89,6 +89,46 @@ describe("sluice._pg", function()
     assert.is_true(s.commits - before.commits < 50, "commits: " .. (s.commits - before.commits))
   end)
 
+  it("prepares a write's SQL the second time it is sent, again on a new connection; SQL it refuses still fails alone", function()
+    local q = assert(pg.connect(url))
+    assert(q:exec("CREATE TABLE prep (id int PRIMARY KEY)"))
+    local function prepared()
+      local list = {}
+      for _, r in ipairs(assert(q:query("SELECT statement FROM pg_prepared_statements ORDER BY statement"))) do
+        list[#list + 1] = r.statement
+      end
+      return list
+    end
+    for i = 1, 3 do assert(q:batch { { "INSERT INTO prep VALUES ($1)", i } }) end
+    assert.are.same({ "INSERT INTO prep VALUES ($1)" }, prepared())
+    -- a statement PostgreSQL refuses, grouped with good ones: the refused
+    -- Parse sends the group again unprepared; only the bad batch fails
+    for round = 1, 3 do
+      local res = {}
+      all(3, function(i)
+        local sql = i == 2 and "INSERT INTO nosuch VALUES ($1)" or "INSERT INTO prep VALUES ($1)"
+        local ok, _, code, state = q:batch { { sql, round * 10 + i } }
+        res[i] = ok and "ok" or (code .. " " .. state)
+      end)
+      assert.are.same({ "ok", "EINVAL 42P01", "ok" }, res)
+    end
+    assert.are.same({ "INSERT INTO prep VALUES ($1)" }, prepared())
+    -- the server ends the session: the next one prepares again
+    local pid = assert(q:query("SELECT pg_backend_pid() AS pid"))[1].pid
+    assert.is_true(assert(c:query("SELECT pg_terminate_backend($1::int) AS t", pid))[1].t)
+    local id, acked = 100, 0
+    H.wait_until(function()
+      id = id + 1
+      if q:batch { { "INSERT INTO prep VALUES ($1)", id } } then acked = acked + 1 end
+      return acked >= 3
+    end, "three batches on the new connection", 30000)
+    assert.is_true(q:stats().connects >= 2)
+    assert.are.same({ "INSERT INTO prep VALUES ($1)" }, prepared())
+    local n = assert(q:query("SELECT count(*)::int AS n FROM prep WHERE id > 100"))[1].n
+    assert.are.equal(acked, n)
+    q:close()
+  end)
+
   it("returns the rows of each statement of a committed batch", function()
     assert(c:exec("CREATE TABLE seqs (name text PRIMARY KEY, v bigint NOT NULL)"))
     local ok, res = c:batch {
