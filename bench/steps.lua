@@ -155,7 +155,9 @@ local function emit(t)
   t.at = os.date("!%Y-%m-%dT%H:%M:%SZ")
   t.rev = git_rev()
   t.tag = opts.tag
-  t.durability = "fsync (default)"
+  local where = opts.store or os.getenv("SLUICE_BENCH_STORE") or ""
+  t.store = where:match("^postgres") and "postgresql" or "lmdb"
+  t.durability = t.store == "lmdb" and "fsync (default)" or "the server's synchronous_commit (default on)"
   local line = json.encode(t)
   io.stdout:write(line, "\n")
   io.stdout:flush()
@@ -239,13 +241,7 @@ function modes.conc(nruns, total)
   total = tonumber(total) or 200000
   local k = math.ceil(total / nruns)
   open_store()
-  local p = pipeline("conc", function(input)
-    local last
-    for i = 1, input.k do
-      last = step("s" .. i, function() return { i = i, ok = true } end)
-    end
-    return last
-  end)
+  local p = dofile(here .. "/pg_pipes/conc.lua") -- the pipeline bench/pg_serve.py serves
   local list, recs = {}, {}
   for r = 1, nruns do
     list[r] = function()
