@@ -82,9 +82,11 @@ class Psql:
 
 
 def tx_counters(db):
-    x, c = db.q("SELECT pg_snapshot_xmax(pg_current_snapshot())::text, "
-                "(SELECT xact_commit FROM pg_stat_database WHERE datname = current_database())")[0].split("|")
-    return int(x), int(c)
+    """next xid, xact_commit, WAL flushes and their time (ms; track_wal_io_timing)"""
+    row = db.q("SELECT pg_snapshot_xmax(pg_current_snapshot())::text, "
+               "(SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()), "
+               "wal_sync, wal_sync_time FROM pg_stat_wal")[0].split("|")
+    return int(row[0]), int(row[1]), int(row[2]), float(row[3])
 
 
 def metrics(url):
@@ -165,14 +167,16 @@ def measure(args, hosts, db, r, k):
     t_post = time.time()
     post_runs(hosts, r, k, start_at, tag)
     posted_ms = int(time.time() * 1000)
-    late = posted_ms > start_at
-    time.sleep(max(0, start_at / 1000 - time.time()))
+    # the counters before start_at: every run sleeps until then, so nothing
+    # of the window is missed however long reading them takes
     c0 = {h.pid: cpu_ms(h.pid) for h in hosts}
     p0 = pg_cpu(args.pg_pid)
     x0 = tx_counters(db)
     m0 = [metrics(h.url) for h in hosts]
     load0 = open("/proc/loadavg").read().split()[:3]
-    w0 = time.time()
+    late = int(time.time() * 1000) > start_at
+    time.sleep(max(0, start_at / 1000 - time.time()))
+    w0 = start_at / 1000
     deadline = w0 + args.timeout
     where = f"record->'input'->>'tag' = '{tag}'"
     while True:
@@ -220,6 +224,8 @@ def measure(args, hosts, db, r, k):
         "first_created_to_start_ms": round(start_at - first_ms, 1),
         "poll_window_ms": round(poll_ms, 1),
         "write_xacts": x1[0] - x0[0], "xact_commit": x1[1] - x0[1],
+        "wal_syncs": x1[2] - x0[2], "wal_sync_ms": round(x1[3] - x0[3], 1),
+        "wal_sync_ms_per_sync": round((x1[3] - x0[3]) / (x1[2] - x0[2]), 3) if x1[2] > x0[2] else None,
         "write_xacts_per_s": round((x1[0] - x0[0]) / (poll_ms / 1000), 1),
         "host_commits": commits, "steps_per_commit": round(r * k / commits, 1) if commits else None,
         "per_host": per_host,

@@ -91,6 +91,7 @@ listen_addresses = '127.0.0.1'
 port = $PORT
 unix_socket_directories = '$PGROOT/sock'
 max_connections = 150
+track_wal_io_timing = on
 EOF
 as_pg "$PGBIN/pg_ctl -D '$PGDATA_BENCH' -l '$PGROOT/pg.log' -w -t 60 start >/dev/null"
 PGPID=$(head -1 "$PGDATA_BENCH/postmaster.pid")
@@ -99,6 +100,10 @@ PGVER=$("$PGBIN/postgres" --version)
 SETTINGS=$("${PSQL[@]}" -c 'show fsync' -c 'show synchronous_commit' -c 'show wal_sync_method' -c 'show shared_buffers' | tr '\n' ' ')
 log "postgres pid $PGPID on 127.0.0.1:$PORT ($PGVER): fsync, synchronous_commit, wal_sync_method, shared_buffers = $SETTINGS"
 emit "{\"kind\":\"session\",\"session\":\"$BENCH_SESSION\",\"at\":\"$(date -u +%FT%TZ)\",\"new_rev\":\"$NEW_REV\",\"base_rev\":\"${BASE_BIN:+$BASE_REV}\",\"postgres\":\"$PGVER\",\"settings\":\"$SETTINGS\",\"shapes\":\"$SHAPES\",\"nproc\":$(nproc),\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
+
+# the disk's flush, as PostgreSQL's WAL does it (8 kB write + fdatasync), once
+FSYNC=$(cd "$PGROOT" && "$PGBIN/pg_test_fsync" -s 2 -f "$PGROOT/fsync.test" 2>/dev/null | awk '/^Compare file sync methods using one 8kB write/{f=1} f && /fdatasync/{print $2, $4; exit}')
+emit "{\"bench\":\"pg_test_fsync\",\"session\":\"$BENCH_SESSION\",\"fdatasync_8k_ops_per_s\":${FSYNC% *},\"usecs_per_op\":${FSYNC#* },\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
 
 url() { echo "postgres://postgres@127.0.0.1:$PORT/$1"; }
 fresh_db() { # NAME: a new database with the sluice schema

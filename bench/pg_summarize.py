@@ -38,6 +38,8 @@ def main(path):
         b = l.get("bench", "")
         if l.get("kind") == "noise":
             noise.append(l)
+        elif b == "pg_test_fsync":
+            v[("fsync", None)].append(l["usecs_per_op"])
         elif b == "pgbench":
             v[(f"pgbench.{l['mode']}", None)].append(l["tps"])
         elif b == "sluice.steps" and l.get("mode") == "conc" and l.get("store") == "postgresql":
@@ -52,6 +54,8 @@ def main(path):
             v[(key, shape)].append(l["steps_per_s"])
             v[(key + ".wx", shape)].append(l["write_xacts_per_s"])
             v[(key + ".spc", shape)].append(l.get("steps_per_commit"))
+            v[(key + ".sync", shape)].append(l.get("wal_sync_ms_per_sync"))
+            v[(key + ".syncs", shape)].append(l["wal_syncs"] / (l["total_ms"] / 1000) if "wal_syncs" in l else None)
             c = l["cpu"]
             cpu[(key, shape)].append((c["hosts_ms"], c["postgres_ms"], c["window_ms"]))
         elif b == "dbos.conc":
@@ -69,6 +73,8 @@ def main(path):
           f" fsync, synchronous_commit, wal_sync_method, shared_buffers = {sess.get('settings', '')};"
           f" {sess.get('nproc', '?')} CPUs, load average at the start {sess.get('loadavg', '?')}.\n")
     pins = v[("pgbench.insert", None)]
+    if v[("fsync", None)]:
+        print(f"The disk's flush (pg_test_fsync, 8 kB write + fdatasync): {cell(v[('fsync', None)])} µs.\n")
     print(f"PostgreSQL's commit rate (pgbench, 64 clients, -M prepared): one INSERT per transaction "
           f"**{cell(pins)}** tps; TPC-B-like {cell(v[('pgbench.tpcb', None)])} tps.\n")
     print("| steps/s, median (min–max) of the repetitions | " + " | ".join(f"{s.split('x')[0]} runs × {s.split('x')[1]} steps" for s in shapes) + " |")
@@ -115,8 +121,11 @@ def main(path):
         print(f"| {name} | " + " | ".join(out) + " |")
     for key, name in [("serve1.spc", "steps per host commit, 1 host"), ("serve3.spc", "steps per host commit, 3 hosts"),
                       ("serve1.wx", "write transactions/s, 1 host"), ("serve3.wx", "write transactions/s, 3 hosts"),
-                      ("dbos.wx", "write transactions/s, DBOS")]:
-        print(f"| {name} | " + " | ".join(cell(v[(key, s)], 1 if 'spc' in key else 0) for s in shapes) + " |")
+                      ("dbos.wx", "write transactions/s, DBOS"),
+                      ("serve1.syncs", "WAL flushes/s, 1 host"), ("serve3.syncs", "WAL flushes/s, 3 hosts"),
+                      ("serve1.sync", "ms per WAL flush, 1 host"), ("serve3.sync", "ms per WAL flush, 3 hosts")]:
+        nd = 2 if key.endswith(".sync") else 1 if "spc" in key else 0
+        print(f"| {name} | " + " | ".join(cell(v[(key, s)], nd) for s in shapes) + " |")
     print()
     if noise:
         busy = [n["others_cpu_s"] / n["secs"] for n in noise if n.get("secs")]
