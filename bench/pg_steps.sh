@@ -15,6 +15,7 @@
 #                    runs created over HTTP, all starting at one instant
 #   dbos             bench/dbos/conc.mjs R K (DBOS 5.3.0, its default pool of 10)
 #   sluice serve x3  three hosts on one database, the runs round robin
+# (ONLY="pgbench inproc serve1 dbos serve3" selects a subset)
 # for each shape R x K in SHAPES (default "64x200,1000x20": the same R and K
 # for sluice and DBOS). Every line goes to bench/out/pg-session-STAMP.jsonl
 # (and bench/out/{pg_steps,steps,dbos}.jsonl); the tables come from
@@ -32,6 +33,7 @@ REPO=$(cd "$BENCH_DIR/.." && pwd)
 REPS=${1:-3}
 PORT=${PG_BENCH_PORT:-55434}
 SHAPES=${SHAPES:-64x200,1000x20}
+ONLY=${ONLY:-"pgbench inproc serve1 dbos serve3"} # a subset of the measurements
 PGB_SECS=${PGB_SECS:-10}
 CMD_TIMEOUT=${CMD_TIMEOUT:-600}
 PGBIN=/usr/lib/postgresql/15/bin
@@ -102,7 +104,7 @@ log "postgres pid $PGPID on 127.0.0.1:$PORT ($PGVER): fsync, synchronous_commit,
 emit "{\"kind\":\"session\",\"session\":\"$BENCH_SESSION\",\"at\":\"$(date -u +%FT%TZ)\",\"new_rev\":\"$NEW_REV\",\"base_rev\":\"${BASE_BIN:+$BASE_REV}\",\"postgres\":\"$PGVER\",\"settings\":\"$SETTINGS\",\"shapes\":\"$SHAPES\",\"nproc\":$(nproc),\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
 
 # the disk's flush, as PostgreSQL's WAL does it (8 kB write + fdatasync), once
-FSYNC=$(cd "$PGROOT" && "$PGBIN/pg_test_fsync" -s 2 -f "$PGROOT/fsync.test" 2>/dev/null | awk '/^Compare file sync methods using one 8kB write/{f=1} f && /fdatasync/{print $2, $4; exit}')
+FSYNC=$(cd "$PGROOT" && "$PGBIN/pg_test_fsync" -s 2 -f "$PGROOT/fsync.test" 2>/dev/null | awk '/^Compare file sync methods using one 8kB write/{f=1} f && $1 == "fdatasync" {print $2, $4; exit}')
 emit "{\"bench\":\"pg_test_fsync\",\"session\":\"$BENCH_SESSION\",\"fdatasync_8k_ops_per_s\":${FSYNC% *},\"usecs_per_op\":${FSYNC#* },\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
 
 url() { echo "postgres://postgres@127.0.0.1:$PORT/$1"; }
@@ -146,9 +148,13 @@ cd "$BENCH_DIR/dbos"; run node steps.mjs 10 0 >/dev/null; cd "$REPO"
 IFS=, read -r -a shapes <<<"$SHAPES"
 for rep in $(seq 1 "$REPS"); do
   log "repetition $rep of $REPS (load $(cut -d' ' -f1-3 /proc/loadavg))"
-  measure "pgbench.insert#$rep" pgb insert -f "$PGB_SCRIPT"
-  measure "pgbench.tpcb#$rep" pgb tpcb
+  on() { [[ " $ONLY " == *" $1 "* ]]; }
+  if on pgbench; then
+    measure "pgbench.insert#$rep" pgb insert -f "$PGB_SCRIPT"
+    measure "pgbench.tpcb#$rep" pgb tpcb
+  fi
   for which in new base; do
+    on inproc || continue
     if [ $which = new ]; then b=$NEW_BIN r=$NEW_REV; else b=$BASE_BIN r=$BASE_REV; fi
     [ -n "$b" ] || continue
     fresh_db "sl_${which}_$rep"
@@ -158,15 +164,19 @@ for rep in $(seq 1 "$REPS"); do
         "$b" "$BENCH_DIR/steps.lua" conc "$R" $((R * K)) --store "$(url "sl_${which}_$rep")" --tag "pg:$which"
     done
   done
+  if on serve1; then
   fresh_db "sl_serve1_$rep"
   measure "sluice.serve1#$rep" python3 "$BENCH_DIR/pg_serve.py" --bin "$NEW_BIN" --url "$(url "sl_serve1_$rep")" \
     --hosts 1 --shapes "$SHAPES" --label "serve1" --pg-pid "$PGPID"
+  fi
   for s in "${shapes[@]}"; do
+    on dbos || continue
     R=${s%x*} K=${s#*x}
     cd "$BENCH_DIR/dbos" # no subshell: the trap must see CHILD
     measure "dbos.conc.$s#$rep" node conc.mjs "$R" "$K" 1
     cd "$REPO"
   done
+  on serve3 || continue
   fresh_db "sl_serve3_$rep"
   measure "sluice.serve3#$rep" python3 "$BENCH_DIR/pg_serve.py" --bin "$NEW_BIN" --url "$(url "sl_serve3_$rep")" \
     --hosts 3 --shapes "$SHAPES" --label "serve3" --pg-pid "$PGPID"
