@@ -1,6 +1,7 @@
 /* records_census.c: store.h's census on LMDB (the tools section): how many
  * records of each type a store holds, counted in one read transaction by
- * mdb_stat of each database (exact, one lookup each), except the marks kept
+ * mdb_stat of each database (exact, one lookup each), except steps (those
+ * of `steps` plus the step log's ids not there yet: records_steps.c) and the marks kept
  * in meta under a prefix (store_lmdb.h: META_TRIM_MARK, META_KEY_USED),
  * which are counted by a scan of that prefix; then the store's positions. */
 #include <stdio.h>
@@ -13,7 +14,7 @@ const char *const store_kind_names[STORE_KINDS] = {
     "runs",   "steps", "logs",      "idempotency", "events",   "trims",  "sends",
     "consumers", "schedules", "keys", "key_uses", "namespaces", "quotas"};
 
-static const int KIND_DB[STORE_KINDS] = {DB_RUNS,    DB_STEPS,     DB_LOGS,      DB_IDEMPOTENCY,
+static const int KIND_DB[STORE_KINDS] = {DB_RUNS,    -1,           DB_LOGS,      DB_IDEMPOTENCY,
                                          DB_EVENTS,  -1,           DB_SENDS,     DB_CONSUMERS,
                                          DB_SCHEDULES, DB_API_KEYS, -1,          DB_NAMESPACES,
                                          DB_QUOTAS};
@@ -50,6 +51,7 @@ int store_census_of(store *s, store_census *out, char *err, size_t errsz) {
     rc = mdb_stat(txn, dbi, &ms);
     if (rc == 0) out->n[k] = (int64_t)ms.ms_entries;
   }
+  if (rc == 0) rc = records_steps_census(txn, s, &out->n[STORE_K_STEPS]);
   if (rc == 0) rc = count_prefix(s, txn, META_TRIM_MARK, sizeof META_TRIM_MARK, &out->n[STORE_K_TRIMS]);
   if (rc == 0) rc = count_prefix(s, txn, META_KEY_USED, sizeof META_KEY_USED, &out->n[STORE_K_KEY_USES]);
   store_read_end(s, txn);

@@ -1,7 +1,35 @@
 /* records_steps.c: the LMDB records of steps and of run logs (store.h
  * "steps", "run logs"). The only code that knows their keys and format:
- *   steps  run \0 step_id -> step record
- *   logs   run \0 be64(us) be32(seq) -> JSON line
+ *   step_log    be64(seq) -> le64 prev, le16 run length, run, step record
+ *   step_heads  run -> le64 last, le64 floor, le32 count
+ *   steps       run \0 step_id -> step record
+ *   logs        run \0 be64(us) be32(seq) -> JSON line
+ *
+ * Where a step's record goes (why two places). A step is first appended to
+ * step_log under the next sequence number (MDB_APPEND: the log's last leaf,
+ * so the steps of every run in one group commit share one or two leaves),
+ * chained to the run's previous log record through `prev`; step_heads holds,
+ * per run with records in the log, the newest of them (last), the sequence
+ * below which none of the run's log records count any more (floor) and how
+ * many are chained (count): a few dozen bytes per active run, so the heads
+ * of 64 concurrent runs fit in one or two leaves. When a run has
+ * STEPS_LOG_RUN (128) records chained, they move together into `steps`, the
+ * layout by run (a few of the run's leaves written once per 128 steps
+ * instead of one leaf per step), and the run's head goes. The log's records
+ * are never deleted one by one in the middle (that would rewrite a leaf per
+ * record): once the log holds STEPS_LOG_TRIM records more than
+ * STEPS_LOG_MAX, the append that found it so deletes its first records down
+ * to STEPS_LOG_MAX (whole leaves at once), moving the rest of a run's chain
+ * first when such a record still counts. A record counts iff its run has a head and
+ * its seq is above the head's floor.
+ *
+ * All of that runs in the writer's transaction (records_step_apply, the
+ * writer's OP_STEP): the batch holds only (run, record), so recovery's
+ * replay of the write-ahead log does the same moves from the same state.
+ *
+ * Reads merge: a run's chain (at most 128 records, newest first; the newest
+ * record of an id wins) over its records in `steps`, in step id order. A
+ * store of format 1 has only `steps`: the same layout with an empty log.
  *
  * A step record is a small binary header then the payload: the JSON of the
  * step's result (or of its error). Only the payload is a user value; the
@@ -32,6 +60,11 @@
 
 #define HDR 28
 
+/* LMDB's key limit (0.9's MDB_MAXKEYSIZE): run \0 step_id in `steps`, run
+ * in step_heads */
+#define STEP_KEY_MAX 511
+#define STEP_RUN_MAX (STEP_KEY_MAX - 2)
+
 static void put_le(sbuf *b, uint64_t v, int n) {
   unsigned char k[8];
   for (int i = 0; i < n; i++, v >>= 8) k[i] = (unsigned char)(v & 0xff);
@@ -56,12 +89,6 @@ const char *store_step_status_name(int status) {
   return status >= 1 && status <= 3 ? STATUS[status] : "failed";
 }
 
-static void step_key(sbuf *k, const char *run, size_t rn, const char *id, size_t idn) {
-  sbuf_add(k, run, rn);
-  sbuf_addc(k, '\0');
-  sbuf_add(k, id, idn);
-}
-
 int store_put_step(store_batch *b, const char *run, size_t run_len, const store_step *st,
                    store_fill_fn fill, void *ud, char *err, size_t errsz) {
   if (run_len == 0 || memchr(run, '\0', run_len)) {
@@ -72,6 +99,12 @@ int store_put_step(store_batch *b, const char *run, size_t run_len, const store_
     snprintf(err, errsz, "a step id is 1 to 65535 bytes without NUL");
     return STORE_EINVAL;
   }
+  if (run_len + 1 + st->id_len > STEP_KEY_MAX) {
+    snprintf(err, errsz, "step '%.*s' of run '%.*s': run id and step id together are %zu bytes, "
+             "over the store's limit of %d: use a shorter step id", (int)(st->id_len > 64 ? 64 : st->id_len),
+             st->id, (int)(run_len > 64 ? 64 : run_len), run, run_len + st->id_len, STEP_KEY_MAX - 1);
+    return STORE_EINVAL;
+  }
   if (st->branch_len > 0xffff) {
     snprintf(err, errsz, "step '%.*s': branch name longer than 65535 bytes", (int)st->id_len, st->id);
     return STORE_EINVAL;
@@ -80,11 +113,7 @@ int store_put_step(store_batch *b, const char *run, size_t run_len, const store_
     snprintf(err, errsz, "step '%.*s': no step status %d", (int)st->id_len, st->id, st->status);
     return STORE_EINVAL;
   }
-  sbuf k = SBUF_INIT;
-  step_key(&k, run, run_len, st->id, st->id_len);
-  sbuf *out = wbatch_put_begin(b, DB_STEPS, k.data, k.len);
-  sbuf_free(&k);
-  size_t at = out->len;
+  sbuf *out = wbatch_step_begin(b, run, run_len);
   unsigned char head[4] = {1, (unsigned char)st->status, fill ? 1 : 0, 0};
   sbuf_add(out, head, 4);
   put_le(out, st->attempts, 4);
@@ -99,7 +128,6 @@ int store_put_step(store_batch *b, const char *run, size_t run_len, const store_
     wbatch_put_cancel(b);
     return STORE_EINVAL;
   }
-  (void)at;
   wbatch_put_end(b);
   return 0;
 }
@@ -131,22 +159,223 @@ static int parse(const unsigned char *v, size_t n, store_step *r) {
   return 0;
 }
 
-typedef struct {
-  store_steps *out;
-  int bad;
-} load_ctx;
+/* ---- the log: its records and heads ------------------------------------ */
 
-/* Copies each record into out->buf; the pointers are fixed up at the end
- * (the buffer moves as it grows): meanwhile they hold offsets. */
-static int load_cb(void *ud, const void *k, size_t kn, const void *val, size_t vn) {
-  (void)k, (void)kn;
-  load_ctx *c = ud;
-  store_steps *l = c->out;
-  store_step r;
-  if (parse(val, vn, &r) != 0) {
-    c->bad = 1;
-    return STORE_EBADSTORE;
+typedef struct {
+  uint64_t last, floor;
+  uint32_t count;
+} head;
+
+#define HEAD_LEN 20
+#define LOG_PRE 10 /* prev, run length */
+
+static uint64_t be64_of(const MDB_val *k) {
+  return k->mv_size == 8 ? sbuf_read_be64(k->mv_data) : 0;
+}
+
+/* The head of run (rn bytes) into h: 0, MDB_NOTFOUND, or an LMDB code. */
+static int head_get(MDB_txn *txn, MDB_dbi hd, const char *run, size_t rn, head *h) {
+  MDB_val k = {rn, (void *)run}, v;
+  int rc = mdb_get(txn, hd, &k, &v);
+  if (rc) return rc;
+  if (v.mv_size != HEAD_LEN) return MDB_CORRUPTED;
+  const unsigned char *p = v.mv_data;
+  h->last = get_le(p, 8);
+  h->floor = get_le(p + 8, 8);
+  h->count = (uint32_t)get_le(p + 16, 4);
+  return 0;
+}
+
+/* The log record at seq: its prev, run and step record (pointers into the
+ * map, valid in txn). */
+typedef struct {
+  uint64_t seq, prev;
+  const char *run;
+  size_t rn;
+  const unsigned char *rec;
+  size_t recn;
+} logrec;
+
+static int log_get(MDB_txn *txn, MDB_dbi lg, uint64_t seq, logrec *out) {
+  unsigned char kb[8];
+  for (int i = 0; i < 8; i++) kb[i] = (unsigned char)(seq >> (56 - 8 * i));
+  MDB_val k = {8, kb}, v;
+  int rc = mdb_get(txn, lg, &k, &v);
+  if (rc) return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc; /* a chain names it */
+  const unsigned char *p = v.mv_data;
+  if (v.mv_size < LOG_PRE) return MDB_CORRUPTED;
+  out->seq = seq;
+  out->prev = get_le(p, 8);
+  out->rn = (size_t)get_le(p + 8, 2);
+  if (LOG_PRE + out->rn > v.mv_size) return MDB_CORRUPTED;
+  out->run = (const char *)p + LOG_PRE;
+  out->rec = p + LOG_PRE + out->rn;
+  out->recn = v.mv_size - LOG_PRE - out->rn;
+  return 0;
+}
+
+/* The chain of h (newest first) into v[0..*n): at most STEPS_LOG_RUN. */
+static int chain(MDB_txn *txn, MDB_dbi lg, const head *h, logrec *v, size_t *n) {
+  *n = 0;
+  for (uint64_t seq = h->last; seq > h->floor && *n < h->count && *n < STEPS_LOG_RUN;) {
+    int rc = log_get(txn, lg, seq, &v[*n]);
+    if (rc) return rc;
+    if (v[*n].prev >= seq) return MDB_CORRUPTED;
+    seq = v[(*n)++].prev;
   }
+  return 0;
+}
+
+static int same_id(const store_step *a, const store_step *b) {
+  return a->id_len == b->id_len && memcmp(a->id, b->id, a->id_len) == 0;
+}
+
+/* Moves the run's chained records into `steps` (oldest first, so the
+ * newest of an id is what stays) and deletes its head. */
+static int compact(MDB_txn *txn, store *s, const char *run, size_t rn, const head *h) {
+  MDB_dbi lg = store_dbi(s, DB_STEP_LOG), cold = store_dbi(s, DB_STEPS);
+  logrec v[STEPS_LOG_RUN];
+  size_t n;
+  int rc = chain(txn, lg, h, v, &n);
+  if (rc) return rc;
+  char kb[STEP_KEY_MAX];
+  memcpy(kb, run, rn);
+  kb[rn] = '\0';
+  while (n-- > 0) {
+    store_step st;
+    if (parse(v[n].rec, v[n].recn, &st) != 0) return MDB_CORRUPTED;
+    if (rn + 1 + st.id_len > sizeof kb) return MDB_BAD_VALSIZE;
+    memcpy(kb + rn + 1, st.id, st.id_len);
+    MDB_val k = {rn + 1 + st.id_len, kb}, val = {v[n].recn, (void *)v[n].rec};
+    rc = mdb_put(txn, cold, &k, &val, 0);
+    if (rc) return rc;
+  }
+  MDB_val hk = {rn, (void *)run};
+  return mdb_del(txn, store_dbi(s, DB_STEP_HEADS), &hk, NULL);
+}
+
+/* Deletes the log's first record, moving its run's chain first if it still
+ * counts. */
+static int trim_one(MDB_txn *txn, store *s) {
+  MDB_dbi lg = store_dbi(s, DB_STEP_LOG), hd = store_dbi(s, DB_STEP_HEADS);
+  MDB_cursor *c;
+  int rc = mdb_cursor_open(txn, lg, &c);
+  if (rc) return rc;
+  MDB_val k, v;
+  rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+  mdb_cursor_close(c);
+  if (rc) return rc == MDB_NOTFOUND ? 0 : rc;
+  uint64_t seq = be64_of(&k);
+  logrec r;
+  if ((rc = log_get(txn, lg, seq, &r)) != 0) return rc;
+  char run[STEP_KEY_MAX];
+  size_t rn = r.rn < sizeof run ? r.rn : sizeof run;
+  memcpy(run, r.run, rn);
+  head h;
+  rc = head_get(txn, hd, run, rn, &h);
+  if (rc == 0 && seq > h.floor) rc = compact(txn, s, run, rn, &h);
+  else if (rc == MDB_NOTFOUND) rc = 0;
+  if (rc) return rc;
+  unsigned char kb[8];
+  /* not k: it pointed into a page the writes above may have moved */
+  for (int i = 0; i < 8; i++) kb[i] = (unsigned char)(seq >> (56 - 8 * i));
+  MDB_val dk = {8, kb};
+  return mdb_del(txn, lg, &dk, NULL);
+}
+
+int records_step_apply(MDB_txn *txn, store *s, const void *run, size_t rn, const void *rec,
+                       size_t recn) {
+  MDB_dbi lg = store_dbi(s, DB_STEP_LOG), hd = store_dbi(s, DB_STEP_HEADS);
+  store_step st;
+  if (!lg || !hd || rn == 0 || rn > STEP_RUN_MAX || parse(rec, recn, &st) != 0) return EINVAL;
+  MDB_cursor *c;
+  int rc = mdb_cursor_open(txn, lg, &c);
+  if (rc) return rc;
+  MDB_val k, v;
+  rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+  mdb_cursor_close(c);
+  if (rc && rc != MDB_NOTFOUND) return rc;
+  uint64_t seq = rc == 0 ? be64_of(&k) + 1 : 1;
+  head h;
+  rc = head_get(txn, hd, run, rn, &h);
+  if (rc == MDB_NOTFOUND) h = (head){0, seq - 1, 0};
+  else if (rc) return rc;
+  unsigned char kb[8];
+  for (int i = 0; i < 8; i++) kb[i] = (unsigned char)(seq >> (56 - 8 * i));
+  MDB_val lk = {8, kb}, lv = {LOG_PRE + rn + recn, NULL};
+  rc = mdb_put(txn, lg, &lk, &lv, MDB_APPEND | MDB_RESERVE);
+  if (rc) return rc;
+  unsigned char *p = lv.mv_data;
+  for (int i = 0; i < 8; i++) p[i] = (unsigned char)(h.last >> (8 * i));
+  p[8] = (unsigned char)(rn & 0xff), p[9] = (unsigned char)(rn >> 8);
+  memcpy(p + LOG_PRE, run, rn);
+  memcpy(p + LOG_PRE + rn, rec, recn);
+  h.last = seq;
+  h.count++;
+  if (h.count >= STEPS_LOG_RUN) {
+    rc = compact(txn, s, run, rn, &h);
+  } else {
+    unsigned char hb[HEAD_LEN];
+    for (int i = 0; i < 8; i++) hb[i] = (unsigned char)(h.last >> (8 * i));
+    for (int i = 0; i < 8; i++) hb[8 + i] = (unsigned char)(h.floor >> (8 * i));
+    for (int i = 0; i < 4; i++) hb[16 + i] = (unsigned char)(h.count >> (8 * i));
+    MDB_val hk = {rn, (void *)run}, hv = {HEAD_LEN, hb};
+    rc = mdb_put(txn, hd, &hk, &hv, 0);
+  }
+  if (rc) return rc;
+  MDB_stat ms;
+  if ((rc = mdb_stat(txn, lg, &ms)) != 0) return rc;
+  if (ms.ms_entries <= STEPS_LOG_MAX + STEPS_LOG_TRIM) return 0;
+  for (size_t n = ms.ms_entries; rc == 0 && n > STEPS_LOG_MAX; n--) rc = trim_one(txn, s);
+  return rc;
+}
+
+int records_steps_settle(MDB_txn *txn, store *s) {
+  MDB_dbi lg = store_dbi(s, DB_STEP_LOG), hd = store_dbi(s, DB_STEP_HEADS);
+  if (!lg || !hd) return 0;
+  /* the runs first: compact deletes the head a cursor would stand on */
+  sbuf runs = SBUF_INIT;
+  MDB_cursor *c;
+  int rc = mdb_cursor_open(txn, hd, &c);
+  if (rc) return rc;
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    uint16_t n = (uint16_t)k.mv_size;
+    sbuf_add(&runs, &n, sizeof n);
+    sbuf_add(&runs, k.mv_data, k.mv_size);
+  }
+  mdb_cursor_close(c);
+  if (rc == MDB_NOTFOUND) rc = 0;
+  for (size_t at = 0; rc == 0 && at < runs.len;) {
+    uint16_t n;
+    memcpy(&n, runs.data + at, sizeof n);
+    const char *run = runs.data + at + sizeof n;
+    at += sizeof n + n;
+    head h;
+    rc = head_get(txn, hd, run, n, &h);
+    if (rc == 0) rc = compact(txn, s, run, n, &h);
+  }
+  sbuf_free(&runs);
+  if (rc) return rc;
+  /* every record is one that no longer counts; the last stays, so the next
+   * sequence number goes on from it */
+  if ((rc = mdb_cursor_open(txn, lg, &c)) != 0) return rc;
+  MDB_stat ms;
+  rc = mdb_stat(txn, lg, &ms);
+  for (size_t left = ms.ms_entries; rc == 0 && left > 1; left--) {
+    rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    if (rc == 0) rc = mdb_cursor_del(c, 0);
+  }
+  mdb_cursor_close(c);
+  return rc;
+}
+
+/* ---- reads ------------------------------------------------------------- */
+
+/* Appends a copy of the record r (parsed from val) to out; the pointers
+ * hold offsets into out->buf until fix_up (the buffer moves as it grows). */
+static void add_step(store_steps *l, const store_step *parsed, const void *val, size_t vn) {
+  store_step r = *parsed;
   if (l->n == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 64;
     store_step *v = realloc(l->v, cap * sizeof *v);
@@ -160,37 +389,117 @@ static int load_cb(void *ud, const void *k, size_t kn, const void *val, size_t v
   r.branch = (const char *)(base + (size_t)(r.branch - p));
   r.payload = (const char *)(base + (size_t)(r.payload - p));
   l->v[l->n++] = r;
+}
+
+static void fix_up(store_steps *l, size_t first) {
+  for (size_t i = first; i < l->n; i++) {
+    store_step *r = &l->v[i];
+    r->id = l->buf.data + (size_t)r->id;
+    r->branch = l->buf.data + (size_t)r->branch;
+    r->payload = l->buf.data + (size_t)r->payload;
+  }
+}
+
+/* step id order, as the keys of `steps` sort (bytes, then length) */
+static int by_id(const void *a, const void *b) {
+  const store_step *x = a, *y = b;
+  size_t n = x->id_len < y->id_len ? x->id_len : y->id_len;
+  int c = memcmp(x->id, y->id, n);
+  if (c) return c;
+  return x->id_len < y->id_len ? -1 : x->id_len > y->id_len;
+}
+
+/* The run's log records that count, newest of each id only, parsed into
+ * st[0..*n) (pointers into the map). */
+static int live_log(MDB_txn *txn, store *s, const char *run, size_t rn, store_step *st,
+                    const logrec **recs, logrec *buf, size_t *n) {
+  *n = 0;
+  MDB_dbi lg = store_dbi(s, DB_STEP_LOG), hd = store_dbi(s, DB_STEP_HEADS);
+  if (!lg || !hd || rn > STEP_RUN_MAX) return 0; /* a store of format 1 read-only: no log */
+  head h;
+  int rc = head_get(txn, hd, run, rn, &h);
+  if (rc) return rc == MDB_NOTFOUND ? 0 : rc;
+  size_t m;
+  if ((rc = chain(txn, lg, &h, buf, &m)) != 0) return rc;
+  for (size_t i = 0; i < m; i++) {
+    store_step r;
+    if (parse(buf[i].rec, buf[i].recn, &r) != 0) return MDB_CORRUPTED;
+    int dup = 0;
+    for (size_t j = 0; j < *n && !dup; j++) dup = same_id(&st[j], &r);
+    if (dup) continue;
+    recs[*n] = &buf[i];
+    st[(*n)++] = r;
+  }
   return 0;
 }
 
 static int load(store *s, const char *run, size_t rn, const char *id, size_t idn,
                 store_steps *out, char *err, size_t errsz) {
-  sbuf k = SBUF_INIT;
-  step_key(&k, run, rn, id ? id : "", id ? idn : 0);
-  load_ctx c = {out, 0};
+  MDB_txn *txn;
+  int st = store_read_begin(s, &txn, err, errsz);
+  if (st) return st;
   size_t first = out->n;
-  int rc;
-  if (id) {
-    sbuf v = SBUF_INIT;
-    int found = 0;
-    rc = store_get(s, DB_STEPS, k.data, k.len, &v, &found, err, errsz);
-    if (rc == 0 && found) rc = load_cb(&c, k.data, k.len, v.data, v.len);
-    sbuf_free(&v);
-  } else {
-    rc = store_scan(s, DB_STEPS, k.data, k.len, 0, load_cb, &c, err, errsz);
+  store_step lst[STEPS_LOG_RUN];
+  const logrec *lrec[STEPS_LOG_RUN];
+  logrec lbuf[STEPS_LOG_RUN];
+  size_t ln = 0;
+  int rc = live_log(txn, s, run, rn, lst, lrec, lbuf, &ln);
+  int bad = rc == MDB_CORRUPTED;
+  MDB_dbi cold = store_dbi(s, DB_STEPS);
+  sbuf k = SBUF_INIT;
+  sbuf_add(&k, run, rn);
+  sbuf_addc(&k, '\0');
+  size_t plen = k.len;
+  if (id) sbuf_add(&k, id, idn);
+  if (rc == 0 && id) {
+    store_step want = {.id = id, .id_len = idn};
+    size_t i = 0;
+    while (i < ln && !same_id(&lst[i], &want)) i++;
+    if (i < ln) {
+      add_step(out, &lst[i], lrec[i]->rec, lrec[i]->recn);
+    } else if (cold && k.len <= STEP_KEY_MAX) {
+      MDB_val kk = {k.len, k.data}, v;
+      rc = mdb_get(txn, cold, &kk, &v);
+      store_step r;
+      if (rc == 0 && parse(v.mv_data, v.mv_size, &r) != 0) bad = 1, rc = MDB_CORRUPTED;
+      if (rc == 0) add_step(out, &r, v.mv_data, v.mv_size);
+      if (rc == MDB_NOTFOUND) rc = 0;
+    }
+  } else if (rc == 0) {
+    MDB_cursor *c = NULL;
+    if (cold && (rc = mdb_cursor_open(txn, cold, &c)) == 0) {
+      MDB_val kk = {k.len, k.data}, v;
+      for (rc = mdb_cursor_get(c, &kk, &v, MDB_SET_RANGE); rc == 0;
+           rc = mdb_cursor_get(c, &kk, &v, MDB_NEXT)) {
+        if (kk.mv_size < plen || memcmp(kk.mv_data, k.data, plen) != 0) break;
+        store_step r;
+        if (parse(v.mv_data, v.mv_size, &r) != 0) {
+          bad = 1, rc = MDB_CORRUPTED;
+          break;
+        }
+        int newer = 0;
+        for (size_t i = 0; i < ln && !newer; i++) newer = same_id(&lst[i], &r);
+        if (!newer) add_step(out, &r, v.mv_data, v.mv_size);
+      }
+      mdb_cursor_close(c);
+      if (rc == MDB_NOTFOUND) rc = 0;
+    }
+    for (size_t i = 0; rc == 0 && i < ln; i++) add_step(out, &lst[i], lrec[i]->rec, lrec[i]->recn);
   }
+  store_read_end(s, txn);
   sbuf_free(&k);
-  if (c.bad) {
+  fix_up(out, first);
+  if (!id && ln > 0) qsort(out->v + first, out->n - first, sizeof *out->v, by_id);
+  if (bad) {
     snprintf(err, errsz, "store %s: run %.*s has a corrupt step record", store_dir(s), (int)rn, run);
-    rc = STORE_EBADSTORE;
+    return STORE_EBADSTORE;
   }
-  for (size_t i = first; i < out->n; i++) {
-    store_step *r = &out->v[i];
-    r->id = out->buf.data + (size_t)r->id;
-    r->branch = out->buf.data + (size_t)r->branch;
-    r->payload = out->buf.data + (size_t)r->payload;
+  if (rc) {
+    snprintf(err, errsz, "reading the steps of run %.*s in store %s: %s", (int)rn, run,
+             store_dir(s), mdb_strerror(rc));
+    return store_status(rc);
   }
-  return rc < 0 ? rc : 0;
+  return 0;
 }
 
 int store_load_steps(store *s, const char *run, size_t run_len, store_steps *out, char *err,
@@ -201,6 +510,44 @@ int store_load_steps(store *s, const char *run, size_t run_len, store_steps *out
 int store_get_step(store *s, const char *run, size_t run_len, const char *id, size_t id_len,
                    store_steps *out, char *err, size_t errsz) {
   return load(s, run, run_len, id, id_len, out, err, errsz);
+}
+
+int records_steps_census(MDB_txn *txn, store *s, int64_t *n) {
+  MDB_dbi cold = store_dbi(s, DB_STEPS), hd = store_dbi(s, DB_STEP_HEADS);
+  *n = 0;
+  MDB_stat ms;
+  int rc = cold ? mdb_stat(txn, cold, &ms) : 0;
+  if (rc) return rc;
+  if (cold) *n = (int64_t)ms.ms_entries;
+  if (!hd || !store_dbi(s, DB_STEP_LOG)) return 0;
+  /* the log's records of ids that `steps` does not have yet */
+  MDB_cursor *c;
+  if ((rc = mdb_cursor_open(txn, hd, &c)) != 0) return rc;
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    store_step lst[STEPS_LOG_RUN];
+    const logrec *lrec[STEPS_LOG_RUN];
+    logrec lbuf[STEPS_LOG_RUN];
+    size_t ln;
+    if ((rc = live_log(txn, s, k.mv_data, k.mv_size, lst, lrec, lbuf, &ln)) != 0) break;
+    char kb[STEP_KEY_MAX];
+    for (size_t i = 0; i < ln; i++) {
+      if (k.mv_size + 1 + lst[i].id_len > sizeof kb) {
+        (*n)++;
+        continue;
+      }
+      memcpy(kb, k.mv_data, k.mv_size);
+      kb[k.mv_size] = '\0';
+      memcpy(kb + k.mv_size + 1, lst[i].id, lst[i].id_len);
+      MDB_val ck = {k.mv_size + 1 + lst[i].id_len, kb}, cv;
+      int r2 = cold ? mdb_get(txn, cold, &ck, &cv) : MDB_NOTFOUND;
+      if (r2 == MDB_NOTFOUND) (*n)++;
+      else if (r2) { rc = r2; break; }
+    }
+    if (rc) break;
+  }
+  mdb_cursor_close(c);
+  return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 /* ---- run logs ---------------------------------------------------------- */

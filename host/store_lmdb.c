@@ -78,6 +78,8 @@ static const char *const db_names[DB_COUNT] = {
     [DB_QUOTAS] = "quotas",
     [DB_IDEMPOTENCY] = "idempotency",
     [DB_LOGS] = "logs",
+    [DB_STEP_LOG] = "step_log",
+    [DB_STEP_HEADS] = "step_heads",
 };
 
 static void seterr(char *err, size_t errsz, const char *fmt, ...)
@@ -311,7 +313,8 @@ static long parse_format(const MDB_val *v) {
 }
 
 /* Checks the format key in txn (meta must be open). *have tells whether it
- * exists. Returns 0 or a status with err. */
+ * exists and is the current format (2: it is older, 1: current). Returns 0
+ * or a status with err. */
 static int check_format(store *s, MDB_txn *txn, int *have, char *err, size_t errsz) {
   MDB_val k = {6, "format"}, v;
   int rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
@@ -334,6 +337,7 @@ static int check_format(store *s, MDB_txn *txn, int *have, char *err, size_t err
            s->dir, f, STORE_FORMAT_VERSION);
     return STORE_EBADSTORE;
   }
+  if (f < STORE_FORMAT_VERSION) *have = 2; /* readable as it is; marked current by a write open */
   return 0;
 }
 
@@ -372,7 +376,7 @@ static int open_dbs(store *s, int *wrote, char *err, size_t errsz) {
   rc = mdb_txn_commit(txn);
   unlock_shared(s);
   if (rc) return open_error(rc, s->dir, "opening", err, errsz);
-  if (s->readonly || (s->missing == 0 && have_format)) return 0;
+  if (s->readonly || (s->missing == 0 && have_format == 1)) return 0;
 
   rc = txn_begin_locked(s, 0, &txn);
   if (rc) return open_error(rc, s->dir, "writing", err, errsz);
@@ -387,7 +391,10 @@ static int open_dbs(store *s, int *wrote, char *err, size_t errsz) {
       unlock_shared(s);
       return st;
     }
-    if (!have_format) {
+    /* format 1 to 2: the steps it has stay where they are (records_steps.c
+     * reads them as a store whose step log is empty); the mark keeps an
+     * older sluice, which would not read the log, from opening it */
+    if (have_format != 1) {
       char buf[16];
       int n = snprintf(buf, sizeof buf, "%d", STORE_FORMAT_VERSION);
       MDB_val k = {6, "format"}, v = {(size_t)n, buf};

@@ -8,7 +8,7 @@
  *
  * Databases and their keys (composite keys are '\0'-separated, integers
  * big-endian so that byte order is numeric order):
- *   meta         "format" -> "1"                   (format version)
+ *   meta         "format" -> "2"                   (format version)
  *                "api_keys" -> number of API keys (decimal; records_access.c)
  *                "key_used\0" key id -> time of the key's last use
  *   runs         run_id -> JSON run record
@@ -16,6 +16,12 @@
  *   steps        run_id "\0" step_id -> step record (records_steps.c): a binary
  *                header (status, attempts, position, times, id, branch) then
  *                the JSON of the result (or of the error of a failed step)
+ *   step_log     be64(seq) -> le64 prev seq of the run, le16 length + run_id,
+ *                step record: where a step's record goes first, appended, so
+ *                concurrent runs' steps share leaves (records_steps.c says
+ *                when they move to `steps`, 128 of a run at a time)
+ *   step_heads   run_id -> le64 newest seq, le64 floor, le32 count: the runs
+ *                with records in step_log
  *   schedules    schedule name -> JSON {name, spec, tz, next_at, last_at, ...}
  *                (records_schedules.c)
  *   events       be64(seq) -> event record (records_events.c): le64 ts_us,
@@ -75,10 +81,21 @@ enum {
   DB_QUOTAS,
   DB_IDEMPOTENCY,
   DB_LOGS,
+  DB_STEP_LOG, /* added in format 2; new databases go last (the log's records name them by number) */
+  DB_STEP_HEADS,
   DB_COUNT
 };
 
-#define STORE_FORMAT_VERSION 1
+/* 2: steps go through step_log and step_heads (a store of format 1 opens as
+ * one whose log is empty, and is marked 2 by its first read-write open) */
+#define STORE_FORMAT_VERSION 2
+
+/* records_steps.c: a run's records chained in the log before they move to
+ * `steps`; the log's size past which its oldest records go, STEPS_LOG_TRIM
+ * at a time (whole leaves freed at once, not one record per commit) */
+#define STEPS_LOG_RUN 128
+#define STEPS_LOG_MAX 16384
+#define STEPS_LOG_TRIM 512
 
 /* prefixes of meta's per-name marks (each followed by "\0" and the name) */
 #define META_TRIM_MARK "trim"
@@ -136,6 +153,17 @@ int store_scan_from(store *s, int db, const void *prefix, size_t plen, const voi
  * it either way. */
 int store_write_begin(store *s, MDB_txn **txn);
 int store_write_end(store *s, MDB_txn *txn, int commit);
+
+/* records_steps.c, for the writer: OP_STEP's application (the step record
+ * rec of run appended to step_log, moves to `steps` when due), and the
+ * census's count of steps (those of `steps` and the log's newer ids). LMDB
+ * codes. */
+int records_step_apply(MDB_txn *txn, store *s, const void *run, size_t rn, const void *rec,
+                       size_t recn);
+int records_steps_census(MDB_txn *txn, store *s, int64_t *n);
+/* OP_SETTLE (writer_stop, when steps were written): every run's log records
+ * moved to `steps`, and the log emptied but for its last record. */
+int records_steps_settle(MDB_txn *txn, store *s);
 
 /* Maps an LMDB or errno code to a status above. */
 int store_status(int rc);

@@ -43,7 +43,8 @@
 #include "sbuf.h"
 #include "wal.h"
 
-enum { OP_PUT = 1, OP_DEL = 2, OP_ADD = 3 }; /* OP_ADD's value: an int64_t delta */
+enum { OP_PUT = 1, OP_DEL = 2, OP_ADD = 3, OP_STEP = 4, OP_SETTLE = 5 }; /* OP_ADD's value: an int64_t delta;
+                                                    OP_STEP's key: a run id */
 
 /* One operation in a batch's buffer: this header, then the key, then (for a
  * put) the value. Read with memcpy: records are not aligned. */
@@ -61,6 +62,7 @@ struct store_batch {
   size_t open_at; /* wbatch_put_begin: where its header is, + 1 (0: none) */
   writer_done_fn done;
   void *cookie;
+  int steps;  /* holds a step record (writer_stop then settles the step log) */
   int failed; /* writer thread: decided to fail, status and errmsg set */
   int status;
   char *errmsg;
@@ -86,6 +88,7 @@ struct writer {
   wbatch *cb_head, *cb_tail; /* taken from the done list, being called back */
   size_t pending;            /* submitted and not yet called back */
   int stopped;               /* writer_stop was called */
+  int wrote_steps;           /* a batch with a step record was submitted */
 };
 
 /* ---- batches ---------------------------------------------------------- */
@@ -119,12 +122,21 @@ void wbatch_del(wbatch *b, int db, const void *key, size_t klen) {
   add_rec(b, db, OP_DEL, key, klen, NULL, 0);
 }
 
-sbuf *wbatch_put_begin(wbatch *b, int db, const void *key, size_t klen) {
+static sbuf *op_begin(wbatch *b, int db, int op, const void *key, size_t klen) {
   b->open_at = b->buf.len + 1;
-  rec_hdr h = {(uint32_t)db, OP_PUT, klen, 0};
+  rec_hdr h = {(uint32_t)db, (uint32_t)op, klen, 0};
   sbuf_add(&b->buf, &h, sizeof h);
   sbuf_add(&b->buf, key, klen);
   return &b->buf;
+}
+
+sbuf *wbatch_put_begin(wbatch *b, int db, const void *key, size_t klen) {
+  return op_begin(b, db, OP_PUT, key, klen);
+}
+
+sbuf *wbatch_step_begin(wbatch *b, const void *run, size_t rn) {
+  b->steps = 1;
+  return op_begin(b, DB_STEPS, OP_STEP, run, rn);
 }
 
 void wbatch_put_end(wbatch *b) {
@@ -266,6 +278,11 @@ static int apply_ops(MDB_txn *txn, store *s, const char *ops, size_t len, int *f
     } else if (h.op == OP_ADD) {
       rc = apply_add(txn, store_dbi(s, (int)h.db), &k, p);
       p += h.vlen;
+    } else if (h.op == OP_STEP) {
+      rc = records_step_apply(txn, s, k.mv_data, k.mv_size, p, h.vlen);
+      p += h.vlen;
+    } else if (h.op == OP_SETTLE) {
+      rc = records_steps_settle(txn, s);
     } else {
       rc = mdb_del(txn, store_dbi(s, (int)h.db), &k, NULL);
       if (rc == MDB_NOTFOUND) rc = 0; /* deleting what is not there is done */
@@ -584,6 +601,7 @@ int writer_submit(writer *w, wbatch *b, writer_done_fn done, void *cookie) {
   b->next = NULL;
   b->done = done;
   b->cookie = cookie;
+  w->wrote_steps |= b->steps;
   if (w->pending++ == 0) uv_ref((uv_handle_t *)&w->async);
   pthread_mutex_lock(&w->mu);
   if (w->q_tail) {
@@ -604,6 +622,13 @@ int writer_submit(writer *w, wbatch *b, writer_done_fn done, void *cookie) {
  * map, which waits for every transaction of the process, and we join it. */
 void writer_stop(writer *w) {
   if (w->stopped) return;
+  /* a store left quiet has every step record in the layout by run (no
+   * batch's outcome waits on it: a failure leaves the log as it was) */
+  if (w->wrote_steps) {
+    wbatch *b = wbatch_new();
+    add_rec(b, DB_STEP_LOG, OP_SETTLE, NULL, 0, NULL, 0);
+    writer_submit(w, b, NULL, NULL);
+  }
   w->stopped = 1;
   pthread_mutex_lock(&w->mu);
   w->stopping = 1;

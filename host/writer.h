@@ -44,6 +44,9 @@ size_t wbatch_count(const wbatch *b);
 sbuf *wbatch_put_begin(wbatch *b, int db, const void *key, size_t klen);
 void wbatch_put_end(wbatch *b);
 void wbatch_put_cancel(wbatch *b);
+/* As wbatch_put_begin, for a step record of run (records_steps.c): applied
+ * by records_step_apply, which chooses its key. */
+sbuf *wbatch_step_begin(wbatch *b, const void *run, size_t rn);
 void wbatch_free(wbatch *b); /* only for a batch never submitted */
 
 int writer_start(writer **out, store *s, uv_loop_t *loop, char *err, size_t errsz);

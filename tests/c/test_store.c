@@ -94,7 +94,7 @@ static void test_open_create_reopen(void) {
   int found = 0;
   CHECK(store_get(s, DB_META, "format", 6, &v, &found, err, sizeof err) == 0);
   CHECK(found);
-  CHECK_STR(v.data, "1");
+  CHECK_STR(v.data, "2");
   MDB_envinfo info;
   mdb_env_info(store_env(s), &info);
   CHECK(info.me_mapsize >= ((size_t)256 << 20));
@@ -112,7 +112,7 @@ static void test_open_create_reopen(void) {
   CHECK(store_get(s, DB_RUNS, "r2", 2, &v, &found, err, sizeof err) == 0 && !found);
   CHECK(v.len == 0);
   CHECK(store_get(s, DB_META, "format", 6, &v, &found, err, sizeof err) == 0 && found);
-  CHECK_STR(v.data, "1");
+  CHECK_STR(v.data, "2");
   /* a writer refuses a read-only store */
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -187,7 +187,7 @@ static void test_newer_format(void) {
   store_close(s);
   CHECK(store_open(&s, dir, 0, err, sizeof err) == STORE_EBADSTORE);
   CHECK(strstr(err, dir) != NULL);
-  CHECK(strstr(err, "has format 99, this sluice understands up to 1: upgrade sluice") != NULL);
+  CHECK(strstr(err, "has format 99, this sluice understands up to 2: upgrade sluice") != NULL);
   CHECK(store_open(&s, dir, STORE_READONLY, err, sizeof err) == STORE_EBADSTORE);
   CHECK(strstr(err, "has format 99") != NULL);
 }
