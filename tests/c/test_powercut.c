@@ -16,8 +16,9 @@
  * leave: data.mdb and the log each as of its last flush, plus none, all, or
  * a random half (or tenth) of the 512-byte sectors written since. Each such
  * store is opened "after a restart" (another boot id: recovery runs), and:
- * every acknowledged batch is there with both records and the right values,
- * every stored batch has both of its records (atomic), a scan of both
+ * every acknowledged batch is there with its records and the right values,
+ * every stored batch has all of its records (atomic; the census's count of
+ * steps agrees), a scan of both
  * databases reads without error, and a new write commits.
  *
  * Fails without recovery's replay of the log, without its restoring of the
@@ -46,12 +47,36 @@
 
 static void key_of(char *k, unsigned i) { snprintf(k, 32, "pc%08u", i); }
 
+static int fill_res(void *ud, sbuf *out, char *err, size_t errsz) {
+  (void)err, (void)errsz;
+  sbuf_adds(out, ud);
+  return 0;
+}
+
 /* The value of batch i in DB_STEPS: mostly 100 bytes, every 50th 20 kB. */
 static size_t value_of(char *v, unsigned i) {
   size_t n = i % 50 == 0 ? 20000 : 100;
   memset(v, 'a' + (int)(i % 26), n);
   snprintf(v, 32, "v%u:", i);
   return n;
+}
+
+/* Batch i's step record (records_steps.c's layout: the step log, its
+ * chains, the moves into `steps` and the trims, all replayed by recovery):
+ * step s<i> of run pr<i % 4>, result [i], and its pair in another database
+ * under run \0 step id. */
+static void step_of(wbatch *b, unsigned i) {
+  char run[16], id[16], res[24], err[256], pair[40];
+  snprintf(run, sizeof run, "pr%u", i % 4);
+  snprintf(id, sizeof id, "s%u", i);
+  snprintf(res, sizeof res, "[%u]", i);
+  store_step st = {id, strlen(id), "", 0, STORE_STEP_COMPLETED, 1, i, 1, 1, 0, NULL, 0};
+  if (store_put_step(b, run, strlen(run), &st, fill_res, res, err, sizeof err)) {
+    fprintf(stderr, "put_step: %s\n", err);
+    _exit(10);
+  }
+  int n = snprintf(pair, sizeof pair, "%s%c%s", run, 0, id);
+  wbatch_put(b, DB_SCHEDULES, pair, (size_t)n, "1", 1);
 }
 
 /* ---- the child: writes until killed ----------------------------------- */
@@ -95,6 +120,7 @@ static void child_fill(void) {
     wbatch *b = wbatch_new();
     wbatch_put(b, DB_STEPS, k, strlen(k), v, n);
     wbatch_put(b, DB_RUNS, k, strlen(k), r, (size_t)rn);
+    step_of(b, i);
     if (writer_submit(ch.w, b, child_done, (void *)(uintptr_t)i)) _exit(8);
     ch.inflight++;
   }
@@ -152,6 +178,7 @@ static int child2(const char *dir, int ack_fd) {
       wbatch *b = wbatch_new();
       wbatch_put(b, DB_STEPS, key, strlen(key), v, n);
       wbatch_put(b, DB_RUNS, key, strlen(key), r, (size_t)rn);
+      step_of(b, i);
       int done = 0;
       if (writer_submit(w, b, once_done, &done)) return 8;
       while (!done) uv_run(&loop, UV_RUN_ONCE);
@@ -221,6 +248,12 @@ static int check_pair(void *ud, const void *key, size_t klen, const void *val, s
   return 0;
 }
 
+static int count_only(void *ud, const void *key, size_t klen, const void *val, size_t vlen) {
+  (void)key, (void)klen, (void)val, (void)vlen;
+  ((scan_ctx *)ud)->count++;
+  return 0;
+}
+
 static void write_done(void *cookie, int status, const char *errmsg) {
   (void)errmsg;
   *(int *)cookie = status == 0 ? 1 : -1;
@@ -253,17 +286,53 @@ static void check_image(const char *img, const unsigned char *acked, unsigned na
     snprintf(r, sizeof r, "r%u", i);
     CHECK(store_get(s, DB_RUNS, k, strlen(k), &v, &found, err, sizeof err) == 0);
     wrong += !found || v.len != strlen(r) || memcmp(v.data, r, v.len) != 0;
+    char run[16], id[16], res[24];
+    snprintf(run, sizeof run, "pr%u", i % 4);
+    snprintf(id, sizeof id, "s%u", i);
+    int rn2 = snprintf(res, sizeof res, "[%u]", i);
+    store_steps st = STORE_STEPS_INIT;
+    CHECK(store_get_step(s, run, strlen(run), id, strlen(id), &st, err, sizeof err) == 0);
+    if (st.n != 1) {
+      if (lost++ < 3) fprintf(stderr, "  %s: the step of acknowledged batch %u is lost\n", img, i);
+    } else {
+      wrong += st.v[0].payload_len != (size_t)rn2 || memcmp(st.v[0].payload, res, (size_t)rn2) != 0;
+    }
+    store_steps_free(&st);
   }
+  /* every stored step record has its pair and the other way round: the
+   * runs' steps as read, the pairs, and the census agree */
+  size_t read_steps = 0;
+  for (int r = 0; r < 4; r++) {
+    char run[16];
+    snprintf(run, sizeof run, "pr%d", r);
+    store_steps st = STORE_STEPS_INIT;
+    CHECK(store_load_steps(s, run, strlen(run), &st, err, sizeof err) == 0);
+    for (size_t j = 0; j < st.n; j++) {
+      char pair[40];
+      int pn = snprintf(pair, sizeof pair, "%s%c%.*s", run, 0, (int)st.v[j].id_len, st.v[j].id);
+      int found = 0;
+      CHECK(store_get(s, DB_SCHEDULES, pair, (size_t)pn, &v, &found, err, sizeof err) == 0);
+      wrong += !found;
+    }
+    read_steps += st.n;
+    store_steps_free(&st);
+  }
+  scan_ctx pc = {s, 0, 0};
+  CHECK(store_scan(s, DB_SCHEDULES, "", 0, 0, count_only, &pc, err, sizeof err) == 0);
+  CHECK(pc.count == read_steps);
+  store_census cen;
+  CHECK(store_census_of(s, &cen, err, sizeof err) == 0);
   CHECK(lost == 0);
   CHECK(wrong == 0);
   scan_ctx c = {s, 0, 0};
-  CHECK(store_scan(s, DB_STEPS, "", 0, 0, check_pair, &c, err, sizeof err) == 0);
+  CHECK(store_scan(s, DB_STEPS, "pc", 2, 0, check_pair, &c, err, sizeof err) == 0);
   CHECK(c.broken == 0);
   CHECK(c.count >= nacked);
   unsigned steps = c.count;
   c.count = 0;
   CHECK(store_scan(s, DB_RUNS, "", 0, 0, check_pair, &c, err, sizeof err) == 0);
   CHECK(c.count == steps);
+  CHECK(cen.n[STORE_K_STEPS] == (int64_t)(steps + read_steps));
   sbuf_free(&v);
   store_close(s);
 
@@ -277,6 +346,7 @@ static void check_image(const char *img, const unsigned char *acked, unsigned na
   if (w) {
     wbatch *b = wbatch_new();
     wbatch_put(b, DB_STEPS, "after", 5, "cut", 3);
+    step_of(b, MAXN);
     CHECK(writer_submit(w, b, write_done, &done) == 0);
     uv_run(&loop, UV_RUN_DEFAULT);
     writer_stop(w);
@@ -381,6 +451,8 @@ int main(int argc, char **argv) {
   if (unit_tmpdir("powercut") != 0) return 1;
   /* the images are opened "after a restart": recovery runs */
   setenv("SLUICE_BOOT_ID", "after-the-cut", 1);
+  /* a small step log (here and in the children): trims in every round */
+  setenv("SLUICE_STEP_LOG_MAX", "300", 1);
   RUN(test_powercut);
   unit_rmtree();
   return UNIT_DONE();
