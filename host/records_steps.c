@@ -188,7 +188,7 @@ static int head_get(MDB_txn *txn, MDB_dbi hd, const char *run, size_t rn, head *
 
 /* The log record at seq: its prev, run and step record (pointers into the
  * map, valid in txn). */
-typedef struct {
+typedef struct logrec {
   uint64_t seq, prev;
   const char *run;
   size_t rn;
@@ -413,6 +413,12 @@ static void fix_up(store_steps *l, size_t first) {
   }
 }
 
+/* a log record of a read, parsed (first: by_id sorts these too) */
+typedef struct {
+  store_step st;
+  const struct logrec *r;
+} logent;
+
 /* step id order, as the keys of `steps` sort (bytes, then length) */
 static int by_id(const void *a, const void *b) {
   const store_step *x = a, *y = b;
@@ -479,6 +485,12 @@ static int load(store *s, const char *run, size_t rn, const char *id, size_t idn
       if (rc == MDB_NOTFOUND) rc = 0;
     }
   } else if (rc == 0) {
+    /* a merge of two lists in id order: the log's newer records (sorted
+     * here: at most 128) and the run's records in `steps` */
+    logent ent[STEPS_LOG_RUN];
+    for (size_t i = 0; i < ln; i++) ent[i].st = lst[i], ent[i].r = lrec[i];
+    qsort(ent, ln, sizeof ent[0], by_id);
+    size_t li = 0;
     MDB_cursor *c = NULL;
     if (cold && (rc = mdb_cursor_open(txn, cold, &c)) == 0) {
       MDB_val kk = {k.len, k.data}, v;
@@ -490,19 +502,20 @@ static int load(store *s, const char *run, size_t rn, const char *id, size_t idn
           bad = 1, rc = MDB_CORRUPTED;
           break;
         }
-        int newer = 0;
-        for (size_t i = 0; i < ln && !newer; i++) newer = same_id(&lst[i], &r);
-        if (!newer) add_step(out, &r, v.mv_data, v.mv_size);
+        int d = -1;
+        for (; li < ln && (d = by_id(&ent[li].st, &r)) < 0; li++)
+          add_step(out, &ent[li].st, ent[li].r->rec, ent[li].r->recn);
+        if (li < ln && d == 0) continue; /* the log's is newer: it comes next */
+        add_step(out, &r, v.mv_data, v.mv_size);
       }
       mdb_cursor_close(c);
       if (rc == MDB_NOTFOUND) rc = 0;
     }
-    for (size_t i = 0; rc == 0 && i < ln; i++) add_step(out, &lst[i], lrec[i]->rec, lrec[i]->recn);
+    for (; rc == 0 && li < ln; li++) add_step(out, &ent[li].st, ent[li].r->rec, ent[li].r->recn);
   }
   store_read_end(s, txn);
   sbuf_free(&k);
   fix_up(out, first);
-  if (!id && ln > 0) qsort(out->v + first, out->n - first, sizeof *out->v, by_id);
   if (bad) {
     snprintf(err, errsz, "store %s: run %.*s has a corrupt step record", store_dir(s), (int)rn, run);
     return STORE_EBADSTORE;
