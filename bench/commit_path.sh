@@ -27,10 +27,25 @@ log() { echo "== $(date -u +%T) $*" >&2; }
 gcc -O2 -Wall -o "$OUT/bin/lmdb_groupcommit" "$BENCH_DIR/floor/lmdb_groupcommit.c" -llmdb -lpthread
 trap 'rm -f "$QUIET_WAITED_FILE"' EXIT
 
+# sectors written by the disks (every process: /sys/block/*/stat field 7, not
+# loop or zram devices),
+# beside each measurement, as the counters of one process over-count
+disk_sectors() {
+  local s=0 f
+  for f in /sys/block/*/stat; do
+    case $f in */loop*|*/zram*|*/ram*) continue ;; esac
+    s=$((s + $(awk '{print $7}' "$f")))
+  done
+  echo $s
+}
 run() { # NAME BIN ARGS...: one measurement, its JSON line into the session
   local name=$1; shift
   quiet_gate
+  local d0 d1
+  d0=$(disk_sectors)
   "$@" --out "$OUT/commit-$STAMP" | tail -1 | tee -a "$SESSION_OUT" | cut -c1-160
+  d1=$(disk_sectors)
+  echo "{\"bench\": \"disk\", \"session\": \"$BENCH_SESSION\", \"name\": \"$name\", \"sectors_written\": $((d1 - d0))}" >> "$SESSION_OUT"
   echo "   ($name)" >&2
 }
 floor() {

@@ -3,7 +3,7 @@
 
 For each repetition: base and new sluice (emit 1/64/1000 events/s and ack p50, 64 runs
 x 4,000 steps: steps/s, /proc/self/io write_bytes and wchar per step, store size,
-anonymous RSS), Redis appendfsync always (1/64/1000 clients) and the LMDB floor (64
+anonymous RSS; the disks' sectors written meanwhile, when the session has them), Redis appendfsync always (1/64/1000 clients) and the LMDB floor (64
 writers) measured in the same repetition, and the ratios new/peer and base/peer.
 Lines are taken in file order: Redis and floor lines belong to the repetition of the
 sluice lines before them. Medians over repetitions close the table."""
@@ -30,6 +30,7 @@ def main(path):
                 r[(side, "p50_%d" % d["emitters"])] = d["ack"]["p50_ms"]
             else:
                 r[(side, "conc")] = d["steps_per_s"]
+                r[(side, "steps")] = d["steps"]
                 r[(side, "wb")] = d["io"]["write_bytes_kB"] * 1024 / d["steps"]
                 r[(side, "wchar")] = d["io"]["wchar_kB"] * 1024 / d["steps"]
                 r[(side, "store_MB")] = d["store_kB"] / 1024
@@ -37,6 +38,11 @@ def main(path):
         elif b == "redis.xadd" and cur is not None and d.get("persist") == "always" and d.get("pipeline") == 1:
             reps[cur][("redis", "emit%d" % d["clients"])] = d["rps"]
             reps[cur][("redis", "p50_%d" % d["clients"])] = d["p50_ms"]
+        elif b == "disk" and d.get("name", "").endswith(" conc64") and cur is not None:
+            side = d["name"].split("-rep")[0]
+            steps = reps[cur].get((side, "steps"))
+            if steps:
+                reps[cur][(side, "disk")] = d["sectors_written"] * 512 / steps
         elif b == "floor.lmdb_gc" and cur is not None:
             reps[cur][("floor", "conc")] = d["events_per_s"]
     rows = [
@@ -47,6 +53,7 @@ def main(path):
         ("64 runs x 4,000 steps, steps/s", "conc", "floor"),
         ("write_bytes per step (64 runs), B", "wb", None),
         ("wchar per step (64 runs), B", "wchar", None),
+        ("disk sectors written per step (64 runs, every process), B", "disk", None),
         ("store after the 64-run load, MB", "store_MB", None),
         ("anonymous RSS, 64 runs, MB", "anon_MB", None),
     ]
