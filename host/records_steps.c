@@ -12,10 +12,11 @@
  * per run with records in the log, the newest of them (last), the sequence
  * below which none of the run's log records count any more (floor) and how
  * many are chained (count): a few dozen bytes per active run, so the heads
- * of 64 concurrent runs fit in one or two leaves. When a run has
- * STEPS_LOG_RUN (128) records chained, they move together into `steps`, the
- * layout by run (a few of the run's leaves written once per 128 steps
- * instead of one leaf per step), and the run's head goes. The log's records
+ * of 64 concurrent runs fit in one or two leaves. When a run has 64 to
+ * STEPS_LOG_RUN (128, by a hash of its id) records chained, they move
+ * together into `steps`, the layout by run (a few of the run's leaves
+ * written once per ~100 steps instead of one leaf per step), and the run's
+ * head goes. The log's records
  * are never deleted one by one in the middle (that would rewrite a leaf per
  * record): once the log holds STEPS_LOG_TRIM records more than
  * STEPS_LOG_MAX, the append that found it so deletes its first records down
@@ -283,6 +284,16 @@ static int trim_one(MDB_txn *txn, store *s) {
   return mdb_del(txn, lg, &dk, NULL);
 }
 
+/* How many records of run are chained before they move: STEPS_LOG_RUN/2 to
+ * STEPS_LOG_RUN by a hash of its id, so runs that go at one pace (a map's
+ * items, a benchmark's runs) move in different commits, not all in one
+ * (whose pages LMDB would keep allocated for good). */
+static uint32_t due(const void *run, size_t rn) {
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < rn; i++) h = (h ^ ((const unsigned char *)run)[i]) * 16777619u;
+  return STEPS_LOG_RUN / 2 + h % (STEPS_LOG_RUN / 2 + 1);
+}
+
 /* STEPS_LOG_MAX, or SLUICE_STEP_LOG_MAX (for tests: a power cut between
  * trims). Read on the writer thread, and by recovery before it starts; a
  * replay under another bound places records otherwise, and reads the same. */
@@ -325,7 +336,7 @@ int records_step_apply(MDB_txn *txn, store *s, const void *run, size_t rn, const
   memcpy(p + LOG_PRE + rn, rec, recn);
   h.last = seq;
   h.count++;
-  if (h.count >= STEPS_LOG_RUN) {
+  if (h.count >= due(run, rn)) {
     rc = compact(txn, s, run, rn, &h);
   } else {
     unsigned char hb[HEAD_LEN];

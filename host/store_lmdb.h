@@ -19,7 +19,7 @@
  *   step_log     be64(seq) -> le64 prev seq of the run, le16 length + run_id,
  *                step record: where a step's record goes first, appended, so
  *                concurrent runs' steps share leaves (records_steps.c says
- *                when they move to `steps`, 128 of a run at a time)
+ *                when they move to `steps`, 64 to 128 of a run at a time)
  *   step_heads   run_id -> le64 newest seq, le64 floor, le32 count: the runs
  *                with records in step_log
  *   schedules    schedule name -> JSON {name, spec, tz, next_at, last_at, ...}
@@ -90,9 +90,10 @@ enum {
  * one whose log is empty, and is marked 2 by its first read-write open) */
 #define STORE_FORMAT_VERSION 2
 
-/* records_steps.c: a run's records chained in the log before they move to
- * `steps`; the log's size past which its oldest records go, STEPS_LOG_TRIM
- * at a time (whole leaves freed at once, not one record per commit) */
+/* records_steps.c: the most records of a run chained in the log before they
+ * move to `steps` (half to all of it, by the run's id); the log's size past
+ * which its oldest records go, STEPS_LOG_TRIM at a time (whole leaves freed
+ * at once, not one record per commit) */
 #define STEPS_LOG_RUN 128
 #define STEPS_LOG_MAX 16384
 #define STEPS_LOG_TRIM 512
