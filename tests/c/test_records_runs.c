@@ -15,42 +15,8 @@
 #include "store.h"
 #include "store_lmdb.h"
 #include "unit.h"
+#include "unit_writer.h"
 #include "writer.h"
-
-/* ---- writing through the writer, synchronously ------------------------- */
-
-typedef struct {
-  int calls, status;
-} done_rec;
-
-static void on_done(void *cookie, int status, const char *errmsg) {
-  done_rec *d = cookie;
-  d->calls++;
-  d->status = status;
-  if (status) fprintf(stderr, "batch failed: %s\n", errmsg);
-}
-
-static uv_loop_t loop;
-static writer *w;
-
-static int start(store *s) {
-  uv_loop_init(&loop);
-  char err[256];
-  return writer_start(&w, s, &loop, err, sizeof err);
-}
-
-static void stop(void) {
-  writer_stop(w);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  uv_loop_close(&loop);
-}
-
-static int commit(store_batch *b) {
-  done_rec d = {0, 0};
-  if (writer_submit(w, b, on_done, &d) != 0) return -1;
-  while (d.calls == 0) uv_run(&loop, UV_RUN_ONCE);
-  return d.status;
-}
 
 static int fill_str(void *ud, sbuf *out, char *err, size_t errsz) {
   (void)err, (void)errsz;

@@ -12,28 +12,9 @@
 #include "store.h"
 #include "store_lmdb.h"
 #include "unit.h"
+#include "unit_writer.h"
 #include "writer.h"
 
-static uv_loop_t loop;
-static writer *w;
-
-typedef struct {
-  int calls, status;
-} done_rec;
-
-static void on_done(void *cookie, int status, const char *errmsg) {
-  done_rec *d = cookie;
-  d->calls++;
-  d->status = status;
-  if (status) fprintf(stderr, "batch failed: %s\n", errmsg);
-}
-
-static int commit(store_batch *b) {
-  done_rec d = {0, 0};
-  if (writer_submit(w, b, on_done, &d) != 0) return -1;
-  while (d.calls == 0) uv_run(&loop, UV_RUN_ONCE);
-  return d.status;
-}
 
 static int fill_str(void *ud, sbuf *out, char *err, size_t errsz) {
   (void)err, (void)errsz;
@@ -64,15 +45,12 @@ static store *open_rw(const char *dir) {
     fprintf(stderr, "%s\n", err);
     return NULL;
   }
-  uv_loop_init(&loop);
-  if (writer_start(&w, s, &loop, err, sizeof err)) return NULL;
+  if (start(s)) return NULL;
   return s;
 }
 
 static void close_rw(store *s) {
-  writer_stop(w);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  uv_loop_close(&loop);
+  stop();
   store_close(s);
 }
 
