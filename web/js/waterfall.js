@@ -75,6 +75,19 @@ function ticks(span) {
 const pct = (x, span) => `${Math.min(100, Math.max(0, (x / span) * 100))}%`;
 
 /** The waterfall element; onSelect(step) when a bar is chosen. */
+// Where a bar's label goes: right of the bar while a fifth of the track is
+// left there, else on the side with more room, or inside a step's bar when
+// the bar itself is the widest place (a step that fills the track: its
+// label would be clipped at either edge).
+function placeText(it, L) {
+  const right = 1 - (it.end - L.t0) / L.span;
+  const left = (it.start - L.t0) / L.span;
+  const inside = it.kind === 'step' ? (it.end - it.start) / L.span : 0;
+  if (right >= 0.2) return '';
+  if (inside > left && inside > right) return ' inside';
+  return left > right ? ' left' : '';
+}
+
 export function waterfall(run, steps, onSelect) {
   const L = layout(run, steps);
   const root = h('div', { class: 'waterfall', role: 'list', 'aria-label': `Steps of run ${run.run_id} on a time axis` });
@@ -121,9 +134,7 @@ export function waterfall(run, steps, onSelect) {
       const text = it.gap ? `${it.gap.reason} ${duration(it.end - it.start)}${it.gap.open ? '…' : ''}`
         : it.kind === 'step' ? `${duration(st.duration_ms)}${st.attempts > 1 ? ` ×${typeof st.attempts === 'number' ? st.attempts : st.attempts.length}` : ''}`
           : it.kind;
-      // the label goes where there is room: right of the bar, or left of it near the end
-      const late = (it.start - L.t0) / L.span > 0.6 && !it.gap;
-      bar.append(h('span', { class: late ? 'wf-bar-text left' : 'wf-bar-text' }, text));
+      bar.append(h('span', { class: `wf-bar-text${it.gap ? '' : placeText(it, L)}` }, text));
       bar.addEventListener('click', () => onSelect && onSelect(st));
       root.append(h('div', { class: ['wf-row', it.gap ? 'is-gap' : ''], role: 'listitem' },
         h('div', { class: 'wf-label mono', title: st.id }, label),
