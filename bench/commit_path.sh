@@ -14,16 +14,10 @@
 set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 REPS=${1:-2}
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$BENCH_DIR/out
-mkdir -p "$OUT/bin"
-export BENCH_SESSION=commit-$STAMP
-export SESSION_OUT=$OUT/commit-session-$STAMP.jsonl
-export QUIET_WAITED_FILE=$OUT/.quiet-commit-$STAMP
 export QUIET_MAX=${QUIET_MAX:-5}
 . "$BENCH_DIR/lib.sh"
+bench_session commit # STAMP, OUT, SESSION_OUT, ... and log() (bench/lib.sh)
 : "${BASE_BIN:?BASE_BIN: the sluice binary before}" "${NEW_BIN:?NEW_BIN: the sluice binary after}"
-log() { echo "== $(date -u +%T) $*" >&2; }
 gcc -O2 -Wall -o "$OUT/bin/lmdb_groupcommit" "$BENCH_DIR/floor/lmdb_groupcommit.c" -llmdb -lpthread
 trap 'rm -f "$QUIET_WAITED_FILE"' EXIT
 

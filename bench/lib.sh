@@ -10,6 +10,12 @@
 #                     CPU seconds used meanwhile by processes outside our Unix session
 #                     (others_cpu.py), appended as a JSON line {"kind":"noise",...} to $SESSION_OUT
 #  now_ns             monotonic-ish wall clock in ns (date +%s%N)
+#  bench_session NAME sets and exports the session's names: STAMP, OUT (bench/out, with
+#                     bin/), BENCH_SESSION=NAME-STAMP, SESSION_OUT=OUT/NAME-session-STAMP.jsonl,
+#                     QUIET_WAITED_FILE; and defines log()
+#  machine_record [KEY=CMD ...]
+#                     one JSON line {"kind":"machine",...} (this machine, $REV and $BIN), plus
+#                     KEY: CMD's output for each pair, on stdout and appended to $SESSION_OUT
 BENCH_DIR=${BENCH_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 QUIET_MAX=${QUIET_MAX:-90}
 QUIET_BUSY=${QUIET_BUSY:-10}
@@ -17,6 +23,35 @@ QUIET_BUDGET=${QUIET_BUDGET:-480}
 QUIET_WAITED_FILE=${QUIET_WAITED_FILE:-} # run_all.sh sets it: the session's total waiting
 MYSID=$(awk '{print $6}' /proc/$$/stat)
 now_ns() { date +%s%N; }
+
+bench_session() {
+  STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+  OUT=$BENCH_DIR/out
+  mkdir -p "$OUT/bin"
+  export BENCH_SESSION=$1-$STAMP SESSION_OUT=$OUT/$1-session-$STAMP.jsonl
+  export QUIET_WAITED_FILE=$OUT/.quiet-$1-$STAMP
+}
+log() { echo "== $(date -u +%T) $*" >&2; }
+
+machine_record() {
+  python3 - "${REV:-}" "${BIN:-}" "$@" <<'PY' | tee -a "$SESSION_OUT"
+import json, os, subprocess, sys, datetime
+sh = lambda c: subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+rec = {
+    "kind": "machine", "session": os.environ["BENCH_SESSION"],
+    "at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "rev": sys.argv[1], "bin": sys.argv[2], "nproc": sh("nproc"), "kernel": sh("uname -r"),
+    "cpu": sh("lscpu | sed -n 's/^Model name: *//p'"), "hypervisor": sh("lscpu | sed -n 's/^Hypervisor vendor: *//p'"),
+    "mem": sh("free -h | awk '/^Mem/{print $2}'"),
+    "disk": sh("df -T \"${TMPDIR:-/tmp}\" | awk 'NR==2{print $1\" \"$2}'") + " write_cache=" + sh("cat /sys/block/vda/queue/write_cache 2>/dev/null"),
+    "tmpdir": os.environ.get("TMPDIR", "/tmp"), "loadavg": sh("cut -d' ' -f1-3 /proc/loadavg"),
+}
+for pair in sys.argv[3:]:
+    key, cmd = pair.split("=", 1)
+    rec[key] = sh(cmd)
+print(json.dumps(rec))
+PY
+}
 
 _cpu_sample() { awk '/^cpu /{print $2+$3+$4+$6+$7+$8, $5}' /proc/stat; }
 quiet_gate() {

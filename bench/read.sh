@@ -17,15 +17,9 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 REPS=${1:-3}
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$BENCH_DIR/out
-mkdir -p "$OUT/bin"
-export BENCH_SESSION=read-$STAMP
-export SESSION_OUT=$OUT/read-session-$STAMP.jsonl
-export QUIET_WAITED_FILE=$OUT/.quiet-read-$STAMP
 . "$BENCH_DIR/lib.sh"
+bench_session read # STAMP, OUT, SESSION_OUT, ... and log() (bench/lib.sh)
 PORT=${REDIS_PORT:-16392}
-log() { echo "== $(date -u +%T) $*" >&2; }
 
 for t in redis-server redis-benchmark redis-cli; do
   command -v $t >/dev/null || { echo "missing $t: apt-get install -y redis-server redis-tools libhiredis-dev" >&2; exit 2; }

@@ -12,7 +12,6 @@ mkdir -p "$OUT"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 export SESSION_OUT=$OUT/reload-$STAMP.jsonl BENCH_SESSION=$STAMP
 . "$BENCH_DIR/lib.sh"
-log() { echo "== $(date -u +%T) $*" >&2; }
 sluice_binary
 for rep in $(seq 1 "$REPS"); do
   for shape in "inproc 1" "log 1" "serve 1" "inproc 100" "log 100"; do

@@ -21,14 +21,8 @@ REPO=$(cd "$BENCH_DIR/.." && pwd)
 REPS=${1:-3}
 N=${N:-10000}
 RUNS=${RUNS:-5}
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$BENCH_DIR/out
-mkdir -p "$OUT/bin"
-export BENCH_SESSION=replay-$STAMP
-export SESSION_OUT=$OUT/replay-session-$STAMP.jsonl
-export QUIET_WAITED_FILE=$OUT/.quiet-replay-$STAMP
 . "$BENCH_DIR/lib.sh"
-log() { echo "== $(date -u +%T) $*" >&2; }
+bench_session replay # STAMP, OUT, SESSION_OUT, ... and log() (bench/lib.sh)
 
 if [ -z "${SLUICE_BINS:-}" ]; then
   sluice_binary # sets REV, BIN (bench/lib.sh)

@@ -25,26 +25,13 @@ export SESSION_OUT=$OUT/session-$STAMP.jsonl
 export QUIET_WAITED_FILE=$OUT/.quiet-$STAMP
 . "$BENCH_DIR/lib.sh"
 T_BEGIN=$(date +%s)
-log() { echo "== $(date -u +%T) $*" >&2; }
 
 # ---- the binary -------------------------------------------------------------
 sluice_binary # sets and exports REV, BIN (bench/lib.sh)
 STEPS_LUA=$BENCH_DIR/steps.lua
 
 # ---- the machine ------------------------------------------------------------
-python3 - "$REV" "$BIN" <<'PY' | tee -a "$SESSION_OUT"
-import json, os, subprocess, sys, datetime
-sh = lambda c: subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
-print(json.dumps({
-    "kind": "machine", "session": os.environ["BENCH_SESSION"],
-    "at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    "rev": sys.argv[1], "bin": sys.argv[2], "nproc": sh("nproc"), "kernel": sh("uname -r"),
-    "cpu": sh("lscpu | sed -n 's/^Model name: *//p'"), "hypervisor": sh("lscpu | sed -n 's/^Hypervisor vendor: *//p'"),
-    "mem": sh("free -h | awk '/^Mem/{print $2}'"),
-    "disk": sh("df -T \"${TMPDIR:-/tmp}\" | awk 'NR==2{print $1\" \"$2}'") + " write_cache=" + sh("cat /sys/block/vda/queue/write_cache 2>/dev/null"),
-    "tmpdir": os.environ.get("TMPDIR", "/tmp"), "loadavg": sh("cut -d' ' -f1-3 /proc/loadavg"),
-}))
-PY
+machine_record
 
 m() { # LABEL CMD... : gate, run, record the noise
   local label=$1; shift

@@ -29,32 +29,15 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 REPS=${1:-3}
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$BENCH_DIR/out
-mkdir -p "$OUT"
-export BENCH_SESSION=sched-$STAMP
-export SESSION_OUT=$OUT/sched-session-$STAMP.jsonl
-export QUIET_WAITED_FILE=$OUT/.quiet-sched-$STAMP
 . "$BENCH_DIR/lib.sh"
+bench_session sched # STAMP, OUT, SESSION_OUT, ... and log() (bench/lib.sh)
 FIRE_SECS=${FIRE_SECS:-20}
 T_BEGIN=$(date +%s)
-log() { echo "== $(date -u +%T) $*" >&2; }
 
 # ---- the binary (as bench/run_all.sh) -------------------------------------------
 sluice_binary # sets and exports REV, BIN (bench/lib.sh)
 
-python3 - "$REV" "$BIN" <<'PY' | tee -a "$SESSION_OUT"
-import json, os, subprocess, sys, datetime
-sh = lambda c: subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
-print(json.dumps({
-    "kind": "machine", "session": os.environ["BENCH_SESSION"],
-    "at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    "rev": sys.argv[1], "bin": sys.argv[2], "nproc": sh("nproc"), "kernel": sh("uname -r"),
-    "cpu": sh("lscpu | sed -n 's/^Model name: *//p'"), "mem": sh("free -h | awk '/^Mem/{print $2}'"),
-    "disk": sh("df -T \"${TMPDIR:-/tmp}\" | awk 'NR==2{print $1\" \"$2}'"),
-    "node": sh("node --version"), "loadavg": sh("cut -d' ' -f1-3 /proc/loadavg"),
-}))
-PY
+machine_record node="node --version"
 
 m() { # LABEL CMD... : gate, run, record the noise
   local label=$1; shift

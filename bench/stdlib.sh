@@ -24,34 +24,15 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 REPS=${1:-3}
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$BENCH_DIR/out
-mkdir -p "$OUT"
-export BENCH_SESSION=stdlib-$STAMP
-export SESSION_OUT=$OUT/stdlib-session-$STAMP.jsonl
-export QUIET_WAITED_FILE=$OUT/.quiet-stdlib-$STAMP
 . "$BENCH_DIR/lib.sh"
+bench_session stdlib # STAMP, OUT, SESSION_OUT, ... and log() (bench/lib.sh)
 HTTP_N=${HTTP_N:-10000} HTTP_C=${HTTP_C:-100} CSV_MB=${CSV_MB:-200} SQLITE_N=${SQLITE_N:-1000000}
 S=$BENCH_DIR/stdlib
 T_BEGIN=$(date +%s)
-log() { echo "== $(date -u +%T) $*" >&2; }
 
 sluice_binary # sets and exports REV, BIN (bench/lib.sh)
 
-python3 - "$REV" "$BIN" <<'PY' | tee -a "$SESSION_OUT"
-import json, os, subprocess, sys, datetime
-sh = lambda c: subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
-print(json.dumps({
-    "kind": "machine", "session": os.environ["BENCH_SESSION"],
-    "at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    "rev": sys.argv[1], "bin": sys.argv[2], "nproc": sh("nproc"), "kernel": sh("uname -r"),
-    "cpu": sh("lscpu | sed -n 's/^Model name: *//p'"), "mem": sh("free -h | awk '/^Mem/{print $2}'"),
-    "disk": sh("df -T \"${TMPDIR:-/tmp}\" | awk 'NR==2{print $1\" \"$2}'"),
-    "node": sh("node --version"), "python": sh("python3 --version"), "nginx": sh("nginx -v 2>&1"),
-    "sqlite3": sh("sqlite3 --version | cut -d' ' -f1"), "curl": sh("curl-config --version"),
-    "loadavg": sh("cut -d' ' -f1-3 /proc/loadavg"),
-}))
-PY
+machine_record node="node --version" python="python3 --version" nginx="nginx -v 2>&1" sqlite3="sqlite3 --version | cut -d' ' -f1" curl="curl-config --version"
 
 m() { # LABEL CMD... : gate, run (its JSON lines go to the session), record the noise
   local label=$1; shift

@@ -30,16 +30,10 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 REPS=${1:-3}
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$BENCH_DIR/out
-mkdir -p "$OUT/bin"
-export BENCH_SESSION=stream-$STAMP
-export SESSION_OUT=$OUT/stream-session-$STAMP.jsonl
-export QUIET_WAITED_FILE=$OUT/.quiet-stream-$STAMP
 . "$BENCH_DIR/lib.sh"
+bench_session stream # STAMP, OUT, SESSION_OUT, ... and log() (bench/lib.sh)
 PORT=${REDIS_PORT:-16391}
 T_BEGIN=$(date +%s)
-log() { echo "== $(date -u +%T) $*" >&2; }
 ulimit -n 65536 2>/dev/null || ulimit -n 4096 2>/dev/null || true
 
 # ---- the binary (as bench/run_all.sh) -------------------------------------------
@@ -53,20 +47,7 @@ gcc -O2 -Wall -o "$OUT/bin/lmdb_groupcommit" "$BENCH_DIR/floor/lmdb_groupcommit.
 gcc -O2 -Wall -o "$OUT/bin/redis_read" "$BENCH_DIR/redis/redis_read.c" -lhiredis
 
 # ---- the machine ------------------------------------------------------------------
-python3 - "$REV" "$BIN" <<'PY' | tee -a "$SESSION_OUT"
-import json, os, subprocess, sys, datetime
-sh = lambda c: subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
-print(json.dumps({
-    "kind": "machine", "session": os.environ["BENCH_SESSION"],
-    "at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    "rev": sys.argv[1], "bin": sys.argv[2], "nproc": sh("nproc"), "kernel": sh("uname -r"),
-    "cpu": sh("lscpu | sed -n 's/^Model name: *//p'"), "hypervisor": sh("lscpu | sed -n 's/^Hypervisor vendor: *//p'"),
-    "mem": sh("free -h | awk '/^Mem/{print $2}'"),
-    "disk": sh("df -T \"${TMPDIR:-/tmp}\" | awk 'NR==2{print $1\" \"$2}'") + " write_cache=" + sh("cat /sys/block/vda/queue/write_cache 2>/dev/null"),
-    "redis": sh("redis-server --version"), "tmpdir": os.environ.get("TMPDIR", "/tmp"),
-    "loadavg": sh("cut -d' ' -f1-3 /proc/loadavg"),
-}))
-PY
+machine_record redis="redis-server --version"
 
 m() { # LABEL CMD... : gate, run, record the noise
   local label=$1; shift
