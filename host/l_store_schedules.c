@@ -13,7 +13,12 @@
  *                                        that does not parse; source true when
  *                                        the record has one)
  *   b:put_schedule(name, record)      -> b   (record: a table, encoded once)
- *   b:delete_schedule(name)           -> b */
+ *   b:delete_schedule(name)           -> b
+ *   store.release_pages()             -> true (| nil, "CODE: msg", "CODE"):
+ *                                        drops the store's pages from the
+ *                                        process's resident set after a pass
+ *                                        over all schedules (store.h); nothing
+ *                                        on PostgreSQL */
 #include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -227,6 +232,16 @@ static int l_schedule_states(lua_State *L) {
   return nret;
 }
 
+static int l_release_pages(lua_State *L) {
+  if (!l_store_pg(L)) {
+    char err[512];
+    int st = store_release_pages(l_store_get(L), err, sizeof err);
+    if (st) return l_store_fail(L, st, err);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* put_schedule encodes into one buffer kept as its upvalue (the batch
  * copies the record): no buffer userdata per record of 100,000 stored at
  * start, each waiting for the collector */
@@ -267,6 +282,7 @@ void l_store_schedules(lua_State *L, int module_idx, int methods_idx) {
   static const luaL_Reg fns[] = {{"schedule", l_schedule},
                                  {"schedules", l_schedules},
                                  {"schedule_states", l_schedule_states},
+                                 {"release_pages", l_release_pages},
                                  {NULL, NULL}};
   static const luaL_Reg methods[] = {{"delete_schedule", l_delete_schedule}, {NULL, NULL}};
   lua_pushvalue(L, module_idx);

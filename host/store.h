@@ -78,6 +78,11 @@ typedef struct store_batch store_batch;
 int store_open(store **out, const char *dir, int flags, char *err, size_t errsz);
 void store_close(store *s);
 const char *store_dir(const store *s);
+/* Drops the store's pages from this process's resident set (they stay in
+ * the page cache, read again at the next access): after a pass over many
+ * records (the scheduler's 100,000 at start), so that the pass does not
+ * keep the whole database counted in the process's RSS. */
+int store_release_pages(store *s, char *err, size_t errsz);
 
 /* An empty batch, and the freeing of one that was never committed. */
 store_batch *store_batch_new(void);

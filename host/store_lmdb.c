@@ -35,6 +35,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/mman.h>
+#include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -152,6 +154,59 @@ static void lock_shared(store *s) {
 static void unlock_shared(store *s) {
   held_shared--;
   pthread_rwlock_unlock(&s->lock);
+}
+
+/* The address and length of this process's mapping of data.mdb (LMDB
+ * does not give its address: me_mapaddr is only set for MDB_FIXEDMAP),
+ * found in /proc/self/maps by the file's device and inode. 0 or an errno
+ * (ENOENT: not mapped). */
+static int map_of(store *s, char **addr, size_t *len) {
+  mdb_filehandle_t fd;
+  struct stat st;
+  if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0) return EBADF;
+  FILE *f = fopen("/proc/self/maps", "r");
+  if (!f) return errno;
+  char line[4096];
+  int rc = ENOENT;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi, off, ino;
+    unsigned maj, mnr;
+    if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &off, &maj, &mnr, &ino) == 6 &&
+        ino == (unsigned long)st.st_ino && maj == major(st.st_dev) && mnr == minor(st.st_dev) &&
+        off == 0) {
+      *addr = (char *)lo;
+      *len = hi - lo;
+      rc = 0;
+      break;
+    }
+  }
+  fclose(f);
+  return rc;
+}
+
+int store_release_pages(store *s, char *err, size_t errsz) {
+  MDB_envinfo info;
+  MDB_stat st;
+  char *addr = NULL;
+  size_t maplen = 0;
+  lock_shared(s); /* no remap meanwhile (store_grow holds it exclusively) */
+  int rc = mdb_env_info(s->env, &info);
+  if (!rc) rc = mdb_env_stat(s->env, &st);
+  int e = rc ? 0 : map_of(s, &addr, &maplen);
+  if (!rc && !e) {
+    size_t len = ((size_t)info.me_last_pgno + 1) * st.ms_psize;
+    if (len > maplen) len = maplen;
+    /* a read-only shared file mapping (no MDB_WRITEMAP): the pages are read
+     * again from the page cache at the next access, nothing is lost */
+    if (madvise(addr, len, MADV_DONTNEED) != 0) e = errno;
+  }
+  unlock_shared(s);
+  if (rc || e) {
+    seterr(err, errsz, "releasing the pages of store %s: %s", s->dir,
+           rc ? mdb_strerror(rc) : strerror(e));
+    return STORE_EIO;
+  }
+  return 0;
 }
 
 /* Another process grew the map past ours: adopt its size. Needs no
