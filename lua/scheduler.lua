@@ -248,11 +248,11 @@ local function stored_record(name)
 end
 
 -- The store's pages that a pass read (or a commit's writer thread did) are
--- dropped from the process's resident set every RELEASE_EVERY pages of
--- 1000 records and at its end (store.release_pages): 100,000 records kept
--- 7.5 to 11.5 MB of data.mdb counted in serve's RSS. A failure only
--- leaves them counted: said, not raised.
-local RELEASE_EVERY = 8
+-- dropped from the process's resident set after each page of 1000 records
+-- (store.release_pages, ~0.2 ms): 100,000 records kept 7.5 to 11.5 MB of
+-- data.mdb counted in serve's RSS, and every 8 pages still 3.5 MB (the
+-- kernel maps 16 pages around each one read). A failure only leaves them
+-- counted: said, not raised.
 local function release_pages()
   local ok, err = store.release_pages()
   if not ok then log("schedules: %s", err) end
@@ -265,7 +265,6 @@ local function save_all(ranges)
   local rec = {} -- every record is encoded into the batch at once: one table for all
   local ids = each_id(ranges)
   local id = ids()
-  local commits = 0
   while id do
     local b = store.batch()
     for _ = 1, 1000 do
@@ -277,10 +276,8 @@ local function save_all(ranges)
     local ok, err = b:commit()
     if not ok then error("storing schedules: " .. tostring(err), 0) end
     collectgarbage("step", 256) -- the records encoded are garbage now
-    commits = commits + 1
-    if commits % RELEASE_EVERY == 0 then release_pages() end
+    release_pages()
   end
-  release_pages()
 end
 
 --- Counts a run of schedule `name` resumed by the host (its overlap
@@ -342,7 +339,7 @@ function M.start(start_run, adopt)
   -- values a record in one list: no table per record), not one read per
   -- schedule
   local after
-  local page, pages = {}, 0
+  local page = {}
   q:reserve(q:count() + #every.order)
   repeat
     local count, last = store.schedule_states(after, 1000, page)
@@ -363,10 +360,8 @@ function M.start(start_run, adopt)
         end
       end
     end
-    pages = pages + 1
-    if pages % RELEASE_EVERY == 0 then release_pages() end
+    release_pages()
   until not after
-  release_pages()
   for _, name in ipairs(every.order) do
     local id = q:id(name)
     if not q:armed(id) then
