@@ -162,4 +162,21 @@ describe("engine error tables", function()
     assert_names_line(err.message, call, "starting run r1: EIO: disk on fire$", "store error")
     assert.are.equal(err.message, tostring(err))
   end)
+
+  it("errors.where gives the same site again without allocating it (a loop defining 100,000 schedules)", function()
+    local errors = require "sluice.errors"
+    -- a site longer than Lua's interned short strings (40 bytes)
+    local chunk = "@/tmp/a-directory-name-long-enough/pipelines/many.lua"
+    local fn = assert(load("local where, n = ...\nlocal s\nfor _ = 1, n do s = where() end\nreturn s", chunk))
+    assert.are.equal("/tmp/a-directory-name-long-enough/pipelines/many.lua:3", fn(errors.where, 1))
+    collectgarbage("collect")
+    collectgarbage("stop")
+    local before = collectgarbage("count")
+    local site = fn(errors.where, 10000)
+    local grown = collectgarbage("count") - before
+    collectgarbage("restart")
+    assert.are.equal("/tmp/a-directory-name-long-enough/pipelines/many.lua:3", site)
+    -- a new string each call was ~10,000 x 80 bytes
+    assert.is_true(grown < 64, ("10,000 calls allocated %.0f kB"):format(grown))
+  end)
 end)
