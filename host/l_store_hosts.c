@@ -2,12 +2,14 @@
  * PostgreSQL store (store_pg.h, "hosts and leases") for lua/hosts.lua:
  *
  *   local h = require "sluice._hosts"
- *   h.register{id=, name=, pid=, lease_ms=, info=table} -> true
+ *   h.register{id=, name=, pid=, lease_ms=, info=table, claims=bool} -> true
  *   h.renew(id, lease_ms)          -> alive (false: expired, stop)
  *   h.deregister(id)               -> true
  *   h.expire(id)                   -> true (a host known dead: its leases free at the next reap)
  *   h.fence(id | nil)              every write transaction checks id is alive
- *   h.claim(id, {pipeline, ...}, limit) -> {{id=, pipeline=, record=}, ...}
+ *   h.claim(id, {pipeline, ...}, limit, floor) -> {runs = {{id=, pipeline=, record=}, ...},
+ *                                     free = unleased runs before} (floor <= n <= limit
+ *                                     runs: this host's share of the backlog)
  *   h.runs(id)                     -> the same, of the active runs id holds
  *   h.cancelled(id)                -> {run id, ...}: runs id holds that another host cancelled
  *   h.run_hosts({run id, ...})     -> {[run id] = {host=, alive=, machine=, pid=}} of those leased
@@ -97,6 +99,9 @@ static int l_register(lua_State *L) {
   h.pid = (int)luaL_checkinteger(L, -1);
   lua_getfield(L, 1, "lease_ms");
   h.lease_ms = check_ms(L, -1);
+  lua_getfield(L, 1, "claims");
+  h.claims = lua_isnil(L, -1) || lua_toboolean(L, -1);
+  lua_pop(L, 1);
   lua_getfield(L, 1, "info");
   if (!lua_isnil(L, -1)) {
     sbuf *info = l_store_new_buf(L);
@@ -145,15 +150,21 @@ static int l_claim(lua_State *L) {
   const char *id = check_id(L, 1);
   lua_Integer limit = luaL_checkinteger(L, 3);
   luaL_argcheck(L, limit > 0, 3, "the limit must be positive");
+  lua_Integer floor = luaL_checkinteger(L, 4);
+  luaL_argcheck(L, floor > 0 && floor <= limit, 4, "the floor must be positive, at most the limit");
   sbuf *names = names_json(L, 2);
-  if (!names) {
-    lua_newtable(L); /* no pipeline: no run to claim */
+  if (!names) { /* no pipeline: no run to claim */
+    lua_createtable(L, 0, 2);
+    lua_newtable(L);
+    lua_setfield(L, -2, "runs");
+    lua_pushinteger(L, 0);
+    lua_setfield(L, -2, "free");
     return 1;
   }
   l_pgread *r = l_store_pgread(L);
   r->what = "the runs claimed";
-  pgstore_claim_runs(s, id, names->data, names->len, (size_t)limit, &r->rec, l_store_pgread_done,
-                     r);
+  pgstore_claim_runs(s, id, names->data, names->len, (size_t)limit, (size_t)floor, &r->rec,
+                     l_store_pgread_done, r);
   return l_store_await(L, r, push_json);
 }
 

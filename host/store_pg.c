@@ -23,8 +23,10 @@
 #include "sbuf.h"
 #include "store_pg_int.h"
 
-#define SCHEMA_VERSION 2 /* lua/pg_schema.lua's M.latest */
-#define SCHEMA_TEXT "2"
+#define SCHEMA_VERSION 3 /* lua/pg_schema.lua's M.latest */
+#define SCHEMA_STR_(v) #v
+#define SCHEMA_STR(v) SCHEMA_STR_(v)
+#define SCHEMA_TEXT SCHEMA_STR(SCHEMA_VERSION) /* one place to change */
 
 /* ---- the store ---------------------------------------------------------- */
 

@@ -264,6 +264,7 @@ typedef struct {
   uint32_t lease_ms;
   const char *info; /* a JSON object, or NULL */
   size_t infon;
+  int claims; /* it claims runs (serve): counted in the claims' shares */
 } pgstore_host;
 
 /* Inserts the host's row, alive for lease_ms from the server's now(). */
@@ -284,14 +285,20 @@ void pgstore_host_expire(pgstore *s, const char *id, pgstore_done_fn done, void 
 void pgstore_host_fence(pgstore *s, const char *id);
 /* Frees the leases of expired hosts (skipping a host whose commit is in
  * flight: the next pass gets it), forgets hosts expired for more than an
- * hour, then leases to host id up to limit active runs that have no lease,
- * of the pipelines named in pipelines (a JSON array of strings), oldest
- * first, FOR UPDATE SKIP LOCKED: two hosts never claim one run. out: a
- * JSON array of {id, pipeline, record} of the runs claimed. */
+ * hour, then leases to host id active runs that have no lease, of the
+ * pipelines named in pipelines (a JSON array of strings), oldest first, FOR
+ * UPDATE SKIP LOCKED: two hosts never claim one run. As many as its share
+ * (the runs of those pipelines held by live claiming hosts or by nobody,
+ * over the number of those hosts, less those id holds), at least floor, at
+ * most limit: a backlog spreads over the hosts instead of going to the
+ * first that polls. out: a JSON object {runs = an array of {id, pipeline,
+ * record} of the runs claimed, free = how many had no lease before}. */
 void pgstore_claim_runs(pgstore *s, const char *id, const char *pipelines, size_t pn,
-                        size_t limit, sbuf *out, pgstore_done_fn done, void *cookie);
-/* The active runs leased to host id: out as pgstore_claim_runs's (to
- * resume those a claim whose outcome was unknown took). */
+                        size_t limit, size_t floor, sbuf *out, pgstore_done_fn done,
+                        void *cookie);
+/* The active runs leased to host id: out a JSON array as the runs of
+ * pgstore_claim_runs's (to resume those a claim whose outcome was unknown
+ * took). */
 void pgstore_host_runs(pgstore *s, const char *id, sbuf *out, pgstore_done_fn done,
                        void *cookie);
 /* The runs leased to host id that are cancelled (another host wrote the

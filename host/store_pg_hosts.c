@@ -65,8 +65,10 @@ void pgstore_host_register(pgstore *s, const pgstore_host *h, pgstore_done_fn do
   p_i64(&p, h->lease_ms);
   p_str(&p, h->info, h->infon);
   if (!h->info) p.v[p.n - 1] = NULL; /* SQL NULL */
-  add(b, "INSERT INTO sluice.hosts (id, name, pid, expires_at, info) VALUES ($1::text, $2::text, "
-         "$3::int, now() + $4::bigint * interval '1 millisecond', $5::text::json)", &p);
+  p_cstr(&p, h->claims ? "t" : "f");
+  add(b, "INSERT INTO sluice.hosts (id, name, pid, expires_at, info, claims) VALUES ($1::text, "
+         "$2::text, $3::int, now() + $4::bigint * interval '1 millisecond', $5::text::json, "
+         "$6::boolean)", &p);
   send_op(s, b, 0, 0, NULL, NULL, done, cookie);
 }
 
@@ -132,7 +134,8 @@ static void add_reap(pg_batch *b) {
 }
 
 void pgstore_claim_runs(pgstore *s, const char *id, const char *pipelines, size_t pn,
-                        size_t limit, sbuf *out, pgstore_done_fn done, void *cookie) {
+                        size_t limit, size_t floor, sbuf *out, pgstore_done_fn done,
+                        void *cookie) {
   pg_batch *b = pg_batch_new();
   add_reap(b);
   add(b, "DELETE FROM sluice.hosts WHERE id IN (SELECT id FROM sluice.hosts "
@@ -141,15 +144,33 @@ void pgstore_claim_runs(pgstore *s, const char *id, const char *pipelines, size_
   p_cstr(&p, id);
   p_str(&p, pipelines, pn);
   p_i64(&p, (int64_t)limit);
-  /* the lease's primary key is what makes a claim exclusive: SKIP LOCKED
-   * only keeps two claimers from waiting on each other's rows */
-  add(b, "WITH free AS (SELECT r.id, r.pipeline, r.record, r.created_at_us FROM sluice.runs r "
-         "WHERE r.active AND r.pipeline IN (SELECT json_array_elements_text($2::text::json)) "
+  p_i64(&p, (int64_t)floor);
+  /* The share: the active runs of these pipelines that live claiming
+   * hosts hold or nobody holds, over the number of those hosts (this one
+   * counted whatever its flag says), less what this host holds already;
+   * at least `floor`, so a backlog drains even when the others take none
+   * of it (they lack its pipeline, or stall until their lease expires).
+   * A dead host's runs count once the reap above freed them.
+   * The lease's primary key is what makes a claim exclusive: SKIP LOCKED
+   * only keeps two claimers from waiting on each other's rows. */
+  add(b, "WITH live AS (SELECT h.id FROM sluice.hosts h WHERE h.expires_at > now() "
+         "AND (h.claims OR h.id = $1::text)), "
+         "pipes AS (SELECT json_array_elements_text($2::text::json) AS name), "
+         "pool AS (SELECT l.host_id FROM sluice.runs r LEFT JOIN sluice.leases l "
+         "ON l.kind = 'run' AND l.name = r.id WHERE r.active AND r.pipeline IN (SELECT name FROM pipes) "
+         "AND (l.host_id IS NULL OR l.host_id IN (SELECT id FROM live))), "
+         "share AS (SELECT count(*) FILTER (WHERE host_id IS NULL) AS free, "
+         "least($3::bigint, greatest($4::bigint, ceil(count(*)::numeric / "
+         "greatest(1, (SELECT count(*) FROM live)))::bigint "
+         "- count(*) FILTER (WHERE host_id = $1::text))) AS n FROM pool), "
+         "free AS (SELECT r.id, r.pipeline, r.record, r.created_at_us FROM sluice.runs r "
+         "WHERE r.active AND r.pipeline IN (SELECT name FROM pipes) "
          "AND NOT EXISTS (SELECT 1 FROM sluice.leases l WHERE l.kind = 'run' AND l.name = r.id) "
-         "ORDER BY r.created_at_us, r.id LIMIT $3::bigint FOR UPDATE OF r SKIP LOCKED), "
+         "ORDER BY r.created_at_us, r.id LIMIT (SELECT n FROM share) FOR UPDATE OF r SKIP LOCKED), "
          "took AS (INSERT INTO sluice.leases (kind, name, host_id) "
          "SELECT 'run', id, $1::text FROM free ON CONFLICT DO NOTHING RETURNING name) "
-         "SELECT " RUN_JSON " FROM free r JOIN took t ON t.name = r.id", &p);
+         "SELECT json_build_object('runs', " RUN_JSON ", 'free', (SELECT free FROM share)) "
+         "FROM free r JOIN took t ON t.name = r.id", &p);
   send_op(s, b, 0, 2, out, NULL, done, cookie);
 }
 

@@ -44,7 +44,7 @@ local uv = require "luv"
 local M = {}
 
 M.DEFAULT_LEASE_MS = 30000
-M.CLAIM_MAX = 64 -- runs claimed in one pass: a dead host's runs spread over the others
+M.CLAIM_MAX = 64 -- runs claimed in one pass at most
 
 --- The lease duration in ms: the --lease value, else $SLUICE_LEASE, else
 --- 30s. Raises with a message naming where a bad value came from.
@@ -189,15 +189,33 @@ end
 -- holds and launches them. After a claim whose outcome is unknown (the
 -- connection went), the runs leased here are read back, so none stays
 -- leased without executing.
+--
+-- A pass takes this host's share of a backlog (runs created without a
+-- host, a dead host's runs): what the live hosts that claim hold plus the
+-- backlog, over their number, less what this host holds
+-- (store_pg_hosts.c), so the backlog spreads over the hosts rather than
+-- going to the first that polls. At least S.floor runs: 1, so a backlog
+-- drains; doubled (up to CLAIM_MAX) each pass once the backlog the passes
+-- leave has been untouched by the others for a whole lease: a host that
+-- stalled that long is no longer counted, so the others do not serve the
+-- backlog's pipeline, and this host takes it at the old pace.
 local function claim_pass()
-  local runs, err, code = H.claim(S.id, pipeline_names(), M.CLAIM_MAX)
-  if not runs then
+  local res, err, code = H.claim(S.id, pipeline_names(), M.CLAIM_MAX, S.floor)
+  if not res then
     if code == "EIO" then S.resync = true end
     if not S.said_claim then S.log("claiming runs: %s; trying again each %dms", err, S.poll_ms) end
     S.said_claim = true
     return
   end
   S.said_claim = false
+  local runs = res.runs
+  if S.left > 0 and res.free >= S.left then -- nobody took from what the last pass left
+    S.untouched = S.untouched or uv.now()
+    if uv.now() - S.untouched >= S.lease_ms then S.floor = math.min(S.floor * 2, M.CLAIM_MAX) end
+  else
+    S.untouched, S.floor = nil, 1
+  end
+  S.left = res.free - #runs
   if S.resync then
     local mine = H.runs(S.id)
     if mine then
@@ -319,7 +337,8 @@ function M.start(opts)
     prev, perr = previous_host(opts.state, id)
     if prev == nil then return nil, perr end
   end
-  local ok, err = H.register({ id = id, name = hostname, pid = pid, lease_ms = lease_ms, info = info })
+  local ok, err = H.register({ id = id, name = hostname, pid = pid, lease_ms = lease_ms, info = info,
+    claims = opts.claim ~= false })
   if not ok then return nil, ("registering this host in %s: %s"):format(store.dir(), err) end
   H.fence(id)
   if prev then
@@ -330,7 +349,7 @@ function M.start(opts)
     id = id, lease_ms = lease_ms, poll_ms = opts.poll_ms or math.min(1000, lease_ms // 3),
     log = opts.log or function() end, launch = opts.launch or function() end,
     on_lost = opts.on_lost or function(msg) error(msg, 0) end,
-    naps = {}, release_q = {},
+    naps = {}, release_q = {}, floor = 1, left = 0,
   }
   M.id, M.active, M.lease, M.poll_ms = id, true, lease_ms, S.poll_ms
   engine.leases = { take = take_run, ended = run_ended, hold = M.hold, release = M.release, hold_new = hold_new,

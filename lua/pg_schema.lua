@@ -13,7 +13,8 @@
 --- (issue 9); until the PostgreSQL backend ships, no database holds it and
 --- it may still change in place. Later migrations are appended (2: which
 --- schedules were created over the HTTP API, which every host reads each
---- second, and a new run's lease taken in its creating transaction), never
+--- second, and a new run's lease taken in its creating transaction; 3: the
+--- hosts that claim runs), never
 --- edited once merged: a store may hold them. Record bodies are `json` (kept as sent,
 --- byte for byte: the codec's "\u0000" tags are valid JSON that jsonb would
 --- refuse); the fields the listings and scans need are columns beside them.
@@ -203,6 +204,12 @@ M.migrations = {
           RAISE EXCEPTION 'sluice run % is leased to another host', run USING ERRCODE = 'SLU03';
         END IF;
       END $$]],
+  },
+  -- 3: which hosts claim runs (a serve; not a foreground sluice run): a
+  -- claim pass takes a backlog's runs up to its share among the live
+  -- hosts that claim (host/store_pg_hosts.c)
+  {
+    [[ALTER TABLE sluice.hosts ADD COLUMN claims boolean NOT NULL DEFAULT true]],
   },
 }
 

@@ -69,4 +69,41 @@ function P.start()
   return inst
 end
 
+--- Several `sluice serve` hosts on the PostgreSQL store url, serving the
+--- pipelines in dir/pipes. set:serve(i, lease) starts host i (state dir
+--- dir/state<i>, HTTP on 127.0.0.1:0, --lease lease or 2s, --grace 1s)
+--- and waits until it listens and is registered; the process gets .url,
+--- .host_id, .state and :log() (its stderr so far). set.list: the hosts
+--- started. set:kill_all() SIGKILLs each (SIGCONT first: one may be
+--- stopped) and waits for it: for an after_each.
+function P.hosts(dir, url)
+  local set = { list = {} }
+  function set:serve(i, lease)
+    local state = dir .. "/state" .. i
+    local p = H.spawn({ "serve", dir .. "/pipes", "--store", url, "--state-dir", state,
+      "--listen", "127.0.0.1:0", "--lease", lease or "2s", "--grace", "1s" })
+    self.list[#self.list + 1] = p
+    H.wait_until(function()
+      local t = table.concat(p.err)
+      return p.exited or (t:find("listening on http://") and t:find("host %S+: lease"))
+    end, "serve " .. i .. " to start", 30000)
+    local t = table.concat(p.err)
+    assert(not p.exited, "serve exited: " .. t)
+    p.url = "http://" .. t:match("listening on http://([%d.]+:%d+)")
+    p.host_id = t:match("host (%S+): lease")
+    p.state = state
+    function p:log() return table.concat(self.err) end
+    return p
+  end
+  function set:kill_all()
+    for _, h in ipairs(self.list) do
+      h:kill("sigcont")
+      h:kill("sigkill")
+    end
+    for _, h in ipairs(self.list) do h:wait(20000) end
+    self.list = {}
+  end
+  return set
+end
+
 return P

@@ -83,7 +83,7 @@ end
 
 describe("three serve hosts on one PostgreSQL store", function()
   local inst, url, c, dir, log
-  local hosts = {}
+  local hosts -- pg_helper's set of serve hosts
 
   setup(function()
     inst = P.start()
@@ -100,28 +100,14 @@ describe("three serve hosts on one PostgreSQL store", function()
     log = dir .. "/exec.log"
     os.execute("mkdir -p " .. dir .. "/pipes")
     H.write(dir .. "/pipes/p.lua", pipeline_file(log))
-    hosts = {}
+    hosts = P.hosts(dir, url)
   end)
   after_each(function()
-    for _, h in ipairs(hosts) do h:kill("sigkill") end
-    for _, h in ipairs(hosts) do h:wait(20000) end
+    hosts:kill_all()
     if c then c:close() end
   end)
 
-  local function serve(i, lease)
-    local p = H.spawn({ "serve", dir .. "/pipes", "--store", url, "--state-dir", dir .. "/state" .. i,
-      "--listen", "127.0.0.1:0", "--lease", lease, "--grace", "1s" })
-    hosts[#hosts + 1] = p
-    H.wait_until(function()
-      local t = table.concat(p.err)
-      return p.exited or (t:find("listening on http://") and t:find("host %S+: lease"))
-    end, "serve " .. i .. " to start", 30000)
-    local t = table.concat(p.err)
-    assert(not p.exited, "serve exited: " .. t)
-    p.url = "http://" .. t:match("listening on http://([%d.]+:%d+)")
-    p.host_id = t:match("host (%S+): lease")
-    return p
-  end
+  local function serve(i, lease) return hosts:serve(i, lease) end
 
   local function count(sql, ...)
     return assert(c:query("SELECT count(*)::int AS n FROM " .. sql, ...))[1].n
@@ -359,7 +345,7 @@ for n in range(1, int(sys.argv[2]) + 1):
       return n >= RUNS + #ext
     end, function()
       local t = {}
-      for i, h in ipairs(hosts) do
+      for i, h in ipairs(hosts.list) do
         for line in table.concat(h.err):gmatch("[^\n]*consum[^\n]*") do
           if not line:find("pipeline=consume") then t[#t + 1] = i .. ": " .. line end
         end

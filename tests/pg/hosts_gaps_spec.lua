@@ -7,6 +7,7 @@
 -- created over one host's API fires once, on the host holding the
 -- schedules.
 local H = require "helper"
+local P = require "pg_helper"
 local HH = require "http_helper"
 local pg = require "sluice._pg"
 local json = require "sluice.json"
@@ -46,7 +47,7 @@ end
 
 describe("several serve hosts on one PostgreSQL store", function()
   local url, c, dir, log
-  local hosts = {}
+  local hosts -- pg_helper's set of serve hosts
 
   before_each(function()
     url = H.pg_database()
@@ -55,33 +56,14 @@ describe("several serve hosts on one PostgreSQL store", function()
     log = dir .. "/exec.log"
     os.execute("mkdir -p " .. dir .. "/pipes")
     H.write(dir .. "/pipes/p.lua", PIPES:format(log))
-    hosts = {}
+    hosts = P.hosts(dir, url)
   end)
   after_each(function()
-    for _, h in ipairs(hosts) do
-      h:kill("sigcont")
-      h:kill("sigkill")
-    end
-    for _, h in ipairs(hosts) do h:wait(20000) end
+    hosts:kill_all()
     if c then c:close() end
   end)
 
-  local function serve(i, lease)
-    local p = H.spawn({ "serve", dir .. "/pipes", "--store", url, "--state-dir", dir .. "/state" .. i,
-      "--listen", "127.0.0.1:0", "--lease", lease or "2s", "--grace", "1s" })
-    hosts[#hosts + 1] = p
-    H.wait_until(function()
-      local t = table.concat(p.err)
-      return p.exited or (t:find("listening on http://") and t:find("host %S+: lease"))
-    end, "serve " .. i .. " to start", 30000)
-    local t = table.concat(p.err)
-    assert(not p.exited, "serve exited: " .. t)
-    p.url = "http://" .. t:match("listening on http://([%d.]+:%d+)")
-    p.host_id = t:match("host (%S+): lease")
-    p.state = dir .. "/state" .. i
-    function p:log() return table.concat(self.err) end
-    return p
-  end
+  local function serve(i, lease) return hosts:serve(i, lease) end
 
   local function one(sql, ...)
     return assert(c:query(sql, ...))[1]
@@ -100,7 +82,7 @@ describe("several serve hosts on one PostgreSQL store", function()
         '{"id":"nul-run","pipeline":"echo","status":"pending","attempt":0,"created_us":1,"input":{"k":"a\u0000b"}}')]]))
     serve(1)
     H.wait_until(function() return one("SELECT status FROM sluice.runs WHERE id = 'nul-run'").status == "completed" end,
-      function() return "the run to complete: " .. hosts[1]:log() end, 30000, 50)
+      function() return "the run to complete: " .. hosts.list[1]:log() end, 30000, 50)
     local doc = status_json("nul-run", dir .. "/cli")
     assert.are.equal("a\0b!", doc.result)
     assert.are.equal("a\0b", doc.input.k)
