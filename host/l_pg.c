@@ -9,7 +9,9 @@
  *   c:query(sql, ...)   -> rows ({col = value} each) | nil, "CODE: msg", "CODE", sqlstate
  *   c:exec(sql, ...)    -> number of rows affected   | nil, ...
  *   c:batch{{sql, ...}, ...} -> true, {rows of each statement} | nil, ...
- *                          one transaction, grouped with other batches (pg_submit)
+ *                          one transaction, grouped with other batches (pg_submit);
+ *                          {sql, ..., row = k}: a row (pg_batch_add_row, key: the
+ *                          first k parameters)
  *   c:stats() -> {commits, batches, reads, connects, lost, unknown, connected}
  *   c:close()
  * Every call but stats and close yields the calling coroutine until
@@ -265,7 +267,7 @@ static conn_ud *check_conn(lua_State *L) {
 
 /* Adds to b the statement whose SQL is on the stack at from, followed by
  * its count - 1 parameters. Leaves the stack as it was. */
-static void add_stmt(lua_State *L, pg_batch *b, int from, int count) {
+static void add_stmt(lua_State *L, pg_batch *b, int from, int count, int row_key) {
   const char *sql = lua_tostring(L, from);
   int np = count - 1;
   if (np > 65535) luaL_error(L, "a statement takes at most 65535 parameters");
@@ -313,7 +315,11 @@ static void add_stmt(lua_State *L, pg_batch *b, int from, int count) {
                    i + 1, luaL_typename(L, a));
     }
   }
-  pg_batch_add(b, sql, np, v, len, fmtv);
+  if (row_key) {
+    pg_batch_add_row(b, sql, np, row_key, v, len, fmtv);
+  } else {
+    pg_batch_add(b, sql, np, v, len, fmtv);
+  }
   lua_pop(L, np + 3);
 }
 
@@ -362,7 +368,7 @@ static int one_statement(lua_State *L, int kind) {
   int top = lua_gettop(L);
   batch_box *x = new_box(L);
   lua_insert(L, 1); /* the box below the arguments: they stay where add_stmt wants them */
-  add_stmt(L, x->b, 3, top - 1);
+  add_stmt(L, x->b, 3, top - 1, 0);
   return submit(L, u, x, kind);
 }
 
@@ -383,13 +389,16 @@ static int l_batch(lua_State *L) {
     if (!lua_istable(L, t)) return luaL_error(L, "batch: statement %d is not a table {sql, ...}", (int)i);
     lua_getfield(L, t, "n");
     lua_Integer cnt = lua_isinteger(L, -1) ? lua_tointeger(L, -1) + 1 : luaL_len(L, t);
-    lua_pop(L, 1);
+    lua_getfield(L, t, "row");
+    lua_Integer row_key = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+    lua_pop(L, 2);
+    if (row_key < 0 || row_key > 65535) return luaL_error(L, "batch: statement %d: bad row key", (int)i);
     if (cnt < 1 || cnt > 65536) return luaL_error(L, "batch: statement %d has no SQL", (int)i);
     luaL_checkstack(L, (int)cnt + 8, "too many parameters");
     for (lua_Integer k = 1; k <= cnt; k++) lua_rawgeti(L, t, k);
     if (lua_type(L, t + 1) != LUA_TSTRING)
       return luaL_error(L, "batch: statement %d: its first item must be the SQL", (int)i);
-    add_stmt(L, x->b, t + 1, (int)cnt);
+    add_stmt(L, x->b, t + 1, (int)cnt, (int)row_key);
     lua_settop(L, t - 1);
   }
   return submit(L, u, x, W_BATCH);

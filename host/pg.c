@@ -39,6 +39,11 @@ typedef struct {
   size_t params; /* offset of the first parameter */
   int nparams;
   int prep; /* as sent: the prepared statement executed (index in pg.prep), -1: unnamed */
+  int row_key; /* a row (pg_batch_add_row): its first row_key parameters are its key; 0: not */
+  /* as sent, for a row: */
+  int skip;                   /* merged into an earlier row's statement: no result of its own */
+  struct pg_batch *merged;    /* the first row of its SQL in the unit: the statement sent */
+  int multi;                  /* that statement holds rows of several batches */
 } stmt;
 
 /* Prepared statements. A write's SQL seen a second time on a connection is
@@ -87,6 +92,7 @@ struct pg_batch {
 /* Sent and not yet answered: one transaction (several batches) or one read. */
 typedef struct unit {
   struct unit *next;
+  struct pg_batch *merged; /* the statements built from rows, linked by next */
   pg_batch *head; /* its batches, linked by next */
   pg_batch *cur;  /* the batch and statement whose results come next */
   size_t cur_i;
@@ -194,6 +200,7 @@ void pg_batch_add(pg_batch *b, const char *sql, int nparams, const char *const *
     }
   }
   stmt *s = &b->st[b->n++];
+  memset(s, 0, sizeof *s);
   s->sql = b->buf.len;
   sbuf_add(&b->buf, sql, strlen(sql) + 1);
   s->params = b->buf.len;
@@ -206,6 +213,12 @@ void pg_batch_add(pg_batch *b, const char *sql, int nparams, const char *const *
     if (v) sbuf_add(&b->buf, v, (size_t)h.len);
     sbuf_addc(&b->buf, '\0');
   }
+}
+
+void pg_batch_add_row(pg_batch *b, const char *sql, int nparams, int nkey,
+                      const char *const *values, const int *lengths, const int *formats) {
+  pg_batch_add(b, sql, nparams, values, lengths, formats);
+  b->st[b->n - 1].row_key = nkey > 0 ? nkey : 1;
 }
 
 size_t pg_batch_count(const pg_batch *b) { return b->n; }
@@ -547,20 +560,194 @@ static int prep_stmt(pg *p, unit *u, const pg_batch *b, stmt *s) {
   return 0;
 }
 
+/* ---- rows: one statement per SQL in a unit (pg_batch_add_row) ---------- */
+
+/* a row's parameter i: its bytes (NULL: SQL NULL) */
+static const char *row_param(const pg_batch *b, const stmt *s, int i, int32_t *len) {
+  const char *q = b->buf.data + s->params;
+  for (int k = 0;; k++) {
+    param_hdr h;
+    memcpy(&h, q, sizeof h);
+    q += sizeof h;
+    if (k == i) {
+      *len = h.len;
+      return h.len < 0 ? NULL : q;
+    }
+    q += (h.len < 0 ? 0 : h.len) + 1;
+  }
+}
+
+static uint64_t row_hash(const pg_batch *b, const stmt *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (int i = 0; i < s->row_key; i++) {
+    int32_t n;
+    const char *v = row_param(b, s, i, &n);
+    for (int32_t k = 0; v && k < n; k++) h = (h ^ (unsigned char)v[k]) * 1099511628211ull;
+    h = (h ^ (uint64_t)(uint32_t)n) * 1099511628211ull;
+  }
+  return h;
+}
+
+static int row_same_key(const pg_batch *a, const stmt *x, const pg_batch *b, const stmt *y) {
+  for (int i = 0; i < x->row_key; i++) {
+    int32_t n, m;
+    const char *v = row_param(a, x, i, &n), *w = row_param(b, y, i, &m);
+    if (n != m || (n > 0 && memcmp(v, w, (size_t)n) != 0)) return 0;
+  }
+  return 1;
+}
+
+typedef struct {
+  pg_batch *b;
+  stmt *s;
+} row_ref;
+
+static void put_be32(sbuf *o, uint32_t x) {
+  unsigned char c[4] = {(unsigned char)(x >> 24), (unsigned char)(x >> 16), (unsigned char)(x >> 8),
+                        (unsigned char)x};
+  sbuf_add(o, c, 4);
+}
+
+/* The statement for the rows of one SQL (first: the first of them in the
+ * unit): each parameter becomes an array (text[], binary format) of that
+ * parameter of every row, in order; of rows with the same key only the
+ * last is kept, since one INSERT ... ON CONFLICT DO UPDATE may not touch a
+ * row twice, and one after another the last would win. */
+static pg_batch *merge_rows(row_ref *rows, size_t n) {
+  size_t cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  size_t *slot = xalloc(sizeof *slot * cap); /* row index + 1; 0: empty */
+  char *keep = xalloc(n);
+  for (size_t i = 0; i < n; i++) {
+    size_t k = (size_t)row_hash(rows[i].b, rows[i].s) & (cap - 1);
+    while (slot[k] && !row_same_key(rows[slot[k] - 1].b, rows[slot[k] - 1].s, rows[i].b, rows[i].s))
+      k = (k + 1) & (cap - 1);
+    if (slot[k]) keep[slot[k] - 1] = 0;
+    slot[k] = i + 1;
+    keep[i] = 1;
+  }
+  const stmt *first = rows[0].s;
+  int np = first->nparams;
+  sbuf *arr = xalloc(sizeof *arr * (size_t)np);
+  size_t kept = 0;
+  for (size_t i = 0; i < n; i++) kept += keep[i];
+  for (int j = 0; j < np; j++) {
+    int nulls = 0;
+    for (size_t i = 0; i < n; i++) {
+      int32_t len;
+      if (keep[i] && !row_param(rows[i].b, rows[i].s, j, &len)) nulls = 1;
+    }
+    put_be32(&arr[j], 1);     /* dimensions */
+    put_be32(&arr[j], (uint32_t)nulls);
+    put_be32(&arr[j], 25);    /* element type: text */
+    put_be32(&arr[j], (uint32_t)kept);
+    put_be32(&arr[j], 1);     /* lower bound */
+    for (size_t i = 0; i < n; i++) {
+      if (!keep[i]) continue;
+      int32_t len;
+      const char *v = row_param(rows[i].b, rows[i].s, j, &len);
+      put_be32(&arr[j], v ? (uint32_t)len : 0xffffffffu);
+      if (v) sbuf_add(&arr[j], v, (size_t)len);
+    }
+  }
+  const char **v = xalloc(sizeof *v * (size_t)np);
+  int *l = xalloc(sizeof *l * (size_t)np), *f = xalloc(sizeof *f * (size_t)np);
+  for (int j = 0; j < np; j++) {
+    v[j] = arr[j].data;
+    l[j] = (int)arr[j].len;
+    f[j] = 1;
+  }
+  pg_batch *m = pg_batch_new();
+  pg_batch_add(m, rows[0].b->buf.data + first->sql, np, v, l, f);
+  for (int j = 0; j < np; j++) sbuf_free(&arr[j]);
+  free(arr);
+  free(v);
+  free(l);
+  free(f);
+  free(slot);
+  free(keep);
+  return m;
+}
+
+/* Decides which statements of u's batches are sent: each SQL of rows once,
+ * at its first row, holding them all (merged); the others skipped. */
+static void plan_rows(unit *u) {
+  row_ref *rows = NULL;
+  size_t n = 0, cap = 0;
+  for (pg_batch *b = u->head; b; b = b->next) {
+    for (size_t i = 0; i < b->n; i++) {
+      stmt *s = &b->st[i];
+      s->skip = 0;
+      s->merged = NULL;
+      s->multi = 0;
+      if (!s->row_key) continue;
+      if (n == cap) {
+        cap = cap ? 2 * cap : 64;
+        rows = realloc(rows, sizeof *rows * cap);
+        if (!rows) abort();
+      }
+      rows[n++] = (row_ref){b, s};
+    }
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (!rows[i].s || rows[i].s->skip) continue;
+    const char *sql = rows[i].b->buf.data + rows[i].s->sql;
+    /* rows i.. of this SQL, gathered in place at i.. */
+    size_t m = i + 1;
+    for (size_t k = i + 1; k < n; k++) {
+      if (rows[k].s->nparams == rows[i].s->nparams &&
+          !strcmp(rows[k].b->buf.data + rows[k].s->sql, sql)) {
+        row_ref t = rows[k];
+        memmove(&rows[m + 1], &rows[m], sizeof *rows * (k - m));
+        rows[m++] = t;
+      }
+    }
+    pg_batch *mb = merge_rows(&rows[i], m - i);
+    mb->next = u->merged;
+    u->merged = mb;
+    stmt *head = rows[i].s;
+    head->merged = mb;
+    for (size_t k = i + 1; k < m; k++) {
+      rows[k].s->skip = 1;
+      if (rows[k].b != rows[i].b) head->multi = 1;
+    }
+    i = m - 1;
+  }
+  free(rows);
+}
+
+/* the next statement of u whose results come, from (cur, cur_i) on */
+static void settle_cursor(unit *u) {
+  while (u->cur && (u->cur_i >= u->cur->n || u->cur->st[u->cur_i].skip)) {
+    if (++u->cur_i >= u->cur->n) {
+      u->cur_i = 0;
+      u->cur = u->cur->next;
+      while (u->cur && u->cur->n == 0) u->cur = u->cur->next;
+    }
+  }
+}
+
 /* Sends the batches of u and a Sync; 0, or -1 if libpq refused. */
 static int send_unit(pg *p, unit *u) {
+  plan_rows(u);
   if (u->write) { /* the Parses first: their results come before any other */
     for (size_t i = 0; p->prelude && i < p->prelude->n; i++) {
       if (prep_stmt(p, u, p->prelude, &p->prelude->st[i]) != 0) return -1;
     }
     for (pg_batch *b = u->head; b; b = b->next) {
       for (size_t i = 0; i < b->n; i++) {
-        if (prep_stmt(p, u, b, &b->st[i]) != 0) return -1;
+        stmt *s = &b->st[i];
+        if (s->skip) continue;
+        if (s->merged ? prep_stmt(p, u, s->merged, &s->merged->st[0]) : prep_stmt(p, u, b, s))
+          return -1;
       }
     }
   } else {
     for (pg_batch *b = u->head; b; b = b->next) {
-      for (size_t i = 0; i < b->n; i++) b->st[i].prep = -1;
+      for (size_t i = 0; i < b->n; i++) {
+        b->st[i].prep = -1;
+        if (b->st[i].merged) b->st[i].merged->st[0].prep = -1;
+      }
     }
   }
   if (u->write && p->prelude) {
@@ -572,18 +759,25 @@ static int send_unit(pg *p, unit *u) {
   for (pg_batch *b = u->head; b; b = b->next) {
     b->res = xalloc(sizeof *b->res * (b->n ? b->n : 1));
     for (size_t i = 0; i < b->n; i++) {
-      if (!send_stmt(p, b, &b->st[i])) return -1;
+      stmt *s = &b->st[i];
+      if (s->skip) continue;
+      if (!(s->merged ? send_stmt(p, s->merged, &s->merged->st[0]) : send_stmt(p, b, s))) return -1;
     }
   }
   if (!PQpipelineSync(p->conn)) return -1;
-  /* the first statement whose results come (skipping empty batches) */
+  /* the first statement whose results come (skipping empty batches and merged rows) */
   u->cur = u->head;
   u->cur_i = 0;
-  while (u->cur && u->cur->n == 0) u->cur = u->cur->next;
+  settle_cursor(u);
   return 0;
 }
 
 static void free_unit(unit *u) {
+  while (u->merged) {
+    pg_batch *m = u->merged;
+    u->merged = m->next;
+    pg_batch_free(m);
+  }
   free(u->preps);
   free(u->errmsg);
   free(u);
@@ -695,6 +889,8 @@ static void note_error(unit *u, const PGresult *r) {
                   detail ? ": " : "", detail ? detail : "");
   snprintf(u->sqlstate, sizeof u->sqlstate, "%s", state ? state : "");
   u->bad = u->cur;
+  /* rows of several batches in one statement: whose row it was is not known */
+  if (u->cur && u->cur_i < u->cur->n && u->cur->st[u->cur_i].multi) u->bad = NULL;
 }
 
 /* Puts the batches of list back at the front of the write queue, in order. */
@@ -813,11 +1009,8 @@ static void process(pg *p) {
       }
       if (!u->cur) break; /* nothing more until input comes */
       /* the end of the current statement's results */
-      if (++u->cur_i >= u->cur->n) {
-        u->cur_i = 0;
-        do u->cur = u->cur->next;
-        while (u->cur && u->cur->n == 0);
-      }
+      u->cur_i++;
+      settle_cursor(u);
       continue;
     }
     ExecStatusType st = PQresultStatus(r);

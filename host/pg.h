@@ -93,6 +93,25 @@ pg_batch *pg_batch_new(void);
  * Everything is copied. */
 void pg_batch_add(pg_batch *b, const char *sql, int nparams, const char *const *values,
                   const int *lengths, const int *formats);
+/* Adds a row: a statement whose SQL takes each parameter as an array
+ * (`$1::text[]`, typically INSERT ... SELECT FROM unnest($1::text[], ...)),
+ * given here as one value each (text, or bytes of text in binary format).
+ * The rows of one SQL in a write transaction go as one statement, at the
+ * place of the first, each parameter the array of that parameter of every
+ * row in submission order (a lone row: arrays of one): one statement's cost
+ * for the rows of a whole group. Of rows with the same first nkey
+ * parameters (the key) only the last goes, as the last of a series of
+ * INSERT ... ON CONFLICT DO UPDATE of whole rows would win (one replaced
+ * so is not sent: a value in it that PostgreSQL would refuse fails
+ * nothing). So: a row's
+ * SQL must not depend on what other statements of the transaction did
+ * between two rows (it runs before them), and no statement may need an
+ * earlier version of a row that a later row of the same key replaces. A
+ * merged statement that fails sends its batches again one per transaction,
+ * so the error reaches the batch whose row it was. No result of its own
+ * (pg_batch_result: NULL) but for the first row's. */
+void pg_batch_add_row(pg_batch *b, const char *sql, int nparams, int nkey,
+                      const char *const *values, const int *lengths, const int *formats);
 size_t pg_batch_count(const pg_batch *b);
 void pg_batch_free(pg_batch *b); /* only for a batch never submitted */
 

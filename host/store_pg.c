@@ -76,8 +76,21 @@ int pgstore_open(pgstore **out, uv_loop_t *loop, const char *url, char *err, siz
   pg_batch *b = pg_batch_new();
   add(b, "SELECT version FROM sluice.schema_version", NULL);
   pg_read(s->conn, b, check_done, s);
+  pgs_set_prelude(s, NULL);
   *out = s;
   return 0;
+}
+
+void pgs_set_prelude(pgstore *s, const char *fence) {
+  pg_batch *b = pg_batch_new();
+  if (fence) {
+    params p = {.n = 0};
+    p_str(&p, fence, strlen(fence));
+    add(b, "SELECT sluice.fence($1::text)", &p);
+  }
+  add(b, "SELECT 1 / (CASE WHEN version = " SCHEMA_TEXT " THEN 1 ELSE 0 END) "
+         "FROM sluice.schema_version", NULL);
+  pg_set_prelude(s->conn, b);
 }
 
 void pgstore_close(pgstore *s) {
@@ -183,10 +196,6 @@ int pgstore_commit(pgstore *s, pgstore_batch *b, pgstore_commit_fn done, void *c
   c->info.sends = b->nsends;
   pg_batch *pb = b->pb;
   params p;
-  /* a schema this binary does not know fails the batch before it commits
-   * (22012; the check sent on open says why, in failed()) */
-  add(pb, "SELECT 1 / (CASE WHEN version = " SCHEMA_TEXT " THEN 1 ELSE 0 END) "
-          "FROM sluice.schema_version", NULL);
   if (b->nsends) {
     p.n = 0;
     p_i64(&p, (int64_t)b->nsends);

@@ -102,16 +102,7 @@ void pgstore_host_expire(pgstore *s, const char *id, pgstore_done_fn done, void 
   send_op(s, b, 0, 0, NULL, NULL, done, cookie);
 }
 
-void pgstore_host_fence(pgstore *s, const char *id) {
-  pg_batch *b = NULL;
-  if (id) {
-    b = pg_batch_new();
-    params p = {.n = 0};
-    p_cstr(&p, id);
-    add(b, "SELECT sluice.fence($1::text)", &p);
-  }
-  pg_set_prelude(s->conn, b);
-}
+void pgstore_host_fence(pgstore *s, const char *id) { pgs_set_prelude(s, id); }
 
 /* the runs of a claim, as JSON: {id, pipeline, record} oldest first. The
  * record goes whole, as stored: PostgreSQL's JSON operators (->>,

@@ -112,6 +112,14 @@ struct rd {
   size_t streamn;
 };
 
+/* What every write transaction of s starts with (pg.h's prelude): the
+ * fence of host `fence` (NULL: none, not registered), then the schema
+ * check: a schema this binary does not know fails the transaction before
+ * it commits (22012; the check sent on open says why, in pgs_failed).
+ * Once per transaction rather than once per batch: a group of 1,000
+ * batches sent 1,000 checks. */
+void pgs_set_prelude(pgstore *s, const char *fence);
+
 /* A finished pg.h batch's failure in store.h's terms (a schema this binary
  * does not know first): status, with err set when not 0. */
 int pgs_failed(pgstore *s, int status, const char *errmsg, char *err, size_t errsz);

@@ -302,13 +302,21 @@ int pgstore_put_step(pgstore_batch *b, const char *run, size_t run_len, const st
   } else {
     p_null(&p);
   }
-  add(b->pb, "INSERT INTO sluice.steps (run_id, step_id, status, attempts, position, branch, "
-             "started_at_us, duration_us, payload) VALUES ($1::text, $2::text, $3::smallint, "
-             "$4::bigint, $5::bigint, $6::text, $7::bigint, $8::bigint, $9::text::json) "
-             "ON CONFLICT (run_id, step_id) DO UPDATE SET status = EXCLUDED.status, "
-             "attempts = EXCLUDED.attempts, position = EXCLUDED.position, "
-             "branch = EXCLUDED.branch, started_at_us = EXCLUDED.started_at_us, "
-             "duration_us = EXCLUDED.duration_us, payload = EXCLUDED.payload", &p);
+  /* a row (pg.h): the steps of a whole group go in one statement; the
+   * event-id UPDATE of an emitting step (store_pg.c) comes after it, and a
+   * step's record written twice in one group is its later state */
+  pg_batch_add_row(b->pb,
+                   "INSERT INTO sluice.steps (run_id, step_id, status, attempts, position, "
+                   "branch, started_at_us, duration_us, payload) SELECT u.r, u.s, u.st::smallint, "
+                   "u.a::bigint, u.pos::bigint, u.br, u.sa::bigint, u.d::bigint, u.pl::json "
+                   "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+                   "$6::text[], $7::text[], $8::text[], $9::text[]) AS u(r, s, st, a, pos, br, "
+                   "sa, d, pl) "
+                   "ON CONFLICT (run_id, step_id) DO UPDATE SET status = EXCLUDED.status, "
+                   "attempts = EXCLUDED.attempts, position = EXCLUDED.position, "
+                   "branch = EXCLUDED.branch, started_at_us = EXCLUDED.started_at_us, "
+                   "duration_us = EXCLUDED.duration_us, payload = EXCLUDED.payload",
+                   p.n, 2, p.v, p.len, p.fmt);
   b->ops++;
   sbuf_free(&payload);
   return 0;

@@ -129,6 +129,52 @@ describe("sluice._pg", function()
     q:close()
   end)
 
+  it("sends the rows of one SQL in a group as one statement, the last of a key winning; a bad row fails its batch alone", function()
+    assert(c:exec("CREATE TABLE rows_t (k int PRIMARY KEY, v text NOT NULL, b int)"))
+    assert(c:exec("CREATE TABLE rows_n (n int NOT NULL)"))
+    assert(c:exec("INSERT INTO rows_n VALUES (0)"))
+    -- counts the statements that insert into rows_t
+    assert(c:exec([[CREATE FUNCTION rows_count() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN UPDATE rows_n SET n = n + 1; RETURN NULL; END $$]]))
+    assert(c:exec("CREATE TRIGGER rows_count AFTER INSERT ON rows_t FOR EACH STATEMENT EXECUTE FUNCTION rows_count()"))
+    local sql = "INSERT INTO rows_t (k, v, b) SELECT u.k::int, u.v, u.b::int FROM unnest($1::text[], $2::text[], "
+      .. "$3::text[]) AS u(k, v, b) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v, b = EXCLUDED.b"
+    local before = c:stats()
+    local function load(from, bad)
+      local failed = {}
+      all(200, function(i)
+        local n = from + i
+        -- key 0, which every batch writes, and its own row (b NULL for odd n)
+        local ok, msg, code, state = c:batch {
+          { sql, 0, "last" .. n, n, n = 3, row = 1 },
+          { sql, n, i ~= bad and "v" .. n or nil, n % 2 == 0 and n or nil, n = 3, row = 1 },
+        }
+        if not ok then failed[#failed + 1] = { n = n, msg = msg, code = code, state = state } end
+      end)
+      return failed
+    end
+    assert.are.same({}, load(0))
+    local s = c:stats()
+    assert.are.equal(200, s.batches - before.batches)
+    local tx = s.commits - before.commits
+    assert.is_true(tx < 50, "commits: " .. tx)
+    -- one statement per transaction, not one per row (400)
+    assert.are.equal(tx, assert(c:query("SELECT n FROM rows_n"))[1].n)
+    local rows = assert(c:query("SELECT count(*)::int AS n, count(b)::int AS b FROM rows_t WHERE k > 0"))[1]
+    assert.are.same({ n = 200, b = 100 }, rows)
+    assert.are.equal("v7", assert(c:query("SELECT v FROM rows_t WHERE k = 7"))[1].v)
+    assert.are.same({ v = "last200", b = 200 }, assert(c:query("SELECT v, b FROM rows_t WHERE k = 0"))[1])
+    -- batch 77's own row is refused (v NULL): it fails alone, its other row does not stay
+    local failed = load(1000, 77)
+    assert.are.equal(1, #failed)
+    assert.are.same({ n = 1077, code = "EINVAL", state = "23502" },
+      { n = failed[1].n, code = failed[1].code, state = failed[1].state })
+    rows = assert(c:query("SELECT count(*)::int AS n FROM rows_t WHERE k > 1000"))[1]
+    assert.are.equal(199, rows.n)
+    assert.are.equal(0, #assert(c:query("SELECT 1 FROM rows_t WHERE k = 1077")))
+    assert.are.same({ v = "last1200", b = 1200 }, assert(c:query("SELECT v, b FROM rows_t WHERE k = 0"))[1])
+  end)
+
   it("returns the rows of each statement of a committed batch", function()
     assert(c:exec("CREATE TABLE seqs (name text PRIMARY KEY, v bigint NOT NULL)"))
     local ok, res = c:batch {
