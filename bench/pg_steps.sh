@@ -10,7 +10,9 @@
 #   pgbench tpcb     the default TPC-B-like script, 64 clients, scale 10
 #   sluice inproc    `sluice bench/steps.lua conc R R*K --store postgres://...`:
 #                    R runs in one process (no host registration), new binary,
-#                    and BASE_BIN too if set (before/after a change)
+#                    and BASE_BIN too if set (before/after a change; serve x1
+#                    and x3 too: new then base, each on a database its own
+#                    binary migrated, so a base that knows an older schema runs)
 #   sluice serve x1  bench/pg_serve.py: one `sluice serve bench/pg_pipes`,
 #                    runs created over HTTP, all starting at one instant
 #   dbos             bench/dbos/conc.mjs R K (DBOS 5.3.0, its default pool of 10)
@@ -108,9 +110,9 @@ FSYNC=$(cd "$PGROOT" && "$PGBIN/pg_test_fsync" -s 2 -f "$PGROOT/fsync.test" 2>/d
 emit "{\"bench\":\"pg_test_fsync\",\"session\":\"$BENCH_SESSION\",\"fdatasync_8k_ops_per_s\":${FSYNC% *},\"usecs_per_op\":${FSYNC#* },\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
 
 url() { echo "postgres://postgres@127.0.0.1:$PORT/$1"; }
-fresh_db() { # NAME: a new database with the sluice schema
+fresh_db() { # NAME [BIN]: a new database with the sluice schema of BIN (default the new one)
   "${PSQL[@]}" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"
-  "$NEW_BIN" store migrate --store "$(url "$1")" >/dev/null
+  "${2:-$NEW_BIN}" store migrate --store "$(url "$1")" >/dev/null
 }
 measure() { # LABEL CMD...: gate, noise record around it
   local label=$1; shift
@@ -157,18 +159,25 @@ for rep in $(seq 1 "$REPS"); do
     on inproc || continue
     if [ $which = new ]; then b=$NEW_BIN r=$NEW_REV; else b=$BASE_BIN r=$BASE_REV; fi
     [ -n "$b" ] || continue
-    fresh_db "sl_${which}_$rep"
+    fresh_db "sl_${which}_$rep" "$b"
     for s in "${shapes[@]}"; do
       R=${s%x*} K=${s#*x}
       SLUICE_GIT_REV=$r measure "sluice.inproc.$which.$s#$rep" \
         "$b" "$BENCH_DIR/steps.lua" conc "$R" $((R * K)) --store "$(url "sl_${which}_$rep")" --tag "pg:$which"
     done
   done
-  if on serve1; then
-  fresh_db "sl_serve1_$rep"
-  measure "sluice.serve1#$rep" python3 "$BENCH_DIR/pg_serve.py" --bin "$NEW_BIN" --url "$(url "sl_serve1_$rep")" \
-    --hosts 1 --shapes "$SHAPES" --label "serve1" --pg-pid "$PGPID"
-  fi
+  # serve x1 (and x3 below) of the new binary, then of BASE_BIN if set
+  serve() { # HOSTS
+    local which b r sfx
+    for which in new base; do
+      if [ $which = new ]; then b=$NEW_BIN r=$NEW_REV sfx=; else b=$BASE_BIN r=$BASE_REV sfx=.base; fi
+      [ -n "$b" ] || continue
+      fresh_db "sl_serve$1${sfx/./_}_$rep" "$b"
+      SLUICE_GIT_REV=$r measure "sluice.serve$1$sfx#$rep" python3 "$BENCH_DIR/pg_serve.py" --bin "$b" \
+        --url "$(url "sl_serve$1${sfx/./_}_$rep")" --hosts "$1" --shapes "$SHAPES" --label "serve$1$sfx" --pg-pid "$PGPID"
+    done
+  }
+  if on serve1; then serve 1; fi
   for s in "${shapes[@]}"; do
     on dbos || continue
     R=${s%x*} K=${s#*x}
@@ -177,8 +186,6 @@ for rep in $(seq 1 "$REPS"); do
     cd "$REPO"
   done
   on serve3 || continue
-  fresh_db "sl_serve3_$rep"
-  measure "sluice.serve3#$rep" python3 "$BENCH_DIR/pg_serve.py" --bin "$NEW_BIN" --url "$(url "sl_serve3_$rep")" \
-    --hosts 3 --shapes "$SHAPES" --label "serve3" --pg-pid "$PGPID"
+  serve 3
 done
 log "done: python3 bench/pg_summarize.py $SESSION_OUT"

@@ -50,7 +50,11 @@ def main(path):
             cpu[(f"inproc.{which}", shape)].append((c.get("loop_thread_ms"), None, c.get("wall_ms")))
         elif b == "sluice.pg_serve":
             shape = f"{l['runs']}x{l['steps_per_run']}"
-            key = f"serve{l['hosts']}"
+            key = f"serve{l['hosts']}" + (".base" if l.get("label", "").endswith(".base") else "")
+            c = l["cpu"]
+            steps = l["runs"] * l["steps_per_run"]
+            v[(key + ".pgus", shape)].append(1000 * c["postgres_ms"] / steps if c.get("postgres_ms") else None)
+            v[(key + ".hostus", shape)].append(1000 * c["hosts_ms"] / steps if c.get("hosts_ms") else None)
             v[(key, shape)].append(l["steps_per_s"])
             v[(key + ".wx", shape)].append(l["write_xacts_per_s"])
             v[(key + ".spc", shape)].append(l.get("steps_per_commit"))
@@ -81,7 +85,8 @@ def main(path):
     print("|---|" + "---|" * len(shapes))
     rows = [("DBOS 5.3.0 (one node process)", "dbos"), ("sluice in-process (`steps.lua conc`), new", "inproc.new"),
             ("sluice in-process, base", "inproc.base"), ("sluice serve, 1 host", "serve1"),
-            ("sluice serve, 3 hosts", "serve3")]
+            ("sluice serve, 1 host, base", "serve1.base"),
+            ("sluice serve, 3 hosts", "serve3"), ("sluice serve, 3 hosts, base", "serve3.base")]
     for name, key in rows:
         if any(v[(key, s)] for s in shapes):
             print(f"| {name} | " + " | ".join(cell(v[(key, s)]) for s in shapes) + " |")
@@ -100,6 +105,11 @@ def main(path):
     rrow("in-process new / DBOS", lambda s: ratio(v[("inproc.new", s)], v[("dbos", s)]))
     if any(v[("inproc.base", s)] for s in shapes):
         rrow("in-process new / base", lambda s: ratio(v[("inproc.new", s)], v[("inproc.base", s)]))
+    for h in ("1", "3"):
+        if any(v[(f"serve{h}.base", s)] for s in shapes):
+            rrow(f"serve {h} host(s) new / base, steps/s", lambda s: ratio(v[(f"serve{h}", s)], v[(f"serve{h}.base", s)]))
+            rrow(f"serve {h} host(s) new / base, PostgreSQL CPU per step",
+                 lambda s: ratio(v[(f"serve{h}.pgus", s)], v[(f"serve{h}.base.pgus", s)]))
     rrow("serve 1 host steps/s / pgbench insert tps", lambda s: ratio(v[("serve1", s)], pins))
     rrow("serve 3 hosts steps/s / pgbench insert tps", lambda s: ratio(v[("serve3", s)], pins))
     rrow("serve 3 hosts write transactions/s / pgbench insert tps", lambda s: ratio(v[("serve3.wx", s)], pins))
@@ -126,6 +136,16 @@ def main(path):
                       ("serve1.sync", "ms per WAL flush, 1 host"), ("serve3.sync", "ms per WAL flush, 3 hosts")]:
         nd = 2 if key.endswith(".sync") else 1 if "spc" in key else 0
         print(f"| {name} | " + " | ".join(cell(v[(key, s)], nd) for s in shapes) + " |")
+    for key, name in [("serve1.pgus", "PostgreSQL CPU µs per step, 1 host"),
+                      ("serve1.base.pgus", "PostgreSQL CPU µs per step, 1 host, base"),
+                      ("serve3.pgus", "PostgreSQL CPU µs per step, 3 hosts"),
+                      ("serve3.base.pgus", "PostgreSQL CPU µs per step, 3 hosts, base"),
+                      ("serve1.hostus", "host CPU µs per step, 1 host"),
+                      ("serve1.base.hostus", "host CPU µs per step, 1 host, base"),
+                      ("serve3.hostus", "hosts' CPU µs per step, 3 hosts"),
+                      ("serve3.base.hostus", "hosts' CPU µs per step, 3 hosts, base")]:
+        if any(v[(key, s)] for s in shapes):
+            print(f"| {name} | " + " | ".join(cell(v[(key, s)], 1) for s in shapes) + " |")
     print()
     if noise:
         busy = [n["others_cpu_s"] / n["secs"] for n in noise if n.get("secs")]
