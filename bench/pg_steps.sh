@@ -51,9 +51,12 @@ NEW_BIN=$BIN NEW_REV=$REV
 BASE_BIN=${BASE_BIN:-}
 BASE_REV=${BASE_REV:-base}
 
-command -v node >/dev/null || { echo "pg_steps.sh: node (>= 20) is needed for DBOS" >&2; exit 2; }
-if [ ! -f "$BENCH_DIR/dbos/node_modules/.package-lock.json" ]; then
-  (cd "$BENCH_DIR/dbos" && npm ci --no-audit --no-fund --loglevel=error >&2)
+DBOS=0; [[ " $ONLY " == *" dbos "* ]] && DBOS=1 # DBOS and node only when measured
+if [ $DBOS = 1 ]; then
+  command -v node >/dev/null || { echo "pg_steps.sh: node (>= 20) is needed for DBOS" >&2; exit 2; }
+  if [ ! -f "$BENCH_DIR/dbos/node_modules/.package-lock.json" ]; then
+    (cd "$BENCH_DIR/dbos" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  fi
 fi
 if ss -ltn 2>/dev/null | awk '{print $4}' | grep -qE "[:.]$PORT\$"; then
   echo "pg_steps.sh: port $PORT is in use; set PG_BENCH_PORT" >&2
@@ -144,8 +147,10 @@ pgb() { # LABEL ARGS...: one pgbench run, its tps as a JSON line
 }
 
 export DBOS_PG_PORT=$PORT DBOS_LOG_LEVEL=${DBOS_LOG_LEVEL:-warn} NODE_OPTIONS="${NODE_OPTIONS:-} --no-deprecation"
-log "DBOS: database and schema on its first launch (untimed)"
-cd "$BENCH_DIR/dbos"; run node steps.mjs 10 0 >/dev/null; cd "$REPO"
+if [ $DBOS = 1 ]; then
+  log "DBOS: database and schema on its first launch (untimed)"
+  cd "$BENCH_DIR/dbos"; run node steps.mjs 10 0 >/dev/null; cd "$REPO"
+fi
 
 IFS=, read -r -a shapes <<<"$SHAPES"
 for rep in $(seq 1 "$REPS"); do

@@ -165,8 +165,14 @@ void pgstore_list_runs(pgstore *s, const store_run_filter *f, store_rows *rows, 
     sbuf_printf(&where, " AND pipeline = $%d::text", p.n);
   }
   if (f->status) {
+    /* no index on status (pg_schema.lua, migration 3): a final one is
+     * final_status, an active one a filter over the active runs' index */
     p_str(&p, f->status, strlen(f->status));
-    sbuf_printf(&where, " AND status = $%d::text", p.n);
+    if (store_run_status_final(f->status)) {
+      sbuf_printf(&where, " AND NOT active AND final_status = $%d::text", p.n);
+    } else {
+      sbuf_printf(&where, " AND active AND status = $%d::text", p.n);
+    }
   }
   /* a cursor past every bigint (LMDB compares its bytes) bounds nothing */
   if (f->before && sbuf_read_be64(place.data) <= (uint64_t)INT64_MAX) {

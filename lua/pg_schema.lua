@@ -207,9 +207,25 @@ M.migrations = {
   },
   -- 3: which hosts claim runs (a serve; not a foreground sluice run): a
   -- claim pass takes a backlog's runs up to its share among the live
-  -- hosts that claim (host/store_pg_hosts.c)
+  -- hosts that claim (host/store_pg_hosts.c). And no index on runs.status:
+  -- a run's status changes 3-5 times while it is active (created,
+  -- sleeping, running, waiting...), and an update that changes an indexed
+  -- column rewrites every index of the row, where one that changes none
+  -- is a heap-only (HOT) update, no index touched, given room on the page
+  -- (fillfactor). Listings by a final status use final_status (NULL while
+  -- active: it changes once, with active), those by an active status the
+  -- active runs' index (host/store_pg_runs.c).
   {
     [[ALTER TABLE sluice.hosts ADD COLUMN claims boolean NOT NULL DEFAULT true]],
+    [[ALTER TABLE sluice.runs ADD COLUMN final_status text COLLATE "C"
+      GENERATED ALWAYS AS (CASE WHEN active THEN NULL ELSE status END) STORED]],
+    [[DROP INDEX sluice.runs_by_status]],
+    [[DROP INDEX sluice.runs_by_pipeline_status]],
+    [[CREATE INDEX runs_by_final ON sluice.runs (namespace, final_status, created_at_us, id) WHERE NOT active]],
+    [[CREATE INDEX runs_by_pipeline_final ON sluice.runs (namespace, pipeline, final_status, created_at_us, id)
+      WHERE NOT active]],
+    [[CREATE INDEX runs_active_by_ns ON sluice.runs (namespace, created_at_us, id) WHERE active]],
+    [[ALTER TABLE sluice.runs SET (fillfactor = 80)]],
   },
 }
 
