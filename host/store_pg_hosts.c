@@ -114,6 +114,13 @@ void pgstore_host_fence(pgstore *s, const char *id) { pgs_set_prelude(s, id); }
   "coalesce(json_agg(json_build_object('id', r.id, 'pipeline', r.pipeline, "       \
   "'record', r.record) ORDER BY r.created_at_us, r.id), '[]')"
 
+/* A JSON array of names as a text[], computed once (an InitPlan) so that
+ * `name = ANY (...)` is an index condition on the lease's key. As `name IN
+ * (SELECT json_array_elements_text(...))` the generic plan of a prepared
+ * statement, estimating one lease, could join it by a nested loop that
+ * parses the array again for each lease: releasing 758 leases took 582 ms. */
+#define NAMES(param) "ARRAY(SELECT json_array_elements_text(" param "::text::json))"
+
 /* The reap: frees the leases of expired hosts. FOR UPDATE waits for no
  * dead host's commit in flight (its fence holds KEY SHARE on its row): the
  * next reap gets that one. */
@@ -194,7 +201,7 @@ void pgstore_run_hosts(pgstore *s, const char *ids, size_t n, sbuf *out, pgstore
   add(b, "SELECT coalesce(json_object_agg(l.name, json_build_object('host', h.id, 'alive', "
          "h.expires_at > now(), 'machine', h.name, 'pid', h.pid)), '{}') "
          "FROM sluice.leases l JOIN sluice.hosts h ON h.id = l.host_id "
-         "WHERE l.kind = 'run' AND l.name IN (SELECT json_array_elements_text($1::text::json))",
+         "WHERE l.kind = 'run' AND l.name = ANY (" NAMES("$1") ")",
       &p);
   send_op(s, b, 1, 0, out, NULL, done, cookie);
 }
@@ -246,7 +253,7 @@ void pgstore_release_leases(pgstore *s, const char *id, const char *kind, const 
   p_cstr(&p, kind);
   p_str(&p, names, nn);
   add(b, "DELETE FROM sluice.leases WHERE host_id = $1::text AND kind = $2::text "
-         "AND name IN (SELECT json_array_elements_text($3::text::json))", &p);
+         "AND name = ANY (" NAMES("$3") ")", &p);
   send_op(s, b, 0, 0, NULL, NULL, done, cookie);
 }
 

@@ -91,12 +91,17 @@ describe("sluice store migrate", function()
     assert.is_true(ok, from)
     assert.are.same({ 0, 2 }, { from, to })
     assert(c:exec("INSERT INTO sluice.hosts (id, name, pid, expires_at) VALUES ('old-host', 'm', 1, now())"))
+    assert(c:exec([[INSERT INTO sluice.runs (id, pipeline, status, active, created_at_us, record) VALUES
+      ('done', 'p', 'completed', false, 1, '{}'), ('going', 'p', 'running', true, 2, '{}')]]))
     c:close()
     local code, out, err = H.sluice({ "store", "migrate", "--store", url })
     assert.are.equal(0, code, err)
     assert.matches("schema sluice migrated from version 2 to " .. latest, out)
     c = assert(pg.connect(url))
     assert.are.same({ { id = "old-host", claims = true } }, assert(c:query("SELECT id, claims FROM sluice.hosts")))
+    -- the runs' listings by status find the runs stored before
+    assert.are.same({ { id = "done", final_status = "completed" }, { id = "going" } },
+      assert(c:query("SELECT id, final_status FROM sluice.runs ORDER BY id")))
     assert.is_nil(schema.check(c))
     c:close()
   end)

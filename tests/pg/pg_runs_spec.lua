@@ -48,6 +48,7 @@ local FILTERS = {
   { pipeline = "p2", status = "completed" }, { namespace = "acme" }, { namespace = "default" },
   { namespace = "acme", pipeline = "p1" }, { namespace = "zeta", status = "running" },
   { since_us = 1010 }, { pipeline = "p1", since_us = 1005 }, { namespace = "nobody" },
+  { status = "cancelled" }, { pipeline = "p2", status = "sleeping" }, { namespace = "default", status = "running" },
 }
 
 -- every page of every filter at several limits: ids and next cursors
