@@ -12,7 +12,8 @@
  *   trim(): a full collection, then the memory malloc keeps free given
  *       back to the system (malloc_trim): after a load that left much
  *       garbage (100,000 schedules), so that what follows is not counted
- *       on top of pages freed but kept */
+ *       on top of pages freed but kept (the allocator's cached blocks
+ *       too, lua_alloc.h) */
 #include <lauxlib.h>
 #include <malloc.h>
 #include <string.h>
@@ -55,6 +56,7 @@ static int l_embedded(lua_State *L) {
 
 static int l_trim(lua_State *L) {
   lua_gc(L, LUA_GCCOLLECT);
+  lua_alloc_release(&vm_of(L)->alloc);
   malloc_trim(0);
   return 0;
 }

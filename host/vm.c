@@ -14,6 +14,7 @@
 
 #include "embedded.h"
 #include "guard.h"
+#include "lua_alloc.h"
 #include "modules.h"
 
 vm *vm_of(lua_State *L) { return *(vm **)lua_getextraspace(L); }
@@ -178,6 +179,10 @@ int vm_open(vm *v, char *err, size_t errsz) {
     uv_loop_close(&v->loop);
     return -1;
   }
+  /* luaL_newstate's panic and warning functions, with our allocator: the
+   * few blocks allocated before are handed to free (lua_alloc.h) */
+  lua_alloc_init(&v->alloc, LUA_ALLOC_CACHE);
+  lua_setallocf(L, lua_alloc_fn, &v->alloc);
   v->L = L;
   *(vm **)lua_getextraspace(L) = v;
   luaL_openlibs(L);
@@ -239,6 +244,7 @@ void vm_close(vm *v) {
   }
   uv_run(&v->loop, UV_RUN_DEFAULT);
   lua_close(L);
+  lua_alloc_release(&v->alloc);
   v->L = NULL;
   if (uv_loop_close(&v->loop) != 0) {
     fprintf(stderr, "sluice: warning: the event loop still had open handles at exit\n");

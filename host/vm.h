@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "lua_alloc.h"
+
 typedef struct vm {
   lua_State *L;
   uv_loop_t loop;
@@ -27,6 +29,7 @@ typedef struct vm {
   lua_State *preempted;
   uv_idle_t ready;
   int ready_open;
+  lua_alloc alloc; /* the Lua state's small blocks (lua_alloc.h) */
 } vm;
 
 /* Creates the loop and the Lua state. Returns 0, or -1 with err. */
