@@ -19,7 +19,8 @@
  * the Lua step checks first): the replay set is there before the run's
  * body starts, and a step executes only when its id has no record or its
  * record was taken (recorded failed). It then does what the Lua step's
- * replay does: br.pos + 1, run.replayed + 1, the result decoded afresh.
+ * replay does: br.pos + 1, the result decoded afresh (the replay set
+ * counts the run's replayed steps: store.replay_count).
  * The fields are read raw: a branch context and a run are plain tables
  * (engine_runs.lua, engine_steps.lua new_branch). */
 #include <lauxlib.h>
@@ -32,9 +33,8 @@
 
 /* the upvalues of the way in: the tables and function, then the field names */
 enum { U_CONTEXTS = 1, U_ENTRY, U_REPLAY_MT, U_RUN, U_ABANDONED, U_IN_STEP, U_STOP, U_REPLAY,
-       U_POS, U_NAME, U_REPLAYED, U_COUNT = U_REPLAYED };
-static const char *const field_names[] = {"run",    "abandoned", "in_step", "stop",
-                                          "replay", "pos",       "name",    "replayed"};
+       U_POS, U_NAME, U_COUNT = U_NAME };
+static const char *const field_names[] = {"run", "abandoned", "in_step", "stop", "replay", "pos", "name"};
 
 /* pushes t[name of upvalue k], returns its type */
 static int field(lua_State *L, int t, int k) {
@@ -85,16 +85,14 @@ static int step_call(lua_State *L) {
   if (field(L, run, U_REPLAY) != LUA_TUSERDATA) return general(L, nargs);
   field(L, br, U_POS);
   field(L, br, U_NAME);
-  field(L, run, U_REPLAYED);
-  int isnum, isnum2;
-  lua_Integer pos = lua_tointegerx(L, pos_i, &isnum), replayed = lua_tointegerx(L, -1, &isnum2);
+  int isnum;
+  lua_Integer pos = lua_tointegerx(L, pos_i, &isnum);
   size_t brn;
   const char *name = lua_type(L, name_i) == LUA_TSTRING ? lua_tolstring(L, name_i, &brn) : NULL;
-  if (!isnum || !isnum2 || !name || pos < 0 || pos >= LUA_MAXINTEGER) return general(L, nargs);
+  if (!isnum || !name || pos < 0 || pos >= LUA_MAXINTEGER) return general(L, nargs);
   if (!l_store_replay_completed(L, rs, lua_upvalueindex(U_REPLAY_MT), id, idn, name, brn, pos + 1))
     return general(L, nargs);
   set_integer(L, br, U_POS, pos + 1);
-  set_integer(L, run, U_REPLAYED, replayed + 1);
   return 1;
 }
 

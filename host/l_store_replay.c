@@ -14,6 +14,8 @@
  *     "elsewhere", branch, pos  this id was recorded at another place (diverged)
  *     "twice"               this id's record was already taken (a step id used twice)
  *     "corrupt", message    the stored result does not decode
+ *   store.replay_count(rs) -> how many completed records were taken: the
+ *     run's replayed steps (the global step's fast path takes them in C)
  *
  * The records (one read of the run's steps: store_load_steps, or
  * pgstore_load_steps on PostgreSQL, where the call waits) stay in C
@@ -43,6 +45,7 @@ typedef struct {
   store_steps st;       /* the records as read; its buffer holds the results */
   rec *v;               /* the replayable records */
   size_t n, left;       /* how many, and how many not yet taken */
+  size_t replayed;      /* completed records taken: the run's replayed steps */
   char *names;          /* every id and branch, kept after the results go */
   uint32_t *by_id, *by_pos; /* slots hold index + 1, 0 when empty */
   size_t mask;
@@ -215,7 +218,19 @@ static int l_take(lua_State *L) {
     }
   }
   took(r, e);
+  r->replayed++;
   return 2;
+}
+
+/* replay_count(rs) -> how many completed records were taken (by rs:take
+ * and by l_store_replay_completed): the run's replayed steps */
+static int l_count(lua_State *L) {
+  if (!lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1))) {
+    return luaL_typeerror(L, 1, "a replay set");
+  }
+  const replay *r = lua_touserdata(L, 1);
+  lua_pushinteger(L, (lua_Integer)r->replayed);
+  return 1;
 }
 
 int l_store_replay_completed(lua_State *L, int rs, int mt, const char *id, size_t idn,
@@ -225,11 +240,12 @@ int l_store_replay_completed(lua_State *L, int rs, int mt, const char *id, size_
   lua_pop(L, 1);
   if (!ours || pos < 0 || pos > UINT32_MAX) return 0;
   replay *r = lua_touserdata(L, rs);
-  long i = find_id(r, id, idn);
+  /* the record at this place, if it is this id's: ids are unique (the
+   * record's key), so it is also the one find_id would give */
+  long i = find_place(r, br, brn, (uint64_t)pos);
   if (i < 0) return 0;
   rec *e = &r->v[i];
-  if (e->taken || e->status != STORE_STEP_COMPLETED || find_place(r, br, brn, (uint64_t)pos) != i)
-    return 0;
+  if (e->taken || e->status != STORE_STEP_COMPLETED || !same(r, e->id, e->idn, id, idn)) return 0;
   if (!e->has_payload) {
     lua_pushnil(L);
   } else {
@@ -237,6 +253,7 @@ int l_store_replay_completed(lua_State *L, int rs, int mt, const char *id, size_
     if (codec_decode(L, e->payload, e->payloadn, err, sizeof err) != 0) return 0; /* rs:take says it */
   }
   took(r, e);
+  r->replayed++;
   return 1;
 }
 
@@ -297,6 +314,9 @@ void l_store_replay(lua_State *L, int module_idx) {
   lua_pushvalue(L, -1);
   lua_setfield(L, module_idx, "replay_take");
   lua_setfield(L, -2, "take");
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, l_count, 1);
+  lua_setfield(L, module_idx, "replay_count");
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   lua_pushcfunction(L, l_replay_steps);

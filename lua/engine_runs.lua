@@ -155,7 +155,7 @@ local function execute_once(p, input, id, opts, waiters)
   rec.host = liveness.self() -- which process runs it: readers tell a killed one
   local run = {
     id = id, pipeline = p, record = rec, seen = {}, site_fns = {},
-    replayed = 0, executed = 0, interrupts = {}, children = {},
+    executed = 0, interrupts = {}, children = {},
   }
   if not existing and M.leases then
     run.hold = function(b) M.leases.hold_new(id, b) end
@@ -284,7 +284,8 @@ local function execute_once(p, input, id, opts, waiters)
   until not again
   release(rec)
   if not ok then store_error("finishing run " .. id, msg, code) end
-  rec.replayed, rec.executed = run.replayed, run.executed
+  -- the replay set counts the steps replayed, in C or by the Lua step
+  rec.replayed, rec.executed = run.replay and store.replay_count(run.replay) or 0, run.executed
   return rec
 end
 

@@ -306,10 +306,7 @@ local function do_step(id, a, b, extra)
   local rs = run.replay
   if rs then
     local r, a2, b2 = take(rs, id, br.name, pos)
-    if r == true then
-      run.replayed = run.replayed + 1
-      return a2
-    end
+    if r == true then return a2 end -- counted by rs (engine_runs: rec.replayed)
     if r then refuse_replay(run, br, pos, id, r, a2, b2, 2) end
   end
   note_site(run, id, 2)
@@ -446,10 +443,7 @@ function M.memo(kind, produce, level)
   local rs = run.replay
   if rs then
     local r, a, b = take(rs, id, br.name, pos)
-    if r == true then
-      run.replayed = run.replayed + 1
-      return a, true
-    end
+    if r == true then return a, true end -- counted by rs
     if r then refuse_replay(run, br, pos, id, r, a, b, level) end
   end
   if M.stopping then park() end

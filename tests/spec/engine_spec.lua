@@ -403,6 +403,56 @@ describe("replay", function()
     assert.are.equal(3, calls)
   end)
 
+  it("gives each replay a fresh copy of the stored result, nested tables and NUL bytes included", function()
+    local stored = { s = "x\0y", nested = { list = { 1, { deep = "z\0" } }, empty = {} }, n = 1.5,
+      big = math.maxinteger, ["k\0"] = true }
+    local fail, seen = true, {}
+    local p = define(function()
+      local a = step("a", function() return stored end)
+      seen[#seen + 1] = a
+      local function copy_of(t)
+        if type(t) ~= "table" then return t end
+        local c = {}
+        for k, v in pairs(t) do c[k] = copy_of(v) end
+        return c
+      end
+      local copy = copy_of(a)
+      a.nested.list[1], a.s, a["k\0"] = "mutated", nil, nil -- what a replay gets is its own
+      if fail then error("stop after the step") end
+      return copy
+    end)
+    assert.are.equal("failed", engine.execute(p, nil, "replay-fresh").status)
+    assert.are.equal("failed", engine.execute(p, nil, "replay-fresh").status)
+    fail = false
+    local rec = engine.execute(p, nil, "replay-fresh")
+    assert.are.equal("completed", rec.status)
+    assert.are.equal(1, rec.replayed)
+    assert.are.same({ s = "x\0y", nested = { list = { 1, { deep = "z\0" } }, empty = {} }, n = 1.5,
+      big = math.maxinteger, ["k\0"] = true }, rec.result)
+    assert.are.equal(3, #seen)
+    assert.are_not.equal(seen[2], seen[3]) -- two replays, two tables
+  end)
+
+  it("counts the steps replayed in C, by the Lua step and by memo", function()
+    local fail = true
+    local p = define(function()
+      step("fast", function() return 1 end)                      -- the C fast path
+      step("opts", { timeout = "5s" }, function() return 2 end) -- options: the Lua step
+      sleep("1ms")                                               -- a memo
+      step("nil", function() return nil end)                     -- a nil result, in C
+      if fail then error("stop after the steps") end
+      return step("last", function() return 3 end)
+    end)
+    local rec = engine.execute(p, nil, "replay-count")
+    assert.are.equal("failed", rec.status)
+    assert.are.equal(0, rec.replayed)
+    fail = false
+    rec = engine.execute(p, nil, "replay-count")
+    assert.are.equal("completed", rec.status)
+    assert.are.equal(4, rec.replayed)
+    assert.are.equal(1, rec.executed)
+  end)
+
   it("replays stored results and runs again a step that failed", function()
     local calls, fail = { a = 0, b = 0, c = 0 }, true
     local p = define(function()
