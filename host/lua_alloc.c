@@ -4,9 +4,12 @@
 #include <malloc.h>
 #include <stdlib.h>
 
+/* A cached block is poisoned but for its first 8 bytes, the link to the
+ * next: LeakSanitizer does not follow pointers held in poisoned memory, and
+ * a process that exits without lua_close still holds the cache */
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((char *)(p) + sizeof(void *), (n) - sizeof(void *))
 #define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
 #else
 #define POISON(p, n) ((void)(p), (void)(n))
@@ -36,6 +39,15 @@ static void *take(lua_alloc *a, size_t n) {
   return malloc(class_size(k));
 }
 
+/* malloc or realloc failed: the cached blocks go back to free before the
+ * one retry (Lua then collects and asks again, or raises "not enough
+ * memory") */
+static int release_for_retry(lua_alloc *a) {
+  if (a->cached == 0) return 0;
+  lua_alloc_release(a);
+  return 1;
+}
+
 static void give(lua_alloc *a, void *b, size_t n) {
   unsigned k = class_of(n);
   size_t sz = class_size(k);
@@ -53,7 +65,9 @@ void *lua_alloc_fn(void *ud, void *ptr, size_t osize, size_t nsize) {
   lua_alloc *a = ud;
   if (!ptr) { /* osize is then the kind of object, not a size */
     if (nsize == 0) return NULL;
-    return nsize <= LUA_ALLOC_SMALL ? take(a, nsize) : malloc(nsize);
+    void *b = nsize <= LUA_ALLOC_SMALL ? take(a, nsize) : malloc(nsize);
+    if (!b && release_for_retry(a)) b = lua_alloc_fn(ud, NULL, osize, nsize);
+    return b;
   }
   if (nsize == 0) {
     if (osize <= LUA_ALLOC_SMALL)
@@ -66,9 +80,11 @@ void *lua_alloc_fn(void *ud, void *ptr, size_t osize, size_t nsize) {
     return ptr;
   /* a small block must hold its whole class, to be cached when freed */
   void *n = realloc(ptr, nsize <= LUA_ALLOC_SMALL ? class_size(class_of(nsize)) : nsize);
-  /* Lua counts on a block that shrinks staying where it is when realloc
-   * fails: the old one holds the new size */
-  return n ? n : nsize <= osize ? ptr : NULL;
+  if (n) return n;
+  /* realloc failed and left ptr as it was. Lua counts on a block that
+   * shrinks staying where it is then: the old one holds the new size */
+  if (nsize <= osize) return ptr;
+  return release_for_retry(a) ? lua_alloc_fn(ud, ptr, osize, nsize) : NULL;
 }
 
 void lua_alloc_release(lua_alloc *a) {

@@ -10,8 +10,10 @@
  * chunk holds its whole class (malloc_usable_size), so a block Lua got from
  * another allocator, or a size Lua misreports, goes back to free; under
  * AddressSanitizer each block keeps its redzones and a cached block is
- * poisoned until it is handed out again (a use after free is still
- * reported). Single-threaded, as the Lua state is. */
+ * poisoned, but for its link to the next, until it is handed out again (a
+ * use after free is still reported). When malloc fails, the cached blocks
+ * are freed and it is tried once more. Single-threaded, as the Lua state
+ * is. */
 #ifndef SLUICE_LUA_ALLOC_H
 #define SLUICE_LUA_ALLOC_H
 
