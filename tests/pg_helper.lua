@@ -106,4 +106,26 @@ function P.hosts(dir, url)
   return set
 end
 
+--- The Lua text that pipeline files of the serve-host specs start with:
+--- mark(what) appends "PID what" to the file log (P.executions reads it).
+function P.mark_prelude(log)
+  return ([[
+local LOG = %q
+local function mark(what)
+  local f = assert(io.open(LOG, "a"))
+  f:write(math.tointeger(require("luv").os_getpid()), " ", what, "\n")
+  f:close()
+end
+]]):format(log)
+end
+
+--- The lines mark("RUN STEP") wrote to log, as {pid=, run=, step=}, in order.
+function P.executions(log)
+  local list = {}
+  for pid, run, st in (H.read(log) or ""):gmatch("(%d+) (%S+) (%S+)\n") do
+    list[#list + 1] = { pid = tonumber(pid), run = run, step = st }
+  end
+  return list
+end
+
 return P

@@ -22,13 +22,7 @@ local RUNS = 300
 -- run is in the middle; then a send and an emit), "go" (sends it), a
 -- schedule every second, an on() handler and a consumer.
 local function pipeline_file(log)
-  return ([[
-local LOG = %q
-local function mark(what)
-  local f = assert(io.open(LOG, "a"))
-  f:write(math.tointeger(require("luv").os_getpid()), " ", what, "\n")
-  f:close()
-end
+  return P.mark_prelude(log) .. [[
 -- a wait inside a step (not durable): a kill or a restart lands in it
 local function pause_ms(ms)
   local co, t = coroutine.running(), require("luv").new_timer()
@@ -69,17 +63,10 @@ end)
 consume("c", "*", function(events)
   for _, e in ipairs(events) do mark("event:" .. e.id .. " consumed") end
 end)
-]]):format(log)
+]]
 end
 
--- log lines as {pid=, run=, step=}, in file order
-local function executions(log)
-  local list = {}
-  for pid, run, st in (H.read(log) or ""):gmatch("(%d+) (%S+) (%S+)\n") do
-    list[#list + 1] = { pid = tonumber(pid), run = run, step = st }
-  end
-  return list
-end
+local executions = P.executions
 
 describe("three serve hosts on one PostgreSQL store", function()
   local inst, url, c, dir, log

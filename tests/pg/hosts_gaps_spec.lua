@@ -13,12 +13,6 @@ local pg = require "sluice._pg"
 local json = require "sluice.json"
 
 local PIPES = [[
-local LOG = %q
-local function mark(what)
-  local f = assert(io.open(LOG, "a"))
-  f:write(math.tointeger(require("luv").os_getpid()), " ", what, "\n")
-  f:close()
-end
 pipeline("echo", function(input)
   return step("e", function() return input.k .. "!" end)
 end)
@@ -36,14 +30,7 @@ pipeline("tick", function()
 end)
 ]]
 
--- log lines as {pid=, run=, step=}, in file order
-local function executions(log)
-  local list = {}
-  for pid, run, st in (H.read(log) or ""):gmatch("(%d+) (%S+) (%S+)\n") do
-    list[#list + 1] = { pid = tonumber(pid), run = run, step = st }
-  end
-  return list
-end
+local executions = P.executions
 
 describe("several serve hosts on one PostgreSQL store", function()
   local url, c, dir, log
@@ -55,7 +42,7 @@ describe("several serve hosts on one PostgreSQL store", function()
     dir = H.tmpdir()
     log = dir .. "/exec.log"
     os.execute("mkdir -p " .. dir .. "/pipes")
-    H.write(dir .. "/pipes/p.lua", PIPES:format(log))
+    H.write(dir .. "/pipes/p.lua", P.mark_prelude(log) .. PIPES)
     hosts = P.hosts(dir, url)
   end)
   after_each(function()

@@ -14,12 +14,6 @@ local pg = require "sluice._pg"
 local N = 48 -- under a claim pass's 64: one host could take them all in one pass
 
 local PIPES = [[
-local LOG = %q
-local function mark(what)
-  local f = assert(io.open(LOG, "a"))
-  f:write(math.tointeger(require("luv").os_getpid()), " ", what, "\n")
-  f:close()
-end
 pipeline("held", function()
   local id = ctx().run_id
   step("s1", function() mark(id .. " s1") end)
@@ -40,7 +34,7 @@ describe("serve hosts sharing a backlog on one PostgreSQL store", function()
     dir = H.tmpdir()
     log = dir .. "/exec.log"
     os.execute("mkdir -p " .. dir .. "/pipes")
-    H.write(dir .. "/pipes/p.lua", PIPES:format(log))
+    H.write(dir .. "/pipes/p.lua", P.mark_prelude(log) .. PIPES)
     hosts = P.hosts(dir, url)
   end)
   after_each(function()
@@ -55,12 +49,11 @@ describe("serve hosts sharing a backlog on one PostgreSQL store", function()
   -- executions of step st: run id -> list of pids, and pid -> count
   local function executed(st)
     local by_run, by_pid = {}, {}
-    for pid, run, s in (H.read(log) or ""):gmatch("(%d+) (%S+) (%S+)\n") do
-      if s == st then
-        pid = tonumber(pid)
-        by_run[run] = by_run[run] or {}
-        table.insert(by_run[run], pid)
-        by_pid[pid] = (by_pid[pid] or 0) + 1
+    for _, e in ipairs(P.executions(log)) do
+      if e.step == st then
+        by_run[e.run] = by_run[e.run] or {}
+        table.insert(by_run[e.run], e.pid)
+        by_pid[e.pid] = (by_pid[e.pid] or 0) + 1
       end
     end
     return by_run, by_pid
