@@ -122,7 +122,9 @@ for r in results: print(json.dumps(r))
   end
 
   it("cancels, through one host, runs that another host executes, and the cancel stays", function()
-    local a, b = serve(1), serve(2)
+    -- leases of 10 s: a 2 s lease can lapse on a loaded machine and the
+    -- other host take the run over, which is another test's subject
+    local a, b = serve(1, "10s"), serve(2, "10s")
     local function start_on_b()
       local status, _, _, doc = HH.post(b.url .. "/runs/long", {})
       assert.are.equal(202, status)
