@@ -17,7 +17,10 @@
 #                    runs created over HTTP, all starting at one instant
 #   dbos             bench/dbos/conc.mjs R K (DBOS 5.3.0, its default pool of 10)
 #   sluice serve x3  three hosts on one database, the runs round robin
-# (ONLY="pgbench inproc serve1 dbos serve3" selects a subset)
+# (ONLY="pgbench inproc serve1 dbos serve3" selects a subset; PERF_PG=FILE
+# records `perf record -g` of the server's processes, new backends too, over
+# the session: `perf report -i FILE --no-children`; PG_STATEMENTS=FILE writes
+# pg_stat_statements' top 40 of the sluice databases there at the end)
 # for each shape R x K in SHAPES (default "64x200,1000x20": the same R and K
 # for sluice and DBOS). Every line goes to bench/out/pg-session-STAMP.jsonl
 # (and bench/out/{pg_steps,steps,dbos}.jsonl); the tables come from
@@ -67,10 +70,14 @@ fi
 PGROOT=$(mktemp -d "${TMPDIR:-/tmp}/sluice-pgbench.XXXXXX")
 chmod 755 "$PGROOT"
 export PGDATA_BENCH=$PGROOT/data
-PGPID= CHILD=
+PGPID= CHILD= PERFPID=
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- bash -c "$1"; else bash -c "$1"; fi; }
 cleanup() {
   local rc=$?
+  if [ -n "$PERFPID" ] && kill -0 "$PERFPID" 2>/dev/null; then
+    kill -INT "$PERFPID" 2>/dev/null || true # perf writes its file on SIGINT
+    for _ in $(seq 1 100); do kill -0 "$PERFPID" 2>/dev/null || break; sleep 0.1; done
+  fi
   if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
     kill -TERM "$CHILD" 2>/dev/null || true
     for _ in $(seq 1 100); do kill -0 "$CHILD" 2>/dev/null || break; sleep 0.1; done
@@ -100,10 +107,17 @@ unix_socket_directories = '$PGROOT/sock'
 max_connections = 150
 track_wal_io_timing = on
 EOF
+if [ -n "${PG_STATEMENTS:-}" ]; then # per statement time (pg_stat_statements), dumped at the end
+  printf '%s\n' "shared_preload_libraries = 'pg_stat_statements'" "pg_stat_statements.track = all" >> "$PGDATA_BENCH/postgresql.conf"
+fi
 as_pg "$PGBIN/pg_ctl -D '$PGDATA_BENCH' -l '$PGROOT/pg.log' -w -t 60 start >/dev/null"
 PGPID=$(head -1 "$PGDATA_BENCH/postmaster.pid")
 PSQL=(psql -X -h 127.0.0.1 -p "$PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
 PGVER=$("$PGBIN/postgres" --version)
+if [ -n "${PERF_PG:-}" ]; then # a call-graph profile of every PostgreSQL process, into $PERF_PG
+  perf record -q -g -F "${PERF_FREQ:-999}" -p "$PGPID" -o "$PERF_PG" >/dev/null 2>&1 &
+  PERFPID=$!
+fi
 SETTINGS=$("${PSQL[@]}" -c 'show fsync' -c 'show synchronous_commit' -c 'show wal_sync_method' -c 'show shared_buffers' | tr '\n' ' ')
 log "postgres pid $PGPID on 127.0.0.1:$PORT ($PGVER): fsync, synchronous_commit, wal_sync_method, shared_buffers = $SETTINGS"
 emit "{\"kind\":\"session\",\"session\":\"$BENCH_SESSION\",\"at\":\"$(date -u +%FT%TZ)\",\"new_rev\":\"$NEW_REV\",\"base_rev\":\"${BASE_BIN:+$BASE_REV}\",\"postgres\":\"$PGVER\",\"settings\":\"$SETTINGS\",\"shapes\":\"$SHAPES\",\"nproc\":$(nproc),\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
@@ -132,7 +146,9 @@ xid() { "${PSQL[@]}" -d pgb -c "SELECT pg_snapshot_xmax(pg_current_snapshot())";
 PGB_SCRIPT=$PGROOT/insert.sql
 printf '%s\n' '\set c random(1, 64)' "INSERT INTO ins (c, v) VALUES (:c, 'a small row');" > "$PGB_SCRIPT"
 chmod 644 "$PGB_SCRIPT"
-run pgbench -h 127.0.0.1 -p "$PORT" -U postgres -i -s 10 -q pgb >/dev/null 2>&1
+if [[ " $ONLY " == *" pgbench "* ]]; then # TPC-B's tables only when pgbench is measured
+  run pgbench -h 127.0.0.1 -p "$PORT" -U postgres -i -s 10 -q pgb >/dev/null 2>&1
+fi
 pgb() { # LABEL ARGS...: one pgbench run, its tps as a JSON line
   local label=$1; shift
   local x0 x1 t0 t1 o
@@ -193,4 +209,11 @@ for rep in $(seq 1 "$REPS"); do
   on serve3 || continue
   serve 3
 done
+if [ -n "${PG_STATEMENTS:-}" ]; then
+  for d in $("${PSQL[@]}" -c "SELECT datname FROM pg_database WHERE datname LIKE 'sl_%' ORDER BY 1"); do
+    "${PSQL[@]}" -d "$d" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+  done
+  "${PSQL[@]}" -d "$d" -F $'\t' -c "SELECT d.datname, s.calls, round(s.total_exec_time::numeric, 1) AS ms, round((1000 * s.total_exec_time / s.calls)::numeric, 1) AS us_per_call, s.rows, s.plans, left(regexp_replace(s.query, '\s+', ' ', 'g'), 160) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname LIKE 'sl_%' ORDER BY s.total_exec_time DESC LIMIT 40" > "$PG_STATEMENTS"
+  log "statements: $PG_STATEMENTS"
+fi
 log "done: python3 bench/pg_summarize.py $SESSION_OUT"

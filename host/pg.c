@@ -57,9 +57,12 @@ typedef struct {
  * (PostgreSQL's prepared statements are not transactional); a new
  * connection starts with none. A Parse that fails (SQL PostgreSQL refuses)
  * marks its SQL as never prepared and the transaction goes again unprepared,
- * so the error reaches its batch as before. */
+ * so the error reaches its batch as before. Reads are prepared the same
+ * way when their caller says their SQL allows it (pg_read_prepared): the
+ * store's reads, per run (its steps, its record, its namespace) were each
+ * parsed and planned again. */
 enum { PREP_NONE, PREP_SENDING, PREP_READY, PREP_NEVER };
-#define PREP_MAX 64 /* the store's statements are a few dozen; more go unnamed */
+#define PREP_MAX 128 /* the store's statements are a few dozen; more go unnamed */
 typedef struct {
   uint64_t hash;
   char *sql;
@@ -83,6 +86,7 @@ struct pg_batch {
   pg_done_fn done;
   void *cookie;
   int read;  /* pg_read: its own transaction, not grouped */
+  int prepare; /* a read whose SQL may be prepared (pg_read_prepared) */
   int alone; /* a write sent again in its own transaction */
   int status;
   char *errmsg;
@@ -730,8 +734,8 @@ static void settle_cursor(unit *u) {
 /* Sends the batches of u and a Sync; 0, or -1 if libpq refused. */
 static int send_unit(pg *p, unit *u) {
   plan_rows(u);
-  if (u->write) { /* the Parses first: their results come before any other */
-    for (size_t i = 0; p->prelude && i < p->prelude->n; i++) {
+  if (u->write || u->head->prepare) { /* the Parses first: their results come before any other */
+    for (size_t i = 0; u->write && p->prelude && i < p->prelude->n; i++) {
       if (prep_stmt(p, u, p->prelude, &p->prelude->st[i]) != 0) return -1;
     }
     for (pg_batch *b = u->head; b; b = b->next) {
@@ -918,7 +922,14 @@ static void finish_unit(pg *p) {
   pg_batch *done_h = NULL, *done_t = NULL, *b = u->head;
   if (u->prep_failed) {
     /* nothing ran: the same batches go again, first, without that Parse */
-    requeue_front(p, b, b->alone);
+    if (u->write) {
+      requeue_front(p, b, b->alone);
+    } else { /* a read unit is one batch */
+      clear_results(b);
+      b->next = p->rq_head;
+      p->rq_head = b;
+      if (!p->rq_tail) p->rq_tail = b;
+    }
     free_unit(u);
     update_ref(p);
     if (p->state == ST_READY) pump(p);
@@ -1246,6 +1257,11 @@ int pg_submit(pg *p, pg_batch *b, pg_done_fn done, void *cookie) {
 }
 
 int pg_read(pg *p, pg_batch *b, pg_done_fn done, void *cookie) {
+  return queue(p, b, done, cookie, 1);
+}
+
+int pg_read_prepared(pg *p, pg_batch *b, pg_done_fn done, void *cookie) {
+  b->prepare = 1;
   return queue(p, b, done, cookie, 1);
 }
 

@@ -124,6 +124,11 @@ const char *pg_batch_sqlstate(const pg_batch *b);
  * closing (b is freed, done is not called). */
 int pg_submit(pg *p, pg_batch *b, pg_done_fn done, void *cookie);
 int pg_read(pg *p, pg_batch *b, pg_done_fn done, void *cookie);
+/* pg_read, and SQL of b seen before on this connection is prepared once, as
+ * the writes' is, rather than parsed and planned each time. For SQL that
+ * names its result columns: a prepared SELECT * fails (0A000) once its
+ * table's columns change, so not for ad-hoc SQL. */
+int pg_read_prepared(pg *p, pg_batch *b, pg_done_fn done, void *cookie);
 
 /* Every write transaction sent from now on starts with b's statements
  * (owned from here; NULL: none), e.g. a condition the whole transaction

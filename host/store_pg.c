@@ -308,7 +308,7 @@ rd *pgs_new_rd(pgstore *s, parse_fn parse, pgstore_done_fn done, void *cookie) {
 void pgs_send_read(rd *r, const char *sql, params *p) {
   pg_batch *b = pg_batch_new();
   add(b, sql, p);
-  if (pg_read(r->s->conn, b, read_done, r) != 0) {
+  if (pg_read_prepared(r->s->conn, b, read_done, r) != 0) {
     /* closing: report it from the loop like any failure would be */
     r->done(r->cookie, STORE_EIO, "the PostgreSQL store is closing");
     free(r->stream);
