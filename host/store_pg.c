@@ -86,7 +86,11 @@ void pgs_set_prelude(pgstore *s, const char *fence) {
   if (fence) {
     params p = {.n = 0};
     p_str(&p, fence, strlen(fence));
-    add(b, "SELECT sluice.fence($1::text)", &p);
+    /* sluice.fence's check and lock in plain SQL, the function (which
+     * raises SLU02) only when the host is not live: plpgsql's call cost
+     * more than the check, once per transaction */
+    add(b, "SELECT sluice.fence($1::text) WHERE NOT EXISTS (SELECT 1 FROM sluice.hosts WHERE "
+           "id = $1::text AND expires_at > now() FOR KEY SHARE)", &p);
   }
   add(b, "SELECT 1 / (CASE WHEN version = " SCHEMA_TEXT " THEN 1 ELSE 0 END) "
          "FROM sluice.schema_version", NULL);
