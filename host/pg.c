@@ -40,6 +40,8 @@ typedef struct {
   int nparams;
   int prep; /* as sent: the prepared statement executed (index in pg.prep), -1: unnamed */
   int row_key; /* a row (pg_batch_add_row): its first row_key parameters are its key; 0: not */
+  int has_upsert; /* a row whose SQL inserts only: upsert is the SQL after a duplicate key */
+  size_t upsert;  /* offset of that SQL in buf */
   /* as sent, for a row: */
   int skip;                   /* merged into an earlier row's statement: no result of its own */
   struct pg_batch *merged;    /* the first row of its SQL in the unit: the statement sent */
@@ -88,6 +90,7 @@ struct pg_batch {
   int read;  /* pg_read: its own transaction, not grouped */
   int prepare; /* a read whose SQL may be prepared (pg_read_prepared) */
   int alone; /* a write sent again in its own transaction */
+  int upserts; /* its rows go as their upsert SQL (a row of it met a duplicate key) */
   int status;
   char *errmsg;
   char sqlstate[6];
@@ -102,6 +105,7 @@ typedef struct unit {
   size_t cur_i;
   int write;
   pg_batch *bad; /* the batch whose statement failed first; NULL: the commit */
+  int dup_row;   /* that statement: rows inserting only, which met a duplicate key */
   uint64_t sent_ns; /* uv_hrtime when sent */
   int *preps;         /* the pg.prep entries whose Parse this unit sent first */
   size_t nprep, prep_i; /* how many; whose result comes next */
@@ -223,6 +227,20 @@ void pg_batch_add_row(pg_batch *b, const char *sql, int nparams, int nkey,
                       const char *const *values, const int *lengths, const int *formats) {
   pg_batch_add(b, sql, nparams, values, lengths, formats);
   b->st[b->n - 1].row_key = nkey > 0 ? nkey : 1;
+}
+
+void pg_batch_add_row_new(pg_batch *b, const char *sql, const char *upsert, int nparams, int nkey,
+                          const char *const *values, const int *lengths, const int *formats) {
+  pg_batch_add_row(b, sql, nparams, nkey, values, lengths, formats);
+  stmt *s = &b->st[b->n - 1];
+  s->has_upsert = 1;
+  s->upsert = b->buf.len;
+  sbuf_add(&b->buf, upsert, strlen(upsert) + 1);
+}
+
+/* the SQL statement s of b goes as */
+static const char *stmt_sql(const pg_batch *b, const stmt *s) {
+  return b->buf.data + (s->has_upsert && b->upserts ? s->upsert : s->sql);
 }
 
 size_t pg_batch_count(const pg_batch *b) { return b->n; }
@@ -662,7 +680,8 @@ static pg_batch *merge_rows(row_ref *rows, size_t n) {
     f[j] = 1;
   }
   pg_batch *m = pg_batch_new();
-  pg_batch_add(m, rows[0].b->buf.data + first->sql, np, v, l, f);
+  pg_batch_add(m, stmt_sql(rows[0].b, first), np, v, l, f);
+  m->st[0].has_upsert = first->has_upsert && !rows[0].b->upserts; /* as sent: inserts only */
   for (int j = 0; j < np; j++) sbuf_free(&arr[j]);
   free(arr);
   free(v);
@@ -695,12 +714,11 @@ static void plan_rows(unit *u) {
   }
   for (size_t i = 0; i < n; i++) {
     if (!rows[i].s || rows[i].s->skip) continue;
-    const char *sql = rows[i].b->buf.data + rows[i].s->sql;
+    const char *sql = stmt_sql(rows[i].b, rows[i].s);
     /* rows i.. of this SQL, gathered in place at i.. */
     size_t m = i + 1;
     for (size_t k = i + 1; k < n; k++) {
-      if (rows[k].s->nparams == rows[i].s->nparams &&
-          !strcmp(rows[k].b->buf.data + rows[k].s->sql, sql)) {
+      if (rows[k].s->nparams == rows[i].s->nparams && !strcmp(stmt_sql(rows[k].b, rows[k].s), sql)) {
         row_ref t = rows[k];
         memmove(&rows[m + 1], &rows[m], sizeof *rows * (k - m));
         rows[m++] = t;
@@ -893,8 +911,10 @@ static void note_error(unit *u, const PGresult *r) {
                   detail ? ": " : "", detail ? detail : "");
   snprintf(u->sqlstate, sizeof u->sqlstate, "%s", state ? state : "");
   u->bad = u->cur;
+  const stmt *s = u->cur && u->cur_i < u->cur->n ? &u->cur->st[u->cur_i] : NULL;
   /* rows of several batches in one statement: whose row it was is not known */
-  if (u->cur && u->cur_i < u->cur->n && u->cur->st[u->cur_i].multi) u->bad = NULL;
+  if (s && s->multi) u->bad = NULL;
+  if (s && s->merged && s->merged->st[0].has_upsert && !strcmp(u->sqlstate, "23505")) u->dup_row = 1;
 }
 
 /* Puts the batches of list back at the front of the write queue, in order. */
@@ -964,6 +984,11 @@ static void finish_unit(pg *p) {
       append(&done_h, &done_t, b);
       b = next;
     }
+  } else if (u->write && u->dup_row) {
+    /* a row inserting only found its key (a step written again): nothing
+     * committed, the same batches go again, first, their rows as upserts */
+    for (pg_batch *x = b; x; x = x->next) x->upserts = 1;
+    requeue_front(p, b, b->alone);
   } else if (!u->write || !b->next) {
     set_failed(b, pg_status_of_sqlstate(u->sqlstate), u->sqlstate, xstrdup(u->errmsg));
     append(&done_h, &done_t, b);

@@ -112,6 +112,15 @@ void pg_batch_add(pg_batch *b, const char *sql, int nparams, const char *const *
  * (pg_batch_result: NULL) but for the first row's. */
 void pg_batch_add_row(pg_batch *b, const char *sql, int nparams, int nkey,
                       const char *const *values, const int *lengths, const int *formats);
+/* pg_batch_add_row whose sql only inserts (no ON CONFLICT: an insert
+ * costs PostgreSQL a probe of the key less than an upsert, and no
+ * speculative insertion), and upsert the same row as an upsert of the same
+ * parameters. A write transaction in which such a statement meets an
+ * existing key (23505: a row written again) commits nothing; its batches go
+ * again, first, their rows of this kind as upsert. For rows whose key is
+ * usually new. */
+void pg_batch_add_row_new(pg_batch *b, const char *sql, const char *upsert, int nparams, int nkey,
+                          const char *const *values, const int *lengths, const int *formats);
 size_t pg_batch_count(const pg_batch *b);
 void pg_batch_free(pg_batch *b); /* only for a batch never submitted */
 

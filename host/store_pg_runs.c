@@ -278,6 +278,16 @@ static int bad_run(const char *run, size_t run_len) {
   return run_len == 0 || has_nul(run, run_len);
 }
 
+/* a first attempt shorter than this had no "running" record (half of the
+ * engine's 500 ms: its sweep runs every 250 ms) */
+#define FIRST_RECORD_US 250000
+#define STEP_INSERT                                                                            \
+  "run_id, step_id, status, attempts, position, branch, started_at_us, duration_us, payload) "  \
+  "SELECT u.r, u.s, u.st::smallint, u.a::bigint, u.pos::bigint, u.br, u.sa::bigint, "           \
+  "u.d::bigint, u.pl::json FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "         \
+  "$5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) AS u(r, s, st, a, pos, br, sa, d, " \
+  "pl)"
+
 int pgstore_put_step(pgstore_batch *b, const char *run, size_t run_len, const store_step *st,
                      store_fill_fn fill, void *ud, char *err, size_t errsz) {
   if (bad_run(run, run_len)) return einval(err, errsz, "a step needs a run id without NUL");
@@ -310,19 +320,22 @@ int pgstore_put_step(pgstore_batch *b, const char *run, size_t run_len, const st
   }
   /* a row (pg.h): the steps of a whole group go in one statement; the
    * event-id UPDATE of an emitting step (store_pg.c) comes after it, and a
-   * step's record written twice in one group is its later state */
-  pg_batch_add_row(b->pb,
-                   "INSERT INTO sluice.steps (run_id, step_id, status, attempts, position, "
-                   "branch, started_at_us, duration_us, payload) SELECT u.r, u.s, u.st::smallint, "
-                   "u.a::bigint, u.pos::bigint, u.br, u.sa::bigint, u.d::bigint, u.pl::json "
-                   "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
-                   "$6::text[], $7::text[], $8::text[], $9::text[]) AS u(r, s, st, a, pos, br, "
-                   "sa, d, pl) "
-                   "ON CONFLICT (run_id, step_id) DO UPDATE SET status = EXCLUDED.status, "
-                   "attempts = EXCLUDED.attempts, position = EXCLUDED.position, "
-                   "branch = EXCLUDED.branch, started_at_us = EXCLUDED.started_at_us, "
-                   "duration_us = EXCLUDED.duration_us, payload = EXCLUDED.payload",
-                   p.n, 2, p.v, p.len, p.fmt);
+   * step's record written twice in one group is its later state. A plain
+   * insert when this record is likely the step's first, else the upsert:
+   * a first attempt's "running" record, or its result after a short run
+   * (lua/engine_steps.lua publishes a "running" record of a step that ran
+   * 500 ms). A wrong guess (a replay) costs a transaction sent again. */
+  const char *upsert = "INSERT INTO sluice.steps (" STEP_INSERT
+                       " ON CONFLICT (run_id, step_id) DO UPDATE SET status = EXCLUDED.status, "
+                       "attempts = EXCLUDED.attempts, position = EXCLUDED.position, "
+                       "branch = EXCLUDED.branch, started_at_us = EXCLUDED.started_at_us, "
+                       "duration_us = EXCLUDED.duration_us, payload = EXCLUDED.payload";
+  if (st->attempts <= 1 && (st->status == STORE_STEP_RUNNING || st->duration_us < FIRST_RECORD_US)) {
+    pg_batch_add_row_new(b->pb, "INSERT INTO sluice.steps (" STEP_INSERT, upsert, p.n, 2, p.v,
+                         p.len, p.fmt);
+  } else {
+    pg_batch_add_row(b->pb, upsert, p.n, 2, p.v, p.len, p.fmt);
+  }
   b->ops++;
   sbuf_free(&payload);
   return 0;

@@ -4,7 +4,10 @@
 -- leases by their key, not the host's other leases, and still refuses a
 -- run another host holds; the store's reads, prepared once their SQL
 -- repeats, still answer, and one whose table went away fails with
--- PostgreSQL's error, again and again, while the others go on.
+-- PostgreSQL's error, again and again, while the others go on; a step's
+-- record, sent as a plain insert when it is likely its first, replaces the
+-- one stored before when it is not (the transaction goes again as upserts),
+-- and the others of its group commit with it.
 local H = require "helper"
 local P = require "pg_helper"
 local pgc = require "sluice._pg"
@@ -90,6 +93,53 @@ describe("the PostgreSQL store's cost per run", function()
       assert.are.equal("r2", store.get_run("r2").id) -- the connection goes on
       assert(c:exec("ALTER TABLE sluice.idempotency_away RENAME TO idempotency"))
       store.close()
+    end)
+  end)
+
+  it("replaces a step's stored record that a plain insert met, and commits the rest of its group", function()
+    H.task(function()
+      local store = require "sluice._store"
+      local sched = require "sluice.sched"
+      assert(store.open(url))
+      local b = store.batch()
+      for i = 1, 20 do b:put_step("sr", "main", i, "s" .. i, "completed", 1, 1000 + i, 5, { v = i }) end
+      assert(b:commit())
+      local before = store.stats().commits
+      local function rollbacks()
+        return one("SELECT xact_rollback::int AS n FROM pg_stat_database WHERE datname = current_database()").n
+      end
+      local rb = rollbacks()
+      -- one group (the batches queued together): 30 new steps, step s7
+      -- written again with a new value, s8 twice (its later record wins)
+      local left, errs = 0, {}
+      local function commit(fill)
+        left = left + 1
+        sched.spawn({}, function()
+          local x = store.batch()
+          fill(x)
+          local ok, err = x:commit()
+          if not ok then errs[#errs + 1] = err end
+        end, function() left = left - 1 end)
+      end
+      for i = 21, 35 do commit(function(x) x:put_step("sr", "main", i, "s" .. i, "completed", 1, 2000, 5, { v = i }) end) end
+      commit(function(x) x:put_step("sr", "main", 7, "s7", "completed", 1, 3000, 9, { v = "again" }) end)
+      commit(function(x) x:put_step("sr", "main", 8, "s8", "running", 1, 3000, 0) end)
+      commit(function(x) x:put_step("sr", "main", 8, "s8", "failed", 1, 3000, 9, { v = "last" }) end)
+      for i = 36, 50 do commit(function(x) x:put_step("sr", "main", i, "s" .. i, "completed", 1, 2000, 5, { v = i }) end) end
+      H.wait_until(function() return left == 0 end, "the commits", 30000)
+      assert.are.same({}, errs)
+      assert.are.equal(50, one("SELECT count(*)::int AS n FROM sluice.steps WHERE run_id = 'sr'").n)
+      local s7 = one("SELECT payload::text AS p, started_at_us AS t FROM sluice.steps WHERE run_id = 'sr' AND step_id = 's7'")
+      assert.are.equal('{"v":"again"}', s7.p)
+      local s8 = one("SELECT payload::text AS p, status FROM sluice.steps WHERE run_id = 'sr' AND step_id = 's8'")
+      assert.are.equal('{"v":"last"}', s8.p)
+      assert.are.equal(2, s8.status)
+      assert.are.equal('{"v":40}', one("SELECT payload::text AS p FROM sluice.steps WHERE step_id = 's40'").p)
+      assert.is_true(store.stats().commits - before <= 32, "commits")
+      store.close()
+      -- the plain insert met s7's key: that transaction rolled back and went
+      -- again (the store's session flushed its statistics as it closed)
+      H.wait_until(function() return rollbacks() > rb end, "a rolled back transaction", 10000)
     end)
   end)
 end)
