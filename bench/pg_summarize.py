@@ -53,8 +53,13 @@ def main(path):
             key = f"serve{l['hosts']}" + (".base" if l.get("label", "").endswith(".base") else "")
             c = l["cpu"]
             steps = l["runs"] * l["steps_per_run"]
-            v[(key + ".pgus", shape)].append(1000 * c["postgres_ms"] / steps if c.get("postgres_ms") else None)
-            v[(key + ".hostus", shape)].append(1000 * c["hosts_ms"] / steps if c.get("hosts_ms") else None)
+            # a late start (runs created past start_at) ran steps before the
+            # CPU window opened: its CPU per step means nothing
+            late = l.get("late_start")
+            if late:
+                noise.append({"late": f"{key} {shape}"})
+            v[(key + ".pgus", shape)].append(1000 * c["postgres_ms"] / steps if c.get("postgres_ms") and not late else None)
+            v[(key + ".hostus", shape)].append(1000 * c["hosts_ms"] / steps if c.get("hosts_ms") and not late else None)
             v[(key, shape)].append(l["steps_per_s"])
             v[(key + ".wx", shape)].append(l["write_xacts_per_s"])
             v[(key + ".spc", shape)].append(l.get("steps_per_commit"))
@@ -148,6 +153,9 @@ def main(path):
             print(f"| {name} | " + " | ".join(cell(v[(key, s)], 1) for s in shapes) + " |")
     print()
     if noise:
+        lates = [n["late"] for n in noise if "late" in n]
+        if lates:
+            print(f"Late starts (CPU per step left out): {', '.join(lates)}.\n")
         busy = [n["others_cpu_s"] / n["secs"] for n in noise if n.get("secs")]
         print(f"Others' CPU during the measurements (others_cpu.py, cores busy): median {med(busy):.2f}, "
               f"max {max(busy):.2f} over {len(busy)} measurements.")
