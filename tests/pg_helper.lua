@@ -106,6 +106,26 @@ function P.hosts(dir, url)
   return set
 end
 
+--- The per-test state of a serve-host spec, for its before_each: a fresh
+--- database (from url_fn() if given, else H.pg_database()), a connection
+--- to it (f.c), a temporary dir (f.dir) whose pipes/p.lua is the mark
+--- prelude (f.log the file mark writes) followed by pipes_text, and the
+--- set of serve hosts on them (f.hosts, P.hosts). f:close() kills the hosts
+--- and closes the connection: for the after_each.
+function P.fixture(pipes_text, url_fn)
+  local url = url_fn and url_fn() or H.pg_database()
+  local f = { url = url, c = assert(require("sluice._pg").connect(url)), dir = H.tmpdir() }
+  f.log = f.dir .. "/exec.log"
+  os.execute("mkdir -p " .. f.dir .. "/pipes")
+  H.write(f.dir .. "/pipes/p.lua", P.mark_prelude(f.log) .. pipes_text)
+  f.hosts = P.hosts(f.dir, url)
+  function f:close()
+    self.hosts:kill_all()
+    self.c:close()
+  end
+  return f
+end
+
 --- The Lua text that pipeline files of the serve-host specs start with:
 --- mark(what) appends "PID what" to the file log (P.executions reads it).
 function P.mark_prelude(log)

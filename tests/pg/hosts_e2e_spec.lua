@@ -21,8 +21,7 @@ local RUNS = 300
 -- second it waits for the event "go", so that the test strikes when every
 -- run is in the middle; then a send and an emit), "go" (sends it), a
 -- schedule every second, an on() handler and a consumer.
-local function pipeline_file(log)
-  return P.mark_prelude(log) .. [[
+local PIPES = [[
 -- a wait inside a step (not durable): a kill or a restart lands in it
 local function pause_ms(ms)
   local co, t = coroutine.running(), require("luv").new_timer()
@@ -64,7 +63,6 @@ consume("c", "*", function(events)
   for _, e in ipairs(events) do mark("event:" .. e.id .. " consumed") end
 end)
 ]]
-end
 
 local executions = P.executions
 
@@ -79,20 +77,18 @@ describe("three serve hosts on one PostgreSQL store", function()
     if inst then inst:stop() end
   end)
 
+  local f -- P.fixture: the database (on inst, migrated), its connection, the pipes file, the hosts
   before_each(function()
-    url = inst:database("e2e")
-    c = assert(pg.connect(url))
-    assert(require("sluice.pg_schema").migrate(c))
-    dir = H.tmpdir()
-    log = dir .. "/exec.log"
-    os.execute("mkdir -p " .. dir .. "/pipes")
-    H.write(dir .. "/pipes/p.lua", pipeline_file(log))
-    hosts = P.hosts(dir, url)
+    f = P.fixture(PIPES, function()
+      local u = inst:database("e2e")
+      local mc = assert(pg.connect(u))
+      assert(require("sluice.pg_schema").migrate(mc))
+      mc:close()
+      return u
+    end)
+    url, c, dir, log, hosts = f.url, f.c, f.dir, f.log, f.hosts
   end)
-  after_each(function()
-    hosts:kill_all()
-    if c then c:close() end
-  end)
+  after_each(function() if f then f:close() end end)
 
   local function serve(i, lease) return hosts:serve(i, lease) end
 
@@ -320,6 +316,7 @@ for n in range(1, int(sys.argv[2]) + 1):
     c:close()
     inst:restart()
     c = assert(pg.connect(url))
+    f.c = c -- closed by f:close()
     H.wait_until(function() return completed() == RUNS end,
       function() return completed() .. " of " .. RUNS .. " runs completed" end, 180000, 200)
     for _, id in ipairs(post_events(d, 5)) do ext[#ext + 1] = id end

@@ -9,7 +9,6 @@
 local H = require "helper"
 local P = require "pg_helper"
 local HH = require "http_helper"
-local pg = require "sluice._pg"
 
 local N = 48 -- under a claim pass's 64: one host could take them all in one pass
 
@@ -28,19 +27,12 @@ describe("serve hosts sharing a backlog on one PostgreSQL store", function()
   local url, c, dir, log
   local hosts -- pg_helper's set of serve hosts
 
+  local f -- P.fixture: the database, its connection, the pipes file, the hosts
   before_each(function()
-    url = H.pg_database()
-    c = assert(pg.connect(url))
-    dir = H.tmpdir()
-    log = dir .. "/exec.log"
-    os.execute("mkdir -p " .. dir .. "/pipes")
-    H.write(dir .. "/pipes/p.lua", P.mark_prelude(log) .. PIPES)
-    hosts = P.hosts(dir, url)
+    f = P.fixture(PIPES)
+    url, c, dir, log, hosts = f.url, f.c, f.dir, f.log, f.hosts
   end)
-  after_each(function()
-    hosts:kill_all()
-    if c then c:close() end
-  end)
+  after_each(function() if f then f:close() end end)
 
   local function count(sql, ...)
     return assert(c:query("SELECT count(*)::int AS n FROM " .. sql, ...))[1].n
