@@ -345,10 +345,21 @@ function M.record_failure(id, pipeline_name, input, message)
   if not ok then store_error("recording run " .. id, msg, code) end
 end
 
+local function store_cancel(r)
+  r.status, r.finished_at = "cancelled", clock.iso(clock.now())
+  r.error = { code = "ECANCELLED", message = "cancelled", reason = "cancelled" }
+  local ok, msg, code = store.batch():put_run(r):commit()
+  if not ok then store_error("cancelling run " .. r.id, msg, code) end
+end
+
 --- cancel(run_id): stops the run at its next step boundary, sleep or wait
 --- (finished steps stay), status "cancelled", and its child runs with it.
---- A run not executing in this process is marked cancelled in the store.
---- Returns true, or nil and why not.
+--- A run not executing in this process is marked cancelled in the store;
+--- with several hosts (M.leases) so is one executing here, before it is
+--- stopped: a cancel acknowledged is stored, so it holds if this host
+--- dies before the run's next step boundary (another host resumes the run
+--- then), and a host that lost its lease (the fence refuses its write)
+--- acknowledges none. Returns true, or nil and why not.
 function M.cancel(run_id)
   registry.forbid_at_load("cancel", 2)
   if type(run_id) ~= "string" then
@@ -356,7 +367,16 @@ function M.cancel(run_id)
   end
   local a = active[run_id]
   if a then
-    M.stop_run(a.run, "cancelled", "cancelled")
+    local st = a.run.record.status
+    -- (a run writing its final record is not cancelled over it)
+    if M.leases and st ~= "completed" and st ~= "failed" and st ~= "cancelled" then
+      -- the stored record (put_run takes those only), not the one the run
+      -- goes on writing until it stops
+      local r = M.get_run(run_id)
+      if r and r.status ~= "completed" and r.status ~= "failed" and r.status ~= "cancelled" then store_cancel(r) end
+      a = active[run_id] -- the store yielded: the run may have ended meanwhile
+    end
+    if a then M.stop_run(a.run, "cancelled", "cancelled") end
     return true
   end
   local r = M.get_run(run_id)
@@ -364,10 +384,7 @@ function M.cancel(run_id)
   if r.status == "completed" or r.status == "failed" or r.status == "cancelled" then
     return nil, ("run %s is already %s"):format(run_id, r.status)
   end
-  r.status, r.finished_at = "cancelled", clock.iso(clock.now())
-  r.error = { code = "ECANCELLED", message = "cancelled", reason = "cancelled" }
-  local ok, msg, code = store.batch():put_run(r):commit()
-  if not ok then store_error("cancelling run " .. run_id, msg, code) end
+  store_cancel(r)
   -- its unfinished children, found by their parent field
   for _, c in ipairs(M.unfinished_runs()) do
     if c.parent == run_id then M.cancel(c.id) end

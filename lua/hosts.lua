@@ -248,8 +248,10 @@ local function cancel_pass()
   local list = H.cancelled(S.id)
   if not list then return end -- the next tick asks again
   for _, id in ipairs(list) do
-    if engine.active[id] then
-      engine.cancel(id) -- its end gives the lease back
+    local a = engine.active[id]
+    if a then
+      -- as engine.cancel, without storing the cancel again; its end gives the lease back
+      engine.stop_run(a.run, "cancelled", "cancelled")
     else
       give_back(id)
     end
