@@ -24,7 +24,8 @@ M.on_step = nil
 --- take(id) before a run executes here (waits while another host holds
 --- the run; true when it waited), ended(id, record | nil) when it ended
 --- here; hold(kind, name, stopped) and release(kind, name) for the leases
---- of the singletons (a consumer's batches). nil: the store has one host.
+--- of the singletons (a consumer's batches), lapsed() true while this host
+--- may have lost its lease (no step starts then). nil: the store has one host.
 M.leases = nil
 
 --- The timeout (ms) of steps that set none (serve/run --step-timeout); nil:

@@ -313,6 +313,13 @@ local function do_step(id, a, b, extra)
 
   -- execute, with retries
   if M.stopping then park() end
+  -- several hosts: one that may have lost its lease (lua/hosts.lua) starts
+  -- no step; the run stops as lost and executes again once this host holds
+  -- its lease (it renewed late), or stays with the host that took it over
+  if M.leases and M.leases.lapsed() then
+    M.stop_run(run, "lost", ("step '%s' not started: this host's lease may have lapsed (no renewal in time)"):format(id))
+    stopped(run)
+  end
   local args = NO_ARGS
   if opts then
     if extra then args = extra end

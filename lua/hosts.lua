@@ -258,14 +258,32 @@ local function cancel_pass()
   end
 end
 
+-- Until when (uv.hrtime, ns) this host's lease surely holds: a lease of
+-- lease_ms from before the last renewal that succeeded was sent (the
+-- server's expiry is later still). Only durations on this machine's
+-- monotonic clock: no clocks compared across machines. A clock that goes
+-- slower than the server's by more than the margin a renewal leaves (a
+-- third of the lease, as they are sent) would still be wrong.
+local function renewed_at(sent_ns) S.valid_until = sent_ns + S.lease_ms * 1000000 end
+
+-- engine.leases.lapsed: whether this host may have lost its lease (it did
+-- not renew in time: the process stalled, PostgreSQL out of reach); then it
+-- starts no step until the heartbeat settles it. A host that wakes from a
+-- stall past its lease learns of it here before any round trip could tell
+-- it: the step it would start next may have completed on the host that
+-- took the run over.
+local function lapsed() return uv.hrtime() >= S.valid_until end
+
 local function heartbeat()
   local every = math.max(100, S.lease_ms // 3)
   local trouble -- since when renewing fails (loop ms), nil while it works
   while not S.stopped do
     nap(every)
     if S.stopped then break end
+    local sent = uv.hrtime()
     local alive, err = H.renew(S.id, S.lease_ms)
     if alive then
+      renewed_at(sent)
       if trouble then S.log("lease renewed again after %.1fs without", (uv.now() - trouble) / 1000) end
       trouble = nil
     elseif alive == false then
@@ -339,6 +357,7 @@ function M.start(opts)
     prev, perr = previous_host(opts.state, id)
     if prev == nil then return nil, perr end
   end
+  local sent = uv.hrtime()
   local ok, err = H.register({ id = id, name = hostname, pid = pid, lease_ms = lease_ms, info = info,
     claims = opts.claim ~= false })
   if not ok then return nil, ("registering this host in %s: %s"):format(store.dir(), err) end
@@ -353,9 +372,10 @@ function M.start(opts)
     on_lost = opts.on_lost or function(msg) error(msg, 0) end,
     naps = {}, release_q = {}, floor = 1, left = 0,
   }
+  renewed_at(sent)
   M.id, M.active, M.lease, M.poll_ms = id, true, lease_ms, S.poll_ms
   engine.leases = { take = take_run, ended = run_ended, hold = M.hold, release = M.release, hold_new = hold_new,
-    forget = forget }
+    forget = forget, lapsed = lapsed }
   local function report(what)
     return function(ok2, e) if not ok2 then S.log("%s stopped: %s", what, errors.describe(e)) end end
   end

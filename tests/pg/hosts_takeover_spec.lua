@@ -18,6 +18,36 @@ pipeline("long", function()
   end
   return "long done"
 end)
+-- step b holds (not durably: a kill lands in it) until the file LOG .. ".gate" exists
+pipeline("held", function()
+  local id = ctx().run_id
+  step("a", function() mark(id .. " a") return 1 end)
+  step("b", function()
+    mark(id .. " b")
+    local uv = require "luv"
+    while not io.open(LOG .. ".gate") do
+      local co, t = coroutine.running(), uv.new_timer()
+      t:start(20, 0, function() t:close(); coroutine.resume(co) end)
+      coroutine.yield()
+    end
+    return 2
+  end)
+  step("c", function() mark(id .. " c") return 3 end)
+  return "held done"
+end)
+-- between its steps (no store access there) it waits for LOG .. ".gate"
+pipeline("gated", function()
+  local id = ctx().run_id
+  step("p1", function() mark(id .. " p1") return 1 end)
+  local uv = require "luv"
+  while not io.open(LOG .. ".gate") do
+    local co, t = coroutine.running(), uv.new_timer()
+    t:start(20, 0, function() t:close(); coroutine.resume(co) end)
+    coroutine.yield()
+  end
+  step("p2", function() mark(id .. " p2") return 2 end)
+  return "gated done"
+end)
 ]]
 
 describe("a run taken over from a stalled serve host", function()
@@ -104,7 +134,7 @@ describe("a run taken over from a stalled serve host", function()
     local a, b, id = takeover()
     local a_before = executed_on(id, a.pid)
     local status, body = HH.post(b.url .. "/runs/" .. id .. "/cancel", {})
-    assert.are.equal(202, status, body)
+    assert.are.equal(202, status, body .. b:log())
     H.wait_until(function()
       return one("SELECT status FROM sluice.runs WHERE id = $1", id).status == "cancelled"
         and one("SELECT count(*)::int AS n FROM sluice.leases WHERE name = $1", id).n == 0
@@ -118,20 +148,30 @@ describe("a run taken over from a stalled serve host", function()
     assert.are.equal(steps, steps2, "the stale host wrote steps")
     assert.are.equal(rec, rec2, "the stale host wrote the run")
     no_step_twice(id, a, b, a_before)
-    assert.is_false(b.exited, b:log())
+    assert.is_falsy(b.exited, b:log())
   end)
 
   it("stores a cancel through the stale holder once it wakes, or refuses it; it stays either way", function()
     local a, b, id = takeover()
     local a_before = executed_on(id, a.pid)
+    -- the request waits in a's socket while a is stopped: a reads it when
+    -- it wakes, before it has heard back from PostgreSQL
+    local curl = H.spawn({ "-sv", "-X", "POST", "-H", "Content-Type: application/json", "-d", "{}",
+      "-w", "\n%{http_code}", "--max-time", "60", a.url .. "/runs/" .. id .. "/cancel" }, { bin = "curl" })
+    H.wait_until(function() return table.concat(curl.err):find("> POST", 1, true) end,
+      function() return "curl to send its request: " .. table.concat(curl.err) end, 30000, 20)
     a:kill("sigcont")
-    local status, body = HH.post(a.url .. "/runs/" .. id .. "/cancel", {}, { timeout = 60 })
+    local exit = curl:wait(70000)
+    local body, code = table.concat(curl.out):match("^(.*)\n(%d+)$")
+    local status = exit == 0 and tonumber(code) or nil
     if status == 202 then
       -- acknowledged: it is stored, and b (executing the run) stops it
       assert.are.equal("cancelled", one("SELECT status FROM sluice.runs WHERE id = $1", id).status)
     else
-      -- refused (a lost its lease): nothing was cancelled; through b it is
-      assert.is_true(status >= 500 or status == 409, ("HTTP %s: %s"):format(status, body))
+      -- refused (a lost its lease), or a exited without answering (curl:
+      -- 52 empty reply, 56 reset): nothing was cancelled; through b it is
+      assert.is_true(exit == 52 or exit == 56 or (status and status >= 500),
+        ("curl exit %s, HTTP %s: %s"):format(exit, tostring(status), tostring(body)))
       assert.are_not.equal("cancelled", one("SELECT status FROM sluice.runs WHERE id = $1", id).status)
       status, body = HH.post(b.url .. "/runs/" .. id .. "/cancel", {})
       assert.are.equal(202, status, body)
@@ -144,5 +184,77 @@ describe("a run taken over from a stalled serve host", function()
     assert.are.equal(2, a.code, a:log())
     assert.are.equal("cancelled", one("SELECT status FROM sluice.runs WHERE id = $1", id).status)
     no_step_twice(id, a, b, a_before)
+  end)
+
+  it("keeps a cancel its executing host acknowledged mid-step when that host dies before the step ends", function()
+    local a = f.hosts:serve(1, "2s")
+    local b = f.hosts:serve(2, "30s")
+    local status, _, _, doc = HH.post(a.url .. "/runs/held", {})
+    assert.are.equal(202, status)
+    local id = doc.run_id
+    H.wait_until(function() return ran(id).b ~= nil end, "run " .. id .. " to enter step b on a", 30000, 20)
+    -- the run's row locked by another transaction: a write of it waits
+    local c2 = assert(require("sluice._pg").connect(f.url))
+    assert(c2:exec("BEGIN"))
+    assert(c2:query("SELECT 1 FROM sluice.runs WHERE id = $1 FOR UPDATE", id))
+    local curl = H.spawn({ "-s", "-X", "POST", "-H", "Content-Type: application/json", "-d", "{}",
+      "-w", "\n%{http_code}", "--max-time", "60", a.url .. "/runs/" .. id .. "/cancel" }, { bin = "curl" })
+    local function waiting()
+      return one("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() "
+        .. "AND wait_event_type = 'Lock'").n > 0
+    end
+    H.wait_until(function() return curl.exited or waiting() end, "the cancel to be answered or to wait", 30000, 20)
+    -- an answer is given once the cancel is stored: not while its write waits
+    local answered = curl.exited
+    assert(c2:exec("ROLLBACK"))
+    c2:close()
+    assert.are.equal(0, curl:wait(70000))
+    local body, code = table.concat(curl.out):match("^(.*)\n(%d+)$")
+    assert.are.equal("202", code, body)
+    assert.is_falsy(answered, "answered 202 before the cancel was stored")
+    -- acknowledged: stored, though step b still runs on a
+    assert.are.equal("cancelled", one("SELECT status FROM sluice.runs WHERE id = $1", id).status)
+    a:kill("sigkill")
+    a:wait(20000)
+    H.write(f.log .. ".gate", "")
+    -- b frees a's leases once a's lease expired (its claim pass, which
+    -- claims in the same transaction the active runs that frees)
+    H.wait_until(function()
+      return one("SELECT count(*)::int AS n FROM sluice.leases WHERE host_id = $1", a.host_id).n == 0
+    end, function() return "host b to free host a's leases: " .. b:log() end, 60000, 50)
+    assert.are.equal(0, one("SELECT count(*)::int AS n FROM sluice.leases WHERE name = $1", id).n)
+    assert.are.equal("cancelled", one("SELECT status FROM sluice.runs WHERE id = $1", id).status)
+    assert.is_nil(ran(id).c, "the cancelled run went on")
+    assert.is_nil(b:log():find("run " .. id, 1, true), b:log())
+  end)
+
+  it("starts no step on a host that wakes after its lease lapsed, though nothing it did since touched the store", function()
+    local a = f.hosts:serve(1, "2s")
+    local b = f.hosts:serve(2, "30s")
+    local status, _, _, doc = HH.post(a.url .. "/runs/gated", {})
+    assert.are.equal(202, status)
+    local id = doc.run_id
+    H.wait_until(function()
+      return ran(id).p1 ~= nil and one("SELECT count(*)::int AS n FROM sluice.steps WHERE run_id = $1", id).n == 1
+    end, "run " .. id .. " to complete step p1 on a", 30000, 20)
+    a:kill("sigstop")
+    -- b takes the run over (p1 replayed) and, once the gate opens, completes it
+    H.wait_until(function()
+      local l = f.c:query("SELECT host_id FROM sluice.leases WHERE kind = 'run' AND name = $1", id)[1]
+      return l and l.host_id == b.host_id
+    end, function() return "host b to take run " .. id .. " over: " .. b:log() end, 60000, 50)
+    H.write(f.log .. ".gate", "")
+    H.wait_until(function() return one("SELECT status FROM sluice.runs WHERE id = $1", id).status == "completed" end,
+      function() return "host b to complete run " .. id .. ": " .. b:log() end, 30000, 50)
+    local rec, steps = stored(id)
+    -- a wakes in its wait for the gate, which is open: its next step is p2, which b completed
+    a:kill("sigcont")
+    H.wait_until(function() return a.exited end, function() return "host a to exit: " .. a:log() end, 60000, 50)
+    assert.are.equal(2, a.code, a:log())
+    assert.are.same({ b.pid }, ran(id).p2, "step p2 ran on the stale host too")
+    assert.are.same({ a.pid }, ran(id).p1)
+    local rec2, steps2 = stored(id)
+    assert.are.equal(rec, rec2)
+    assert.are.equal(steps, steps2)
   end)
 end)
