@@ -12,7 +12,12 @@
  *                                        false for a field left out or a time
  *                                        that does not parse; source true when
  *                                        the record has one)
- *   b:put_schedule(name, record)      -> b   (record: a table, encoded once)
+ *   store.schedule_version(name)      -> record | false, version (PostgreSQL:
+ *                                        the row version a fire writes over)
+ *   b:put_schedule(name, record [, version]) -> b   (record: a table, encoded
+ *                                        once; with a version, PostgreSQL only,
+ *                                        written only if the record is still
+ *                                        that version: else nothing is)
  *   b:delete_schedule(name)           -> b
  *   store.release_pages()             -> true (| nil, "CODE: msg", "CODE"):
  *                                        drops the store's pages from the
@@ -87,6 +92,31 @@ static int l_schedule(lua_State *L) {
   int nret = l_store_push_record(L, st, err, found, rec, what);
   sbuf_free(rec); /* now, not at the collector's pace */
   return named(L, nret);
+}
+
+/* the record, then its row version (PostgreSQL's compare-and-set of a fire) */
+static int push_schedule_version(lua_State *L, l_pgread *r) {
+  int nret = push_schedule(L, r);
+  if (r->status || nret != 1) return nret;
+  if (!r->found) {
+    lua_pop(L, 1);
+    lua_pushboolean(L, 0);
+  }
+  lua_pushinteger(L, (lua_Integer)r->i64);
+  return 2;
+}
+
+static int l_schedule_version(lua_State *L) {
+  size_t n;
+  const char *name = check_name(L, 1, &n);
+  pgstore *pg = l_store_pg(L);
+  if (!pg) {
+    return luaL_error(L, "store.schedule_version: a PostgreSQL store only (one host fires and "
+                         "writes an LMDB store's schedules: store.schedule reads them)");
+  }
+  l_pgread *r = l_store_pgread(L);
+  pgstore_get_schedule_version(pg, name, n, &r->rec, &r->i64, &r->found, l_store_pgread_done, r);
+  return l_store_await(L, r, push_schedule_version);
 }
 
 static int l_schedules(lua_State *L) {
@@ -254,8 +284,15 @@ static int l_put_schedule(lua_State *L) {
   sbuf *rec = lua_touserdata(L, lua_upvalueindex(1));
   sbuf_reset(rec);
   l_store_encode(L, 3, "schedule record", rec);
-  int bad = (pb ? pgstore_put_schedule(pb, name, n, rec->data, rec->len)
-                : store_put_schedule(b, name, n, rec->data, rec->len)) != 0;
+  int bad;
+  if (!lua_isnoneornil(L, 4)) { /* a version: written only over it (PostgreSQL) */
+    lua_Integer version = luaL_checkinteger(L, 4);
+    if (!pb) return luaL_argerror(L, 4, "a version is for a PostgreSQL store's batch only");
+    bad = pgstore_put_schedule_if(pb, name, n, rec->data, rec->len, (int64_t)version) != 0;
+  } else {
+    bad = (pb ? pgstore_put_schedule(pb, name, n, rec->data, rec->len)
+              : store_put_schedule(b, name, n, rec->data, rec->len)) != 0;
+  }
   if (rec->cap > (64u << 10)) sbuf_free(rec); /* a big one: give it back */
   if (bad) return luaL_argerror(L, 3, "an empty schedule record");
   lua_settop(L, 1);
@@ -280,6 +317,7 @@ static int l_delete_schedule(lua_State *L) {
 
 void l_store_schedules(lua_State *L, int module_idx, int methods_idx) {
   static const luaL_Reg fns[] = {{"schedule", l_schedule},
+                                 {"schedule_version", l_schedule_version},
                                  {"schedules", l_schedules},
                                  {"schedule_states", l_schedule_states},
                                  {"release_pages", l_release_pages},

@@ -835,6 +835,51 @@ void pgstore_get_schedule(pgstore *s, const char *name, size_t nlen, sbuf *rec, 
             found, done, cookie);
 }
 
+/* The fire's compare-and-set (lua/scheduler.lua): the row version is the
+ * row's xmin, the transaction that last wrote it (every write, a no-op
+ * update too, makes a new row version; freezing keeps xmin readable), so
+ * no column or migration is needed. A write of the fire commits only over
+ * the version read before the fire: a change or a delete another host
+ * committed meanwhile stays (an UPDATE: a deleted record is not made
+ * again), and the run of the fire is created in the same commit either
+ * way. */
+static int parse_record_version(rd *r, const PGresult *res, char *err, size_t errsz) {
+  int rc = pgs_parse_record(r, res, err, errsz);
+  if (rc == 0 && *r->found) *(int64_t *)r->out2 = i64(res, 0, 1);
+  return rc;
+}
+
+void pgstore_get_schedule_version(pgstore *s, const char *name, size_t nlen, sbuf *rec,
+                                  int64_t *version, int *found, pgstore_done_fn done,
+                                  void *cookie) {
+  *found = 0;
+  *version = 0;
+  sbuf_reset(rec);
+  if (has_nul(name, nlen)) return refuse(done, cookie, "a name holds no NUL byte on PostgreSQL");
+  rd *r = pgs_new_rd(s, parse_record_version, done, cookie);
+  r->out = rec;
+  r->out2 = version;
+  r->found = found;
+  params p = {.n = 0};
+  p_str(&p, name, nlen);
+  pgs_send_read(r, "SELECT record, xmin::text::bigint FROM sluice.schedules WHERE name = $1::text",
+                &p);
+}
+
+int pgstore_put_schedule_if(pgstore_batch *b, const char *name, size_t nlen, const char *rec,
+                            size_t rlen, int64_t version) {
+  if (bad_name(name, nlen) || rlen == 0) return STORE_EINVAL;
+  params p = {.n = 0};
+  p_str(&p, name, nlen);
+  p_str(&p, rec, rlen);
+  p_i64(&p, version);
+  add(b->pb, "UPDATE sluice.schedules SET record = $2::text::json, "
+             "api = strpos($2::text, '\"source\":\"api\"') > 0 "
+             "WHERE name = $1::text AND xmin::text::bigint = $3::bigint", &p);
+  b->ops++;
+  return 0;
+}
+
 void pgstore_list_schedules(pgstore *s, const char *after, size_t alen, size_t limit,
                             store_named_rows *out, pgstore_done_fn done, void *cookie) {
   if (has_nul(after, alen)) return refuse(done, cookie, "a schedule name holds no NUL");

@@ -178,6 +178,14 @@ int pgstore_put_schedule(pgstore_batch *b, const char *name, size_t nlen, const 
 int pgstore_delete_schedule(pgstore_batch *b, const char *name, size_t nlen);
 void pgstore_get_schedule(pgstore *s, const char *name, size_t nlen, sbuf *rec, int *found,
                           pgstore_done_fn done, void *cookie);
+/* schedule name's record and its row version (0 when not found), and the
+ * write of a fire that commits only over that version (a compare-and-set:
+ * nothing is written when the record changed or went meanwhile) */
+void pgstore_get_schedule_version(pgstore *s, const char *name, size_t nlen, sbuf *rec,
+                                  int64_t *version, int *found, pgstore_done_fn done,
+                                  void *cookie);
+int pgstore_put_schedule_if(pgstore_batch *b, const char *name, size_t nlen, const char *rec,
+                            size_t rlen, int64_t version);
 void pgstore_list_schedules(pgstore *s, const char *after, size_t alen, size_t limit,
                             store_named_rows *out, pgstore_done_fn done, void *cookie);
 

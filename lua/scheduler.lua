@@ -113,8 +113,13 @@ local function fire(id, t, catching_up)
     if not last_at or t > last_at then q:set_last(id, t) end
     local rec = record(id)
     -- added to the batch that starts the run: the fire and the record
-    -- that moves the schedule past it are durable together
-    local function extra(b) b:put_schedule(live.name, rec) end
+    -- that moves the schedule past it are durable together. With a
+    -- version (the host read the record just before: several hosts on
+    -- PostgreSQL) the record is written only if nobody changed it since: a
+    -- pause, a change or a delete another host committed during the fire
+    -- stays, the fire's run is created all the same (once: its id), and
+    -- this host follows the change at its next look at the store
+    local function extra(b, version) b:put_schedule(live.name, rec, version) end
     M.start_run(live, id_text, extra, function()
       if q:add_active(id, -1) == 0 then
         local queue = queues[id]

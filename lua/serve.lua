@@ -278,8 +278,13 @@ function M.run(opts)
           return on_end() -- this fire already has its run (resumed above if unfinished)
         end
         -- several hosts: another may have deleted or changed it since the last look
-        if host_id and s.source == "api" and not require("sluice.api.schedules").current(s) then return on_end() end
-        launch(p, s.input, id, { extra = extra, fields = { schedule = s.name, namespace = s.namespace } }, on_end)
+        local fire = extra
+        if host_id and s.source == "api" then
+          local cur, version = require("sluice.api.schedules").current(s)
+          if not cur then return on_end() end
+          fire = function(b) extra(b, version) end -- written only over that version
+        end
+        launch(p, s.input, id, { extra = fire, fields = { schedule = s.name, namespace = s.namespace } }, on_end)
       end, function(ok2, e)
         if not ok2 then
           log("schedule %s: fire %s not started: %s", s.name, id, errors.describe(e))

@@ -313,9 +313,13 @@ end
 --- firing schedules fires it (several hosts): if another host deleted or
 --- changed it since the last M.follow read, that is followed now and the
 --- fire is skipped (the changed schedule fires by its new definition).
+--- Returns true and the row version read (the fire's record is written
+--- over that version only), or false.
 function M.current(s)
-  local rec, err = store.schedule(s.name)
-  if err then error(("schedule %s: reading its record: %s"):format(s.name, err), 0) end
+  -- with the row version the fire writes over (PostgreSQL: the fire's
+  -- compare-and-set, lua/scheduler.lua)
+  local rec, version = store.schedule_version(s.name)
+  if rec == nil then error(("schedule %s: reading its record: %s"):format(s.name, version), 0) end
   if not rec or rec.source ~= "api" then
     follow_removed(s.name)
     return false
@@ -326,7 +330,7 @@ function M.current(s)
     follow_record(rec)
     return false
   end
-  return true
+  return true, version
 end
 
 http.route("GET", "/schedules", function(req)
