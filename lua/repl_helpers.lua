@@ -36,6 +36,7 @@ local DOCS = {
   { "events", "events(stream, {after=, from=, limit=100})", "the events of a stream key or prefix (orders:*)" },
   { "consumers", "consumers()", "stream consumers with their checkpoint and lag" },
   { "schedules", "schedules()", "schedules with their next and last fire, enabled or paused" },
+  { "hosts", "hosts()", "the serve hosts sharing a PostgreSQL store, with their leases (sluice hosts)" },
   { "tail", "tail(stream)", "prints the stream's new events as they come, until Ctrl-C" },
   { "pipelines", "pipelines()", "the pipelines the host has loaded", true },
   { "trigger", "trigger(name, input, {wait=false})", "starts a run of a schedule or pipeline now: its id, or its record with wait=true", true },
@@ -189,6 +190,21 @@ function M.new(s)
 
   function H.schedules()
     return pretty.rows(cli.list_schedules(), { "name", "spec", "tz", "next_at", "last_at", "runs", "enabled" })
+  end
+
+  -- read from the store, as `sluice hosts`: every host's, not this one's only
+  function H.hosts()
+    if not store.remote() then
+      error("hosts: an LMDB store has one host, which its lock ensures; several hosts share a PostgreSQL store", 0)
+    end
+    local list, err = require("sluice._hosts").list(600)
+    if not list then error("hosts: " .. tostring(err), 0) end
+    local rows = {}
+    for i, h in ipairs(list) do
+      rows[i] = { id = h.id, machine = h.name, pid = h.pid, alive = h.alive, runs = (h.leases or {}).run or 0,
+        leases = table.concat(h.named or {}, ", "), here = h.id == require("sluice.hosts").id or nil }
+    end
+    return pretty.rows(rows, { "id", "machine", "pid", "alive", "runs", "leases", "here" })
   end
 
   function H.tail(name)

@@ -272,4 +272,29 @@ for r in results: print(json.dumps(r))
     assert.are.equal(202, status)
     assert.are.equal(a.host_id, one("SELECT host_id FROM sluice.leases WHERE kind = 'run' AND name = $1", doc.run_id).host_id)
   end)
+
+  it("lists, in the REPL of one host, every host with its leases and every host's runs", function()
+    local a, b = serve(1), serve(2)
+    local status, _, _, doc = HH.post(b.url .. "/runs/forever", {})
+    assert.are.equal(202, status)
+    H.wait_until(function()
+      return one("SELECT count(*)::int AS n FROM sluice.runs WHERE id = $1 AND status = 'waiting'", doc.run_id).n == 1
+    end, "run " .. doc.run_id .. " to wait on b", 30000, 20)
+    local code, out, err = H.sluice({ "repl", "--store", url, "--state-dir", a.state, "--json",
+      "-e", "return hosts(), runs{}" })
+    assert.are.equal(0, code, err)
+    local v = json.decode(out)
+    local listed = {}
+    for _, h in ipairs(v[1]) do listed[h.id] = h end
+    assert.is_true(listed[a.host_id].here, out)
+    assert.is_true(listed[a.host_id].alive)
+    assert.is_nil(listed[b.host_id].here)
+    assert.are.equal(1, listed[b.host_id].runs, out)
+    assert.are.equal(0, listed[a.host_id].runs, out)
+    assert.are.equal(doc.run_id, v[2][1].id, out)
+    -- offline (no host in this state dir) it reads the store all the same
+    code, out, err = H.sluice({ "repl", "--store", url, "--state-dir", dir .. "/cli", "--json", "-e", "return #hosts()" })
+    assert.are.equal(0, code, err)
+    assert.are.equal("2\n", out)
+  end)
 end)
