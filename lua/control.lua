@@ -458,11 +458,15 @@ function H.cancel(req)
   local id = need(req, "id", "string")
   local e = engine()
   local a = e.active[id]
+  -- as it was: with several hosts the cancel is stored first, and the run
+  -- may have ended (cancelled) by the time that returns; the answer is
+  -- "registered" on either backend
+  local was = a and a.run.record.status
   local ok, why = e.cancel(id)
   if not ok then fail(e.get_run(id) and "EINVAL" or "ENOTFOUND", why) end
   -- executing here: the answer goes now, from its record in memory (a read
   -- of a PostgreSQL store waits, and the run's end would close the socket first)
-  if a then return { live = true, status = a.run.record.status } end
+  if a then return { live = true, status = was } end
   local r = e.get_run(id)
   return { live = e.active[id] ~= nil, status = r and r.status }
 end

@@ -371,9 +371,17 @@ function M.cancel(run_id)
     -- (a run writing its final record is not cancelled over it)
     if M.leases and st ~= "completed" and st ~= "failed" and st ~= "cancelled" then
       -- the stored record (put_run takes those only), not the one the run
-      -- goes on writing until it stops
-      local r = M.get_run(run_id)
-      if r and r.status ~= "completed" and r.status ~= "failed" and r.status ~= "cancelled" then store_cancel(r) end
+      -- goes on writing until it stops. Meanwhile the cancel pass of
+      -- lua/hosts.lua leaves the run alone: stopped there, a `sluice run`
+      -- would exit before the caller here had its answer
+      local run = a.run
+      run.cancelling = true
+      local ok, e = pcall(function()
+        local r = M.get_run(run_id)
+        if r and r.status ~= "completed" and r.status ~= "failed" and r.status ~= "cancelled" then store_cancel(r) end
+      end)
+      run.cancelling = nil
+      if not ok then error(e, 0) end
       a = active[run_id] -- the store yielded: the run may have ended meanwhile
     end
     if a then M.stop_run(a.run, "cancelled", "cancelled") end

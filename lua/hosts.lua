@@ -249,7 +249,8 @@ local function cancel_pass()
   if not list then return end -- the next tick asks again
   for _, id in ipairs(list) do
     local a = engine.active[id]
-    if a then
+    if a and a.run.cancelling then -- engine.cancel stops it once the cancel is stored
+    elseif a then
       -- as engine.cancel, without storing the cancel again; its end gives the lease back
       engine.stop_run(a.run, "cancelled", "cancelled")
     else
