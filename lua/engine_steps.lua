@@ -468,7 +468,12 @@ function M.memo(kind, produce, level)
 end
 
 --- Writes the run's record with a new status (sleeping, waiting, running).
+--- A stopped run's record is its final one: the engine's code on a frozen
+--- task (a sleep whose own record was being written when the stop came)
+--- ends here instead of writing over it (the record, the run's result and
+--- the store: on LMDB, or with a timeout, nothing else keeps it).
 function M.set_status(run, status)
+  if run.stop then stopped(run) end
   if run.record.status == status then return end
   run.record.status = status
   local ok, msg, code = store.batch():put_run(run.record):commit()

@@ -35,6 +35,19 @@ pipeline("held", function()
   step("c", function() mark(id .. " c") return 3 end)
   return "held done"
 end)
+-- times out while the record of its sleep is being written (the test holds
+-- that row): the gate is LOG .. ".late"
+pipeline("late", function()
+  step("a", function() mark(ctx().run_id .. " a") return 1 end)
+  local uv = require "luv"
+  while not io.open(LOG .. ".late") do
+    local co, t = coroutine.running(), uv.new_timer()
+    t:start(20, 0, function() t:close(); coroutine.resume(co) end)
+    coroutine.yield()
+  end
+  sleep("30s")
+  return "late done"
+end, { timeout = "3s" })
 -- between its steps (no store access there) it waits for LOG .. ".gate"
 pipeline("gated", function()
   local id = ctx().run_id
@@ -256,5 +269,41 @@ describe("a run taken over from a stalled serve host", function()
     local rec2, steps2 = stored(id)
     assert.are.equal(rec, rec2)
     assert.are.equal(steps, steps2)
+  end)
+
+  it("keeps a run's final record when the stop lands while the engine writes its sleep", function()
+    local a = f.hosts:serve(1, "30s")
+    local status, _, _, doc = HH.post(a.url .. "/runs/late", {})
+    assert.are.equal(202, status)
+    local id = doc.run_id
+    H.wait_until(function() return ran(id).a ~= nil end, "run " .. id .. " to execute step a", 30000, 20)
+    -- the row of the sleep's record, taken by another transaction: that write waits
+    local c2 = assert(require("sluice._pg").connect(f.url))
+    assert(c2:exec("BEGIN"))
+    assert(c2:exec("INSERT INTO sluice.steps (run_id, step_id, status, attempts, position, branch, "
+      .. "started_at_us, duration_us, payload) VALUES ($1, 'sleep@2', 1, 1, 2, '', 0, 0, '1')", id))
+    H.write(f.log .. ".late", "")
+    H.wait_until(function()
+      return one("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() "
+        .. "AND wait_event_type = 'Lock'").n > 0
+    end, "the sleep's record to wait", 30000, 20)
+    -- the run's timeout passes meanwhile: it ends failed, its final record queued
+    H.wait_until(function()
+      local code, out = H.sluice({ "repl", "--store", f.url, "--state-dir", a.state, "-e",
+        ("local e = require('sluice.engine').active[%q]; return e and e.run.record.status"):format(id) })
+      return code == 0 and out == '"failed"\n'
+    end, function() return "the run to time out: " .. a:log() end, 30000, 100)
+    assert(c2:exec("ROLLBACK"))
+    c2:close()
+    local pat = "run " .. id .. " pipeline=late (%a+) in "
+    H.wait_until(function() return a:log():match(pat) end, "the run to end", 30000, 20)
+    assert.are.equal("failed", a:log():match(pat))
+    -- what the sleep went on to write (its status) did not land over the end
+    H.wait_until(function()
+      return one("SELECT count(*)::int AS n FROM sluice.steps WHERE run_id = $1 AND step_id = 'sleep@2'", id).n == 1
+    end, "the sleep's record", 30000, 20)
+    local row = one("SELECT status, active FROM sluice.runs WHERE id = $1", id)
+    assert.are.equal("failed", row.status)
+    assert.is_false(row.active)
   end)
 end)
