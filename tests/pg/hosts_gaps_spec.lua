@@ -115,7 +115,9 @@ for r in results: print(json.dumps(r))
 
   it("cancels, through one host, runs that another host executes, and the cancel stays", function()
     -- leases of 10 s: a 2 s lease can lapse on a loaded machine and the
-    -- other host take the run over, which is another test's subject
+    -- other host take the run over, which is hosts_takeover_spec's subject
+    -- (this test's flake was not that: b went on to mark the stopped run
+    -- sleeping, engine_steps.set_status, also covered there)
     local a, b = serve(1, "10s"), serve(2, "10s")
     local function start_on_b()
       local status, _, _, doc = HH.post(b.url .. "/runs/long", {})
