@@ -22,7 +22,14 @@
  * replay does: br.pos + 1, the result decoded afresh (the replay set
  * counts the run's replayed steps: store.replay_count).
  * The fields are read raw: a branch context and a run are plain tables
- * (engine_runs.lua, engine_steps.lua new_branch). */
+ * (engine_runs.lua, engine_steps.lua new_branch).
+ *
+ *   local fn, line = require("sluice._step").site(level)
+ *     the function and current line of the first Lua frame at or above
+ *     `level` (1: the caller of site), as debug.getinfo(level, "Slf") would
+ *     find them skipping C frames, but without its table and strings: every
+ *     executed step notes where it was called from (engine_steps.lua
+ *     note_site). Nothing when there is no Lua frame there. */
 #include <lauxlib.h>
 #include <lua.h>
 #include <string.h>
@@ -96,6 +103,23 @@ static int step_call(lua_State *L) {
   return 1;
 }
 
+/* site(level) -> function, current line of the first Lua frame at or
+ * above level */
+static int l_site(lua_State *L) {
+  lua_Integer level = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, level >= 0 && level < 1000000, 1, "level out of range");
+  lua_Debug ar;
+  for (int lv = (int)level; lua_getstack(L, lv, &ar); lv++) {
+    if (!lua_getinfo(L, "Slf", &ar)) return 0;
+    if (strcmp(ar.what, "C") != 0) {
+      lua_pushinteger(L, ar.currentline);
+      return 2;
+    }
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
 /* new(contexts, step_entry) -> the global step */
 static int l_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -110,7 +134,7 @@ static int l_new(lua_State *L) {
 }
 
 int luaopen_sluice__step(lua_State *L) {
-  static const luaL_Reg fns[] = {{"new", l_new}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"new", l_new}, {"site", l_site}, {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;
 }
