@@ -110,8 +110,9 @@ static int l_site(lua_State *L) {
   luaL_argcheck(L, level >= 0 && level < 1000000, 1, "level out of range");
   lua_Debug ar;
   for (int lv = (int)level; lua_getstack(L, lv, &ar); lv++) {
-    if (!lua_getinfo(L, "Slf", &ar)) return 0;
-    if (strcmp(ar.what, "C") != 0) {
+    /* "f" tells a C function as well as "S" does, without its chunkid */
+    if (!lua_getinfo(L, "lf", &ar)) return 0;
+    if (!lua_iscfunction(L, -1)) {
       lua_pushinteger(L, ar.currentline);
       return 2;
     }
