@@ -29,6 +29,10 @@ describe("several hosts on one PostgreSQL store", function()
   end)
 
   before_each(function()
+    -- a killed client's backend may still be running its last statement,
+    -- holding locks TRUNCATE then deadlocks against (40P01): end them first
+    assert(c:exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+      .. " WHERE datname = current_database() AND pid <> pg_backend_pid()"))
     assert(c:exec("TRUNCATE sluice.leases, sluice.hosts, sluice.runs, sluice.schedules"))
   end)
   after_each(function()
