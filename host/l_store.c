@@ -198,6 +198,7 @@ static int l_stats(lua_State *L) {
   set_count(L, "batches", s.batches);
   set_count(L, "ops", s.ops);
   set_count(L, "grows", s.grows);
+  if (H.w) set_count(L, "lmdb_commits", s.lmdb_commits);
   if (H.pg) {
     set_count(L, "reads", ps.reads);
     set_count(L, "lost", ps.lost);

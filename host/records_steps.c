@@ -51,10 +51,12 @@
  *   ..     2    length of branch    then branch bytes
  *   ..          payload (JSON) to the end
  */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "steps_pending.h"
 #include "store.h"
 #include "store_lmdb.h"
 #include "writer.h"
@@ -307,6 +309,13 @@ static size_t log_max(void) {
   return v;
 }
 
+int records_step_valid(const void *run, size_t rn, const void *rec, size_t recn) {
+  store_step st;
+  if (rn == 0 || rn > STEP_RUN_MAX || parse(rec, recn, &st) != 0) return EINVAL;
+  (void)run;
+  return 0;
+}
+
 int records_step_apply(MDB_txn *txn, store *s, const void *run, size_t rn, const void *rec,
                        size_t recn) {
   MDB_dbi lg = store_dbi(s, DB_STEP_LOG), hd = store_dbi(s, DB_STEP_HEADS);
@@ -463,12 +472,114 @@ static int live_log(MDB_txn *txn, store *s, const char *run, size_t rn, store_st
   return 0;
 }
 
+/* ---- deferred records (steps_pending.h): newer than LMDB's ------------- */
+
+typedef struct {
+  store_step st;
+  const unsigned char *rec;
+  size_t recn;
+} pent;
+
+static int by_pent(const void *a, const void *b) {
+  return by_id(&((const pent *)a)->st, &((const pent *)b)->st);
+}
+
+/* The record a parsed step of out came from (parse's layout). */
+static const char *raw_of(const store_step *r, size_t *n) {
+  const char *p = r->id - (HDR + 2);
+  *n = (size_t)(r->payload + r->payload_len - p);
+  return p;
+}
+
+/* Puts the run's pending records (pend: entries, oldest first) over out's
+ * [first, n) (LMDB's, in id order, whose bytes start at buf_first); id:
+ * that step only. */
+static int merge_pending(store_steps *out, size_t first, size_t buf_first, const sbuf *pend,
+                         const char *id, size_t idn) {
+  pent *pv = NULL;
+  size_t n = 0, cap = 0, at = 0, rn, recn;
+  const char *r;
+  const unsigned char *rec;
+  while (pending_next(pend->data, pend->len, &at, &r, &rn, &rec, &recn)) {
+    store_step st;
+    if (parse(rec, recn, &st) != 0) {
+      free(pv);
+      return -1;
+    }
+    if (id && (st.id_len != idn || memcmp(st.id, id, idn) != 0)) continue;
+    size_t i = 0;
+    while (i < n && !same_id(&pv[i].st, &st)) i++;
+    if (i == n) pv = sbuf_grow_array(pv, &cap, ++n, sizeof *pv);
+    pv[i] = (pent){st, rec, recn}; /* the newest of an id wins */
+  }
+  if (n == 0) {
+    free(pv);
+    return 0;
+  }
+  qsort(pv, n, sizeof *pv, by_pent);
+  store_steps tmp = STORE_STEPS_INIT;
+  size_t i = first, j = 0;
+  while (i < out->n || j < n) {
+    int d = i == out->n ? 1 : j == n ? -1 : by_id(&out->v[i], &pv[j].st);
+    if (d < 0) {
+      size_t vn;
+      const char *v = raw_of(&out->v[i++], &vn);
+      add_step(&tmp, &out->v[i - 1], v, vn);
+    } else {
+      add_step(&tmp, &pv[j].st, pv[j].rec, pv[j].recn);
+      j++;
+      if (d == 0) i++;
+    }
+  }
+  fix_up(&tmp, 0);
+  out->n = first;
+  out->buf.len = buf_first;
+  for (size_t k = 0; k < tmp.n; k++) {
+    size_t vn;
+    const char *v = raw_of(&tmp.v[k], &vn);
+    add_step(out, &tmp.v[k], v, vn);
+  }
+  fix_up(out, first);
+  store_steps_free(&tmp);
+  free(pv);
+  return 0;
+}
+
+/* Copies the run's pending records (all runs': run NULL) into pend and
+ * begins a read transaction that shows the rest of their batches. */
+static int read_with_pending(store *s, const char *run, size_t rn, sbuf *pend, MDB_txn **txn,
+                             char *err, size_t errsz) {
+  steps_pending *pp = store_pending(s);
+  for (int tries = 0;; tries++) {
+    uint64_t g = pp ? pending_gen(pp) : 0;
+    if ((g & 1) && tries < 100000) {
+      sched_yield(); /* a group between its records and its commit */
+      continue;
+    }
+    sbuf_reset(pend);
+    if (pp) {
+      pending_lock(pp);
+      if (run) pending_copy_run(pp, run, rn, pend);
+      else pending_copy_all(pp, pend);
+      pending_unlock(pp);
+    }
+    int st = store_read_begin(s, txn, err, errsz);
+    if (st) return st;
+    if (!pp || pending_gen(pp) == g || tries >= 100000) return 0;
+    store_read_end(s, *txn);
+  }
+}
+
 static int load(store *s, const char *run, size_t rn, const char *id, size_t idn,
                 store_steps *out, char *err, size_t errsz) {
   MDB_txn *txn;
-  int st = store_read_begin(s, &txn, err, errsz);
-  if (st) return st;
-  size_t first = out->n;
+  sbuf pend = SBUF_INIT;
+  int st = read_with_pending(s, run, rn, &pend, &txn, err, errsz);
+  if (st) {
+    sbuf_free(&pend);
+    return st;
+  }
+  size_t first = out->n, buf_first = out->buf.len;
   store_step lst[STEPS_LOG_RUN];
   const logrec *lrec[STEPS_LOG_RUN];
   logrec lbuf[STEPS_LOG_RUN];
@@ -527,6 +638,9 @@ static int load(store *s, const char *run, size_t rn, const char *id, size_t idn
   store_read_end(s, txn);
   sbuf_free(&k);
   fix_up(out, first);
+  if (rc == 0 && !bad && pend.len && merge_pending(out, first, buf_first, &pend, id, idn) != 0)
+    bad = 1;
+  sbuf_free(&pend);
   if (bad) {
     snprintf(err, errsz, "store %s: run %.*s has a corrupt step record", store_dir(s), (int)rn, run);
     return STORE_EBADSTORE;
@@ -549,7 +663,83 @@ int store_get_step(store *s, const char *run, size_t run_len, const char *id, si
   return load(s, run, run_len, id, id_len, out, err, errsz);
 }
 
+static int records_steps_census_lmdb(MDB_txn *txn, store *s, int64_t *n);
+
+typedef struct {
+  const char *run, *id;
+  size_t rn, idn;
+} pkey;
+
+static int by_pkey(const void *a, const void *b) {
+  const pkey *x = a, *y = b;
+  if (x->rn != y->rn) return x->rn < y->rn ? -1 : 1;
+  int c = memcmp(x->run, y->run, x->rn);
+  if (c) return c;
+  if (x->idn != y->idn) return x->idn < y->idn ? -1 : 1;
+  return memcmp(x->id, y->id, x->idn);
+}
+
+/* The pending records' (run, id) that txn's snapshot lacks. */
+static int census_pending(MDB_txn *txn, store *s, int64_t *n) {
+  steps_pending *pp = store_pending(s);
+  if (!pp) return 0;
+  sbuf pend = SBUF_INIT;
+  pending_lock(pp);
+  pending_copy_all(pp, &pend);
+  pending_unlock(pp);
+  pkey *v = NULL;
+  size_t m = 0, cap = 0, at = 0, rn, recn;
+  const char *r;
+  const unsigned char *rec;
+  while (pending_next(pend.data, pend.len, &at, &r, &rn, &rec, &recn)) {
+    store_step st;
+    if (parse(rec, recn, &st) != 0) continue;
+    v = sbuf_grow_array(v, &cap, m + 1, sizeof *v);
+    v[m++] = (pkey){r, st.id, rn, st.id_len};
+  }
+  qsort(v, m, sizeof *v, by_pkey);
+  MDB_dbi cold = store_dbi(s, DB_STEPS);
+  int rc = 0;
+  for (size_t i = 0; i < m && rc == 0; i++) {
+    if (i > 0 && by_pkey(&v[i - 1], &v[i]) == 0) continue;
+    char kb[STEP_KEY_MAX];
+    int found = 0;
+    if (cold && v[i].rn + 1 + v[i].idn <= sizeof kb) {
+      memcpy(kb, v[i].run, v[i].rn);
+      kb[v[i].rn] = '\0';
+      memcpy(kb + v[i].rn + 1, v[i].id, v[i].idn);
+      MDB_val ck = {v[i].rn + 1 + v[i].idn, kb}, cv;
+      int r2 = mdb_get(txn, cold, &ck, &cv);
+      if (r2 == 0) found = 1;
+      else if (r2 != MDB_NOTFOUND) rc = r2;
+    }
+    if (!found && rc == 0) {
+      store_step lst[STEPS_LOG_RUN];
+      const logrec *lrec[STEPS_LOG_RUN];
+      logrec lbuf[STEPS_LOG_RUN];
+      size_t ln = 0;
+      store_step want = {.id = v[i].id, .id_len = v[i].idn};
+      rc = live_log(txn, s, v[i].run, v[i].rn, lst, lrec, lbuf, &ln);
+      for (size_t j = 0; j < ln && !found; j++) found = same_id(&lst[j], &want);
+    }
+    if (!found && rc == 0) (*n)++;
+  }
+  free(v);
+  sbuf_free(&pend);
+  return rc;
+}
+
 int records_steps_census(MDB_txn *txn, store *s, int64_t *n) {
+  *n = 0;
+  int rc0 = census_pending(txn, s, n);
+  if (rc0) return rc0;
+  int64_t pend_n = *n;
+  int rc = records_steps_census_lmdb(txn, s, n);
+  *n += pend_n;
+  return rc;
+}
+
+static int records_steps_census_lmdb(MDB_txn *txn, store *s, int64_t *n) {
   MDB_dbi cold = store_dbi(s, DB_STEPS), hd = store_dbi(s, DB_STEP_HEADS);
   *n = 0;
   MDB_stat ms;

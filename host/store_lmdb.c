@@ -40,6 +40,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "steps_pending.h"
 #include "wal.h"
 
 #define STORE_MAXDBS 32      /* room for databases added later */
@@ -55,6 +56,7 @@ struct store {
   pthread_rwlock_t lock;
   char *dir;
   wal *wal; /* read-write: the write-ahead log (wal.c) */
+  steps_pending *pend; /* acknowledged step records not yet in LMDB */
 };
 
 /* How many transactions this thread holds under the shared lock: a thread
@@ -134,6 +136,7 @@ const char *store_db_name(int db) {
 
 const char *store_dir(const store *s) { return s->dir; }
 wal *store_wal(store *s) { return s->wal; }
+steps_pending *store_pending(store *s) { return s->pend; }
 MDB_env *store_env(store *s) { return s->env; }
 
 /* A database missing from a read-only store has handle 0 (LMDB's free-page
@@ -583,6 +586,7 @@ int store_open(store **out, const char *dir, int flags, char *err, size_t errsz)
   store *s = calloc(1, sizeof *s);
   if (!s) abort();
   s->readonly = ro;
+  s->pend = pending_new();
   s->dir = strdup(dir);
   if (!s->dir) abort();
   pthread_rwlockattr_t attr;
@@ -655,6 +659,9 @@ int store_open(store **out, const char *dir, int flags, char *err, size_t errsz)
   int wrote = 0;
   if (status == 0) status = open_dbs(s, &wrote, err, errsz);
   if (status == 0 && !ro) status = wal_attach(&s->wal, s, recover, wrote, err, errsz);
+  /* a read-only open beside a writer that died with deferred steps reads
+   * them from the log (wal.c) */
+  if (status == 0 && ro && have_data) status = wal_load_deferred(s, err, errsz);
   if (status) {
     store_close(s);
     return status;
@@ -667,6 +674,7 @@ void store_close(store *s) {
   if (!s) return;
   wal_close(s->wal); /* its pin first: a transaction of the environment */
   if (s->env) mdb_env_close(s->env);
+  pending_free(s->pend);
   pthread_rwlock_destroy(&s->lock);
   free(s->dir);
   free(s);

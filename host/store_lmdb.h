@@ -105,6 +105,8 @@ enum {
 MDB_env *store_env(store *s);
 /* The write-ahead log of a read-write store (NULL when read-only). */
 struct wal *store_wal(store *s);
+/* The step records acknowledged but not yet in LMDB (steps_pending.h). */
+struct steps_pending *store_pending(store *s);
 MDB_dbi store_dbi(const store *s, int db);
 const char *store_db_name(int db);
 
@@ -162,6 +164,9 @@ int store_write_end(store *s, MDB_txn *txn, int commit);
 int records_step_apply(MDB_txn *txn, store *s, const void *run, size_t rn, const void *rec,
                        size_t recn);
 int records_steps_census(MDB_txn *txn, store *s, int64_t *n);
+/* EINVAL unless records_step_apply would take (run, rec) (checked when a
+ * record is deferred: its batch fails then, not its drain). */
+int records_step_valid(const void *run, size_t rn, const void *rec, size_t recn);
 /* OP_SETTLE (writer_stop, when steps were written): every run's log records
  * moved to `steps`, and the log emptied but for its last record. */
 int records_steps_settle(MDB_txn *txn, store *s);

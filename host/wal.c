@@ -102,9 +102,11 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sbuf.h"
+#include "steps_pending.h"
 #include "store_lmdb.h"
 
 #define SLOT 2048
@@ -135,6 +137,11 @@ typedef struct {
   char boot[48];
   unsigned char meta[2][META_BYTES]; /* data.mdb's pages 0 and 1, first bytes */
   uint32_t crc;
+  /* after crc, so that a header without them (older sluice) still reads:
+   * records from seq up to full_seq hold only deferred step operations
+   * that the checkpoint's state lacks (the rest of them it has) */
+  uint64_t full_seq;
+  uint32_t crc2; /* over everything before it; else full_seq = seq */
 } hdr;
 _Static_assert(sizeof(hdr) <= SLOT, "a header slot holds the header");
 
@@ -155,6 +162,9 @@ struct wal {
   uint64_t at_seq, at_off; /* where the group's record goes (wal_prepare) */
   uint64_t wrap_at;   /* ... and where a wrap mark goes before it (0: none) */
   uint64_t rec_off;   /* the last record written (wal_cancel) */
+  uint64_t pub_seq, pub_off; /* the tail after it, for wal_publish (0: none) */
+  int defer_held;     /* this process holds LOCK_DEFER: it may defer steps */
+  uint64_t defer_tried_us; /* when it last tried to take it */
   uint64_t capacity_default, ckpt_bytes;
   /* LMDB's freelist, read by the writer thread under the write lock (as
    * are the pin's fields): pages freed by the transactions up to
@@ -321,7 +331,7 @@ static int pread_all(int fd, void *p, size_t n, uint64_t off, size_t *got) {
  * id's check and recovery (LOCK_OPEN), byte 1 while zeros are written ahead
  * of the records (LOCK_FILL: between processes; fill_mu between threads,
  * which share the descriptor). */
-enum { LOCK_OPEN = 0, LOCK_FILL = 1 };
+enum { LOCK_OPEN = 0, LOCK_FILL = 1, LOCK_DEFER = 2 };
 
 static int lock_byte(int fd, int type, int byte) {
   struct flock fl = {0};
@@ -367,11 +377,15 @@ static int read_header(int fd, hdr *out) {
   int a = slot_valid(&s[0].h), b = slot_valid(&s[1].h);
   if (!a && !b) return EBADMSG;
   *out = a && (!b || s[0].h.hseq > s[1].h.hseq) ? s[0].h : s[1].h;
+  if (out->crc2 != crc32c(0, out, offsetof(hdr, crc2)) || out->full_seq < out->seq)
+    out->full_seq = out->seq;
   return 0;
 }
 
 static int write_header(int fd, hdr *h) {
   h->crc = hdr_crc(h);
+  if (h->full_seq < h->seq) h->full_seq = h->seq;
+  h->crc2 = crc32c(0, h, offsetof(hdr, crc2));
   int rc = pwrite_all(fd, h, sizeof *h, (h->hseq % 2) * SLOT);
   if (rc == 0 && fdatasync(fd) != 0) rc = errno;
   return rc;
@@ -392,25 +406,70 @@ static MDB_dbi main_dbi(MDB_txn *txn) {
   return d;
 }
 
-/* Where the next record goes: the store's tail record, except right after a
- * checkpoint (no record since: same sequence), where the header's position
- * counts (it moves back to FIRST when the log wraps). */
-static int get_tail(store *s, MDB_txn *txn, const hdr *h, uint64_t *seq, uint64_t *off) {
+/* The tail's copy in the log file, in the unused end of the second header
+ * slot: a group whose operations are all deferred step records commits no
+ * LMDB transaction (that commit is what deferring saves), so its record's
+ * end is published here, under LMDB's write lock (every writer process
+ * holds it when it reads or writes either copy). Written after the
+ * record's flush and not flushed itself: it only has to be right for the
+ * processes that share the page cache; after a power cut recovery finds
+ * the end by the records' sequence and writes both copies. */
+#define FTAIL_AT (2 * SLOT - 64)
+#define FTAIL_MAGIC 0x534c5449u
+
+typedef struct {
+  uint64_t seq, off, check;
+} ftail;
+
+static uint64_t ftail_check(uint64_t seq, uint64_t off) {
+  return (seq * 0x9E3779B97F4A7C15ull) ^ off ^ FTAIL_MAGIC;
+}
+
+static int ftail_put(int fd, uint64_t seq, uint64_t off) {
+  ftail t = {seq, off, ftail_check(seq, off)};
+  return pwrite_all(fd, &t, sizeof t, FTAIL_AT);
+}
+
+/* 1 with the file's copy, 0 if it has none. */
+static int ftail_get(int fd, uint64_t *seq, uint64_t *off) {
+  ftail t;
+  size_t got;
+  if (pread_all(fd, &t, sizeof t, FTAIL_AT, &got) != 0 || got != sizeof t ||
+      t.check != ftail_check(t.seq, t.off) || t.off < FIRST)
+    return 0;
+  *seq = t.seq;
+  *off = t.off;
+  return 1;
+}
+
+/* Where the next record goes: the newer of the store's tail record and the
+ * log file's copy, except right after a checkpoint (no record since: same
+ * sequence), where the header's position counts (it moves back to FIRST
+ * when the log wraps). fd < 0: the store's record only. */
+static int get_tail_fd(int fd, MDB_txn *txn, const hdr *h, uint64_t *seq, uint64_t *off) {
   MDB_val k = {sizeof TAIL_KEY - 1, TAIL_KEY}, v;
-  (void)s;
   int rc = mdb_get(txn, main_dbi(txn), &k, &v);
   if (rc == MDB_NOTFOUND) {
     *seq = h->seq;
     *off = h->off;
-    return 0;
+  } else if (rc) {
+    return rc;
+  } else {
+    if (v.mv_size != 16) return MDB_CORRUPTED;
+    memcpy(seq, v.mv_data, 8);
+    memcpy(off, (char *)v.mv_data + 8, 8);
   }
-  if (rc) return rc;
-  if (v.mv_size != 16) return MDB_CORRUPTED;
-  memcpy(seq, v.mv_data, 8);
-  memcpy(off, (char *)v.mv_data + 8, 8);
-  if (*seq < h->seq) return MDB_CORRUPTED; /* the store is older than the log's checkpoint */
+  uint64_t fs, fo;
+  if (fd >= 0 && ftail_get(fd, &fs, &fo) && fs > *seq && fo <= h->capacity) *seq = fs, *off = fo;
+  /* the store (and the log's copy) older than the log's checkpoint */
+  if (*seq < h->seq) return MDB_CORRUPTED;
   if (*seq == h->seq) *off = h->off;
   return 0;
+}
+
+static int get_tail(store *s, MDB_txn *txn, const hdr *h, uint64_t *seq, uint64_t *off) {
+  wal *l = store_wal(s);
+  return get_tail_fd(l ? l->fd : -1, txn, h, seq, off);
 }
 
 static int put_tail(store *s, MDB_txn *txn, uint64_t seq, uint64_t off) {
@@ -420,6 +479,37 @@ static int put_tail(store *s, MDB_txn *txn, uint64_t seq, uint64_t off) {
   MDB_val k = {sizeof TAIL_KEY - 1, TAIL_KEY}, v = {16, b};
   (void)s;
   return mdb_put(txn, main_dbi(txn), &k, &v, 0);
+}
+
+/* The deferred steps' mark, also in the main database: the position (seq,
+ * offset) of the oldest record whose deferred step operations may not be in
+ * LMDB. Put by the deferring writer in the transaction that starts
+ * deferring, deleted by the one that drains everything (writer.c). */
+#define MARK_KEY "\0sluice.defer_from"
+
+static int mark_get(MDB_txn *txn, uint64_t *seq, uint64_t *off) {
+  MDB_val k = {sizeof MARK_KEY - 1, MARK_KEY}, v;
+  int rc = mdb_get(txn, main_dbi(txn), &k, &v);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc) return -1;
+  if (v.mv_size != 16) return -1;
+  memcpy(seq, v.mv_data, 8);
+  memcpy(off, (char *)v.mv_data + 8, 8);
+  return 1;
+}
+
+static int mark_put(MDB_txn *txn, uint64_t seq, uint64_t off) {
+  char b[16];
+  memcpy(b, &seq, 8);
+  memcpy(b + 8, &off, 8);
+  MDB_val k = {sizeof MARK_KEY - 1, MARK_KEY}, v = {16, b};
+  return mdb_put(txn, main_dbi(txn), &k, &v, 0);
+}
+
+static int mark_del(MDB_txn *txn) {
+  MDB_val k = {sizeof MARK_KEY - 1, MARK_KEY};
+  int rc = mdb_del(txn, main_dbi(txn), &k, NULL);
+  return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 /* ---- checkpoints ------------------------------------------------------ */
@@ -533,8 +623,16 @@ static int ckpt_capture(wal *l, store *s, MDB_txn *txn, const hdr *h, int wrap, 
       rc = MDB_INCOMPATIBLE;
     }
   }
-  uint64_t seq = 0, off = 0;
+  uint64_t seq = 0, off = 0, mseq = 0, moff = 0;
   if (rc == 0) rc = get_tail(s, txn, h, &seq, &off);
+  /* deferred step records the pinned state lacks: replay starts at the
+   * oldest of them, and the ring keeps them (wal_prepare counts from the
+   * header's position); a wrap would overwrite them, so the writer drains
+   * first (WAL_EDRAIN) */
+  int marked = rc == 0 ? mark_get(txn, &mseq, &moff) : 0;
+  if (marked < 0) rc = MDB_CORRUPTED;
+  if (marked > 0 && mseq >= seq) marked = 0;
+  if (rc == 0 && marked && wrap) rc = WAL_EDRAIN;
   n->capacity = h->capacity > l->capacity_default ? h->capacity : l->capacity_default;
   if (rc == 0 && wrap) {
     off = FIRST;
@@ -550,8 +648,9 @@ static int ckpt_capture(wal *l, store *s, MDB_txn *txn, const hdr *h, int wrap, 
   }
   n->owner = l->token;
   n->txnid = txnid;
-  n->seq = seq;
-  n->off = off;
+  n->seq = marked ? mseq : seq;
+  n->off = marked ? moff : off;
+  n->full_seq = seq;
   rc = boot_id(n->boot);
   if (rc) {
     mdb_txn_abort(c->pin);
@@ -824,6 +923,8 @@ int wal_append(wal *l, store *s, MDB_txn *txn, const void *payload, size_t len) 
   /* the tail first: a put that fails leaves no record behind */
   int rc = put_tail(s, txn, seq + 1, end);
   if (rc) return rc;
+  l->pub_seq = seq + 1;
+  l->pub_off = end;
   rc = ensure_space(l, end);
   if (rc) return rc;
   if (l->wrap_at) {
@@ -863,7 +964,23 @@ int wal_append(wal *l, store *s, MDB_txn *txn, const void *payload, size_t len) 
   return rc;
 }
 
+void wal_next(const wal *l, uint64_t *seq, uint64_t *off) {
+  *seq = l->at_seq + (l->wrap_at != 0);
+  *off = l->at_off;
+}
+
+int wal_publish(wal *l) {
+  /* only a group that commits nothing publishes: a committed one's tail is
+   * LMDB's (get_tail takes the newer), and a copy written after its commit
+   * (the lock released) could overwrite a newer one */
+  if (!l->pub_seq) return 0;
+  int rc = ftail_put(l->fd, l->pub_seq, l->pub_off);
+  l->pub_seq = 0;
+  return rc;
+}
+
 void wal_cancel(wal *l) {
+  l->pub_seq = 0;
   static const char zeros[sizeof(rec_hdr)];
   if (pwrite_all(l->fd, zeros, sizeof zeros, l->rec_off) == 0 && fdatasync(l->fd) == 0) return;
   /* a record that could not be retracted would be replayed after a power
@@ -1094,45 +1211,79 @@ static int create_log(wal *l, store *s) {
   return rc;
 }
 
-/* Applies the log's records after the restored checkpoint, then
- * checkpoints (the header gets this boot's id). */
-static int replay(wal *l, store *s, uint64_t *applied) {
+/* Calls fn(ud, seq, ops, len) for each record from (*seq, *off) in
+ * sequence, stopping at the first that is missing, torn (CRC) or from an
+ * older pass over the space, or before end_seq (0: no such bound). *seq and
+ * *off end where it stopped. fn returns 0 or a code (returned). */
+typedef int (*walk_fn)(void *ud, uint64_t seq, const char *ops, size_t len);
+
+static int walk(int fd, uint64_t capacity, uint64_t *seqp, uint64_t *offp, uint64_t end_seq,
+                walk_fn fn, void *ud) {
   sbuf buf = SBUF_INIT;
+  uint64_t seq = *seqp, off = *offp;
+  int rc = 0;
+  while (rc == 0 && (!end_seq || seq < end_seq)) {
+    rec_hdr r;
+    size_t got;
+    if (off + sizeof r > capacity) break;
+    rc = pread_all(fd, &r, sizeof r, off, &got);
+    if (rc == 0 && got == sizeof r && r.magic == WRAP_MAGIC && r.seq == seq && r.len == 0 &&
+        r.crc == crc32c(0, &r.seq, 16)) {
+      off = FIRST; /* the next record is at the start */
+      seq++;
+      continue;
+    }
+    if (rc || got < sizeof r || r.magic != REC_MAGIC || r.seq != seq ||
+        r.len > capacity - off - sizeof r)
+      break;
+    sbuf_reset(&buf);
+    sbuf_reserve(&buf, r.len);
+    rc = pread_all(fd, buf.data, r.len, off + sizeof r, &got);
+    if (rc || got < r.len) break;
+    uint32_t c = crc32c(0, &r.seq, 16);
+    if (crc32c(c, buf.data, r.len) != r.crc) break; /* torn: the end */
+    rc = fn(ud, seq, buf.data, r.len);
+    if (rc) break;
+    seq++;
+    off += sizeof r + r.len;
+  }
+  sbuf_free(&buf);
+  *seqp = seq;
+  *offp = off;
+  return rc;
+}
+
+typedef struct {
+  store *s;
+  MDB_txn *txn;
+  uint64_t full_seq; /* records before it: their deferred steps only */
+  uint64_t applied;
+} apply_ctx;
+
+static int apply_rec(void *ud, uint64_t seq, const char *ops, size_t len) {
+  apply_ctx *a = ud;
+  a->applied++;
+  return store_apply_ops_mode(a->txn, a->s, ops, len,
+                              seq < a->full_seq ? APPLY_DEFERRED : APPLY_ALL);
+}
+
+/* Applies the log's records after the restored checkpoint (from the
+ * header's position: the oldest record with deferred steps the checkpoint
+ * lacks, else the first after it), then checkpoints (the header gets this
+ * boot's id). */
+static int replay(wal *l, store *s, uint64_t *applied) {
   int rc = 0;
   for (int grows = 0;; grows++) {
     *applied = 0;
     MDB_txn *txn;
     rc = store_write_begin(s, &txn);
     if (rc) break;
-    uint64_t seq, off;
-    rc = get_tail(s, txn, &l->cur, &seq, &off);
-    while (rc == 0) {
-      rec_hdr r;
-      size_t got;
-      if (off + sizeof r > l->cur.capacity) break;
-      rc = pread_all(l->fd, &r, sizeof r, off, &got);
-      if (rc == 0 && got == sizeof r && r.magic == WRAP_MAGIC && r.seq == seq && r.len == 0 &&
-          r.crc == crc32c(0, &r.seq, 16)) {
-        off = FIRST; /* the next record is at the start */
-        seq++;
-        continue;
-      }
-      if (rc || got < sizeof r || r.magic != REC_MAGIC || r.seq != seq ||
-          r.len > l->cur.capacity - off - sizeof r)
-        break;
-      sbuf_reset(&buf);
-      sbuf_reserve(&buf, r.len);
-      rc = pread_all(l->fd, buf.data, r.len, off + sizeof r, &got);
-      if (rc || got < r.len) break;
-      uint32_t c = crc32c(0, &r.seq, 16);
-      if (crc32c(c, buf.data, r.len) != r.crc) break; /* torn: the end */
-      rc = store_apply_ops(txn, s, buf.data, r.len);
-      if (rc) break;
-      seq++;
-      off += sizeof r + r.len;
-      (*applied)++;
-    }
+    uint64_t seq = l->cur.seq, off = l->cur.off;
+    apply_ctx a = {s, txn, l->cur.full_seq, 0};
+    rc = walk(l->fd, l->cur.capacity, &seq, &off, 0, apply_rec, &a);
+    *applied = a.applied;
     if (rc == 0) rc = put_tail(s, txn, seq, off);
+    if (rc == 0) rc = mark_del(txn); /* every deferred step is applied */
     if (rc == MDB_MAP_FULL && grows < 48) {
       store_write_end(s, txn, 0);
       char err[256];
@@ -1148,10 +1299,131 @@ static int replay(wal *l, store *s, uint64_t *applied) {
       break;
     }
     rc = store_write_end(s, txn, 1);
+    if (rc == 0) rc = ftail_put(l->fd, seq, off);
     break;
   }
-  sbuf_free(&buf);
   return rc;
+}
+
+/* ---- deferred step records (writer.c) ----------------------------------- */
+
+static int try_lock_byte(int fd, int byte) {
+  struct flock fl = {0};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = byte;
+  fl.l_len = 1;
+  while (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+    if (errno == EINTR) continue;
+    return errno == EAGAIN || errno == EACCES ? EAGAIN : errno;
+  }
+  return 0;
+}
+
+static uint64_t now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+int wal_defer_held(const wal *l) { return l && l->defer_held; }
+
+int wal_defer_acquire(wal *l, store *s, MDB_txn *txn, int *applied) {
+  *applied = 0;
+  if (l->defer_held) return 0;
+  uint64_t t = now_us();
+  if (l->defer_tried_us && t - l->defer_tried_us < 1000000) return 0;
+  l->defer_tried_us = t;
+  int rc = try_lock_byte(l->fd, LOCK_DEFER);
+  if (rc == EAGAIN) return 0; /* another process defers: this one does not */
+  if (rc) return rc;
+  /* a mark left behind: its writer died before it drained (no other
+   * process defers), and LMDB has the rest of those records (the page
+   * cache holds its commits; a restart recovers instead) */
+  uint64_t mseq, moff, tseq, toff;
+  int marked = mark_get(txn, &mseq, &moff);
+  if (marked < 0) rc = MDB_CORRUPTED;
+  if (marked > 0) {
+    hdr h;
+    rc = read_header(l->fd, &h);
+    if (rc == EBADMSG) rc = MDB_CORRUPTED;
+    if (rc == 0) rc = get_tail(s, txn, &h, &tseq, &toff);
+    apply_ctx a = {s, txn, UINT64_MAX, 0};
+    if (rc == 0) rc = walk(l->fd, h.capacity, &mseq, &moff, tseq, apply_rec, &a);
+    if (rc == 0) rc = mark_del(txn);
+    if (rc == 0) *applied = 1;
+  }
+  if (rc) {
+    struct flock fl = {0};
+    fl.l_type = F_UNLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = LOCK_DEFER;
+    fl.l_len = 1;
+    fcntl(l->fd, F_OFD_SETLK, &fl);
+    return rc;
+  }
+  l->defer_held = 1;
+  return 0;
+}
+
+int wal_mark_put(MDB_txn *txn, uint64_t seq, uint64_t off) { return mark_put(txn, seq, off); }
+int wal_mark_del(MDB_txn *txn) { return mark_del(txn); }
+
+typedef struct {
+  steps_pending *p;
+} load_ctx;
+
+static int load_rec(void *ud, uint64_t seq, const char *ops, size_t len) {
+  (void)seq;
+  load_ctx *c = ud;
+  return store_each_deferred(ops, len, c->p);
+}
+
+int wal_load_deferred(store *s, char *err, size_t errsz) {
+  const char *dir = store_dir(s);
+  char *p = join(dir, WAL_FILE);
+  int fd = open(p, O_RDONLY | O_CLOEXEC);
+  free(p);
+  if (fd < 0) return 0; /* no log: nothing deferred */
+  /* a live writer that defers holds the lock: its records reach LMDB
+   * within a drain (store.h) */
+  struct flock fl = {0};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = LOCK_DEFER;
+  fl.l_len = 1;
+  int rc = fcntl(fd, F_OFD_GETLK, &fl) != 0 ? errno : 0;
+  if (rc || fl.l_type != F_UNLCK) {
+    close(fd);
+    return 0;
+  }
+  MDB_txn *txn;
+  int st = store_read_begin(s, &txn, err, errsz);
+  if (st) {
+    close(fd);
+    return st;
+  }
+  uint64_t mseq, moff, tseq, toff;
+  int marked = mark_get(txn, &mseq, &moff);
+  hdr h;
+  if (marked > 0) {
+    rc = read_header(fd, &h);
+    if (rc == 0) rc = get_tail_fd(fd, txn, &h, &tseq, &toff);
+    load_ctx c = {store_pending(s)};
+    pending_lock(c.p);
+    if (rc == 0) rc = walk(fd, h.capacity, &mseq, &moff, tseq, load_rec, &c);
+    pending_unlock(c.p);
+  } else if (marked < 0) {
+    rc = MDB_CORRUPTED;
+  }
+  store_read_end(s, txn);
+  close(fd);
+  if (rc) {
+    seterr(err, errsz, "store %s: reading the deferred steps of its log: %s", dir,
+           rc == EBADMSG ? "no valid header" : mdb_strerror(rc));
+    return status_of(rc);
+  }
+  return 0;
 }
 
 int wal_attach(wal **lp, store *s, int recover, int wrote, char *err, size_t errsz) {
@@ -1189,6 +1461,20 @@ int wal_attach(wal **lp, store *s, int recover, int wrote, char *err, size_t err
     if (rc) seterr(err, errsz, "store %s: checkpointing its log: %s", dir, mdb_strerror(rc));
   } else if (rc) {
     seterr(err, errsz, "store %s: %s", dir, mdb_strerror(rc));
+  }
+  if (rc == 0) {
+    /* deferred steps of a writer that died (before this open reads any)
+     * are applied now, and this process may defer if no other one does */
+    MDB_txn *txn;
+    int applied = 0;
+    rc = store_write_begin(s, &txn);
+    if (rc == 0) {
+      rc = wal_defer_acquire(l, s, txn, &applied);
+      int crc = store_write_end(s, txn, rc == 0 && applied);
+      if (rc == 0) rc = crc;
+    }
+    if (rc) seterr(err, errsz, "store %s: applying the deferred steps of its log: %s", dir,
+                   mdb_strerror(rc));
   }
   if (l->locked) {
     lock_byte(l->fd, F_UNLCK, LOCK_OPEN);

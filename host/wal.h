@@ -7,6 +7,7 @@
 
 #include <lmdb.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "store.h"
 
@@ -63,5 +64,41 @@ int wal_checkpoint_now(wal *l, store *s);
 /* Applies one record's operations in txn (writer.c: the writer's batch
  * format). Returns 0 or a code. */
 int store_apply_ops(MDB_txn *txn, store *s, const void *ops, size_t len);
+/* As store_apply_ops, all of them (APPLY_ALL), or only the deferred step
+ * records (APPLY_DEFERRED: a record whose other operations the store has). */
+enum { APPLY_ALL = 0, APPLY_DEFER = 1, APPLY_DEFERRED = 2 };
+int store_apply_ops_mode(MDB_txn *txn, store *s, const void *ops, size_t len, int mode);
+/* Adds the deferred step records of one record's operations to p (whose
+ * lock the caller holds). Returns 0 or a code. */
+struct steps_pending;
+int store_each_deferred(const void *ops, size_t len, struct steps_pending *p);
+
+/* ---- deferred step records (writer.c; wal.c's header has the design) ---- */
+
+/* wal_prepare's code when the ring must wrap to FIRST but records with
+ * deferred steps still need it: drain them (or wait for their writer to)
+ * and retry. */
+#define WAL_EDRAIN (-29001)
+
+/* Writer thread, in txn: takes the log's deferring lock (at most once a
+ * second while another process holds it); when it gets it and a writer
+ * that died left deferred steps behind, applies them in txn (*applied = 1:
+ * txn must commit). Returns 0 or a code. */
+int wal_defer_acquire(wal *l, store *s, MDB_txn *txn, int *applied);
+/* This process holds the deferring lock (only its writer defers). */
+int wal_defer_held(const wal *l);
+/* The position of the record wal_prepare placed (for the mark). */
+void wal_next(const wal *l, uint64_t *seq, uint64_t *off);
+/* In txn: the mark (the oldest record whose deferred steps LMDB may lack),
+ * put when deferring starts, deleted when everything is drained. */
+int wal_mark_put(MDB_txn *txn, uint64_t seq, uint64_t off);
+int wal_mark_del(MDB_txn *txn);
+/* After the group's transaction committed, or was aborted because it had
+ * nothing for LMDB: publishes the record's end in the log file (the tail
+ * every writer process reads). Returns 0 or errno. */
+int wal_publish(wal *l);
+/* Read-only open: if no live process defers and a mark is set, adds the
+ * deferred steps after it to the store's pending set. STORE_* status. */
+int wal_load_deferred(store *s, char *err, size_t errsz);
 
 #endif

@@ -41,10 +41,13 @@
 #include <time.h>
 
 #include "sbuf.h"
+#include "steps_pending.h"
 #include "wal.h"
 
-enum { OP_PUT = 1, OP_DEL = 2, OP_ADD = 3, OP_STEP = 4, OP_SETTLE = 5 }; /* OP_ADD's value: an int64_t delta;
-                                                    OP_STEP's key: a run id */
+/* OP_ADD's value: an int64_t delta; OP_STEP's key: a run id; OP_DSTEP: an
+ * OP_STEP the writer deferred (so written in the group's log record): in
+ * LMDB only once drained, see below */
+enum { OP_PUT = 1, OP_DEL = 2, OP_ADD = 3, OP_STEP = 4, OP_SETTLE = 5, OP_DSTEP = 6 };
 
 /* One operation in a batch's buffer: this header, then the key, then (for a
  * put) the value. Read with memcpy: records are not aligned. */
@@ -63,6 +66,7 @@ struct store_batch {
   writer_done_fn done;
   void *cookie;
   int steps;  /* holds a step record (writer_stop then settles the step log) */
+  int settle; /* holds OP_SETTLE: deferred steps are drained first */
   int failed; /* writer thread: decided to fail, status and errmsg set */
   int status;
   char *errmsg;
@@ -74,6 +78,8 @@ struct writer {
   uv_async_t async;
   pthread_t thread;
   sbuf ops; /* writer thread: a group's operations, for its log record */
+  int defer_ok; /* SLUICE_DEFER is not 0: step records may be deferred */
+  int mark_set; /* writer thread: this writer's mark is in LMDB */
 
   pthread_mutex_t mu;
   pthread_cond_t cond;
@@ -257,20 +263,37 @@ static void fail_batch(writer *w, wbatch *b, int rc, const failure *f) {
 }
 
 /* Applies the operations in [ops, ops+len) (a batch's buffer, or a log
- * record: batches' buffers one after the other). On failure *fdb and *fklen
- * say which operation. */
-static int apply_ops(MDB_txn *txn, store *s, const char *ops, size_t len, int *fdb,
-                     size_t *fklen) {
+ * record: batches' buffers one after the other). mode APPLY_DEFER: step
+ * records are checked, turned into OP_DSTEP in place and not applied
+ * (counted in *deferred); APPLY_DEFERRED: only OP_DSTEP is applied. On
+ * failure *fdb and *fklen say which operation. *applied: how many
+ * operations went to LMDB. */
+static int apply_ops(MDB_txn *txn, store *s, const char *ops, size_t len, int mode, int *fdb,
+                     size_t *fklen, size_t *applied, size_t *deferred) {
   const char *p = ops, *end = p + len;
   while (p < end) {
     rec_hdr h;
     memcpy(&h, p, sizeof h);
+    char *at = (char *)p; /* APPLY_DEFER rewrites the op (a batch's own buffer) */
     p += sizeof h;
     MDB_val k = {h.klen, (void *)p};
     p += h.klen;
     int rc;
+    int step = h.op == OP_STEP || h.op == OP_DSTEP;
+    if (mode == APPLY_DEFERRED && h.op != OP_DSTEP) {
+      p += h.vlen; /* 0 for a delete */
+      continue;
+    }
     if (h.db >= DB_COUNT) {
       rc = EINVAL;
+    } else if (step && mode == APPLY_DEFER) {
+      rc = records_step_valid(k.mv_data, k.mv_size, p, h.vlen);
+      p += h.vlen;
+      if (rc == 0) {
+        h.op = OP_DSTEP;
+        memcpy(at, &h, sizeof h);
+        (*deferred)++;
+      }
     } else if (h.op == OP_PUT) {
       MDB_val v = {h.vlen, (void *)p};
       p += h.vlen;
@@ -278,7 +301,7 @@ static int apply_ops(MDB_txn *txn, store *s, const char *ops, size_t len, int *f
     } else if (h.op == OP_ADD) {
       rc = apply_add(txn, store_dbi(s, (int)h.db), &k, p);
       p += h.vlen;
-    } else if (h.op == OP_STEP) {
+    } else if (step) {
       rc = records_step_apply(txn, s, k.mv_data, k.mv_size, p, h.vlen);
       p += h.vlen;
     } else if (h.op == OP_SETTLE) {
@@ -292,18 +315,39 @@ static int apply_ops(MDB_txn *txn, store *s, const char *ops, size_t len, int *f
       *fklen = h.klen;
       return rc;
     }
+    if (!(step && mode == APPLY_DEFER)) (*applied)++;
   }
   return 0;
 }
 
-int store_apply_ops(MDB_txn *txn, store *s, const void *ops, size_t len) {
+int store_apply_ops_mode(MDB_txn *txn, store *s, const void *ops, size_t len, int mode) {
   int db;
-  size_t klen;
-  return apply_ops(txn, s, ops, len, &db, &klen);
+  size_t klen, applied = 0, deferred = 0;
+  return apply_ops(txn, s, ops, len, mode == APPLY_DEFER ? APPLY_ALL : mode, &db, &klen,
+                   &applied, &deferred);
 }
 
-static int apply_batch(MDB_txn *txn, store *s, wbatch *b, failure *f) {
-  int rc = apply_ops(txn, s, b->buf.data, b->buf.len, &f->db, &f->klen);
+int store_apply_ops(MDB_txn *txn, store *s, const void *ops, size_t len) {
+  return store_apply_ops_mode(txn, s, ops, len, APPLY_ALL);
+}
+
+int store_each_deferred(const void *ops, size_t len, steps_pending *pp) {
+  const char *p = ops, *end = p + len;
+  while (p < end) {
+    rec_hdr h;
+    if ((size_t)(end - p) < sizeof h) return MDB_CORRUPTED;
+    memcpy(&h, p, sizeof h);
+    p += sizeof h;
+    if (h.klen > (size_t)(end - p) || h.vlen > (size_t)(end - p) - h.klen) return MDB_CORRUPTED;
+    if (h.op == OP_DSTEP) pending_add(pp, p, h.klen, p + h.klen, h.vlen);
+    p += h.klen + (h.op == OP_DEL ? 0 : h.vlen);
+  }
+  return 0;
+}
+
+static int apply_batch(MDB_txn *txn, store *s, wbatch *b, int mode, failure *f, size_t *applied,
+                       size_t *deferred) {
+  int rc = apply_ops(txn, s, b->buf.data, b->buf.len, mode, &f->db, &f->klen, applied, deferred);
   if (rc) f->bad = b;
   return rc;
 }
@@ -333,9 +377,47 @@ static uint64_t mono_us(void) {
   return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
+/* Deferring (wal.c's header has why it is durable). A step record costs
+ * ~100 bytes, an LMDB commit a fixed ~8 pages (bench/RESULTS.md): so while
+ * this process holds the log's deferring lock, the groups' step records are
+ * logged and acknowledged as before but kept in the store's pending set
+ * (steps_pending.h, which every read merges) and applied to LMDB together,
+ * in the transaction of a group that finds them due (DRAIN_US after the
+ * oldest, DRAIN_MAX of them, or a settle) or on their own when the writer
+ * is idle that long. A group of step records only commits no LMDB
+ * transaction at all; the first one after a drain commits the mark (where
+ * recovery starts). */
+#define DRAIN_US 20000
+#define DRAIN_MAX 8192
+
+static int drain_due(steps_pending *pp, int settle, int force) {
+  size_t n = pending_count(pp);
+  if (n == 0) return 0;
+  if (settle || force || n >= DRAIN_MAX || pending_draining(pp)) return 1;
+  uint64_t since = pending_since_us(pp);
+  return since && mono_us() - since >= DRAIN_US;
+}
+
+/* Applies the pending records being drained in txn. */
+static int apply_drain(MDB_txn *txn, store *s, steps_pending *pp, int *drained) {
+  const char *buf;
+  size_t len, at = 0, rn, recn;
+  const char *run;
+  const unsigned char *rec;
+  pending_drain_begin(pp, &buf, &len);
+  *drained = len > 0;
+  while (pending_next(buf, len, &at, &run, &rn, &rec, &recn)) {
+    int rc = records_step_apply(txn, s, run, rn, rec, recn);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
 /* Applies the batches from first up to (not including) end that have not
- * failed, in one transaction, and commits. Returns an LMDB code. On success
- * adds to *commits, *batches, *ops. */
+ * failed, in one transaction, and commits it (or, when it holds nothing for
+ * LMDB but deferred step records, aborts it: the log record and the
+ * published tail carry them). first == end: a drain alone. Returns an LMDB
+ * code. On success adds to *commits, *batches, *ops. */
 static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer_stats *st) {
   memset(f, 0, sizeof *f);
   uint64_t t0 = mono_us();
@@ -343,20 +425,29 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
   int rc = store_write_begin(w->s, &txn);
   if (rc) return rc;
   wal *l = store_wal(w->s);
+  steps_pending *pp = store_pending(w->s);
   size_t need = 0;
+  int settle = 0;
   for (wbatch *b = first; b != end; b = b->next)
-    if (!b->failed) need += b->buf.len;
-  if (l) rc = wal_prepare(l, w->s, txn, need);
+    if (!b->failed) need += b->buf.len, settle |= b->settle;
+  if (l && first != end) rc = wal_prepare(l, w->s, txn, need);
+  int dirty = 0, applied_dead = 0;
+  if (rc == 0 && l && !wal_defer_held(l)) rc = wal_defer_acquire(l, w->s, txn, &applied_dead);
+  dirty |= applied_dead;
+  int defer = l && w->defer_ok && wal_defer_held(l), drained = 0;
+  if (rc == 0 && defer && drain_due(pp, settle, first == end)) rc = apply_drain(txn, w->s, pp, &drained);
   if (rc) {
     store_write_end(w->s, txn, 0);
     return rc;
   }
+  dirty |= drained;
   uint64_t nb = 0, nops = 0;
+  size_t applied = 0, deferred = 0;
   wbatch *lone = NULL;
   sbuf_reset(&w->ops);
   for (wbatch *b = first; b != end; b = b->next) {
     if (b->failed) continue;
-    rc = apply_batch(txn, w->s, b, f);
+    rc = apply_batch(txn, w->s, b, defer ? APPLY_DEFER : APPLY_ALL, f, &applied, &deferred);
     if (rc) {
       store_write_end(w->s, txn, 0);
       return rc;
@@ -369,6 +460,23 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
     nb++;
     nops += b->count;
   }
+  if (!l) dirty = 1;
+  dirty |= applied > 0;
+  /* the mark: where recovery finds the oldest deferred record LMDB lacks */
+  int mark = w->mark_set;
+  if (defer && deferred && (!w->mark_set || drained)) {
+    uint64_t ms, mo;
+    wal_next(l, &ms, &mo);
+    rc = wal_mark_put(txn, ms, mo);
+    mark = 1, dirty = 1;
+  } else if (defer && drained && !deferred && w->mark_set) {
+    rc = wal_mark_del(txn);
+    mark = 0, dirty = 1;
+  }
+  if (rc) {
+    store_write_end(w->s, txn, 0);
+    return rc;
+  }
   int logged = 0;
   if (l && nb > 0) {
     rc = nb == 1 ? wal_append(l, w->s, txn, lone->buf.data, lone->buf.len)
@@ -379,10 +487,38 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
     }
     logged = 1;
   }
-  rc = store_write_end(w->s, txn, 1);
+  /* the deferred records are readable from the moment LMDB shows the rest
+   * of their batches (a reader sees a batch whole); taken back if the
+   * commit fails */
+  size_t undo = 0;
+  int whole = deferred && dirty; /* readers retry across this (pending_gen) */
+  if (whole) pending_gen_bump(pp);
+  if (deferred) {
+    pending_lock(pp);
+    undo = pending_mark(pp);
+    for (wbatch *b = first; b != end && rc == 0; b = b->next)
+      if (!b->failed && b->steps) rc = store_each_deferred(b->buf.data, b->buf.len, pp);
+    pending_unlock(pp);
+  }
+  /* a record without a commit: its end is published in the log file,
+   * under the write lock still (another process reads it there next) */
+  if (rc == 0 && logged && !dirty) rc = wal_publish(l);
+  if (rc == 0) rc = store_write_end(w->s, txn, dirty);
+  else store_write_end(w->s, txn, 0);
+  if (rc && deferred) {
+    pending_lock(pp);
+    pending_truncate(pp, undo);
+    pending_unlock(pp);
+  }
+  if (whole) pending_gen_bump(pp);
   if (rc && logged) wal_cancel(l);
   if (rc == EIO && disk_nearly_full(store_dir(w->s))) rc = ENOSPC;
   if (rc == 0) {
+    if (drained) pending_drain_end(pp);
+    w->mark_set = mark;
+    if (dirty) st->lmdb_commits++;
+  }
+  if (rc == 0 && nb > 0) {
     uint64_t us = mono_us() - t0;
     st->commits++;
     st->batches += nb;
@@ -416,6 +552,22 @@ static int grow_or_fail(writer *w, wbatch *first, wbatch *end, const failure *f,
   return -1;
 }
 
+/* An idle writer's drain (and a wrap's): a transaction of the pending
+ * records alone. A failure leaves them pending for the next group. */
+static int drain_alone(writer *w, writer_stats *st) {
+  failure f;
+  int rc;
+  for (int grows = 0;; grows++) {
+    rc = write_range(w, NULL, NULL, &f, st);
+    if (rc != MDB_MAP_FULL || grows >= 48) break;
+    char err[256];
+    if (store_grow(w->s, err, sizeof err) != 0) break;
+  }
+  if (rc) fprintf(stderr, "sluice: applying deferred steps to %s: %s (they stay in its log)\n",
+                  store_dir(w->s), mdb_strerror(rc));
+  return rc;
+}
+
 /* The map never needs more doublings than this; past it something else is
  * wrong and the batches fail rather than loop. */
 #define MAX_GROWS 48
@@ -424,10 +576,21 @@ static void write_group(writer *w, wbatch *group, writer_stats *st) {
   failure f;
   size_t left = 0;
   for (wbatch *b = group; b; b = b->next) left++;
-  int grows = 0, rc;
+  int grows = 0, waits = 0, rc;
   for (;;) {
     rc = write_range(w, group, NULL, &f, st);
     if (rc == 0) return;
+    /* the ring must wrap, over records whose deferred steps LMDB lacks:
+     * ours are drained now; another process's within its drain time */
+    if (rc == WAL_EDRAIN && waits++ < 5000) {
+      if (pending_count(store_pending(w->s)) > 0) {
+        drain_alone(w, st);
+      } else {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+      }
+      continue;
+    }
     if (rc == MDB_MAP_FULL && grows++ < MAX_GROWS) {
       if (grow_or_fail(w, group, NULL, &f, st)) return;
       continue;
@@ -450,8 +613,13 @@ static void write_group(writer *w, wbatch *group, writer_stats *st) {
   for (wbatch *b = group; b; b = b->next) {
     if (b->failed) continue;
     grows = 0;
-    for (;;) {
+    for (waits = 0;;) {
       rc = write_range(w, b, b->next, &f, st);
+      if (rc == WAL_EDRAIN && waits++ < 5000) {
+        if (pending_count(store_pending(w->s)) > 0) drain_alone(w, st);
+        else nanosleep(&(struct timespec){0, 1000000}, NULL);
+        continue;
+      }
       if (rc == MDB_MAP_FULL && grows++ < MAX_GROWS) {
         if (grow_or_fail(w, b, b->next, &f, st)) break;
         continue;
@@ -467,9 +635,26 @@ static void *writer_main(void *arg) {
   pthread_mutex_lock(&w->mu);
   for (;;) {
     while (!w->q_head && !w->stopping) {
+      /* deferred records wait at most DRAIN_US for a group to drain them */
+      uint64_t since = pending_since_us(store_pending(w->s));
       w->thread_waiting = 1;
-      pthread_cond_wait(&w->cond, &w->mu);
+      if (!since) {
+        pthread_cond_wait(&w->cond, &w->mu);
+        w->thread_waiting = 0;
+        continue;
+      }
+      uint64_t due = since + DRAIN_US;
+      struct timespec ts = {(time_t)(due / 1000000), (long)(due % 1000000) * 1000};
+      int trc = pthread_cond_timedwait(&w->cond, &w->mu, &ts);
       w->thread_waiting = 0;
+      if (trc == ETIMEDOUT && !w->q_head) {
+        pthread_mutex_unlock(&w->mu);
+        writer_stats st;
+        memset(&st, 0, sizeof st);
+        drain_alone(w, &st);
+        pthread_mutex_lock(&w->mu);
+        w->stats.lmdb_commits += st.lmdb_commits;
+      }
     }
     if (!w->q_head) break; /* stopping, and everything is written */
     wbatch *group = w->q_head, *tail = w->q_tail;
@@ -492,6 +677,7 @@ static void *writer_main(void *arg) {
     w->stats.ops += st.ops;
     w->stats.grows += st.grows;
     w->stats.commit_us_sum += st.commit_us_sum;
+    w->stats.lmdb_commits += st.lmdb_commits;
     for (int i = 0; i < WRITER_HIST; i++) {
       w->stats.batch_hist[i] += st.batch_hist[i];
       w->stats.commit_hist[i] += st.commit_hist[i];
@@ -502,6 +688,11 @@ static void *writer_main(void *arg) {
   }
   uint64_t commits = w->stats.commits;
   pthread_mutex_unlock(&w->mu);
+  if (pending_count(store_pending(w->s)) > 0) {
+    writer_stats st;
+    memset(&st, 0, sizeof st);
+    drain_alone(w, &st); /* a failure leaves the mark: the next open applies them */
+  }
   /* everything is durable in the log already; a checkpoint leaves a
    * restart nothing to replay (of this writer's commits: none, none) */
   wal *l = store_wal(w->s);
@@ -564,8 +755,15 @@ int writer_start(writer **out, store *s, uv_loop_t *loop, char *err, size_t errs
   if (!w) abort();
   w->s = s;
   w->loop = loop;
+  const char *d = getenv("SLUICE_DEFER"); /* 0: never defer (A/B benchmarks, tests) */
+  w->defer_ok = !(d && strcmp(d, "0") == 0);
   pthread_mutex_init(&w->mu, NULL);
-  pthread_cond_init(&w->cond, NULL);
+  /* CLOCK_MONOTONIC: the drain deadline is pending_since_us's clock */
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&w->cond, &ca);
+  pthread_condattr_destroy(&ca);
   int rc = uv_async_init(loop, &w->async, on_async);
   if (rc) {
     snprintf(err, errsz, "starting the writer of %s: %s", store_dir(s), uv_strerror(rc));
@@ -627,6 +825,7 @@ void writer_stop(writer *w) {
   if (w->wrote_steps) {
     wbatch *b = wbatch_new();
     add_rec(b, DB_STEP_LOG, OP_SETTLE, NULL, 0, NULL, 0);
+    b->settle = 1;
     writer_submit(w, b, NULL, NULL);
   }
   w->stopped = 1;

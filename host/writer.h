@@ -77,6 +77,7 @@ typedef struct {
   uint64_t batch_hist[WRITER_HIST];
   uint64_t commit_hist[WRITER_HIST];
   uint64_t commit_us_sum;
+  uint64_t lmdb_commits; /* of them and of drains, those that committed LMDB (writer.c defers steps) */
 } writer_stats;
 void writer_get_stats(writer *w, writer_stats *out);
 

@@ -81,6 +81,22 @@ static void step_of(wbatch *b, unsigned i) {
 
 /* ---- the child: writes until killed ----------------------------------- */
 
+/* Every third batch of the first process is a step record alone: the
+ * writer defers it (no LMDB commit at all, writer.c), so it is in LMDB only
+ * once drained; recovery must find it in the log (wal.c). Run "so". */
+static int step_only(unsigned i) { return i < SECOND && i % 3 == 1; }
+
+static void step_alone(wbatch *b, unsigned i) {
+  char id[16], res[24], err[256];
+  snprintf(id, sizeof id, "s%u", i);
+  snprintf(res, sizeof res, "[%u]", i);
+  store_step st = {id, strlen(id), "", 0, STORE_STEP_COMPLETED, 1, i, 1, 1, 0, NULL, 0};
+  if (store_put_step(b, "so", 2, &st, fill_res, res, err, sizeof err)) {
+    fprintf(stderr, "put_step: %s\n", err);
+    _exit(10);
+  }
+}
+
 static struct {
   writer *w;
   int ack_fd;
@@ -118,9 +134,13 @@ static void child_fill(void) {
     size_t n = value_of(v, i);
     int rn = snprintf(r, sizeof r, "r%u", i);
     wbatch *b = wbatch_new();
-    wbatch_put(b, DB_STEPS, k, strlen(k), v, n);
-    wbatch_put(b, DB_RUNS, k, strlen(k), r, (size_t)rn);
-    step_of(b, i);
+    if (step_only(i)) {
+      step_alone(b, i);
+    } else {
+      wbatch_put(b, DB_STEPS, k, strlen(k), v, n);
+      wbatch_put(b, DB_RUNS, k, strlen(k), r, (size_t)rn);
+      step_of(b, i);
+    }
     if (writer_submit(ch.w, b, child_done, (void *)(uintptr_t)i)) _exit(8);
     ch.inflight++;
   }
@@ -270,9 +290,24 @@ static void check_image(const char *img, const unsigned char *acked, unsigned na
   }
   static char want[20000];
   sbuf v = SBUF_INIT;
-  unsigned lost = 0, wrong = 0;
+  unsigned lost = 0, wrong = 0, acked_alone = 0;
   for (unsigned i = 0; i < MAXN; i++) {
     if (!acked[i]) continue;
+    if (step_only(i)) {
+      char id[16], res[24];
+      snprintf(id, sizeof id, "s%u", i);
+      int rn2 = snprintf(res, sizeof res, "[%u]", i);
+      store_steps st = STORE_STEPS_INIT;
+      CHECK(store_get_step(s, "so", 2, id, strlen(id), &st, err, sizeof err) == 0);
+      if (st.n != 1) {
+        if (lost++ < 3) fprintf(stderr, "  %s: deferred step of batch %u is lost\n", img, i);
+      } else {
+        wrong += st.v[0].payload_len != (size_t)rn2 || memcmp(st.v[0].payload, res, (size_t)rn2) != 0;
+      }
+      store_steps_free(&st);
+      acked_alone++;
+      continue;
+    }
     char k[32], r[32];
     key_of(k, i);
     size_t n = value_of(want, i);
@@ -317,6 +352,11 @@ static void check_image(const char *img, const unsigned char *acked, unsigned na
     read_steps += st.n;
     store_steps_free(&st);
   }
+  store_steps alone = STORE_STEPS_INIT;
+  CHECK(store_load_steps(s, "so", 2, &alone, err, sizeof err) == 0);
+  CHECK(alone.n >= acked_alone);
+  size_t alone_n = alone.n;
+  store_steps_free(&alone);
   scan_ctx pc = {s, 0, 0};
   CHECK(store_scan(s, DB_SCHEDULES, "", 0, 0, count_only, &pc, err, sizeof err) == 0);
   CHECK(pc.count == read_steps);
@@ -327,12 +367,12 @@ static void check_image(const char *img, const unsigned char *acked, unsigned na
   scan_ctx c = {s, 0, 0};
   CHECK(store_scan(s, DB_STEPS, "pc", 2, 0, check_pair, &c, err, sizeof err) == 0);
   CHECK(c.broken == 0);
-  CHECK(c.count >= nacked);
+  CHECK(c.count >= nacked - acked_alone);
   unsigned steps = c.count;
   c.count = 0;
   CHECK(store_scan(s, DB_RUNS, "", 0, 0, check_pair, &c, err, sizeof err) == 0);
   CHECK(c.count == steps);
-  CHECK(cen.n[STORE_K_STEPS] == (int64_t)(steps + read_steps));
+  CHECK(cen.n[STORE_K_STEPS] == (int64_t)(steps + read_steps + alone_n));
   sbuf_free(&v);
   store_close(s);
 

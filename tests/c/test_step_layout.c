@@ -267,6 +267,9 @@ static void test_format_1(void) {
 
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
+  /* the layout as each commit leaves it: no records deferred in memory
+   * (writer.c; test_defer.c tests deferring) */
+  setenv("SLUICE_DEFER", "0", 1);
   if (unit_tmpdir("step-layout")) return 1;
   RUN(test_interleaved);
   RUN(test_format_1);

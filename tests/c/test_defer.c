@@ -1,0 +1,235 @@
+/* test_defer.c: deferred step records (writer.c, wal.c, steps_pending.h):
+ * a writer holding the log's deferring lock acknowledges step records after
+ * their log record's flush and applies them to LMDB later; every read sees
+ * them meanwhile (this process), the groups of step records alone commit no
+ * LMDB transaction, and nothing acknowledged is lost when the writer is
+ * killed (kill -9, the same boot: a read-only open reads them from the log,
+ * a read-write one applies them) or beside another writer process. A power
+ * cut: test_powercut.c. Real stores, real writers, real processes. */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "store.h"
+#include "store_lmdb.h"
+#include "unit.h"
+#include "writer.h"
+
+static int fill_str(void *ud, sbuf *out, char *err, size_t errsz) {
+  (void)err, (void)errsz;
+  sbuf_adds(out, ud);
+  return 0;
+}
+
+#define RUNS 8
+
+static void put(wbatch *b, unsigned i) {
+  char run[16], id[16], res[32], err[256];
+  snprintf(run, sizeof run, "d%u", i % RUNS);
+  snprintf(id, sizeof id, "s%u", i / RUNS);
+  snprintf(res, sizeof res, "[%u]", i);
+  store_step st = {id, strlen(id), "", 0, STORE_STEP_COMPLETED, 1, i, 1, 1, 0, NULL, 0};
+  if (store_put_step(b, run, strlen(run), &st, fill_str, res, err, sizeof err)) {
+    fprintf(stderr, "put_step: %s\n", err);
+    exit(10);
+  }
+}
+
+/* Every step i < n of the model is read back right: the number missing. */
+static unsigned missing(store *s, unsigned n, const unsigned char *acked) {
+  unsigned bad = 0;
+  char err[512];
+  for (unsigned r = 0; r < RUNS; r++) {
+    char run[16];
+    snprintf(run, sizeof run, "d%u", r);
+    store_steps l = STORE_STEPS_INIT;
+    if (store_load_steps(s, run, strlen(run), &l, err, sizeof err) != 0) {
+      fprintf(stderr, "load: %s\n", err);
+      return n;
+    }
+    for (unsigned i = r; i < n; i += RUNS) {
+      if (acked && !acked[i]) continue;
+      char id[16], res[32];
+      snprintf(id, sizeof id, "s%u", i / RUNS);
+      snprintf(res, sizeof res, "[%u]", i);
+      int found = 0;
+      for (size_t j = 0; j < l.n && !found; j++)
+        found = l.v[j].id_len == strlen(id) && memcmp(l.v[j].id, id, l.v[j].id_len) == 0 &&
+                l.v[j].payload_len == strlen(res) && memcmp(l.v[j].payload, res, strlen(res)) == 0;
+      if (!found && bad++ < 3) fprintf(stderr, "  step %u (run %s id %s) missing\n", i, run, id);
+    }
+    store_steps_free(&l);
+  }
+  return bad;
+}
+
+/* ---- one process, many groups in flight -------------------------------- */
+
+static struct {
+  writer *w;
+  store *s;
+  unsigned next, total, inflight, window, acked, failed, reads_bad;
+  int ack_fd;
+  int mixed; /* every 97th batch carries another record too */
+  unsigned char *acked_set;
+} a;
+
+static void fill(void);
+
+static void done(void *cookie, int status, const char *errmsg) {
+  unsigned i = (unsigned)(uintptr_t)cookie;
+  if (status) {
+    fprintf(stderr, "batch %u failed: %s\n", i, errmsg);
+    a.failed++;
+  } else {
+    a.acked++;
+    if (a.acked_set) a.acked_set[i] = 1;
+    if (a.ack_fd >= 0 && write(a.ack_fd, &i, sizeof i) != (ssize_t)sizeof i) _exit(6);
+  }
+  a.inflight--;
+  /* reads while records are pending: every acknowledged step is there */
+  if (a.s && a.acked % 500 == 0 && a.acked_set) a.reads_bad += missing(a.s, a.next, a.acked_set);
+  fill();
+}
+
+static void fill(void) {
+  while (a.inflight < a.window && a.next < a.total) {
+    unsigned i = a.next++;
+    wbatch *b = wbatch_new();
+    put(b, i);
+    if (a.mixed && i % 97 == 0) {
+      char k[32];
+      snprintf(k, sizeof k, "k%u", i);
+      wbatch_put(b, DB_RUNS, k, strlen(k), "x", 1);
+    }
+    if (writer_submit(a.w, b, done, (void *)(uintptr_t)i)) exit(8);
+    a.inflight++;
+  }
+}
+
+static void test_one_process(void) {
+  const char *dir = path("one");
+  store *s;
+  char err[512];
+  CHECK(store_open(&s, dir, 0, err, sizeof err) == 0);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  memset(&a, 0, sizeof a);
+  a.ack_fd = -1;
+  a.total = 20000;
+  a.window = 64;
+  a.mixed = 1;
+  a.s = s;
+  a.acked_set = calloc(a.total, 1);
+  CHECK(writer_start(&a.w, s, &loop, err, sizeof err) == 0);
+  fill();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(a.failed == 0 && a.acked == a.total);
+  CHECK(a.reads_bad == 0);
+  CHECK(missing(s, a.total, NULL) == 0);
+  writer_stats st;
+  writer_get_stats(a.w, &st);
+  /* most groups committed nothing to LMDB */
+  fprintf(stderr, "  %llu groups, %llu LMDB commits\n", (unsigned long long)st.commits,
+          (unsigned long long)st.lmdb_commits);
+  CHECK(st.lmdb_commits * 2 < st.commits);
+  store_census cen;
+  CHECK(store_census_of(s, &cen, err, sizeof err) == 0);
+  CHECK(cen.n[STORE_K_STEPS] == (int64_t)a.total);
+  writer_stop(a.w);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  store_close(s);
+  /* settled at stop: all in LMDB, as a read-only open sees it */
+  CHECK(store_open(&s, dir, STORE_READONLY, err, sizeof err) == 0);
+  CHECK(missing(s, a.total, NULL) == 0);
+  store_close(s);
+  free(a.acked_set);
+}
+
+/* ---- beside another writer process ------------------------------------ */
+
+static void once(void *cookie, int status, const char *errmsg) {
+  if (status) {
+    fprintf(stderr, "second process: a batch failed: %s\n", errmsg);
+    _exit(5);
+  }
+  *(int *)cookie = 1;
+}
+
+/* As `sluice keys add` beside a serve: opens the store, writes 3 batches
+ * (a step of run e<k> and a record), closes it, for ms milliseconds. */
+static int second(const char *dir, int ms) {
+  uint64_t end = uv_hrtime() + (uint64_t)ms * 1000000;
+  for (unsigned i = 0; uv_hrtime() < end;) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    store *s;
+    writer *w2;
+    char err[512];
+    if (store_open(&s, dir, 0, err, sizeof err) || writer_start(&w2, s, &loop, err, sizeof err)) {
+      fprintf(stderr, "second process: %s\n", err);
+      return 2;
+    }
+    for (int k = 0; k < 3; k++, i++) {
+      char run[16], id[16], key[32], err2[256];
+      snprintf(run, sizeof run, "e%u", i % 3);
+      snprintf(id, sizeof id, "s%u", i);
+      snprintf(key, sizeof key, "e%u", i);
+      store_step st = {id, strlen(id), "", 0, STORE_STEP_COMPLETED, 1, i, 1, 1, 0, NULL, 0};
+      wbatch *b = wbatch_new();
+      if (store_put_step(b, run, strlen(run), &st, fill_str, "1", err2, sizeof err2)) return 3;
+      wbatch_put(b, DB_RUNS, key, strlen(key), "y", 1);
+      int ok = 0;
+      if (writer_submit(w2, b, once, &ok)) return 8;
+      while (!ok) uv_run(&loop, UV_RUN_ONCE);
+    }
+    writer_stop(w2);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    store_close(s);
+    usleep(1000);
+  }
+  return 0;
+}
+
+static void test_two_processes(void) {
+  const char *dir = path("two");
+  store *s;
+  char err[512];
+  CHECK(store_open(&s, dir, 0, err, sizeof err) == 0);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  memset(&a, 0, sizeof a);
+  a.ack_fd = -1;
+  a.total = 30000;
+  a.window = 64;
+  a.acked_set = calloc(a.total, 1);
+  CHECK(writer_start(&a.w, s, &loop, err, sizeof err) == 0);
+  pid_t pid = fork();
+  if (pid == 0) _exit(second(dir, 3000));
+  fill();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  int status = 0;
+  CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(a.failed == 0 && a.acked == a.total);
+  CHECK(missing(s, a.total, NULL) == 0);
+  writer_stop(a.w);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  store_close(s);
+  free(a.acked_set);
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  if (unit_tmpdir("defer")) return 1;
+  RUN(test_one_process);
+  RUN(test_two_processes);
+  unit_rmtree();
+  return UNIT_DONE();
+}
