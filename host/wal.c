@@ -1381,6 +1381,8 @@ static int load_rec(void *ud, uint64_t seq, const char *ops, size_t len) {
 
 int wal_load_deferred(store *s, char *err, size_t errsz) {
   const char *dir = store_dir(s);
+  const char *e = getenv("SLUICE_DEFER_LOAD"); /* 0: tests read LMDB alone */
+  if (e && strcmp(e, "0") == 0) return 0;
   char *p = join(dir, WAL_FILE);
   int fd = open(p, O_RDONLY | O_CLOEXEC);
   free(p);

@@ -225,11 +225,80 @@ static void test_two_processes(void) {
   free(a.acked_set);
 }
 
+/* ---- kill -9 of the writer, the same boot -------------------------------- */
+
+static int killed_child(const char *dir, int ack_fd) {
+  store *s;
+  char err[512];
+  if (store_open(&s, dir, 0, err, sizeof err)) {
+    fprintf(stderr, "child: %s\n", err);
+    return 2;
+  }
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  memset(&a, 0, sizeof a);
+  a.ack_fd = ack_fd;
+  a.total = 1000000;
+  a.window = 64;
+  if (writer_start(&a.w, s, &loop, err, sizeof err)) return 3;
+  fill();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  return 4; /* not reached: killed */
+}
+
+static void test_kill9(void) {
+  const char *dir = path("k9");
+  static unsigned char acked[1000000];
+  for (int round = 0; round < 3; round++) {
+    memset(acked, 0, sizeof acked);
+    char d[256];
+    snprintf(d, sizeof d, "%s%d", dir, round);
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+      close(fds[0]);
+      _exit(killed_child(d, fds[1]));
+    }
+    close(fds[1]);
+    unsigned n = 0, i, max = 0, target = 3000 + 2000 * (unsigned)round;
+    while (n < target && read(fds[0], &i, sizeof i) == (ssize_t)sizeof i) {
+      acked[i] = 1, n++;
+      if (i >= max) max = i + 1;
+    }
+    kill(pid, SIGKILL);
+    while (read(fds[0], &i, sizeof i) == (ssize_t)sizeof i) {
+      acked[i] = 1, n++;
+      if (i >= max) max = i + 1;
+    }
+    close(fds[0]);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status));
+    CHECK(n >= target);
+    store *s;
+    char err[512];
+    /* read-only, before anyone opens it to write: from the log */
+    CHECK(store_open(&s, d, STORE_READONLY, err, sizeof err) == 0);
+    CHECK(missing(s, max, acked) == 0);
+    store_close(s);
+    /* a read-write open applies them (and a read-only one after it reads LMDB) */
+    CHECK(store_open(&s, d, 0, err, sizeof err) == 0);
+    CHECK(missing(s, max, acked) == 0);
+    store_close(s);
+    setenv("SLUICE_DEFER_LOAD", "0", 1); /* the read-only open: LMDB only */
+    CHECK(store_open(&s, d, STORE_READONLY, err, sizeof err) == 0);
+    CHECK(missing(s, max, acked) == 0);
+    store_close(s);
+    unsetenv("SLUICE_DEFER_LOAD");
+  }
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   if (unit_tmpdir("defer")) return 1;
   RUN(test_one_process);
   RUN(test_two_processes);
+  RUN(test_kill9);
   unit_rmtree();
   return UNIT_DONE();
 }
