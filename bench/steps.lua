@@ -185,7 +185,8 @@ end
 
 local function stats()
   local s = storage.stats()
-  return { commits = s.commits, batches = s.batches, ops = s.ops, grows = s.grows }
+  -- lmdb_commits: the LMDB transactions committed (writer.c defers step records)
+  return { commits = s.commits, batches = s.batches, ops = s.ops, grows = s.grows, lmdb_commits = s.lmdb_commits or 0 }
 end
 local function stats_diff(a, b)
   local d = {}

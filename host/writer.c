@@ -387,8 +387,20 @@ static uint64_t mono_us(void) {
  * is idle that long. A group of step records only commits no LMDB
  * transaction at all; the first one after a drain commits the mark (where
  * recovery starts). */
-#define DRAIN_US 20000
+#define DRAIN_US_DEFAULT 100000
 #define DRAIN_MAX 8192
+
+/* DRAIN_US_DEFAULT, or SLUICE_DRAIN_US (benchmarks of the interval) */
+static uint64_t drain_us(void) {
+  static uint64_t v;
+  if (!v) {
+    const char *e = getenv("SLUICE_DRAIN_US");
+    long n = e ? atol(e) : 0;
+    v = n > 0 && n <= 1000000 ? (uint64_t)n : DRAIN_US_DEFAULT;
+  }
+  return v;
+}
+#define DRAIN_US drain_us()
 
 static int drain_due(steps_pending *pp, int settle, int force) {
   size_t n = pending_count(pp);
