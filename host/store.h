@@ -39,6 +39,20 @@
  * wrap, LMDB's version); tests/c/test_powercut.c checks it on images of what
  * a power cut can leave.
  *
+ * Step records on LMDB (issue 14): while one writer process holds the log's
+ * deferring lock (the first read-write open that finds it free), its step
+ * records are logged and acknowledged as above but reach LMDB later, all
+ * together, every 100 ms at most (and at a settle, and when the writer
+ * stops); a group of step records alone commits no LMDB transaction.
+ * Reads of steps in that process merge the records not yet in LMDB, so it
+ * sees a batch whole as soon as it is acknowledged. Other processes read
+ * LMDB: beside a live writer they see its acknowledged steps at most 100 ms
+ * plus one commit later; once it died (kill -9), a read-only open reads
+ * its undrained records from the log and a read-write one applies them
+ * first (tests/c/test_defer.c). A read-only handle opened while the writer
+ * lived does not pick them up later: reopen it. wal.c has why this is
+ * durable.
+ *
  * Reads: LMDB's complete before the call returns; a remote backend's
  * complete through a done callback on the loop thread (store_pg.h declares
  * each operation so, and the Lua binding suspends the calling coroutine until

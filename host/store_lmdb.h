@@ -44,7 +44,11 @@
  *   idempotency  namespace "\0" pipeline "\0" Idempotency-Key -> run_id
  *   (main)       LMDB's own database of the names above also holds
  *                "\0sluice.wal_tail" -> native u64 seq, u64 offset: where the
- *                log's next record goes (wal.c; put in each record's transaction)
+ *                log's next record goes (wal.c; put in each record's transaction,
+ *                and in the log file for a group that commits nothing: the
+ *                newer of the two counts), and "\0sluice.defer_from" -> native
+ *                u64 seq, u64 offset: the oldest record whose deferred step
+ *                records LMDB may lack (writer.c; absent: none)
  *   logs         run_id "\0" be64(us) be32(seq) -> JSON log line (records_steps.c:
  *                lines logged inside steps, committed with the step's record)
  *

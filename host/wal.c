@@ -53,6 +53,52 @@
  * read-write open holds it through recovery, so no process reads a store
  * that still needs recovering.
  *
+ * Deferred step records (issue 14; writer.c). An LMDB commit writes a fixed
+ * ~8 pages whatever it holds, so the writer that holds the log's deferring
+ * lock (LOCK_DEFER, byte 2: one process at a time, taken at open or retried
+ * once a second, dropped with the descriptor) does not apply its step
+ * records (OP_STEP, logged as OP_DSTEP) in the group's transaction: they
+ * are acknowledged after the record's flush as everything else, kept in
+ * memory (steps_pending.h, merged into every read of steps) and applied in
+ * one later transaction (a drain). Why nothing acknowledged is lost:
+ * - The record is flushed before the acknowledgement, as above. A group
+ *   with nothing else for LMDB aborts its transaction, so the log's tail is
+ *   published in the log file instead (FTAIL_AT, written under LMDB's
+ *   write lock before it is released: the next writer in any process takes
+ *   the newer of that and the store's tail, so it appends after the record
+ *   instead of over it).
+ * - The first group that defers after a drain puts a mark in its own
+ *   committed transaction: the position of its record. Every record with
+ *   deferred steps that LMDB lacks is at or after the mark (drains apply all
+ *   pending records in log order, and the drain's transaction deletes the
+ *   mark, or moves it to the group's own record when that group defers too).
+ * - A checkpoint of a state C with a mark sets its header's position to the
+ *   mark, not to C's tail (full_seq keeps the tail): the ring keeps those
+ *   records (wal_prepare counts from the header's position), and recovery
+ *   after a power cut replays, from the mark up to full_seq, only the
+ *   deferred step records (C has the rest of those records), then
+ *   everything after, as before. A checkpoint that would wrap the ring over
+ *   marked records is refused (WAL_EDRAIN): the writer drains first, or
+ *   another process waits for the deferring one's drain.
+ * - Same boot, the writer killed: LMDB is its last commit (the page cache),
+ *   which has the mark. The next process to take the deferring lock (any
+ *   read-write open, or a writer retrying it) finds the mark with no live
+ *   holder, applies the deferred step records from it up to the tail (those
+ *   of records whose commit never happened are past the tail: never
+ *   acknowledged), and deletes it; a read-only open finds the lock free and
+ *   the mark set and reads those records into its own pending set.
+ * - Step records only touch the step databases, which no other operation
+ *   writes, so applying them later, or after the rest of their records at
+ *   recovery, gives the same state as in order; among themselves they stay
+ *   in log order. Only the lock holder defers, so the mark is its alone;
+ *   other writer processes apply their steps as before, and another
+ *   process's checkpoint keeps the holder's records through the mark in
+ *   LMDB. A record is checked when deferred (records_step_valid) so that a
+ *   drain fails only as a commit can (map full: grown and retried).
+ * tests/c/test_powercut.c writes step-only batches among the others (it
+ * fails when recovery skips the records before full_seq), and
+ * tests/c/test_defer.c kills a deferring writer.
+ *
  * Layout: two header slots of 2 KiB at 0 and 2048 (the newer valid one by
  * header sequence counts: a torn write of one leaves the other), then the
  * records, a ring from 4096 (FIRST) to the capacity. A record that would
