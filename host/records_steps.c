@@ -697,7 +697,7 @@ static int census_pending(MDB_txn *txn, store *s, int64_t *n) {
     v = sbuf_grow_array(v, &cap, m + 1, sizeof *v);
     v[m++] = (pkey){r, st.id, rn, st.id_len};
   }
-  qsort(v, m, sizeof *v, by_pkey);
+  if (m > 1) qsort(v, m, sizeof *v, by_pkey);
   MDB_dbi cold = store_dbi(s, DB_STEPS);
   int rc = 0;
   for (size_t i = 0; i < m && rc == 0; i++) {
