@@ -47,7 +47,11 @@
  * Reads of steps in that process merge the records not yet in LMDB, so it
  * sees a batch whole as soon as it is acknowledged. Other processes read
  * LMDB: beside a live writer they see its acknowledged steps at most 100 ms
- * plus one commit later; once it died (kill -9), a read-only open reads
+ * plus one commit later, and a group holding any other operation (a run's
+ * record, an event) drains every pending record and defers none of its own,
+ * so whatever else of LMDB's state they see comes with every step
+ * acknowledged before it (a run read as completed has all its steps); once
+ * it died (kill -9), a read-only open reads
  * its undrained records from the log and a read-write one applies them
  * first (tests/c/test_defer.c). A read-only handle opened while the writer
  * lived does not pick them up later: reopen it. wal.c has why this is

@@ -67,6 +67,7 @@ struct store_batch {
   void *cookie;
   int steps;  /* holds a step record (writer_stop then settles the step log) */
   int settle; /* holds OP_SETTLE: deferred steps are drained first */
+  int others; /* holds an operation other than a step record (see write_range) */
   int failed; /* writer thread: decided to fail, status and errmsg set */
   int status;
   char *errmsg;
@@ -117,6 +118,7 @@ static void add_rec(wbatch *b, int db, int op, const void *key, size_t klen, con
   sbuf_add(&b->buf, key, klen);
   if (op != OP_DEL) sbuf_add(&b->buf, val, vlen);
   b->count++;
+  b->others = 1;
 }
 
 void wbatch_put(wbatch *b, int db, const void *key, size_t klen, const void *val,
@@ -130,6 +132,7 @@ void wbatch_del(wbatch *b, int db, const void *key, size_t klen) {
 
 static sbuf *op_begin(wbatch *b, int db, int op, const void *key, size_t klen) {
   b->open_at = b->buf.len + 1;
+  if (op != OP_STEP) b->others = 1;
   rec_hdr h = {(uint32_t)db, (uint32_t)op, klen, 0};
   sbuf_add(&b->buf, &h, sizeof h);
   sbuf_add(&b->buf, key, klen);
@@ -439,15 +442,22 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
   wal *l = store_wal(w->s);
   steps_pending *pp = store_pending(w->s);
   size_t need = 0;
-  int settle = 0;
+  int settle = 0, others = 0;
   for (wbatch *b = first; b != end; b = b->next)
-    if (!b->failed) need += b->buf.len, settle |= b->settle;
+    if (!b->failed) need += b->buf.len, settle |= b->settle, others |= b->others;
   if (l && first != end) rc = wal_prepare(l, w->s, txn, need);
   int dirty = 0, applied_dead = 0;
   if (rc == 0 && l && !wal_defer_held(l)) rc = wal_defer_acquire(l, w->s, txn, &applied_dead);
   dirty |= applied_dead;
-  int defer = l && w->defer_ok && wal_defer_held(l), drained = 0;
-  if (rc == 0 && defer && drain_due(pp, settle, first == end)) rc = apply_drain(txn, w->s, pp, &drained);
+  /* A group that commits LMDB anyway (it holds other operations: a run's
+   * record, an event) drains every pending record and defers none of its
+   * own: so another process that sees any of LMDB's state sees every step
+   * acknowledged before it (a run read as completed has all its steps), and
+   * only groups of step records alone wait for a drain. */
+  int holder = l && w->defer_ok && wal_defer_held(l), drained = 0;
+  int defer = holder && !others;
+  if (rc == 0 && holder && drain_due(pp, settle || others, first == end))
+    rc = apply_drain(txn, w->s, pp, &drained);
   if (rc) {
     store_write_end(w->s, txn, 0);
     return rc;
@@ -476,12 +486,12 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
   dirty |= applied > 0;
   /* the mark: where recovery finds the oldest deferred record LMDB lacks */
   int mark = w->mark_set;
-  if (defer && deferred && (!w->mark_set || drained)) {
+  if (holder && deferred && (!w->mark_set || drained)) {
     uint64_t ms, mo;
     wal_next(l, &ms, &mo);
     rc = wal_mark_put(txn, ms, mo);
     mark = 1, dirty = 1;
-  } else if (defer && drained && !deferred && w->mark_set) {
+  } else if (holder && drained && !deferred && w->mark_set) {
     rc = wal_mark_del(txn);
     mark = 0, dirty = 1;
   }
