@@ -462,6 +462,7 @@ static MDB_dbi main_dbi(MDB_txn *txn) {
  * the end by the records' sequence and writes both copies. */
 #define FTAIL_AT (2 * SLOT - 64)
 #define FTAIL_MAGIC 0x534c5449u
+_Static_assert(sizeof(hdr) <= FTAIL_AT - SLOT, "the tail's copy lies past the second slot's header");
 
 typedef struct {
   uint64_t seq, off, check;
