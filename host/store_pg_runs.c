@@ -5,9 +5,14 @@
  * A run is one row whose listings (by time, namespace, pipeline, status,
  * pipeline and status, active) are btree indexes on its columns: a put is
  * one upsert, and every listing moves with the row in the same commit. A
- * cancelled record is overwritten only by another cancelled one: a cancel
- * made through one host holds against the writes of the host executing the
- * run until that host stops it (lua/hosts.lua). A
+ * cancelled record is overwritten only by another cancelled one or by the
+ * run's end: a cancel made through one host holds against the writes of
+ * the host executing the run until that host stops it (lua/hosts.lua), and
+ * a run that completes or fails before then ends so (a cancel stops a run
+ * at its next boundary; one that had none left is not cancelled). A cancel
+ * never overwrites an end, so a cancel racing a run's last commit cannot
+ * leave the run cancelled in the store while its caller was told it
+ * completed. A
  * page of runs is one statement reading one index backwards from the
  * cursor; without a namespace but with a pipeline or a status it reads
  * each namespace's index and merges them (as LMDB does), the namespaces
@@ -89,10 +94,14 @@ int pgstore_put_run(pgstore_batch *b, const store_run *r, int is_new, const char
              "$7::text::json) ON CONFLICT (id) DO UPDATE SET namespace = EXCLUDED.namespace, "
              "pipeline = EXCLUDED.pipeline, status = EXCLUDED.status, active = EXCLUDED.active, "
              "created_at_us = EXCLUDED.created_at_us, record = EXCLUDED.record "
-             /* a cancel stays: another host cancels a run this one executes
-              * by writing its record; this host's writes until it stops the
-              * run (hosts.lua learns of it within a poll) leave it */
-             "WHERE sluice.runs.status <> 'cancelled' OR EXCLUDED.status = 'cancelled'", &p);
+             /* a cancel stays against the executing host's writes until
+              * that host stops the run (hosts.lua learns of it within a
+              * poll); but an end stays against a cancel: a run that ended
+              * before the cancel took effect ended as its host reported */
+             "WHERE CASE WHEN EXCLUDED.status = 'cancelled' "
+             "THEN sluice.runs.status NOT IN ('completed', 'failed') "
+             "WHEN EXCLUDED.status IN ('completed', 'failed') THEN true "
+             "ELSE sluice.runs.status <> 'cancelled' END", &p);
   b->ops++;
   sbuf_free(&rec);
   return 0;

@@ -17,6 +17,7 @@ local M = require "sluice.engine_core"
 local StepError = M.StepError
 local store_error = errors.store
 local active = M.active
+local FINAL = { completed = true, failed = true, cancelled = true }
 
 -- the stored steps of a run that resumes, for its replay (engine_steps)
 local function load_steps(run)
@@ -359,7 +360,9 @@ end
 --- stopped: a cancel acknowledged is stored, so it holds if this host
 --- dies before the run's next step boundary (another host resumes the run
 --- then), and a host that lost its lease (the fence refuses its write)
---- acknowledges none. Returns true, or nil and why not.
+--- acknowledges none. A run that reaches its end before the cancel takes
+--- effect ends as it ended (the store keeps an end over a later cancel,
+--- host/store_pg_runs.c). Returns true, or nil and why not.
 function M.cancel(run_id)
   registry.forbid_at_load("cancel", 2)
   if type(run_id) ~= "string" then
@@ -376,12 +379,17 @@ function M.cancel(run_id)
       -- would exit before the caller here had its answer
       local run = a.run
       run.cancelling = true
+      local ended
       local ok, e = pcall(function()
         local r = M.get_run(run_id)
-        if r and r.status ~= "completed" and r.status ~= "failed" and r.status ~= "cancelled" then store_cancel(r) end
+        -- the read yielded: the run may have reached its end meanwhile, and
+        -- its final record (queued or committed) stays (store_pg_runs.c)
+        ended = FINAL[run.record.status] and run.record.status
+        if not ended and r and not FINAL[r.status] then store_cancel(r) end
       end)
       run.cancelling = nil
       if not ok then error(e, 0) end
+      if ended then return nil, ("run %s is already %s"):format(run_id, ended) end
       a = active[run_id] -- the store yielded: the run may have ended meanwhile
     end
     if a then M.stop_run(a.run, "cancelled", "cancelled") end

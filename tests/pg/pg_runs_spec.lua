@@ -22,6 +22,12 @@ local function fresh_db(name)
   return url, c
 end
 
+-- a run's status as PostgreSQL holds it
+local function one_status(c, id)
+  local rows = assert(c:query("SELECT status FROM sluice.runs WHERE id = $1", id))
+  return rows[1] and rows[1].status
+end
+
 -- the same history of runs: ties of created_us, three namespaces, two
 -- pipelines, statuses that move after the first write
 local function write_runs()
@@ -37,7 +43,8 @@ local function write_runs()
   assert(b:commit())
   b = store.batch()
   for i = 5, 60, 7 do
-    recs[i].status = i % 2 == 0 and "cancelled" or "completed"
+    -- (a cancel never lands on an end: on PostgreSQL the end would stay)
+    recs[i].status = (i % 2 == 0 and recs[i].status ~= "failed") and "cancelled" or "completed"
     b:put_run(recs[i])
   end
   assert(b:commit())
@@ -100,6 +107,49 @@ describe("runs on PostgreSQL", function()
       local runs = store.runs({ pipeline = "p1", limit = 4, before = mid })
       assert.are.same(lmdb["2/4"][4].ids, { runs[1].id, runs[2].id, runs[3].id, runs[4].id })
     end)
+  end)
+
+  it("keep a cancel against the executing host's writes, and a run's end against a later cancel", function()
+    local url, c = fresh_db("cancels")
+    assert(store.open(url))
+    local recs = {} -- each run's record, as a host keeps writing it
+    local function put(id, status)
+      local rec, new = recs[id], false
+      if not rec then
+        rec, new = { id = id, pipeline = "p", created_us = 1 }, true
+        recs[id] = rec
+      end
+      rec.status = status
+      assert(store.batch():put_run(rec, { new = new }):commit())
+    end
+    local function stored(id) return one_status(c, id) end
+    H.task(function()
+      -- another host's cancel holds while the executing host writes on
+      put("c1", "running")
+      put("c1", "cancelled")
+      put("c1", "sleeping")
+      put("c1", "running")
+      assert.are.equal("cancelled", stored("c1"))
+      -- until the run ends first (its last step done before the cancel
+      -- stopped it): it ended as its host told its caller
+      put("c1", "completed")
+      assert.are.equal("completed", stored("c1"))
+      -- a cancel landing after a run's end (it read the run running before
+      -- the end committed) leaves the end
+      for _, fin in ipairs({ "completed", "failed" }) do
+        local id = "c-" .. fin
+        put(id, "running")
+        put(id, fin)
+        put(id, "cancelled")
+        assert.are.equal(fin, stored(id))
+        assert.are.equal(fin, store.get_run(id).status)
+      end
+      -- a cancelled run stays cancelled when cancelled again
+      put("c2", "cancelled")
+      put("c2", "cancelled")
+      assert.are.equal("cancelled", stored("c2"))
+    end)
+    c:close()
   end)
 
   it("commit the steps of many runs in shared transactions, and resume a run with one read of its steps", function()
