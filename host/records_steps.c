@@ -27,6 +27,12 @@
  * All of that runs in the writer's transaction (records_step_apply, the
  * writer's OP_STEP): the batch holds only (run, record), so recovery's
  * replay of the write-ahead log does the same moves from the same state.
+ * Deferred records (writer.c's drain: ~100 ms of them, dozens per run) go
+ * straight into `steps` instead (records_step_drain): a drain's records of
+ * one run share that run's leaves as a move would, written once instead of
+ * in the log and then again in the move (bench/RESULTS.md: ~100 B less
+ * written per step). A run with records in the log takes its drained ones
+ * through the log too, as those count over `steps`.
  *
  * Reads merge: a run's chain (at most 128 records, newest first; the newest
  * record of an id wins) over its records in `steps`, in step id order. A
@@ -361,6 +367,26 @@ int records_step_apply(MDB_txn *txn, store *s, const void *run, size_t rn, const
   if (ms.ms_entries <= log_max() + STEPS_LOG_TRIM) return 0;
   for (size_t n = ms.ms_entries; rc == 0 && n > log_max(); n--) rc = trim_one(txn, s);
   return rc;
+}
+
+int records_step_drain(MDB_txn *txn, store *s, const void *run, size_t rn, const void *rec,
+                       size_t recn) {
+  MDB_dbi hd = store_dbi(s, DB_STEP_HEADS), cold = store_dbi(s, DB_STEPS);
+  store_step st;
+  if (!hd || !cold || rn == 0 || rn > STEP_RUN_MAX || parse(rec, recn, &st) != 0) return EINVAL;
+  head h;
+  int rc = head_get(txn, hd, run, rn, &h);
+  /* records of the run in the log count over `steps`: this one goes after
+   * them, through the log */
+  if (rc == 0) return records_step_apply(txn, s, run, rn, rec, recn);
+  if (rc != MDB_NOTFOUND) return rc;
+  char kb[STEP_KEY_MAX];
+  if (rn + 1 + st.id_len > sizeof kb) return MDB_BAD_VALSIZE;
+  memcpy(kb, run, rn);
+  kb[rn] = '\0';
+  memcpy(kb + rn + 1, st.id, st.id_len);
+  MDB_val k = {rn + 1 + st.id_len, kb}, val = {recn, (void *)rec};
+  return mdb_put(txn, cold, &k, &val, 0);
 }
 
 int records_steps_settle(MDB_txn *txn, store *s) {

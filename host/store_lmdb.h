@@ -167,6 +167,13 @@ int store_write_end(store *s, MDB_txn *txn, int commit);
  * codes. */
 int records_step_apply(MDB_txn *txn, store *s, const void *run, size_t rn, const void *rec,
                        size_t recn);
+/* A drain's application of a deferred step record (writer.c): straight
+ * into `steps` (a drain holds many records of each run, so they share the
+ * run's leaves as the log's moves would, written once instead of twice),
+ * unless the run has records in step_log, which count over `steps`: then
+ * as records_step_apply. Reads see the same either way. */
+int records_step_drain(MDB_txn *txn, store *s, const void *run, size_t rn, const void *rec,
+                       size_t recn);
 int records_steps_census(MDB_txn *txn, store *s, int64_t *n);
 /* EINVAL unless records_step_apply would take (run, rec) (checked when a
  * record is deferred: its batch fails then, not its drain). */

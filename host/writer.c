@@ -413,7 +413,8 @@ static int drain_due(steps_pending *pp, int settle, int force) {
   return since && mono_us() - since >= DRAIN_US;
 }
 
-/* Applies the pending records being drained in txn. */
+/* Applies the pending records being drained in txn (records_step_drain:
+ * into `steps` directly, as they are many per run). */
 static int apply_drain(MDB_txn *txn, store *s, steps_pending *pp, int *drained) {
   const char *buf;
   size_t len, at = 0, rn, recn;
@@ -422,7 +423,7 @@ static int apply_drain(MDB_txn *txn, store *s, steps_pending *pp, int *drained) 
   pending_drain_begin(pp, &buf, &len);
   *drained = len > 0;
   while (pending_next(buf, len, &at, &run, &rn, &rec, &recn)) {
-    int rc = records_step_apply(txn, s, run, rn, rec, recn);
+    int rc = records_step_drain(txn, s, run, rn, rec, recn);
     if (rc) return rc;
   }
   return 0;
