@@ -74,18 +74,6 @@
 #define STEP_KEY_MAX 511
 #define STEP_RUN_MAX (STEP_KEY_MAX - 2)
 
-static void put_le(sbuf *b, uint64_t v, int n) {
-  unsigned char k[8];
-  for (int i = 0; i < n; i++, v >>= 8) k[i] = (unsigned char)(v & 0xff);
-  sbuf_add(b, k, (size_t)n);
-}
-
-static uint64_t get_le(const unsigned char *p, int n) {
-  uint64_t v = 0;
-  for (int i = n - 1; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
-
 static const char *const STATUS[] = {"?", "completed", "failed", "running"};
 
 int store_step_status(const char *name) {
@@ -125,13 +113,13 @@ int store_put_step(store_batch *b, const char *run, size_t run_len, const store_
   sbuf *out = wbatch_step_begin(b, run, run_len);
   unsigned char head[4] = {1, (unsigned char)st->status, fill ? 1 : 0, 0};
   sbuf_add(out, head, 4);
-  put_le(out, st->attempts, 4);
-  put_le(out, st->pos, 4);
-  put_le(out, (uint64_t)st->started_us, 8);
-  put_le(out, (uint64_t)st->duration_us, 8);
-  put_le(out, st->id_len, 2);
+  sbuf_put_le(out, st->attempts, 4);
+  sbuf_put_le(out, st->pos, 4);
+  sbuf_put_le(out, (uint64_t)st->started_us, 8);
+  sbuf_put_le(out, (uint64_t)st->duration_us, 8);
+  sbuf_put_le(out, st->id_len, 2);
   sbuf_add(out, st->id, st->id_len);
-  put_le(out, st->branch_len, 2);
+  sbuf_put_le(out, st->branch_len, 2);
   sbuf_add(out, st->branch, st->branch_len);
   if (fill && fill(ud, out, err, errsz) != 0) {
     wbatch_put_cancel(b);
@@ -152,14 +140,14 @@ static int parse(const unsigned char *v, size_t n, store_step *r) {
   if (n < HDR + 4 || v[0] != 1) return -1;
   r->status = v[1];
   r->has_payload = v[2];
-  r->attempts = (uint32_t)get_le(v + 4, 4);
-  r->pos = (uint32_t)get_le(v + 8, 4);
-  r->started_us = (int64_t)get_le(v + 12, 8);
-  r->duration_us = (int64_t)get_le(v + 20, 8);
-  r->id_len = (size_t)get_le(v + 28, 2);
+  r->attempts = (uint32_t)sbuf_get_le(v + 4, 4);
+  r->pos = (uint32_t)sbuf_get_le(v + 8, 4);
+  r->started_us = (int64_t)sbuf_get_le(v + 12, 8);
+  r->duration_us = (int64_t)sbuf_get_le(v + 20, 8);
+  r->id_len = (size_t)sbuf_get_le(v + 28, 2);
   if (HDR + 2 + r->id_len + 2 > n) return -1;
   r->id = (const char *)v + HDR + 2;
-  r->branch_len = (size_t)get_le((const unsigned char *)r->id + r->id_len, 2);
+  r->branch_len = (size_t)sbuf_get_le((const unsigned char *)r->id + r->id_len, 2);
   r->branch = r->id + r->id_len + 2;
   size_t off = HDR + 4 + r->id_len + r->branch_len;
   if (off > n) return -1;
@@ -189,9 +177,9 @@ static int head_get(MDB_txn *txn, MDB_dbi hd, const char *run, size_t rn, head *
   if (rc) return rc;
   if (v.mv_size != HEAD_LEN) return MDB_CORRUPTED;
   const unsigned char *p = v.mv_data;
-  h->last = get_le(p, 8);
-  h->floor = get_le(p + 8, 8);
-  h->count = (uint32_t)get_le(p + 16, 4);
+  h->last = sbuf_get_le(p, 8);
+  h->floor = sbuf_get_le(p + 8, 8);
+  h->count = (uint32_t)sbuf_get_le(p + 16, 4);
   return 0;
 }
 
@@ -214,8 +202,8 @@ static int log_get(MDB_txn *txn, MDB_dbi lg, uint64_t seq, logrec *out) {
   const unsigned char *p = v.mv_data;
   if (v.mv_size < LOG_PRE) return MDB_CORRUPTED;
   out->seq = seq;
-  out->prev = get_le(p, 8);
-  out->rn = (size_t)get_le(p + 8, 2);
+  out->prev = sbuf_get_le(p, 8);
+  out->rn = (size_t)sbuf_get_le(p + 8, 2);
   if (LOG_PRE + out->rn > v.mv_size) return MDB_CORRUPTED;
   out->run = (const char *)p + LOG_PRE;
   out->rec = p + LOG_PRE + out->rn;

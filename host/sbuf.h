@@ -24,6 +24,19 @@ void sbuf_add_be64(sbuf *b, uint64_t v);
 void sbuf_add_be32(sbuf *b, uint32_t v);
 uint64_t sbuf_read_be64(const void *p);
 uint32_t sbuf_read_be32(const void *p);
+/* little-endian integers of n (1..8) bytes, for the fields inside record
+ * values (step records, the pending set's entries): one definition here so
+ * the writer of a format and its reader cannot drift apart */
+static inline void sbuf_put_le(sbuf *b, uint64_t v, int n) {
+  unsigned char k[8];
+  for (int i = 0; i < n; i++, v >>= 8) k[i] = (unsigned char)(v & 0xff);
+  sbuf_add(b, k, (size_t)n);
+}
+static inline uint64_t sbuf_get_le(const unsigned char *p, int n) {
+  uint64_t v = 0;
+  for (int i = n - 1; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
 /* n bytes as lowercase hex, and hex text (either case) back to its bytes:
  * 0, or -1 (out unchanged) for an odd length or a character not hex */
 void sbuf_add_hex(sbuf *b, const void *p, size_t n);

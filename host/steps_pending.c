@@ -45,23 +45,11 @@ void pending_free(steps_pending *p) {
 void pending_lock(steps_pending *p) { pthread_mutex_lock(&p->mu); }
 void pending_unlock(steps_pending *p) { pthread_mutex_unlock(&p->mu); }
 
-static void put_le(sbuf *b, uint64_t v, int n) {
-  unsigned char k[8];
-  for (int i = 0; i < n; i++, v >>= 8) k[i] = (unsigned char)(v & 0xff);
-  sbuf_add(b, k, (size_t)n);
-}
-
-static uint64_t get_le(const unsigned char *p, int n) {
-  uint64_t v = 0;
-  for (int i = n - 1; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
-
 static void add_entry(sbuf *b, const void *run, size_t rn, const void *rec, size_t recn) {
   sbuf_reserve(b, 6 + rn + recn);
-  put_le(b, rn, 2);
+  sbuf_put_le(b, rn, 2);
   sbuf_add(b, run, rn);
-  put_le(b, recn, 4);
+  sbuf_put_le(b, recn, 4);
   sbuf_add(b, rec, recn);
 }
 
@@ -75,10 +63,10 @@ int pending_next(const char *buf, size_t len, size_t *at, const char **run, size
                  const unsigned char **rec, size_t *recn) {
   if (*at + 2 > len) return 0;
   const unsigned char *q = (const unsigned char *)buf + *at;
-  *rn = (size_t)get_le(q, 2);
+  *rn = (size_t)sbuf_get_le(q, 2);
   *run = (const char *)q + 2;
   q += 2 + *rn;
-  *recn = (size_t)get_le(q, 4);
+  *recn = (size_t)sbuf_get_le(q, 4);
   *rec = q + 4;
   *at += 6 + *rn + *recn;
   return 1;
