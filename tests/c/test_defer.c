@@ -87,7 +87,10 @@ static void fill(void);
  * submitted before it (or it) is still pending. The number that are. */
 static unsigned pending_upto(store *s, unsigned upto) {
   sbuf all = SBUF_INIT;
+  /* under the set's lock, as every reader: the writer thread drains it */
+  pending_lock(store_pending(s));
   pending_copy_all(store_pending(s), &all);
+  pending_unlock(store_pending(s));
   unsigned bad = 0;
   size_t at = 0, rn, recn;
   const char *run;
