@@ -8,11 +8,9 @@
  * cancelled record is overwritten only by another cancelled one or by the
  * run's end: a cancel made through one host holds against the writes of
  * the host executing the run until that host stops it (lua/hosts.lua), and
- * a run that completes or fails before then ends so (a cancel stops a run
- * at its next boundary; one that had none left is not cancelled). A cancel
- * never overwrites an end, so a cancel racing a run's last commit cannot
- * leave the run cancelled in the store while its caller was told it
- * completed. A
+ * a run that completes or fails before then keeps that end. A cancel never
+ * overwrites an end, so a cancel racing a run's last commit cannot leave
+ * the run cancelled while its caller was told it completed. A
  * page of runs is one statement reading one index backwards from the
  * cursor; without a namespace but with a pipeline or a status it reads
  * each namespace's index and merges them (as LMDB does), the namespaces

@@ -28,6 +28,9 @@ M.on_step = nil
 --- may have lost its lease (no step starts then). nil: the store has one host.
 M.leases = nil
 
+--- The statuses a run ends with (store.h's store_run_status_final).
+M.FINAL = { completed = true, failed = true, cancelled = true }
+
 --- The timeout (ms) of steps that set none (serve/run --step-timeout); nil:
 --- such steps run unbounded.
 M.step_timeout_ms = nil

@@ -17,7 +17,7 @@ local M = require "sluice.engine_core"
 local StepError = M.StepError
 local store_error = errors.store
 local active = M.active
-local FINAL = { completed = true, failed = true, cancelled = true }
+local FINAL = M.FINAL
 
 -- the stored steps of a run that resumes, for its replay (engine_steps)
 local function load_steps(run)

@@ -82,7 +82,7 @@ local function parked()
   if S.stopped then sched.wait() end
 end
 
-local FINAL = { completed = true, failed = true, cancelled = true }
+local FINAL = engine.FINAL
 
 local function flush_releases()
   if S.flushing or #S.release_q == 0 then return end
