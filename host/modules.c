@@ -18,6 +18,7 @@ static const luaL_Reg modules[] = {
     {"sluice._lock", luaopen_sluice__lock},
     {"sluice._errors", luaopen_sluice__errors},
     {"sluice._step", luaopen_sluice__step}, /* l_step.c: a replayed step in one call */
+    {"sluice._idset", luaopen_sluice__idset}, /* l_idset.c: a run's executed step ids */
     {"sluice._guard", luaopen_sluice__guard},
     {"sluice._control", luaopen_sluice__control},
     {"sluice._http", luaopen_sluice__http},

@@ -56,6 +56,7 @@ int luaopen_sluice__fireq(lua_State *L);    /* l_fireq.c, under lua/scheduler.lu
 int luaopen_sluice__lock(lua_State *L);     /* l_lock.c */
 int luaopen_sluice__errors(lua_State *L);   /* l_errors.c, under lua/errors.lua */
 int luaopen_sluice__step(lua_State *L);     /* l_step.c, the global step (lua/engine.lua) */
+int luaopen_sluice__idset(lua_State *L);    /* l_idset.c, a run's executed step ids */
 int luaopen_sluice__guard(lua_State *L);    /* l_guard.c (guard.h) */
 int luaopen_sluice__control(lua_State *L);  /* l_control.c */
 int luaopen_sluice__http(lua_State *L);     /* l_http.c, under stdlib/sluice/http.lua */

@@ -4,6 +4,7 @@
 local clock = require "sluice._clock"
 local codec = require "sluice._codec"
 local idgen = require "sluice._ids"
+local idset = require "sluice._idset"
 local store = require "sluice._store"
 local sched = require "sluice.sched"
 local duration = require "sluice.duration"
@@ -155,7 +156,7 @@ local function execute_once(p, input, id, opts, waiters)
 
   rec.host = liveness.self() -- which process runs it: readers tell a killed one
   local run = {
-    id = id, pipeline = p, record = rec, seen = {}, site_fns = {},
+    id = id, pipeline = p, record = rec, seen = idset.new(), site_fns = {},
     executed = 0, interrupts = {}, children = {},
   }
   if not existing and M.leases then
@@ -166,6 +167,7 @@ local function execute_once(p, input, id, opts, waiters)
   -- lost: why the store lost a commit; the waiters wait for the execution again
   local function release(result, lost)
     active[id] = nil
+    idset.clear(run.seen) -- its ids are malloc'd: back now, not when the run is collected
     if M.leases then M.leases.ended(id, result) end
     if run.guard then run.guard:release() end
     if run.slot then run.slot.release() end

@@ -22,6 +22,8 @@ local step_options = require "sluice.step_options"
 local worker = require "sluice.step_worker"
 local uv = require "luv"
 local site = require("sluice._step").site
+local idset = require("sluice._idset")
+local seen_get, seen_put = idset.get, idset.put
 local M = require "sluice.engine_core"
 
 local type, find, running = type, string.find, coroutine.running
@@ -66,14 +68,16 @@ local function caller_of(level)
 end
 
 -- Step ids are unique within a run. Where each executed step was called
--- from is kept as one integer per id, function index * 2^24 + line (the
+-- from is kept as one integer per id in run.seen (a sluice._idset: an id
+-- costs its bytes there, where a Lua table's key kept its string alive),
+-- function index * 2^24 + line (the
 -- functions in a per-run list, usually one or two), turned into "file:line"
 -- only for the error; a replayed step's second use is told by its record
 -- (rs:take: "twice"): looking up its call site would cost more than the
 -- rest of its replay, and the error then says the first use was a replayed
 -- step.
 local function check_unique(run, id, level)
-  local first = run.seen[id]
+  local first = seen_get(run.seen, id)
   if first then
     local info = caller_of(level + 1)
     local where = site_text(run.site_fns[first >> 24], first & 0xffffff)
@@ -87,7 +91,7 @@ end
 local function note_site(run, id, level)
   local fn, line = site(level + 1)
   if not fn then -- no Lua frame above: "?:0"
-    run.seen[id] = 0
+    seen_put(run.seen, id, 0)
     return
   end
   local fns = run.site_fns
@@ -96,7 +100,7 @@ local function note_site(run, id, level)
     i = #fns + 1
     fns[i], fns[fn] = fn, i
   end
-  run.seen[id] = (i << 24) | (line & 0xffffff)
+  seen_put(run.seen, id, (i << 24) | (line & 0xffffff))
 end
 
 -- A record operation's message without its code ("EINVAL: result.f: ...").
@@ -307,7 +311,7 @@ local function do_step(id, a, b, extra)
   if run.stop then stopped(run) end
   br.pos = br.pos + 1
   local pos = br.pos
-  if run.seen[id] then check_unique(run, id, 2) end
+  if seen_get(run.seen, id) then check_unique(run, id, 2) end
 
   -- replay: the history recorded for this branch position must match
   local rs = run.replay

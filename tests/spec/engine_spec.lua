@@ -148,6 +148,27 @@ describe("step", function()
       :format(first, first + 1), rec.error.message)
   end)
 
+  it("tells an id used again after thousands of others apart from them, naming both sites", function()
+    local loop = debug.getinfo(1, "l").currentline + 4
+    local long = ("x"):rep(255)
+    local p = define(function()
+      for i = 1, 5000 do
+        step("s" .. i, function() return i end) -- s1 and s10, s100: alike, not the same
+      end
+      step(long, function() return 0 end)
+      step("s4999", function() return 0 end)
+    end)
+    local rec = engine.execute(p, nil, "dup-late")
+    assert.are.equal("failed", rec.status)
+    assert.matches(("step id 's4999' is used twice in run dup%%-late: at .*engine_spec.lua:%d and at .*engine_spec.lua:%d;")
+      :format(loop, loop + 3), rec.error.message)
+    local again = define(function()
+      step(long, function() return 1 end)
+      step(long, function() return 2 end)
+    end)
+    assert.matches("step id 'x+' is used twice", engine.execute(again, nil, "dup-long").error.message)
+  end)
+
   it("refuses more than one return value", function()
     local p = define(function()
       return step("two", function() return 1, 2 end)
