@@ -5,6 +5,7 @@
  * 1 a pipeline or script failed, 2 bad usage or bad input. */
 #include <lauxlib.h>
 #include <lua.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -132,8 +133,20 @@ static int script(int argc, char **argv) {
   return V.main_failed ? 1 : 0;
 }
 
+/* Blocks up to 4 MiB (a resumed run's stored steps and their replay
+ * index, ~2 MB for 10,000 steps; a page of events) come from the heap and
+ * stay there between uses, up to 8 MiB free at its top: by default glibc
+ * maps each such block afresh and faults its pages in, half the time of
+ * loading a run's steps for its replay (bench/RESULTS.md, issue 14). */
+static void tune_malloc(void) {
+  if (!mallopt(M_MMAP_THRESHOLD, 4 << 20) || !mallopt(M_TRIM_THRESHOLD, 8 << 20))
+    fputs("sluice: warning: mallopt refused the heap's thresholds (large blocks are mapped afresh)\n",
+          stderr);
+}
+
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
+  tune_malloc();
   if (argc < 2) {
     fputs(usage, stderr);
     return 2;
