@@ -139,9 +139,14 @@ static int script(int argc, char **argv) {
  * maps each such block afresh and faults its pages in, half the time of
  * loading a run's steps for its replay (bench/RESULTS.md, issue 14). */
 static void tune_malloc(void) {
+#if defined(__SANITIZE_ADDRESS__)
+  /* AddressSanitizer's allocator replaces glibc's: it has no such thresholds
+   * and its mallopt refuses them */
+#else
   if (!mallopt(M_MMAP_THRESHOLD, 4 << 20) || !mallopt(M_TRIM_THRESHOLD, 8 << 20))
     fputs("sluice: warning: mallopt refused the heap's thresholds (large blocks are mapped afresh)\n",
           stderr);
+#endif
 }
 
 int main(int argc, char **argv) {

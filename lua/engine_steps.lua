@@ -68,14 +68,13 @@ local function caller_of(level)
 end
 
 -- Step ids are unique within a run. Where each executed step was called
--- from is kept as one integer per id in run.seen (a sluice._idset: an id
--- costs its bytes there, where a Lua table's key kept its string alive),
--- function index * 2^24 + line (the
--- functions in a per-run list, usually one or two), turned into "file:line"
--- only for the error; a replayed step's second use is told by its record
--- (rs:take: "twice"): looking up its call site would cost more than the
--- rest of its replay, and the error then says the first use was a replayed
--- step.
+-- from is kept as one integer per id in run.seen, function index * 2^24 +
+-- line (the functions in a per-run list, usually one or two), turned into
+-- "file:line" only for the error (run.seen is a sluice._idset: an id costs
+-- its bytes there, where a Lua table's key kept its string alive); a
+-- replayed step's second use is told by its record (rs:take: "twice"):
+-- looking up its call site would cost more than the rest of its replay, and
+-- the error then says the first use was a replayed step.
 local function check_unique(run, id, level)
   local first = seen_get(run.seen, id)
   if first then
