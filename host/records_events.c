@@ -300,6 +300,7 @@ static int fetch_val(void *ud, size_t i, const void *val, size_t vlen) {
 
 int store_read_events(store *s, const store_event_query *q, store_events *out, char *err,
                       size_t errsz) {
+  writer_sync_reads(s); /* lazily committed events (writer.c) */
   out->n = 0;
   out->blen = 0;
   out->last = q->after;
@@ -396,6 +397,7 @@ static int event_at(store *s, uint64_t seq, int reverse, head *h, char *err, siz
 }
 
 int store_events_last(store *s, uint64_t *seq, int64_t *ts_us, char *err, size_t errsz) {
+  writer_sync_reads(s); /* lazily committed events (writer.c) */
   err[0] = '\0';
   uint64_t trimmed;
   int st = meta_u64(s, TRIMMED_TO, sizeof TRIMMED_TO - 1, &trimmed, err, errsz);
@@ -408,6 +410,7 @@ int store_events_last(store *s, uint64_t *seq, int64_t *ts_us, char *err, size_t
 }
 
 int store_events_after_time(store *s, int64_t ts_us, uint64_t *after, char *err, size_t errsz) {
+  writer_sync_reads(s); /* lazily committed events (writer.c) */
   err[0] = '\0';
   head first, last;
   int st = event_at(s, 0, 0, &first, err, errsz);
@@ -454,6 +457,7 @@ static int on_mark(void *ud, const void *key, size_t klen, const void *val, size
 
 int store_events_trimmed(store *s, const char *stream, size_t streamn, int exact, uint64_t after,
                          int *trimmed, char *err, size_t errsz) {
+  writer_sync_reads(s); /* lazily committed events (writer.c) */
   sbuf k = SBUF_INIT;
   sbuf_add(&k, TRIM_MARK, sizeof TRIM_MARK); /* with its "\0" */
   sbuf_add(&k, stream, streamn);
@@ -494,6 +498,7 @@ static int on_first_key(void *ud, const void *key, size_t klen, const void *val,
 
 int store_stream_keys(store *s, const char *prefix, size_t plen, const char *after, size_t alen,
                       size_t limit, store_keys *out, char *err, size_t errsz) {
+  writer_sync_reads(s); /* lazily committed events (writer.c) */
   out->n = 0;
   out->blen = 0;
   err[0] = '\0';
@@ -545,6 +550,7 @@ static void add_mark(store_batch *b, sbuf *k, const char *stream, size_t n, uint
 
 int store_trim_events(store *s, store_batch *b, const store_trim_query *q, size_t *n,
                       uint64_t *last, int *more, char *err, size_t errsz) {
+  writer_sync_reads(s); /* lazily committed events (writer.c) */
   *n = 0;
   *last = q->after;
   *more = 0;
@@ -734,6 +740,7 @@ int store_consumers(store *s, store_blob_rows *out, char *err, size_t errsz) {
 
 int store_list_trim_marks(store *s, const char *after, size_t alen, size_t limit,
                           store_named_rows *out, char *err, size_t errsz) {
+  writer_sync_reads(s); /* lazily committed events (writer.c) */
   return store_page(s, DB_META, TRIM_MARK, sizeof TRIM_MARK, after, alen, limit, out, err, errsz);
 }
 
@@ -752,6 +759,7 @@ void store_set_events_taken(store_batch *b, uint64_t seq) {
 
 int store_stream_index_page(store *s, const char *after, size_t alen, size_t limit,
                             store_named_rows *out, char *err, size_t errsz) {
+  writer_sync_reads(s); /* lazily committed events (writer.c) */
   return store_page(s, DB_STREAMS, "", 0, after, alen, limit, out, err, errsz);
 }
 
@@ -766,6 +774,7 @@ int store_stream_entry_parse(const char *key, size_t klen, const char **stream, 
 
 int store_probe_event(store *s, uint64_t seq, const char *stream, size_t streamn,
                       store_event_probe *out, char *err, size_t errsz) {
+  writer_sync_reads(s); /* lazily committed events (writer.c) */
   memset(out, 0, sizeof *out);
   MDB_dbi events = store_dbi(s, DB_EVENTS), index = store_dbi(s, DB_STREAMS);
   if (!events || !index) return 0;

@@ -99,6 +99,20 @@
  * fails when recovery skips the records before full_seq), and
  * tests/c/test_defer.c kills a deferring writer.
  *
+ * Lazy commits (writer.c has the rules): the deferring lock's holder
+ * acknowledges groups of events after their record's flush and keeps
+ * applying the next ones in one open transaction (it holds LMDB's write
+ * lock throughout), publishing each record's end in the log file as a
+ * group of deferred steps does. So records between LMDB's own tail and the
+ * file's copy are either deferred steps alone (the mark's) or a dead lazy
+ * writer's groups: apply_lazy applies the second kind (every operation but
+ * deferred steps) in the first write transaction of whoever takes the
+ * deferring lock next or writes without it; a checkpoint names LMDB's own
+ * tail, never the file's copy, so recovery after a power cut replays them;
+ * and wal_prepare does not checkpoint inside a transaction holding
+ * acknowledged groups (WAL_ECOMMIT). tests/c/test_lazy.c kills a lazy
+ * writer, alone and beside another writer process, and restarts.
+ *
  * Layout: two header slots of 2 KiB at 0 and 2048 (the newer valid one by
  * header sequence counts: a torn write of one leaves the other), then the
  * records, a ring from 4096 (FIRST) to the capacity. A record that would
@@ -210,6 +224,9 @@ struct wal {
   uint64_t rec_off;   /* the last record written (wal_cancel) */
   uint64_t pub_seq, pub_off; /* the tail after it, for wal_publish (0: none) */
   int defer_held;     /* this process holds LOCK_DEFER: it may defer steps */
+  int lazy_open;      /* the writer's txn holds acknowledged groups (wal_lazy_open) */
+  int took_over;      /* wal_prepare applied a dead writer's lazy records */
+  uint64_t lazy_checked; /* the log's published tail up to which that was checked */
   uint64_t defer_tried_us; /* when it last tried to take it */
   uint64_t capacity_default, ckpt_bytes;
   /* LMDB's freelist, read by the writer thread under the write lock (as
@@ -671,7 +688,11 @@ static int ckpt_capture(wal *l, store *s, MDB_txn *txn, const hdr *h, int wrap, 
     }
   }
   uint64_t seq = 0, off = 0, mseq = 0, moff = 0;
-  if (rc == 0) rc = get_tail(s, txn, h, &seq, &off);
+  /* LMDB's own tail, not the log file's copy: records past it that LMDB
+   * lacks (a lazy writer that died, see the top) are replayed after a
+   * power cut; the copy is newer only by those and by records of deferred
+   * steps alone, which the mark covers */
+  if (rc == 0) rc = get_tail_fd(-1, txn, h, &seq, &off);
   /* deferred step records the pinned state lacks: replay starts at the
    * oldest of them, and the ring keeps them (wal_prepare counts from the
    * header's position); a wrap would overwrite them, so the writer drains
@@ -945,6 +966,59 @@ static void fill_ahead(wal *l, store *s, uint64_t end) {
   pthread_cond_signal(&l->cond);
 }
 
+static int walk(int fd, uint64_t capacity, uint64_t *seqp, uint64_t *offp, uint64_t end_seq,
+                int (*fn)(void *, uint64_t, const char *, size_t), void *ud);
+
+typedef struct {
+  store *s;
+  MDB_txn *txn;
+  size_t applied;
+} lazy_ctx;
+
+static int lazy_rec(void *ud, uint64_t seq, const char *ops, size_t len) {
+  (void)seq;
+  lazy_ctx *c = ud;
+  return store_apply_ops_n(c->txn, c->s, ops, len, APPLY_UNDEFERRED, &c->applied);
+}
+
+/* In txn (a write transaction, nothing of this process's applied yet): the
+ * records between LMDB's own tail and the log file's copy of it are
+ * acknowledged groups LMDB lacks: a lazy writer's (writer.c) that died with
+ * them in its open transaction, or groups of deferred step records alone
+ * (the mark's business: skipped here). Applies the first kind and puts
+ * the tail past them (*applied = 1: txn must commit). A live lazy writer
+ * holds LMDB's write lock while it has such records, so whoever holds txn
+ * finds only a dead one's. Checked once per published tail. */
+static int apply_lazy(wal *l, store *s, MDB_txn *txn, const hdr *h, int *applied) {
+  *applied = 0;
+  uint64_t fs, fo, seq, off;
+  if (!ftail_get(l->fd, &fs, &fo) || fo > h->capacity || fs <= l->lazy_checked) return 0;
+  int rc = get_tail_fd(-1, txn, h, &seq, &off);
+  if (rc) return rc;
+  if (fs <= seq) {
+    l->lazy_checked = fs;
+    return 0;
+  }
+  lazy_ctx c = {s, txn, 0};
+  rc = walk(l->fd, h->capacity, &seq, &off, fs, lazy_rec, &c);
+  if (rc) return rc;
+  if (c.applied) {
+    rc = put_tail(s, txn, seq, off);
+    if (rc) return rc;
+    *applied = 1;
+  }
+  l->lazy_checked = fs;
+  return 0;
+}
+
+int wal_took_over(wal *l) {
+  int t = l->took_over;
+  l->took_over = 0;
+  return t;
+}
+
+void wal_lazy_open(wal *l, int open) { l->lazy_open = open; }
+
 int wal_prepare(wal *l, store *s, MDB_txn *txn, size_t need) {
   int rc = read_header(l->fd, &l->cur);
   if (rc) return rc == EBADMSG ? MDB_CORRUPTED : rc;
@@ -977,6 +1051,9 @@ int wal_prepare(wal *l, store *s, MDB_txn *txn, size_t need) {
      * current one (ours, pinned) still covers every commit */
     if (mine && due && !full && !l->bg_busy && ckpt_kick(l, s) == 0) due = 0;
     if (!(!mine || full || (due && !l->bg_busy) || behind) || pass == 2) break;
+    /* txn holds acknowledged groups (a lazy writer): a checkpoint in it
+     * would publish a tail LMDB's committed state lacks; commit first */
+    if (l->lazy_open) return WAL_ECOMMIT;
     hdr h = l->cur;
     rc = checkpoint(l, s, txn, &h, full, need);
     if (rc) return rc;
@@ -985,6 +1062,12 @@ int wal_prepare(wal *l, store *s, MDB_txn *txn, size_t need) {
   l->at_off = at;
   l->wrap_at = mark ? off : 0;
   fill_ahead(l, s, at + rec + sizeof(rec_hdr));
+  if (!l->defer_held) {
+    int took = 0;
+    rc = apply_lazy(l, s, txn, &l->cur, &took);
+    if (rc) return rc;
+    l->took_over |= took;
+  }
   return 0;
 }
 
@@ -1423,6 +1506,16 @@ int wal_defer_acquire(wal *l, store *s, MDB_txn *txn, int *applied) {
     if (rc == 0) rc = walk(l->fd, h.capacity, &mseq, &moff, tseq, apply_rec, &a);
     if (rc == 0) rc = mark_del(txn);
     if (rc == 0) *applied = 1;
+  }
+  if (rc == 0) {
+    /* and the lazy groups it had acknowledged but not committed */
+    hdr h;
+    int took = 0;
+    rc = read_header(l->fd, &h);
+    if (rc == EBADMSG) rc = MDB_CORRUPTED;
+    l->lazy_checked = 0;
+    if (rc == 0) rc = apply_lazy(l, s, txn, &h, &took);
+    if (rc == 0 && took) *applied = 1;
   }
   if (rc) {
     struct flock fl = {0};

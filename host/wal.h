@@ -66,8 +66,12 @@ int wal_checkpoint_now(wal *l, store *s);
 int store_apply_ops(MDB_txn *txn, store *s, const void *ops, size_t len);
 /* As store_apply_ops, all of them (APPLY_ALL), or only the deferred step
  * records (APPLY_DEFERRED: a record whose other operations the store has). */
-enum { APPLY_ALL = 0, APPLY_DEFER = 1, APPLY_DEFERRED = 2 };
+enum { APPLY_ALL = 0, APPLY_DEFER = 1, APPLY_DEFERRED = 2, APPLY_UNDEFERRED = 3 };
 int store_apply_ops_mode(MDB_txn *txn, store *s, const void *ops, size_t len, int mode);
+/* As store_apply_ops_mode, adding to *applied the operations applied
+ * (APPLY_UNDEFERRED: every one but the deferred step records). */
+int store_apply_ops_n(MDB_txn *txn, store *s, const void *ops, size_t len, int mode,
+                      size_t *applied);
 /* Adds the deferred step records of one record's operations to p (whose
  * lock the caller holds). Returns 0 or a code. */
 struct steps_pending;
@@ -85,6 +89,20 @@ int store_each_deferred(const void *ops, size_t len, struct steps_pending *p);
  * that died left deferred steps behind, applies them in txn (*applied = 1:
  * txn must commit). Returns 0 or a code. */
 int wal_defer_acquire(wal *l, store *s, MDB_txn *txn, int *applied);
+/* ---- lazy commits (writer.c: groups of events acknowledged after the
+ * log's flush, committed to LMDB together) ---- */
+
+/* wal_prepare's code when the writer's transaction holds acknowledged
+ * groups (wal_lazy_open) and a checkpoint must run in it: commit the
+ * transaction and retry the group in a new one. */
+#define WAL_ECOMMIT (-29002)
+/* The writer's transaction (the one wal_prepare gets next) holds
+ * acknowledged groups LMDB has not committed: open = 1, until it commits. */
+void wal_lazy_open(wal *l, int open);
+/* wal_prepare applied, in its txn, the acknowledged groups a lazy writer
+ * that died left uncommitted (txn must commit). Reading clears it. */
+int wal_took_over(wal *l);
+
 /* This process holds the deferring lock (only its writer defers). */
 int wal_defer_held(const wal *l);
 /* The position of the record wal_prepare placed (for the mark). */

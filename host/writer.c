@@ -12,7 +12,8 @@
  *
  * Why an acknowledgement means the batch is on disk: the done callbacks run
  * only after the group's log record was flushed and its transaction
- * committed; wal.c's header says why a flushed record survives a power cut
+ * committed (a group of events alone: flushed, its transaction left open
+ * for the next ones, "Lazy commits" below); wal.c's header says why a flushed record survives a power cut
  * and how recovery puts it back (tests/c/test_powercut.c cuts the files
  * back to what was flushed, plus any subset of what was not, and checks).
  * A commit that fails after its record was written retracts the record
@@ -81,6 +82,11 @@ struct writer {
   sbuf ops; /* writer thread: a group's operations, for its log record */
   int defer_ok; /* SLUICE_DEFER is not 0: step records may be deferred */
   int mark_set; /* writer thread: this writer's mark is in LMDB */
+  /* lazy commits (see below): the open transaction holding acknowledged
+   * groups, since when, their bytes; writer thread only */
+  MDB_txn *ltxn;
+  uint64_t ltxn_since, ltxn_bytes, lazy_us;
+  uint64_t lazy_gen; /* writer thread: groups kept in a transaction so far */
 
   pthread_mutex_t mu;
   pthread_cond_t cond;
@@ -89,6 +95,12 @@ struct writer {
   wbatch *d_head, *d_tail; /* written (or failed), callback not yet run */
   int stopping;
   int thread_waiting; /* the thread sleeps on cond: the next submit signals */
+  /* the newest lazy group called back, and the newest LMDB committed; a
+   * reader that finds committed < acked sets commit_req and waits on
+   * rcond (writer_sync_reads) */
+  uint64_t acked_gen, committed_gen;
+  int commit_req;
+  pthread_cond_t rcond;
   writer_stats stats;
 
   /* loop thread only */
@@ -283,7 +295,8 @@ static int apply_ops(MDB_txn *txn, store *s, const char *ops, size_t len, int mo
     p += h.klen;
     int rc;
     int step = h.op == OP_STEP || h.op == OP_DSTEP;
-    if (mode == APPLY_DEFERRED && h.op != OP_DSTEP) {
+    if ((mode == APPLY_DEFERRED && h.op != OP_DSTEP) ||
+        (mode == APPLY_UNDEFERRED && h.op == OP_DSTEP)) {
       p += h.vlen; /* 0 for a delete */
       continue;
     }
@@ -328,6 +341,14 @@ int store_apply_ops_mode(MDB_txn *txn, store *s, const void *ops, size_t len, in
   size_t klen, applied = 0, deferred = 0;
   return apply_ops(txn, s, ops, len, mode == APPLY_DEFER ? APPLY_ALL : mode, &db, &klen,
                    &applied, &deferred);
+}
+
+int store_apply_ops_n(MDB_txn *txn, store *s, const void *ops, size_t len, int mode,
+                      size_t *applied) {
+  int db;
+  size_t klen, deferred = 0;
+  return apply_ops(txn, s, ops, len, mode == APPLY_DEFER ? APPLY_ALL : mode, &db, &klen,
+                   applied, &deferred);
 }
 
 int store_apply_ops(MDB_txn *txn, store *s, const void *ops, size_t len) {
@@ -429,6 +450,106 @@ static int apply_drain(MDB_txn *txn, store *s, steps_pending *pp, int *drained) 
   return 0;
 }
 
+/* Lazy commits (issue 14). Per group, LMDB's commit writes ~10 pages at one
+ * event and ~50 at 64 (the stream index's leaves), ten times the log's
+ * bytes, and the checkpoints flush all of them: measured (bench/RESULTS.md,
+ * h-emit2), half the 64-emitter groups' log flushes ran beside a
+ * checkpoint's and took 4x as long. So a group of event records alone
+ * (puts to the events and stream-index databases: lazy_ok) is
+ * acknowledged after its log record's flush as every group, but its
+ * transaction stays open: the next such groups are applied in it, and it
+ * commits LAZY_US after the first (or when a reader asks, another kind of
+ * group comes, LAZY_BYTES are in it, or the writer stops). Why nothing
+ * acknowledged is lost or half-applied:
+ * - Each group's record is flushed before its acknowledgement, and its end
+ *   is published in the log file (wal_publish) before it, under LMDB's write
+ *   lock, which the open transaction holds throughout.
+ * - A power cut: recovery replays every record after the checkpoint, and a
+ *   checkpoint is of a committed state and names LMDB's own tail (wal.c).
+ * - This process dies (same boot): LMDB is its last commit; the records
+ *   between its tail and the published one are the acknowledged groups it
+ *   lacks. Only the holder of the log's deferring lock commits lazily, and
+ *   whoever takes that lock next, or writes first without it, applies them
+ *   (wal.c's apply_lazy) before anything else.
+ * - A failure in a transaction that holds acknowledged groups cannot fail
+ *   them any more: lazy_ok checks the keys before (LMDB's only refusal of an
+ *   event put), leaves room in the map, and wal_prepare does not checkpoint
+ *   in such a transaction (WAL_ECOMMIT: commit first). What is left, an I/O
+ *   error, stops the process (lazy_fatal): the log holds the groups, and the
+ *   next open applies them.
+ * - Read-your-write: a read of events in this process after an
+ *   acknowledgement sees it: records_events.c's reads call
+ *   writer_sync_reads, which waits for the commit of every lazy group
+ *   acknowledged so far (and asks for it now). Other processes see the
+ *   groups once committed, within LAZY_US.
+ * SLUICE_LAZY_US (0: off) sets the interval. */
+#define LAZY_US_DEFAULT 20000
+#define LAZY_BYTES ((uint64_t)8 << 20)
+
+static void lazy_fatal(writer *w, const char *what, int rc) {
+  fprintf(stderr,
+          "sluice: %s %s with acknowledged writes in it: %s; stopping (its log holds them: "
+          "the next open applies them)\n",
+          what, store_dir(w->s), mdb_strerror(rc));
+  abort();
+}
+
+/* A group of event records alone, keys LMDB takes, and room in the map
+ * for the open transaction to grow (a full map could not be grown with it
+ * open). */
+static int lazy_ok(writer *w, wbatch *first, wbatch *end, size_t need) {
+  if (!w->lazy_us || pending_count(store_pending(w->s)) > 0) return 0;
+  wal *l = store_wal(w->s);
+  if (!l || !wal_defer_held(l) || w->ltxn_bytes + need > LAZY_BYTES) return 0;
+  size_t maxk = (size_t)mdb_env_get_maxkeysize(store_env(w->s));
+  int any = 0;
+  for (wbatch *b = first; b != end; b = b->next) {
+    if (b->failed) continue;
+    if (b->settle || b->steps) return 0;
+    const char *p = b->buf.data, *e = p + b->buf.len;
+    while (p < e) {
+      rec_hdr h;
+      memcpy(&h, p, sizeof h);
+      if (h.op != OP_PUT || (h.db != DB_EVENTS && h.db != DB_STREAMS) || h.klen == 0 ||
+          h.klen > maxk)
+        return 0;
+      p += sizeof h + h.klen + h.vlen;
+      any = 1;
+    }
+  }
+  if (!any) return 0;
+  MDB_envinfo info;
+  MDB_stat st;
+  if (mdb_env_info(store_env(w->s), &info) != 0 || mdb_env_stat(store_env(w->s), &st) != 0)
+    return 0;
+  uint64_t used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+  uint64_t room = ((uint64_t)32 << 20) + 8 * (w->ltxn_bytes + need);
+  return used + room < (uint64_t)info.me_mapsize;
+}
+
+/* Commits the open lazy transaction; readers waiting on it go on. */
+static void lazy_commit(writer *w) {
+  MDB_txn *t = w->ltxn;
+  if (!t) return;
+  w->ltxn = NULL;
+  w->ltxn_since = w->ltxn_bytes = 0;
+  int rc = store_write_end(w->s, t, 1);
+  if (rc) lazy_fatal(w, "committing to", rc);
+  pthread_mutex_lock(&w->mu);
+  w->committed_gen = w->lazy_gen;
+  w->commit_req = 0;
+  w->stats.lmdb_commits++;
+  pthread_cond_broadcast(&w->rcond);
+  pthread_mutex_unlock(&w->mu);
+}
+
+/* Ends txn after a failure: aborted, unless it holds acknowledged groups. */
+static int end_failed(writer *w, MDB_txn *txn, int carried, int rc) {
+  if (carried) lazy_fatal(w, "writing to", rc);
+  store_write_end(w->s, txn, 0);
+  return rc;
+}
+
 /* Applies the batches from first up to (not including) end that have not
  * failed, in one transaction, and commits it (or, when it holds nothing for
  * LMDB but deferred step records, aborts it: the log record and the
@@ -437,17 +558,38 @@ static int apply_drain(MDB_txn *txn, store *s, steps_pending *pp, int *drained) 
 static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer_stats *st) {
   memset(f, 0, sizeof *f);
   uint64_t t0 = mono_us();
-  MDB_txn *txn;
-  int rc = store_write_begin(w->s, &txn);
-  if (rc) return rc;
   wal *l = store_wal(w->s);
   steps_pending *pp = store_pending(w->s);
   size_t need = 0;
   int settle = 0, others = 0;
   for (wbatch *b = first; b != end; b = b->next)
     if (!b->failed) need += b->buf.len, settle |= b->settle, others |= b->others;
-  if (l && first != end) rc = wal_prepare(l, w->s, txn, need);
-  int dirty = 0, applied_dead = 0;
+  int lazy = first != end && lazy_ok(w, first, end, need);
+  if (!lazy) lazy_commit(w);
+  MDB_txn *txn;
+  int rc = 0, carried = w->ltxn != NULL;
+  if (carried) {
+    txn = w->ltxn;
+    w->ltxn = NULL;
+  } else {
+    rc = store_write_begin(w->s, &txn);
+    if (rc) return rc;
+  }
+  if (l && first != end) {
+    wal_lazy_open(l, carried);
+    rc = wal_prepare(l, w->s, txn, need);
+    wal_lazy_open(l, 0);
+    if (rc == WAL_ECOMMIT && carried) {
+      /* nothing of this group is applied yet */
+      w->ltxn = txn;
+      lazy_commit(w);
+      carried = 0;
+      rc = store_write_begin(w->s, &txn);
+      if (rc) return rc;
+      rc = wal_prepare(l, w->s, txn, need);
+    }
+  }
+  int dirty = l ? wal_took_over(l) : 0, applied_dead = 0;
   if (rc == 0 && l && !wal_defer_held(l)) rc = wal_defer_acquire(l, w->s, txn, &applied_dead);
   dirty |= applied_dead;
   /* A group that commits LMDB anyway (it holds other operations: a run's
@@ -459,10 +601,7 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
   int defer = holder && !others;
   if (rc == 0 && holder && drain_due(pp, settle || others, first == end))
     rc = apply_drain(txn, w->s, pp, &drained);
-  if (rc) {
-    store_write_end(w->s, txn, 0);
-    return rc;
-  }
+  if (rc) return end_failed(w, txn, carried, rc);
   dirty |= drained;
   uint64_t nb = 0, nops = 0;
   size_t applied = 0, deferred = 0;
@@ -471,10 +610,7 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
   for (wbatch *b = first; b != end; b = b->next) {
     if (b->failed) continue;
     rc = apply_batch(txn, w->s, b, defer ? APPLY_DEFER : APPLY_ALL, f, &applied, &deferred);
-    if (rc) {
-      store_write_end(w->s, txn, 0);
-      return rc;
-    }
+    if (rc) return end_failed(w, txn, carried, rc);
     /* the group's record: the batches' buffers one after the other (a lone
      * batch's buffer as it is, without a copy) */
     if (nb == 1) sbuf_add(&w->ops, lone->buf.data, lone->buf.len);
@@ -496,18 +632,12 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
     rc = wal_mark_del(txn);
     mark = 0, dirty = 1;
   }
-  if (rc) {
-    store_write_end(w->s, txn, 0);
-    return rc;
-  }
+  if (rc) return end_failed(w, txn, carried, rc);
   int logged = 0;
   if (l && nb > 0) {
     rc = nb == 1 ? wal_append(l, w->s, txn, lone->buf.data, lone->buf.len)
                  : wal_append(l, w->s, txn, w->ops.data, w->ops.len);
-    if (rc) {
-      store_write_end(w->s, txn, 0);
-      return rc;
-    }
+    if (rc) return end_failed(w, txn, carried, rc);
     logged = 1;
   }
   /* the deferred records are readable from the moment LMDB shows the rest
@@ -523,11 +653,35 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
       if (!b->failed && b->steps) rc = store_each_deferred(b->buf.data, b->buf.len, pp);
     pending_unlock(pp);
   }
+  /* a lazy group: acknowledged with its transaction left open (its end
+   * published in the log file, as below), unless it is time to commit */
+  if (rc == 0 && lazy && logged && !deferred && !drained) {
+    if (!carried) w->ltxn_since = t0;
+    pthread_mutex_lock(&w->mu);
+    int asked = w->commit_req;
+    pthread_mutex_unlock(&w->mu);
+    if (!asked && mono_us() - w->ltxn_since < w->lazy_us && wal_publish(l) == 0) {
+      w->ltxn = txn;
+      w->ltxn_bytes += need;
+      w->lazy_gen++;
+      goto counted;
+    }
+  }
   /* a record without a commit: its end is published in the log file,
    * under the write lock still (another process reads it there next) */
   if (rc == 0 && logged && !dirty) rc = wal_publish(l);
   if (rc == 0) rc = store_write_end(w->s, txn, dirty);
   else store_write_end(w->s, txn, 0);
+  if (carried) {
+    /* the acknowledged groups in it are committed with this one */
+    if (rc) lazy_fatal(w, "committing to", rc);
+    w->ltxn_since = w->ltxn_bytes = 0;
+    pthread_mutex_lock(&w->mu);
+    w->committed_gen = w->lazy_gen;
+    w->commit_req = 0;
+    pthread_cond_broadcast(&w->rcond);
+    pthread_mutex_unlock(&w->mu);
+  }
   if (rc && deferred) {
     pending_lock(pp);
     pending_truncate(pp, undo);
@@ -541,6 +695,7 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
     w->mark_set = mark;
     if (dirty) st->lmdb_commits++;
   }
+counted:
   if (rc == 0 && nb > 0) {
     uint64_t us = mono_us() - t0;
     st->commits++;
@@ -657,6 +812,24 @@ static void *writer_main(void *arg) {
   writer *w = arg;
   pthread_mutex_lock(&w->mu);
   for (;;) {
+    /* an open lazy transaction commits LAZY_US after its first group, when
+     * a reader asks, or when the writer stops */
+    while (w->ltxn && !w->q_head) {
+      int trc = 0;
+      if (!w->commit_req && !w->stopping) {
+        uint64_t due = w->ltxn_since + w->lazy_us;
+        struct timespec ts = {(time_t)(due / 1000000), (long)(due % 1000000) * 1000};
+        w->thread_waiting = 1;
+        trc = pthread_cond_timedwait(&w->cond, &w->mu, &ts);
+        w->thread_waiting = 0;
+      }
+      if (w->q_head && !w->commit_req && !w->stopping) break;
+      if (trc == ETIMEDOUT || w->commit_req || w->stopping) {
+        pthread_mutex_unlock(&w->mu);
+        lazy_commit(w);
+        pthread_mutex_lock(&w->mu);
+      }
+    }
     while (!w->q_head && !w->stopping) {
       /* deferred records wait at most DRAIN_US for a group to drain them */
       uint64_t since = pending_since_us(store_pending(w->s));
@@ -695,6 +868,7 @@ static void *writer_main(void *arg) {
       w->d_head = group;
     }
     w->d_tail = tail;
+    w->acked_gen = w->lazy_gen; /* before the callbacks can run */
     w->stats.commits += st.commits;
     w->stats.batches += st.batches;
     w->stats.ops += st.ops;
@@ -761,8 +935,45 @@ static void on_close(uv_handle_t *h) {
   writer *w = h->data;
   pthread_mutex_destroy(&w->mu);
   pthread_cond_destroy(&w->cond);
+  pthread_cond_destroy(&w->rcond);
   sbuf_free(&w->ops);
   free(w);
+}
+
+/* The writer of each store, for writer_sync_reads (one per store). */
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+  store *s;
+  writer *w;
+} reg[8];
+
+static void reg_set(store *s, writer *w) {
+  pthread_mutex_lock(&reg_mu);
+  for (size_t i = 0; i < sizeof reg / sizeof reg[0]; i++) {
+    if (w && !reg[i].s) {
+      reg[i].s = s, reg[i].w = w;
+      break;
+    }
+    if (!w && reg[i].s == s) reg[i].s = NULL, reg[i].w = NULL;
+  }
+  pthread_mutex_unlock(&reg_mu);
+}
+
+void writer_sync_reads(store *s) {
+  writer *w = NULL;
+  pthread_mutex_lock(&reg_mu);
+  for (size_t i = 0; i < sizeof reg / sizeof reg[0]; i++)
+    if (reg[i].s == s) w = reg[i].w;
+  pthread_mutex_unlock(&reg_mu);
+  if (!w) return;
+  pthread_mutex_lock(&w->mu);
+  uint64_t target = w->acked_gen;
+  while (w->committed_gen < target) {
+    w->commit_req = 1;
+    pthread_cond_signal(&w->cond);
+    pthread_cond_wait(&w->rcond, &w->mu);
+  }
+  pthread_mutex_unlock(&w->mu);
 }
 
 int writer_start(writer **out, store *s, uv_loop_t *loop, char *err, size_t errsz) {
@@ -780,6 +991,10 @@ int writer_start(writer **out, store *s, uv_loop_t *loop, char *err, size_t errs
   w->loop = loop;
   const char *d = getenv("SLUICE_DEFER"); /* 0: never defer (A/B benchmarks, tests) */
   w->defer_ok = !(d && strcmp(d, "0") == 0);
+  const char *lz = getenv("SLUICE_LAZY_US"); /* 0: commit every group (A/B, tests) */
+  long lzn = lz && *lz ? atol(lz) : LAZY_US_DEFAULT;
+  w->lazy_us = lzn > 0 && lzn <= 1000000 ? (uint64_t)lzn : 0;
+  if (!w->defer_ok) w->lazy_us = 0;
   pthread_mutex_init(&w->mu, NULL);
   /* CLOCK_MONOTONIC: the drain deadline is pending_since_us's clock */
   pthread_condattr_t ca;
@@ -787,11 +1002,13 @@ int writer_start(writer **out, store *s, uv_loop_t *loop, char *err, size_t errs
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&w->cond, &ca);
   pthread_condattr_destroy(&ca);
+  pthread_cond_init(&w->rcond, NULL);
   int rc = uv_async_init(loop, &w->async, on_async);
   if (rc) {
     snprintf(err, errsz, "starting the writer of %s: %s", store_dir(s), uv_strerror(rc));
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cond);
+    pthread_cond_destroy(&w->rcond);
     free(w);
     return STORE_EIO;
   }
@@ -810,6 +1027,7 @@ int writer_start(writer **out, store *s, uv_loop_t *loop, char *err, size_t errs
     uv_close((uv_handle_t *)&w->async, on_close);
     return STORE_EIO;
   }
+  reg_set(s, w);
   *out = w;
   return 0;
 }
@@ -857,6 +1075,7 @@ void writer_stop(writer *w) {
   pthread_mutex_unlock(&w->mu);
   pthread_cond_signal(&w->cond);
   pthread_join(w->thread, NULL); /* it writes what is queued, then exits */
+  reg_set(w->s, NULL); /* everything is committed: reads need not wait */
   run_callbacks(w);
   uv_close((uv_handle_t *)&w->async, on_close);
 }

@@ -69,6 +69,11 @@ extern const uint64_t writer_commit_bounds_us[WRITER_HIST - 1]; /* begin to dura
 /* Counts v in the bucket of hist it falls in (PostgreSQL's group commits too: pg.c). */
 void writer_hist_add(uint64_t *hist, const uint64_t *bounds, uint64_t v);
 
+/* Before a read of events in this process: waits until LMDB has every
+ * group of events acknowledged so far (writer.c commits those lazily) and
+ * asks for the commit now. No writer of s: returns at once. */
+void writer_sync_reads(store *s);
+
 typedef struct {
   uint64_t commits; /* transactions committed */
   uint64_t batches; /* batches made durable */
