@@ -102,15 +102,16 @@
  * Lazy commits (writer.c has the rules): the deferring lock's holder
  * acknowledges groups of events after their record's flush and keeps
  * applying the next ones in one open transaction (it holds LMDB's write
- * lock throughout), publishing each record's end in the log file as a
- * group of deferred steps does. So records between LMDB's own tail and the
- * file's copy are either deferred steps alone (the mark's) or a dead lazy
- * writer's groups: apply_lazy applies the second kind (every operation but
- * deferred steps) in the first write transaction of whoever takes the
- * deferring lock next or writes without it; a checkpoint names LMDB's own
- * tail, never the file's copy, so recovery after a power cut replays them;
- * and wal_prepare does not checkpoint inside a transaction holding
- * acknowledged groups (WAL_ECOMMIT). tests/c/test_lazy.c kills a lazy
+ * lock throughout) and publishes no tail for them. So the valid records
+ * after LMDB's own tail are deferred steps alone (the mark's), a dead lazy
+ * writer's groups, or a group that died between flush and commit (never
+ * acknowledged): apply_lazy applies all but the deferred steps, walking to
+ * the records' end, in the first write transaction of whoever takes the
+ * deferring lock next or writes without it (before it places its own
+ * record); a checkpoint names its pinned state's own tail, never the file's
+ * copy, so recovery after a power cut replays them; and wal_prepare does
+ * not checkpoint inside a transaction holding acknowledged groups
+ * (WAL_ECOMMIT). tests/c/test_lazy.c kills a lazy
  * writer, alone and beside another writer process, and restarts.
  *
  * Layout: two header slots of 2 KiB at 0 and 2048 (the newer valid one by
@@ -226,7 +227,6 @@ struct wal {
   int defer_held;     /* this process holds LOCK_DEFER: it may defer steps */
   int lazy_open;      /* the writer's txn holds acknowledged groups (wal_lazy_open) */
   int took_over;      /* wal_prepare applied a dead writer's lazy records */
-  uint64_t lazy_checked; /* the log's published tail up to which that was checked */
   uint64_t defer_tried_us; /* when it last tried to take it */
   uint64_t capacity_default, ckpt_bytes;
   /* LMDB's freelist, read by the writer thread under the write lock (as
@@ -688,16 +688,17 @@ static int ckpt_capture(wal *l, store *s, MDB_txn *txn, const hdr *h, int wrap, 
     }
   }
   uint64_t seq = 0, off = 0, mseq = 0, moff = 0;
-  /* LMDB's own tail, not the log file's copy: records past it that LMDB
-   * lacks (a lazy writer that died, see the top) are replayed after a
-   * power cut; the copy is newer only by those and by records of deferred
-   * steps alone, which the mark covers */
-  if (rc == 0) rc = get_tail_fd(-1, txn, h, &seq, &off);
+  /* the pinned state's own tail, not the log file's copy nor txn's: the
+   * records past it that it lacks (a lazy writer that died, see the top,
+   * maybe applied in txn already) are replayed after a power cut; the copy
+   * is newer only by those and by records of deferred steps alone, which
+   * the mark covers */
+  if (rc == 0) rc = get_tail_fd(-1, c->pin, h, &seq, &off);
   /* deferred step records the pinned state lacks: replay starts at the
    * oldest of them, and the ring keeps them (wal_prepare counts from the
    * header's position); a wrap would overwrite them, so the writer drains
    * first (WAL_EDRAIN) */
-  int marked = rc == 0 ? mark_get(txn, &mseq, &moff) : 0;
+  int marked = rc == 0 ? mark_get(c->pin, &mseq, &moff) : 0;
   if (marked < 0) rc = MDB_CORRUPTED;
   if (marked > 0 && mseq >= seq) marked = 0;
   if (rc == 0 && marked && wrap) rc = WAL_EDRAIN;
@@ -982,32 +983,30 @@ static int lazy_rec(void *ud, uint64_t seq, const char *ops, size_t len) {
 }
 
 /* In txn (a write transaction, nothing of this process's applied yet): the
- * records between LMDB's own tail and the log file's copy of it are
- * acknowledged groups LMDB lacks: a lazy writer's (writer.c) that died with
- * them in its open transaction, or groups of deferred step records alone
- * (the mark's business: skipped here). Applies the first kind and puts
- * the tail past them (*applied = 1: txn must commit). A live lazy writer
- * holds LMDB's write lock while it has such records, so whoever holds txn
- * finds only a dead one's. Checked once per published tail. */
+ * valid records after LMDB's own tail, in sequence up to the first that is
+ * missing, torn or of an older pass, are groups LMDB lacks: a lazy
+ * writer's (writer.c) that died with them in its open transaction (it
+ * publishes no tail for them: the walk finds their end), groups of deferred
+ * step records alone (the mark's business: skipped here), or a group whose
+ * process died between its record's flush and its commit (never
+ * acknowledged: applying it is allowed, store.h). Applies all but the
+ * deferred steps and puts the tail past them (*applied = 1: txn must
+ * commit). A live lazy writer holds LMDB's write lock while it has such
+ * records, so whoever holds txn finds only a dead one's. */
 static int apply_lazy(wal *l, store *s, MDB_txn *txn, const hdr *h, int *applied) {
   *applied = 0;
-  uint64_t fs, fo, seq, off;
-  if (!ftail_get(l->fd, &fs, &fo) || fo > h->capacity || fs <= l->lazy_checked) return 0;
+  uint64_t seq, off;
   int rc = get_tail_fd(-1, txn, h, &seq, &off);
   if (rc) return rc;
-  if (fs <= seq) {
-    l->lazy_checked = fs;
-    return 0;
-  }
   lazy_ctx c = {s, txn, 0};
-  rc = walk(l->fd, h->capacity, &seq, &off, fs, lazy_rec, &c);
+  uint64_t from = seq;
+  rc = walk(l->fd, h->capacity, &seq, &off, 0, lazy_rec, &c);
   if (rc) return rc;
-  if (c.applied) {
+  if (seq > from) {
     rc = put_tail(s, txn, seq, off);
     if (rc) return rc;
     *applied = 1;
   }
-  l->lazy_checked = fs;
   return 0;
 }
 
@@ -1024,6 +1023,13 @@ int wal_prepare(wal *l, store *s, MDB_txn *txn, size_t need) {
   if (rc) return rc == EBADMSG ? MDB_CORRUPTED : rc;
   uint64_t psize = l->cur.psize ? l->cur.psize : 4096, rec = sizeof(rec_hdr) + need;
   count_freed(l, s);
+  /* a dead lazy writer's groups first: this record goes after them */
+  if (!l->defer_held && !l->lazy_open) {
+    int took = 0;
+    rc = apply_lazy(l, s, txn, &l->cur, &took);
+    if (rc) return rc;
+    l->took_over |= took;
+  }
   uint64_t seq, off, at;
   int mark;
   for (int pass = 0;; pass++) {
@@ -1051,9 +1057,10 @@ int wal_prepare(wal *l, store *s, MDB_txn *txn, size_t need) {
      * current one (ours, pinned) still covers every commit */
     if (mine && due && !full && !l->bg_busy && ckpt_kick(l, s) == 0) due = 0;
     if (!(!mine || full || (due && !l->bg_busy) || behind) || pass == 2) break;
-    /* txn holds acknowledged groups (a lazy writer): a checkpoint in it
-     * would publish a tail LMDB's committed state lacks; commit first */
-    if (l->lazy_open) return WAL_ECOMMIT;
+    /* txn holds acknowledged groups (a lazy writer's, or a dead one's just
+     * applied): a checkpoint in it could start the ring again over them
+     * (a wrap); commit first */
+    if (l->lazy_open || l->took_over) return WAL_ECOMMIT;
     hdr h = l->cur;
     rc = checkpoint(l, s, txn, &h, full, need);
     if (rc) return rc;
@@ -1062,12 +1069,6 @@ int wal_prepare(wal *l, store *s, MDB_txn *txn, size_t need) {
   l->at_off = at;
   l->wrap_at = mark ? off : 0;
   fill_ahead(l, s, at + rec + sizeof(rec_hdr));
-  if (!l->defer_held) {
-    int took = 0;
-    rc = apply_lazy(l, s, txn, &l->cur, &took);
-    if (rc) return rc;
-    l->took_over |= took;
-  }
   return 0;
 }
 
@@ -1513,7 +1514,6 @@ int wal_defer_acquire(wal *l, store *s, MDB_txn *txn, int *applied) {
     int took = 0;
     rc = read_header(l->fd, &h);
     if (rc == EBADMSG) rc = MDB_CORRUPTED;
-    l->lazy_checked = 0;
     if (rc == 0) rc = apply_lazy(l, s, txn, &h, &took);
     if (rc == 0 && took) *applied = 1;
   }

@@ -93,8 +93,9 @@ int wal_defer_acquire(wal *l, store *s, MDB_txn *txn, int *applied);
  * log's flush, committed to LMDB together) ---- */
 
 /* wal_prepare's code when the writer's transaction holds acknowledged
- * groups (wal_lazy_open) and a checkpoint must run in it: commit the
- * transaction and retry the group in a new one. */
+ * groups (wal_lazy_open, or a dead writer's it applied: wal_took_over) and
+ * a checkpoint must run in it: commit the transaction and retry the group
+ * in a new one. */
 #define WAL_ECOMMIT (-29002)
 /* The writer's transaction (the one wal_prepare gets next) holds
  * acknowledged groups LMDB has not committed: open = 1, until it commits. */

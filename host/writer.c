@@ -461,16 +461,17 @@ static int apply_drain(MDB_txn *txn, store *s, steps_pending *pp, int *drained) 
  * commits LAZY_US after the first (or when a reader asks, another kind of
  * group comes, LAZY_BYTES are in it, or the writer stops). Why nothing
  * acknowledged is lost or half-applied:
- * - Each group's record is flushed before its acknowledgement, and its end
- *   is published in the log file (wal_publish) before it, under LMDB's write
- *   lock, which the open transaction holds throughout.
+ * - Each group's record is flushed before its acknowledgement, under
+ *   LMDB's write lock, which the open transaction holds throughout (so no
+ *   other process writes or checkpoints meanwhile; no tail is published).
  * - A power cut: recovery replays every record after the checkpoint, and a
  *   checkpoint is of a committed state and names LMDB's own tail (wal.c).
  * - This process dies (same boot): LMDB is its last commit; the records
  *   between its tail and the published one are the acknowledged groups it
- *   lacks. Only the holder of the log's deferring lock commits lazily, and
- *   whoever takes that lock next, or writes first without it, applies them
- *   (wal.c's apply_lazy) before anything else.
+ *   lacks: the valid records after LMDB's tail, in sequence. Only the
+ *   holder of the log's deferring lock commits lazily, and whoever takes
+ *   that lock next, or writes first without it, applies them (wal.c's
+ *   apply_lazy) before anything else and places its record after them.
  * - A failure in a transaction that holds acknowledged groups cannot fail
  *   them any more: lazy_ok checks the keys before (LMDB's only refusal of an
  *   event put), leaves room in the map, and wal_prepare does not checkpoint
@@ -579,10 +580,18 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
     wal_lazy_open(l, carried);
     rc = wal_prepare(l, w->s, txn, need);
     wal_lazy_open(l, 0);
-    if (rc == WAL_ECOMMIT && carried) {
-      /* nothing of this group is applied yet */
-      w->ltxn = txn;
-      lazy_commit(w);
+    if (rc == WAL_ECOMMIT) {
+      /* nothing of this group is applied yet: commit what txn holds (the
+       * acknowledged lazy groups, or a dead writer's wal_prepare applied:
+       * still in the log if this fails) and start again */
+      if (carried) {
+        w->ltxn = txn;
+        lazy_commit(w);
+      } else {
+        wal_took_over(l);
+        rc = store_write_end(w->s, txn, 1);
+        if (rc) return rc;
+      }
       carried = 0;
       rc = store_write_begin(w->s, &txn);
       if (rc) return rc;
@@ -660,7 +669,10 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
     pthread_mutex_lock(&w->mu);
     int asked = w->commit_req;
     pthread_mutex_unlock(&w->mu);
-    if (!asked && mono_us() - w->ltxn_since < w->lazy_us && wal_publish(l) == 0) {
+    /* no tail published in the log file: none is needed while the write
+     * lock is held, and after a crash apply_lazy walks the records to
+     * their end (a page less to flush per group) */
+    if (!asked && mono_us() - w->ltxn_since < w->lazy_us) {
       w->ltxn = txn;
       w->ltxn_bytes += need;
       w->lazy_gen++;
