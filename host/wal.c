@@ -990,8 +990,8 @@ static int lazy_rec(void *ud, uint64_t seq, const char *ops, size_t len) {
  * step records alone (the mark's business: skipped here), or a group whose
  * process died between its record's flush and its commit (never
  * acknowledged: applying it is allowed, store.h). Applies all but the
- * deferred steps and puts the tail past them (*applied = 1: txn must
- * commit). A live lazy writer holds LMDB's write lock while it has such
+ * deferred steps and, if that was anything, puts the tail past them
+ * (*applied = 1: txn must commit). A live lazy writer holds LMDB's write lock while it has such
  * records, so whoever holds txn finds only a dead one's. */
 static int apply_lazy(wal *l, store *s, MDB_txn *txn, const hdr *h, int *applied) {
   *applied = 0;
@@ -999,10 +999,11 @@ static int apply_lazy(wal *l, store *s, MDB_txn *txn, const hdr *h, int *applied
   int rc = get_tail_fd(-1, txn, h, &seq, &off);
   if (rc) return rc;
   lazy_ctx c = {s, txn, 0};
-  uint64_t from = seq;
   rc = walk(l->fd, h->capacity, &seq, &off, 0, lazy_rec, &c);
   if (rc) return rc;
-  if (seq > from) {
+  /* records of deferred steps alone apply nothing: their writer published
+   * their end in the log file, the tail stays as it is */
+  if (c.applied) {
     rc = put_tail(s, txn, seq, off);
     if (rc) return rc;
     *applied = 1;

@@ -580,7 +580,9 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
     wal_lazy_open(l, carried);
     rc = wal_prepare(l, w->s, txn, need);
     wal_lazy_open(l, 0);
-    if (rc == WAL_ECOMMIT) {
+    /* again while another process's records keep coming in between (each
+     * pass commits what it applied) */
+    for (int tries = 0; rc == WAL_ECOMMIT && tries < 1000; tries++) {
       /* nothing of this group is applied yet: commit what txn holds (the
        * acknowledged lazy groups, or a dead writer's wal_prepare applied:
        * still in the log if this fails) and start again */
@@ -596,6 +598,11 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
       rc = store_write_begin(w->s, &txn);
       if (rc) return rc;
       rc = wal_prepare(l, w->s, txn, need);
+    }
+    if (rc == WAL_ECOMMIT) {
+      wal_took_over(l);
+      store_write_end(w->s, txn, 0);
+      return EBUSY;
     }
   }
   int dirty = l ? wal_took_over(l) : 0, applied_dead = 0;
