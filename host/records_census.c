@@ -3,12 +3,15 @@
  * mdb_stat of each database (exact, one lookup each), except steps (those
  * of `steps` plus the step log's ids not there yet: records_steps.c) and the marks kept
  * in meta under a prefix (store_lmdb.h: META_TRIM_MARK, META_KEY_USED),
- * which are counted by a scan of that prefix; then the store's positions. */
+ * which are counted by a scan of that prefix; then the store's positions.
+ * In the process of a writer with lazily committed events, it counts every
+ * event acknowledged before the call, as reads of events do. */
 #include <stdio.h>
 #include <string.h>
 
 #include "store.h"
 #include "store_lmdb.h"
+#include "writer.h"
 
 const char *const store_kind_names[STORE_KINDS] = {
     "runs",   "steps", "logs",      "idempotency", "events",   "trims",  "sends",
@@ -39,6 +42,7 @@ static int count_prefix(store *s, MDB_txn *txn, const char *prefix, size_t plen,
 
 int store_census_of(store *s, store_census *out, char *err, size_t errsz) {
   memset(out, 0, sizeof *out);
+  writer_sync_reads(s); /* lazily committed events (writer.c) */
   MDB_txn *txn;
   int st = store_read_begin(s, &txn, err, errsz);
   if (st) return st;

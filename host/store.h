@@ -57,6 +57,21 @@
  * lived does not pick them up later: reopen it. wal.c has why this is
  * durable.
  *
+ * Events on LMDB (issue 14): that same writer acknowledges a group of event
+ * records alone after its log flush and leaves its LMDB transaction open
+ * for the next such groups, committed 20 ms after the first at most
+ * (SLUICE_LAZY_US), at once when a read of events in this process asks,
+ * and with any other kind of group. So reads of events in that process see
+ * every acknowledged event; other processes see them at most 20 ms plus one
+ * commit later, in order (never a later write without the events acked
+ * before it); another writing process may wait as long for LMDB's write
+ * lock. Once the writer died (kill -9), the next read-write open applies
+ * the acknowledged events LMDB lacks from the log before anything else; a
+ * read-only open that finds them has a read-write open do so first (a user
+ * who may not write the store reads without them until one does). The
+ * census waits for the commit as reads do (writer.c, "Lazy commits";
+ * tests/c/test_lazy.c, and test_powercut.c for a power cut).
+ *
  * Reads: LMDB's complete before the call returns; a remote backend's
  * complete through a done callback on the loop thread (store_pg.h declares
  * each operation so, and the Lua binding suspends the calling coroutine until

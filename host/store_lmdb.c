@@ -493,6 +493,10 @@ static int set_initial_mapsize(store *s, char *err, size_t errsz) {
   return 0;
 }
 
+/* store_open's own flag: the read-write open that applies a dead lazy
+ * writer's events has been tried */
+#define OPEN_APPLIED 0x100
+
 int store_open(store **out, const char *dir, int flags, char *err, size_t errsz) {
   *out = NULL;
   if (err && errsz) err[0] = '\0';
@@ -660,11 +664,23 @@ int store_open(store **out, const char *dir, int flags, char *err, size_t errsz)
   if (status == 0) status = open_dbs(s, &wrote, err, errsz);
   if (status == 0 && !ro) status = wal_attach(&s->wal, s, recover, wrote, err, errsz);
   /* a read-only open beside a writer that died with deferred steps reads
-   * them from the log (wal.c) */
-  if (status == 0 && ro && have_data) status = wal_load_deferred(s, err, errsz);
+   * them from the log (wal.c); acknowledged events it had not committed to
+   * LMDB yet (writer.c, "Lazy commits") only a read-write open can apply:
+   * one does it, as for a recovery above, and this handle opens again (a
+   * user who may not write the store reads without them) */
+  int lazy_left = 0;
+  if (status == 0 && ro && have_data) status = wal_load_deferred(s, &lazy_left, err, errsz);
   if (status) {
     store_close(s);
     return status;
+  }
+  if (lazy_left && !(flags & OPEN_APPLIED)) {
+    store_close(s);
+    store *rw = NULL;
+    int st2 = store_open(&rw, dir, 0, err, errsz);
+    store_close(rw);
+    if (st2 && st2 != STORE_EACCES) return st2;
+    return store_open(out, dir, flags | OPEN_APPLIED, err, errsz);
   }
   *out = s;
   return 0;

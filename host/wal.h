@@ -76,6 +76,9 @@ int store_apply_ops_n(MDB_txn *txn, store *s, const void *ops, size_t len, int m
  * lock the caller holds). Returns 0 or a code. */
 struct steps_pending;
 int store_each_deferred(const void *ops, size_t len, struct steps_pending *p);
+/* How many of a record's operations are not deferred step records (in *n);
+ * MDB_CORRUPTED if it does not parse. */
+int store_count_undeferred(const void *ops, size_t len, size_t *n);
 
 /* ---- deferred step records (writer.c; wal.c's header has the design) ---- */
 
@@ -117,7 +120,11 @@ int wal_mark_del(MDB_txn *txn);
  * every writer process reads). Returns 0 or errno. */
 int wal_publish(wal *l);
 /* Read-only open: if no live process defers and a mark is set, adds the
- * deferred steps after it to the store's pending set. STORE_* status. */
-int wal_load_deferred(store *s, char *err, size_t errsz);
+ * deferred steps after it to the store's pending set; and sets *lazy_left
+ * when the log holds records after LMDB's tail with more than deferred
+ * steps in them (a lazy writer killed with acknowledged events LMDB lacks,
+ * or a group whose writer died before its commit): only a read-write open
+ * applies those (store_lmdb.c has one do it). STORE_* status. */
+int wal_load_deferred(store *s, int *lazy_left, char *err, size_t errsz);
 
 #endif

@@ -369,6 +369,21 @@ int store_each_deferred(const void *ops, size_t len, steps_pending *pp) {
   return 0;
 }
 
+int store_count_undeferred(const void *ops, size_t len, size_t *n) {
+  const char *p = ops, *end = p + len;
+  *n = 0;
+  while (p < end) {
+    rec_hdr h;
+    if ((size_t)(end - p) < sizeof h) return MDB_CORRUPTED;
+    memcpy(&h, p, sizeof h);
+    p += sizeof h;
+    if (h.klen > (size_t)(end - p) || h.vlen > (size_t)(end - p) - h.klen) return MDB_CORRUPTED;
+    *n += h.op != OP_DSTEP;
+    p += h.klen + (h.op == OP_DEL ? 0 : h.vlen);
+  }
+  return 0;
+}
+
 static int apply_batch(MDB_txn *txn, store *s, wbatch *b, int mode, failure *f, size_t *applied,
                        size_t *deferred) {
   int rc = apply_ops(txn, s, b->buf.data, b->buf.len, mode, &f->db, &f->klen, applied, deferred);

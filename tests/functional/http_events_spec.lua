@@ -151,7 +151,7 @@ print(json.dumps({"first": first, "rest": rest}))
     end)
   end)
 
-  it("loses no acknowledged event to a SIGKILL and keeps each key's order", function()
+  it("loses no acknowledged event to a SIGKILL, before a restart too, and keeps each key's order", function()
     H.task(function()
       local script = [[
 import http.client, sys, json, threading
@@ -195,6 +195,14 @@ with lock: save()
       py:wait(30000)
       local acked = json.decode(H.read(ackfile))
       assert.is_true(#acked >= 300)
+      -- before any restart, the read-only `sluice events` finds every one
+      local code, out, err = H.sluice({ "events", "k*", "--json", "--limit", "1000000", "--store", store })
+      assert.are.equal(0, code, err)
+      local listed = {}
+      for _, e in ipairs(json.decode(out).events) do listed[e.id] = true end
+      for _, a in ipairs(acked) do
+        assert.truthy(listed[a.id], "acknowledged event " .. a.id .. " is missing from sluice events")
+      end
       serve = HH.serve(dir .. "/p", store)
       local stored, per_key = {}, {}
       for k = 0, 3 do
