@@ -1541,7 +1541,7 @@ typedef struct {
 static int load_rec(void *ud, uint64_t seq, const char *ops, size_t len) {
   (void)seq;
   load_ctx *c = ud;
-  return store_each_deferred(ops, len, c->p);
+  return store_each_deferred(ops, len, c->p, NULL);
 }
 
 /* counts the operations of records after LMDB's tail that are more than
@@ -1549,7 +1549,7 @@ static int load_rec(void *ud, uint64_t seq, const char *ops, size_t len) {
 static int left_rec(void *ud, uint64_t seq, const char *ops, size_t len) {
   (void)seq;
   size_t n = 0;
-  int rc = store_count_undeferred(ops, len, &n);
+  int rc = store_each_deferred(ops, len, NULL, &n);
   *(size_t *)ud += n;
   return rc;
 }

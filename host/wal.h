@@ -73,12 +73,10 @@ int store_apply_ops_mode(MDB_txn *txn, store *s, const void *ops, size_t len, in
 int store_apply_ops_n(MDB_txn *txn, store *s, const void *ops, size_t len, int mode,
                       size_t *applied);
 /* Adds the deferred step records of one record's operations to p (whose
- * lock the caller holds). Returns 0 or a code. */
+ * lock the caller holds; NULL: none) and counts the others in *others (if
+ * not NULL). Returns 0 or MDB_CORRUPTED if the record does not parse. */
 struct steps_pending;
-int store_each_deferred(const void *ops, size_t len, struct steps_pending *p);
-/* How many of a record's operations are not deferred step records (in *n);
- * MDB_CORRUPTED if it does not parse. */
-int store_count_undeferred(const void *ops, size_t len, size_t *n);
+int store_each_deferred(const void *ops, size_t len, struct steps_pending *p, size_t *others);
 
 /* ---- deferred step records (writer.c; wal.c's header has the design) ---- */
 

@@ -355,30 +355,20 @@ int store_apply_ops(MDB_txn *txn, store *s, const void *ops, size_t len) {
   return store_apply_ops_mode(txn, s, ops, len, APPLY_ALL);
 }
 
-int store_each_deferred(const void *ops, size_t len, steps_pending *pp) {
+int store_each_deferred(const void *ops, size_t len, steps_pending *pp, size_t *others) {
   const char *p = ops, *end = p + len;
+  if (others) *others = 0;
   while (p < end) {
     rec_hdr h;
     if ((size_t)(end - p) < sizeof h) return MDB_CORRUPTED;
     memcpy(&h, p, sizeof h);
     p += sizeof h;
     if (h.klen > (size_t)(end - p) || h.vlen > (size_t)(end - p) - h.klen) return MDB_CORRUPTED;
-    if (h.op == OP_DSTEP) pending_add(pp, p, h.klen, p + h.klen, h.vlen);
-    p += h.klen + (h.op == OP_DEL ? 0 : h.vlen);
-  }
-  return 0;
-}
-
-int store_count_undeferred(const void *ops, size_t len, size_t *n) {
-  const char *p = ops, *end = p + len;
-  *n = 0;
-  while (p < end) {
-    rec_hdr h;
-    if ((size_t)(end - p) < sizeof h) return MDB_CORRUPTED;
-    memcpy(&h, p, sizeof h);
-    p += sizeof h;
-    if (h.klen > (size_t)(end - p) || h.vlen > (size_t)(end - p) - h.klen) return MDB_CORRUPTED;
-    *n += h.op != OP_DSTEP;
+    if (h.op != OP_DSTEP) {
+      if (others) (*others)++;
+    } else if (pp) {
+      pending_add(pp, p, h.klen, p + h.klen, h.vlen);
+    }
     p += h.klen + (h.op == OP_DEL ? 0 : h.vlen);
   }
   return 0;
@@ -681,7 +671,7 @@ static int write_range(writer *w, wbatch *first, wbatch *end, failure *f, writer
     pending_lock(pp);
     undo = pending_mark(pp);
     for (wbatch *b = first; b != end && rc == 0; b = b->next)
-      if (!b->failed && b->steps) rc = store_each_deferred(b->buf.data, b->buf.len, pp);
+      if (!b->failed && b->steps) rc = store_each_deferred(b->buf.data, b->buf.len, pp, NULL);
     pending_unlock(pp);
   }
   /* a lazy group: acknowledged with its transaction left open (its end
